@@ -1,0 +1,100 @@
+"""The values that flow through the pipeline: preprocessor -> BuildContext -> builder -> BuiltImage
+-> deployer -> Handle. Plain frozen dataclasses so each stage is testable on its own."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Protocol, Union
+
+# A file in the build context comes from disk (Path) or is generated (bytes: pickles, shims).
+Source = Union[Path, bytes]
+
+WORKDIR = "/app"
+# Where the function shim writes the return value inside the container; the deployer fetches it.
+OUTPUT_DIR = "/tmp/fairing-output"
+RESULT_MARKER = "FAIRING_RESULT:"
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What to put in the image. `files` maps a POSIX path relative to `workdir` to its source."""
+
+    files: Mapping[str, Source]
+    entrypoint: tuple[str, ...]
+    requirements: tuple[str, ...] = ()
+    python: str | None = None  # "3.11": the Python that produced pickles, for the runtime check
+    workdir: str = WORKDIR
+    env: Mapping[str, str] = field(default_factory=dict)
+    kind: str = "python"  # name of the preprocessor that made it
+    # Files the workload writes that a user can fetch afterwards, e.g. {"result": ".../result.pkl"}.
+    outputs: Mapping[str, str] = field(default_factory=dict)
+
+    def size(self) -> int:
+        return sum(len(s) if isinstance(s, bytes) else Path(s).stat().st_size for s in self.files.values())
+
+
+@dataclass(frozen=True)
+class BuildStats:
+    seconds: float = 0.0
+    layers_uploaded: int = 0
+    layers_skipped: int = 0
+    bytes_uploaded: int = 0
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """An image pinned by digest plus the pod template that runs it."""
+
+    ref: str  # "registry/repo@sha256:..." (or "oci:DIR@sha256:..." for a layout)
+    digest: str
+    tag: str | None = None
+    pod_template: Mapping[str, Any] = field(default_factory=dict)  # k8s PodTemplateSpec as a dict
+    stats: BuildStats = field(default_factory=BuildStats)
+    context: BuildContext | None = None
+
+
+class Handle(Protocol):
+    """What every deployer returns."""
+
+    name: str
+
+    def status(self) -> str: ...
+    def wait(self, timeout: float | None = None) -> str: ...
+    def logs(self, follow: bool = False): ...
+    def result(self) -> Any: ...
+    def delete(self) -> None: ...
+    def manifests(self) -> list[dict]: ...
+
+
+def pod_template(image_ref: str, ctx: BuildContext, container: str = "main") -> dict:
+    """The pod template every builder returns: one container named `container`, never containers[0]."""
+    return {
+        "metadata": {"labels": {"app.kubernetes.io/managed-by": "fairing"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": container,
+                    "image": image_ref,
+                    "command": list(ctx.entrypoint),
+                    "workingDir": ctx.workdir,
+                    "env": [{"name": k, "value": v} for k, v in sorted(ctx.env.items())],
+                }
+            ],
+        },
+    }
+
+
+def write_context(ctx: BuildContext, root: Path) -> Path:
+    """Materialise the context's files under `root` (used by local runs and tests)."""
+    import shutil
+
+    root = Path(root)
+    for dst, src in sorted(ctx.files.items()):
+        out = root / dst
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(src, bytes):
+            out.write_bytes(src)
+        else:
+            shutil.copy2(src, out)
+    return root
