@@ -1,0 +1,404 @@
+"""Effective configuration: CLI/arguments > environment (FAIRING_*) > config file (profile, then
+top level) > defaults. Every value remembers where it came from, so `fair config show` can say.
+
+The config file is `fairing.yaml` (or `fairing.yml`) or a `[tool.fairing]` table in
+`pyproject.toml`, found from the working directory upward. A file may hold profiles:
+
+    registry: 127.0.0.1:5000
+    profiles:
+      local: {deployer: local}
+      dev-cluster: {deployer: job, namespace: team-a, context: dev}
+
+selected with `--profile`, `FAIRING_PROFILE` or a top-level `profile:` key."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from .errors import ConfigError
+
+FILE_NAMES = ("fairing.yaml", "fairing.yml")
+
+
+def _str(v: Any) -> str:
+    if isinstance(v, (dict, list)):
+        raise ValueError("expected a single value")
+    return str(v)
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool):
+        raise ValueError("expected a whole number")
+    try:
+        n = int(str(v).strip())
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+    if n < 0:
+        raise ValueError("must not be negative")
+    return n
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _list(v: Any) -> list[str]:
+    """A list, or a comma/newline separated string ("numpy==1.26,pandas==2.2")."""
+    if isinstance(v, (list, tuple)):
+        return [str(x) for x in v]
+    if isinstance(v, dict):
+        raise ValueError("expected a list")
+    return [p.strip() for p in re.split(r"[,\n]", str(v)) if p.strip()]
+
+
+def _env(v: Any) -> dict[str, str]:
+    """A mapping, or `K=V` items as a list or a comma separated string."""
+    if isinstance(v, Mapping):
+        return {str(k): "" if x is None else str(x) for k, x in v.items()}
+    out: dict[str, str] = {}
+    for item in _list(v):
+        key, eq, val = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"{item!r} is not KEY=VALUE")
+        out[key.strip()] = val
+    return out
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        s = _str(v)
+        if s not in choices:
+            raise ValueError(f"expected one of: {', '.join(choices)}")
+        return s
+
+    return check
+
+
+def _cron(v: Any) -> str:
+    s = " ".join(_str(v).split())
+    if not (s.startswith("@") or len(s.split()) == 5):
+        raise ValueError("expected a cron expression with 5 fields, e.g. \"0 3 * * *\", or @daily")
+    return s
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    example: str = ""  # shown commented out by `fair init`
+
+
+KEYS: dict[str, Key] = {k.name: k for k in (
+    Key("preprocessor", _str, None, "how to package the entry point: python, notebook, function, "
+        "full_notebook (default: guessed from the entry point)", "python"),
+    Key("builder", _str, None, "append (daemonless, default with a registry), docker, cluster", "append"),
+    Key("base_image", _str, None, "image the code is added to (default: python:<your python>-slim)",
+        "python:3.11-slim"),
+    Key("registry", _str, None, "where images are pushed, e.g. 127.0.0.1:5000/team; none -> run locally",
+        "registry.example.com/team"),
+    Key("image_name", _str, None, "repository name for built images (default: fairing-<entry>)", "my-train"),
+    Key("deployer", _str, None, "job, cronjob, tfjob, pytorchjob, serving, inferenceservice, local "
+        "(default: job with a registry and a cluster, else local)", "job"),
+    Key("namespace", _str, None, "Kubernetes namespace (default: from the kubeconfig context)", "default"),
+    Key("context", _str, None, "kubeconfig context", "dev"),
+    Key("kubeconfig", _str, None, "kubeconfig file (default: $KUBECONFIG or ~/.kube/config)", "~/.kube/config"),
+    Key("requirements", _list, [], "pip requirements: a list, or a requirements.txt path",
+        "[numpy==1.26.4]"),
+    Key("cpu", _str, None, "CPU request/limit, e.g. 2 or 500m", "\"1\""),
+    Key("memory", _str, None, "memory request/limit, e.g. 4Gi", "2Gi"),
+    Key("gpus", _int, 0, "number of GPUs", "1"),
+    Key("env", _env, {}, "environment variables for the workload", "{LOG_LEVEL: info}"),
+    Key("schedule", _cron, None, "cron schedule; makes the training a CronJob", "\"0 3 * * *\""),
+    Key("timeout", _int, None, "seconds to wait for the workload (default: no limit)", "3600"),
+    Key("local_mode", _choice("auto", "container", "process"), "auto",
+        "local deployer: container (Docker/Podman API), process, or auto", "auto"),
+    Key("docker_host", _str, None, "Docker/Podman API for local runs and the docker builder "
+        "(default: $DOCKER_HOST or the default socket)", "unix:///run/podman/podman.sock"),
+    Key("dry_run", _bool, False, "print the plan and manifests, apply nothing", "false"),
+    Key("output", _choice("text", "json"), "text", "CLI output format", "text"),
+)}
+
+
+@dataclass(frozen=True)
+class Value:
+    value: Any
+    source: str  # "default", "env FAIRING_X", "fairing.yaml:3 (profile dev)", "cli", "argument"
+
+
+class Settings(Mapping[str, Any]):
+    """The effective values; `settings.registry` or `settings["registry"]`; `.source(key)`."""
+
+    def __init__(self, values: Mapping[str, Value], *, profile: str | None = None,
+                 file: Path | None = None):
+        self._values = dict(values)
+        self.profile = profile
+        self.file = file
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key].value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._values[key].value
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def source(self, key: str) -> str:
+        return self._values[key].source
+
+    def is_set(self, key: str) -> bool:
+        return self._values[key].source != "default"
+
+    def items_with_source(self) -> list[tuple[str, Any, str]]:
+        return [(k, v.value, v.source) for k, v in self._values.items()]
+
+    def with_overrides(self, overrides: Mapping[str, Any], source: str = "argument") -> "Settings":
+        values = dict(self._values)
+        values.update(_layer(overrides, source))
+        return Settings(values, profile=self.profile, file=self.file)
+
+
+def _parse(key: str, raw: Any, where: str) -> Any:
+    if key not in KEYS:
+        raise ConfigError(f"{where}: unknown setting {key!r}", hint=_did_you_mean(key))
+    try:
+        return KEYS[key].parse(raw)
+    except ValueError as e:
+        raise ConfigError(f"{where}: bad value for {key}: {e}",
+                          hint=f"{key}: {KEYS[key].help}") from None
+
+
+def _did_you_mean(key: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key.replace("-", "_"), list(KEYS), n=1)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return f"known settings: {', '.join(KEYS)}"
+
+
+def _layer(values: Mapping[str, Any], source: str) -> dict[str, Value]:
+    out = {}
+    for k, v in values.items():
+        if v is None:
+            continue
+        k = k.replace("-", "_")
+        out[k] = Value(_parse(k, v, source), source)
+    return out
+
+
+# --- the config file ---------------------------------------------------------------------------
+
+def find_config_file(start: Path | None = None) -> Path | None:
+    """The nearest fairing.yaml, or pyproject.toml with a [tool.fairing] table, from `start` up."""
+    here = Path(start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        for name in FILE_NAMES:
+            if (d / name).is_file():
+                return d / name
+        py = d / "pyproject.toml"
+        if py.is_file() and re.search(r"^\s*\[tool\.fairing[\].]", py.read_text(errors="replace"), re.M):
+            return py
+    return None
+
+
+@dataclass
+class _FileData:
+    top: dict[str, tuple[Any, int | None]]  # key -> (raw value, line)
+    profiles: dict[str, dict[str, tuple[Any, int | None]]]
+    default_profile: str | None
+
+
+def _read_yaml(path: Path) -> _FileData:
+    import yaml
+
+    try:
+        node = yaml.compose(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}{line}: invalid YAML: {problem}",
+                          hint="fix the file (indentation, quotes around values with ':' or '#')") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}", hint="check the file's permissions") from None
+    if node is None:
+        return _FileData({}, {}, None)
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"{path}:{node.start_mark.line + 1}: expected a mapping of settings",
+                          hint="write `key: value` lines, see `fair init`")
+
+    def mapping(n: Any, where: str) -> dict[str, tuple[Any, int]]:
+        if not isinstance(n, yaml.MappingNode):
+            raise ConfigError(f"{path}:{n.start_mark.line + 1}: {where} must be a mapping",
+                              hint="write `key: value` lines under it")
+        out = {}
+        for k, v in n.value:
+            out[str(k.value)] = (yaml.safe_load(yaml.serialize(v)), k.start_mark.line + 1, v)
+        return out
+
+    top = mapping(node, "the file")
+    profiles: dict[str, dict] = {}
+    if "profiles" in top:
+        _, _, pnode = top.pop("profiles")
+        for name, (_, line, body) in mapping(pnode, "profiles").items():
+            profiles[name] = {k: (v, ln) for k, (v, ln, _) in mapping(body, f"profile {name!r}").items()}
+    default_profile = None
+    if "profile" in top:
+        default_profile = str(top.pop("profile")[0])
+    return _FileData({k: (v, ln) for k, (v, ln, _) in top.items()}, profiles, default_profile)
+
+
+def _read_pyproject(path: Path) -> _FileData:
+    import tomllib
+
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}", hint="fix the [tool.fairing] table") from None
+    table = dict(data.get("tool", {}).get("fairing", {}))
+    profiles = table.pop("profiles", {}) or {}
+    default_profile = table.pop("profile", None)
+    if not isinstance(profiles, dict) or not all(isinstance(p, dict) for p in profiles.values()):
+        raise ConfigError(f"{path}: [tool.fairing.profiles] must hold tables",
+                          hint="write [tool.fairing.profiles.NAME] tables")
+    return _FileData({k: (v, None) for k, v in table.items()},
+                     {n: {k: (v, None) for k, v in p.items()} for n, p in profiles.items()},
+                     default_profile)
+
+
+def read_config_file(path: Path) -> _FileData:
+    return _read_pyproject(path) if path.name == "pyproject.toml" else _read_yaml(path)
+
+
+# Settings whose file values are paths: resolved against the file's directory, not the cwd.
+_PATH_KEYS = ("kubeconfig",)
+
+
+def _file_layer(path: Path, entries: Mapping[str, tuple[Any, int | None]], profile: str | None) -> dict[str, Value]:
+    out = {}
+    try:
+        shown = path.relative_to(Path.cwd())
+    except ValueError:
+        shown = path
+    for k, (raw, line) in entries.items():
+        where = f"{shown}:{line}" if line else str(shown)
+        if profile:
+            where += f" (profile {profile})"
+        key = k.replace("-", "_")
+        if key in ("dry_run", "output"):
+            raise ConfigError(f"{where}: {key!r} is a command-line option, not a file setting",
+                              hint=f"pass --{key.replace('_', '-')} on the command line")
+        value = _parse(key, raw, where)
+        if key in _PATH_KEYS and value:
+            value = str((path.parent / os.path.expanduser(value)).resolve())
+        if key == "requirements" and len(value) == 1 and _looks_like_file(value[0]):
+            value = [str((path.parent / value[0]).resolve())]
+        out[key] = Value(value, where)
+    return out
+
+
+def _looks_like_file(s: str) -> bool:
+    return s.endswith((".txt", ".in", ".toml")) or "/" in s and not re.match(r"^[\w.-]+\s*@", s)
+
+
+def env_settings(environ: Mapping[str, str]) -> dict[str, Value]:
+    """FAIRING_<KEY> for every known key; other FAIRING_* variables belong to other parts."""
+    out = {}
+    for key in KEYS:
+        var = f"FAIRING_{key.upper()}"
+        if environ.get(var, "") != "":
+            out[key] = Value(_parse(key, environ[var], f"env {var}"), f"env {var}")
+    return out
+
+
+def load(cli: Mapping[str, Any] | None = None, *, profile: str | None = None, cwd: Path | None = None,
+         environ: Mapping[str, str] | None = None, file: Path | None = None,
+         cli_source: str = "cli") -> Settings:
+    """The effective settings. `cli` holds explicit values (None = not given); `profile` selects a
+    profile (else FAIRING_PROFILE, else the file's `profile:`); `file` overrides discovery
+    (FAIRING_CONFIG also does)."""
+    environ = os.environ if environ is None else environ
+    if file is None and environ.get("FAIRING_CONFIG"):
+        file = Path(environ["FAIRING_CONFIG"]).expanduser()
+        if not file.is_file():
+            raise ConfigError(f"FAIRING_CONFIG points at {file}, which does not exist",
+                              hint="unset FAIRING_CONFIG or point it at a fairing.yaml")
+    path = (file.resolve() if file else None) or find_config_file(cwd)
+    values: dict[str, Value] = {k: Value(key.default, "default") for k, key in KEYS.items()}
+    chosen = profile or environ.get("FAIRING_PROFILE") or None
+    if path is not None:
+        data = read_config_file(path)
+        values.update(_file_layer(path, data.top, None))
+        chosen = chosen or data.default_profile
+        if chosen:
+            if chosen not in data.profiles:
+                have = ", ".join(sorted(data.profiles)) or "none"
+                raise ConfigError(f"profile {chosen!r} is not defined in {path}",
+                                  hint=f"profiles defined there: {have}")
+            values.update(_file_layer(path, data.profiles[chosen], chosen))
+    elif chosen:
+        raise ConfigError(f"profile {chosen!r} selected but no fairing.yaml or [tool.fairing] found",
+                          hint="run `fair init` to write a fairing.yaml with profiles")
+    values.update(env_settings(environ))
+    if cli:
+        values.update(_layer(cli, cli_source))
+    return Settings(values, profile=chosen, file=path)
+
+
+def requirements_list(settings: Mapping[str, Any]) -> list[str] | str:
+    """Requirements as given: a list of pins, or a single requirements file path (kept a path so
+    the preprocessor reads it itself)."""
+    reqs = list(settings.get("requirements") or [])
+    if len(reqs) == 1 and _looks_like_file(reqs[0]):
+        return reqs[0]
+    return reqs
+
+
+# --- `fair init` ------------------------------------------------------------------------------
+
+def init_text() -> str:
+    """A commented fairing.yaml: every key, its meaning, an example, all commented out."""
+    lines = [
+        "# fairing configuration. Precedence: command line > FAIRING_* environment > this file > defaults.",
+        "# `fair config show` prints the effective values and where each came from.",
+        "# Uncomment what you need. With no registry and no cluster, `fair train` runs locally.",
+        "",
+    ]
+    for key in KEYS.values():
+        if key.name in ("dry_run", "output"):
+            continue
+        lines.append(f"# {key.name}: {key.example}".rstrip())
+        lines.append(f"#   {key.help}")
+    lines += [
+        "",
+        "# Profiles: select with --profile NAME or FAIRING_PROFILE=NAME (or `profile: NAME` above).",
+        "profiles:",
+        "  local:",
+        "    deployer: local",
+        "  dev-cluster:",
+        "    deployer: job",
+        "    # registry: registry.example.com/team",
+        "    # namespace: team-a",
+        "    # context: dev",
+        "",
+    ]
+    return "\n".join(lines)
