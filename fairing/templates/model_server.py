@@ -1,0 +1,515 @@
+"""fairing model server: runs inside the serving image (copied there as `fairing_model_server.py`).
+
+Self-contained on purpose: the image has the user's model, starlette, uvicorn (and cloudpickle for
+a pickled model), never fairing itself. Speaks two protocols over one model:
+
+  KServe V1                         GET  /v1/models/<name>          POST /v1/models/<name>:predict
+  Open Inference Protocol (v2)      GET  /v2/health/live|ready      GET  /v2/models/<name>[/ready]
+                                    POST /v2/models/<name>/infer
+
+Configuration comes from the environment (set by fairing's serve preprocessor):
+  MODEL_NAME            name in the URLs                    PORT             listen port (8080)
+  FAIRING_MODEL         "module:Class" importable from the working directory, or
+  FAIRING_MODEL_PICKLE  path of a cloudpickled class (or instance)
+  FAIRING_MODEL_DIR     directory given to `load(model_dir)` (default: the working directory)
+  FAIRING_STORAGE_URI   http(s):// or file: URI fetched into FAIRING_MODEL_DIR before load()
+  FAIRING_PYTHON        "3.11": the Python that pickled the model; a different one is a load error
+
+The model is loaded once, in a background thread, so liveness answers while a big model loads.
+Until load() returns the server is live but not ready; if load() raises it stays not ready and
+every readiness/predict call answers 503 with the load error (and the log says so)."""
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import threading
+import traceback
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+log = logging.getLogger("fairing.model_server")
+
+SERVER_NAME = "fairing-model-server"
+SERVER_VERSION = "1"
+DEFAULT_MODEL_DIR = "/mnt/models"  # KServe's convention for fetched model files
+
+# Open Inference Protocol tensor types and the JSON values each accepts.
+_INT = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
+_FLOAT = ("FP16", "FP32", "FP64")
+DATATYPES = ("BOOL", "BYTES", *_INT, *_FLOAT)
+
+
+class PayloadError(Exception):
+    """The request is wrong (400 for unparsable, 422 for well-formed but invalid)."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+# ----------------------------------------------------------------------------- model loading
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def fetch_storage(uri: str, model_dir: Path) -> Path:
+    """Copy what `uri` points at into `model_dir` (made if missing) and return `model_dir`.
+
+    file: a directory is used in place (nothing copied), a file is copied in; http(s): the body is
+    saved under the URL's basename. .tar.gz/.tgz/.tar/.zip archives are unpacked into model_dir."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        src = Path(urllib.parse.unquote(parsed.path if parsed.scheme else uri))
+        if not src.exists():
+            raise FileNotFoundError(f"storage URI {uri} does not exist inside the container")
+        if src.is_dir():
+            return src
+        model_dir.mkdir(parents=True, exist_ok=True)
+        dst = model_dir / src.name
+        shutil.copyfile(src, dst)
+    elif parsed.scheme in ("http", "https"):
+        name = Path(urllib.parse.unquote(parsed.path)).name or "model"
+        model_dir.mkdir(parents=True, exist_ok=True)
+        dst = model_dir / name
+        log.info("fetching %s -> %s", uri, dst)
+        with urllib.request.urlopen(uri, timeout=300) as resp, open(dst, "wb") as out:
+            shutil.copyfileobj(resp, out)
+    else:
+        raise ValueError(f"unsupported storage URI scheme {parsed.scheme!r} in {uri} (use http, https or file)")
+    _unpack(dst, model_dir)
+    return model_dir
+
+
+def _unpack(path: Path, into: Path) -> None:
+    import tarfile
+    import zipfile
+
+    name = path.name.lower()
+    if name.endswith((".tar.gz", ".tgz", ".tar")):
+        with tarfile.open(path) as tar:
+            tar.extractall(into, filter="data")  # "data" refuses absolute paths and ../ escapes
+    elif name.endswith(".zip"):
+        with zipfile.ZipFile(path) as zf:
+            zf.extractall(into)  # zipfile already strips absolute paths and ..
+    else:
+        return
+    path.unlink()
+
+
+def resolve_model(env: dict[str, str]) -> Any:
+    """The user's class (or instance) named by the environment."""
+    # The user's modules (files shipped next to the model) live in the working directory.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    pickled = env.get("FAIRING_MODEL_PICKLE")
+    if pickled:
+        want = env.get("FAIRING_PYTHON")
+        have = f"{sys.version_info.major}.{sys.version_info.minor}"
+        if want and want != have:
+            raise RuntimeError(
+                f"the model was pickled with Python {want} but this image runs Python {have}; "
+                f"use a base image with Python {want}"
+            )
+        import cloudpickle  # noqa: F401  (the pickle references cloudpickle's reconstructors)
+
+        with open(pickled, "rb") as f:
+            return __import__("pickle").load(f)
+    ref = env.get("FAIRING_MODEL")
+    if not ref or ":" not in ref:
+        raise RuntimeError("set FAIRING_MODEL=module:Class or FAIRING_MODEL_PICKLE=path to say which model to serve")
+    module_name, _, attr = ref.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _instantiate(obj: Any) -> Any:
+    return obj() if inspect.isclass(obj) else obj
+
+
+def _call_load(model: Any, model_dir: Path) -> None:
+    load = getattr(model, "load", None)
+    if load is None:
+        return
+    try:
+        params = [
+            p for p in inspect.signature(load).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        ]
+    except (TypeError, ValueError):
+        params = []
+    load(str(model_dir)) if params else load()
+
+
+class ModelState:
+    """The one model this server serves, and where its loading stands."""
+
+    def __init__(self, name: str, factory=None, env: dict[str, str] | None = None):
+        self.name = name
+        self.env = dict(os.environ if env is None else env)
+        self._factory = factory  # for in-process use: a class or instance instead of the env
+        self.model: Any = None
+        self.ready = False
+        self.error: str | None = None
+        self.loaded = threading.Event()
+        self._started = False
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Load once in a background thread; calling again is a no-op."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        threading.Thread(target=self._load, name="model-load", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            log.info("loading model %r", self.name)
+            obj = self._factory if self._factory is not None else resolve_model(self.env)
+            model = _instantiate(obj)
+            if not callable(getattr(model, "predict", None)):
+                raise TypeError(f"{type(model).__name__} has no predict() method")
+            model_dir = Path(self.env.get("FAIRING_MODEL_DIR") or os.getcwd())
+            uri = self.env.get("FAIRING_STORAGE_URI")
+            if uri:
+                model_dir = fetch_storage(uri, Path(self.env.get("FAIRING_MODEL_DIR") or DEFAULT_MODEL_DIR))
+            _call_load(model, model_dir)
+            self.model = model
+            self.ready = True
+            log.info("model %r is ready", self.name)
+        except BaseException as exc:  # noqa: BLE001 - any failure must become "not ready + message"
+            self.error = f"model {self.name!r} failed to load: {_error_text(exc)}"
+            log.error("%s\n%s", self.error, traceback.format_exc().rstrip())
+        finally:
+            self.loaded.set()
+
+    def unavailable(self) -> str | None:
+        """Why predictions can't be served now, or None when ready."""
+        if self.ready:
+            return None
+        return self.error or f"model {self.name!r} is still loading"
+
+
+# ----------------------------------------------------------------------------- JSON & tensors
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Model outputs -> JSON values; numpy arrays/scalars without importing numpy here."""
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "replace")
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
+        return to_jsonable(obj.tolist())
+    if hasattr(obj, "item"):
+        return to_jsonable(obj.item())
+    raise TypeError(f"the model returned a {type(obj).__name__}, which is not JSON serializable")
+
+
+def _shape_of(value: Any) -> list[int]:
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        value = value[0] if value else None
+    return shape
+
+
+def _flatten(value: Any) -> list:
+    if not isinstance(value, list):
+        return [value]
+    out: list = []
+    for v in value:
+        out.extend(_flatten(v))
+    return out
+
+
+def _reshape(flat: list, shape: list[int]) -> Any:
+    if not shape:
+        return flat[0]
+    if len(shape) == 1:
+        return list(flat)
+    step = len(flat) // shape[0] if shape[0] else 0
+    return [_reshape(flat[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])]
+
+
+def _datatype_of(flat: list) -> str:
+    if all(isinstance(v, bool) for v in flat) and flat:
+        return "BOOL"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in flat):
+        return "INT64"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) or v is None for v in flat):
+        return "FP64"
+    return "BYTES"
+
+
+def _check_value(v: Any, datatype: str) -> bool:
+    if datatype == "BOOL":
+        return isinstance(v, bool)
+    if datatype == "BYTES":
+        return isinstance(v, str)
+    if isinstance(v, bool):
+        return False
+    if datatype in _INT:
+        return isinstance(v, int) and (v >= 0 or not datatype.startswith("U"))
+    return isinstance(v, (int, float))
+
+
+def decode_v2_input(tensor: Any, index: int) -> tuple[str, Any]:
+    """One `inputs[i]` object -> (name, nested list shaped as declared). Raises PayloadError."""
+    where = f"inputs[{index}]"
+    if not isinstance(tensor, dict):
+        raise PayloadError(f"{where} must be an object with name, shape, datatype and data")
+    missing = [k for k in ("name", "shape", "datatype", "data") if k not in tensor]
+    if missing:
+        raise PayloadError(f"{where} is missing {', '.join(missing)}")
+    name, shape, datatype, data = tensor["name"], tensor["shape"], tensor["datatype"], tensor["data"]
+    if not isinstance(name, str) or not name:
+        raise PayloadError(f"{where}.name must be a non-empty string")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise PayloadError(f"{where}.shape must be a list of non-negative integers, got {json.dumps(shape)}")
+    if datatype not in DATATYPES:
+        raise PayloadError(f"{where}.datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
+    flat = _flatten(data)  # the protocol allows flat (row-major) or nested data
+    expected = math.prod(shape)
+    if len(flat) != expected:
+        raise PayloadError(f"{where} ({name}) has {len(flat)} values but shape {shape} needs {expected}")
+    bad = next((v for v in flat if not _check_value(v, datatype)), _MISSING)
+    if bad is not _MISSING:
+        raise PayloadError(f"{where} ({name}) declares {datatype} but holds {json.dumps(bad)}")
+    return name, _reshape(flat, shape)
+
+
+_MISSING = object()
+
+
+def encode_v2_outputs(result: Any, requested: list[str] | None) -> list[dict]:
+    """Model output -> v2 `outputs`. A dict gives one tensor per key; anything else one tensor."""
+    result = to_jsonable(result)
+    items = list(result.items()) if isinstance(result, dict) else [("output-0", result)]
+    if requested:
+        known = dict(items)
+        unknown = [n for n in requested if n not in known]
+        if unknown:
+            raise PayloadError(f"requested outputs {unknown} are not produced; the model gives {sorted(known)}")
+        items = [(n, known[n]) for n in requested]
+    outputs = []
+    for name, value in items:
+        flat = _flatten(value)
+        outputs.append({"name": name, "shape": _shape_of(value), "datatype": _datatype_of(flat), "data": flat})
+    return outputs
+
+
+# ----------------------------------------------------------------------------- HTTP
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw:
+        raise PayloadError("the request body is empty; send JSON", 400)
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"the request body is not valid JSON: {exc}", 400) from None
+
+
+async def _run(fn, *args):
+    """Run a model hook: coroutine functions are awaited, blocking ones go to a worker thread."""
+    if inspect.iscoroutinefunction(fn):
+        return await fn(*args)
+    out = await run_in_threadpool(fn, *args)
+    return await out if inspect.isawaitable(out) else out
+
+
+async def _predict(model: Any, payload: Any) -> Any:
+    pre = getattr(model, "preprocess", None)
+    post = getattr(model, "postprocess", None)
+    try:
+        if callable(pre):
+            payload = await _run(pre, payload)
+        out = await _run(model.predict, payload)
+        if callable(post):
+            out = await _run(post, out)
+        return out
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        # What a model raises for input it can't use (wrong feature count, bad type): the caller's fault.
+        raise PayloadError(f"the model rejected the input: {_error_text(exc)}") from exc
+
+
+def create_app(state: ModelState) -> Starlette:
+    name = state.name
+
+    def unknown(requested: str) -> JSONResponse:
+        return _error(404, f"model {requested!r} not found; this server serves {name!r}")
+
+    async def live(request: Request):
+        return JSONResponse({"live": True})
+
+    async def ready(request: Request):
+        why = state.unavailable()
+        if why:
+            return JSONResponse({"ready": False, "error": why}, status_code=503)
+        return JSONResponse({"ready": True})
+
+    async def v1_models(request: Request):
+        return JSONResponse({"models": [name]})
+
+    async def v1_model(request: Request):
+        requested = request.path_params["name"]
+        if requested.endswith(":predict"):
+            return _error(405, f"use POST for {request.url.path}")
+        if requested != name:
+            return unknown(requested)
+        body = {"name": name, "ready": state.ready}
+        if state.error:
+            body["error"] = state.error
+        return JSONResponse(body)
+
+    async def v1_predict(request: Request):
+        requested = request.path_params["name"]
+        if requested != name:
+            return unknown(requested)
+        why = state.unavailable()
+        if why:
+            return _error(503, why)
+        try:
+            body = await _json_body(request)
+            if not isinstance(body, dict) or not ({"instances", "inputs"} & body.keys()):
+                raise PayloadError('expected a JSON object with "instances": [...]')
+            instances = body["instances"] if "instances" in body else body["inputs"]
+            if not isinstance(instances, list):
+                raise PayloadError(f'"instances" must be a list, got {type(instances).__name__}')
+            out = to_jsonable(await _predict(state.model, instances))
+        except PayloadError as exc:
+            return _error(exc.status, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a model bug: say so, keep serving
+            log.exception("predict failed")
+            return _error(500, f"predict failed: {_error_text(exc)}")
+        return JSONResponse({"predictions": out})
+
+    async def v2_server(request: Request):
+        return JSONResponse({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []})
+
+    async def v2_model(request: Request):
+        requested = request.path_params["name"]
+        if requested != name:
+            return unknown(requested)
+        return JSONResponse({"name": name, "versions": [], "platform": "fairing", "inputs": [], "outputs": []})
+
+    async def v2_model_ready(request: Request):
+        requested = request.path_params["name"]
+        if requested != name:
+            return unknown(requested)
+        why = state.unavailable()
+        if why:
+            return JSONResponse({"name": name, "ready": False, "error": why}, status_code=503)
+        return JSONResponse({"name": name, "ready": True})
+
+    async def v2_infer(request: Request):
+        requested = request.path_params["name"]
+        if requested != name:
+            return unknown(requested)
+        why = state.unavailable()
+        if why:
+            return _error(503, why)
+        try:
+            body = await _json_body(request)
+            if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
+                raise PayloadError('expected a JSON object with a non-empty "inputs" list')
+            decoded = [decode_v2_input(t, i) for i, t in enumerate(body["inputs"])]
+            names = [n for n, _ in decoded]
+            if len(set(names)) != len(names):
+                raise PayloadError(f"input names must be unique, got {names}")
+            # One input -> the model sees its rows, exactly as V1 instances; several -> a dict by name.
+            payload = decoded[0][1] if len(decoded) == 1 else dict(decoded)
+            requested_outputs = body.get("outputs")
+            wanted = None
+            if requested_outputs is not None:
+                if not isinstance(requested_outputs, list) or not all(
+                    isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested_outputs
+                ):
+                    raise PayloadError('"outputs" must be a list of objects with a "name"')
+                wanted = [o["name"] for o in requested_outputs]
+            out = await _predict(state.model, payload)
+            response = {"model_name": name, "outputs": encode_v2_outputs(out, wanted)}
+        except PayloadError as exc:
+            return _error(exc.status, str(exc))
+        except Exception as exc:  # noqa: BLE001
+            log.exception("infer failed")
+            return _error(500, f"predict failed: {_error_text(exc)}")
+        if "id" in body:
+            response["id"] = body["id"]
+        return JSONResponse(response)
+
+    async def not_found(request: Request, exc: Exception):
+        status = getattr(exc, "status_code", 404)
+        detail = getattr(exc, "detail", None) or "not found"
+        return _error(status, f"{detail}: {request.method} {request.url.path}")
+
+    routes = [
+        Route("/", live),
+        Route("/v1/models", v1_models),
+        Route("/v1/models/{name}:predict", v1_predict, methods=["POST"]),
+        Route("/v1/models/{name}", v1_model),
+        Route("/v2", v2_server),
+        Route("/v2/health/live", live),
+        Route("/v2/health/ready", ready),
+        Route("/v2/models/{name}/ready", v2_model_ready),
+        Route("/v2/models/{name}/infer", v2_infer, methods=["POST"]),
+        Route("/v2/models/{name}", v2_model),
+    ]
+
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app):
+        state.start()
+        yield
+
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=os.environ.get("FAIRING_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stdout,
+    )
+    import uvicorn
+
+    name = os.environ.get("MODEL_NAME", "model")
+    port = int(os.environ.get("PORT", "8080"))
+    state = ModelState(name)
+    log.info("serving model %r on port %d (V1 /v1/models/%s:predict, v2 /v2/models/%s/infer)", name, port, name, name)
+    uvicorn.run(create_app(state), host=os.environ.get("HOST", "0.0.0.0"), port=port, log_config=None)
+
+
+if __name__ == "__main__":
+    main()
