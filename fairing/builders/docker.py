@@ -1,0 +1,461 @@
+"""The `docker` builder: a generated Dockerfile built and pushed through a Docker Engine API
+(Docker, or Podman's Docker-compatible service), using the `docker` SDK's low-level APIClient.
+
+How dependencies get into the image: the base image may have python3 but no pip (Debian's python3
+without python3-pip), the build may have no network, and Debian's Python refuses `pip install` into
+the system (PEP 668). So the wheels for the image's Python/platform and a pip wheel are downloaded
+on the host (`pip download --only-binary=:all:`, cached under $FAIRING_CACHE), sent in the build
+context, and installed by running pip straight from its wheel with `--no-index --target`. The
+dependency step comes before the code COPY, so a code change reuses the engine's cached layers.
+
+The context tar and Dockerfile helpers here are shared with the `cluster` (kaniko) builder."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Any, Callable, Iterable, Sequence
+
+from .. import templates
+from ..context import BuildContext, BuildStats, BuiltImage, pod_template
+from ..errors import BuildError, ConfigError
+from .base import Builder, context_hash, split_tag
+
+log = logging.getLogger(__name__)
+
+DEPS_SITE = "/opt/fairing/deps"  # where requirements are installed (on PYTHONPATH)
+APP_DIR = "app"  # context folder holding the user's files
+DEPS_DIR = ".fairing/deps"  # context folder holding requirements.txt and wheels
+IN_MEMORY_LIMIT = 64 << 20  # contexts larger than this are spooled to a temp file
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# ---------------------------------------------------------------------------------------------
+# Dockerfile and context (shared with the cluster builder)
+# ---------------------------------------------------------------------------------------------
+
+def _env_value(value: str) -> str:
+    # Double-quoted Dockerfile value: escape what the parser would interpret ($ expands variables).
+    return '"' + re.sub(r'(["\\$])', r"\\\1", value) + '"'
+
+
+def dockerfile(ctx: BuildContext, base_image: str, *, pip_wheel: str | None = None,
+               run: Sequence[str] = ()) -> str:
+    """The Dockerfile for `ctx` on `base_image`. `pip_wheel` is the file name of the pip wheel in
+    the context's deps folder (None when there are no requirements); `run` are extra shell
+    commands (e.g. system packages) run before the dependency step."""
+    if not ctx.entrypoint:
+        raise ConfigError("the build context has no entrypoint", hint="give the command to run in the image")
+    steps = "".join(f"RUN {cmd}\n" for cmd in run)
+    if ctx.requirements:
+        if not pip_wheel:
+            raise ValueError("requirements need a pip wheel in the context")
+        steps += templates.render("Dockerfile.deps", pip_wheel=pip_wheel, site=DEPS_SITE)
+    env_lines = []
+    for key, value in sorted(ctx.env.items()):
+        if not _ENV_NAME.match(key):
+            raise ConfigError(f"invalid environment variable name {key!r}",
+                              hint="use letters, digits and underscores, not starting with a digit")
+        if "\n" in value or "\r" in value:
+            raise ConfigError(f"environment variable {key} contains a line break",
+                              hint="pass multi-line values as a file in the context instead")
+        env_lines.append(f"ENV {key}={_env_value(value)}\n")
+    return templates.render(
+        "Dockerfile",
+        base=base_image,
+        workdir=ctx.workdir,
+        steps=steps,
+        env="".join(env_lines),
+        entrypoint=json.dumps(list(ctx.entrypoint)),
+    )
+
+
+def context_entries(ctx: BuildContext, dockerfile_text: str, deps: Path | None) -> dict[str, bytes | Path]:
+    """Every entry of the build context: Dockerfile, the user's files under app/, and
+    requirements.txt plus wheels under .fairing/deps/ (when there are requirements)."""
+    from ..oci.layer import clean_path, tree
+
+    out: dict[str, bytes | Path] = {"Dockerfile": dockerfile_text.encode()}
+    for dst, src in ctx.files.items():
+        path = f"{APP_DIR}/{clean_path(dst)}"
+        if isinstance(src, bytes):
+            out[path] = src
+        elif Path(src).is_dir() and not Path(src).is_symlink():
+            out.update(tree(Path(src), path))
+        else:
+            out[path] = Path(src)
+    if not ctx.files:
+        # `COPY app/` needs the folder even when empty; a directory source only contributes its type.
+        out[APP_DIR] = Path(templates.__file__).parent
+    if ctx.requirements:
+        assert deps is not None
+        out[f"{DEPS_DIR}/requirements.txt"] = ("\n".join(ctx.requirements) + "\n").encode()
+        for wheel in sorted(deps.glob("*.whl")):
+            out[f"{DEPS_DIR}/{wheel.name}"] = wheel
+    return out
+
+
+def context_file(ctx: BuildContext, dockerfile_text: str, deps: Path | None) -> IO[bytes]:
+    """The context as a rewound, reproducible .tar.gz (written by the one deterministic tar writer,
+    fairing.oci.layer.write_layer): in memory when small, else an anonymous temp file that is
+    deleted on close, so nothing is left behind if the build fails. Engines and kaniko both
+    accept a gzip'd context."""
+    from ..oci.layer import write_layer
+
+    entries = context_entries(ctx, dockerfile_text, deps)
+    size = sum(len(v) if isinstance(v, bytes) else v.lstat().st_size for v in entries.values())
+    f: IO[bytes] = io.BytesIO() if size < IN_MEMORY_LIMIT else tempfile.TemporaryFile(prefix="fairing-context-")
+    try:
+        write_layer(entries, f)
+    except BaseException:
+        f.close()
+        raise
+    f.seek(0)
+    return f
+
+
+# ---------------------------------------------------------------------------------------------
+# Wheels for the dependency step, downloaded on the host
+# ---------------------------------------------------------------------------------------------
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FAIRING_CACHE") or Path.home() / ".cache" / "fairing")
+
+
+def platform_tags(arch: str, glibc_minor: int = 36) -> list[str]:
+    """pip --platform values for a glibc Linux image (Debian bookworm has glibc 2.36): pip does not
+    expand manylinux_2_X to older tags by itself, so list them."""
+    machine = {"amd64": "x86_64", "arm64": "aarch64", "x86_64": "x86_64", "aarch64": "aarch64"}.get(arch, arch)
+    tags = [f"manylinux_2_{m}_{machine}" for m in range(glibc_minor, 16, -1)]
+    return tags + [f"manylinux2014_{machine}", f"linux_{machine}"]
+
+
+def check_requirements(requirements: Sequence[str], python: str) -> None:
+    for r in requirements:
+        # An option ("--index-url=...", "-r file") would change how pip resolves, not what.
+        if not r.strip() or r.lstrip().startswith("-") or "\n" in r:
+            raise ConfigError(f"invalid requirement {r!r}", hint="give requirements like 'requests==2.32.3'")
+    if not re.fullmatch(r"3\.\d+", python):
+        raise ConfigError(f"invalid Python version {python!r}", hint="give the image's Python as '3.11'")
+
+
+def download_wheels(requirements: Sequence[str], python: str, arch: str = "amd64") -> tuple[Path, str]:
+    """Wheels for `requirements` plus a pip wheel, for CPython `python` ("3.11") on linux/`arch`,
+    cached by (requirements, python, arch, pip version). Returns (dir, pip wheel file name)."""
+    from importlib.metadata import version
+
+    check_requirements(requirements, python)
+    pip_version = version("pip")
+    key = hashlib.sha256(json.dumps([list(requirements), python, arch, pip_version]).encode()).hexdigest()[:20]
+    dest = cache_dir() / "docker" / "wheels" / key
+    if dest.is_dir():
+        wheels = sorted(dest.glob("pip-*.whl"))
+        if wheels:
+            return dest, wheels[0].name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=dest.parent))
+    try:
+        nodot = python.replace(".", "")
+        common = [sys.executable, "-m", "pip", "download", "--dest", str(tmp), "--only-binary=:all:",
+                  "--python-version", python, "--implementation", "cp",
+                  "--abi", f"cp{nodot}", "--abi", "abi3", "--abi", "none",
+                  "--disable-pip-version-check", "--no-input", "--quiet"]
+        for tag in platform_tags(arch):
+            common += ["--platform", tag]
+        for what, args in (("requirements", list(requirements)), ("pip", [f"pip=={pip_version}", "--no-deps"])):
+            proc = subprocess.run(common + args, capture_output=True, text=True)
+            if proc.returncode != 0:
+                lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+                reason = lines[-1].strip() if lines else f"pip exited with {proc.returncode}"
+                raise BuildError(
+                    f"could not download wheels for {what} ({', '.join(args[:5])}): {reason}",
+                    hint=f"the docker builder installs wheels only: pin versions that publish a wheel for "
+                         f"CPython {python} on linux/{arch}, and check your pip index settings")
+        pip_wheels = sorted(tmp.glob("pip-*.whl"))
+        try:
+            tmp.rename(dest)
+        except OSError:  # another build filled the cache first; theirs is as good as ours
+            return dest, sorted(dest.glob("pip-*.whl"))[0].name
+        return dest, pip_wheels[0].name
+    finally:
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Engine streams
+# ---------------------------------------------------------------------------------------------
+
+_STEP = re.compile(r"^\s*(?:Step|STEP)\s+(\d+)/(\d+)\s*:\s*(.*?)\s*$")
+_DIGEST = re.compile(r"(sha256:[0-9a-f]{64})")
+
+
+def parse_build_stream(events: Iterable[dict], emit: Callable[[str], None]) -> str:
+    """Follow a /build stream; return the image ID. An error event raises BuildError naming the step
+    that failed (Docker prints "Step 3/6 : RUN ...", Podman/buildah "STEP 3/6: RUN ...")."""
+    step = None
+    image_id = None
+    tail: list[str] = []
+    for ev in events:
+        if "stream" in ev:
+            for line in str(ev["stream"]).splitlines():
+                if not line.strip():
+                    continue
+                emit(line)
+                m = _STEP.match(line)
+                if m:
+                    step, tail = m.groups(), []
+                else:
+                    tail = (tail + [line])[-20:]
+                    done = re.match(r"^Successfully built ([0-9a-f]+)", line)
+                    if done and not image_id:
+                        image_id = done.group(1)
+        if "aux" in ev and isinstance(ev["aux"], dict) and ev["aux"].get("ID"):
+            image_id = ev["aux"]["ID"]
+        if ev.get("error") or ev.get("errorDetail"):
+            detail = ev.get("errorDetail") or {}
+            msg = (detail.get("message") or ev.get("error") or "unknown error").strip()
+            # buildah repeats the step ("building at STEP \"RUN ...\": "); we name it ourselves.
+            msg = re.sub(r'^building at STEP ".*?": ', "", " ".join(msg.split()))
+            if len(msg) > 300:
+                msg = msg[:300] + "..."
+            where = f"step {step[0]}/{step[1]} `{step[2]}`" if step else "the build"
+            last = next((ln.strip() for ln in reversed(tail) if ln.strip()), None)
+            hint = f"the step's output ended with: {last[:200]}" if last else "see the build output above"
+            err = BuildError(f"image build failed at {where}: {msg}", hint=hint)
+            err.step = step  # type: ignore[attr-defined]
+            err.output = tail  # type: ignore[attr-defined]
+            raise err
+    if not image_id:
+        raise BuildError("the engine finished the build without reporting an image",
+                         hint="check the engine's logs; the build output is above")
+    return image_id
+
+
+def parse_push_stream(events: Iterable[dict], emit: Callable[[str], None], target: str) -> tuple[str | None, BuildStats]:
+    """Follow a /push stream; return (pushed manifest digest if the engine told it, stats)."""
+    digest = None
+    progress: dict[str, int] = {}
+    pushed: set[str] = set()
+    skipped: set[str] = set()
+    for ev in events:
+        if ev.get("error") or ev.get("errorDetail"):
+            detail = ev.get("errorDetail") or {}
+            msg = " ".join(str(detail.get("message") or ev.get("error")).split())
+            hint = "check the registry is reachable and that you may push to it (docker login <registry>)"
+            if re.search(r"unauthori[sz]ed|authentication required|denied|401|403", msg, re.I):
+                hint = f"log in first: docker login {target.split('/', 1)[0]}"
+            raise BuildError(f"push of {target} failed: {msg[:300]}", hint=hint)
+        status = str(ev.get("status") or "")
+        layer = str(ev.get("id") or "")
+        if status:
+            emit(f"{layer}: {status}" if layer else status)
+        if status.startswith("Pushed") and layer:
+            pushed.add(layer)
+        elif "already exists" in status and layer:
+            skipped.add(layer)
+        if status.startswith("Pushing") and layer:
+            cur = (ev.get("progressDetail") or {}).get("current")
+            if isinstance(cur, int):
+                progress[layer] = max(progress.get(layer, 0), cur)
+        aux = ev.get("aux")
+        if isinstance(aux, dict) and aux.get("Digest"):
+            digest = aux["Digest"]
+        elif not digest and "digest:" in status:
+            m = _DIGEST.search(status)
+            digest = m.group(1) if m else None
+    stats = BuildStats(layers_uploaded=len(pushed), layers_skipped=len(skipped - pushed),
+                       bytes_uploaded=sum(progress.get(layer, 0) for layer in pushed))
+    return digest, stats
+
+
+# ---------------------------------------------------------------------------------------------
+# The builder
+# ---------------------------------------------------------------------------------------------
+
+def engine_host(docker_host: str | None = None) -> str:
+    return docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def connect(docker_host: str | None = None, timeout: int = 3600):
+    """A docker.APIClient for `docker_host` (default $DOCKER_HOST, with $DOCKER_TLS_VERIFY and
+    $DOCKER_CERT_PATH), after checking an engine answers there."""
+    import docker
+    from docker.errors import DockerException
+
+    kwargs: dict[str, Any] = docker.utils.kwargs_from_env()
+    host = engine_host(docker_host)
+    kwargs["base_url"] = host
+    try:
+        client = docker.APIClient(version="auto", timeout=timeout, **kwargs)
+    except DockerException as e:
+        raise BuildError(f"no Docker engine at {host}; start one or use --builder append",
+                         hint=f"set DOCKER_HOST to a running Docker or Podman API socket; cause: {_short(e)}") from None
+    return client
+
+
+def _short(e: BaseException) -> str:
+    s = " ".join(str(e).split())
+    return s if len(s) <= 160 else s[:160] + "..."
+
+
+def registry_auth(registry: str, repository: str | None = None) -> dict | None:
+    """Credentials for `registry` in the form the Engine API's X-Registry-Auth expects, found where
+    every fairing builder looks (fairing.oci.auth: Docker config auths/credsStore/credHelpers and
+    containers auth.json); None lets the engine use its own."""
+    from ..oci.auth import find_credentials
+
+    found = find_credentials(registry, repository).credentials
+    if not found:
+        return None
+    if found.identity_token:
+        return {"identitytoken": found.identity_token, "serveraddress": registry}
+    return {"username": found.username, "password": found.password, "serveraddress": registry}
+
+
+class DockerBuilder(Builder):
+    """Build with a Docker Engine API (Docker or Podman), push, return the image pinned by digest.
+
+    base_image: image to build FROM (the engine pulls it).
+    docker_host: engine URL; default $DOCKER_HOST.
+    python / arch: the image's Python ("3.11") and CPU ("amd64") used to pick wheels; default the
+        context's Python (or the host's) and the engine's architecture.
+    run: extra shell commands run in the image before the dependency step (system packages).
+    push: push to the registry (False keeps the image in the engine and returns its local ID).
+    """
+
+    name = "docker"
+
+    def __init__(self, base_image: str, *, docker_host: str | None = None, python: str | None = None,
+                 arch: str | None = None, run: Sequence[str] = (), push: bool = True, pull: bool = False,
+                 nocache: bool = False, output: Callable[[str], None] | None = None):
+        if not base_image:
+            raise ConfigError("the docker builder needs a base image", hint="pass base_image='python:3.11-slim'")
+        self.base_image = base_image
+        self.docker_host = docker_host
+        self.python = python
+        self.arch = arch
+        self.run = tuple(run)
+        self.push = push
+        self.pull = pull
+        self.nocache = nocache
+        self.output = output or (lambda line: log.info("%s", line))
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _target(self, ctx: BuildContext, target: str) -> tuple[str, str]:
+        if not target or target.startswith("oci:"):
+            raise ConfigError(f"the docker builder cannot write to {target!r}",
+                              hint="give a registry target like 127.0.0.1:5000/team/train, or use --builder append for oci: targets")
+        if "@" in target:
+            raise ConfigError(f"target {target!r} names a digest; a build can only push to a tag",
+                              hint="drop the @sha256:... part")
+        repo, tag = split_tag(target)
+        if repo != repo.lower() or not re.fullmatch(r"[a-z0-9.:_/-]+", repo) or "/" not in repo:
+            raise ConfigError(f"invalid image repository {repo!r}",
+                              hint="use lower-case registry/name, e.g. 127.0.0.1:5000/team/train")
+        tag = tag or context_hash(ctx)
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
+            raise ConfigError(f"invalid tag {tag!r}", hint="tags are letters, digits, '_', '.', '-' (max 128)")
+        return repo, tag
+
+    def _python(self, ctx: BuildContext) -> str:
+        return self.python or ctx.python or f"{sys.version_info.major}.{sys.version_info.minor}"
+
+    # -- interface -------------------------------------------------------------------------------
+    def plan(self, ctx: BuildContext, target: str) -> dict[str, Any]:
+        repo, tag = self._target(ctx, target)
+        if ctx.requirements:
+            check_requirements(ctx.requirements, self._python(ctx))
+        return {
+            "builder": self.name,
+            "engine": engine_host(self.docker_host),
+            "base": self.base_image,
+            "target": f"{repo}:{tag}",
+            "push": self.push,
+            "context_hash": context_hash(ctx),
+            "requirements": list(ctx.requirements),
+            "python": self._python(ctx) if ctx.requirements else None,
+            "files": sorted(f"{APP_DIR}/{k}" for k in ctx.files),
+            "dockerfile": dockerfile(ctx, self.base_image, pip_wheel="pip.whl" if ctx.requirements else None,
+                                     run=self.run),
+        }
+
+    def build(self, ctx: BuildContext, target: str) -> BuiltImage:
+        t0 = time.monotonic()
+        self.plan(ctx, target)  # all input checks happen before the engine is contacted
+        repo, tag = self._target(ctx, target)
+        ref = f"{repo}:{tag}"
+        client = connect(self.docker_host)
+        try:
+            deps, pip_wheel = None, None
+            if ctx.requirements:
+                arch = self.arch or (client.version().get("Arch") or "amd64")
+                deps, pip_wheel = download_wheels(ctx.requirements, self._python(ctx), arch)
+            text = dockerfile(ctx, self.base_image, pip_wheel=pip_wheel, run=self.run)
+            with context_file(ctx, text, deps) as fileobj:
+                events = client.build(fileobj=fileobj, custom_context=True, tag=ref, rm=True, forcerm=True,
+                                      pull=self.pull, nocache=self.nocache, decode=True)
+                image_id = parse_build_stream(events, self.output)
+            if not self.push:
+                stats = BuildStats(seconds=time.monotonic() - t0)
+                return BuiltImage(ref=image_id, digest=image_id, tag=tag,
+                                  pod_template=pod_template(ref, ctx), stats=stats, context=ctx)
+            registry = repo.split("/", 1)[0]
+            auth = registry_auth(registry, repo.split("/", 1)[1])
+            events = client.push(repo, tag=tag, stream=True, decode=True, auth_config=auth)
+            digest, stats = parse_push_stream(events, self.output, ref)
+            if not digest:
+                digest = self._registry_digest(repo, tag)
+        except BuildError:
+            raise
+        except Exception as e:
+            from docker.errors import DockerException
+            from requests.exceptions import RequestException
+
+            if isinstance(e, (DockerException, RequestException)):
+                raise BuildError(f"the engine at {engine_host(self.docker_host)} failed while building {ref}: {_short(e)}",
+                                 hint="check the engine is healthy (docker info) and retry") from None
+            raise
+        finally:
+            client.close()
+        pinned = f"{repo}@{digest}"
+        stats = BuildStats(seconds=time.monotonic() - t0, layers_uploaded=stats.layers_uploaded,
+                           layers_skipped=stats.layers_skipped, bytes_uploaded=stats.bytes_uploaded)
+        return BuiltImage(ref=pinned, digest=digest, tag=tag, pod_template=pod_template(pinned, ctx),
+                          stats=stats, context=ctx)
+
+    def _registry_digest(self, repo: str, tag: str) -> str:
+        """Ask the registry which manifest the tag now names (engines that don't report it)."""
+        import requests
+
+        registry, _, name = repo.partition("/")
+        accept = ", ".join([
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.oci.image.index.v1+json",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+        ])
+        host = registry.split(":")[0]
+        schemes = ("http", "https") if host in ("localhost", "127.0.0.1", "::1") else ("https",)
+        last: Exception | None = None
+        for scheme in schemes:
+            try:
+                r = requests.head(f"{scheme}://{registry}/v2/{name}/manifests/{tag}", headers={"Accept": accept},
+                                  timeout=30)
+                if r.ok and r.headers.get("Docker-Content-Digest"):
+                    return r.headers["Docker-Content-Digest"]
+                last = RuntimeError(f"HTTP {r.status_code}")
+            except requests.RequestException as e:
+                last = e
+        raise BuildError(f"pushed {repo}:{tag} but could not learn its digest ({_short(last or Exception())})",
+                         hint="check the registry answers HEAD /v2/<name>/manifests/<tag>")
