@@ -1,0 +1,237 @@
+"""`serve` preprocessor: a model class -> a BuildContext that runs fairing's model server on it.
+
+The model is either a class/instance (cloudpickled by value, so a class defined in a notebook or in
+the user's own module travels without that module) or a reference "model.py:MyModel" (the file is
+shipped and imported; nothing of it runs on this machine). Model files (joblib, weights) are added
+with `files=`, or fetched when the server starts with `storage_uri=` (http(s):// or file:).
+
+The server (templates/model_server.py) lands at .fairing/model_server.py; it needs starlette and
+uvicorn, pinned below to versions that ship pure-Python wheels, and cloudpickle for a pickled model.
+"""
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .. import requirements as reqs_mod
+from ..context import BuildContext
+from ..errors import ConfigError
+from .base import PYTHON, RUNTIME_DIR, Preprocessor, host_python
+from .files import collect
+
+# Pure-Python wheels (py3-none-any), so the host-built dependency layer works for any image arch.
+SERVER_REQUIREMENTS = ("starlette==1.10.0", "uvicorn==0.54.0")
+SERVER_PATH = f"{RUNTIME_DIR}/model_server.py"
+MODEL_PICKLE = f"{RUNTIME_DIR}/model.pkl"
+DEFAULT_PORT = 8080
+# Model names appear in URLs and become Kubernetes object names (Service needs a DNS-1035 label).
+_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_REF = re.compile(r"^(?P<target>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*)$")
+
+
+def server_source() -> bytes:
+    return (Path(__file__).resolve().parent.parent / "templates" / "model_server.py").read_bytes()
+
+
+def default_name(model: Any) -> str:
+    """'IrisModel' -> 'iris-model'; 'model.py:Iris' -> 'iris'."""
+    if isinstance(model, str):
+        raw = model.rpartition(":")[2].rpartition(".")[2]
+    else:
+        raw = (model if inspect.isclass(model) else type(model)).__name__
+    raw = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", raw)
+    return re.sub(r"[^a-z0-9]+", "-", raw.lower()).strip("-") or "model"
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or len(name) > 63 or not _NAME.match(name):
+        raise ConfigError(
+            f"model name {name!r} is not valid",
+            hint="use lowercase letters, digits and '-', starting with a letter, at most 63 characters (e.g. 'iris')",
+        )
+    return name
+
+
+def pickle_by_value(obj: Any) -> bytes:
+    """cloudpickle `obj`, carrying the class's own module by value unless it is an installed
+    package: a class from the user's model.py must not need model.py importable in the image."""
+    import cloudpickle
+
+    cls = obj if inspect.isclass(obj) else type(obj)
+    module = sys.modules.get(cls.__module__)
+    by_value = module is not None and cls.__module__ != "__main__" and _is_user_module(module)
+    if by_value:
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        return cloudpickle.dumps(obj)
+    except Exception as exc:  # pickling can fail in many ways (locks, open files, sockets)
+        raise ConfigError(
+            f"cannot pickle model {cls.__name__}: {type(exc).__name__}: {exc}",
+            hint="keep open files/connections out of the object (create them in load()), or pass 'model.py:ClassName'",
+        ) from None
+    finally:
+        if by_value:
+            cloudpickle.unregister_pickle_by_value(module)
+
+
+def _is_user_module(module) -> bool:
+    """Not the standard library, not an installed distribution: code the image won't have."""
+    import sysconfig
+
+    path = getattr(module, "__file__", None)
+    if not path:
+        return False  # builtins and namespace packages
+    parts = os.path.realpath(path).split(os.sep)
+    if "site-packages" in parts or "dist-packages" in parts:
+        return False
+    paths = sysconfig.get_paths()
+    system = {os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    return not any(os.path.realpath(path).startswith(p + os.sep) for p in system)
+
+
+def _find_class(path: Path, attr: str) -> None:
+    """Check `attr` is defined at the top level of `path` without running the file."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except SyntaxError as exc:
+        raise ConfigError(f"{path} does not parse: {exc.msg} (line {exc.lineno})", hint="fix the syntax error") from None
+    top = attr.split(".")[0]
+    defined: list[str] = []
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            defined.append(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            defined += [t.id for t in targets if isinstance(t, ast.Name)]
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            defined += [(a.asname or a.name).split(".")[0] for a in node.names]
+    if top not in defined:
+        classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+        raise ConfigError(
+            f"{path} defines no {top!r}",
+            hint=f"classes in it: {', '.join(classes)}" if classes else "define a class with a predict() method in it",
+        )
+
+
+class ServePreprocessor(Preprocessor):
+    """`prepare(model, name=..., files=..., requirements=..., storage_uri=...)` -> BuildContext.
+
+    model: a class (or instance) with `predict`, or "path/to/model.py:ClassName".
+    files: model files to ship; a list of paths (relative to the model file's directory, or the
+        current directory for a class) or a {path_in_image: local_path} mapping. They land under the
+        working directory (/app), which is the `model_dir` given to `load(model_dir)`.
+    storage_uri: http(s):// or file: URI fetched at start into model_dir (/mnt/models), which is
+        then what `load(model_dir)` receives.
+    """
+
+    kind = "serve"
+
+    def __init__(self, *, files: Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike] = (),
+                 storage_uri: str | None = None, port: int = DEFAULT_PORT, **kw):
+        super().__init__(**kw)
+        self.files = files
+        self.storage_uri = storage_uri
+        self.port = port
+
+    def prepare(self, model: Any, *, name: str | None = None,
+                files: Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike] | None = None,
+                requirements: reqs_mod.RequirementsSpec = None, storage_uri: str | None = None,
+                port: int | None = None, env: Mapping[str, str] | None = None) -> BuildContext:
+        name = check_name(name or default_name(model))
+        port = int(port or self.port)
+        storage_uri = storage_uri or self.storage_uri
+        if storage_uri:
+            _check_uri(storage_uri)
+        if requirements is not None:
+            self.requirements = requirements
+        model_env: dict[str, str] = {}
+        ctx_files: dict[str, Any] = {}
+        needed = list(SERVER_REQUIREMENTS)
+        python = None
+
+        if isinstance(model, (str, os.PathLike)):
+            m = _REF.match(os.fspath(model))
+            if not m:
+                raise ConfigError(f"model {os.fspath(model)!r} is not 'file.py:ClassName'",
+                                  hint="e.g. 'model.py:IrisModel', or pass the class itself")
+            target, attr = m.group("target"), m.group("attr")
+            if target.endswith(".py"):
+                path = Path(target)
+                if not path.is_file():
+                    raise ConfigError(f"model file {target} does not exist", hint="check the path (relative to the current directory)")
+                _find_class(path, attr)
+                base_dir, module = path.parent, path.stem
+                if not module.isidentifier():
+                    raise ConfigError(f"{path.name} is not an importable module name", hint="rename it, e.g. to model.py")
+                ctx_files.update(collect(path))
+                auto_reqs = base_dir / "requirements.txt"
+            else:  # "package.module:Class": must come from requirements or files
+                base_dir, module, auto_reqs = Path.cwd(), target, None
+            model_env["FAIRING_MODEL"] = f"{module}:{attr}"
+            reqs = self.resolve_requirements(base_dir, auto_reqs)
+        else:
+            if not (callable(getattr(model, "predict", None))):
+                what = model.__name__ if inspect.isclass(model) else type(model).__name__
+                raise ConfigError(f"{what} has no predict() method", hint="define predict(self, instances) on the model class")
+            base_dir = Path.cwd()
+            ctx_files[MODEL_PICKLE] = pickle_by_value(model)
+            model_env["FAIRING_MODEL_PICKLE"] = MODEL_PICKLE
+            python = host_python()
+            model_env["FAIRING_PYTHON"] = python
+            import cloudpickle
+
+            needed.append(f"cloudpickle=={cloudpickle.__version__}")  # same reconstructors as the pickler
+            reqs = self.resolve_requirements(base_dir)
+
+        ctx_files.update(self.included_files(base_dir))
+        ctx_files.update(_model_files(self.files if files is None else files, base_dir))
+        ctx_files[SERVER_PATH] = server_source()
+        env_all = {"MODEL_NAME": name, "PORT": str(port), **model_env}
+        if storage_uri:
+            env_all["FAIRING_STORAGE_URI"] = storage_uri
+        env_all.update(env or {})
+        return self._context(
+            ctx_files,
+            [PYTHON, "-u", SERVER_PATH],
+            requirements=reqs_mod.ensure(reqs, needed),
+            python=python,
+            env=env_all,
+        )
+
+
+def _check_uri(uri: str) -> None:
+    scheme = uri.split("://", 1)[0] if "://" in uri else ("file" if uri.startswith("file:") else "")
+    if scheme not in ("http", "https", "file"):
+        raise ConfigError(f"storage_uri {uri!r} is not http(s):// or file:",
+                          hint="serve a local file with files=[...], or use an http(s):// or file:/// URI")
+
+
+def _model_files(spec, base_dir: Path) -> dict[str, Path]:
+    if not spec:
+        return {}
+    out: dict[str, Path] = {}
+    if isinstance(spec, Mapping):
+        for dst, src in spec.items():
+            p = Path(src) if Path(src).is_absolute() else base_dir / src
+            if not p.exists():
+                raise ConfigError(f"model file {src} does not exist", hint="check the files= paths")
+            dst = str(dst).strip("/")
+            out.update(collect(p, prefix=dst + "/") if p.is_dir() else {dst: p.absolute()})
+        return out
+    if isinstance(spec, (str, os.PathLike)):
+        spec = [spec]
+    for item in spec:
+        p = Path(item) if Path(item).is_absolute() else base_dir / item
+        if not p.exists():
+            raise ConfigError(f"model file {item} does not exist", hint=f"paths are relative to {base_dir}")
+        try:
+            rel = p.absolute().relative_to(base_dir.absolute()).as_posix()
+        except ValueError:
+            rel = p.name
+        out.update(collect(p, prefix="" if rel == "." else rel + "/") if p.is_dir() else {rel: p.absolute()})
+    return out
