@@ -163,12 +163,15 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
                                "or run locally with --deployer local")
 
     mode = "cluster"
-    local_mode = None
+    local_mode = engine = None
     if d_name == "local":
         from .deployers.local import resolve_mode
 
-        local_mode = d_kw.get("mode") or resolve_mode(s.local_mode, d_kw.get("docker_host") or s.docker_host)
+        wanted = d_kw.get("mode") or s.local_mode
+        local_mode, engine = resolve_mode(wanted, d_kw.get("docker_host") or s.docker_host)
         d_kw["mode"] = local_mode
+        if engine:
+            d_kw["docker_host"] = engine
         mode = f"local {local_mode}"
 
     base_image = b_kw.pop("base_image", None) or s.base_image or default_base_image()
@@ -189,7 +192,7 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
                 raise ConfigError(f"the {b_name} builder needs somewhere to put the image",
                                   hint="pass --registry HOST[:PORT]/PATH")
         if b_name == "docker":
-            b_kw.setdefault("docker_host", s.docker_host)
+            b_kw.setdefault("docker_host", engine or s.docker_host)
         b_kw["base_image"] = base_image
         b_spec = (b_name, b_kw)
 
@@ -203,8 +206,6 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
                                   hint='pass --schedule "0 3 * * *"')
             d_kw["schedule"] = s.schedule
         mode = f"{d_name} on cluster"
-    elif d_name == "local" and local_mode == "container":
-        d_kw.setdefault("docker_host", s.docker_host)
     d_kw.setdefault("mutators", tuple(_mutators(s)))
     if s.dry_run:
         d_kw["dry_run"] = True
@@ -385,7 +386,7 @@ class Config:
         if entry is None and pre is not None:
             # set_preprocessor("python", executable="train.py") style: the entry is one of its options
             kw = dict(pre[1])
-            for key in ("entry", "entry_point", "executable", "path", "notebook_file", "function"):
+            for key in ("entry", "entry_point", "path", "notebook_file", "function"):
                 if key in kw:
                     entry = kw.pop(key)
                     break
