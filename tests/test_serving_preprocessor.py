@@ -178,4 +178,36 @@ def test_unpicklable_model_says_what_to_do():
     h.lock = threading.Lock()
     with pytest.raises(ConfigError) as e:
         ServePreprocessor().prepare(h, name="holder")
-    assert "cannot pickle model Holder" in e.value.message and "load()" in e.value.hint
+    assert "cannot pickle model Holder: attribute 'lock' is a threading.Lock" in e.value.message
+    assert "load()" in e.value.hint
+
+
+def test_class_from_a_local_module_travels_with_its_helpers(tmp_path, monkeypatch):
+    """model.py imports helpers.py from the user's folder; neither exists in the image."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "scoring_helpers.py").write_text("def score(x):\n    return x * 10 + 1\n")
+    (src / "user_model.py").write_text(
+        "import scoring_helpers\n"
+        "class Scored:\n"
+        "    def predict(self, rows):\n"
+        "        return [scoring_helpers.score(r) for r in rows]\n"
+    )
+    monkeypatch.syspath_prepend(str(src))
+    import importlib
+
+    user_model = importlib.import_module("user_model")
+    try:
+        ctx = ServePreprocessor().prepare(user_model.Scored, name="scored")
+        assert not any(k.endswith(".py") and "helpers" in k for k in ctx.files)  # pickled, not copied
+        proc, url = run_context(ctx, tmp_path / "app")
+        try:
+            _wait_ready(url)
+            r = requests.post(f"{url}/v1/models/scored:predict", json={"instances": [1, 2]}, timeout=5)
+            assert r.json() == {"predictions": [11, 21]}
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=10)
+    finally:
+        sys.modules.pop("user_model", None)
+        sys.modules.pop("scoring_helpers", None)

@@ -14,7 +14,6 @@ import ast
 import inspect
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -58,40 +57,37 @@ def check_name(name: str) -> str:
 
 
 def pickle_by_value(obj: Any) -> bytes:
-    """cloudpickle `obj`, carrying the class's own module by value unless it is an installed
-    package: a class from the user's model.py must not need model.py importable in the image."""
+    """cloudpickle `obj`, carrying by value the class's own module and the local modules its methods
+    use (the function preprocessor's rules): the image has neither model.py nor its helpers."""
     import cloudpickle
 
+    from .function import _is_local, _pickle_by_value, _referenced_modules, describe
+
     cls = obj if inspect.isclass(obj) else type(obj)
-    module = sys.modules.get(cls.__module__)
-    by_value = module is not None and cls.__module__ != "__main__" and _is_user_module(module)
-    if by_value:
-        cloudpickle.register_pickle_by_value(module)
-    try:
-        return cloudpickle.dumps(obj)
-    except Exception as exc:  # pickling can fail in many ways (locks, open files, sockets)
-        raise ConfigError(
-            f"cannot pickle model {cls.__name__}: {type(exc).__name__}: {exc}",
-            hint="keep open files/connections out of the object (create them in load()), or pass 'model.py:ClassName'",
-        ) from None
-    finally:
-        if by_value:
-            cloudpickle.unregister_pickle_by_value(module)
-
-
-def _is_user_module(module) -> bool:
-    """Not the standard library, not an installed distribution: code the image won't have."""
-    import sysconfig
-
-    path = getattr(module, "__file__", None)
-    if not path:
-        return False  # builtins and namespace packages
-    parts = os.path.realpath(path).split(os.sep)
-    if "site-packages" in parts or "dist-packages" in parts:
-        return False
-    paths = sysconfig.get_paths()
-    system = {os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    return not any(os.path.realpath(path).startswith(p + os.sep) for p in system)
+    modules = set()
+    for klass in cls.__mro__[:-1]:
+        modules.add(klass.__module__)
+        for attr in vars(klass).values():
+            fn = getattr(attr, "__func__", attr)  # staticmethod/classmethod wrap the function
+            if inspect.isfunction(fn):
+                modules |= _referenced_modules(fn, (), {})
+    with _pickle_by_value({m for m in modules if _is_local(m)}):
+        try:
+            return cloudpickle.dumps(obj)
+        except Exception as exc:  # pickling can fail in many ways (locks, open files, sockets)
+            what = f"{type(exc).__name__}: {exc}"
+            if not inspect.isclass(obj):
+                for key, value in vars(obj).items():
+                    try:
+                        cloudpickle.dumps(value)
+                    except Exception:  # noqa: BLE001 - this attribute is the culprit
+                        what = f"attribute {key!r} is a {describe(value)[0]}, which cannot be pickled"
+                        break
+            raise ConfigError(
+                f"cannot pickle model {cls.__name__}: {what}",
+                hint="create open files, locks and connections in load(), not before shipping; "
+                     "or pass 'model.py:ClassName' to import the class in the image instead",
+            ) from None
 
 
 def _find_class(path: Path, attr: str) -> None:
