@@ -1,0 +1,445 @@
+"""`fair`: the command line. Parsing and printing only; the work happens in fairing.config,
+fairing.api, fairing.settings and fairing.workloads.
+
+Exit codes: 0 success; 1 error (including a workload that failed); 2 usage or configuration error;
+3 packaging/build/push error; 4 deploy/cluster/engine error (or the workload failed there);
+130 interrupted (Ctrl-C). Errors print `error: ...` and `hint: ...` on stderr, never a traceback
+unless --debug (or FAIRING_DEBUG=1)."""
+# No `from __future__ import annotations`: typer reads the option types from real annotations,
+# including those the common-options decorator adds.
+import functools
+import inspect
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Callable, List, Optional
+
+import typer
+
+from . import __version__
+from .errors import ConfigError, FairingError
+
+EXIT_CODES = {0: "success", 1: "error", 2: "usage or configuration error", 3: "build error",
+              4: "deploy, cluster or workload error", 130: "interrupted"}
+
+app = typer.Typer(
+    name="fair",
+    help="Turn a script, a notebook or a function into a running workload: package, build, deploy.\n\n"
+         "Exit codes: " + ", ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + ".",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+# --- common options ---------------------------------------------------------------------------
+
+def _opt(*names: str, help: str, **kw: Any) -> Any:
+    return typer.Option(*names, help=help, **kw)
+
+
+def _param(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+# Settings options (mapped onto fairing.settings keys, source "cli").
+SETTING_OPTIONS = [
+    _param("builder", Annotated[Optional[str], _opt("--builder", help="append, docker or cluster")]),
+    _param("base_image", Annotated[Optional[str], _opt("--base-image", help="image to add the code to")]),
+    _param("registry", Annotated[Optional[str], _opt("--registry", help="push images here, e.g. 127.0.0.1:5000/team")]),
+    _param("image_name", Annotated[Optional[str], _opt("--image-name", help="repository name for the image")]),
+    _param("deployer", Annotated[Optional[str], _opt("--deployer", help="job, cronjob, tfjob, pytorchjob, serving, inferenceservice, local")]),
+    _param("namespace", Annotated[Optional[str], _opt("--namespace", "-n", help="Kubernetes namespace")]),
+    _param("context", Annotated[Optional[str], _opt("--context", help="kubeconfig context")]),
+    _param("kubeconfig", Annotated[Optional[str], _opt("--kubeconfig", help="kubeconfig file")]),
+    _param("gpus", Annotated[Optional[int], _opt("--gpus", help="number of GPUs", min=0)]),
+    _param("cpu", Annotated[Optional[str], _opt("--cpu", help="CPU, e.g. 2 or 500m")]),
+    _param("memory", Annotated[Optional[str], _opt("--memory", help="memory, e.g. 4Gi")]),
+    _param("env", Annotated[Optional[List[str]], _opt("--env", "-e", help="K=V environment variable (repeatable)")]),
+    _param("requirements", Annotated[Optional[str], _opt("--requirements", "-r", help="requirements.txt, or pins separated by commas")]),
+    _param("schedule", Annotated[Optional[str], _opt("--schedule", help='cron schedule, e.g. "0 3 * * *" (CronJob)')]),
+    _param("preprocessor", Annotated[Optional[str], _opt("--preprocessor", help="python, notebook, function, full_notebook")]),
+    _param("local_mode", Annotated[Optional[str], _opt("--local-mode", help="local deployer: auto, container or process")]),
+    _param("timeout", Annotated[Optional[int], _opt("--timeout", help="seconds to wait for the workload")]),
+]
+# Options every command has.
+GLOBAL_OPTIONS = [
+    _param("dry_run", Annotated[bool, _opt("--dry-run", help="print the build plan and manifests as YAML; apply nothing")], False),
+    _param("output", Annotated[str, _opt("--output", "-o", help="text or json")], "text"),
+    _param("debug", Annotated[bool, _opt("--debug", help="show tracebacks and debug logs")], False),
+    _param("profile", Annotated[Optional[str], _opt("--profile", "-p", help="config file profile")]),
+    _param("config_file", Annotated[Optional[Path], _opt("--config", help="config file (default: fairing.yaml or pyproject.toml found upward)")]),
+]
+
+
+class Opts:
+    """The common options of one invocation, and what derives from them."""
+
+    def __init__(self, values: dict):
+        self.values = values
+        self.output = values.get("output") or "text"
+        if self.output not in ("text", "json"):
+            raise ConfigError(f"--output must be text or json, not {self.output!r}", hint="use --output json for scripts")
+        self.debug = bool(values.get("debug"))
+        self.dry_run = bool(values.get("dry_run"))
+        self._settings = None
+
+    @property
+    def json(self) -> bool:
+        return self.output == "json"
+
+    def settings(self):
+        if self._settings is None:
+            from . import settings as settings_mod
+
+            cli = {p.name: self.values.get(p.name) for p in SETTING_OPTIONS}
+            if cli.get("env") is not None:
+                cli["env"] = list(cli["env"]) or None
+            cli["dry_run"] = True if self.dry_run else None
+            self._settings = settings_mod.load(cli, profile=self.values.get("profile"),
+                                               file=self.values.get("config_file"))
+        return self._settings
+
+    def progress(self):
+        from .progress import Progress
+
+        return Progress(enabled=False) if self.json else Progress()
+
+
+def command(*, settings: bool = True, name: Optional[str] = None, group: typer.Typer = app, **kw: Any):
+    """Register a command with the common options appended to its signature; the function gets
+    them as `opts`."""
+    extra = (SETTING_OPTIONS if settings else []) + GLOBAL_OPTIONS
+
+    def deco(f: Callable) -> Callable:
+        sig = inspect.signature(f)
+        own = [p for p in sig.parameters.values() if p.name != "opts"]
+
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            common = {p.name: kwargs.pop(p.name, p.default) for p in extra}
+            if common.get("debug"):
+                os.environ["FAIRING_DEBUG"] = "1"
+                import logging
+
+                logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+            return f(*args, opts=Opts(common), **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=own + extra)
+        wrapper.__annotations__ = {**getattr(f, "__annotations__", {}),
+                                   **{p.name: p.annotation for p in extra}}
+        wrapper.__annotations__.pop("opts", None)
+        return group.command(name=name, **kw)(wrapper)
+
+    return deco
+
+
+# --- printing ---------------------------------------------------------------------------------
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _info(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _print_json(data: Any) -> None:
+    _out(json.dumps(data, indent=2, default=str, sort_keys=True))
+
+
+def _yaml(docs: list) -> str:
+    import yaml
+
+    return yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False)
+
+
+def _print_plan(plan: dict, opts: Opts) -> None:
+    if opts.json:
+        _print_json(plan)
+        return
+    _out(f"# mode: {plan.get('mode')}")
+    build = plan.get("build") or {}
+    dockerfile = build.get("dockerfile") if isinstance(build, dict) else None
+    shown = {k: v for k, v in build.items() if k != "dockerfile"} if isinstance(build, dict) else build
+    _out("# build plan")
+    _out(_yaml([shown]).rstrip())
+    if dockerfile:
+        _out("# Dockerfile")
+        for line in str(dockerfile).rstrip().splitlines():
+            _out("#   " + line)
+    manifests = plan.get("manifests") or []
+    if manifests:
+        _out("---")
+        _out(_yaml(manifests).rstrip())
+
+
+def _parse_args(extra: Optional[List[str]]) -> List[str]:
+    return list(extra or [])
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+def _entry(entry: str) -> str:
+    if not Path(entry).exists():
+        raise ConfigError(f"{entry} does not exist", hint="pass a .py file, a directory or a .ipynb notebook")
+    return entry
+
+
+@command(help="Package and build an image (pushed to --registry, or kept in the local engine); print its reference.")
+def build(entry: Annotated[str, typer.Argument(help="a .py file, a directory or a .ipynb notebook")],
+          target: Annotated[Optional[str], typer.Option("--target", help="full image name, or oci:DIR for an OCI layout")] = None,
+          opts: Any = None) -> None:
+    import fairing.config as config  # not `from . import config`: see fairing/__init__.py
+
+    s = opts.settings()
+    p = config.plan(_entry(entry), s, builder=(s.builder, {"target": target}) if target else None)
+    if p.builder is None:
+        raise ConfigError("nothing to build into: no registry and no container engine",
+                          hint="pass --registry HOST/PATH, --target oci:DIR, or start Docker/Podman")
+    progress = opts.progress()
+    if opts.dry_run:
+        ctx = config.prepare(p, progress)
+        _print_plan({"mode": "build", "build": config.make_builder(p).plan(ctx, p.target), "manifests": []}, opts)
+        return
+    ctx = config.prepare(p, progress)
+    image = config.build(p, ctx, progress)
+    if opts.json:
+        st = image.stats
+        _print_json({"image": image.ref, "digest": image.digest, "tag": image.tag,
+                     "stats": {"seconds": st.seconds, "layers_uploaded": st.layers_uploaded,
+                               "layers_skipped": st.layers_skipped, "bytes_uploaded": st.bytes_uploaded}})
+    else:
+        _out(image.ref)
+
+
+@command(help="Package, build and run a training workload; streams its logs until it ends (unless --detach).")
+def train(entry: Annotated[str, typer.Argument(help="a .py file, a directory or a .ipynb notebook")],
+          args: Annotated[Optional[List[str]], typer.Argument(help="arguments for the script (after --)")] = None,
+          detach: Annotated[bool, typer.Option("--detach", "-d", help="return once deployed, don't wait")] = False,
+          name: Annotated[Optional[str], typer.Option("--name", help="workload name (default: generated)")] = None,
+          keep: Annotated[bool, typer.Option("--keep", help="keep a finished local container for `fair logs`")] = False,
+          opts: Any = None) -> None:
+    import fairing.config as config  # not `from . import config`: see fairing/__init__.py
+
+    s = opts.settings()
+    prepare_kw = {"args": list(args)} if args else {}
+    p = config.plan(_entry(entry), s, prepare_kw=prepare_kw, name=name)
+    progress = opts.progress()
+    if opts.dry_run:
+        _print_plan(config.dry_run(p, progress), opts)
+        return
+    local = p.deployer[0] == "local"
+    if not opts.json:
+        _info(f"fair: mode: {_mode_sentence(p)}")
+    if detach and local and p.deployer[1].get("mode") == "process":
+        raise ConfigError("--detach needs a container engine or a cluster: a local process ends with this command",
+                          hint="drop --detach, or start Docker/Podman / configure a registry and cluster")
+    # Logs go to stdout, except with --output json, where stdout holds only the JSON document.
+    on_log = None if detach else (_info if opts.json else _out)
+    res = config.execute(p, progress, wait=False)
+    handle = res.handle
+    status = "Deployed"
+    if not detach:
+        try:
+            status = config.wait_for(handle, progress, timeout=s.timeout, on_log=on_log)
+        finally:
+            if local and not keep and getattr(handle, "mode", None) == "container" and handle.status() == "Succeeded":
+                handle.delete()
+    if opts.json:
+        out = res.as_dict()
+        out["status"] = status
+        out["stages"] = progress.summary()
+        _print_json(out)
+    else:
+        _info(f"fair: {getattr(handle, 'name', '')} {status} ({res.mode})")
+
+
+def _mode_sentence(p) -> str:
+    name, kw = p.deployer
+    if name == "local":
+        if kw.get("mode") == "container":
+            return f"local container (engine {kw.get('docker_host')})"
+        return "local process (no registry/cluster configured and no container engine found)"
+    return f"{name} on cluster" + (f" (namespace {kw['namespace']})" if kw.get("namespace") else "")
+
+
+@command(help="Serve a model: MODEL is file.py:ClassName (a class with predict()). Prints the endpoint URL.")
+def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
+           name: Annotated[Optional[str], typer.Option("--name", help="endpoint name")] = None,
+           replicas: Annotated[Optional[int], typer.Option("--replicas", help="number of replicas", min=1)] = None,
+           opts: Any = None) -> None:
+    from . import serving
+
+    s = opts.settings()
+    kw = {k: v for k, v in {"name": name, "replicas": replicas}.items() if v is not None}
+    endpoint = serving.PredictionEndpoint.from_settings(model, s, **kw) if hasattr(
+        serving.PredictionEndpoint, "from_settings") else serving.PredictionEndpoint(model, settings=s, **kw)
+    if opts.dry_run:
+        _print_plan(endpoint.dry_run(), opts)
+        return
+    endpoint.create()
+    url = getattr(endpoint, "url", None)
+    if opts.json:
+        _print_json({"name": getattr(endpoint, "name", None), "url": url})
+    else:
+        _out(url or getattr(endpoint, "name", ""))
+
+
+@command(help="Show a workload's status.")
+def status(name: Annotated[str, typer.Argument(help="workload name (see `fair list`)")], opts: Any = None) -> None:
+    from . import workloads
+
+    h = workloads.attach(name, opts.settings())
+    st = h.status()
+    if opts.json:
+        _print_json({"name": name, "status": st})
+    else:
+        _out(f"{name}\t{st}")
+
+
+@command(help="Print a workload's logs (-f to follow until it ends).")
+def logs(name: Annotated[str, typer.Argument(help="workload name")],
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="keep streaming")] = False,
+         opts: Any = None) -> None:
+    from . import workloads
+    from .config import _lines
+
+    h = workloads.attach(name, opts.settings())
+    for line in _lines(h.logs(follow=follow)):
+        _out(line)
+
+
+@command(help="Delete a workload and what belongs to it.")
+def delete(name: Annotated[str, typer.Argument(help="workload name")], opts: Any = None) -> None:
+    from . import workloads
+
+    h = workloads.attach(name, opts.settings())
+    h.delete()
+    if opts.json:
+        _print_json({"name": name, "deleted": True})
+    else:
+        _out(f"deleted {name}")
+
+
+@command(name="list", help="List workloads fairing created (label app.kubernetes.io/managed-by=fairing).")
+def list_(opts: Any = None) -> None:
+    from . import workloads
+
+    rows = workloads.list_workloads(opts.settings())
+    if opts.json:
+        _print_json(rows)
+        return
+    if not rows:
+        _info("no workloads")
+        return
+    cols = ["name", "kind", "namespace", "status"]
+    rows_t = [[str(r.get(c) or r.get("where") or "-") if c == "namespace" else str(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(r[i]) for r in rows_t)) for i, c in enumerate(cols)]
+    _out("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)).rstrip())
+    for r in rows_t:
+        _out("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+@command(settings=False, help="Write a commented fairing.yaml in the current directory.")
+def init(force: Annotated[bool, typer.Option("--force", help="overwrite an existing fairing.yaml")] = False,
+         opts: Any = None) -> None:
+    from . import settings as settings_mod
+
+    path = Path("fairing.yaml")
+    if path.exists() and not force:
+        raise ConfigError(f"{path.resolve()} already exists", hint="pass --force to overwrite it")
+    path.write_text(settings_mod.init_text())
+    if opts.json:
+        _print_json({"written": str(path.resolve())})
+    else:
+        _out(f"wrote {path.resolve()}")
+
+
+@command(name="show", group=config_app, help="Print the effective settings and where each value came from.")
+def config_show(opts: Any = None) -> None:
+    s = opts.settings()
+    rows = [(k, v, src) for k, v, src in s.items_with_source() if k not in ("dry_run", "output")]
+    if opts.json:
+        _print_json({"file": str(s.file) if s.file else None, "profile": s.profile,
+                     "settings": {k: {"value": v, "source": src} for k, v, src in rows}})
+        return
+    _out(f"# file: {s.file or '(none found)'}" + (f", profile: {s.profile}" if s.profile else ""))
+    width = max(len(k) for k, _, _ in rows)
+    for k, v, src in rows:
+        shown = "-" if v in (None, [], {}) else (json.dumps(v) if isinstance(v, (list, dict)) else str(v))
+        _out(f"{k.ljust(width)}  {shown:<32}  {src}")
+
+
+@app.command(help="Print the version.")
+def version() -> None:
+    _out(__version__)
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+def _error(message: str, hint: Optional[str], code: int) -> int:
+    msg = " ".join(str(message).split()) or "unknown error"
+    _info(f"error: {msg}")
+    if hint:
+        _info(f"hint: {' '.join(str(hint).split())}")
+    return code
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """The `fair` console script: runs the app, turns every failure into `error:`/`hint:` lines
+    and a documented exit code."""
+    try:  # typer >= 0.20 vendors its own click; its exceptions are what get raised
+        from typer._click import exceptions as cx
+    except ImportError:  # pragma: no cover - older typer uses click itself
+        from click import exceptions as cx
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("FAIRING_DEBUG", "") not in ("", "0")
+    cmd = typer.main.get_command(app)
+    code = 0
+    try:
+        rv = cmd.main(args=args, prog_name="fair", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+    except FairingError as e:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        code = _error(e.message, e.hint, e.exit_code)
+    except cx.NoArgsIsHelpError as e:
+        # `fair` or `fair config` alone: the help is the answer
+        _out(e.ctx.get_help())
+        code = 0
+    except cx.UsageError as e:
+        sub = e.ctx.command_path if e.ctx else "fair"
+        code = _error(e.format_message(), f"run `{sub} --help` for usage", 2)
+    except cx.Exit as e:
+        code = e.exit_code
+    except (KeyboardInterrupt, cx.Abort):
+        code = _error("interrupted", "nothing further was started; `fair list` shows what is running", 130)
+    except BrokenPipeError:
+        code = 0  # `fair logs x | head`: the reader went away, which is fine
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+    except cx.ClickException as e:
+        code = _error(e.format_message(), "run `fair --help` for usage", 2)
+    except Exception as e:  # the last resort: still one line, the traceback only with --debug
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        code = _error(f"unexpected {type(e).__name__}: {e}", "rerun with --debug for the traceback, and report it", 1)
+    sys.exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
