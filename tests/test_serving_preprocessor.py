@@ -44,7 +44,7 @@ def run_context(ctx, root: Path):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(ctx.env, PORT=str(port), HOST="127.0.0.1")
-    argv = [sys.executable if a == "python" else a for a in ctx.entrypoint]
+    argv = [sys.executable if a in ("python", "python3") else a for a in ctx.entrypoint]
     proc = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -79,7 +79,7 @@ def test_class_is_pickled_by_value_and_served(tmp_path):
     assert ctx.env["MODEL_NAME"] == "tripler" and ctx.env["PORT"] == "8080"
     assert ctx.env["FAIRING_PYTHON"] == "%d.%d" % sys.version_info[:2] == ctx.python
     assert set(ctx.files) == {".fairing/model_server.py", ".fairing/model.pkl", "offset.txt"}
-    assert ctx.entrypoint == ("python", "-u", ".fairing/model_server.py")
+    assert ctx.entrypoint == ("python3", "-u", ".fairing/model_server.py")
     for pin in SERVER_REQUIREMENTS:
         assert pin in ctx.requirements
     assert f"cloudpickle=={cloudpickle.__version__}" in ctx.requirements

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 from .. import requirements as reqs_mod
 from ..context import BuildContext
 from ..errors import ConfigError
-from .base import PYTHON, RUNTIME_DIR, Preprocessor, host_python
+from .base import RUNTIME_DIR, Preprocessor, host_python
 from .files import collect
 
 # Pure-Python wheels (py3-none-any), so the host-built dependency layer works for any image arch.
@@ -28,6 +28,8 @@ SERVER_REQUIREMENTS = ("starlette==1.10.0", "uvicorn==0.54.0")
 SERVER_PATH = f"{RUNTIME_DIR}/model_server.py"
 MODEL_PICKLE = f"{RUNTIME_DIR}/model.pkl"
 DEFAULT_PORT = 8080
+# Debian-based images (and python:3.x) have python3 on PATH; a bare `python` is not guaranteed.
+PYTHON = "python3"
 # Model names appear in URLs and become Kubernetes object names (Service needs a DNS-1035 label).
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _REF = re.compile(r"^(?P<target>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*)$")
