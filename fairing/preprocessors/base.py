@@ -18,7 +18,7 @@ from .files import collect
 
 DEFAULT_MAX_CONTEXT_BYTES = 64 * 1024 * 1024
 MAX_CONTEXT_ENV = "FAIRING_MAX_CONTEXT_BYTES"
-PYTHON = "python"  # the interpreter in the image; the base images link python -> python3
+PYTHON = "python3"  # what every Python image has (Debian, python:*-slim, venvs); plain `python` is missing on Debian
 RUNTIME_DIR = ".fairing"  # where generated shims and pickles go inside the context
 
 

@@ -200,11 +200,15 @@ def check(script: Script, name: str) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            compile(script.text, name, "exec", dont_inherit=True)
+            # A name that is not a file: compile() must not read a line from disk for e.text.
+            compile(script.text, f"<notebook {name}>", "exec", dont_inherit=True)
     except SyntaxError as e:
-        loc = script.locate(e.lineno or 1)
-        where = f"cell {loc[0]}, line {loc[1]}" if loc else f"line {e.lineno}"
-        code = f": {e.text.strip()}" if e.text and e.text.strip() else ""
+        lineno = e.lineno or 1
+        loc = script.locate(lineno)
+        where = f"cell {loc[0]}, line {loc[1]}" if loc else f"line {lineno}"
+        lines = script.text.splitlines()
+        text = lines[lineno - 1].strip() if 0 < lineno <= len(lines) else ""
+        code = f": {text}" if text else ""
         raise ConfigError(
             f"notebook {name} has a syntax error in {where}: {e.msg}{code}",
             hint=f"fix that cell, or tag the cells to ship with {INCLUDE_TAG}",
