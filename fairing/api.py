@@ -29,7 +29,8 @@ class TrainJob:
                  registry: str | None = None, deployer: str | None = None, builder: str | None = None,
                  preprocessor: str | None = None, requirements: Sequence[str] | str | None = None,
                  resources: Mapping[str, Any] | None = None, schedule: str | None = None,
-                 namespace: str | None = None, env: Mapping[str, str] | None = None,
+                 namespace: str | None = None, kubeconfig: str | None = None, context: str | None = None,
+                 env: Mapping[str, str] | None = None,
                  name: str | None = None, image_name: str | None = None, args: Sequence[Any] = (),
                  kwargs: Mapping[str, Any] | None = None, profile: str | None = None,
                  timeout: int | None = None, dry_run: bool = False,
@@ -43,7 +44,7 @@ class TrainJob:
         overrides: dict[str, Any] = {
             "base_image": base_image, "registry": registry, "deployer": deployer, "builder": builder,
             "preprocessor": preprocessor, "requirements": requirements, "schedule": schedule,
-            "namespace": namespace, "env": env, "image_name": image_name, "timeout": timeout,
+            "namespace": namespace, "kubeconfig": kubeconfig, "context": context, "env": env, "image_name": image_name, "timeout": timeout,
             "dry_run": dry_run or None,
         }
         for k, v in (resources or {}).items():
