@@ -190,6 +190,7 @@ class AppendBuilder(Builder):
             from ..oci.registry import fetch_to_cache
 
             self._say(f"writing OCI layout {out_dir}:{tag}")
+            img = img.to_oci()  # layouts hold OCI manifests; same layers, so blobs are shared
             digest, stats = layout.write_layout(out_dir, img, tag, fetch_to_cache(self.cache, self._client))
             image_ref = f"oci:{out_dir}@{digest}"
         else:

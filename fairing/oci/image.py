@@ -25,6 +25,11 @@ INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 ALL_MANIFEST_TYPES = MANIFEST_TYPES + INDEX_TYPES
 _CONFIG_FOR = {DOCKER_MANIFEST: DOCKER_CONFIG, OCI_MANIFEST: OCI_CONFIG}
 _LAYER_FOR = {DOCKER_MANIFEST: DOCKER_LAYER, OCI_MANIFEST: OCI_LAYER}
+_DOCKER_TO_OCI_LAYER = {
+    DOCKER_LAYER: OCI_LAYER,
+    "application/vnd.docker.image.rootfs.diff.tar": "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+}
 
 
 def sha256(data: bytes) -> str:
@@ -176,6 +181,14 @@ class Image:
         if created is not None:
             cfg["created"] = created
         return replace(self, config_bytes=canonical_json(cfg), _cache={})
+
+    def to_oci(self) -> "Image":
+        """The same image with OCI media types (layer bytes and config are unchanged). OCI
+        layouts need this: tools reading them (skopeo, podman) skip Docker-typed manifests."""
+        if self.media_type == OCI_MANIFEST:
+            return self
+        layers = tuple(replace(x, media_type=_DOCKER_TO_OCI_LAYER.get(x.media_type, x.media_type)) for x in self.layers)
+        return replace(self, media_type=OCI_MANIFEST, layers=layers, _cache={})
 
     def with_annotations(self, annotations: Mapping[str, str]) -> "Image":
         return replace(self, annotations=tuple(sorted({**dict(self.annotations), **annotations}.items())), _cache={})

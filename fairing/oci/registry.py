@@ -313,7 +313,8 @@ class RegistryClient:
         """Upload a blob: POST for a session, then one PUT (or PATCH chunks + PUT when large).
         A session lost to a registry restart is started again (bounded)."""
         scopes = (f"repository:{repo}:pull,push",)
-        for session_try in range(3):
+        digest_invalid = False
+        for _ in range(3):
             if location is None:
                 r = self.request("POST", f"/v2/{repo}/blobs/uploads/", scopes=scopes, ok=(202,), what=f"start upload of {digest[:19]}")
                 location = urljoin(self.base_url + "/", r.headers["Location"])
@@ -336,7 +337,10 @@ class RegistryClient:
                     raise BuildError(f"registry {self.host} stored blob {got} for upload of {digest}", hint="retry; the data changed during upload")
                 return
             if r.status_code == 400 and "DIGEST_INVALID" in _registry_errors(r):
-                raise BuildError(f"registry {self.host} rejected blob {digest[:19]}: content does not match its digest", hint="a cached layer changed on disk; clear FAIRING_CACHE's layers/ and retry")
+                # Once can be a session the registry half-wrote before a restart; twice is our data.
+                if digest_invalid:
+                    raise BuildError(f"registry {self.host} rejected blob {digest[:19]}: content does not match its digest", hint="a cached layer changed on disk; clear FAIRING_CACHE's layers/ and retry")
+                digest_invalid = True
             log.info("upload session for %s lost (HTTP %s); starting a new one", digest[:19], r.status_code)
             location = None
         raise BuildError(f"registry {self.host} kept losing the upload of blob {digest[:19]}", hint="check the registry's storage and logs, then retry")
@@ -443,7 +447,10 @@ def push(
         stats.add(nbytes=len(data))
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = [pool.submit(send_layer, layer) for layer in image.layers] + [pool.submit(send_config)]
+        unique: dict[str, Layer] = {}
+        for layer in image.layers:  # a layer listed twice is still one blob
+            unique.setdefault(layer.digest, layer)
+        futures = [pool.submit(send_layer, layer) for layer in unique.values()] + [pool.submit(send_config)]
         errors = []
         for f in as_completed(futures):
             try:
