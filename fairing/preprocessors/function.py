@@ -91,7 +91,7 @@ def dump(fn: Callable, args: tuple = (), kwargs: dict | None = None, *, by_value
             label, obj = culprit
             kind, advice = describe(obj)
             raise BuildError(
-                f"cannot ship function {name}: it captures {label} (a {kind}), which cannot be pickled; {advice}",
+                f"cannot ship function {name}: it captures {label} ({_article(kind)} {kind}), which cannot be pickled; {advice}",
                 hint="everything a shipped function uses from outside (globals, closures, defaults, arguments) is pickled",
             ) from None
 
@@ -256,6 +256,10 @@ _KNOWN = [
     ("sqlite3.Cursor", "sqlite3.Cursor", "open the connection inside the function instead"),
     ("builtins.generator", "generator", "build it inside the function, or pass a list"),
 ]
+
+
+def _article(noun: str) -> str:
+    return "an" if noun[:1].lower() in "aeiou" else "a"
 
 
 def describe(obj) -> tuple[str, str]:
