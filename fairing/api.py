@@ -90,6 +90,54 @@ class TrainJob:
         return res.handle if res.handle is not None else res
 
 
+def endpoint(model: Any, settings: settings_mod.Settings, *, name: str | None = None,
+             replicas: int | None = None, out: Callable[[str], None] | None = print):
+    """A PredictionEndpoint for `model` ("file.py:Class" or a class) configured from settings (what
+    `fair deploy` uses): `serving` with a registry and a cluster, else `local` through the engine
+    (built straight into it by the docker builder when there is no registry)."""
+    from .serving import PredictionEndpoint
+
+    s = settings
+    deployer = s.deployer
+    if not deployer:
+        deployer = "serving" if s.registry and config_mod.cluster_configured(s) else "local"
+    if deployer not in ("serving", "inferenceservice", "local"):
+        raise ConfigError(f"the {deployer} deployer does not serve models",
+                          hint="use --deployer serving, inferenceservice or local")
+    dkw: dict[str, Any] = {"mutators": tuple(config_mod._mutators(s))}
+    builder, bkw, target = s.builder or "append", {}, None
+    if deployer == "local":
+        from .deployers.local import resolve_mode
+
+        _, engine = resolve_mode("container", s.docker_host)
+        dkw["docker_host"] = engine
+        if not s.registry:
+            # No registry: build into the engine that will run it.
+            builder, bkw = "docker", {"push": False, "docker_host": engine}
+            target = "localhost/"  # completed below, once the endpoint knows its name
+    else:
+        if not s.registry:
+            raise ConfigError(f"the {deployer} deployer needs a registry the cluster can pull from",
+                              hint="pass --registry HOST[:PORT]/PATH, or serve locally with --deployer local")
+        for key in ("namespace", "kubeconfig", "context"):
+            if s[key]:
+                dkw[key] = s[key]
+        if replicas:
+            dkw["replicas"] = replicas
+    if builder == "docker":
+        bkw.setdefault("docker_host", s.docker_host)
+    if s.image_name and s.registry:
+        target = s.registry.rstrip("/") + "/" + config_mod._repo(s.image_name)
+    reqs = settings_mod.requirements_list(s) or None
+    ep = PredictionEndpoint(model, name=name, base_image=s.base_image or config_mod.default_base_image(),
+                            registry=s.registry, target=target, deployer=deployer, builder=builder,
+                            builder_options=bkw, requirements=reqs,
+                            timeout=float(s.timeout or 600), out=out, **dkw)
+    if target == "localhost/":
+        ep.target = target + config_mod._repo(s.image_name or f"fairing-{ep.name}")
+    return ep
+
+
 def __getattr__(name: str):
     if name == "PredictionEndpoint":
         from .serving import PredictionEndpoint

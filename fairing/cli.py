@@ -275,21 +275,19 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
            name: Annotated[Optional[str], typer.Option("--name", help="endpoint name")] = None,
            replicas: Annotated[Optional[int], typer.Option("--replicas", help="number of replicas", min=1)] = None,
            opts: Any = None) -> None:
-    from . import serving
+    from .api import endpoint
 
     s = opts.settings()
-    kw = {k: v for k, v in {"name": name, "replicas": replicas}.items() if v is not None}
-    endpoint = serving.PredictionEndpoint.from_settings(model, s, **kw) if hasattr(
-        serving.PredictionEndpoint, "from_settings") else serving.PredictionEndpoint(model, settings=s, **kw)
+    ep = endpoint(model, s, name=name, replicas=replicas, out=None if opts.json else _info)
     if opts.dry_run:
-        _print_plan(endpoint.dry_run(), opts)
+        _print_plan({"mode": f"{ep.deployer_name} serving", "build": {"model": model, "name": ep.name},
+                     "manifests": ep.render()}, opts)
         return
-    endpoint.create()
-    url = getattr(endpoint, "url", None)
+    ep.create()
     if opts.json:
-        _print_json({"name": getattr(endpoint, "name", None), "url": url})
+        _print_json({"name": ep.handle.name if hasattr(ep.handle, "name") else ep.name, "url": ep.url})
     else:
-        _out(url or getattr(endpoint, "name", ""))
+        _out(ep.url)
 
 
 @command(help="Show a workload's status.")
