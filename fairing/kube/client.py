@@ -1,0 +1,538 @@
+"""Kubernetes client setup and a small REST layer over plain dicts.
+
+Manifests in fairing are plain dicts, so instead of the typed API classes we talk to the REST paths
+directly through the official client's ApiClient (auth, TLS, kubeconfig handling all stay theirs)
+and get dicts back. Every failure is translated once, here, into a FairingError with a fix:
+API server down, Forbidden (with the RBAC rule to add), namespace missing, CRD not installed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from ..errors import ConfigError, DeployError
+
+SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+# Connect fast, fail fast: a dead API server must give one clear error, not a retry storm.
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 60.0
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Resource:
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool = True
+    # Shown when the group/version is missing from the server (a CRD that is not installed).
+    install_hint: str | None = None
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+    def base(self, namespace: str | None) -> str:
+        root = f"/api/{self.version}" if not self.group else f"/apis/{self.api_version}"
+        if self.namespaced:
+            if not namespace:
+                raise ConfigError(f"{self.kind} is namespaced but no namespace was given")
+            return f"{root}/namespaces/{namespace}/{self.plural}"
+        return f"{root}/{self.plural}"
+
+    def path(self, namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
+        p = self.base(namespace)
+        if name:
+            p += f"/{name}"
+        if sub:
+            p += f"/{sub}"
+        return p
+
+    @property
+    def display(self) -> str:
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+
+_TRAINING_HINT = "install the Kubeflow training operator (kubectl apply -k \"github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref=v1.8.1\")"
+_KSERVE_HINT = "install KServe (https://kserve.github.io/website/latest/admin/serverless/serverless/)"
+
+_KNOWN = [
+    Resource("v1", "Namespace", "namespaces", False),
+    Resource("v1", "Node", "nodes", False),
+    Resource("v1", "Pod", "pods"),
+    Resource("v1", "Secret", "secrets"),
+    Resource("v1", "ConfigMap", "configmaps"),
+    Resource("v1", "Service", "services"),
+    Resource("v1", "ServiceAccount", "serviceaccounts"),
+    Resource("v1", "Event", "events"),
+    Resource("v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+    Resource("batch/v1", "Job", "jobs"),
+    Resource("batch/v1", "CronJob", "cronjobs"),
+    Resource("apps/v1", "Deployment", "deployments"),
+    Resource("apps/v1", "ReplicaSet", "replicasets"),
+    Resource("rbac.authorization.k8s.io/v1", "Role", "roles"),
+    Resource("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings"),
+    Resource("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", False),
+    Resource("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", False),
+    Resource("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", False),
+    Resource("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration",
+             "validatingwebhookconfigurations", False),
+    Resource("kubeflow.org/v1", "TFJob", "tfjobs", install_hint=_TRAINING_HINT),
+    Resource("kubeflow.org/v1", "PyTorchJob", "pytorchjobs", install_hint=_TRAINING_HINT),
+    Resource("serving.kserve.io/v1beta1", "InferenceService", "inferenceservices", install_hint=_KSERVE_HINT),
+    Resource("kwok.x-k8s.io/v1alpha1", "Logs", "logs"),
+    Resource("kwok.x-k8s.io/v1alpha1", "ClusterLogs", "clusterlogs", False),
+]
+RESOURCES: dict[tuple[str, str], Resource] = {(r.api_version, r.kind): r for r in _KNOWN}
+
+
+def resource_for(api_version: str, kind: str) -> Resource:
+    """The REST coordinates of a kind. Unknown kinds get the usual lowercase plural."""
+    r = RESOURCES.get((api_version, kind))
+    if r is None:
+        plural = kind.lower() + ("es" if kind.lower().endswith("s") else "s")
+        r = Resource(api_version, kind, plural, True,
+                     install_hint=f"install the CustomResourceDefinition for {kind} ({api_version})")
+    return r
+
+
+# --- validation ------------------------------------------------------------------------------------
+def validate_name(name: str, what: str = "name", *, max_len: int = 63, dns1035: bool = False) -> str:
+    """Check a Kubernetes object name before any API call, with a message saying what is wrong."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{what} is empty", hint="use lowercase letters, digits and '-', e.g. 'train-mnist'")
+    pattern = _DNS1035_LABEL if dns1035 else _DNS1123_LABEL
+    problem = None
+    if len(name) > max_len:
+        problem = f"is {len(name)} characters long (at most {max_len})"
+    elif name != name.lower():
+        problem = "contains uppercase letters"
+    elif dns1035 and not name[0].isalpha():
+        problem = "must start with a letter"
+    elif not pattern.match(name):
+        problem = "must consist of lowercase letters, digits and '-', starting and ending with a letter or digit"
+    if problem:
+        fixed = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:max_len].strip("-")
+        if dns1035:
+            fixed = re.sub(r"^[^a-z]+", "", fixed)
+        suggestion = f"e.g. {fixed!r}" if fixed else "e.g. 'train-mnist'"
+        raise ConfigError(f"invalid {what} {name!r}: {problem}", hint=f"use a DNS-1123 name, {suggestion}")
+    return name
+
+
+# --- configuration ---------------------------------------------------------------------------------
+def _kubeconfig_path(kubeconfig: str | os.PathLike | None) -> str | None:
+    if kubeconfig:
+        return os.fspath(kubeconfig)
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        return env
+    default = Path.home() / ".kube" / "config"
+    return str(default) if default.exists() else None
+
+
+def _in_cluster() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and (SA_DIR / "token").exists()
+
+
+def load_configuration(kubeconfig=None, context: str | None = None):
+    """(kubernetes.client.Configuration, namespace from the context or SA file, source description)."""
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    path = _kubeconfig_path(kubeconfig)
+    cfg = client.Configuration()
+    if path is None:
+        if not _in_cluster():
+            raise ConfigError(
+                "no Kubernetes configuration found (no kubeconfig and not running in a cluster)",
+                hint="set KUBECONFIG, pass kubeconfig=..., or create ~/.kube/config")
+        config.load_incluster_config(client_configuration=cfg)
+        ns_file = SA_DIR / "namespace"
+        ns = ns_file.read_text().strip() if ns_file.exists() else None
+        return cfg, ns, "in-cluster service account"
+    for p in path.split(os.pathsep):
+        if p and not Path(p).expanduser().exists():
+            raise ConfigError(f"kubeconfig {p} does not exist",
+                              hint="fix KUBECONFIG or the kubeconfig argument")
+    try:
+        config.load_kube_config(config_file=path, context=context, client_configuration=cfg,
+                                persist_config=False)
+        contexts, active = config.list_kube_config_contexts(config_file=path)
+    except ConfigException as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if context and "context" in msg.lower():
+            names = ", ".join(sorted(c["name"] for c in (contexts_or_empty(path)))) or "none"
+            raise ConfigError(f"kubeconfig context {context!r} not found in {path}",
+                              hint=f"available contexts: {names}") from None
+        raise ConfigError(f"cannot load kubeconfig {path}: {msg}",
+                          hint="check the file with `kubectl config view`") from None
+    chosen = next((c for c in contexts if c["name"] == context), None) if context else active
+    ns = ((chosen or {}).get("context") or {}).get("namespace")
+    return cfg, ns, f"kubeconfig {path}" + (f" (context {chosen['name']})" if chosen else "")
+
+
+def contexts_or_empty(path: str) -> list[dict]:
+    from kubernetes import config
+
+    try:
+        return config.list_kube_config_contexts(config_file=path)[0]
+    except Exception:  # only used to list names in an error message
+        return []
+
+
+# --- errors ----------------------------------------------------------------------------------------
+def _status_of(exc) -> dict:
+    try:
+        return json.loads(exc.body) if exc.body else {}
+    except (TypeError, ValueError):
+        return {}
+
+
+class HTTPStatusError(Exception):
+    """A non-2xx answer from the API server (body is the raw Status JSON, usually)."""
+
+    def __init__(self, status: int, reason: str, body: bytes | None):
+        super().__init__(f"{status} {reason}")
+        self.status, self.reason, self.body = status, reason, body
+
+
+class NotFound(DeployError):
+    """The object (not its namespace, not its CRD) does not exist."""
+
+
+class CRDNotInstalled(DeployError):
+    pass
+
+
+class Conflict(DeployError):
+    pass
+
+
+class Kube:
+    """One configured connection. `namespace` is resolved from the argument, then the kubeconfig
+    context, then the in-cluster service account file, then "default"."""
+
+    def __init__(self, kubeconfig=None, context: str | None = None, namespace: str | None = None):
+        from kubernetes import client
+
+        cfg, ctx_ns, self.source = load_configuration(kubeconfig, context)
+        cfg.retries = 0  # urllib3 would otherwise retry a refused connection 3 times per call
+        self.configuration = cfg
+        self.api = client.ApiClient(cfg)
+        self.server = cfg.host
+        self.namespace = validate_name(namespace or ctx_ns or "default", "namespace")
+        self._group_ok: dict[str, bool] = {}
+        self._lock = threading.Lock()
+
+    # -- transport ----------------------------------------------------------------------------------
+    def request(self, method: str, path: str, *, body: Any = None, query: Mapping | None = None,
+                content_type: str | None = None, stream: bool = False, timeout: float | None = None,
+                what: tuple | None = None):
+        """Call the API. Returns the decoded JSON (or the raw response when stream=True).
+        `what` = (verb, Resource, namespace, name) for error messages."""
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        elif body is not None:
+            headers["Content-Type"] = "application/json"
+        read = timeout if timeout is not None else READ_TIMEOUT
+        query = [(k, v) for k, v in (query or {}).items() if v is not None]
+        try:
+            method, url, hdrs, body, _ = self.api.param_serialize(
+                method, path, query_params=query, header_params=headers, body=body,
+                auth_settings=["BearerToken"])
+            resp = self.api.call_api(method, url, header_params=hdrs, body=body,
+                                     _request_timeout=(CONNECT_TIMEOUT, read))
+            if not 200 <= resp.status <= 299:
+                raise HTTPStatusError(resp.status, resp.reason, resp.read())
+        except Exception as e:  # noqa: BLE001 - translated below, re-raised if unknown
+            raise self.translate(e, what or (method.lower(), None, None, None)) from None
+        if stream:
+            return resp.response  # the urllib3 response: .stream(), .close()
+        data = resp.read()
+        if resp.headers.get("Content-Type", "").startswith("application/json"):
+            return json.loads(data) if data else {}
+        return data.decode(errors="replace")
+
+    def translate(self, exc: Exception, what: tuple) -> Exception:
+        """Turn a client/transport exception into a FairingError with a fix."""
+        import urllib3
+        from kubernetes.client.exceptions import ApiException
+
+        verb, res, ns, name = what
+        if isinstance(exc, ApiException) and not exc.status:  # the client wraps SSL errors this way
+            exc = urllib3.exceptions.SSLError(exc.reason)
+        if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
+            text = str(exc)
+            if isinstance(exc, urllib3.exceptions.SSLError) or "CERTIFICATE_VERIFY_FAILED" in text:
+                return DeployError(f"TLS verification of the API server {self.server} failed",
+                                   hint="the kubeconfig's certificate-authority does not match the server; "
+                                        "refresh the kubeconfig for this cluster")
+            if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+                return DeployError(f"the API server {self.server} did not answer in time",
+                                   hint="check the cluster's health (kubectl get --raw /readyz)")
+            why = "connection refused" if "refused" in text.lower() else \
+                  "timed out" if "timed out" in text.lower() else text.split(":")[-1].strip() or "unreachable"
+            return DeployError(f"cannot reach the Kubernetes API server at {self.server} ({why})",
+                               hint=f"check that the cluster is running and that {self.source} points "
+                                    "at it (kubectl cluster-info)")
+        if not isinstance(exc, (ApiException, HTTPStatusError)):
+            return exc
+        st = _status_of(exc)
+        msg = st.get("message") or (exc.body.decode(errors="replace") if isinstance(exc.body, bytes)
+                                    else str(exc.body or exc.reason)).strip()
+        details = st.get("details") or {}
+        rname = res.display if res else "resource"
+        kind = res.kind if res else "object"
+        where = f" in namespace {ns!r}" if ns else ""
+        if exc.status == 401:
+            return DeployError(f"the API server {self.server} rejected the credentials (401 Unauthorized)",
+                               hint=f"refresh the credentials in {self.source}")
+        if exc.status == 403:
+            user = re.search(r'User "([^"]+)"', msg or "")
+            who = user.group(1) if user else "you"
+            group = res.group if res else ""
+            plural = res.plural if res else "RESOURCE"
+            scope = f"-n {ns} " if ns else ""
+            rule = (f"kubectl create role fairing-{verb} {scope}--verb={verb} --resource={rname}"
+                    f" && kubectl create rolebinding fairing-{verb} {scope}--role=fairing-{verb} "
+                    f"--{'serviceaccount=' + who.split(':', 2)[2] if who.startswith('system:serviceaccount:') else 'user=' + who}")
+            return DeployError(
+                f"forbidden: {who} cannot {verb} {rname}{where}",
+                hint=f"ask a cluster admin for a Role granting '{verb}' on '{plural}' "
+                     f"(apiGroup {group!r}){where}, e.g. {rule}")
+        if exc.status == 404:
+            if details.get("kind") == "namespaces" and ns and details.get("name") == ns:
+                return DeployError(f"namespace {ns!r} does not exist",
+                                   hint=f"create it (kubectl create namespace {ns}) or pass another namespace")
+            if res is not None and res.group and not self.group_version_served(res):
+                return CRDNotInstalled(
+                    f"{res.kind} CRD ({res.api_version}) is not installed on {self.server}",
+                    hint=res.install_hint or f"install the CustomResourceDefinition for {res.kind}")
+            return NotFound(f"{kind} {name!r} not found{where}" if name else f"{rname} not found{where}",
+                            hint="check the name and namespace (kubectl get " + (res.plural if res else "all")
+                                 + (f" -n {ns})" if ns else ")"))
+        if exc.status == 409:
+            return Conflict(f"{kind} {name!r} already exists{where}" if st.get("reason") == "AlreadyExists"
+                            else f"conflict on {kind} {name!r}: {msg}",
+                            hint="choose another name, or delete the existing one first")
+        if exc.status == 422:
+            return DeployError(f"the API server rejected {kind} {name!r}: {msg}",
+                               hint="fix the field named above")
+        return DeployError(f"API server answered {exc.status} {exc.reason} to {verb} {rname}{where}: {msg}")
+
+    def group_version_served(self, res: Resource) -> bool:
+        """Whether the server serves res.api_version at all (False means: CRD not installed)."""
+        key = res.api_version
+        with self._lock:
+            if key in self._group_ok:
+                return self._group_ok[key]
+        try:
+            data = self.request("GET", f"/apis/{res.api_version}")
+            served = any(r.get("kind") == res.kind for r in data.get("resources", []))
+        except NotFound:
+            served = False
+        except Exception:  # noqa: BLE001 - can't tell (forbidden, down): don't claim it's missing
+            return True
+        with self._lock:
+            self._group_ok[key] = served
+        return served
+
+    # -- verbs --------------------------------------------------------------------------------------
+    def _ns(self, res: Resource, namespace: str | None) -> str | None:
+        return (namespace or self.namespace) if res.namespaced else None
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        """The object, or None when it does not exist (a missing CRD is still an error)."""
+        res = resource_for(api_version, kind)
+        ns = self._ns(res, namespace)
+        try:
+            return self.request("GET", res.path(ns, name), what=("get", res, ns, name))
+        except NotFound:
+            return None
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None, *,
+             label_selector: str | None = None, field_selector: str | None = None) -> dict:
+        res = resource_for(api_version, kind)
+        ns = self._ns(res, namespace)
+        return self.request("GET", res.base(ns), query={"labelSelector": label_selector,
+                                                         "fieldSelector": field_selector},
+                            what=("list", res, ns, None))
+
+    def create(self, manifest: dict, namespace: str | None = None, *, dry_run: bool = False) -> dict:
+        res = resource_for(manifest["apiVersion"], manifest["kind"])
+        ns = self._ns(res, namespace or manifest.get("metadata", {}).get("namespace"))
+        name = manifest.get("metadata", {}).get("name")
+        return self.request("POST", res.base(ns), body=manifest,
+                            query={"dryRun": "All" if dry_run else None, "fieldManager": "fairing"},
+                            what=("create", res, ns, name))
+
+    def apply(self, manifest: dict, namespace: str | None = None, *, field_manager: str = "fairing",
+              force: bool = True) -> dict:
+        """Server-side apply: create or update to match `manifest`."""
+        res = resource_for(manifest["apiVersion"], manifest["kind"])
+        ns = self._ns(res, namespace or manifest.get("metadata", {}).get("namespace"))
+        name = manifest["metadata"]["name"]
+        return self.request("PATCH", res.path(ns, name), body=manifest,
+                            content_type="application/apply-patch+yaml",
+                            query={"fieldManager": field_manager, "force": "true" if force else None},
+                            what=("patch", res, ns, name))
+
+    def patch(self, api_version: str, kind: str, name: str, patch: dict, namespace: str | None = None) -> dict:
+        res = resource_for(api_version, kind)
+        ns = self._ns(res, namespace)
+        return self.request("PATCH", res.path(ns, name), body=patch,
+                            content_type="application/merge-patch+json", what=("patch", res, ns, name))
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None, *,
+               propagation: str = "Foreground") -> bool:
+        """Delete; False if it was already gone."""
+        res = resource_for(api_version, kind)
+        ns = self._ns(res, namespace)
+        try:
+            self.request("DELETE", res.path(ns, name),
+                         body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation},
+                         what=("delete", res, ns, name))
+            return True
+        except NotFound:
+            return False
+
+    def pod_log(self, pod: str, namespace: str | None = None, *, container: str | None = None,
+                follow: bool = False, tail_lines: int | None = None):
+        """Raw streaming response of a container's log (caller iterates and closes)."""
+        res = resource_for("v1", "Pod")
+        ns = self._ns(res, namespace)
+        return self.request("GET", res.path(ns, pod, "log"), stream=True,
+                            query={"container": container, "follow": "true" if follow else None,
+                                   "tailLines": tail_lines},
+                            timeout=None if follow else READ_TIMEOUT,
+                            what=("get", Resource("v1", "Pod", "pods/log"), ns, pod))
+
+    def watch(self, api_version: str, kind: str, namespace: str | None = None, **kw) -> "Watch":
+        res = resource_for(api_version, kind)
+        return Watch(self, res, self._ns(res, namespace), **kw)
+
+
+class Watch:
+    """A resumable watch: iterate for (event_type, object) pairs.
+
+    When the connection breaks (API server restart, proxy timeout) it reconnects from the last
+    resourceVersion it saw, with capped backoff, so no event is lost; on 410 Gone (that version was
+    compacted away) it re-lists and yields ("SYNC", obj) for each current object. `stop()` may be
+    called from another thread; it closes the open response so the iterator ends promptly."""
+
+    def __init__(self, kube: Kube, res: Resource, namespace: str | None, *, name: str | None = None,
+                 label_selector: str | None = None, resource_version: str | None = None,
+                 reconnect_grace: float = 60.0, server_timeout: int = 240):
+        self.kube, self.res, self.namespace = kube, res, namespace
+        self.field_selector = f"metadata.name={name}" if name else None
+        self.label_selector = label_selector
+        self.resource_version = resource_version
+        self.reconnect_grace = reconnect_grace
+        self.server_timeout = server_timeout
+        self.reconnects = 0
+        self._stopped = threading.Event()
+        self._resp = None
+
+    def stop(self) -> None:
+        self._stopped.set()
+        resp = self._resp
+        if resp is not None:
+            try:
+                resp.close()
+            except Exception:  # noqa: BLE001 - closing a dying socket may raise anything
+                pass
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    def _relist(self) -> list[dict]:
+        data = self.kube.request("GET", self.res.base(self.namespace),
+                                 query={"labelSelector": self.label_selector, "fieldSelector": self.field_selector},
+                                 what=("list", self.res, self.namespace, None))
+        self.resource_version = data.get("metadata", {}).get("resourceVersion")
+        return data.get("items", [])
+
+    def __iter__(self) -> Iterator[tuple[str, dict]]:
+        if self.resource_version is None:
+            for item in self._relist():
+                yield "SYNC", item
+        broken_since = None
+        delay = 0.25
+        while not self.stopped:
+            try:
+                self._resp = self.kube.request(
+                    "GET", self.res.base(self.namespace), stream=True,
+                    timeout=self.server_timeout + 15,
+                    query={"watch": "true", "allowWatchBookmarks": "true",
+                           "resourceVersion": self.resource_version,
+                           "timeoutSeconds": self.server_timeout,
+                           "labelSelector": self.label_selector, "fieldSelector": self.field_selector},
+                    what=("watch", self.res, self.namespace, None))
+                broken_since, delay = None, 0.25
+                for etype, obj in self._events(self._resp):
+                    if etype == "ERROR":
+                        if obj.get("code") == 410:  # our resourceVersion is too old: start over
+                            for item in self._relist():
+                                yield "SYNC", item
+                            break
+                        raise DeployError(f"watch on {self.res.display} failed: {obj.get('message')}")
+                    rv = obj.get("metadata", {}).get("resourceVersion")
+                    if rv:
+                        self.resource_version = rv
+                    if etype != "BOOKMARK":
+                        yield etype, obj
+            except DeployError as e:
+                if self.stopped:
+                    return
+                if not str(e.message).startswith("cannot reach") and "did not answer" not in e.message:
+                    raise
+                now = time.monotonic()
+                broken_since = broken_since or now
+                if now - broken_since > self.reconnect_grace:
+                    raise
+                self.reconnects += 1
+                self._stopped.wait(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception:  # noqa: BLE001 - the stream broke mid-read: reconnect from our rv
+                if self.stopped:
+                    return
+                self.reconnects += 1
+                self._stopped.wait(delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                resp, self._resp = self._resp, None
+                if resp is not None:
+                    try:
+                        resp.release_conn()
+                    except Exception:  # noqa: BLE001
+                        pass
+
+    @staticmethod
+    def _events(resp) -> Iterator[tuple[str, dict]]:
+        buf = b""
+        for chunk in resp.stream(amt=65536, decode_content=True):
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if line.strip():
+                    ev = json.loads(line)
+                    yield ev.get("type"), ev.get("object") or {}
+        if buf.strip():
+            ev = json.loads(buf)
+            yield ev.get("type"), ev.get("object") or {}
