@@ -157,6 +157,15 @@ def test_tls_with_ca_bundle_from_environment(secure_registry, base_image, no_amb
     RegistryClient(secure_registry.host).resolve(REPO, "3.11", "linux/amd64")
 
 
+def test_ca_file_wins_over_an_environment_bundle(secure_registry, base_image, no_ambient_creds, monkeypatch):
+    # requests would otherwise let $REQUESTS_CA_BUNDLE (often the system bundle) override it
+    docker_config(no_ambient_creds, monkeypatch, secure_registry.host, secure_registry.username, secure_registry.password)
+    import certifi
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())
+    RegistryClient(secure_registry.host, ca_file=secure_registry.ca_file).resolve(REPO, "3.11", "linux/amd64")
+
+
 def test_untrusted_certificate_is_a_clear_error(secure_registry, no_ambient_creds):
     with pytest.raises(BuildError, match="TLS certificate .* not trusted") as e:
         RegistryClient(secure_registry.host).get_manifest(REPO, "3.11")

@@ -204,6 +204,7 @@ class TokenAuth:
     def __init__(self, registry: str, repository: str | None, session, *, lookup: Callable[[], Lookup] | None = None):
         self.registry = registry
         self.session = session
+        self.verify = None  # CA bundle for an HTTPS realm (set by the registry client)
         self._lookup_fn = lookup or (lambda: find_credentials(registry, repository))
         self._lookup: Lookup | None = None
         self.scheme: str | None = None  # None (anonymous), "basic" or "bearer"
@@ -267,7 +268,7 @@ class TokenAuth:
                 data = {"grant_type": "refresh_token", "refresh_token": creds.identity_token, "client_id": "fairing", "scope": " ".join(scopes)}
                 if service:
                     data["service"] = service
-                r = self.session.post(realm, data=data, timeout=30)
+                r = self.session.post(realm, data=data, timeout=30, verify=self.verify)
             else:
                 params = [("scope", s) for s in scopes]
                 if service:
@@ -275,7 +276,7 @@ class TokenAuth:
                 if send_creds:
                     params.append(("account", creds.username))
                 headers = {"Authorization": creds.basic_header()} if send_creds else {}
-                r = self.session.get(realm, params=params, headers=headers, timeout=30)
+                r = self.session.get(realm, params=params, headers=headers, timeout=30, verify=self.verify)
         except requests.RequestException as e:
             raise BuildError(f"cannot reach the token server of {self.registry} ({_host_of(realm)}): {type(e).__name__}", hint="check the network and the registry's auth realm") from None
         if r.status_code in (401, 403):

@@ -107,10 +107,11 @@ class RegistryClient:
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
-        if ca_file:
-            self.session.verify = str(ca_file)
+        # Passed on every request: a session-level `verify` loses to $REQUESTS_CA_BUNDLE in requests.
+        self.verify = str(ca_file) if ca_file else None
         # Credentials are filed under the registry's name ("docker.io"), not its API host.
         self.auth = TokenAuth(registry_name or host, None, self.session)
+        self.auth.verify = self.verify
         self._base_url: str | None = None
         self._ping_lock = threading.Lock()
 
@@ -132,7 +133,7 @@ class RegistryClient:
             url = f"{scheme}://{self.host}/v2/"
             for attempt in range(self.retries + 1):
                 try:
-                    r = self.session.get(url, timeout=self.timeout)
+                    r = self.session.get(url, timeout=self.timeout, verify=self.verify)
                 except requests.exceptions.SSLError as e:
                     if "CERTIFICATE_VERIFY_FAILED" in str(e) or "certificate verify failed" in str(e):
                         raise BuildError(
@@ -191,7 +192,7 @@ class RegistryClient:
                 h["Authorization"] = auth
             body = data() if callable(data) else data
             try:
-                r = self.session.request(method, url, headers=h, data=body, timeout=self.timeout, stream=stream, allow_redirects=method in ("GET", "HEAD"))
+                r = self.session.request(method, url, headers=h, data=body, timeout=self.timeout, verify=self.verify, stream=stream, allow_redirects=method in ("GET", "HEAD"))
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.ChunkedEncodingError) as e:
                 last, r = e, None
             finally:
