@@ -1,0 +1,44 @@
+"""fairing's test rig: real services for tests and benchmarks, provisioned on demand and cached.
+
+    python -m tests.rig up      # start/verify everything (registries, podman API, base image)
+    python -m tests.rig env     # print shell exports for the running rig (eval "$(...)")
+    python -m tests.rig down    # stop the rig's services (state under ~/.cache/fairing/rig stays)
+
+pytest loads tests/rig/plugin.py (see pyproject addopts), which exposes the same services as
+session fixtures. Importing this package starts nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def up(*, base: bool = True, kube: bool = False) -> dict[str, Any]:
+    """Ensure every rig service is running and healthy; returns the handles by name."""
+    from .base import ensure_base_image
+    from .engine import ensure_engine
+    from .registry import ensure_plain, ensure_secure, ensure_token
+    from .state import rig_lock
+
+    with rig_lock():
+        out: dict[str, Any] = {"registry": ensure_plain(), "secure_registry": ensure_secure(),
+                               "token_registry": ensure_token(), "engine": ensure_engine()}
+        if base:
+            out["base_image"] = ensure_base_image(out["registry"], out["secure_registry"],
+                                                  out["token_registry"])
+    if kube:
+        from . import kube as kube_rig  # owned by the kubernetes helper
+
+        out["kube"] = kube_rig.control_plane()
+    return out
+
+
+def down() -> list[str]:
+    """Stop the shared services the rig started (by pidfile). Cached data is kept."""
+    from .engine import stop_engine
+    from .registry import stop_shared
+
+    stopped = stop_shared()
+    if stop_engine():
+        stopped.append("podman")
+    return stopped

@@ -1,0 +1,80 @@
+"""pytest plugin (loaded with `-p tests.rig.plugin`): the rig's services as session fixtures.
+
+Each fixture starts only what it needs, under the rig's cross-process lock, and leaves services
+running for the next session. A service that cannot start is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def registry():
+    """Plain-HTTP registry: .host "127.0.0.1:5000", .url "http://127.0.0.1:5000"."""
+    from .registry import ensure_plain
+
+    return ensure_plain()
+
+
+@pytest.fixture(scope="session")
+def secure_registry():
+    """TLS (rig CA) + htpasswd registry: .host .url .username .password .ca_file."""
+    from .registry import ensure_secure
+
+    return ensure_secure()
+
+
+@pytest.fixture(scope="session")
+def token_registry():
+    """Bearer-token registry (plain HTTP, loopback): .host .url .username .password .realm
+    .service, plus .reader_username/.reader_password (pull-only identity)."""
+    from .registry import ensure_token
+
+    return ensure_token()
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """Podman's Docker API: .docker_host "unix:///run/fairing/podman.sock", .client()."""
+    from .engine import ensure_engine
+
+    return ensure_engine()
+
+
+@pytest.fixture(scope="session")
+def base_image(registry, secure_registry, token_registry, engine):
+    """Debian bookworm + Python 3.11: .docker (v2s2) .oci .index (OCI index) .docker_list
+    .python "3.11" .python_version .secure .token .digests."""
+    from .base import ensure_base_image
+
+    return ensure_base_image(registry, secure_registry, token_registry)
+
+
+@pytest.fixture
+def registry_factory(tmp_path):
+    """start(port=None, tls=False, auth=False) -> a private registry, stopped after the test."""
+    from .registry import start_registry
+
+    started = []
+
+    def start(**kwargs):
+        handle = start_registry(tmp_path, **kwargs)
+        started.append(handle)
+        return handle
+
+    yield start
+    for handle in started:
+        handle.stop()
+
+
+# ---- kube hook --------------------------------------------------------------------------------
+# The control plane lives in tests/rig/kube.py (owned by the kubernetes helper). Imported lazily
+# so sessions that never ask for `kube` do not pay for it (or fail while it is being written).
+@pytest.fixture(scope="session")
+def kube():
+    """Control plane: .kubeconfig (admin), .sa_kubeconfig (namespaced SA), .namespace."""
+    import tests.rig.kube
+
+    return tests.rig.kube.control_plane()
+# ---- end kube hook ----------------------------------------------------------------------------
