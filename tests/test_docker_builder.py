@@ -161,10 +161,11 @@ def test_code_change_reuses_the_dependency_layers(engine, base_image, registry):
     repo = unique_repo(registry, "cache")
     builder_logs: list[list[str]] = []
     images = []
-    for version in ("1", "2"):
+    run_id = uuid.uuid4().hex[:8]  # fresh code, so no earlier run's cache can hide a wrong step order
+    for version in (f"1-{run_id}", f"2-{run_id}"):
         lines: list[str] = []
         builder = DockerBuilder(base_image.docker, docker_host=engine.docker_host, output=lines.append)
-        images.append(builder.build(make_ctx(version), f"{repo}:v{version}"))
+        images.append(builder.build(make_ctx(version), f"{repo}:v{version[0]}"))
         builder_logs.append(lines)
     # The engine reported a cache hit for the pip step of the second build...
     second = builder_logs[1]
@@ -178,7 +179,7 @@ def test_code_change_reuses_the_dependency_layers(engine, base_image, registry):
     finally:
         client.close()
     assert len(layers[0]) == len(layers[1]) and layers[0][:-1] == layers[1][:-1] and layers[0][-1] != layers[1][-1]
-    assert run_image(engine, images[1].ref).strip().endswith(" 2")
+    assert run_image(engine, images[1].ref).strip().endswith(f" 2-{run_id}")
 
 
 def test_push_with_credentials_from_docker_config(engine, base_image, token_registry, tmp_path, monkeypatch):
@@ -198,3 +199,15 @@ def test_push_with_credentials_from_docker_config(engine, base_image, token_regi
     (tmp_path / "config.json").write_text(json.dumps({"auths": {token_registry.host: {"auth": token}}}))
     img = builder.build(make_ctx(requirements=()), f"{repo}:v1")
     assert img.ref.startswith(f"{repo}@sha256:")
+
+
+def test_requirement_without_a_wheel_is_a_build_error_before_the_engine(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAIRING_CACHE", str(tmp_path))
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    from fairing.builders.docker import download_wheels
+
+    with pytest.raises(BuildError) as e:
+        download_wheels(["fairing-surely-not-a-package-x7q==1.0"], "3.11", "amd64")
+    assert e.value.message.startswith("could not download wheels for fairing-surely-not-a-package-x7q==1.0: ")
+    assert "wheels only" in e.value.hint
+    assert not list((tmp_path / "docker" / "wheels").iterdir())  # no half-filled cache entry

@@ -170,15 +170,19 @@ def download_wheels(requirements: Sequence[str], python: str, arch: str = "amd64
                   "--disable-pip-version-check", "--no-input", "--quiet"]
         for tag in platform_tags(arch):
             common += ["--platform", tag]
-        for what, args in (("requirements", list(requirements)), ("pip", [f"pip=={pip_version}", "--no-deps"])):
-            proc = subprocess.run(common + args, capture_output=True, text=True)
-            if proc.returncode != 0:
-                lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
-                reason = lines[-1].strip() if lines else f"pip exited with {proc.returncode}"
-                raise BuildError(
-                    f"could not download wheels for {what} ({', '.join(args[:5])}): {reason}",
-                    hint=f"the docker builder installs wheels only: pin versions that publish a wheel for "
-                         f"CPython {python} on linux/{arch}, and check your pip index settings")
+        # One resolver run for the requirements and the pip that installs them (unless the user
+        # pins pip themselves: then their pip wheel does the installing).
+        names = {re.split(r"[^A-Za-z0-9._-]", r.strip(), maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+        args = list(requirements) + ([] if "pip" in names else [f"pip=={pip_version}"])
+        proc = subprocess.run(common + args, capture_output=True, text=True)
+        if proc.returncode != 0:
+            lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+            reason = lines[-1].strip() if lines else f"pip exited with {proc.returncode}"
+            shown = ", ".join(requirements[:5]) + (", ..." if len(requirements) > 5 else "")
+            raise BuildError(
+                f"could not download wheels for {shown}: {reason}",
+                hint=f"the docker builder installs wheels only: pin versions that publish a wheel for "
+                     f"CPython {python} on linux/{arch}, and check your pip index settings")
         pip_wheels = sorted(tmp.glob("pip-*.whl"))
         try:
             tmp.rename(dest)
@@ -289,19 +293,34 @@ def engine_host(docker_host: str | None = None) -> str:
 
 def connect(docker_host: str | None = None, timeout: int = 3600):
     """A docker.APIClient for `docker_host` (default $DOCKER_HOST, with $DOCKER_TLS_VERIFY and
-    $DOCKER_CERT_PATH), after checking an engine answers there."""
+    $DOCKER_CERT_PATH), after checking an engine answers there. The API version comes from the
+    /_ping headers: version="auto" asks /version, which costs Podman ~0.4 s per call."""
     import docker
     from docker.errors import DockerException
+    from requests.exceptions import RequestException
 
     kwargs: dict[str, Any] = docker.utils.kwargs_from_env()
     host = engine_host(docker_host)
     kwargs["base_url"] = host
     try:
-        client = docker.APIClient(version="auto", timeout=timeout, **kwargs)
-    except DockerException as e:
+        probe = docker.APIClient(version=docker.constants.DEFAULT_DOCKER_API_VERSION, timeout=30, **kwargs)
+        try:  # APIClient is a requests.Session; /_ping is unversioned
+            resp = probe.get(probe.base_url + "/_ping", timeout=30)
+            resp.raise_for_status()
+        finally:
+            probe.close()
+        version = resp.headers.get("Api-Version") or "auto"
+        return docker.APIClient(version=version, timeout=timeout, **kwargs)
+    except (DockerException, RequestException) as e:
         raise BuildError(f"no Docker engine at {host}; start one or use --builder append",
                          hint=f"set DOCKER_HOST to a running Docker or Podman API socket; cause: {_short(e)}") from None
-    return client
+
+
+def host_arch() -> str:
+    import platform
+
+    machine = platform.machine().lower()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
 def _short(e: BaseException) -> str:
@@ -329,7 +348,8 @@ class DockerBuilder(Builder):
     base_image: image to build FROM (the engine pulls it).
     docker_host: engine URL; default $DOCKER_HOST.
     python / arch: the image's Python ("3.11") and CPU ("amd64") used to pick wheels; default the
-        context's Python (or the host's) and the engine's architecture.
+        context's Python (or the host's) and this machine's architecture (set `arch` when a
+        remote engine runs on another CPU).
     run: extra shell commands run in the image before the dependency step (system packages).
     push: push to the registry (False keeps the image in the engine and returns its local ID).
     """
@@ -399,7 +419,7 @@ class DockerBuilder(Builder):
         try:
             deps, pip_wheel = None, None
             if ctx.requirements:
-                arch = self.arch or (client.version().get("Arch") or "amd64")
+                arch = self.arch or host_arch()
                 deps, pip_wheel = download_wheels(ctx.requirements, self._python(ctx), arch)
             text = dockerfile(ctx, self.base_image, pip_wheel=pip_wheel, run=self.run)
             with context_file(ctx, text, deps) as fileobj:
