@@ -190,3 +190,76 @@ def test_script_runs_in_container(engine, base_image, tmp_path):
         ctx = prepare("magics.ipynb")
     code, logs = run_in_container(engine, base_image, ctx, tmp_path)
     assert (code, logs) == (0, EXPECTED_OUTPUT)
+
+
+def test_find_notebook_path_in_a_real_jupyter_server(tmp_path):
+    """A real jupyter_server with a real kernel: the path comes from `__session__` (what JupyterLab 4
+    sets), and, with that and JPY_SESSION_NAME removed, from the kernel's connection file matched
+    against the server's /api/sessions."""
+    import os
+    import socket
+    import time
+
+    import requests
+    from jupyter_client import BlockingKernelClient
+
+    root, runtime = tmp_path / "root", tmp_path / "runtime"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub/work.ipynb").write_text((DATA / "tagged.ipynb").read_text())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime), "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}
+    env.pop("JPY_SESSION_NAME", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_server", f"--ServerApp.root_dir={root}", f"--ServerApp.port={port}",
+         "--ServerApp.ip=127.0.0.1", "--ServerApp.open_browser=False", "--IdentityProvider.token=t0ken",
+         "--ServerApp.port_retries=0", "--allow-root"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"))
+    kc = None
+    try:
+        url = f"http://127.0.0.1:{port}"
+        headers = {"Authorization": "token t0ken"}
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"{url}/api/status", headers=headers, timeout=2).ok and list(runtime.glob("jpserver-*.json")):
+                    break
+            except requests.ConnectionError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                server.wait()
+                pytest.fail("jupyter_server did not start: " + (tmp_path / "server.log").read_text()[-2000:])
+            time.sleep(0.3)
+        session = requests.post(f"{url}/api/sessions", headers=headers, timeout=60, json={
+            "path": "sub/work.ipynb", "type": "notebook", "name": "work.ipynb", "kernel": {"name": "python3"}}).json()
+        kc = BlockingKernelClient(connection_file=str(runtime / f"kernel-{session['kernel']['id']}.json"))
+        kc.load_connection_file()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+
+        def run(code: str) -> str:
+            out: list[str] = []
+
+            def hook(msg):
+                if msg["msg_type"] == "stream":
+                    out.append(msg["content"]["text"])
+                elif msg["msg_type"] == "error":
+                    out.append("\n".join(msg["content"]["traceback"]))
+            kc.execute_interactive(code, output_hook=hook, timeout=60)
+            return "".join(out).strip()
+
+        find = "from fairing.preprocessors.notebook import find_notebook_path\nprint(find_notebook_path().resolve())"
+        assert run(f"print(repr(__session__))\n{find}").splitlines()[-1] == str((root / "sub/work.ipynb").resolve())
+        only_api = "import os\nos.environ.pop('JPY_SESSION_NAME', None)\ndel __session__\n" + find
+        assert run(only_api) == str((root / "sub/work.ipynb").resolve())
+    finally:
+        if kc is not None:
+            kc.stop_channels()
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

@@ -275,9 +275,9 @@ def find_notebook_path(path: str | os.PathLike | None = None) -> Path:
         (os.environ.get("PAPERMILL_INPUT_PATH") or ns.get("PAPERMILL_INPUT_PATH"), "PAPERMILL_INPUT_PATH"),
     ):
         if candidate:
-            p = Path(str(candidate))
-            if p.suffix == ".ipynb" and p.is_file():
-                return p
+            found = _existing(str(candidate))
+            if found is not None:
+                return found
             tried.append(f"{source}={candidate}")
     found = _from_sessions_api()
     if found is not None:
@@ -287,6 +287,22 @@ def find_notebook_path(path: str | os.PathLike | None = None) -> Path:
         "cannot find the running notebook's path (tried " + ", ".join(tried) + ")",
         hint="pass the path explicitly, e.g. NotebookPreprocessor().prepare('train.ipynb')",
     )
+
+
+def _existing(candidate: str) -> Path | None:
+    """The notebook file a session name points at: absolute, or relative to the current directory
+    or to a running Jupyter server's root (servers may report paths relative to their root)."""
+    p = Path(candidate)
+    if p.suffix != ".ipynb":
+        return None
+    if p.is_file():
+        return p
+    if not p.is_absolute():
+        for server in running_servers():
+            q = Path(server.get("root_dir") or server.get("notebook_dir") or ".") / p
+            if q.is_file():
+                return q
+    return None
 
 
 def _user_ns() -> dict:
