@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -229,6 +230,22 @@ def test_unpicklable_inside_a_container_reached_through_a_helper():
         FunctionPreprocessor().prepare(via_helper)
     assert e.value.message == ("cannot ship function via_helper: it captures 'CONFIG'['conn'] (via reads_config) "
                                "(a sqlite3.Connection), which cannot be pickled; open it inside the function instead")
+
+
+BIG = b"\1" * 300_000
+
+
+def uses_big(n):
+    return len(BIG) + n
+
+
+def test_oversized_pickle_names_the_captured_data():
+    with pytest.raises(BuildError) as e:
+        FunctionPreprocessor(max_context_bytes=100_000).prepare(uses_big, args=(b"\2" * 50_000,))
+    # The total includes the pickled code, which varies a little between Python versions.
+    assert re.fullmatch(r"function uses_big pickles to 34\d\.\d KiB, over the 97\.7 KiB limit; "
+                        r"biggest captured: 'BIG' \(293\.0 KiB\), argument 1 \(48\.8 KiB\)", e.value.message), e.value.message
+    assert e.value.hint.startswith("load large data inside the function instead of capturing it")
 
 
 # -- parse_result -----------------------------------------------------------------------------------

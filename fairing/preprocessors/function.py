@@ -59,6 +59,8 @@ class FunctionPreprocessor(Preprocessor):
             "marker": RESULT_MARKER,
             "log_limit": LOG_LIMIT,
         }
+        if len(payload) > self.limit():
+            raise _too_big(name, entry, args, kwargs, len(payload), self.limit())
         files = self.included_files(Path.cwd())
         files[PAYLOAD] = json.dumps(header, sort_keys=True).encode() + b"\n" + payload
         files[f"{RUNTIME_DIR}/run_function.py"] = SHIM.read_bytes()
@@ -94,6 +96,25 @@ def dump(fn: Callable, args: tuple = (), kwargs: dict | None = None, *, by_value
                 f"cannot ship function {name}: it captures {label} ({_article(kind)} {kind}), which cannot be pickled; {advice}",
                 hint="everything a shipped function uses from outside (globals, closures, defaults, arguments) is pickled",
             ) from None
+
+
+def _too_big(name, fn, args, kwargs, size: int, limit: int) -> BuildError:
+    """Name the captured values that make the pickle big: usually a dataset read at module level."""
+    import cloudpickle
+
+    from .base import MAX_CONTEXT_ENV, _fmt
+
+    sizes = []
+    for label, v in captured(fn, args, kwargs):
+        try:
+            sizes.append((len(cloudpickle.dumps(v)), label))
+        except Exception:
+            continue
+    biggest = ", ".join(f"{label} ({_fmt(n)})" for n, label in sorted(sizes, key=lambda t: (-t[0], t[1]))[:3])
+    return BuildError(
+        f"function {name} pickles to {_fmt(size)}, over the {_fmt(limit)} limit; biggest captured: {biggest or 'none'}",
+        hint=f"load large data inside the function instead of capturing it, or raise the limit with {MAX_CONTEXT_ENV}",
+    )
 
 
 # -- what a function captures -----------------------------------------------------------------------
