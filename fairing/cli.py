@@ -397,6 +397,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         from typer._click import exceptions as cx
     except ImportError:  # pragma: no cover - older typer uses click itself
         from click import exceptions as cx
+    exit_exc = getattr(cx, "Exit", typer.Exit)
+    abort_exc = getattr(cx, "Abort", typer.Abort)
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("FAIRING_DEBUG", "") not in ("", "0")
@@ -405,6 +407,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         rv = cmd.main(args=args, prog_name="fair", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
+        if code == 130:  # typer returns Ctrl-C as exit code 130 when not standalone
+            _error("interrupted", "nothing further was started; `fair list` shows what is running", 130)
     except FairingError as e:
         if debug:
             import traceback
@@ -418,9 +422,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     except cx.UsageError as e:
         sub = e.ctx.command_path if e.ctx else "fair"
         code = _error(e.format_message(), f"run `{sub} --help` for usage", 2)
-    except cx.Exit as e:
+    except exit_exc as e:
         code = e.exit_code
-    except (KeyboardInterrupt, cx.Abort):
+        if code == 130:  # typer turns Ctrl-C into Exit(130)
+            _error("interrupted", "nothing further was started; `fair list` shows what is running", 130)
+    except (KeyboardInterrupt, abort_exc):
         code = _error("interrupted", "nothing further was started; `fair list` shows what is running", 130)
     except BrokenPipeError:
         code = 0  # `fair logs x | head`: the reader went away, which is fine

@@ -175,7 +175,11 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
         mode = f"local {local_mode}"
 
     base_image = b_kw.pop("base_image", None) or s.base_image or default_base_image()
+    if b_name or s.builder:
+        plugins.load("builder", b_name or s.builder)  # a typo fails even when nothing gets built
     if local_mode == "process" and not b_name:
+        if s.builder:
+            notes.append(f"local process mode: builder {s.builder!r} not used (no registry, no engine)")
         b_spec = None  # the local process runs the materialised context: nothing to build
     else:
         if not b_name:
