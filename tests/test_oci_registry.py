@@ -300,3 +300,95 @@ def test_retry_after_is_bounded_and_retries_give_up(registry, base_image):
         assert len(proxy.hits) == 3
     finally:
         proxy.close()
+
+
+# --- plain HTTP to a host that is not loopback -----------------------------------------------------
+def _non_loopback_ipv4() -> str | None:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # no packet is sent; this only picks the outgoing address
+            ip = s.getsockname()[0]
+    except OSError:
+        return None
+    return None if ip.startswith("127.") else ip
+
+
+class _TcpRelay:
+    """Plain TCP forwarding from a non-loopback address to a loopback registry, recording what the
+    client sends. Network plumbing, not a fake registry: the real registry answers."""
+
+    def __init__(self, listen_ip: str, upstream_port: int):
+        import socket
+
+        self.sent = bytearray()
+        self.sock = socket.create_server((listen_ip, 0))
+        self.host = f"{listen_ip}:{self.sock.getsockname()[1]}"
+        self.upstream_port = upstream_port
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src, dst, record):
+        try:
+            while data := src.recv(65536):
+                if record:
+                    self.sent += data
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def remote_ip():
+    ip = _non_loopback_ipv4()
+    if not ip:
+        pytest.skip("this machine has no non-loopback IPv4 address to test remote plain-HTTP rules with")
+    return ip
+
+
+def test_plain_http_to_a_remote_host_only_when_named_insecure(registry, base_image, remote_ip, no_ambient_creds):
+    relay = _TcpRelay(remote_ip, int(registry.host.split(":")[1]))
+    try:
+        with pytest.raises(BuildError, match=f"cannot connect to registry {relay.host}") as e:
+            RegistryClient(relay.host, retries=0).get_manifest(REPO, "3.11")
+        assert f"insecure=['{relay.host}']" in e.value.hint
+        raw, _, _ = RegistryClient(relay.host, insecure=[relay.host]).get_manifest(REPO, "3.11")
+        assert json.loads(raw)["schemaVersion"] == 2
+    finally:
+        relay.close()
+
+
+def test_credentials_never_go_over_plain_http_to_a_remote_host(token_registry, base_image, remote_ip, no_ambient_creds, monkeypatch):
+    relay = _TcpRelay(remote_ip, int(token_registry.host.split(":")[1]))
+    try:
+        docker_config(no_ambient_creds, monkeypatch, relay.host, token_registry.username, token_registry.password)
+        with pytest.raises(BuildError, match="never sends credentials over plain HTTP") as e:
+            RegistryClient(relay.host, insecure=[relay.host]).get_manifest(REPO, "3.11")
+        assert "HTTPS" in e.value.hint
+        time.sleep(0.1)
+        assert b"GET /v2/" in relay.sent  # the client did talk to it...
+        assert b"authorization" not in bytes(relay.sent).lower()  # ...but sent no credentials
+        assert token_registry.password.encode() not in relay.sent
+    finally:
+        relay.close()
