@@ -336,8 +336,16 @@ class PredictionEndpoint:
                  image=None, out: Callable[[str], None] | None = print, **deployer_options):
         from .preprocessors.serve import check_name, default_name
 
-        if model is None and image is None:
+        # KServe's own runtimes (deployer="inferenceservice", model_format="sklearn") need no image.
+        self.model_format = deployer_options.get("model_format")
+        if model is None and image is None and not self.model_format:
             raise ConfigError("PredictionEndpoint needs a model", hint="pass the model class or 'model.py:ClassName'")
+        if self.model_format:
+            if deployer not in ("inferenceservice", "kserve"):
+                raise ConfigError(f"model_format works with the inferenceservice deployer, not {deployer!r}",
+                                  hint="pass deployer='inferenceservice', or give your own model class instead")
+            deployer_options.setdefault("storage_uri", storage_uri)
+            storage_uri = None
         self.model = model
         self.name = check_name(name or (default_name(model) if model is not None else "model"))
         self.base_image = base_image
@@ -365,7 +373,7 @@ class PredictionEndpoint:
                                            requirements=self.requirements, storage_uri=self.storage_uri)
 
     def build(self):
-        if self.image is not None:
+        if self.image is not None or self.model_format:
             return self.image
         ctx = self.prepare()
         target = self.target
@@ -396,12 +404,15 @@ class PredictionEndpoint:
     def render(self) -> list[dict]:
         """The manifests `create()` would apply (for dry runs); builds nothing when image= is set."""
         image = self.image
-        if image is None:
+        if image is None and not self.model_format:
             from .context import BuiltImage
 
+            from .builders.base import default_image_name
+
             ctx = self.prepare()
-            image = BuiltImage(ref=f"{self.target or (self.registry or 'REGISTRY') + '/fairing-' + self.name}:<built>",
-                               digest="", context=ctx, pod_template=_template_for(ctx, "<image>"))
+            # The tag the build would push (content hash); the digest is only known after building.
+            ref = self.target or default_image_name(self.registry or "REGISTRY", self.name, ctx)
+            image = BuiltImage(ref=ref, digest="", context=ctx, pod_template=_template_for(ctx, ref))
         return self.deployer().render(image)
 
     # -- the verbs ----------------------------------------------------------------------------------
