@@ -8,19 +8,21 @@ import email.utils
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from ..errors import BuildError
 from .auth import TokenAuth, may_send_credentials
 from .image import ALL_MANIFEST_TYPES, INDEX_TYPES, MANIFEST_TYPES, Image, Layer, sha256
 from .reference import DOCKER_HUB, DOCKER_HUB_API, Reference, is_loopback
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
