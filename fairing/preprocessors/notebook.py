@@ -225,7 +225,7 @@ class NotebookPreprocessor(Preprocessor):
 
     kind = "notebook"
 
-    def prepare(self, entry: str | os.PathLike | None = None, **kw) -> BuildContext:
+    def prepare(self, entry: str | os.PathLike | None = None) -> BuildContext:
         path = Path(entry) if entry is not None else find_notebook_path()
         nb = read(path)
         script = convert(nb, path.name)

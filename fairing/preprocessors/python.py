@@ -63,7 +63,9 @@ class PythonPreprocessor(Preprocessor):
             if os.path.isabs(explicit) or rel.startswith("../"):
                 raise ConfigError(f"executable {explicit!r} must be a path inside {root}", hint="give it relative to the directory")
             if rel not in files:
-                why = "does not exist" if not (root / rel).exists() else "is excluded by an ignore rule"
+                target = root / rel
+                why = ("is a directory" if target.is_dir() else "is excluded by an ignore rule" if target.exists()
+                       else "does not exist")
                 raise ConfigError(f"executable {rel} {why} in {root}", hint="check the name, or your .fairingignore / .gitignore")
             return rel
         for name in GUESSES:
