@@ -199,7 +199,8 @@ def build(entry: Annotated[str, typer.Argument(help="a .py file, a directory or 
     import fairing.config as config  # not `from . import config`: see fairing/__init__.py
 
     s = opts.settings()
-    p = config.plan(_entry(entry), s, builder=(s.builder, {"target": target}) if target else None)
+    p = config.plan(_entry(entry), s, builder=(s.builder, {"target": target}) if target else None,
+                    build_only=True)
     if p.builder is None:
         raise ConfigError("nothing to build into: no registry and no container engine",
                           hint="pass --registry HOST/PATH, --target oci:DIR, or start Docker/Podman")

@@ -81,6 +81,14 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
 
+def check_name(kind: str, name: str) -> str:
+    """Fail on an unknown stage name without importing the implementation (kept for the real run)."""
+    table = plugins._KINDS[kind]
+    if name not in table:
+        raise ConfigError(f"unknown {kind} {name!r}", hint=f"choose one of: {', '.join(sorted(table))}")
+    return name
+
+
 def guess_preprocessor(entry: Any) -> str:
     if callable(entry) and not isinstance(entry, (str, os.PathLike)):
         return "function"
@@ -123,14 +131,16 @@ def _split(spec: tuple[str, dict] | None) -> tuple[str | None, dict]:
 
 def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str, dict] | None = None,
          builder: tuple[str, dict] | None = None, deployer: tuple[str, dict] | None = None,
-         prepare_kw: Mapping[str, Any] | None = None, name: str | None = None) -> Plan:
-    """Choose the three stages. Explicit (name, kwargs) pairs win over settings; settings over
+         prepare_kw: Mapping[str, Any] | None = None, name: str | None = None,
+         build_only: bool = False) -> Plan:
+    """Choose the three stages (with `build_only`, for `fair build`: always an image). Explicit (name, kwargs) pairs win over settings; settings over
     guesses. Only validates; nothing is built or contacted except a quick engine probe for the
     local deployer."""
     s = settings
     notes: list[str] = []
     pre_name, pre_kw = _split(preprocessor)
     pre_name = pre_name or s.preprocessor or guess_preprocessor(entry)
+    check_name("preprocessor", pre_name)
     b_name, b_kw = _split(builder)
     d_name, d_kw = _split(deployer)
     registry = b_kw.pop("registry", None) or s.registry
@@ -150,7 +160,7 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
                 notes.append("no kubeconfig found: running locally (set --deployer job to use a cluster)")
             elif cluster_configured(s):
                 notes.append("no registry configured: running locally (set --registry to use the cluster)")
-    plugins.load("deployer", d_name)  # unknown names fail here, before any work
+    check_name("deployer", d_name)  # unknown names fail here, before any work
     if s.schedule and d_name != "cronjob":
         if d_name == "job" or not s.is_set("deployer") and not deployer:
             d_name = "cronjob"
@@ -164,7 +174,9 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
 
     mode = "cluster"
     local_mode = engine = None
-    if d_name == "local":
+    if d_name == "local" and build_only and (registry or target):
+        local_mode = "build"  # the image goes to the registry/target; nothing runs here
+    elif d_name == "local":
         from .deployers.local import resolve_mode
 
         wanted = d_kw.get("mode") or s.local_mode
@@ -176,15 +188,18 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
 
     base_image = b_kw.pop("base_image", None) or s.base_image or default_base_image()
     if b_name or s.builder:
-        plugins.load("builder", b_name or s.builder)  # a typo fails even when nothing gets built
+        check_name("builder", b_name or s.builder)  # a typo fails even when nothing gets built
     if local_mode == "process" and not b_name:
+        if build_only:
+            raise ConfigError("nothing to build into: no registry and no container engine",
+                              hint="pass --registry HOST/PATH, --target oci:DIR, or start Docker/Podman")
         if s.builder:
             notes.append(f"local process mode: builder {s.builder!r} not used (no registry, no engine)")
         b_spec = None  # the local process runs the materialised context: nothing to build
     else:
         if not b_name:
             b_name = s.builder or ("append" if registry or target else "docker")
-        plugins.load("builder", b_name)
+        check_name("builder", b_name)
         if not target:
             if registry:
                 target = registry.rstrip("/") + "/" + _repo(image_name or "fairing-" + entry_name(entry))
@@ -370,15 +385,15 @@ class Config:
         self.deployer: tuple[str, dict] | None = None
 
     def set_preprocessor(self, name: str, **kw: Any) -> None:
-        plugins.load("preprocessor", name)
+        check_name("preprocessor", name)
         self.preprocessor = (name, kw)
 
     def set_builder(self, name: str, **kw: Any) -> None:
-        plugins.load("builder", name)
+        check_name("builder", name)
         self.builder = (name, kw)
 
     def set_deployer(self, name: str, **kw: Any) -> None:
-        plugins.load("deployer", name)
+        check_name("deployer", name)
         self.deployer = (name, kw)
 
     def plan(self, entry: Any = None, *, settings: settings_mod.Settings | None = None,
