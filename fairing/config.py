@@ -31,6 +31,7 @@ from .context import BuildContext, BuiltImage, pod_template
 from .errors import ConfigError, FairingError
 from .progress import Progress, human_bytes
 
+PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
 CLUSTER_DEPLOYERS = ("job", "tfjob", "pytorchjob", "cronjob", "serving", "inferenceservice")
 
 
@@ -310,8 +311,14 @@ def dry_run(p: Plan, progress: Progress | None = None) -> dict:
     progress = progress or Progress(enabled=False)
     ctx = prepare(p, progress)
     if p.builder is not None:
+        from .builders.base import split_tag
+
         build_plan = make_builder(p).plan(ctx, p.target)
-        ref = build_plan.get("target") or p.target
+        repo, tag = split_tag(str(build_plan.get("target") or p.target))
+        tag = build_plan.get("tag") or tag
+        # Deployers insist on digest-pinned images; the real digest exists only after the build.
+        ref = f"{repo}:{tag}@{PLACEHOLDER_DIGEST}" if tag else f"{repo}@{PLACEHOLDER_DIGEST}"
+        build_plan["digest"] = "known after the build (manifests show sha256:000...)"
     else:
         from .builders.base import context_hash
 
