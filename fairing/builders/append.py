@@ -160,6 +160,10 @@ class AppendBuilder(Builder):
             cfg = base.config
             python = image_python(cfg, self.python_version)
             tags = platform_tags(cfg, self.glibc)
+            if ctx.python and ctx.python != python:
+                # Pickles made by one Python may not load in another; the runtime check says so
+                # too, but this is the earliest point we know both versions.
+                log.warning("the context was made with Python %s but the base image has Python %s", ctx.python, python)
             cached, built = dependency_layer(list(ctx.requirements), python=python, tags=tags, cache=self.cache, progress=self._say)
             self._say(f"dependency layer {cached.digest[7:19]} ({cached.size} bytes, {'built' if built else 'cached'})")
             img = img.append(
