@@ -1,0 +1,283 @@
+"""Faults a user will meet: a registry that restarts during a push or throttles, an API server
+that restarts while we wait, a container engine that is gone, a full disk under the cache.
+Every part is real (registry processes, an HTTP proxy, a second kube-apiserver, tmpfs)."""
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import os
+import re
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from fairing.builders.append import AppendBuilder
+from fairing.errors import BuildError
+from fairing.oci.cache import Cache, sha256_file
+from fairing.preprocessors.python import PythonPreprocessor
+
+from .conftest import clean_env, error_lines, fair, manifest_digest, pull, tags, training_dir
+from .proxy import ThrottlingProxy
+
+
+def _uid() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+# --- registry restarted mid-push -------------------------------------------------------------------
+def _stored_manifests(reg, repo: str) -> list[str]:
+    """Manifest revisions the registry has stored for `repo`, read from its own storage."""
+    d = Path(reg.data_dir) / "docker/registry/v2/repositories" / repo / "_manifests/revisions/sha256"
+    return sorted(p.name for p in d.iterdir()) if d.exists() else []
+
+
+def _stop_on_first_upload(reg, *, restart_after: float | None = None):
+    """A builder progress hook that stops the registry just as the first layer upload begins
+    (other blobs are in flight on the other workers); optionally starts it again later."""
+    fired = threading.Event()
+
+    def hook(msg: str) -> None:
+        if msg.startswith("uploading layer") and not fired.is_set():
+            fired.set()
+            reg.stop()
+            if restart_after is not None:
+                threading.Timer(restart_after, reg.start).start()
+
+    return hook, fired
+
+
+def test_registry_down_mid_push_tags_nothing_and_a_retry_succeeds(tmp_path, base_image, rel_cache):
+    from tests.rig.registry import start_registry
+
+    reg = start_registry(tmp_path / "reg")
+    try:
+        ctx = PythonPreprocessor().prepare(training_dir(tmp_path, data_bytes=3 << 20, marker=_uid()))
+        repo = "reliability/restart"
+        hook, fired = _stop_on_first_upload(reg)
+        # Base on the shared registry, target the private one: the 40 MB base layer and the code
+        # layer both have to be uploaded, so the push is well under way when the registry dies.
+        builder = AppendBuilder(base_image.docker, cache_dir=rel_cache, progress=hook, retries=1)
+        with pytest.raises(BuildError) as exc:
+            builder.build(ctx, f"{reg.host}/{repo}:v1")
+        assert fired.is_set()
+        assert re.fullmatch(rf"registry {re.escape(reg.host)} did not answer .+ after 2 attempts \(ConnectionError\)",
+                            exc.value.message), exc.value.message
+        assert exc.value.hint == "check the registry is running and reachable, then run the build again"
+
+        reg.start()  # same port, same storage
+        assert tags(reg.url, repo) in (None, [])  # no tag, complete or not
+        assert _stored_manifests(reg, repo) == []  # and no untagged manifest either
+
+        image = AppendBuilder(base_image.docker, cache_dir=rel_cache).build(ctx, f"{reg.host}/{repo}:v1")
+        assert tags(reg.url, repo) == ["v1"]
+        assert manifest_digest(reg.url, repo, "v1") == image.digest
+        pulled = pull(reg.url, repo, "v1")  # every blob present and matching its digest
+        assert len(pulled.layers) == 2
+        assert any(m.name == "app/data.bin" for m in pulled.layer_members()[-1])
+    finally:
+        reg.stop()
+
+
+def test_registry_restarted_mid_push_is_ridden_out(tmp_path, base_image, rel_cache, caplog):
+    from tests.rig.registry import start_registry
+
+    reg = start_registry(tmp_path / "reg")
+    try:
+        ctx = PythonPreprocessor().prepare(training_dir(tmp_path, data_bytes=3 << 20, marker=_uid()))
+        repo = "reliability/restart-quick"
+        hook, fired = _stop_on_first_upload(reg, restart_after=1.0)
+        caplog.set_level(logging.INFO, logger="fairing.oci.registry")
+        image = AppendBuilder(base_image.docker, cache_dir=rel_cache, progress=hook).build(ctx, f"{reg.host}/{repo}:v1")
+        assert fired.is_set()
+        retries = [r.getMessage() for r in caplog.records if r.getMessage().startswith(("retrying", "upload session"))]
+        assert retries, "the registry was down for a second, yet nothing was retried"
+        print(f"\n[figure] registry restart mid-push: {len(retries)} retried requests/sessions, build succeeded")
+        assert tags(reg.url, repo) == ["v1"]
+        assert manifest_digest(reg.url, repo, "v1") == image.digest
+        pull(reg.url, repo, "v1")
+    finally:
+        reg.stop()
+
+
+# --- a registry that throttles ---------------------------------------------------------------------
+def _http_date_in(seconds: float) -> str:
+    return email.utils.formatdate(time.time() + seconds, usegmt=True)
+
+
+THROTTLE_CASES = {
+    # name: (which requests, how many, Retry-After, minimum wait the client must have honoured)
+    "first requests": (None, 3, "1", 0.95),
+    "blob uploads": (lambda m, p: m == "POST" and "/blobs/uploads/" in p and "mount=" not in p, 2, "1", 0.95),
+    "manifest push": (lambda m, p: m == "PUT" and "/manifests/" in p, 2, "1", 0.95),
+    # An HTTP-date two seconds ahead (1 s resolution): at least one second must pass.
+    "http-date": (None, 2, lambda: _http_date_in(2), 0.9),
+}
+
+
+@pytest.mark.parametrize("case", list(THROTTLE_CASES))
+def test_throttling_registry_is_retried_after_the_delay_it_asks_for(tmp_path, registry, base_image, rel_cache, case):
+    match, failures, retry_after, min_wait = THROTTLE_CASES[case]
+    with ThrottlingProxy(registry.url, failures=failures, match=match,
+                         retry_after=retry_after) as proxy:
+        repo = f"reliability/throttle-{_uid()}"
+        ctx = PythonPreprocessor().prepare(training_dir(tmp_path, marker=_uid()))
+        # One upload at a time, so the gap after each throttled answer is that request's own wait.
+        builder = AppendBuilder(f"{proxy.host}/fairing/python:3.11", cache_dir=rel_cache, jobs=1)
+        t0 = time.monotonic()
+        image = builder.build(ctx, f"{proxy.host}/{repo}:v1")
+        elapsed = time.monotonic() - t0
+        injected = proxy.injected
+        waits = proxy.waits_after_throttling()
+        print(f"\n[figure] throttle {case}: {len(injected)} x {sorted({h.status for h in injected})} injected, "
+              f"{len(proxy.hits)} requests in all, waits {[round(w, 2) for w in waits]}, build {elapsed:.1f}s")
+        assert len(injected) == failures
+        assert {h.status for h in injected} == ({429, 503} if failures > 1 else {429})
+        assert len(waits) == failures and min(waits) >= min_wait, waits
+        assert elapsed >= failures * min_wait
+        # Each throttled request was sent again (same method and path) and then got through.
+        for h in injected:
+            assert any(not o.injected and o.method == h.method and o.path.split("?")[0] == h.path.split("?")[0]
+                       and o.at > h.at for o in proxy.hits)
+    # The image is complete in the real registry behind the proxy.
+    assert manifest_digest(registry.url, repo, "v1") == image.digest
+    pull(registry.url, repo, "v1")
+
+
+def test_throttling_without_end_gives_up_with_a_clear_error_and_no_tag(tmp_path, registry, base_image, rel_cache):
+    with ThrottlingProxy(registry.url, failures=1000, retry_after="1", statuses=(503,),
+                         match=lambda m, p: m == "PUT" and "/manifests/" in p) as proxy:
+        repo = f"reliability/throttle-forever-{_uid()}"
+        ctx = PythonPreprocessor().prepare(training_dir(tmp_path, marker=_uid()))
+        builder = AppendBuilder(f"{proxy.host}/fairing/python:3.11", cache_dir=rel_cache, retries=2)
+        with pytest.raises(BuildError) as exc:
+            builder.build(ctx, f"{proxy.host}/{repo}:v1")
+        assert exc.value.message == f"registry {proxy.host} answered HTTP 503 to PUT manifest {repo}:v1: UNAVAILABLE: slow down"
+        assert len(proxy.injected) == 3  # the first try and two retries, then it stopped
+    assert tags(registry.url, repo) in (None, [])
+
+
+# --- the container engine is gone ------------------------------------------------------------------
+def _stale_socket(path: Path) -> Path:
+    """A unix socket file nobody listens on: what a crashed engine leaves behind."""
+    import socket
+
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(path))
+    s.close()
+    return path
+
+
+@pytest.mark.parametrize("socket_state", ["missing", "stale"])
+def test_engine_socket_gone_is_one_clear_error(tmp_path, socket_state, registry, base_image):
+    sock = tmp_path / "engine.sock"
+    if socket_state == "stale":
+        _stale_socket(sock)
+    host = f"unix://{sock}"
+    work = tmp_path / "work"
+    training_dir(work)
+    env = clean_env(DOCKER_HOST=host)
+    # The docker builder, explicitly asked for, with a registry to push to.
+    r = fair("build", "proj", "--builder", "docker", "--registry", f"{registry.host}/reliability",
+             "--image-name", f"engine-gone-{_uid()}", "--base-image", base_image.docker, cwd=work, env=env)
+    msg, hint = error_lines(r, 3)
+    assert msg == f"no Docker engine at {host}; start one or use --builder append"
+    assert hint.startswith("set DOCKER_HOST to a running Docker or Podman API socket; cause: ")
+    # A local container run, explicitly asked for.
+    r = fair("train", "proj/train.py", "--local-mode", "container", cwd=work, env=env)
+    msg, hint = error_lines(r, 4)
+    assert msg == f"no Docker/Podman API answered ({host})"
+    assert hint == "start one (e.g. `podman system service`) and set DOCKER_HOST, or use local_mode=process"
+    assert list((tmp_path / "work-tmpdir").iterdir()) == []
+
+
+# --- a full disk under the cache -------------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MiB filesystem (tmpfs): needs root and mount(2); skipped with the reason otherwise."""
+    mnt = tmp_path / "small-disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    """Fill the filesystem to the last byte."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def _cache_is_sound(cache_dir: Path) -> list[str]:
+    """Every cached layer verifies against its recorded digest, and no temp files are left.
+    Returns the DiffIDs present."""
+    layers = cache_dir / "layers"
+    names = sorted(p.name for p in layers.iterdir()) if layers.exists() else []
+    assert not [n for n in names if n.startswith(".")], f"leftover temp files in the cache: {names}"
+    found = []
+    for meta in sorted(layers.glob("*.json")):
+        info = json.loads(meta.read_text())
+        blob = meta.with_suffix("").with_suffix(".tar.gz")
+        assert blob.exists(), f"{meta.name} has no blob"
+        assert sha256_file(blob) == info["digest"], f"{blob.name} does not match its digest"
+        found.append(info["diff_id"])
+    assert len(names) == 2 * len(found), names  # every blob has its metadata and vice versa
+    return found
+
+
+def test_disk_full_in_the_cache_is_clear_keeps_the_cache_sound_and_the_next_run_rebuilds(
+        tmp_path, small_disk, registry, base_image):
+    work = tmp_path / "work"
+    a = training_dir(work, name="a", data_bytes=400 << 10, marker=_uid())
+    b = training_dir(work, name="b", data_bytes=400 << 10, marker=_uid())
+    image_name = f"diskfull-{_uid()}"
+    repo = f"reliability/{image_name}"
+    env = clean_env(FAIRING_CACHE=small_disk)
+    common = ["--registry", f"{registry.host}/reliability", "--image-name", image_name,
+              "--base-image", base_image.docker, "-o", "json"]
+
+    ok = fair("build", a, *common, cwd=work, env=env)
+    assert ok.returncode == 0, ok.stderr
+    digest_a = json.loads(ok.stdout)["digest"]
+    before = _cache_is_sound(small_disk)
+    assert len(before) == 1
+    tags_before = tags(registry.url, repo)
+
+    filler = _fill(small_disk)
+    r = fair("build", b, *common, cwd=work, env=env)
+    msg, hint = error_lines(r, 3)
+    assert re.fullmatch(rf"no space left on device while writing {re.escape(str(small_disk))}/layers/\S+", msg), msg
+    assert hint == f"free some disk space, or point FAIRING_CACHE at a larger disk (cache: {small_disk})"
+    assert _cache_is_sound(small_disk) == before  # the good entry survived, nothing half-written
+    assert tags(registry.url, repo) == tags_before  # nothing pushed for b
+    assert list((work.parent / "work-tmpdir").iterdir()) == []
+
+    # A torn entry, as a crash or another writer on a full disk could leave one: a's layer cut short.
+    blob = next((small_disk / "layers").glob("*.tar.gz"))
+    blob.write_bytes(blob.read_bytes()[:1000])
+
+    filler.unlink()  # space again
+    r = fair("build", b, *common, cwd=work, env=env)
+    assert r.returncode == 0, r.stderr
+    r = fair("build", a, *common, cwd=work, env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["digest"] == digest_a  # rebuilt byte for byte
+    assert len(_cache_is_sound(small_disk)) == 2  # the torn entry was replaced, b's was added
+    for t in tags(registry.url, repo):
+        pull(registry.url, repo, t)
