@@ -41,4 +41,11 @@ def down() -> list[str]:
     stopped = stop_shared()
     if stop_engine():
         stopped.append("podman")
+    try:
+        from . import kube as kube_rig  # owned by the kubernetes helper
+    except ImportError:
+        return stopped
+    if hasattr(kube_rig, "stop_all"):
+        kube_rig.stop_all()
+        stopped.append("kube control plane")
     return stopped

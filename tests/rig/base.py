@@ -27,7 +27,7 @@ from pathlib import Path
 
 from . import netutil
 from .registry import Registry, SecureRegistry, TokenRegistry
-from .state import RigError, cache_dir, rig_dir, rig_lock, run
+from .state import RigError, cache_dir, log_tail, rig_dir, rig_lock, run
 from .tarball import check_tar, write_tree
 
 SUITE = "bookworm"
@@ -70,7 +70,9 @@ def tarball_path() -> Path:
 
 # --- root filesystem -----------------------------------------------------------------------------
 def apt_mirror() -> str:
-    """The Debian mirror apt on this machine uses (deb822 or one-line sources), or the default."""
+    """$FAIRING_RIG_APT_MIRROR, else the Debian mirror apt on this machine uses, else the default."""
+    if os.environ.get("FAIRING_RIG_APT_MIRROR"):
+        return os.environ["FAIRING_RIG_APT_MIRROR"]
     d822 = Path("/etc/apt/sources.list.d/debian.sources")
     if d822.exists():
         for stanza in re.split(r"\n\s*\n", d822.read_text()):
@@ -152,12 +154,17 @@ def ensure_rootfs_tarball() -> tuple[Path, str]:
             rootfs = work / "rootfs"
             mirror = apt_mirror()
             started = time.monotonic()
-            log = rig_dir() / "debootstrap.log"
             try:
                 run(["debootstrap", "--variant=minbase", "--include=python3", SUITE, str(rootfs),
                      mirror], what=f"rig: debootstrap {SUITE} from {mirror}", timeout=1200)
             except RigError as e:
-                log.write_text(str(e))
+                # debootstrap's own log (inside the target) says which package or URL failed;
+                # keep it, since the half-built target is removed below.
+                inner = rootfs / "debootstrap" / "debootstrap.log"
+                kept = rig_dir() / "debootstrap.log"
+                if inner.exists():
+                    shutil.copyfile(inner, kept)
+                    raise RigError(f"{e}\n--- last lines of {kept} ---\n{log_tail(kept)}") from None
                 raise
             version = python_version(rootfs)
             _strip(rootfs)

@@ -219,14 +219,21 @@ class Service:
         return True
 
     def ensure(self, healthy: Callable[[], bool], *, port: int | None = None,
-               timeout: float = 30) -> None:
+               timeout: float = 30, grace: float = 10) -> None:
         """Leave a healthy instance running: reuse, restart if unhealthy, or start fresh."""
         if self.alive():
-            try:
-                if healthy():
-                    return
-            except OSError:
-                pass
+            # A busy service can miss one probe; only restart one that stays unhealthy (restarting
+            # a shared service breaks whoever is using it).
+            deadline = time.monotonic() + grace
+            while self.alive():
+                try:
+                    if healthy():
+                        return
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
             self.stop()
         if port is not None and port_open(port):
             raise RigError(
