@@ -121,8 +121,9 @@ def _digest(text: str) -> str:
 
 
 # --- health --------------------------------------------------------------------------------------
-def _is_registry(url: str, expect: int, ca_file: str | None = None, bearer: bool = False) -> bool:
-    r = netutil.request(url + "/v2/", ca_file=ca_file, timeout=3)
+def _is_registry(url: str, expect: int, ca_file: str | None = None, bearer: bool = False,
+                 timeout: float = 3) -> bool:
+    r = netutil.request(url + "/v2/", ca_file=ca_file, timeout=timeout)
     if r.status != expect or r.headers.get("docker-distribution-api-version") != "registry/2.0":
         return False
     return not bearer or r.headers.get("www-authenticate", "").startswith("Bearer ")
@@ -290,7 +291,8 @@ class RegistryProcess:
                                           stdout=log, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL, env=service_env())
         expect = 401 if self.auth else 200
-        wait_until(lambda: _is_registry(self.url, expect, ca_file=self.ca_file), timeout=20,
+        wait_until(lambda: _is_registry(self.url, expect, ca_file=self.ca_file, timeout=0.5),
+                   timeout=20,
                    what=f"private registry on {self.host}", log=self.log,
                    alive=lambda: self.running)
         return self

@@ -112,13 +112,13 @@ def wait_until(check: Callable[[], bool], *, timeout: float, what: str, log: Pat
     deadline = time.monotonic() + timeout
     delay = 0.05
     while True:
+        if alive is not None and not alive():
+            break  # checked first: a dead service's port may still hang a probe (someone else's)
         try:
             if check():
                 return
         except OSError:
             pass
-        if alive is not None and not alive():
-            break
         if time.monotonic() > deadline:
             break
         time.sleep(delay)
