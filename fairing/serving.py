@@ -82,19 +82,16 @@ class ServiceProxyTransport:
         return self.base_url + path
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
-        from kubernetes.client.exceptions import ApiException
-
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
+        api = self.kube.api
         try:
-            resp = self.kube.api.call_api(
-                self.base_path + path, method, header_params=headers, body=body,
-                auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
-                _request_timeout=(5.0, self.timeout))
-            return resp.status, resp.data
-        except ApiException as exc:  # a non-2xx: from the model server, or from the proxy itself
-            return exc.status, exc.body if isinstance(exc.body, bytes) else (exc.body or "").encode()
+            method, url, hdrs, body, _ = api.param_serialize(
+                method, self.base_path + path, header_params=headers, body=body, auth_settings=["BearerToken"])
+            resp = api.call_api(method, url, header_params=hdrs, body=body, _request_timeout=(5.0, self.timeout))
+            # Any status comes back as is: from the model server, or from the proxy itself.
+            return resp.status, resp.read()
         except Exception as exc:  # noqa: BLE001 - transport failures get the kube layer's wording
             raise self.kube.translate(exc, ("proxy", None, self.namespace, self.service)) from None
 
