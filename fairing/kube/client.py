@@ -427,6 +427,22 @@ class Kube:
         return Watch(self, res, self._ns(res, namespace), **kw)
 
 
+def abort_response(resp) -> None:
+    """Interrupt a streaming response that another thread is blocked reading. Closing it from here
+    would wait for that reader (it holds the SSL socket); shutting the socket down wakes it."""
+    if resp is None:
+        return
+    import socket
+
+    conn = getattr(resp, "_connection", None) or getattr(resp, "connection", None)
+    sock = getattr(conn, "sock", None)
+    try:
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 class Watch:
     """A resumable watch: iterate for (event_type, object) pairs.
 
@@ -450,12 +466,7 @@ class Watch:
 
     def stop(self) -> None:
         self._stopped.set()
-        resp = self._resp
-        if resp is not None:
-            try:
-                resp.close()
-            except Exception:  # noqa: BLE001 - closing a dying socket may raise anything
-                pass
+        abort_response(self._resp)
 
     @property
     def stopped(self) -> bool:
@@ -519,14 +530,14 @@ class Watch:
                 resp, self._resp = self._resp, None
                 if resp is not None:
                     try:
-                        resp.release_conn()
+                        resp.close()  # a watch connection is not worth reusing
                     except Exception:  # noqa: BLE001
                         pass
 
     @staticmethod
     def _events(resp) -> Iterator[tuple[str, dict]]:
         buf = b""
-        for chunk in resp.stream(amt=65536, decode_content=True):
+        for chunk in resp.stream(amt=None, decode_content=True):
             buf += chunk
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)

@@ -1,0 +1,164 @@
+"""Logs of every pod of a workload, each line prefixed with its replica ("[worker-1] ...").
+
+`pod_logs` prints what is there now; `follow_logs` streams each replica as its container starts
+and ends when the workload is finished and every stream has drained. When a node cannot serve logs
+(its kubelet is unreachable, or the container never started) the line says so instead of failing
+the whole command.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Iterable, Iterator
+
+from ..errors import DeployError
+from .client import Kube
+from .wait import Mux, Stream
+
+
+class LogsUnavailable(DeployError):
+    pass
+
+
+def replica_name(pod: dict) -> str:
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    rtype = labels.get("training.kubeflow.org/replica-type")
+    if rtype is not None:
+        return f"{rtype.lower()}-{labels.get('training.kubeflow.org/replica-index', '?')}"
+    idx = labels.get("batch.kubernetes.io/job-completion-index") or \
+        (meta.get("annotations") or {}).get("batch.kubernetes.io/job-completion-index")
+    if idx is not None:
+        return f"index-{idx}"
+    return meta.get("name", "?")
+
+
+def _started(pod: dict, container: str) -> bool:
+    st = pod.get("status") or {}
+    for cs in (st.get("containerStatuses") or []) + (st.get("initContainerStatuses") or []):
+        if cs.get("name") == container:
+            state = cs.get("state") or {}
+            return "running" in state or "terminated" in state
+    return st.get("phase") in ("Running", "Succeeded", "Failed")
+
+
+def _finished(pod: dict) -> bool:
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def _unavailable(e: DeployError, pod: str, container: str) -> LogsUnavailable:
+    msg = e.message
+    low = msg.lower()
+    if "waiting to start" in low or "containercreating" in low or "podinitializing" in low:
+        hint = "the container has not started yet; follow the logs (logs(follow=True) / fair logs -f) to wait for it"
+    elif "no logs found" in low or "connection refused" in low or "dial tcp" in low or "no such host" in low \
+            or "10250" in low or "502" in low:
+        hint = "the node's kubelet does not serve container logs here (e.g. a simulated kwok node); " \
+               "kubectl logs would fail the same way"
+    else:
+        hint = f"try kubectl logs {pod} -c {container}"
+    reason = msg.split(": ", 1)[-1] if "answered" in msg else msg
+    return LogsUnavailable(f"logs of pod {pod} (container {container}) are not available: {reason}", hint=hint)
+
+
+def read_log(kube: Kube, pod: str, namespace: str, container: str, *, follow: bool = False,
+             stop: threading.Event | None = None) -> Iterator[str]:
+    """Lines of one container's log. Raises LogsUnavailable with the reason."""
+    try:
+        resp = kube.pod_log(pod, namespace, container=container, follow=follow)
+    except DeployError as e:
+        if e.message.startswith("cannot reach") or e.message.startswith("forbidden"):
+            raise
+        raise _unavailable(e, pod, container) from None
+    buf = b""
+    try:
+        for chunk in resp.stream(amt=None, decode_content=True):
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                yield line.decode("utf-8", "replace")
+            if stop is not None and stop.is_set():
+                return
+        if buf:
+            yield buf.decode("utf-8", "replace")
+    except Exception:  # noqa: BLE001 - a dropped follow stream ends that replica's log
+        if buf:
+            yield buf.decode("utf-8", "replace")
+    finally:
+        resp.release_conn()
+
+
+def pod_logs(kube: Kube, namespace: str, pods: Iterable[dict], container: str | Callable[[dict], str], *,
+             prefix: bool = True) -> Iterator[str]:
+    """Everything logged so far by each pod, replica by replica."""
+    pods = sorted(pods, key=lambda p: (replica_name(p), (p.get("metadata") or {}).get("creationTimestamp", "")))
+    names = [replica_name(p) for p in pods]
+    dup = {n for n in names if names.count(n) > 1}
+    for p, r in zip(pods, names):
+        pname = p["metadata"]["name"]
+        label = pname if r in dup else r
+        cname = container(p) if callable(container) else container
+        pre = f"[{label}] " if prefix else ""
+        try:
+            for line in read_log(kube, pname, namespace, cname):
+                yield pre + line
+        except LogsUnavailable as e:
+            yield f"{pre}({e.message}; {e.hint})"
+
+
+def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name: str, pod_selector: str,
+                container: str | Callable[[dict], str], state: Callable[[dict], str],
+                terminal: tuple[str, ...] = ("Succeeded", "Failed"), prefix: bool = True,
+                timeout: float | None = None) -> Iterator[str]:
+    """Stream the logs of all replicas as they start, until the workload is finished."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    streams = [Stream("owner", api_version, kind, name=name), Stream("pods", "v1", "Pod", label_selector=pod_selector)]
+    stop = threading.Event()
+    active: set[str] = set()
+    started: set[str] = set()
+    finished_owner = False
+    threads = []
+    with Mux(kube, namespace, streams) as mux:
+        def pump(pname: str, label: str, cname: str) -> None:
+            pre = f"[{label}] " if prefix else ""
+            try:
+                for line in read_log(kube, pname, namespace, cname, follow=True, stop=stop):
+                    mux.put(("log", "LINE", pre + line))
+            except LogsUnavailable as e:
+                mux.put(("log", "LINE", f"{pre}({e.message}; {e.hint})"))
+            except DeployError as e:
+                mux.put(("log", "LINE", f"{pre}(log stream ended: {e.message})"))
+            finally:
+                mux.put(("logend", "END", pname))
+
+        def start(pod: dict) -> None:
+            pname = pod["metadata"]["name"]
+            cname = container(pod) if callable(container) else container
+            if pname not in started and _started(pod, cname):
+                started.add(pname)
+                active.add(pname)
+                t = threading.Thread(target=pump, args=(pname, replica_name(pod), cname), daemon=True)
+                threads.append(t)
+                t.start()
+
+        try:
+            for key, etype, ev in mux.events(deadline):
+                if etype == "TIMEOUT":
+                    return
+                if key == "log":
+                    yield ev
+                    continue
+                if key == "logend":
+                    active.discard(ev)
+                elif key == "owner":
+                    if not finished_owner and (etype == "DELETED" or state(ev) in terminal):
+                        finished_owner = True
+                        # Watches are not ordered with each other: pick up pods we haven't seen.
+                        for p in kube.list("v1", "Pod", namespace, label_selector=pod_selector).get("items", []):
+                            start(p)
+                elif key == "pods" and etype != "DELETED":
+                    start(ev)
+                if finished_owner and not active:
+                    return
+        finally:
+            stop.set()
