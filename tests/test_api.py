@@ -204,3 +204,10 @@ def test_top_level_names_resolve_lazily():
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+def test_fairing_config_is_reachable_as_an_attribute_first():
+    """`import fairing; fairing.config.run()` is how the README and notebooks start."""
+    r = subprocess.run([sys.executable, "-c", "import fairing; print(fairing.config.__name__)"],
+                       capture_output=True, text=True)
+    assert r.stdout.strip() == "fairing.config", r.stderr[-500:]
