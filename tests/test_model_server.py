@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import io
-import json
 import os
 import socket
 import subprocess

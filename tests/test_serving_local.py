@@ -4,14 +4,13 @@ protocols and compared with the same model run in this process."""
 from __future__ import annotations
 
 import importlib.util
-import sys
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 import requests
 
-from fairing.deployers.local_serving import LocalServingDeployer, LocalServingHandle
+from fairing.deployers.local_serving import LocalServingHandle
 from fairing.errors import DeployError
 from fairing.serving import PredictionEndpoint, PredictionError
 

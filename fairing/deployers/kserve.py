@@ -12,14 +12,13 @@ which is also what makes predict() through the API server's service proxy possib
 from __future__ import annotations
 
 import copy
-import threading
 from typing import Any, Iterator, Sequence
 
 from ..context import BuiltImage
 from ..errors import ConfigError, DeployError
 from .serving import (
     CONTAINER, FIELD_MANAGER, IMAGE_ANNOTATION, KIND_LABEL, MANAGED_BY, _check_replicas, _conditions,
-    _wait_gone, main_container, pod_problem, probes, serving_pod_template,
+    _wait_gone, bounded_watch, main_container, pod_problem, probes, serving_pod_template,
 )
 
 API_VERSION = "serving.kserve.io/v1beta1"
@@ -246,14 +245,8 @@ class InferenceServiceHandle:
         return self._summary(self._get())
 
     def wait(self, timeout: float | None = 600) -> str:
-        watch = self.kube.watch(API_VERSION, KIND, self.namespace, name=self.name)
-        timer = None
-        if timeout is not None:
-            timer = threading.Timer(max(0.0, timeout), watch.stop)
-            timer.daemon = True
-            timer.start()
         obj = None
-        try:
+        with bounded_watch(self.kube, API_VERSION, KIND, self.namespace, self.name, timeout) as watch:
             for etype, obj in watch:
                 if etype == "DELETED":
                     raise DeployError(f"InferenceService {self.name} was deleted while waiting for it", hint="deploy it again")
@@ -263,10 +256,6 @@ class InferenceServiceHandle:
                 if state == "Failed":
                     raise DeployError(f"InferenceService {self.name} failed: {self._why(obj)}",
                                       hint="handle.logs() shows the predictor's output")
-        finally:
-            if timer is not None:
-                timer.cancel()
-            watch.stop()
         obj = self._get()
         if self._summary(obj) == "Ready":
             return "Ready"

@@ -11,7 +11,10 @@
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
+import threading
 import time
 from typing import Any, Iterator, Sequence
 
@@ -27,6 +30,7 @@ PORT_NAME = "http"
 READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/v2/health/live"
 FIELD_MANAGER = "fairing"
+POD_CHECK_SECONDS = 5.0
 
 # Pod problems that will not fix themselves: waiting for readiness would only hit the timeout.
 _STUCK = {
@@ -232,6 +236,29 @@ def _model_of(deployment: dict) -> str:
     return env.get("MODEL_NAME") or deployment["metadata"]["name"]
 
 
+@contextlib.contextmanager
+def bounded_watch(kube, api_version: str, kind: str, namespace: str, name: str, timeout: float | None,
+                  resource_version: str | None = None):
+    """A watch on one object that ends by itself after `timeout` seconds: the API server closes the
+    stream (timeoutSeconds) and a timer stops the reconnect loop, so a quiet object never keeps the
+    caller past its deadline."""
+    kw: dict[str, Any] = {"name": name, "resource_version": resource_version}
+    if timeout is not None:
+        kw["server_timeout"] = max(1, math.ceil(timeout))
+    watch = kube.watch(api_version, kind, namespace, **kw)
+    timer = None
+    if timeout is not None:
+        timer = threading.Timer(max(0.0, timeout), watch.stop)
+        timer.daemon = True
+        timer.start()
+    try:
+        yield watch
+    finally:
+        if timer is not None:
+            timer.cancel()
+        watch.stop()
+
+
 def _conditions(obj: dict) -> dict[str, dict]:
     return {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []}
 
@@ -305,35 +332,28 @@ class ServingHandle:
         """Until every replica runs the newest template and is ready (readiness = the model loaded).
         Follows the Deployment by watch; raises DeployError on a rollout that cannot finish."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        watch = self.kube.watch("apps/v1", "Deployment", self.namespace, name=self.name)
-        import threading
-
-        timer = None
-        if deadline is not None:
-            timer = threading.Timer(max(0.0, timeout), watch.stop)
-            timer.daemon = True
-            timer.start()
-        last_pod_check = 0.0
-        try:
-            dep = self._deployment()
-            for etype, obj in watch:
-                if etype == "DELETED":
-                    raise DeployError(f"Deployment {self.name} was deleted while waiting for it", hint="deploy it again")
-                dep = obj
-                state = self._summary(dep)
-                if state == "Ready":
-                    return "Ready"
-                if state == "Failed":
-                    raise self._failure(dep)
-                # Pod-level trouble doesn't always show on the Deployment; look at most every 2 s.
-                if time.monotonic() - last_pod_check > 2:
-                    last_pod_check = time.monotonic()
-                    self._raise_pod_problem()
-        finally:
-            if timer is not None:
-                timer.cancel()
-            watch.stop()
-        self._raise_pod_problem()
+        dep, rv = None, None
+        while True:
+            # Watch in short stretches: between them look at the pods, whose trouble (image pull,
+            # crash loop, unschedulable) the Deployment only reports at its progress deadline.
+            left = None if deadline is None else deadline - time.monotonic()
+            stretch = POD_CHECK_SECONDS if left is None else max(0.0, min(left, POD_CHECK_SECONDS))
+            with bounded_watch(self.kube, "apps/v1", "Deployment", self.namespace, self.name, stretch,
+                               resource_version=rv) as watch:
+                for etype, obj in watch:
+                    if etype == "DELETED":
+                        raise DeployError(f"Deployment {self.name} was deleted while waiting for it",
+                                          hint="deploy it again")
+                    dep = obj
+                    state = self._summary(dep)
+                    if state == "Ready":
+                        return "Ready"
+                    if state == "Failed":
+                        raise self._failure(dep)
+                rv = watch.resource_version
+            self._raise_pod_problem()
+            if deadline is not None and time.monotonic() >= deadline:
+                break
         if self._summary(self._deployment()) == "Ready":
             return "Ready"
         raise DeployError(
@@ -416,21 +436,12 @@ class ServingHandle:
 
 
 def _wait_gone(kube, api_version: str, kind: str, name: str, namespace: str, timeout: float) -> None:
-    import threading
-
-    watch = kube.watch(api_version, kind, namespace, name=name)
-    timer = threading.Timer(timeout, watch.stop)
-    timer.daemon = True
-    timer.start()
-    try:
+    with bounded_watch(kube, api_version, kind, namespace, name, timeout) as watch:
         if kube.get(api_version, kind, name, namespace) is None:
             return
         for etype, _ in watch:
             if etype == "DELETED":
                 return
-    finally:
-        timer.cancel()
-        watch.stop()
     if kube.get(api_version, kind, name, namespace) is not None:
         raise DeployError(f"{kind} {name} is still being deleted after {timeout:g}s",
                           hint="a finalizer may be stuck: kubectl get " + kind.lower() + f" {name} -o yaml")
