@@ -360,7 +360,8 @@ class PredictionEndpoint:
         self.image = image
         self.out = out or (lambda s: None)
         self.handle = None
-        self._deployer_cls = load_deployer(deployer)  # fail fast on a typo, before any build
+        # Made now so a typo in an option fails before any build (constructing talks to nothing).
+        self._deployer = load_deployer(deployer)(name=self.name, **self.deployer_options)
 
     # -- stages -------------------------------------------------------------------------------------
     def prepare(self):
@@ -396,7 +397,7 @@ class PredictionEndpoint:
         return self.image
 
     def deployer(self):
-        return self._deployer_cls(name=self.name, **self.deployer_options)
+        return self._deployer
 
     def render(self) -> list[dict]:
         """The manifests `create()` would apply (for dry runs); builds nothing when image= is set."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
+
+from fairing.deployers import pod
 import yaml
 
 from fairing.context import BuiltImage, pod_template
@@ -33,20 +35,17 @@ def built(name="iris", **kw) -> BuiltImage:
 
 
 def resources(cpu, memory):
-    """A pod mutator in the shared style: finds its container by name."""
-    def mutate(t):
-        for c in t["spec"]["containers"]:
-            if c["name"] == "main":
-                c["resources"] = {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}}
-    return mutate
+    """The shared pod mutators, as a user would pass them."""
+    return [pod.cpu(cpu, cpu), pod.memory(memory)]
 
 
 def sidecar(t):
     t["spec"]["containers"].insert(0, {"name": "proxy", "image": "envoy:v1"})
+    return t
 
 
 def test_serving_renders_a_deployment_and_service():
-    dep, svc = ServingDeployer("team-a", name="iris", replicas=3, mutators=[sidecar, resources("500m", "1Gi")]).render(built())
+    dep, svc = ServingDeployer("team-a", name="iris", replicas=3, mutators=[sidecar, *resources("500m", "1Gi")]).render(built())
     assert dep["kind"] == "Deployment" and svc["kind"] == "Service"
     assert dep["metadata"]["namespace"] == svc["metadata"]["namespace"] == "team-a"
     spec = dep["spec"]
@@ -76,7 +75,7 @@ def test_serving_renders_a_deployment_and_service():
 
 def test_inferenceservice_custom_predictor():
     (isvc,) = InferenceServiceDeployer("ns", replicas=2, max_replicas=4,
-                                       mutators=[sidecar, resources("1", "2Gi")]).render(built())
+                                       mutators=[sidecar, *resources("1", "2Gi")]).render(built())
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1" and isvc["kind"] == "InferenceService"
     assert isvc["metadata"]["name"] == "iris"
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
@@ -87,16 +86,16 @@ def test_inferenceservice_custom_predictor():
     kc = pred["containers"][1]
     assert kc["image"].endswith(DIGEST) and kc["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
     assert kc["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
-    assert kc["resources"]["limits"] == {"memory": "2Gi"}
+    assert kc["resources"]["limits"] == {"cpu": "1", "memory": "2Gi"}
     assert "restartPolicy" not in pred
 
 
 def test_inferenceservice_model_format_needs_no_image():
     (isvc,) = InferenceServiceDeployer("ns", name="iris-sk", model_format="sklearn", storage_uri="gs://bucket/iris",
-                                       protocol_version="v2", mutators=[resources("1", "1Gi")]).render()
+                                       protocol_version="v2", mutators=resources("1", "1Gi")).render()
     model = isvc["spec"]["predictor"]["model"]
     assert model == {"modelFormat": {"name": "sklearn"}, "storageUri": "gs://bucket/iris", "protocolVersion": "v2",
-                     "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}}
+                     "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}
     assert "containers" not in isvc["spec"]["predictor"]
 
 
@@ -122,6 +121,11 @@ def test_prediction_endpoint_render_is_a_dry_run():
         (lambda: ServingDeployer("ns", name="1iris"), "must start with a letter"),
         (lambda: ServingDeployer("ns", replicas=-1), "replicas must be a whole number"),
         (lambda: ServingDeployer("ns", replicas="2"), "replicas must be a whole number"),
+        (lambda: ServingDeployer("ns", replica=2), "unknown option for the serving deployer: replica"),
+        (lambda: ServingDeployer("ns", service_port=0), "invalid port 0"),
+        (lambda: LocalServingDeployer(host_port=70000), "invalid port 70000"),
+        (lambda: LocalServingDeployer(gpus=1), "unknown option for the local serving deployer: gpus"),
+        (lambda: PredictionEndpoint(Iris, deployer="serving", replicaz=3), "unknown option for the serving deployer"),
         (lambda: InferenceServiceDeployer("ns", name="x" * 50), "at most 45"),
         (lambda: InferenceServiceDeployer("ns", replicas=3, max_replicas=2), "max_replicas=2 is below replicas=3"),
         (lambda: InferenceServiceDeployer("ns", deployment_mode="Fast"), "unknown KServe deployment mode"),
@@ -135,6 +139,8 @@ def test_prediction_endpoint_render_is_a_dry_run():
         (lambda: PredictionEndpoint(Iris, deployer="serving").build(), "no registry"),
         (lambda: PredictionEndpoint(Iris, registry="r:5000", deployer="serving").build(), "needs a base image"),
         (lambda: PredictionEndpoint(Iris, deployer="local").predict([1]), "has not been created"),
+        (lambda: ServingDeployer("ns").deploy(BuiltImage(ref="r/x:latest", digest="", context=built().context,
+                                                         pod_template=built().pod_template)), "not pinned by digest"),
         (lambda: ServingDeployer("ns").render(BuiltImage(ref="r/x@" + DIGEST, digest=DIGEST)), "serving context"),
     ],
 )

@@ -13,6 +13,8 @@ import uuid
 
 import pytest
 
+from fairing.deployers import pod
+
 from fairing.context import BuiltImage, pod_template
 from fairing.deployers.kserve import InferenceServiceDeployer
 from fairing.deployers.serving import ServingDeployer
@@ -40,11 +42,8 @@ def unique(prefix: str) -> str:
 
 
 def resources(cpu, memory):
-    def mutate(t):
-        for c in t["spec"]["containers"]:
-            if c["name"] == "main":
-                c["resources"] = {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}}
-    return mutate
+    """The shared pod mutators, as a user would pass them."""
+    return [pod.cpu(cpu, cpu), pod.memory(memory)]
 
 
 @pytest.fixture
@@ -71,7 +70,7 @@ def test_endpoint_on_the_cluster_rolls_out_updates_and_deletes(kube, admin, regi
     ep = PredictionEndpoint(Echo, name=name, base_image=base_image.docker, registry=registry.host,
                             target=f"{registry.host}/fairing-test/serve-echo", deployer="serving",
                             kubeconfig=str(kube.sa_kubeconfig), namespace=kube.namespace, replicas=2,
-                            mutators=[resources("250m", "256Mi")], timeout=120, out=printed.append)
+                            mutators=resources("250m", "256Mi"), timeout=120, out=printed.append)
     ep.create()
     try:
         assert ep.status() == "Ready"
@@ -143,6 +142,7 @@ def test_server_side_validation_and_nothing_half_created(kube, admin):
         for c in t["spec"]["containers"]:
             if c["name"] == "main":
                 c["volumeMounts"] = [{"name": "weights", "mountPath": "/weights"}]
+        return t
 
     d = ServingDeployer(kube.namespace, name=name, mutators=[dangling_mount], **sa)
     with pytest.raises(DeployError) as e:
@@ -169,7 +169,7 @@ def test_a_foreign_service_is_not_taken_over(kube, admin):
 def test_inferenceservice_custom_predictor_on_the_crd(kube, admin):
     name = unique("isvc")
     d = InferenceServiceDeployer(kube.namespace, kubeconfig=str(kube.sa_kubeconfig), name=name, replicas=1,
-                                 max_replicas=3, mutators=[resources("500m", "512Mi")])
+                                 max_replicas=3, mutators=resources("500m", "512Mi"))
     image = image_for(name)
     (checked,) = d.validate(image)  # server-side dry run against the KServe CRD schema
     assert checked["spec"]["predictor"]["containers"][0]["name"] == "kserve-container"
@@ -230,3 +230,22 @@ def test_inferenceservice_model_format_and_schema_rejection(kube, admin):
     with pytest.raises(DeployError) as e:
         admin.create(bad)
     assert "minReplicas" in e.value.message
+
+
+def test_an_image_the_nodes_cannot_pull_stops_create_at_once(kube, admin):
+    """kwok's rig stage puts pods labelled fairing.test/outcome=imagepull into ImagePullBackOff, as
+    a node would for a registry it cannot reach. create() stops with the reason (no waiting for the
+    timeout) and removes what it made."""
+    name = unique("nopull")
+    image = image_for(name)
+    ep = PredictionEndpoint(Echo, name=name, image=image, deployer="serving", kubeconfig=str(kube.sa_kubeconfig),
+                            namespace=kube.namespace, mutators=[pod.labels({"fairing.test/outcome": "imagepull"})],
+                            timeout=120, out=lambda s: None)
+    started = time.monotonic()
+    with pytest.raises(DeployError) as e:
+        ep.create()
+    assert time.monotonic() - started < 60
+    assert f"cannot pull image {image.ref}" in e.value.message
+    assert "image pull secret" in e.value.hint
+    assert admin.get("apps/v1", "Deployment", name) is None
+    assert admin.get("v1", "Service", name) is None

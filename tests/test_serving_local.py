@@ -4,6 +4,7 @@ protocols and compared with the same model run in this process."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -182,3 +183,45 @@ def test_the_local_plugin_hands_serving_images_to_local_serving(iris_endpoint, e
         assert handle.predict([[6.7, 3.0, 5.2, 2.3]]) == [2]
     finally:
         handle.delete()
+
+
+def test_the_example_script_runs_end_to_end(tmp_path, engine, base_image, registry):
+    """`python deploy.py` as a user runs it (in a copy, so model.joblib is not written into the repo)."""
+    import os
+    import subprocess
+
+    for f in ("train.py", "model.py", "deploy.py"):
+        (tmp_path / f).write_text((EXAMPLE / f).read_text())
+    env = {**os.environ, "DOCKER_HOST": engine.docker_host}
+    p = subprocess.run([sys.executable, "deploy.py", "--base-image", base_image.docker, "--registry", registry.host,
+                        "--name", "iris-example"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "held-out accuracy" in p.stdout
+    assert "model 'iris-example' is being served at http://127.0.0.1:" in p.stdout
+    assert "V1: [0, 2]" in p.stdout and "v2: [0, 2]" in p.stdout
+    # The script deletes its endpoint at the end.
+    assert engine.client().containers.list(all=True, filters={"label": "fairing.dev/model=iris-example"}) == []
+
+
+def test_deploying_again_replaces_the_local_endpoint_but_not_foreign_containers(iris_endpoint, engine, base_image):
+    from fairing.deployers.local_serving import LocalServingDeployer
+
+    client = engine.client()
+    d = LocalServingDeployer(name="iris-again", docker_host=engine.docker_host)
+    first = d.deploy(iris_endpoint.image)
+    second = None
+    try:
+        second = d.deploy(iris_endpoint.image)
+        assert second.wait(120) == "Ready"
+        assert first.status() == "Deleted"  # the earlier container was replaced, not left running
+        assert second.predict([[5.1, 3.5, 1.4, 0.2]]) == [0]
+    finally:
+        (second or first).delete()
+    foreign = client.containers.create(base_image.docker, ["true"], name="iris-foreign")
+    try:
+        with pytest.raises(DeployError) as e:
+            LocalServingDeployer(name="iris-foreign", docker_host=engine.docker_host).deploy(iris_endpoint.image)
+        assert "is not a fairing model server" in e.value.message
+        foreign.reload()  # still there, untouched
+    finally:
+        foreign.remove(force=True)

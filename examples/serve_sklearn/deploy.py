@@ -22,6 +22,7 @@ def main() -> None:
     p.add_argument("--base-image", required=True, help="an image with python3, e.g. 127.0.0.1:5000/fairing/python:3.11")
     p.add_argument("--registry", required=True, help="where to push the serving image, e.g. 127.0.0.1:5000")
     p.add_argument("--deployer", default="local", choices=["local", "serving", "inferenceservice"])
+    p.add_argument("--name", default="iris", help="endpoint (and model) name")
     p.add_argument("--namespace", default=None)
     p.add_argument("--keep", action="store_true", help="leave the endpoint running")
     args = p.parse_args()
@@ -32,7 +33,7 @@ def main() -> None:
         train(HERE)
     opts = {"namespace": args.namespace} if args.namespace and args.deployer != "local" else {}
     ep = PredictionEndpoint(
-        f"{HERE}/model.py:IrisModel", name="iris", base_image=args.base_image, registry=args.registry,
+        f"{HERE}/model.py:IrisModel", name=args.name, base_image=args.base_image, registry=args.registry,
         deployer=args.deployer, requirements=REQUIREMENTS, files=["model.joblib"], **opts)
     ep.create()
     try:

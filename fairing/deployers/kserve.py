@@ -12,13 +12,15 @@ which is also what makes predict() through the API server's service proxy possib
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 from ..context import BuiltImage
 from ..errors import ConfigError, DeployError
+from . import pod as podlib
+from .base import _check_pinned, _namespace_offline
 from .serving import (
-    CONTAINER, FIELD_MANAGER, IMAGE_ANNOTATION, KIND_LABEL, MANAGED_BY, _check_replicas, _conditions,
-    _wait_gone, bounded_watch, main_container, pod_problem, probes, serving_pod_template,
+    COMMON_OPTIONS, CONTAINER, FIELD_MANAGER, IMAGE_ANNOTATION, KIND_LABEL, MANAGED_BY, _check_replicas, _conditions,
+    check_options, main_container, probes, serving_pod_template, wait_gone, wait_ready,
 )
 
 API_VERSION = "serving.kserve.io/v1beta1"
@@ -42,31 +44,38 @@ class InferenceServiceDeployer:
 
     kind = "inferenceservice"
 
-    def __init__(self, namespace: str | None = None, *, kubeconfig=None, context: str | None = None,
-                 name: str | None = None, replicas: int = 1, max_replicas: int | None = None,
-                 mutators: Sequence = (), labels: dict | None = None, annotations: dict | None = None,
-                 deployment_mode: str | None = "RawDeployment", model_format: str | None = None,
-                 model_format_version: str | None = None, storage_uri: str | None = None,
-                 protocol_version: str | None = None, runtime: str | None = None, max_surge: int | str = "25%",
-                 dry_run: bool = False, kube=None, cleanup: bool = False, **_ignored: Any):
+    options = COMMON_OPTIONS + ("replicas", "max_replicas", "deployment_mode", "model_format", "model_format_version",
+                                "storage_uri", "protocol_version", "runtime", "max_surge")
+
+    def __init__(self, namespace: str | None = None, **options: Any):
         from ..kube.client import validate_name
 
+        check_options(self.kind, options, self.options)
+        o = options.get
+        if namespace is not None:
+            validate_name(namespace, "namespace")
         self.namespace = namespace
-        self.kubeconfig = kubeconfig
-        self.context = context
+        self.kubeconfig = o("kubeconfig")
+        self.context = o("context")
         # KServe derives "<name>-predictor" Services/Deployments from it: keep room for the suffix.
-        self.name = validate_name(name, "InferenceService name", dns1035=True, max_len=45) if name else None
-        self.replicas = _check_replicas(replicas)
+        self.name = validate_name(o("name"), "InferenceService name", dns1035=True, max_len=45) if o("name") else None
+        self.replicas = _check_replicas(o("replicas", 1))
+        max_replicas = o("max_replicas")
         if max_replicas is not None and (_check_replicas(max_replicas) < self.replicas or max_replicas == 0):
-            raise ConfigError(f"max_replicas={max_replicas} is below replicas={replicas}",
+            raise ConfigError(f"max_replicas={max_replicas} is below replicas={self.replicas}",
                               hint="max_replicas must be at least replicas (and at least 1)")
         self.max_replicas = max_replicas
-        self.mutators = tuple(mutators)
-        self.labels = dict(labels or {})
-        self.annotations = dict(annotations or {})
+        self.mutators = tuple(o("mutators") or ())
+        for m in self.mutators:
+            if not callable(m):
+                raise ConfigError(f"pod option {m!r} is not callable", hint="use the functions in fairing.deployers.pod")
+        self.labels = dict(o("labels") or {})
+        self.annotations = dict(o("annotations") or {})
+        deployment_mode = o("deployment_mode", "RawDeployment")
         if deployment_mode is not None and deployment_mode not in MODES:
             raise ConfigError(f"unknown KServe deployment mode {deployment_mode!r}", hint=f"use one of {', '.join(MODES)}")
         self.deployment_mode = deployment_mode
+        model_format, storage_uri, protocol_version = o("model_format"), o("storage_uri"), o("protocol_version")
         if model_format is not None and not storage_uri:
             raise ConfigError(f"model_format={model_format!r} needs storage_uri",
                               hint="pass storage_uri='gs://...', 's3://...', 'pvc://...' or 'https://...' where the saved model is")
@@ -77,13 +86,13 @@ class InferenceServiceDeployer:
         if protocol_version is not None and protocol_version not in ("v1", "v2", "grpc-v2"):
             raise ConfigError(f"unknown protocol_version {protocol_version!r}", hint="use v1, v2 or grpc-v2")
         self.model_format = model_format
-        self.model_format_version = model_format_version
+        self.model_format_version = o("model_format_version")
         self.storage_uri = storage_uri
         self.protocol_version = protocol_version
-        self.runtime = runtime
-        self.max_surge = max_surge
-        self.dry_run = dry_run
-        self._kube = kube
+        self.runtime = o("runtime")
+        self.max_surge = o("max_surge", "25%")
+        self.dry_run = bool(o("dry_run", False))
+        self._kube = o("kube")
 
     @property
     def kube(self):
@@ -93,15 +102,12 @@ class InferenceServiceDeployer:
             self._kube = Kube(self.kubeconfig, self.context, self.namespace)
         return self._kube
 
-    def _namespace(self) -> str:
+    def _namespace(self, offline: bool = False) -> str | None:
         if self.namespace:
             return self.namespace
-        try:
-            return self.kube.namespace
-        except ConfigError:
-            if self.dry_run:
-                return "default"
-            raise
+        if offline and self._kube is None:
+            return _namespace_offline(self.kubeconfig, self.context)
+        return self.kube.namespace
 
     # -- manifests ----------------------------------------------------------------------------------
     def _predictor_from_template(self, template: dict) -> dict:
@@ -121,8 +127,9 @@ class InferenceServiceDeployer:
                                                "rollingUpdate": {"maxSurge": self.max_surge, "maxUnavailable": 0}}
         return predictor
 
-    def render(self, image: BuiltImage | None = None) -> list[dict]:
-        ns = self._namespace()
+    def render(self, image: BuiltImage | None = None, *, offline: bool = True) -> list[dict]:
+        """The InferenceService as a plain dict; no API calls."""
+        ns = self._namespace(offline)
         annotations = dict(self.annotations)
         if self.deployment_mode:
             annotations[MODE_ANNOTATION] = self.deployment_mode
@@ -130,11 +137,9 @@ class InferenceServiceDeployer:
             name = self.name or _required_name()
             template = {"metadata": {"labels": {**MANAGED_BY, KIND_LABEL: "serve"}},
                         "spec": {"containers": [{"name": CONTAINER}]}}
-            for m in self.mutators:  # resources/env/volumes land on "main", then move to `model`
-                out = m(template)
-                if out is not None:
-                    template = out
-            main = main_container(template["spec"])
+            # Resources/env/volumes land on "main", then move to `model`.
+            template = podlib.apply(template, self.mutators)
+            main = main_container(template)
             predictor = self._predictor_from_template(template)
             model: dict[str, Any] = {"modelFormat": {"name": self.model_format}, "storageUri": self.storage_uri}
             if self.model_format_version:
@@ -151,6 +156,7 @@ class InferenceServiceDeployer:
             if image is None:
                 raise ConfigError("the inferenceservice deployer needs an image, or model_format + storage_uri",
                                   hint="build the serving image first (PredictionEndpoint does), or pass model_format='sklearn', storage_uri=...")
+            _check_pinned(image)
             template, port, model_name = serving_pod_template(image, self.name or "model", self.mutators)
             from .serving import _name_for
 
@@ -169,27 +175,34 @@ class InferenceServiceDeployer:
                 containers.append(c)
             predictor["containers"] = containers
         labels = {**MANAGED_BY, KIND_LABEL: "serve", "app.kubernetes.io/name": name, **self.labels}
-        return [{
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": annotations},
-            "spec": {"predictor": predictor},
-        }]
+        meta = {"name": name, "labels": labels, "annotations": annotations}
+        if ns:
+            meta["namespace"] = ns
+        return [{"apiVersion": API_VERSION, "kind": KIND, "metadata": meta, "spec": {"predictor": predictor}}]
 
     def validate(self, image: BuiltImage | None = None) -> list[dict]:
         """Server-side dry run: the API server checks the object against the KServe CRD schema."""
-        return [self.kube.create(m, dry_run=True) for m in self.render(image)]
+        ns = self._namespace()
+        return [self.kube.create(m, ns, dry_run=True) for m in self.render(image, offline=False)]
 
     def deploy(self, image: BuiltImage | None = None) -> "InferenceServiceHandle":
-        if self.dry_run:
-            raise ConfigError("deploy() called with dry_run=True", hint="call render() for a dry run")
-        (isvc,) = self.render(image)
+        (isvc,) = self.render(image, offline=False)
         kube = self.kube
         name, ns = isvc["metadata"]["name"], isvc["metadata"]["namespace"]
+        if self.dry_run:
+            answered = kube.create(isvc, ns, dry_run=True)
+            return InferenceServiceHandle(kube, name, ns, model_name=_model_of(isvc), manifests=[answered], dry_run=True)
         existing = kube.get(API_VERSION, KIND, name, ns)
         if existing is not None and (existing["metadata"].get("labels") or {}).get("app.kubernetes.io/managed-by") != "fairing":
             raise DeployError(f"InferenceService {name!r} in namespace {ns!r} exists and was not created by fairing",
                               hint="pick another name (name=...) or delete it first")
+        pod_view = {"metadata": {}, "spec": {"containers": [
+            {**c, "name": CONTAINER if c.get("name") == KSERVE_CONTAINER else c.get("name")}
+            for c in isvc["spec"]["predictor"].get("containers") or []]}}
+        for m in self.mutators:  # e.g. image_pull_secret() creates its Secret now, never at render
+            prepare = getattr(m, "prepare", None)
+            if prepare is not None:
+                prepare(kube, ns, pod_view)
         applied = kube.apply(isvc, ns, field_manager=FIELD_MANAGER)
         return InferenceServiceHandle(kube, name, ns, model_name=_model_of(isvc), manifests=[applied])
 
@@ -197,7 +210,9 @@ class InferenceServiceDeployer:
         ns = self._namespace()
         obj = self.kube.get(API_VERSION, KIND, name, ns)
         if obj is None:
-            raise DeployError(f"no InferenceService {name!r} in namespace {ns!r}", hint="`fair list` shows what fairing deployed")
+            from ..kube.client import NotFound
+
+            raise NotFound(f"no InferenceService {name!r} in namespace {ns!r}", hint="`fair list` shows what fairing deployed")
         return InferenceServiceHandle(self.kube, name, ns, model_name=_model_of(obj), manifests=[obj])
 
 
@@ -214,71 +229,83 @@ def _model_of(isvc: dict) -> str:
     return isvc["metadata"]["name"]  # KServe runtimes serve the model under the InferenceService name
 
 
+def isvc_state(obj: dict | None) -> str:
+    if obj is None:
+        return "Deleted"
+    st = obj.get("status") or {}
+    ready = _conditions(obj).get("Ready") or {}
+    if ready.get("status") == "True" and st.get("observedGeneration", 0) >= obj["metadata"].get("generation", 0):
+        return "Ready"
+    if (st.get("modelStatus") or {}).get("transitionStatus") == "BlockedByFailedLoad":
+        return "Failed"
+    return "Pending"
+
+
+class _IsvcState:
+    """isvc_state plus the words wait_ready needs; says so when no controller ever answered."""
+
+    hint = "kubectl describe inferenceservice NAME shows the conditions"
+
+    def __call__(self, obj):
+        if obj is not None and not obj.get("status"):
+            self.hint = "is the KServe controller running? (kubectl get pods -n kserve)"
+        return isvc_state(obj)
+
+    @staticmethod
+    def progress(obj: dict | None) -> str:
+        if obj is not None and not obj.get("status"):
+            return "no KServe controller has reported any status"
+        return _why(obj)
+
+    @staticmethod
+    def why(obj: dict | None) -> str:
+        failed = ((obj or {}).get("status") or {}).get("modelStatus", {}).get("lastFailureInfo") or {}
+        return failed.get("message") or _why(obj)
+
+
+def _why(obj: dict | None) -> str:
+    conds = _conditions(obj or {})
+    bad = [f"{t}: {c.get('reason') or ''} {c.get('message') or ''}".strip()
+           for t, c in conds.items() if c.get("status") != "True"]
+    return "; ".join(bad) or "not ready"
+
+
 class InferenceServiceHandle:
     """status/wait follow the InferenceService's Ready condition (set by the KServe controller)."""
 
     kind = "inferenceservice"
     cleanup_on_failure = True
 
-    def __init__(self, kube, name: str, namespace: str, *, model_name: str, manifests: list[dict]):
+    def __init__(self, kube, name: str, namespace: str, *, model_name: str, manifests: list[dict],
+                 dry_run: bool = False):
         self.kube = kube
         self.name = name
         self.namespace = namespace
         self.model_name = model_name
         self._manifests = manifests
+        self.dry_run = dry_run
+        self.pod_selector = f"serving.kserve.io/inferenceservice={name}"
+
+    def _no_dry(self, what: str) -> None:
+        if self.dry_run:
+            raise DeployError(f"InferenceService {self.name} was a dry run; there is nothing to {what}",
+                              hint="deploy without dry_run=True")
 
     def _get(self) -> dict | None:
         return self.kube.get(API_VERSION, KIND, self.name, self.namespace)
 
-    @staticmethod
-    def _summary(obj: dict | None) -> str:
-        if obj is None:
-            return "Deleted"
-        conds = _conditions(obj)
-        ready = conds.get("Ready") or {}
-        if ready.get("status") == "True" and (obj.get("status") or {}).get("observedGeneration", 0) >= obj["metadata"].get("generation", 0):
-            return "Ready"
-        failed = (obj.get("status") or {}).get("modelStatus", {}).get("transitionStatus") == "BlockedByFailedLoad"
-        return "Failed" if failed else "Pending"
-
     def status(self) -> str:
-        return self._summary(self._get())
+        return "DryRun" if self.dry_run else isvc_state(self._get())
 
     def wait(self, timeout: float | None = 600) -> str:
-        obj = None
-        with bounded_watch(self.kube, API_VERSION, KIND, self.namespace, self.name, timeout) as watch:
-            for etype, obj in watch:
-                if etype == "DELETED":
-                    raise DeployError(f"InferenceService {self.name} was deleted while waiting for it", hint="deploy it again")
-                state = self._summary(obj)
-                if state == "Ready":
-                    return "Ready"
-                if state == "Failed":
-                    raise DeployError(f"InferenceService {self.name} failed: {self._why(obj)}",
-                                      hint="handle.logs() shows the predictor's output")
-        obj = self._get()
-        if self._summary(obj) == "Ready":
-            return "Ready"
-        for pod in self._pods():
-            problem = pod_problem(pod)
-            if problem:
-                raise DeployError(problem[0], hint=problem[1])
-        if not (obj or {}).get("status"):
-            raise DeployError(f"InferenceService {self.name} is not ready after {timeout:g}s: no KServe controller has reported any status",
-                              hint="is the KServe controller running? (kubectl get pods -n kserve)")
-        raise DeployError(f"InferenceService {self.name} is not ready after {timeout:g}s: {self._why(obj)}",
-                          hint="kubectl describe inferenceservice " + self.name + " shows the conditions")
+        self._no_dry("wait for")
+        wait_ready(self.kube, self.namespace, api_version=API_VERSION, kind=KIND, name=self.name,
+                   pod_selector=self.pod_selector, state=_IsvcState(), timeout=timeout,
+                   container=KSERVE_CONTAINER, what=f"InferenceService {self.name}")
+        return "Ready"
 
-    @staticmethod
-    def _why(obj: dict | None) -> str:
-        conds = _conditions(obj or {})
-        bad = [f"{t}: {c.get('reason') or ''} {c.get('message') or ''}".strip()
-               for t, c in conds.items() if c.get("status") != "True"]
-        return "; ".join(bad) or "not ready"
-
-    def _pods(self) -> list[dict]:
-        sel = f"serving.kserve.io/inferenceservice={self.name}"
-        return self.kube.list("v1", "Pod", self.namespace, label_selector=sel).get("items", [])
+    def pods(self) -> list[dict]:
+        return self.kube.list("v1", "Pod", self.namespace, label_selector=self.pod_selector).get("items", [])
 
     @property
     def url(self) -> str:
@@ -300,39 +327,32 @@ class InferenceServiceHandle:
         return ModelClient(self.transport(timeout), self.model_name, protocol=protocol)
 
     def predict(self, data: Any, protocol: str = "v1", **kw) -> Any:
+        self._no_dry("predict with")
         return self.client(protocol).predict(data, **kw)
 
-    def logs(self, follow: bool = False) -> Iterator[str]:
-        pods = sorted(self._pods(), key=lambda p: p["metadata"]["name"])
-        several = len(pods) > 1
-        for pod in pods:
-            pname = pod["metadata"]["name"]
-            names = [c["name"] for c in pod["spec"]["containers"]]
-            container = KSERVE_CONTAINER if KSERVE_CONTAINER in names else names[0]
-            try:
-                resp = self.kube.pod_log(pname, self.namespace, container=container, follow=follow and not several)
-            except DeployError as e:
-                yield f"[{pname}] (no logs: {e.message})"
-                continue
-            try:
-                buf = b""
-                for chunk in resp.stream(amt=65536, decode_content=True):
-                    buf += chunk
-                    *lines, buf = buf.split(b"\n")
-                    for line in lines:
-                        yield (f"[{pname}] " if several else "") + line.decode(errors="replace")
-                if buf:
-                    yield (f"[{pname}] " if several else "") + buf.decode(errors="replace")
-            finally:
-                resp.release_conn()
+    @staticmethod
+    def _container(pod: dict) -> str:
+        names = [c["name"] for c in pod["spec"]["containers"]]
+        return KSERVE_CONTAINER if KSERVE_CONTAINER in names else names[0]
+
+    def logs(self, follow: bool = False, *, prefix: bool = True) -> Iterator[str]:
+        from ..kube.logs import follow_logs, pod_logs
+
+        self._no_dry("show logs of")
+        if follow:
+            return follow_logs(self.kube, self.namespace, api_version=API_VERSION, kind=KIND, name=self.name,
+                               pod_selector=self.pod_selector, container=self._container, state=isvc_state,
+                               terminal=(), prefix=prefix)
+        return pod_logs(self.kube, self.namespace, self.pods(), self._container, prefix=prefix)
 
     def result(self) -> Any:
         raise ConfigError("a served model has no return value", hint="call predict(data), or read logs()")
 
     def delete(self, wait: bool = True, timeout: float = 120) -> None:
-        gone = not self.kube.delete(API_VERSION, KIND, self.name, self.namespace, propagation="Foreground")
-        if wait and not gone:
-            _wait_gone(self.kube, API_VERSION, KIND, self.name, self.namespace, timeout)
+        self._no_dry("delete")
+        existed = self.kube.delete(API_VERSION, KIND, self.name, self.namespace, propagation="Foreground")
+        if wait and existed:
+            wait_gone(self.kube, API_VERSION, KIND, self.name, self.namespace, timeout)
 
     def manifests(self) -> list[dict]:
-        return list(self._manifests)
+        return copy.deepcopy(self._manifests)

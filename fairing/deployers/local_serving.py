@@ -7,7 +7,7 @@ handle reads it back: no race between choosing a free port and binding it."""
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 from ..context import BuiltImage
 from ..errors import ConfigError, DeployError
@@ -26,18 +26,23 @@ class LocalServingDeployer:
     docker_host (default $DOCKER_HOST or a default socket), host_port (default: the engine picks),
     pull (True: always pull; None: pull when the engine lacks the image), dry_run."""
 
-    def __init__(self, name: str | None = None, *, mutators: Sequence = (), labels: dict | None = None,
-                 annotations: dict | None = None, docker_host: str | None = None, host_port: int | None = None,
-                 pull: bool | None = None, dry_run: bool = False, cleanup: bool = False, **_ignored: Any):
-        # **_ignored: namespace/kubeconfig/replicas... let one profile switch between deployers freely.
+    OPTIONS = ("name", "mutators", "labels", "annotations", "docker_host", "host_port", "pull", "dry_run", "cleanup",
+               # accepted and unused, so one profile can switch between local and cluster serving
+               "namespace", "kubeconfig", "context", "replicas")
+
+    def __init__(self, name: str | None = None, **options: Any):
+        from .serving import _port, check_options
+
+        check_options("local serving", options, self.OPTIONS)
+        o = options.get
         self.name = name
-        self.mutators = tuple(mutators)
-        self.labels = dict(labels or {})
-        self.annotations = dict(annotations or {})
-        self.docker_host = docker_host
-        self.host_port = host_port
-        self.pull = pull
-        self.dry_run = dry_run
+        self.mutators = tuple(o("mutators") or ())
+        self.labels = dict(o("labels") or {})
+        self.annotations = dict(o("annotations") or {})
+        self.docker_host = o("docker_host")
+        self.host_port = _port(o("host_port")) if o("host_port") is not None else None
+        self.pull = o("pull")
+        self.dry_run = bool(o("dry_run", False))
 
     def _spec(self, image: BuiltImage) -> tuple[dict, str, int]:
         ctx = image.context
@@ -95,6 +100,7 @@ class LocalServingDeployer:
             kw["mem_limit"] = _local._mem_to_bytes(limits["memory"])
         labels = {**_local.MANAGED_BY, _local.NAME_LABEL: name, KIND_LABEL: "serve", MODEL_LABEL: model,
                   **self.labels}
+        _replace_previous(client, name)
         try:
             container = client.containers.run(
                 ref, entrypoint=list(c.get("command") or []) or None, command=list(c.get("args") or []) or None,
@@ -112,6 +118,22 @@ class LocalServingDeployer:
             handle.delete()
             raise
         return handle
+
+
+def _replace_previous(client, name: str) -> None:
+    """Deploying under a name already served locally replaces that endpoint (as `serving` rolls
+    its Deployment); a container fairing did not start is never touched."""
+    import docker.errors
+
+    try:
+        old = client.containers.get(name)
+    except docker.errors.NotFound:
+        return
+    labels = old.labels or {}
+    if labels.get("app.kubernetes.io/managed-by") != "fairing" or labels.get(KIND_LABEL) != "serve":
+        raise DeployError(f"a container named {name!r} exists and is not a fairing model server",
+                          hint="pick another endpoint name (name=...), or remove that container")
+    old.remove(force=True)
 
 
 def _remove_quietly(client, name: str) -> None:

@@ -11,49 +11,42 @@
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import math
-import threading
 import time
 from typing import Any, Iterator, Sequence
 
 from ..context import BuiltImage
 from ..errors import ConfigError, DeployError
+from . import pod as podlib
+from .base import _check_pinned, _namespace_offline
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "fairing"}
 SERVING_LABEL = "fairing.dev/serving"  # selector label: immutable, so only the name goes in it
 KIND_LABEL = "fairing.dev/kind"
 IMAGE_ANNOTATION = "fairing.dev/image"
-CONTAINER = "main"
+CONTAINER = podlib.MAIN
 PORT_NAME = "http"
 READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/v2/health/live"
 FIELD_MANAGER = "fairing"
-POD_CHECK_SECONDS = 5.0
-
-# Pod problems that will not fix themselves: waiting for readiness would only hit the timeout.
-_STUCK = {
-    "ErrImagePull": "the cluster cannot pull the image {image}",
-    "ImagePullBackOff": "the cluster cannot pull the image {image}",
-    "InvalidImageName": "the image name {image} is invalid",
-    "CrashLoopBackOff": "the model server keeps crashing",
-    "CreateContainerConfigError": "the container cannot be created (a Secret/ConfigMap it uses is missing?)",
-}
-_STUCK_HINTS = {
-    "ErrImagePull": "check the registry is reachable from the nodes; for a private registry add an image pull secret",
-    "ImagePullBackOff": "check the registry is reachable from the nodes; for a private registry add an image pull secret",
-    "InvalidImageName": "report this as a bug: fairing always pins images by digest",
-    "CrashLoopBackOff": "handle.logs() shows why it exits",
-    "CreateContainerConfigError": "kubectl describe pod shows which reference is missing",
-}
+# Options every cluster deployer takes (so a profile can switch deployers freely).
+COMMON_OPTIONS = ("namespace", "kubeconfig", "context", "name", "mutators", "labels", "annotations", "cleanup",
+                  "dry_run", "kube")
+# Pod diagnoses (kube/reasons.py) that end a serving wait at once. Evictions are not among them:
+# the Deployment replaces an evicted pod by itself.
+FATAL_FOR_SERVING = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CreateContainerConfigError",
+                     "CrashLoopBackOff", "OOMKilled"}
 
 
-def main_container(pod_spec: dict, name: str = CONTAINER) -> dict:
-    for c in pod_spec.get("containers", []):
-        if c.get("name") == name:
-            return c
-    raise DeployError(f"the pod template has no container named {name!r}", hint="report this as a bug")
+def check_options(deployer: str, options: dict, allowed: Sequence[str]) -> None:
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown option{'s' if len(unknown) > 1 else ''} for the {deployer} deployer: {', '.join(unknown)}",
+                          hint=f"options: {', '.join(sorted(set(allowed) - {'kube'}))}")
+
+
+def main_container(pod_template: dict, name: str = CONTAINER) -> dict:
+    return podlib.find_container(pod_template, name)
 
 
 def serving_pod_template(image: BuiltImage, name: str, mutators: Sequence = ()) -> tuple[dict, int, str]:
@@ -66,14 +59,10 @@ def serving_pod_template(image: BuiltImage, name: str, mutators: Sequence = ()) 
                           hint="build it with the serve preprocessor (PredictionEndpoint does)")
     if not image.pod_template:
         raise ConfigError("the image has no pod template", hint="report this as a bug in the builder")
-    t = copy.deepcopy(dict(image.pod_template))
-    for m in mutators:
-        out = m(t)
-        if out is not None:
-            t = out
+    t = podlib.apply(image.pod_template, mutators)
     spec = t.setdefault("spec", {})
     spec["restartPolicy"] = "Always"  # Deployments accept nothing else
-    c = main_container(spec)
+    c = main_container(t)
     env = {e.get("name"): e for e in c.get("env") or []}
     port = int((env.get("PORT") or {}).get("value") or ctx.env.get("PORT") or 8080)
     model = (env.get("MODEL_NAME") or {}).get("value") or ctx.env.get("MODEL_NAME") or name
@@ -106,30 +95,34 @@ def _check_replicas(replicas: Any) -> int:
 class ServingDeployer:
     """Options: namespace (else the kubeconfig context's), kubeconfig, context, name (default: the
     model name), replicas (1), mutators, labels, annotations, service_port (80), max_surge ("25%"),
-    progress_deadline (600 s), dry_run (render only)."""
+    progress_deadline (600 s), dry_run (deploy() does a server-side dry run)."""
 
     kind = "serving"
+    options = COMMON_OPTIONS + ("replicas", "service_port", "max_surge", "progress_deadline")
 
-    def __init__(self, namespace: str | None = None, *, kubeconfig=None, context: str | None = None,
-                 name: str | None = None, replicas: int = 1, mutators: Sequence = (), labels: dict | None = None,
-                 annotations: dict | None = None, service_port: int = 80, max_surge: int | str = "25%",
-                 progress_deadline: int = 600, dry_run: bool = False, kube=None, cleanup: bool = False,
-                 **_ignored: Any):
+    def __init__(self, namespace: str | None = None, **options: Any):
         from ..kube.client import validate_name
 
+        check_options(self.kind, options, self.options)
+        o = options.get
+        if namespace is not None:
+            validate_name(namespace, "namespace")
         self.namespace = namespace
-        self.kubeconfig = kubeconfig
-        self.context = context
-        self.name = validate_name(name, "endpoint name", dns1035=True) if name else None
-        self.replicas = _check_replicas(replicas)
-        self.mutators = tuple(mutators)
-        self.labels = dict(labels or {})
-        self.annotations = dict(annotations or {})
-        self.service_port = int(service_port)
-        self.max_surge = max_surge
-        self.progress_deadline = int(progress_deadline)
-        self.dry_run = dry_run
-        self._kube = kube
+        self.kubeconfig = o("kubeconfig")
+        self.context = o("context")
+        self.name = validate_name(o("name"), "endpoint name", dns1035=True) if o("name") else None
+        self.replicas = _check_replicas(o("replicas", 1))
+        self.mutators = tuple(o("mutators") or ())
+        for m in self.mutators:
+            if not callable(m):
+                raise ConfigError(f"pod option {m!r} is not callable", hint="use the functions in fairing.deployers.pod")
+        self.labels = dict(o("labels") or {})
+        self.annotations = dict(o("annotations") or {})
+        self.service_port = _port(o("service_port", 80))
+        self.max_surge = o("max_surge", "25%")
+        self.progress_deadline = _check_replicas(o("progress_deadline", 600))
+        self.dry_run = bool(o("dry_run", False))
+        self._kube = o("kube")
 
     @property
     def kube(self):
@@ -139,33 +132,35 @@ class ServingDeployer:
             self._kube = Kube(self.kubeconfig, self.context, self.namespace)
         return self._kube
 
-    def _namespace(self) -> str:
+    def _namespace(self, offline: bool = False) -> str | None:
         if self.namespace:
             return self.namespace
-        try:
-            return self.kube.namespace
-        except ConfigError:
-            if self.dry_run:
-                return "default"  # rendering needs no cluster
-            raise
+        if offline and self._kube is None:
+            return _namespace_offline(self.kubeconfig, self.context)
+        return self.kube.namespace
 
     # -- manifests ----------------------------------------------------------------------------------
-    def render(self, image: BuiltImage) -> list[dict]:
-        """[Deployment, Service] as plain dicts; nothing is sent anywhere."""
+    def render(self, image: BuiltImage, *, offline: bool = True) -> list[dict]:
+        """[Deployment, Service] as plain dicts; no API calls (the namespace comes from the
+        kubeconfig file when there is one)."""
         template, port, model = serving_pod_template(image, self.name or "model", self.mutators)
         name = self.name or _name_for(model)
-        ns = self._namespace()
+        ns = self._namespace(offline)
         selector = {SERVING_LABEL: name}
         labels = {**MANAGED_BY, KIND_LABEL: "serve", "app.kubernetes.io/name": name, **self.labels, **selector}
         template["metadata"]["labels"] = {**template["metadata"]["labels"], **self.labels, **selector}
-        c = main_container(template["spec"])
+        c = main_container(template)
         for key, probe in probes().items():
             c.setdefault(key, probe)  # a mutator may have set its own
         annotations = {**self.annotations, IMAGE_ANNOTATION: image.ref}
+        meta = {"name": name, "labels": labels, "annotations": annotations}
+        svc_meta = {"name": name, "labels": labels, "annotations": dict(self.annotations)}
+        if ns:
+            meta["namespace"] = svc_meta["namespace"] = ns
         deployment = {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": annotations},
+            "metadata": meta,
             "spec": {
                 "replicas": self.replicas,
                 "selector": {"matchLabels": selector},
@@ -179,7 +174,7 @@ class ServingDeployer:
         service = {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": dict(self.annotations)},
+            "metadata": svc_meta,
             "spec": {
                 "type": "ClusterIP",
                 "selector": selector,
@@ -190,20 +185,28 @@ class ServingDeployer:
 
     def validate(self, image: BuiltImage) -> list[dict]:
         """Send the manifests as a server-side dry run: the API server validates and defaults them
-        (and admission webhooks run) without creating anything. Returns what it answered."""
-        return [self.kube.create(m, dry_run=True) for m in self.render(image)]
+        (admission included) without creating anything. Returns what it answered."""
+        _check_pinned(image)
+        ns = self._namespace()
+        return [self.kube.create(m, ns, dry_run=True) for m in self.render(image, offline=False)]
 
     # -- deploy -------------------------------------------------------------------------------------
     def deploy(self, image: BuiltImage) -> "ServingHandle":
-        if self.dry_run:
-            raise ConfigError("deploy() called with dry_run=True", hint="call render() for a dry run")
-        deployment, service = self.render(image)
+        _check_pinned(image)
+        deployment, service = self.render(image, offline=False)
         kube = self.kube
         name, ns = deployment["metadata"]["name"], deployment["metadata"]["namespace"]
+        if self.dry_run:
+            answered = [kube.create(m, ns, dry_run=True) for m in (deployment, service)]
+            return ServingHandle(kube, name, ns, model_name=_model_of(deployment), manifests=answered, dry_run=True)
         existing = kube.get("v1", "Service", name, ns)
         if existing is not None and (existing["metadata"].get("labels") or {}).get(SERVING_LABEL) != name:
             raise DeployError(f"Service {name!r} in namespace {ns!r} exists and was not created by fairing",
                               hint="pick another name (name=...) or delete that Service")
+        for m in self.mutators:  # e.g. image_pull_secret() creates its Secret now, never at render
+            prepare = getattr(m, "prepare", None)
+            if prepare is not None:
+                prepare(kube, ns, deployment["spec"]["template"])
         applied = [kube.apply(service, ns, field_manager=FIELD_MANAGER)]
         try:
             applied.insert(0, kube.apply(deployment, ns, field_manager=FIELD_MANAGER))
@@ -211,17 +214,24 @@ class ServingDeployer:
             if existing is None:  # nothing half-created: the Service alone is useless
                 kube.delete("v1", "Service", name, ns, propagation="Background")
             raise
-        return ServingHandle(kube, name, ns, model_name=_model_of(deployment), manifests=applied,
-                             generation=applied[0]["metadata"].get("generation"))
+        return ServingHandle(kube, name, ns, model_name=_model_of(deployment), manifests=applied)
 
     def attach(self, name: str) -> "ServingHandle":
         kube = self.kube
         ns = self._namespace()
         dep = kube.get("apps/v1", "Deployment", name, ns)
         if dep is None:
-            raise DeployError(f"no serving Deployment {name!r} in namespace {ns!r}",
-                              hint="`fair list` shows what fairing deployed")
+            from ..kube.client import NotFound
+
+            raise NotFound(f"no serving Deployment {name!r} in namespace {ns!r}",
+                           hint="`fair list` shows what fairing deployed")
         return ServingHandle(kube, name, ns, model_name=_model_of(dep), manifests=[dep])
+
+
+def _port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ConfigError(f"invalid port {value!r}", hint="use a number from 1 to 65535, e.g. 80")
+    return value
 
 
 def _name_for(model: str) -> str:
@@ -231,52 +241,105 @@ def _name_for(model: str) -> str:
 
 
 def _model_of(deployment: dict) -> str:
-    c = main_container(deployment["spec"]["template"]["spec"])
+    c = main_container(deployment["spec"]["template"])
     env = {e.get("name"): e.get("value") for e in c.get("env") or []}
     return env.get("MODEL_NAME") or deployment["metadata"]["name"]
-
-
-@contextlib.contextmanager
-def bounded_watch(kube, api_version: str, kind: str, namespace: str, name: str, timeout: float | None,
-                  resource_version: str | None = None):
-    """A watch on one object that ends by itself after `timeout` seconds: the API server closes the
-    stream (timeoutSeconds) and a timer stops the reconnect loop, so a quiet object never keeps the
-    caller past its deadline."""
-    kw: dict[str, Any] = {"name": name, "resource_version": resource_version}
-    if timeout is not None:
-        kw["server_timeout"] = max(1, math.ceil(timeout))
-    watch = kube.watch(api_version, kind, namespace, **kw)
-    timer = None
-    if timeout is not None:
-        timer = threading.Timer(max(0.0, timeout), watch.stop)
-        timer.daemon = True
-        timer.start()
-    try:
-        yield watch
-    finally:
-        if timer is not None:
-            timer.cancel()
-        watch.stop()
 
 
 def _conditions(obj: dict) -> dict[str, dict]:
     return {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []}
 
 
-def pod_problem(pod: dict) -> tuple[str, str] | None:
-    """(message, hint) when a pod is stuck in a way waiting won't fix."""
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-        waiting = (cs.get("state") or {}).get("waiting") or {}
-        reason = waiting.get("reason")
-        if reason in _STUCK:
-            msg = _STUCK[reason].format(image=cs.get("image", "?"))
-            detail = (waiting.get("message") or "").strip()
-            return f"{msg} ({reason}{': ' + detail[:200] if detail else ''})", _STUCK_HINTS[reason]
-    for cond in (pod.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
-            return (f"pod {pod['metadata']['name']} cannot be scheduled: {cond.get('message', '')[:200]}",
-                    "lower the resource requests, or check node selectors/tolerations")
-    return None
+def deployment_state(dep: dict | None) -> str:
+    """Ready when every wanted replica runs the newest template and is ready; Failed when the
+    rollout passed its progress deadline; else Pending."""
+    if dep is None:
+        return "Deleted"
+    spec, st = dep.get("spec") or {}, dep.get("status") or {}
+    conds = _conditions(dep)
+    want = spec.get("replicas", 1)
+    if (conds.get("Progressing") or {}).get("reason") == "ProgressDeadlineExceeded":
+        return "Failed"
+    if st.get("observedGeneration", 0) < dep["metadata"].get("generation", 0):
+        return "Pending"
+    updated, ready, total = st.get("updatedReplicas", 0), st.get("readyReplicas", 0), st.get("replicas", 0)
+    if want == 0:
+        return "Ready" if total == 0 else "Pending"
+    if updated >= want and ready >= want and total == updated and (conds.get("Available") or {}).get("status") == "True":
+        return "Ready"
+    return "Pending"
+
+
+def wait_ready(kube, namespace: str, *, api_version: str, kind: str, name: str, pod_selector: str,
+               state, timeout: float | None, container: str, what: str) -> dict:
+    """Watch the object and its pods together (kube.wait's Mux) until state(obj) is Ready.
+    A pod problem that won't heal stops the wait at once with the reason; a timeout names the
+    last pod problem seen, if any. Returns the ready object."""
+    from ..kube.reasons import diagnose_pod
+    from ..kube.wait import Mux, Stream, WaitTimeout
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last = None
+    obj = None
+    streams = [Stream("owner", api_version, kind, name=name), Stream("pods", "v1", "Pod", label_selector=pod_selector)]
+    with Mux(kube, namespace, streams) as mux:
+        for key, etype, ev in mux.events(deadline):
+            if etype == "TIMEOUT":
+                detail = f"; {last.message}" if last else ""
+                raise WaitTimeout(f"{what} is not ready after {timeout:g}s ({state.progress(obj)}{detail})",
+                                  hint=last.hint if last else state.hint)
+            if key == "owner":
+                if etype == "DELETED":
+                    raise DeployError(f"{what} was deleted while waiting for it", hint="deploy it again")
+                obj = ev
+                st = state(obj)
+                if st == "Ready":
+                    return obj
+                if st == "Failed":
+                    raise DeployError(f"{what} failed: {state.why(obj)}" + (f"; {last.message}" if last else ""),
+                                      hint=last.hint if last else state.hint)
+            elif key == "pods" and etype != "DELETED" and not (ev.get("metadata") or {}).get("deletionTimestamp"):
+                d = diagnose_pod(ev, container)
+                if d:
+                    last = d
+                    if d.reason in FATAL_FOR_SERVING:
+                        raise DeployError(d.message, hint=d.hint)
+    raise DeployError(f"stopped waiting for {what}")  # pragma: no cover - events() ends with TIMEOUT
+
+
+class _DeploymentState:
+    """deployment_state plus the words wait_ready needs."""
+
+    hint = "a slow load() needs a bigger timeout; handle.logs() shows the model server's output"
+
+    def __call__(self, obj):
+        return deployment_state(obj)
+
+    @staticmethod
+    def progress(dep: dict | None) -> str:
+        if not dep:
+            return "no Deployment"
+        st = dep.get("status") or {}
+        return f"{st.get('readyReplicas', 0)}/{dep['spec'].get('replicas', 1)} replicas ready"
+
+    @staticmethod
+    def why(dep: dict) -> str:
+        return (_conditions(dep).get("Progressing") or {}).get("message") or "progress deadline exceeded"
+
+
+def wait_gone(kube, api_version: str, kind: str, name: str, namespace: str, timeout: float) -> None:
+    from ..kube.wait import Mux, Stream, WaitTimeout
+
+    deadline = time.monotonic() + timeout
+    with Mux(kube, namespace, [Stream("owner", api_version, kind, name=name)]) as mux:
+        if kube.get(api_version, kind, name, namespace) is None:
+            return
+        for _key, etype, _obj in mux.events(deadline):
+            if etype == "DELETED":
+                return
+            if etype == "TIMEOUT":
+                raise WaitTimeout(f"{kind} {name} still exists {timeout:g}s after deletion",
+                                  hint=f"a finalizer may be blocking it: kubectl get {kind.lower()} {name} -o yaml")
 
 
 class ServingHandle:
@@ -286,97 +349,50 @@ class ServingHandle:
     cleanup_on_failure = True
 
     def __init__(self, kube, name: str, namespace: str, *, model_name: str, manifests: list[dict],
-                 generation: int | None = None, service_port: int | str = PORT_NAME):
+                 service_port: int | str = PORT_NAME, dry_run: bool = False):
         self.kube = kube
         self.name = name
         self.namespace = namespace
         self.model_name = model_name
         self._manifests = manifests
-        self.generation = generation
         self.service_port = service_port
+        self.dry_run = dry_run
+        self.pod_selector = f"{SERVING_LABEL}={name}"
 
-    # -- state --------------------------------------------------------------------------------------
+    def _no_dry(self, what: str) -> None:
+        if self.dry_run:
+            raise DeployError(f"endpoint {self.name} was a dry run; there is nothing to {what}",
+                              hint="deploy without dry_run=True")
+
     def _deployment(self) -> dict | None:
         return self.kube.get("apps/v1", "Deployment", self.name, self.namespace)
 
-    def _pods(self) -> list[dict]:
-        return self.kube.list("v1", "Pod", self.namespace, label_selector=f"{SERVING_LABEL}={self.name}").get("items", [])
-
-    def _summary(self, dep: dict | None) -> str:
-        if dep is None:
-            return "Deleted"
-        spec, st = dep.get("spec") or {}, dep.get("status") or {}
-        conds = _conditions(dep)
-        want = spec.get("replicas", 1)
-        gen = dep["metadata"].get("generation", 0)
-        if (conds.get("Progressing") or {}).get("reason") == "ProgressDeadlineExceeded":
-            return "Failed"
-        if st.get("observedGeneration", 0) < gen:
-            return "Pending"
-        updated, ready, total = st.get("updatedReplicas", 0), st.get("readyReplicas", 0), st.get("replicas", 0)
-        if want == 0:
-            return "Ready" if total == 0 else "Pending"
-        if updated >= want and ready >= want and total == updated and (conds.get("Available") or {}).get("status") == "True":
-            return "Ready"
-        return "Pending"
+    def pods(self) -> list[dict]:
+        return self.kube.list("v1", "Pod", self.namespace, label_selector=self.pod_selector).get("items", [])
 
     def status(self) -> str:
-        """Pending (rolling out / loading), Ready, Failed (progress deadline exceeded or a stuck
-        pod), Deleted."""
-        state = self._summary(self._deployment())
-        if state == "Pending" and any(pod_problem(p) for p in self._pods()):
-            return "Failed"
+        """Pending (rolling out / loading), Ready, Failed (progress deadline exceeded, or a pod
+        stuck in a way that won't heal), Deleted; DryRun for a dry run."""
+        from ..kube.reasons import diagnose_pod
+
+        if self.dry_run:
+            return "DryRun"
+        state = deployment_state(self._deployment())
+        if state == "Pending":
+            for p in self.pods():
+                d = diagnose_pod(p, CONTAINER)
+                if d and d.reason in FATAL_FOR_SERVING:
+                    return "Failed"
         return state
 
     def wait(self, timeout: float | None = 600) -> str:
         """Until every replica runs the newest template and is ready (readiness = the model loaded).
-        Follows the Deployment by watch; raises DeployError on a rollout that cannot finish."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        dep, rv = None, None
-        while True:
-            # Watch in short stretches: between them look at the pods, whose trouble (image pull,
-            # crash loop, unschedulable) the Deployment only reports at its progress deadline.
-            left = None if deadline is None else deadline - time.monotonic()
-            stretch = POD_CHECK_SECONDS if left is None else max(0.0, min(left, POD_CHECK_SECONDS))
-            with bounded_watch(self.kube, "apps/v1", "Deployment", self.namespace, self.name, stretch,
-                               resource_version=rv) as watch:
-                for etype, obj in watch:
-                    if etype == "DELETED":
-                        raise DeployError(f"Deployment {self.name} was deleted while waiting for it",
-                                          hint="deploy it again")
-                    dep = obj
-                    state = self._summary(dep)
-                    if state == "Ready":
-                        return "Ready"
-                    if state == "Failed":
-                        raise self._failure(dep)
-                rv = watch.resource_version
-            self._raise_pod_problem()
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-        if self._summary(self._deployment()) == "Ready":
-            return "Ready"
-        raise DeployError(
-            f"endpoint {self.name} is not ready after {timeout:g}s ({self._progress(dep)})",
-            hint="a slow load() needs a bigger timeout; handle.logs() shows the model server's output")
-
-    def _progress(self, dep: dict | None) -> str:
-        if not dep:
-            return "no Deployment"
-        st = dep.get("status") or {}
-        return f"{st.get('readyReplicas', 0)}/{dep['spec'].get('replicas', 1)} replicas ready"
-
-    def _raise_pod_problem(self) -> None:
-        for pod in self._pods():
-            problem = pod_problem(pod)
-            if problem:
-                raise DeployError(problem[0], hint=problem[1])
-
-    def _failure(self, dep: dict) -> DeployError:
-        self._raise_pod_problem()
-        cond = _conditions(dep).get("Progressing") or {}
-        return DeployError(f"endpoint {self.name} did not roll out: {cond.get('message', 'progress deadline exceeded')}",
-                           hint="a replica never became ready: handle.logs() shows whether load() failed")
+        Raises DeployError when a rollout cannot finish, WaitTimeout after `timeout` seconds."""
+        self._no_dry("wait for")
+        wait_ready(self.kube, self.namespace, api_version="apps/v1", kind="Deployment", name=self.name,
+                   pod_selector=self.pod_selector, state=_DeploymentState(), timeout=timeout,
+                   container=CONTAINER, what=f"endpoint {self.name}")
+        return "Ready"
 
     # -- talking to the model -----------------------------------------------------------------------
     @property
@@ -394,31 +410,21 @@ class ServingHandle:
         return ModelClient(self.transport(timeout), self.model_name, protocol=protocol)
 
     def predict(self, data: Any, protocol: str = "v1", **kw) -> Any:
+        self._no_dry("predict with")
         return self.client(protocol).predict(data, **kw)
 
     # -- the rest of the Handle ---------------------------------------------------------------------
-    def logs(self, follow: bool = False) -> Iterator[str]:
-        """Each replica's model-server output, prefixed with the pod name when there are several."""
-        pods = sorted(self._pods(), key=lambda p: p["metadata"]["name"])
-        several = len(pods) > 1
-        for pod in pods:
-            pname = pod["metadata"]["name"]
-            try:
-                resp = self.kube.pod_log(pname, self.namespace, container=CONTAINER, follow=follow and not several)
-            except DeployError as e:
-                yield f"[{pname}] (no logs: {e.message})"
-                continue
-            try:
-                buf = b""
-                for chunk in resp.stream(amt=65536, decode_content=True):
-                    buf += chunk
-                    *lines, buf = buf.split(b"\n")
-                    for line in lines:
-                        yield (f"[{pname}] " if several else "") + line.decode(errors="replace")
-                if buf:
-                    yield (f"[{pname}] " if several else "") + buf.decode(errors="replace")
-            finally:
-                resp.release_conn()
+    def logs(self, follow: bool = False, *, prefix: bool = True) -> Iterator[str]:
+        """Every replica's model-server output, prefixed with the pod; with follow, new replicas
+        join as they start, until the endpoint is deleted."""
+        from ..kube.logs import follow_logs, pod_logs
+
+        self._no_dry("show logs of")
+        if follow:
+            return follow_logs(self.kube, self.namespace, api_version="apps/v1", kind="Deployment", name=self.name,
+                               pod_selector=self.pod_selector, container=CONTAINER, state=deployment_state,
+                               terminal=(), prefix=prefix)
+        return pod_logs(self.kube, self.namespace, self.pods(), CONTAINER, prefix=prefix)
 
     def result(self) -> Any:
         raise ConfigError("a served model has no return value", hint="call predict(data), or read logs()")
@@ -426,22 +432,11 @@ class ServingHandle:
     def delete(self, wait: bool = True, timeout: float = 120) -> None:
         """Delete the Deployment (foreground: its ReplicaSets and pods go first) and the Service.
         With wait, return once the Deployment is gone."""
+        self._no_dry("delete")
         self.kube.delete("v1", "Service", self.name, self.namespace, propagation="Background")
-        gone = not self.kube.delete("apps/v1", "Deployment", self.name, self.namespace, propagation="Foreground")
-        if wait and not gone:
-            _wait_gone(self.kube, "apps/v1", "Deployment", self.name, self.namespace, timeout)
+        existed = self.kube.delete("apps/v1", "Deployment", self.name, self.namespace, propagation="Foreground")
+        if wait and existed:
+            wait_gone(self.kube, "apps/v1", "Deployment", self.name, self.namespace, timeout)
 
     def manifests(self) -> list[dict]:
-        return list(self._manifests)
-
-
-def _wait_gone(kube, api_version: str, kind: str, name: str, namespace: str, timeout: float) -> None:
-    with bounded_watch(kube, api_version, kind, namespace, name, timeout) as watch:
-        if kube.get(api_version, kind, name, namespace) is None:
-            return
-        for etype, _ in watch:
-            if etype == "DELETED":
-                return
-    if kube.get(api_version, kind, name, namespace) is not None:
-        raise DeployError(f"{kind} {name} is still being deleted after {timeout:g}s",
-                          hint="a finalizer may be stuck: kubectl get " + kind.lower() + f" {name} -o yaml")
+        return copy.deepcopy(self._manifests)
