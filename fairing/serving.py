@@ -414,15 +414,20 @@ class PredictionEndpoint:
         return self.deployer().render(image)
 
     # -- the verbs ----------------------------------------------------------------------------------
-    def create(self, wait: bool = True) -> "PredictionEndpoint":
+    def create(self, wait: bool = True, *, keep_on_failure: bool = False) -> "PredictionEndpoint":
+        """Build, deploy and (with wait) block until the model answers ready, then print the URL.
+        If it never gets ready, the end of the server log is printed and the endpoint is deleted
+        (keep_on_failure=True leaves it for debugging)."""
         image = self.build()
         self.handle = self.deployer().deploy(image)
         if wait:
             try:
                 self.handle.wait(self.timeout)
-            except BaseException:
+            except BaseException as exc:
+                if isinstance(exc, FairingError):
+                    self._print_log_tail()
                 # Don't leave a broken endpoint running behind an exception the caller may not catch.
-                if getattr(self.handle, "cleanup_on_failure", True):
+                if not keep_on_failure:
                     try:
                         self.handle.delete()
                     except Exception:  # noqa: BLE001 - the original error is the one to report
@@ -432,6 +437,17 @@ class PredictionEndpoint:
         self.out(f"  V1: POST {self.client().predict_url('v1')}")
         self.out(f"  v2: POST {self.client().predict_url('v2')}")
         return self
+
+    def _print_log_tail(self, lines: int = 20) -> None:
+        try:
+            # Access-log lines (the readiness polls) would push the traceback out of view.
+            tail = [line for line in self.handle.logs() if line.strip() and "uvicorn.access" not in line][-lines:]
+        except Exception:  # noqa: BLE001 - best effort: no logs is not a second error
+            return
+        if tail:
+            self.out(f"last lines of the model server log ({self.name}):")
+            for line in tail:
+                self.out("  " + line)
 
     @property
     def url(self) -> str:

@@ -136,11 +136,16 @@ def test_a_model_whose_load_raises(engine, base_image, registry):
     assert ours() == []
 
     # create() waits for readiness: it fails with the load error and leaves no container behind.
-    ep = PredictionEndpoint(BrokenLoad, **common)
+    printed = []
+    ep = PredictionEndpoint(BrokenLoad, **{**common, "out": printed.append})
     with pytest.raises(DeployError) as e:
         ep.create()
     assert "model 'broken' failed to load: FileNotFoundError: no weights.bin in /app" in e.value.message
-    assert "logs()" in e.value.hint
+    assert "logs" in e.value.hint
+    # The end of the server log (with the traceback) was printed before the container went away.
+    text = "\n".join(printed)
+    assert "last lines of the model server log (broken)" in text
+    assert "Traceback" in text and "FileNotFoundError: no weights.bin" in text
     assert ours() == []
 
     # Without waiting: the server stays up, not ready, and predict says why.

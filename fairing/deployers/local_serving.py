@@ -240,7 +240,7 @@ class LocalServingHandle:
                         return "Ready"
                 except PredictionError as exc:
                     raise DeployError(exc.server_message or exc.message,
-                                      hint="the traceback is in the server log: handle.logs()") from None
+                                      hint=f"the traceback is in the server log (handle.logs(), or `fair logs {self.name}`)") from None
                 except DeployError:
                     pass  # not listening yet
             if deadline is not None and time.monotonic() > deadline:
