@@ -43,9 +43,12 @@ def _kube(settings: Mapping[str, Any]):
     return Kube(settings.get("kubeconfig"), settings.get("context"), settings.get("namespace"))
 
 
-def _deployer(name: str, kube, settings: Mapping[str, Any]):
+def _deployer(name: str, kube, settings: Mapping[str, Any], obj: dict | None = None):
     cls = plugins.load("deployer", name)
-    return cls(kube.namespace, kubeconfig=settings.get("kubeconfig"), context=settings.get("context"))
+    kw: dict[str, Any] = {}
+    if name == "cronjob":  # its constructor insists on a schedule; the stored object has one
+        kw["schedule"] = ((obj or {}).get("spec") or {}).get("schedule") or "0 0 * * *"
+    return cls(kube.namespace, kubeconfig=settings.get("kubeconfig"), context=settings.get("context"), **kw)
 
 
 def list_workloads(settings: Mapping[str, Any]) -> list[dict]:
@@ -112,7 +115,7 @@ def attach(name: str, settings: Mapping[str, Any]):
         if labels.get("app.kubernetes.io/managed-by") != "fairing":
             raise DeployError(f"{kind} {name} in namespace {kube.namespace} was not created by fairing",
                               hint="fairing only manages what it created; `fair list` shows those")
-        d = _deployer(deployer, kube, settings)
+        d = _deployer(deployer, kube, settings, obj)
         if not hasattr(d, "attach"):
             raise ConfigError(f"the {deployer} deployer cannot re-attach to {name}",
                               hint="report this: deployers need an attach(name) method")
