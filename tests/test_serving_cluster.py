@@ -93,6 +93,15 @@ def test_endpoint_on_the_cluster_rolls_out_updates_and_deletes(kube, admin, regi
         pods = pods_of(admin, name)
         assert len(pods) == 2 and all(p["spec"]["containers"][0]["image"] == ep.image.ref for p in pods)
 
+        # `fair status/logs/delete NAME` find it again through attach().
+        from fairing import workloads
+
+        again = workloads.attach(name, {"kubeconfig": str(kube.sa_kubeconfig), "namespace": kube.namespace,
+                                        "deployer": "serving"})
+        assert again.status() == "Ready" and again.model_name == name
+        lines = list(again.logs())  # kwok runs no containers: each replica says why there is no log
+        assert len(lines) == 2 and all("not available" in line for line in lines)
+
         # Deploying again rolls the same Deployment to the new image (no "already exists").
         gen = dep["metadata"]["generation"]
         newer = image_for(name, "cd")
