@@ -281,7 +281,8 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
     s = opts.settings()
     ep = endpoint(model, s, name=name, replicas=replicas, out=None if opts.json else _info)
     if opts.dry_run:
-        _print_plan({"mode": f"{ep.deployer_name} serving", "build": {"model": model, "name": ep.name},
+        where = "local container" if ep.deployer_name == "local" else f"{ep.deployer_name} on cluster"
+        _print_plan({"mode": where, "build": {"model": model, "name": ep.name},
                      "manifests": ep.render()}, opts)
         return
     ep.create()

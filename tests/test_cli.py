@@ -293,3 +293,47 @@ def test_dry_run_renders_job_and_cronjob_without_a_cluster(tmp_path):
     docs = [d for d in yaml.safe_load_all(r.stdout) if d]
     cron = next(d for d in docs if d.get("kind") == "CronJob")
     assert cron["spec"]["schedule"] == "0 3 * * *"
+
+
+# --- fair deploy (delegates to fairing.serving) ----------------------------------------------------
+
+MODEL = "class Doubler:\n    def predict(self, instances):\n        return [[2 * x for x in row] for row in instances]\n"
+
+
+def test_deploy_serves_a_model_locally_and_fair_delete_removes_it(tmp_path, engine, base_image):
+    (tmp_path / "model.py").write_text(MODEL)
+    env = clean_env(DOCKER_HOST=engine.docker_host)
+    name = f"dbl-{uuid.uuid4().hex[:6]}"
+    r = fair("deploy", "model.py:Doubler", "--name", name, "--base-image", base_image.docker, "-o", "json",
+             cwd=tmp_path, env=env, check=0)
+    data = json.loads(r.stdout)
+    try:
+        assert data["url"].startswith("http://127.0.0.1:")
+        resp = requests.post(f"{data['url']}/v1/models/{name}:predict", json={"instances": [[1, 2.5]]}, timeout=30)
+        assert resp.json() == {"predictions": [[2, 5.0]]}
+        listed = json.loads(fair("list", "-o", "json", cwd=tmp_path, env=env, check=0).stdout)
+        assert any(w["name"] == data["name"] and w["status"] == "Running" for w in listed)
+    finally:
+        d = fair("delete", data["name"], cwd=tmp_path, env=env)
+    assert d.returncode == 0, d.stderr
+    with pytest.raises(requests.ConnectionError):
+        requests.post(f"{data['url']}/v1/models/{name}:predict", json={"instances": [[1]]}, timeout=5)
+
+
+def test_deploy_dry_run_renders_deployment_and_service_without_a_cluster(tmp_path):
+    import yaml
+
+    (tmp_path / "model.py").write_text(MODEL)
+    r = fair("deploy", "model.py:Doubler", "--registry", "registry.example/team", "--deployer", "serving",
+             "--cpu", "1", "--dry-run", cwd=tmp_path, check=0)
+    assert r.stdout.startswith("# mode: serving on cluster")
+    kinds = [d["kind"] for d in yaml.safe_load_all(r.stdout) if d and "kind" in d]
+    assert "Deployment" in kinds and "Service" in kinds
+
+
+def test_deploy_errors(tmp_path):
+    (tmp_path / "model.py").write_text(MODEL)
+    assert_one_error(fair("deploy", "model.py:Doubler", "--deployer", "job", cwd=tmp_path), 2, "does not serve models")
+    assert_one_error(fair("deploy", "model.py:Doubler", "--deployer", "serving", cwd=tmp_path), 2, "needs a registry")
+    r = fair("deploy", "model.py:Nope", "--registry", "r.example/t", "--deployer", "serving", "--dry-run", cwd=tmp_path)
+    assert r.returncode != 0 and "Traceback" not in r.stderr and r.stderr.startswith("error: ")
