@@ -273,6 +273,12 @@ def test_train_goes_to_the_cluster_with_registry_and_kubeconfig(tmp_path, kube, 
         assert json.loads(st.stdout)["status"] in ("Pending", "Running", "Succeeded")
         listed = json.loads(fair("list", "-n", kube.namespace, "-o", "json", cwd=tmp_path, env=env, check=0).stdout)
         assert any(w["name"] == name and w["kind"] == "Job" for w in listed)
+        # kwok nodes run no containers, so there is no log text; following still ends with the Job,
+        # each line prefixed with its pod.
+        logs = fair("logs", "-f", name, "-n", kube.namespace, cwd=tmp_path, env=env, check=0)
+        assert all(l.startswith(f"[{name}-") for l in logs.stdout.splitlines())
+        st = fair("status", name, "-n", kube.namespace, cwd=tmp_path, env=env, check=0)
+        assert st.stdout.split() == [name, "Succeeded"]
     finally:
         d = fair("delete", name, "-n", kube.namespace, cwd=tmp_path, env=env)
     assert d.returncode == 0, d.stderr
@@ -337,3 +343,12 @@ def test_deploy_errors(tmp_path):
     assert_one_error(fair("deploy", "model.py:Doubler", "--deployer", "serving", cwd=tmp_path), 2, "needs a registry")
     r = fair("deploy", "model.py:Nope", "--registry", "r.example/t", "--deployer", "serving", "--dry-run", cwd=tmp_path)
     assert r.returncode != 0 and "Traceback" not in r.stderr and r.stderr.startswith("error: ")
+
+
+def test_train_on_the_cluster_waits_for_the_job(tmp_path, kube, registry, base_image):
+    r = fair("train", EXAMPLES / "train.py", "--registry", f"{registry.host}/fairing-cli", "--base-image",
+             base_image.docker, "--namespace", kube.namespace, cwd=tmp_path, env=cluster_env(kube), check=0)
+    assert "mode: job on cluster" in r.stderr
+    name = r.stderr.strip().splitlines()[-1].split()[1]
+    assert r.stderr.strip().endswith("Succeeded (job on cluster)")
+    fair("delete", name, "-n", kube.namespace, cwd=tmp_path, env=cluster_env(kube), check=0)
