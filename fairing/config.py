@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping
 from . import plugins, runtime
 from . import settings as settings_mod
 from .context import BuildContext, BuiltImage, pod_template
-from .errors import ConfigError, FairingError
+from .errors import BuildError, ConfigError, FairingError
 from .progress import Progress, human_bytes
 
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
@@ -296,7 +296,16 @@ def build(p: Plan, ctx: BuildContext, progress: Progress) -> BuiltImage:
     builder = make_builder(p)
     with progress.stage("build") as st:
         st.detail = f"{p.builder[0]} -> {p.target}"
-        image = builder.build(ctx, p.target)
+        try:
+            image = builder.build(ctx, p.target)
+        except BuildError as e:
+            if p.deployer[0] == "local" and not p.settings.base_image \
+                    and p.builder[1].get("base_image") == default_base_image():
+                # The default base image may be unreachable (offline engine): say how to get past it.
+                raise BuildError(e.message, hint=f"the default base image {default_base_image()} could not be used; "
+                                 "pass --base-image IMAGE the engine can pull, or run without the engine with "
+                                 "--local-mode process") from None
+            raise
         if image.context is None:
             image = dataclasses.replace(image, context=ctx)
         stats = image.stats
