@@ -180,10 +180,6 @@ def _print_plan(plan: dict, opts: Opts) -> None:
         _out(_yaml(manifests).rstrip())
 
 
-def _parse_args(extra: Optional[List[str]]) -> List[str]:
-    return list(extra or [])
-
-
 # --- commands ---------------------------------------------------------------------------------
 
 def _entry(entry: str) -> str:

@@ -1,6 +1,5 @@
 """The `local` deployer: process mode (temp dir + cached virtualenv) and container mode (the rig's
 Podman engine: image built into the engine, loaded from an OCI layout, or pulled from the registry)."""
-import os
 import time
 import uuid
 from pathlib import Path
