@@ -220,6 +220,10 @@ def test_deploying_again_replaces_the_local_endpoint_but_not_foreign_containers(
         assert second.wait(120) == "Ready"
         assert first.status() == "Deleted"  # the earlier container was replaced, not left running
         assert second.predict([[5.1, 3.5, 1.4, 0.2]]) == [0]
+        # Found again later by name (what `fair status/logs/delete` need), url and all.
+        found = LocalServingDeployer(docker_host=engine.docker_host).attach("iris-again")
+        assert found.url == second.url and found.status() == "Ready"
+        assert found.predict([[6.7, 3.0, 5.2, 2.3]], protocol="v2") == [2]
     finally:
         (second or first).delete()
     foreign = client.containers.create(base_image.docker, ["true"], name="iris-foreign")

@@ -74,6 +74,10 @@ class LocalServingDeployer:
             },
         }]
 
+    def attach(self, name: str) -> "LocalServingHandle":
+        """A handle (url, predict, status, logs, delete) for an endpoint started earlier."""
+        return _attach(self, name)
+
     def deploy(self, image: BuiltImage) -> "LocalServingHandle":
         import docker.errors
 
@@ -118,6 +122,24 @@ class LocalServingDeployer:
             handle.delete()
             raise
         return handle
+
+
+def _attach(deployer: "LocalServingDeployer", name: str) -> "LocalServingHandle":
+    import docker.errors
+
+    url = deployer.docker_host or _local.find_engine()
+    if not url:
+        raise DeployError("no Docker/Podman API answered", hint="start one and set DOCKER_HOST")
+    client = _local._client(url)
+    try:
+        container = client.containers.get(name)
+    except docker.errors.NotFound:
+        raise DeployError(f"no local endpoint named {name!r}", hint="`fair list` shows the workloads fairing started") from None
+    labels = container.labels or {}
+    if labels.get("app.kubernetes.io/managed-by") != "fairing" or labels.get(KIND_LABEL) != "serve":
+        raise DeployError(f"container {name!r} is not a fairing model server", hint="`fair list` shows what fairing started")
+    env = dict(e.split("=", 1) for e in container.attrs.get("Config", {}).get("Env") or [] if "=" in e)
+    return LocalServingHandle(name, container, client, labels.get(MODEL_LABEL) or name, int(env.get("PORT") or 8080))
 
 
 def _replace_previous(client, name: str) -> None:
