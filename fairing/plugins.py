@@ -10,6 +10,7 @@ PREPROCESSORS = {
     "notebook": "fairing.preprocessors.notebook:NotebookPreprocessor",
     "function": "fairing.preprocessors.function:FunctionPreprocessor",
     "full_notebook": "fairing.preprocessors.full_notebook:FullNotebookPreprocessor",
+    "serve": "fairing.preprocessors.serve:ServePreprocessor",
 }
 BUILDERS = {
     "append": "fairing.builders.append:AppendBuilder",
