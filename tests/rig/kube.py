@@ -64,6 +64,10 @@ ETCD_PORT, ETCD_PEER_PORT = 23790, 23800
 APISERVER_PORT = 6443
 PRIVATE_APISERVER_PORT = 6444
 KCM_PORT, SCHEDULER_PORT, KWOK_PORT = 10357, 10359, 10247
+# training operator: metrics, health probes, webhook server (no webhook configuration is
+# registered, so the API server never calls it; the operator insists on serving it anyway).
+OPERATOR_PORTS = (18080, 18081, 19443)
+OPERATOR_NAMESPACE = "kubeflow"
 SERVICE_CIDR = "10.96.0.0/16"
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,6 +130,30 @@ def ensure_binaries() -> Path:
         if proc.returncode != 0:
             raise RigError(f"scripts/build-k8s failed (exit {proc.returncode})\n{log_tail(log)}")
     return bin_dir()
+
+
+def ensure_training_operator() -> Path:
+    """The Kubeflow training operator (TFJob/PyTorchJob controller), built once from the Go module
+    proxy (its go.mod has no replace directives, so `go install` works)."""
+    module, version = TRAINING_OPERATOR
+    out = cache_dir() / "training-operator" / version / "training-operator"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log = kube_dir() / "build-training-operator.log"
+    with tempfile.TemporaryDirectory() as gobin, open(log, "ab") as f:
+        try:
+            rc = subprocess.run(["go", "install", "-trimpath", "-ldflags=-s -w",
+                                 f"{module}/cmd/training-operator.v1@{version}"], cwd=gobin, stdout=f,
+                                stderr=subprocess.STDOUT, timeout=1800,
+                                env=dict(os.environ, GOBIN=gobin, CGO_ENABLED="0")).returncode
+        except FileNotFoundError:
+            raise RigError("`go` is not installed; the rig builds the training operator with it") from None
+        if rc != 0:
+            raise RigError(f"building the training operator {version} failed\n{log_tail(log)}")
+        shutil.copy2(Path(gobin) / "training-operator.v1", str(out) + ".tmp")
+    os.replace(str(out) + ".tmp", out)
+    return out
 
 
 def ensure_etcd() -> Path:
@@ -242,7 +270,10 @@ def stage_documents() -> list[dict]:
         for d in _load_yaml_docs(general / f):
             spec = d["spec"]
             # Seconds per step is realistic but slow for tests; keep the annotation overrides.
-            if "delay" in spec and d["metadata"]["name"] != "pod-delete":
+            if d["metadata"]["name"] == "pod-delete":
+                # kwok spreads deletions up to the grace period (30 s); a kubelet is quicker.
+                spec["delay"] = {"durationMilliseconds": 200}
+            elif "delay" in spec:
                 spec["delay"]["durationMilliseconds"] = 200
                 spec["delay"]["jitterDurationMilliseconds"] = 300
             exprs = spec["selector"]["matchExpressions"]
@@ -406,6 +437,10 @@ def _ensure_svc(svc: Service, healthy, *, port: int, timeout: float) -> None:
     want = json.dumps(svc.argv)
     if svc.alive() and (not argv_file.exists() or argv_file.read_text() != want):
         svc.stop()
+    if not svc.alive():  # a process we just stopped may still be letting go of its port
+        deadline = time.monotonic() + 10
+        while port_open(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
     svc.ensure(healthy, port=port, timeout=timeout)
     argv_file.write_text(want)
 
@@ -481,6 +516,36 @@ def _kwok(pki: Pki, kubeconfig: Path) -> Service:
         "--node-ip=127.0.0.1", f"--node-port={KWOK_PORT}", f"--server-address=127.0.0.1:{KWOK_PORT}",
         f"--tls-cert-file={pki.apiserver_crt}", f"--tls-private-key-file={pki.apiserver_key}",
         "--node-lease-duration-seconds=40", "--enable-crds=Logs,ClusterLogs", "--cidr=10.0.0.1/16"])
+
+
+def _operator(kubeconfig: Path) -> Service:
+    metrics, probes, webhook = OPERATOR_PORTS
+    return Service("kube/training-operator", [
+        str(cache_dir() / "training-operator" / TRAINING_OPERATOR[1] / "training-operator"),
+        f"--kubeconfig={kubeconfig}", "--enable-scheme=tfjob", "--enable-scheme=pytorchjob",
+        f"--metrics-bind-address=127.0.0.1:{metrics}", f"--health-probe-bind-address=127.0.0.1:{probes}",
+        f"--webhook-server-port={webhook}", "--zap-log-level=info"],
+        env=dict(os.environ, MY_POD_NAMESPACE=OPERATOR_NAMESPACE))
+
+
+OPERATOR_CERT_DIR = Path("/tmp/k8s-webhook-server/serving-certs")  # hard-coded in the operator
+
+
+def _sync_operator_certs(kube) -> bool:
+    """In a cluster the kubelet mounts the operator's certificate Secret at its cert dir and the
+    operator waits for the files; here the rig plays the kubelet's part."""
+    secret = kube.get("v1", "Secret", "training-operator-webhook-cert", OPERATOR_NAMESPACE) or {}
+    data = secret.get("data") or {}
+    if not data.get("tls.crt"):
+        return False
+    OPERATOR_CERT_DIR.mkdir(parents=True, exist_ok=True)
+    for key, value in data.items():
+        f = OPERATOR_CERT_DIR / key
+        raw = base64.b64decode(value)
+        if not f.exists() or f.read_bytes() != raw:
+            f.write_bytes(raw)
+            f.chmod(0o600)
+    return True
 
 
 # --- bootstrap objects -----------------------------------------------------------------------------
@@ -632,13 +697,40 @@ def control_plane() -> ControlPlane:
     if _cached is not None and _cached.healthy() and all(s.alive() for s in _services(_cached.pki)):
         return _cached
     with _kube_lock():
-        _cached = _ensure()
+        _cached = _reuse() or _ensure()
     return _cached
+
+
+def _fingerprint() -> str:
+    """Changes when the rig's code or versions change (then bootstrap runs again)."""
+    import hashlib
+
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    h.update(f"{K8S_VERSION} {KWOK_VERSION} {ETCD_VERSION} {TRAINING_OPERATOR} {KSERVE}".encode())
+    return h.hexdigest()[:16]
+
+
+def _reuse() -> ControlPlane | None:
+    """The running control plane, if it was bootstrapped by this rig version and is healthy."""
+    d = kube_dir()
+    try:
+        state = json.loads((d / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    pki = Pki(d / "pki")
+    server = state.get("server", "")
+    if state.get("fingerprint") != _fingerprint() or not (d / "sa.kubeconfig").exists():
+        return None
+    services = _services(pki)
+    if not all(s.alive() for s in services) or not _https_ok(f"{server}/readyz", pki):
+        return None
+    return ControlPlane(d / "admin.kubeconfig", d / "sa.kubeconfig", state["namespace"], server, pki=pki,
+                        _apiserver=services[1])
 
 
 def _services(pki: Pki) -> list[Service]:
     admin = kube_dir() / "admin.kubeconfig"
-    return [_etcd(pki), _apiserver(pki), _kcm(pki, admin), _scheduler(admin), _kwok(pki, admin)]
+    return [_etcd(pki), _apiserver(pki), _kcm(pki, admin), _scheduler(admin), _kwok(pki, admin), _operator(admin)]
 
 
 def _ensure() -> ControlPlane:
@@ -646,17 +738,18 @@ def _ensure() -> ControlPlane:
 
     ensure_binaries()
     ensure_etcd()
+    ensure_training_operator()
     pki = ensure_pki()
     d = kube_dir()
     server = f"https://127.0.0.1:{APISERVER_PORT}"
     admin = write_kubeconfig(d / "admin.kubeconfig", server, pki.ca_crt, user="fairing-admin",
                              cert=pki.admin_crt, key=pki.admin_key, namespace=NAMESPACE)
-    etcd, api, kcm, sched, kwok = _services(pki)
+    etcd, api, kcm, sched, kwok, operator = _services(pki)
     version_file = d / "etcd-data.version"
     if (d / "etcd-data").exists() and (not version_file.exists() or version_file.read_text() != ETCD_VERSION):
         # Data written by another etcd generation (e.g. Debian's 3.4) can't be opened by this one;
         # it only ever holds throwaway test objects.
-        for svc in (kwok, sched, kcm, api, etcd):
+        for svc in (operator, kwok, sched, kcm, api, etcd):
             svc.stop()
         shutil.rmtree(d / "etcd-data")
     _ensure_svc(etcd, lambda: _http_ok(f"http://127.0.0.1:{ETCD_PORT}/health"), port=ETCD_PORT, timeout=60)
@@ -676,13 +769,21 @@ def _ensure() -> ControlPlane:
     _ensure_svc(kwok, lambda: _http_ok(f"http://127.0.0.1:{KWOK_PORT}/healthz"), port=KWOK_PORT, timeout=60)
     for name, gpus in zip(NODES, (0, 4)):
         kube.apply(_node(name, gpus), field_manager="fairing-rig")
+    # The operator keeps its webhook certificates in this Secret (it updates, never creates it).
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}},
+               field_manager="fairing-rig")
+    if kube.get("v1", "Secret", "training-operator-webhook-cert", OPERATOR_NAMESPACE) is None:
+        kube.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                     "metadata": {"name": "training-operator-webhook-cert", "namespace": OPERATOR_NAMESPACE}})
+    _ensure_svc(operator, lambda: _sync_operator_certs(kube) and _http_ok(f"http://127.0.0.1:{OPERATOR_PORTS[1]}/readyz"),
+                port=OPERATOR_PORTS[1], timeout=120)
     token = setup_namespace(kube)
     sa = write_kubeconfig(d / "sa.kubeconfig", server, pki.ca_crt, user=f"{SA_NAME}-sa", token=token,
                           namespace=NAMESPACE)
     _wait_nodes_ready(kube, NODES)
     _wait_default_sa(kube, NAMESPACE)
     (d / "state.json").write_text(json.dumps({"server": server, "namespace": NAMESPACE, "k8s": K8S_VERSION,
-                                              "kwok": KWOK_VERSION}, indent=1))
+                                              "kwok": KWOK_VERSION, "fingerprint": _fingerprint()}, indent=1))
     return ControlPlane(admin, sa, NAMESPACE, server, pki=pki, _apiserver=api)
 
 
