@@ -13,7 +13,12 @@ from typing import Callable, Iterable, Iterator
 
 from ..errors import DeployError
 from .client import Kube
+from .client import abort_response
 from .wait import Mux, Stream
+
+# After the workload finished, how long replica log streams may take to drain before they are
+# cut (a kubelet ends them when the container exits; a node that does not is not waited for).
+DRAIN_SECONDS = 5.0
 
 
 class LogsUnavailable(DeployError):
@@ -62,7 +67,7 @@ def _unavailable(e: DeployError, pod: str, container: str) -> LogsUnavailable:
 
 
 def read_log(kube: Kube, pod: str, namespace: str, container: str, *, follow: bool = False,
-             stop: threading.Event | None = None) -> Iterator[str]:
+             stop: threading.Event | None = None, on_open: Callable | None = None) -> Iterator[str]:
     """Lines of one container's log. Raises LogsUnavailable with the reason."""
     try:
         resp = kube.pod_log(pod, namespace, container=container, follow=follow)
@@ -70,6 +75,8 @@ def read_log(kube: Kube, pod: str, namespace: str, container: str, *, follow: bo
         if e.message.startswith("cannot reach") or e.message.startswith("forbidden"):
             raise
         raise _unavailable(e, pod, container) from None
+    if on_open is not None:
+        on_open(resp)
     buf = b""
     try:
         for chunk in resp.stream(amt=None, decode_content=True):
@@ -85,7 +92,7 @@ def read_log(kube: Kube, pod: str, namespace: str, container: str, *, follow: bo
         if buf:
             yield buf.decode("utf-8", "replace")
     finally:
-        resp.release_conn()
+        resp.close() if follow else resp.release_conn()
 
 
 def pod_logs(kube: Kube, namespace: str, pods: Iterable[dict], container: str | Callable[[dict], str], *,
@@ -116,13 +123,21 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
     stop = threading.Event()
     active: set[str] = set()
     started: set[str] = set()
+    responses: dict[str, object] = {}
     finished_owner = False
+    drain_until: list[float] = []
     threads = []
+
+    def current_deadline() -> float | None:
+        ds = [d for d in (deadline, *drain_until) if d is not None]
+        return min(ds) if ds else None
+
     with Mux(kube, namespace, streams) as mux:
         def pump(pname: str, label: str, cname: str) -> None:
             pre = f"[{label}] " if prefix else ""
             try:
-                for line in read_log(kube, pname, namespace, cname, follow=True, stop=stop):
+                for line in read_log(kube, pname, namespace, cname, follow=True, stop=stop,
+                                     on_open=lambda r: responses.__setitem__(pname, r)):
                     mux.put(("log", "LINE", pre + line))
             except LogsUnavailable as e:
                 mux.put(("log", "LINE", f"{pre}({e.message}; {e.hint})"))
@@ -142,7 +157,7 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                 t.start()
 
         try:
-            for key, etype, ev in mux.events(deadline):
+            for key, etype, ev in mux.events(current_deadline):
                 if etype == "TIMEOUT":
                     return
                 if key == "log":
@@ -153,6 +168,7 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                 elif key == "owner":
                     if not finished_owner and (etype == "DELETED" or state(ev) in terminal):
                         finished_owner = True
+                        drain_until.append(time.monotonic() + DRAIN_SECONDS)
                         # Watches are not ordered with each other: pick up pods we haven't seen.
                         for p in kube.list("v1", "Pod", namespace, label_selector=pod_selector).get("items", []):
                             start(p)
@@ -162,3 +178,5 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                     return
         finally:
             stop.set()
+            for resp in list(responses.values()):
+                abort_response(resp)

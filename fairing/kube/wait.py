@@ -63,10 +63,12 @@ class Mux:
     def put(self, item) -> None:
         self._q.put(item)
 
-    def events(self, deadline: float | None) -> Iterator[tuple[str, str, object]]:
-        """(key, type, object) until the deadline; ("", "TIMEOUT", None) once it passes."""
+    def events(self, deadline: float | Callable[[], float | None] | None) -> Iterator[tuple[str, str, object]]:
+        """(key, type, object) until the deadline (a monotonic time, or a callable giving the
+        current one); ("", "TIMEOUT", None) once it passes."""
         while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
+            d = deadline() if callable(deadline) else deadline
+            remaining = None if d is None else d - time.monotonic()
             if remaining is not None and remaining <= 0:
                 yield "", "TIMEOUT", None
                 return

@@ -834,6 +834,35 @@ def private_apiserver(port: int = PRIVATE_APISERVER_PORT) -> Iterator[PrivateApi
         svc.stop()
 
 
+# --- helpers for tests ----------------------------------------------------------------------------
+def fake_image(name: str = "train", registry: str = "127.0.0.1:5000"):
+    """A BuiltImage pinned by a real-looking digest. kwok never pulls, so the deployer tests need
+    no builder; the digest is the sha256 of the name so each test's image is distinct."""
+    import hashlib
+
+    from fairing.context import BuiltImage
+
+    digest = "sha256:" + hashlib.sha256(name.encode()).hexdigest()
+    return BuiltImage(ref=f"{registry}/fairing/{name}@{digest}", digest=digest, tag="latest")
+
+
+def serve_logs(kube, namespace: str, pod: str, text: str, containers: list[str] | None = None) -> Path:
+    """Make kwok serve `text` as the log of `pod` (the API server proxies pods/log to kwok's kubelet
+    endpoint, which reads a CRI-format file named by a kwok Logs object)."""
+    d = kube_dir() / "pod-logs"
+    d.mkdir(exist_ok=True)
+    path = d / f"{namespace}_{pod}.log"
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    path.write_text("".join(f"{now} stdout F {line}\n" for line in text.splitlines()))
+    log: dict = {"logsFile": str(path)}
+    if containers:
+        log["containers"] = containers
+    kube.apply({"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs",
+                "metadata": {"name": pod, "namespace": namespace}, "spec": {"logs": [log]}},
+               namespace, field_manager="fairing-rig")
+    return path
+
+
 def status() -> str:
     """One line per service, for scripts/kube-rig status."""
     pki = Pki(kube_dir() / "pki")
