@@ -8,14 +8,14 @@ __all__ = ["config", "TrainJob", "PredictionEndpoint", "FairingError", "__versio
 
 
 def __getattr__(name: str):
+    # importlib, not `from . import x`: the latter looks the attribute up on this module first,
+    # which would call __getattr__ again and recurse.
+    import importlib
+
     if name == "config":
-        from . import config
-
-        return config
+        return importlib.import_module(f"{__name__}.config")
     if name in ("TrainJob", "PredictionEndpoint"):
-        from . import api
-
-        return getattr(api, name)
+        return getattr(importlib.import_module(f"{__name__}.api"), name)
     if name == "FairingError":
         from .errors import FairingError
 
