@@ -118,6 +118,14 @@ def pull(registry_url: str, repo: str, ref: str, **kw) -> PulledImage:
     return PulledImage(raw, manifest, blob(manifest["config"]), [blob(d) for d in manifest["layers"]])
 
 
+def delete_tags(registry_url: str, repo: str) -> None:
+    """Remove what a test pushed (the registry's storage has delete enabled)."""
+    for t in tags(registry_url, repo) or []:
+        d = manifest_digest(registry_url, repo, t)
+        if d:
+            requests.delete(f"{registry_url}/v2/{repo}/manifests/{d}", timeout=30)
+
+
 def manifest_digest(registry_url: str, repo: str, ref: str, **kw) -> str | None:
     r = requests.head(f"{registry_url}/v2/{repo}/manifests/{ref}", headers={"Accept": MANIFEST_ACCEPT}, timeout=30, **kw)
     return r.headers.get("Docker-Content-Digest") if r.status_code == 200 else None
