@@ -49,7 +49,8 @@ def job_state(obj: dict) -> str:
         return "Succeeded"
     if conds.get("Failed") == "True":
         return "Failed"
-    if st.get("active") or st.get("ready"):
+    # "active" counts pods that exist, scheduled or not; "ready" ones are really running.
+    if st.get("ready") or (st.get("active") and "ready" not in st):
         return "Running"
     return "Pending"
 
