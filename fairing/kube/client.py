@@ -97,15 +97,18 @@ _KNOWN = [
     Resource("kwok.x-k8s.io/v1alpha1", "ClusterLogs", "clusterlogs", False),
 ]
 RESOURCES: dict[tuple[str, str], Resource] = {(r.api_version, r.kind): r for r in _KNOWN}
+_GROUP_HINTS = {"kubeflow.org": _TRAINING_HINT, "serving.kserve.io": _KSERVE_HINT}
 
 
 def resource_for(api_version: str, kind: str) -> Resource:
     """The REST coordinates of a kind. Unknown kinds get the usual lowercase plural."""
     r = RESOURCES.get((api_version, kind))
     if r is None:
-        plural = kind.lower() + ("es" if kind.lower().endswith("s") else "s")
-        r = Resource(api_version, kind, plural, True,
-                     install_hint=f"install the CustomResourceDefinition for {kind} ({api_version})")
+        known = next((k for k in _KNOWN if k.kind == kind), None)
+        plural = known.plural if known else kind.lower() + ("es" if kind.lower().endswith("s") else "s")
+        group = api_version.rpartition("/")[0]
+        hint = _GROUP_HINTS.get(group) or f"install the CustomResourceDefinition for {kind} ({api_version})"
+        r = Resource(api_version, kind, plural, known.namespaced if known else True, install_hint=hint)
     return r
 
 
@@ -160,7 +163,11 @@ def load_configuration(kubeconfig=None, context: str | None = None):
             raise ConfigError(
                 "no Kubernetes configuration found (no kubeconfig and not running in a cluster)",
                 hint="set KUBECONFIG, pass kubeconfig=..., or create ~/.kube/config")
-        config.load_incluster_config(client_configuration=cfg)
+        try:
+            config.load_incluster_config(client_configuration=cfg)
+        except ConfigException as e:
+            raise ConfigError(f"in-cluster configuration is incomplete: {e}",
+                              hint=f"check the pod's service account mount ({SA_DIR})") from None
         ns_file = SA_DIR / "namespace"
         ns = ns_file.read_text().strip() if ns_file.exists() else None
         return cfg, ns, "in-cluster service account"
@@ -302,6 +309,10 @@ class Kube:
         if exc.status == 401:
             return DeployError(f"the API server {self.server} rejected the credentials (401 Unauthorized)",
                                hint=f"refresh the credentials in {self.source}")
+        if exc.status == 403 and res is not None and res.group and not self.group_version_served(res):
+            # RBAC is checked before routing, so a kind that does not exist is "forbidden" to
+            # anyone without a wildcard Role; discovery (open to all) tells the real story.
+            return self._crd_missing(res)
         if exc.status == 403:
             user = re.search(r'User "([^"]+)"', msg or "")
             who = user.group(1) if user else "you"
@@ -320,9 +331,7 @@ class Kube:
                 return DeployError(f"namespace {ns!r} does not exist",
                                    hint=f"create it (kubectl create namespace {ns}) or pass another namespace")
             if res is not None and res.group and not self.group_version_served(res):
-                return CRDNotInstalled(
-                    f"{res.kind} CRD ({res.api_version}) is not installed on {self.server}",
-                    hint=res.install_hint or f"install the CustomResourceDefinition for {res.kind}")
+                return self._crd_missing(res)
             return NotFound(f"{kind} {name!r} not found{where}" if name else f"{rname} not found{where}",
                             hint="check the name and namespace (kubectl get " + (res.plural if res else "all")
                                  + (f" -n {ns})" if ns else ")"))
@@ -334,6 +343,10 @@ class Kube:
             return DeployError(f"the API server rejected {kind} {name!r}: {msg}",
                                hint="fix the field named above")
         return DeployError(f"API server answered {exc.status} {exc.reason} to {verb} {rname}{where}: {msg}")
+
+    def _crd_missing(self, res: Resource) -> "CRDNotInstalled":
+        return CRDNotInstalled(f"{res.kind} CRD ({res.api_version}) is not installed on {self.server}",
+                               hint=res.install_hint or f"install the CustomResourceDefinition for {res.kind}")
 
     def group_version_served(self, res: Resource) -> bool:
         """Whether the server serves res.api_version at all (False means: CRD not installed)."""
