@@ -185,7 +185,10 @@ class CronJobHandle(KubeHandle):
                             "annotations": {**(meta.get("annotations") or {}),
                                             "cronjob.kubernetes.io/instantiate": "manual"},
                             "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": self.name,
-                                                 "uid": cj["metadata"]["uid"], "controller": True}]},
+                                                 "uid": cj["metadata"]["uid"], "controller": True,
+                                                 # as `kubectl create job --from`: a foreground delete
+                                                 # of the CronJob waits for this Job too
+                                                 "blockOwnerDeletion": True}]},
                "spec": tmpl["spec"]}
         self._last_run = KubeHandle(self._jobs, self.kube.create(job))
         return self._last_run
@@ -235,6 +238,16 @@ class CronJobHandle(KubeHandle):
         if run is None:
             raise DeployError(f"CronJob {self.name} has not run yet", hint="trigger() a run, or wait() for the next one")
         return run.result()
+
+    def delete(self, *, wait: bool = True, timeout: float = 120) -> None:
+        """Delete the CronJob and its runs (foreground: runs and their pods go first). With
+        wait=True, returns once the CronJob and every Job it started are gone."""
+        runs = [] if self.dry_run else [j["metadata"]["name"] for j in self.jobs()]
+        super().delete(wait=wait, timeout=timeout)
+        if wait:
+            for name in runs:  # runs the controller started are owned with blockOwnerDeletion too,
+                KubeHandle(self._jobs, {"metadata": {"name": name, "namespace": self.namespace}}).delete(
+                    timeout=timeout)  # but a Job created by hand may not be: make sure
 
     def diagnose(self):
         run = self.last_run()
