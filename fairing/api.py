@@ -91,10 +91,12 @@ class TrainJob:
 
 
 def endpoint(model: Any, settings: settings_mod.Settings, *, name: str | None = None,
-             replicas: int | None = None, out: Callable[[str], None] | None = print):
+             replicas: int | None = None, files: Sequence[str] | None = None, storage_uri: str | None = None,
+             out: Callable[[str], None] | None = print):
     """A PredictionEndpoint for `model` ("file.py:Class" or a class) configured from settings (what
     `fair deploy` uses): `serving` with a registry and a cluster, else `local` through the engine
-    (built straight into it by the docker builder when there is no registry)."""
+    (built straight into it by the docker builder when there is no registry). `files` (model files
+    to ship) and `storage_uri` (fetched when the server starts) go to the serve preprocessor."""
     from .serving import PredictionEndpoint
 
     s = settings
@@ -131,7 +133,8 @@ def endpoint(model: Any, settings: settings_mod.Settings, *, name: str | None = 
     reqs = settings_mod.requirements_list(s) or None
     ep = PredictionEndpoint(model, name=name, base_image=s.base_image or config_mod.default_base_image(),
                             registry=s.registry, target=target, deployer=deployer, builder=builder,
-                            builder_options=bkw, requirements=reqs,
+                            builder_options=bkw, requirements=reqs, files=list(files) if files else None,
+                            storage_uri=storage_uri,
                             timeout=float(s.timeout or 600), out=out, **dkw)
     if target == "localhost/":
         ep.target = target + config_mod._repo(s.image_name or f"fairing-{ep.name}")

@@ -267,15 +267,30 @@ def _mode_sentence(p) -> str:
     return f"{name} on cluster" + (f" (namespace {kw['namespace']})" if kw.get("namespace") else "")
 
 
+def _model_files(files: Optional[List[str]]) -> Optional[List[str]]:
+    """--file paths as a shell user means them (from the current directory); one that is not there
+    is passed on as given, so the serve preprocessor looks next to the model file and, failing
+    that, names the missing file."""
+    if not files:
+        return None
+    return [str(Path(f).absolute()) if Path(f).exists() else f for f in files]
+
+
 @command(help="Serve a model: MODEL is file.py:ClassName (a class with predict()). Prints the endpoint URL.")
 def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
            name: Annotated[Optional[str], typer.Option("--name", help="endpoint name")] = None,
            replicas: Annotated[Optional[int], typer.Option("--replicas", help="number of replicas", min=1)] = None,
+           files: Annotated[Optional[List[str]], typer.Option(
+               "--file", help="model file or directory to ship next to the model, e.g. model.joblib "
+                                    "(repeatable; relative to the current directory, else to MODEL's)")] = None,
+           storage_uri: Annotated[Optional[str], typer.Option(
+               "--storage-uri", help="http(s):// or file: URI fetched into the model dir when the server starts")] = None,
            opts: Any = None) -> None:
     from .api import endpoint
 
     s = opts.settings()
-    ep = endpoint(model, s, name=name, replicas=replicas, out=None if opts.json else _info)
+    ep = endpoint(model, s, name=name, replicas=replicas, files=_model_files(files), storage_uri=storage_uri,
+                  out=None if opts.json else _info)
     if opts.dry_run:
         where = "local container" if ep.deployer_name == "local" else f"{ep.deployer_name} on cluster"
         _print_plan({"mode": where, "build": {"model": model, "name": ep.name},

@@ -326,6 +326,41 @@ def test_deploy_serves_a_model_locally_and_fair_delete_removes_it(tmp_path, engi
         requests.post(f"{data['url']}/v1/models/{name}:predict", json={"instances": [[1]]}, timeout=5)
 
 
+def test_deploy_ships_model_files_with_file(tmp_path, engine, base_image):
+    """The serve_sklearn example from the CLI: model.joblib (trained into a scratch dir) goes into
+    the image with --file; the endpoint predicts, `fair status` sees it Ready, `fair delete` ends it."""
+    from importlib.metadata import version
+
+    example = EXAMPLES / "serve_sklearn"
+    work = tmp_path / "iris"
+    work.mkdir()
+    for f in ("model.py", "train.py"):
+        (work / f).write_text((example / f).read_text())
+    subprocess.run([sys.executable, "train.py", str(work)], cwd=work, check=True, capture_output=True, timeout=300)
+    reqs = ",".join(f"{d}=={version(d)}" for d in ("scikit-learn", "numpy", "scipy", "joblib"))
+    env = clean_env(DOCKER_HOST=engine.docker_host)
+    name = f"iris-{uuid.uuid4().hex[:6]}"
+    # Run from tmp_path, so --file is a path from the current directory, not from model.py's.
+    r = fair("deploy", "iris/model.py:IrisModel", "--deployer", "local", "--file", "iris/model.joblib",
+             "--name", name, "--base-image", base_image.docker, "-r", reqs, "--timeout", "300",
+             cwd=tmp_path, env=env, check=0)
+    url = r.stdout.strip()
+    try:
+        assert url.startswith("http://127.0.0.1:"), r.stdout + r.stderr
+        resp = requests.post(f"{url}/v1/models/{name}:predict", timeout=30,
+                             json={"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]})
+        assert resp.json() == {"predictions": [0, 2]}
+        assert fair("status", name, cwd=tmp_path, env=env, check=0).stdout.split() == [name, "Ready"]
+    finally:
+        d = fair("delete", name, cwd=tmp_path, env=env)
+    assert d.returncode == 0 and d.stdout.strip() == f"deleted {name}", d.stderr
+    assert_one_error(fair("status", name, cwd=tmp_path, env=env), 4, f"no local workload named {name!r}")
+    # Without the file the model cannot load: a missing --file path is a clear error before any build.
+    assert_one_error(fair("deploy", "iris/model.py:IrisModel", "--deployer", "local", "--file", "nope.joblib",
+                          "--base-image", base_image.docker, cwd=tmp_path, env=env), 2,
+                     "model file nope.joblib does not exist")
+
+
 def test_deploy_dry_run_renders_deployment_and_service_without_a_cluster(tmp_path):
     import yaml
 
@@ -335,6 +370,19 @@ def test_deploy_dry_run_renders_deployment_and_service_without_a_cluster(tmp_pat
     assert r.stdout.startswith("# mode: serving on cluster")
     kinds = [d["kind"] for d in yaml.safe_load_all(r.stdout) if d and "kind" in d]
     assert "Deployment" in kinds and "Service" in kinds
+
+
+def test_deploy_storage_uri_reaches_the_serving_pod(tmp_path):
+    import yaml
+
+    (tmp_path / "model.py").write_text(MODEL)
+    r = fair("deploy", "model.py:Doubler", "--registry", "registry.example/team", "--deployer", "serving",
+             "--storage-uri", "https://models.example/iris/model.joblib", "--dry-run", cwd=tmp_path, check=0)
+    dep = next(d for d in yaml.safe_load_all(r.stdout) if d and d.get("kind") == "Deployment")
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+    assert env.get("FAIRING_STORAGE_URI") == "https://models.example/iris/model.joblib", env
+    assert_one_error(fair("deploy", "model.py:Doubler", "--registry", "registry.example/team", "--deployer",
+                          "serving", "--storage-uri", "s3://bucket/m", "--dry-run", cwd=tmp_path), 2, "storage_uri")
 
 
 def test_deploy_errors(tmp_path):

@@ -190,3 +190,49 @@ def test_container_from_an_oci_layout_and_from_the_registry(engine, base_image, 
             assert list(h.logs()) == ["from the layout or registry"], target
         finally:
             h.delete()
+
+
+def test_a_container_that_cannot_start_is_removed(engine, base_image):
+    """The docker SDK's run() is create + start: a command missing from the image fails at start and
+    used to leave the created container in the engine. Now: a clear DeployError, nothing left."""
+    from fairing.context import pod_template
+
+    name = f"fairing-nostart-{uuid.uuid4().hex[:6]}"
+    ctx = ctx_of({"main.py": "print(1)\n"}, entry=("no-such-command-fairing-test",))
+    image = BuiltImage(ref=base_image.docker, digest="", pod_template=pod_template(base_image.docker, ctx),
+                       context=ctx)
+    with pytest.raises(DeployError) as e:
+        LocalDeployer(mode="container", docker_host=engine.docker_host, name=name).deploy(image)
+    assert f"could not start {name} (no-such-command-fairing-test)" in e.value.message
+    assert "executable file not found" in e.value.message and "command exists in the image" in e.value.hint
+    client = engine.client()
+    try:
+        assert client.containers.list(all=True, filters={"name": name}) == []
+    finally:
+        client.close()
+
+
+def test_attach_to_a_local_model_server_gives_the_serving_handle(engine, base_image):
+    """`fair status/delete NAME` go through LocalDeployer.attach: for a served model that must be the
+    serving handle (readiness, url, predict), not a bare container handle that says "Running"."""
+    from fairing.deployers.local_serving import LocalServingDeployer, LocalServingHandle
+    from fairing.preprocessors.serve import ServePreprocessor
+
+    class Echo:
+        def predict(self, instances):
+            return instances
+
+    name = f"fairing-echo-{uuid.uuid4().hex[:6]}"
+    ctx = ServePreprocessor().prepare(Echo, name="echo")
+    image = build_in_engine(engine, base_image, ctx)
+    served = LocalServingDeployer(name=name, docker_host=engine.docker_host).deploy(image)
+    try:
+        assert served.wait(120) == "Ready"
+        found = LocalDeployer(mode="container", docker_host=engine.docker_host).attach(name)
+        assert isinstance(found, LocalServingHandle)
+        assert found.status() == "Ready" and found.url == served.url
+        assert found.predict([[1, 2]]) == [[1, 2]]
+        found.delete()
+        assert served.status() == "Deleted"
+    finally:
+        served.delete()

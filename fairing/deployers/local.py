@@ -33,6 +33,7 @@ from ..errors import BuildError, ConfigError, DeployError
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "fairing"}
 NAME_LABEL = "fairing.dev/name"
+KIND_LABEL = "fairing.dev/kind"  # the context kind; "serve" containers belong to local_serving
 DEFAULT_SOCKETS = ("/var/run/docker.sock", "/run/podman/podman.sock")
 
 
@@ -224,11 +225,18 @@ class LocalDeployer:
         return ProcessHandle.start(name, image, template, python=self.python)
 
     # -- finding earlier runs (container mode only: processes end with the command that ran them)
-    def attach(self, name: str) -> "ContainerHandle":
+    def attach(self, name: str):
+        """A ContainerHandle, or for a served model (label fairing.dev/kind=serve) the serving
+        handle, so `fair status/delete` of an endpoint see its readiness, url and predict()."""
         if self.mode != "container":
             raise DeployError(f"no local container engine to look for {name!r} in",
                               hint="local process runs end with the command that started them")
-        return ContainerHandle.find(name, self.docker_host)
+        handle = ContainerHandle.find(name, self.docker_host)
+        if (handle.container.labels or {}).get(KIND_LABEL) == "serve":
+            from .local_serving import LocalServingDeployer
+
+            return LocalServingDeployer(docker_host=self.docker_host).attach(name)
+        return handle
 
     def list(self) -> list[dict]:
         if self.mode != "container":
@@ -509,15 +517,31 @@ class ContainerHandle:
             kw["mem_limit"] = _mem_to_bytes(limits["memory"])
         all_labels = {**MANAGED_BY, NAME_LABEL: name, **(labels or {})}
         if image.context is not None:
-            all_labels["fairing.dev/kind"] = image.context.kind
+            all_labels[KIND_LABEL] = image.context.kind
+        # create + start rather than run(): run() is the same two calls, and when the start fails
+        # (e.g. the command does not exist in the image) it leaves the created container behind.
+        # Keeping the two apart lets us remove exactly the container we created, never a
+        # same-named one that was already there.
         try:
-            container = client.containers.run(
+            container = client.containers.create(
                 ref, entrypoint=list(c.get("command") or []) or None, command=list(c.get("args") or []) or None,
-                working_dir=c.get("workingDir"), environment=env, labels=all_labels, name=name,
-                detach=True, **kw)
+                working_dir=c.get("workingDir"), environment=env, labels=all_labels, name=name, **kw)
         except docker.errors.APIError as e:
-            raise DeployError(f"the engine at {url} refused to run {ref}: {e.explanation or e}",
+            raise DeployError(f"the engine at {url} refused to create a container from {ref}: {e.explanation or e}",
                               hint="check the image exists in the engine (`podman images`) and the name is free") from None
+        try:
+            container.start()
+        except BaseException as e:
+            try:
+                container.remove(force=True)
+            except docker.errors.APIError:  # already gone: nothing is left behind either way
+                pass
+            if not isinstance(e, docker.errors.APIError):
+                raise
+            argv = " ".join(list(c.get("command") or []) + list(c.get("args") or [])) or "(the image's default)"
+            raise DeployError(f"the engine at {url} could not start {name} ({argv[:200]}): {_one_line(e)}",
+                              hint="check the command exists in the image (entry point / executable) "
+                                   "and the resources are valid; nothing was left in the engine") from None
         return cls(name, container, client, image.context)
 
     @classmethod
@@ -620,6 +644,11 @@ class ContainerHandle:
 
     def manifests(self) -> list[dict]:
         return []
+
+
+def _one_line(e) -> str:
+    text = " ".join(str(getattr(e, "explanation", None) or e).split())
+    return text[:300]
 
 
 def _state(attrs: dict) -> str:
