@@ -281,3 +281,156 @@ def test_disk_full_in_the_cache_is_clear_keeps_the_cache_sound_and_the_next_run_
     assert len(_cache_is_sound(small_disk)) == 2  # the torn entry was replaced, b's was added
     for t in tags(registry.url, repo):
         pull(registry.url, repo, t)
+
+
+# --- the API server restarts while we wait ---------------------------------------------------------
+def _recording_kube(kubeconfig, namespace):
+    """A Kube whose watches record what they yield and where they resume from: an observer
+    only, every request still goes to the real API server."""
+    from fairing.kube.client import Kube, Watch
+
+    class RecordingWatch(Watch):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.events: list[tuple[float, str, str | None]] = []  # (time, type, resourceVersion)
+            self.relists: list[str | None] = []  # the resourceVersion held when a (re-)list happened
+
+        def _relist(self):
+            self.relists.append(self.resource_version)
+            return super()._relist()
+
+        def __iter__(self):
+            for etype, obj in super().__iter__():
+                self.events.append((time.monotonic(), etype, (obj.get("metadata") or {}).get("resourceVersion")))
+                yield etype, obj
+
+    class RecordingKube(Kube):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.watches: list[RecordingWatch] = []
+
+        def watch(self, api_version, kind, namespace=None, **kw):
+            from fairing.kube.client import resource_for
+
+            res = resource_for(api_version, kind)
+            w = RecordingWatch(self, res, self._ns(res, namespace), **kw)
+            self.watches.append(w)
+            return w
+
+    return RecordingKube(kubeconfig, namespace=namespace)
+
+
+def _until(cond, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def _wait_through_an_outage(kube, kubeconfig: str, outage, recover) -> dict:
+    """Deploy a Job whose pod hangs, start handle.wait() in a thread against `kubeconfig`, call
+    `outage()` (the API server it talks to goes away), let the Job finish through the shared API
+    server (kwok completes the pod once the hang label is gone, the job controller marks the Job),
+    check wait() is still waiting, call `recover()`, and collect what the wait saw."""
+    from fairing.deployers import pod
+    from fairing.deployers.job import JobDeployer, job_state
+    from tests.rig.kube import OUTCOME_LABEL, fake_image
+
+    name = f"rel-restart-{_uid()}"
+    admin = kube.kube()
+    k = _recording_kube(kubeconfig, kube.namespace)
+    handle = JobDeployer(kube.namespace, kube=k, name=name,
+                         mutators=[pod.labels({OUTCOME_LABEL: "hang"})]).deploy(fake_image(name))
+    try:
+        pod_name = _until(lambda: next((p["metadata"]["name"] for p in admin.list(
+            "v1", "Pod", kube.namespace, label_selector=f"job-name={name}")["items"]
+            if (p.get("status") or {}).get("phase") == "Running"), None), 60, "the pod to run")
+        out: dict = {}
+
+        def waiter():
+            try:
+                out["status"] = handle.wait(timeout=240)
+            except BaseException as e:  # handed to the test thread
+                out["error"] = e
+
+        t = threading.Thread(target=waiter, daemon=True)
+        t.start()
+        _until(lambda: out or len(k.watches) == 2 and all(w.resource_version for w in k.watches), 30,
+               "both watches (Job and pods) to start")
+        assert not out, f"wait() ended before the outage: {out}"
+        owner = next(w for w in k.watches if w.res.kind == "Job")
+        rv_before = int(owner.resource_version)
+
+        outage()
+        down = time.monotonic()
+        admin.patch("v1", "Pod", pod_name, {"metadata": {"labels": {OUTCOME_LABEL: None}}}, kube.namespace)
+        _until(lambda: job_state(admin.get("batch/v1", "Job", name, kube.namespace)) == "Succeeded", 60,
+               "the Job to complete")
+        time.sleep(1)
+        waiting = t.is_alive() and not out
+        recover()
+        t.join(120)
+        assert not t.is_alive(), "wait() did not return after the API server came back"
+        return {"status": out.get("status"), "error": out.get("error"), "waiting_during_outage": waiting,
+                "rv_before": rv_before, "after": [e for e in owner.events if e[0] > down],
+                "relists": owner.relists, "reconnects": sum(w.reconnects for w in k.watches),
+                "outage": time.monotonic() - down}
+    finally:
+        admin.delete("batch/v1", "Job", name, kube.namespace, propagation="Background")
+
+
+def test_api_server_restart_during_wait_resumes_from_its_resource_version(kube):
+    """An HA pair: the wait talks through a TCP load balancer to API server A (ours, on the shared
+    etcd). A stops; the reconnect lands on B (the shared API server), whose watch cache holds the
+    resourceVersion the wait had, so the watch resumes there: the next events are the Job's own
+    updates, no re-list."""
+    from tests.rig.kube import APISERVER_PORT, private_apiserver
+
+    from .tcplb import TcpBalancer
+
+    with private_apiserver() as api:
+        lb = TcpBalancer([int(api.server.rsplit(":", 1)[1])])
+        try:
+            kc = Path(api.kubeconfig).read_text().replace(api.server, f"https://127.0.0.1:{lb.port}")
+            kubeconfig = Path(api.kubeconfig).with_name(f"lb-{lb.port}.kubeconfig")
+            kubeconfig.write_text(kc)
+
+            def outage():
+                lb.backends = [APISERVER_PORT]  # new connections go to the other replica...
+                api.stop()  # ...and A goes down, cutting the open watches
+
+            res = _wait_through_an_outage(kube, str(kubeconfig), outage, lambda: None)
+        finally:
+            lb.close()
+    print(f"\n[figure] API server failover: {res['reconnects']} watch reconnects, Job events after: "
+          f"{[e[1] for e in res['after']]}, relists {res['relists']}")
+    assert res["error"] is None and res["status"] == "Succeeded", res
+    assert res["reconnects"] >= 1
+    assert res["relists"] == [None]  # only the initial list: it resumed, it never re-listed
+    assert res["after"] and all(e[1] == "MODIFIED" and int(e[2]) > res["rv_before"] for e in res["after"]), res
+
+
+def test_restart_of_the_only_api_server_relists_and_sees_the_finish(kube):
+    """One API server, stopped and started again. A restarted kube-apiserver's watch cache starts
+    at the current etcd revision, so it answers the wait's resume (with its old resourceVersion)
+    with 410 Gone; the wait then re-lists and finds the Job finished: nothing is lost, and it
+    did not return while the server was down."""
+    from tests.rig.kube import private_apiserver
+
+    with private_apiserver() as api:
+        res = _wait_through_an_outage(kube, str(api.kubeconfig), api.stop, api.start)
+    print(f"\n[figure] API server restart: down {res['outage']:.1f}s, {res['reconnects']} watch reconnects, "
+          f"Job events after: {[e[1] for e in res['after']]}, relists {res['relists']}")
+    assert res["waiting_during_outage"]
+    assert res["error"] is None and res["status"] == "Succeeded", res
+    assert res["reconnects"] >= 1
+    # The first list at the start; the second came with a resourceVersion in hand, i.e. the resume
+    # was tried from it and refused with 410 (see the docstring).
+    assert res["relists"][0] is None and len(res["relists"]) == 2 and int(res["relists"][1]) >= res["rv_before"]
+    # The first thing the wait saw after the outage is the re-listed Job, newer than what it had
+    # (later events are the job controller's own bookkeeping before the wait stopped watching).
+    assert res["after"][0][1] == "SYNC" and int(res["after"][0][2]) > res["rv_before"], res["after"]
