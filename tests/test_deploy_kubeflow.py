@@ -8,9 +8,15 @@ from fairing.deployers.pytorchjob import PyTorchJobDeployer
 from fairing.deployers.tfjob import TFJobDeployer
 from fairing.errors import DeployError
 from fairing.kube.client import Kube
-from tests.rig.kube import GPU_TAINT, NODES, OUTCOME_LABEL, fake_image, serve_logs
+from tests.rig.kube import GPU_TAINT, NODES, OUTCOME_LABEL, fake_image, require_simulation, serve_logs
 
 REPLICA_TYPE = "training.kubeflow.org/replica-type"
+
+
+@pytest.fixture
+def simulated(kube):
+    """Needs kwok (outcome labels, served logs, node names) or a killable API server."""
+    require_simulation(kube)
 
 
 @pytest.fixture
@@ -33,7 +39,7 @@ def _limits(container):
     return (container.get("resources") or {}).get("limits") or {}
 
 
-def test_tfjob_chief_ps_workers(kube, admin, cleanup):
+def test_tfjob_chief_ps_workers(simulated, kube, admin, cleanup):
     image = fake_image("tfjob")
     d = TFJobDeployer(kubeconfig=kube.sa_kubeconfig, chief=1, ps=1, workers=2, gpus=1,
                       mutators=[pod.toleration(GPU_TAINT["key"]), pod.memory("1Gi"), pod.gpu(1)])
@@ -53,8 +59,9 @@ def test_tfjob_chief_ps_workers(kube, admin, cleanup):
 
     pods = h.pods()
     by_type = sorted((p["metadata"]["labels"][REPLICA_TYPE], p["status"]["phase"], p["spec"]["nodeName"]) for p in pods)
-    assert [(t, ph) for t, ph, _ in by_type] == [("chief", "Succeeded"), ("ps", "Succeeded"),
-                                                 ("worker", "Succeeded"), ("worker", "Succeeded")]
+    assert [t for t, _, _ in by_type] == ["chief", "ps", "worker", "worker"]
+    # The TFJob succeeds when its chief does; the others may still be finishing (kept: cleanPodPolicy None).
+    assert by_type[0][1] == "Succeeded" and {ph for _, ph, _ in by_type} <= {"Running", "Succeeded"}
     # Only replicas with a GPU limit land on the (tainted) GPU node.
     assert {n for t, _, n in by_type if t != "ps"} == {NODES[1]}
 
@@ -94,7 +101,7 @@ def test_pytorchjob_master_workers(kube, admin, cleanup):
     assert admin.list("v1", "Pod", kube.namespace, label_selector=h.pod_selector)["items"] == []
 
 
-def test_tfjob_failure_reason(kube, cleanup):
+def test_tfjob_failure_reason(simulated, kube, cleanup):
     d = TFJobDeployer(kubeconfig=kube.sa_kubeconfig, workers=1, labels={OUTCOME_LABEL: "oom"},
                       mutators=[pod.memory("128Mi")])
     h = d.deploy(fake_image("tfjob-oom"))
@@ -105,7 +112,7 @@ def test_tfjob_failure_reason(kube, cleanup):
     assert h.status() == "Failed"
 
 
-def test_tfjob_image_pull_failure(kube, cleanup):
+def test_tfjob_image_pull_failure(simulated, kube, cleanup):
     image = fake_image("tfjob-pull")
     h = TFJobDeployer(kubeconfig=kube.sa_kubeconfig, workers=2, labels={OUTCOME_LABEL: "imagepull"}).deploy(image)
     cleanup(h)

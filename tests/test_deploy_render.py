@@ -163,7 +163,7 @@ def test_kind_specific_option_errors():
         CronJobDeployer()
     with pytest.raises(ConfigError, match="unknown time zone 'Mars/Olympus'"):
         CronJobDeployer(schedule="@daily", time_zone="Mars/Olympus")
-    with pytest.raises(ConfigError, match="53 characters long \(at most 52\)"):
+    with pytest.raises(ConfigError, match=r"53 characters long \(at most 52\)"):
         CronJobDeployer(schedule="@daily", name="n" * 53)
     with pytest.raises(ConfigError, match="invalid concurrency_policy"):
         CronJobDeployer(schedule="@daily", concurrency_policy="Sometimes")

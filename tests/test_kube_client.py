@@ -13,7 +13,7 @@ from fairing.deployers.kubeflow import KubeflowDeployer
 from fairing.deployers.tfjob import TFJobDeployer
 from fairing.errors import ConfigError, DeployError
 from fairing.kube.client import CRDNotInstalled, Kube, load_configuration
-from tests.rig.kube import OUTCOME_LABEL, fake_image, private_apiserver
+from tests.rig.kube import OUTCOME_LABEL, fake_image, private_apiserver, require_simulation
 
 
 # --- configuration ---------------------------------------------------------------------------------
@@ -149,6 +149,7 @@ def test_api_server_rejects_what_validation_missed(kube):
 
 # --- API server down ----------------------------------------------------------------------------------
 def test_api_server_down_is_one_clear_error(kube):
+    require_simulation(kube, "a private API server to stop")
     with private_apiserver() as api:
         d = JobDeployer(kubeconfig=api.sa_kubeconfig)
         h = d.deploy(fake_image("down-1"))
@@ -197,6 +198,7 @@ def test_no_retry_storm_on_a_dropping_server(kube, tmp_path):
 def test_wait_survives_an_api_server_restart(kube):
     """The watch behind wait() breaks when its API server dies and resumes from its
     resourceVersion when it is back; the job's outcome (decided meanwhile) is not missed."""
+    require_simulation(kube, "a private API server to stop")
     with private_apiserver() as api:
         d = JobDeployer(kubeconfig=api.sa_kubeconfig, labels={OUTCOME_LABEL: "hang"}, active_deadline_seconds=12)
         h = d.deploy(fake_image("restart"))

@@ -42,7 +42,7 @@ from typing import Iterator
 
 import yaml
 
-from .state import RigError, Service, cache_dir, log_tail, port_open, wait_until
+from .state import RigError, Service, cache_dir, free_port, log_tail, port_open, wait_until
 
 K8S_VERSION = os.environ.get("K8S_VERSION", "v1.34.4")
 KWOK_VERSION = os.environ.get("KWOK_VERSION", "v0.8.0")
@@ -62,7 +62,6 @@ GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"
 
 ETCD_PORT, ETCD_PEER_PORT = 23790, 23800
 APISERVER_PORT = 6443
-PRIVATE_APISERVER_PORT = 6444
 KCM_PORT, SCHEDULER_PORT, KWOK_PORT = 10357, 10359, 10247
 # training operator: metrics, health probes, webhook server (no webhook configuration is
 # registered, so the API server never calls it; the operator insists on serving it anyway).
@@ -810,8 +809,10 @@ class PrivateApiServer:
 
 
 @contextlib.contextmanager
-def private_apiserver(port: int = PRIVATE_APISERVER_PORT) -> Iterator[PrivateApiServer]:
+def private_apiserver(port: int | None = None) -> Iterator[PrivateApiServer]:
+    """Yours alone: a free port each time, since other sessions may run the same tests at once."""
     cp = control_plane()
+    port = port or free_port()
     if cp.external:
         raise RigError("a private API server needs the local control plane (unset FAIRING_TEST_KUBECONFIG)")
     pki = cp.pki
@@ -832,16 +833,32 @@ def private_apiserver(port: int = PRIVATE_APISERVER_PORT) -> Iterator[PrivateApi
         yield handle
     finally:
         svc.stop()
+        for f in (admin, sa, svc.pidfile.with_suffix(".argv")):
+            f.unlink(missing_ok=True)
+        svc.log.unlink(missing_ok=True)
 
 
 # --- helpers for tests ----------------------------------------------------------------------------
+def require_simulation(cp: ControlPlane, what: str = "kwok's simulated pod outcomes") -> None:
+    """Skip (with the reason printed) a test that needs the local simulated control plane."""
+    if cp.external:
+        import pytest
+
+        pytest.skip(f"needs {what}; FAIRING_TEST_KUBECONFIG points at a real cluster")
+
+
 def fake_image(name: str = "train", registry: str = "127.0.0.1:5000"):
     """A BuiltImage pinned by a real-looking digest. kwok never pulls, so the deployer tests need
-    no builder; the digest is the sha256 of the name so each test's image is distinct."""
+    no builder; the digest is the sha256 of the name so each test's image is distinct.
+    On a real cluster (FAIRING_TEST_KUBECONFIG) set FAIRING_TEST_IMAGE to a pullable
+    registry/repo@sha256:... whose default command exits 0."""
     import hashlib
 
     from fairing.context import BuiltImage
 
+    real = os.environ.get("FAIRING_TEST_IMAGE") if os.environ.get("FAIRING_TEST_KUBECONFIG") else None
+    if real:
+        return BuiltImage(ref=real, digest=real.rsplit("@", 1)[-1])
     digest = "sha256:" + hashlib.sha256(name.encode()).hexdigest()
     return BuiltImage(ref=f"{registry}/fairing/{name}@{digest}", digest=digest, tag="latest")
 
@@ -879,7 +896,7 @@ def stop_all() -> None:
             s.stop()
 
 
-__all__ = ["control_plane", "private_apiserver", "ControlPlane", "PrivateApiServer", "OUTCOME_LABEL",
+__all__ = ["control_plane", "private_apiserver", "fake_image", "serve_logs", "require_simulation", "ControlPlane", "PrivateApiServer", "OUTCOME_LABEL",
            "NAMESPACE", "NODES", "GPU_TAINT", "stop_all", "status"]
 
 if __name__ == "__main__":  # python -m tests.rig.kube [status|stop]
