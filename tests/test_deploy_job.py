@@ -147,8 +147,8 @@ def test_logs_and_result_through_the_api_server(simulated, deployer, admin, kube
         time.sleep(0.2)
     pod_name = h.pods()[0]["metadata"]["name"]
     serve_logs(admin, kube.namespace, pod_name, "epoch 1\nepoch 2\n" + out.stdout, containers=["main"])
-    lines = list(h.logs())
-    assert lines[:2] == [f"[{pod_name}] epoch 1", f"[{pod_name}] epoch 2"]
+    assert list(h.logs())[:2] == ["epoch 1", "epoch 2"]  # one replica: no prefix
+    assert list(h.logs(prefix=True))[:2] == [f"[{pod_name}] epoch 1", f"[{pod_name}] epoch 2"]
     assert h.result() == {"accuracy": 0.75, "n": 4}
 
 
@@ -242,20 +242,25 @@ def test_image_pull_secret_from_local_login(simulated, deployer, admin, kube, tm
     password = "pw-" + base64.b16encode(tmp_path.name.encode()).decode()[:12]
     monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    host = f"127.0.0.1:{50000 + int(time.time() * 1000) % 10000}"  # own Secret name if tests run concurrently
     (tmp_path / "config.json").write_text(json.dumps(
-        {"auths": {"127.0.0.1:5443": {"auth": base64.b64encode(f"alice:{password}".encode()).decode()}}}))
-    image = fake_image("job-pullsecret", registry="127.0.0.1:5443")
+        {"auths": {host: {"auth": base64.b64encode(f"alice:{password}".encode()).decode()}}}))
+    image = fake_image("job-pullsecret", registry=host)
+    secret_name = "fairing-pull-" + host.replace(".", "-").replace(":", "-")
     d = deployer(mutators=[pod.image_pull_secret()])
     rendered = json.dumps(d.render(image))
     h = d.deploy(image)
     assert h.wait(timeout=120) == "Succeeded"
 
-    secret = admin.get("v1", "Secret", "fairing-pull-127-0-0-1-5443")
-    assert secret["type"] == "kubernetes.io/dockerconfigjson"
-    doc = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))
-    assert base64.b64decode(doc["auths"]["127.0.0.1:5443"]["auth"]).decode() == f"alice:{password}"
+    secret = admin.get("v1", "Secret", secret_name)
+    try:
+        assert secret["type"] == "kubernetes.io/dockerconfigjson"
+        doc = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))
+        assert base64.b64decode(doc["auths"][host]["auth"]).decode() == f"alice:{password}"
+    finally:
+        admin.delete("v1", "Secret", secret_name)
     job = json.dumps(h.get())
-    assert h.get()["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "fairing-pull-127-0-0-1-5443"}]
+    assert h.get()["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": secret_name}]
     b64 = base64.b64encode(f"alice:{password}".encode()).decode()
     for text in (job, rendered, json.dumps(h.manifests())):
         assert password not in text and b64 not in text

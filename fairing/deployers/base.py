@@ -136,6 +136,10 @@ class KubeDeployer(Deployer):
     def pod_container(self, pod: dict) -> str:
         return self.container_name
 
+    def replicas(self, obj: dict) -> int:
+        """How many pods run at once at most (decides whether log lines get a replica prefix)."""
+        return 1
+
     def pod_selector(self, name: str, run_id: str | None) -> str:
         """Label selector for this workload's pods."""
         return f"{RUN_ID}={run_id}" if run_id else f"job-name={name}"
@@ -343,13 +347,16 @@ class KubeHandle:
             pass
         self.delete()
 
-    def logs(self, follow: bool = False, *, prefix: bool = True) -> Iterator[str]:
-        """Log lines of every replica, each prefixed with the replica ("[worker-1] ...")."""
+    def logs(self, follow: bool = False, *, prefix: bool | None = None) -> Iterator[str]:
+        """Log lines of every replica, each prefixed with the replica ("[worker-1] ..."). By default
+        (prefix=None) a workload with a single replica gets no prefix."""
         from ..kube.logs import follow_logs, pod_logs
 
         self._no_dry("show logs of")
         if self._deleted and self._log_cache is not None:
             return iter(self._log_cache.splitlines())
+        if prefix is None:
+            prefix = self.deployer.replicas(self._obj) > 1
         if follow:
             return follow_logs(self.kube, self.namespace, api_version=self.api_version, kind=self.kind,
                                name=self.name, pod_selector=self.pod_selector, container=self.deployer.pod_container,

@@ -72,6 +72,10 @@ class JobDeployer(KubeDeployer):
     def state(self, obj: dict) -> str:
         return job_state(obj)
 
+    def replicas(self, obj: dict) -> int:
+        spec = obj.get("spec") or {}
+        return max(spec.get("parallelism") or 1, 1) if (spec.get("completions") or 1) > 1 else 1
+
     def pod_selector(self, name: str, run_id: str | None) -> str:
         # Set by the job controller on every pod of this Job (and only this Job: the run id is
         # shared by all Jobs a CronJob starts).

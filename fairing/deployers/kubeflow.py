@@ -92,6 +92,9 @@ class KubeflowDeployer(KubeDeployer):
     def state(self, obj: dict) -> str:
         return kubeflow_state(obj)
 
+    def replicas(self, obj: dict) -> int:
+        return sum(r.get("replicas", 1) for r in ((obj.get("spec") or {}).get(self.replica_field) or {}).values())
+
     def result_pod(self, pods: list[dict]) -> dict | None:
         def key(p):
             labels = (p.get("metadata") or {}).get("labels") or {}
