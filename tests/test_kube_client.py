@@ -220,3 +220,15 @@ def test_wait_survives_an_api_server_restart(kube):
         h.delete()
     assert not results and len(errors) == 1
     assert "ran longer than its activeDeadlineSeconds (12s)" in errors[0].message
+
+
+def test_watch_from_a_compacted_version_relists(kube):
+    """A resourceVersion the server no longer has (410 Gone) makes the watch re-list: the current
+    objects come back as SYNC events instead of an error."""
+    w = Kube(kube.kubeconfig).watch("v1", "Node", resource_version="1")
+    threading.Timer(3, w.stop).start()
+    events = [(t, o["metadata"]["name"]) for t, o in w]
+    synced = {n for t, n in events if t == "SYNC"}
+    assert synced
+    if not kube.external:
+        assert synced >= {"kwok-node-0", "kwok-gpu-0"}
