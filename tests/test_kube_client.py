@@ -211,13 +211,15 @@ def test_wait_survives_an_api_server_restart(kube):
                 errors.append(e)
         t = threading.Thread(target=waiter)
         t.start()
-        time.sleep(1.5)
-        api.stop()
-        assert not api.healthy()
-        time.sleep(3)
-        api.start()
-        t.join(130)
-        h.delete()
+        try:
+            time.sleep(1.5)
+            api.stop()
+            assert not api.healthy()
+            time.sleep(3)
+            api.start()
+            t.join(130)
+        finally:
+            Kube(kube.kubeconfig).delete("batch/v1", "Job", h.name, h.namespace)  # via the shared server
     assert not results and len(errors) == 1
     assert "ran longer than its activeDeadlineSeconds (12s)" in errors[0].message
 
