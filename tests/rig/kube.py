@@ -899,11 +899,16 @@ def stop_all() -> None:
 __all__ = ["control_plane", "private_apiserver", "fake_image", "serve_logs", "require_simulation", "ControlPlane", "PrivateApiServer", "OUTCOME_LABEL",
            "NAMESPACE", "NODES", "GPU_TAINT", "stop_all", "status"]
 
-if __name__ == "__main__":  # python -m tests.rig.kube [status|stop]
+if __name__ == "__main__":  # python -m tests.rig.kube [start|build|status|stop]
     import sys
 
     cmd = sys.argv[1] if len(sys.argv) > 1 else "start"
-    if cmd == "stop":
+    if cmd == "build":  # everything slow, ahead of pytest (whose per-test timeout covers fixtures)
+        with _kube_lock():
+            print(ensure_binaries(), ensure_etcd(), ensure_training_operator(), sep="\n")
+            crd_manifests()
+            stage_documents()
+    elif cmd == "stop":
         stop_all()
     elif cmd == "status":
         print(status())
