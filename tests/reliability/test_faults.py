@@ -286,7 +286,8 @@ def test_disk_full_in_the_cache_is_clear_keeps_the_cache_sound_and_the_next_run_
 # --- the API server restarts while we wait ---------------------------------------------------------
 def _recording_kube(kubeconfig, namespace):
     """A Kube whose watches record what they yield and where they resume from: an observer
-    only, every request still goes to the real API server."""
+    only, every request still goes to the real API server (`first_list_delay` holds back a
+    watch's first list, to widen a race window on purpose)."""
     from fairing.kube.client import Kube, Watch
 
     class RecordingWatch(Watch):
@@ -297,6 +298,9 @@ def _recording_kube(kubeconfig, namespace):
 
         def _relist(self):
             self.relists.append(self.resource_version)
+            delay = getattr(self.kube, "first_list_delay", 0)
+            if delay and self.resource_version is None:
+                time.sleep(delay)  # a slow answer to the first list (see test_load.py)
             return super()._relist()
 
         def __iter__(self):
