@@ -147,8 +147,8 @@ def test_logs_and_result_through_the_api_server(simulated, deployer, admin, kube
         time.sleep(0.2)
     pod_name = h.pods()[0]["metadata"]["name"]
     serve_logs(admin, kube.namespace, pod_name, "epoch 1\nepoch 2\n" + out.stdout, containers=["main"])
-    assert list(h.logs())[:2] == ["epoch 1", "epoch 2"]  # one replica: no prefix
-    assert list(h.logs(prefix=True))[:2] == [f"[{pod_name}] epoch 1", f"[{pod_name}] epoch 2"]
+    assert list(h.logs())[:2] == [f"[{pod_name}] epoch 1", f"[{pod_name}] epoch 2"]
+    assert list(h.logs(prefix=None))[:2] == ["epoch 1", "epoch 2"]  # auto: one replica, no prefix
     assert h.result() == {"accuracy": 0.75, "n": 4}
 
 

@@ -347,9 +347,10 @@ class KubeHandle:
             pass
         self.delete()
 
-    def logs(self, follow: bool = False, *, prefix: bool | None = None) -> Iterator[str]:
-        """Log lines of every replica, each prefixed with the replica ("[worker-1] ..."). By default
-        (prefix=None) a workload with a single replica gets no prefix."""
+    def logs(self, follow: bool = False, *, prefix: bool | None = True) -> Iterator[str]:
+        """Log lines of every replica, each prefixed with the replica ("[worker-1] ...", or the pod
+        name for a plain Job). prefix=False gives bare lines; prefix=None prefixes only when the
+        workload runs more than one replica at a time."""
         from ..kube.logs import follow_logs, pod_logs
 
         self._no_dry("show logs of")

@@ -227,7 +227,7 @@ class CronJobHandle(KubeHandle):
                     return KubeHandle(self._jobs, job)
         raise DeployError(f"stopped waiting for a run of CronJob {self.name}")
 
-    def logs(self, follow: bool = False, *, prefix: bool | None = None):
+    def logs(self, follow: bool = False, *, prefix: bool | None = True):
         run = self.last_run()
         if run is None:
             return iter([f"(CronJob {self.name} has not run yet)"])
