@@ -408,9 +408,13 @@ class KubeHandle:
         from ..kube.wait import Mux, Stream, WaitTimeout
 
         deadline = time.monotonic() + timeout
-        with Mux(self.kube, self.namespace, [Stream("owner", self.api_version, self.kind, name=self.name)]) as mux:
-            if self.kube.get(self.api_version, self.kind, self.name, self.namespace) is None:
-                return
+        obj = self.kube.get(self.api_version, self.kind, self.name, self.namespace)
+        if obj is None:
+            return
+        # From the version just read, so a deletion finishing right after the read is still seen.
+        stream = Stream("owner", self.api_version, self.kind, name=self.name,
+                        resource_version=obj["metadata"].get("resourceVersion"))
+        with Mux(self.kube, self.namespace, [stream]) as mux:
             for _key, etype, _obj in mux.events(deadline):
                 if etype == "DELETED":
                     return

@@ -468,6 +468,7 @@ class Watch:
                  label_selector: str | None = None, resource_version: str | None = None,
                  reconnect_grace: float = 60.0, server_timeout: int = 240):
         self.kube, self.res, self.namespace = kube, res, namespace
+        self.name = name
         self.field_selector = f"metadata.name={name}" if name else None
         self.label_selector = label_selector
         self.resource_version = resource_version
@@ -512,8 +513,12 @@ class Watch:
                 for etype, obj in self._events(self._resp):
                     if etype == "ERROR":
                         if obj.get("code") == 410:  # our resourceVersion is too old: start over
-                            for item in self._relist():
+                            items = self._relist()
+                            for item in items:
                                 yield "SYNC", item
+                            if self.name and not items:
+                                # The one object we watch is gone and its DELETED event with it.
+                                yield "DELETED", {"metadata": {"name": self.name}}
                             break
                         raise DeployError(f"watch on {self.res.display} failed: {obj.get('message')}")
                     rv = obj.get("metadata", {}).get("resourceVersion")

@@ -32,6 +32,7 @@ class Stream:
     kind: str
     name: str | None = None
     label_selector: str | None = None
+    resource_version: str | None = None  # start after this version (no initial list)
 
 
 @dataclass
@@ -46,7 +47,8 @@ class Mux:
 
     def __enter__(self) -> "Mux":
         for s in self.streams:
-            w = self.kube.watch(s.api_version, s.kind, self.namespace, name=s.name, label_selector=s.label_selector)
+            w = self.kube.watch(s.api_version, s.kind, self.namespace, name=s.name, label_selector=s.label_selector,
+                                resource_version=s.resource_version)
             t = threading.Thread(target=self._pump, args=(s.key, w), daemon=True, name=f"fairing-watch-{s.key}")
             self._watches.append(w)
             self._threads.append(t)
@@ -102,15 +104,20 @@ def wait_for(kube: Kube, namespace: str, *, api_version: str, kind: str, name: s
     Raises WaitTimeout (with the latest pod diagnosis) or DeployError (pod problem that won't heal,
     or the object was deleted)."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    if kube.get(api_version, kind, name, namespace) is None:
+    obj = kube.get(api_version, kind, name, namespace)
+    if obj is None:
         from .client import NotFound
 
         raise NotFound(f"{kind} {name} not found in namespace {namespace!r}",
                        hint="check the name and namespace (fair list)")
-    streams = [Stream("owner", api_version, kind, name=name)]
+    if state(obj) in terminal:
+        return Outcome(state(obj), obj, {}, None)
+    # Watch from the version just read: nothing between the read and the watch can be missed
+    # (a fresh list instead could come back without the object and never see it change).
+    streams = [Stream("owner", api_version, kind, name=name,
+                      resource_version=obj["metadata"].get("resourceVersion"))]
     if pod_selector:
         streams.append(Stream("pods", "v1", "Pod", label_selector=pod_selector))
-    obj: dict | None = None
     pods: dict[str, dict] = {}
     last: Diagnosis | None = None
     seen_owner = False
