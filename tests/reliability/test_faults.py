@@ -286,8 +286,8 @@ def test_disk_full_in_the_cache_is_clear_keeps_the_cache_sound_and_the_next_run_
 # --- the API server restarts while we wait ---------------------------------------------------------
 def _recording_kube(kubeconfig, namespace):
     """A Kube whose watches record what they yield and where they resume from: an observer
-    only, every request still goes to the real API server (`first_list_delay` holds back a
-    watch's first list, to widen a race window on purpose)."""
+    only, every request still goes to the real API server (`first_request_delay` holds back a
+    watch's first request, to widen a race window on purpose)."""
     from fairing.kube.client import Kube, Watch
 
     class RecordingWatch(Watch):
@@ -298,12 +298,12 @@ def _recording_kube(kubeconfig, namespace):
 
         def _relist(self):
             self.relists.append(self.resource_version)
-            delay = getattr(self.kube, "first_list_delay", 0)
-            if delay and self.resource_version is None:
-                time.sleep(delay)  # a slow answer to the first list (see test_load.py)
             return super()._relist()
 
         def __iter__(self):
+            delay = getattr(self.kube, "first_request_delay", 0)
+            if delay:
+                time.sleep(delay)  # the watch's first request answered late (see test_load.py)
             for etype, obj in super().__iter__():
                 self.events.append((time.monotonic(), etype, (obj.get("metadata") or {}).get("resourceVersion")))
                 yield etype, obj
@@ -363,7 +363,8 @@ def _wait_through_an_outage(kube, kubeconfig: str, outage, recover) -> dict:
 
         t = threading.Thread(target=waiter, daemon=True)
         t.start()
-        _until(lambda: out or len(k.watches) == 2 and all(w.resource_version for w in k.watches), 30,
+        _until(lambda: out or len(k.watches) == 2 and all(w.resource_version and w._resp is not None
+                                                          for w in k.watches), 30,
                "both watches (Job and pods) to start")
         assert not out, f"wait() ended before the outage: {out}"
         owner = next(w for w in k.watches if w.res.kind == "Job")
@@ -414,7 +415,7 @@ def test_api_server_restart_during_wait_resumes_from_its_resource_version(kube):
           f"{[e[1] for e in res['after']]}, relists {res['relists']}")
     assert res["error"] is None and res["status"] == "Succeeded", res
     assert res["reconnects"] >= 1
-    assert res["relists"] == [None]  # only the initial list: it resumed, it never re-listed
+    assert res["relists"] == []  # it resumed; it never re-listed
     assert res["after"] and all(e[1] == "MODIFIED" and int(e[2]) > res["rv_before"] for e in res["after"]), res
 
 
@@ -432,9 +433,9 @@ def test_restart_of_the_only_api_server_relists_and_sees_the_finish(kube):
     assert res["waiting_during_outage"]
     assert res["error"] is None and res["status"] == "Succeeded", res
     assert res["reconnects"] >= 1
-    # The first list at the start; the second came with a resourceVersion in hand, i.e. the resume
-    # was tried from it and refused with 410 (see the docstring).
-    assert res["relists"][0] is None and len(res["relists"]) == 2 and int(res["relists"][1]) >= res["rv_before"]
+    # One re-list, made with a resourceVersion in hand: the resume was tried from it and refused
+    # with 410 (see the docstring).
+    assert len(res["relists"]) == 1 and int(res["relists"][0]) >= res["rv_before"]
     # The first thing the wait saw after the outage is the re-listed Job, newer than what it had
     # (later events are the job controller's own bookkeeping before the wait stopped watching).
     assert res["after"][0][1] == "SYNC" and int(res["after"][0][2]) > res["rv_before"], res["after"]

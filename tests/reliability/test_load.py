@@ -9,7 +9,7 @@ import pytest
 
 from fairing.kube.wait import WaitTimeout
 
-from .sweep import census, run_sweep
+from .sweep import census, delete_all, run_sweep
 
 TRIALS = 50
 
@@ -37,28 +37,18 @@ def test_fifty_concurrent_training_jobs_all_complete_none_lost_or_duplicated(tmp
         print(f"\n[figure] sweep of {TRIALS}: submit {sweep.seconds['submit']:.1f}s, "
               f"wait {sweep.seconds['wait']:.1f}s")
     finally:
-        # Not handle.delete()'s own wait: it can miss a fast deletion (a race, see
-        # test_delete_notices_a_deletion_that_finishes_before_its_watch_lists); poll the census instead.
-        for h in sweep.handles.values():
-            h.delete(wait=False)
-    deadline = time.monotonic() + 120
-    while (c := census(admin, kube.namespace, sweep.sweep_id))["jobs"] or c["pods"]:
-        assert time.monotonic() < deadline, f"left behind after 120s: {c}"
-        time.sleep(0.5)
+        errors = delete_all(sweep.handles.values())  # each delete() returns once its Job is gone
+    assert errors == []
+    c = census(admin, kube.namespace, sweep.sweep_id)
+    assert (c["jobs"], c["pods"]) == (0, 0)
 
 
-@pytest.mark.xfail(strict=True, raises=WaitTimeout, reason="fairing/deployers/base.py KubeHandle._wait_gone(): the existence check "
-                   "(kube.get) runs before the Mux watch thread's initial list; a deletion finishing in between "
-                   "leaves an empty list and no DELETED event, so delete() raises WaitTimeout although the Job "
-                   "is gone. Fix: watch from the resourceVersion returned by the get(), or treat an initial "
-                   "list without the object as gone.")
-def test_delete_notices_a_deletion_that_finishes_before_its_watch_lists(kube):
-    """handle.delete() waits for the object to go. It starts a watch (whose first list runs on a
-    thread), checks the object still exists, then waits for DELETED. If the deletion finishes after
-    that check but before the watch's first list, the list is empty, no DELETED ever comes, and
-    delete() times out although the Job is gone. Seen for real in the 50-job sweep (1 run in 3);
-    here the window is widened on purpose: the watch's first list is answered 3 s late, as a busy
-    API server may answer it."""
+def test_delete_notices_a_deletion_that_finishes_before_its_watch_starts(kube):
+    """handle.delete() waits for the object to go. A deletion that finishes between its read of the
+    object and the start of its watch must still be noticed. Seen for real in the 50-job sweep
+    (1 run in 3: delete() raised WaitTimeout for a Job already gone; fixed in 9f27461 by watching
+    from the resourceVersion just read). Here the window is widened on purpose: the watch's first
+    request is answered 3 s late, as a busy API server may answer it."""
     import uuid
 
     from fairing.deployers.job import JobDeployer
@@ -70,11 +60,13 @@ def test_delete_notices_a_deletion_that_finishes_before_its_watch_lists(kube):
     name = f"rel-delrace-{uuid.uuid4().hex[:8]}"
     handle = JobDeployer(kube.namespace, kube=k, name=name).deploy(fake_image(name))
     assert handle.wait(timeout=60) == "Succeeded"
-    k.first_list_delay = 3.0
+    k.first_request_delay = 3.0
+    t0 = time.monotonic()
     try:
         handle.delete(timeout=15)  # returns once the Job is gone
     except WaitTimeout:
-        # The Job is gone: the timeout is the wait's mistake, not a stuck deletion.
-        assert kube.kube().get("batch/v1", "Job", name, kube.namespace) is None
+        # If the Job is gone, the timeout is the wait's mistake, not a stuck deletion.
+        assert kube.kube().get("batch/v1", "Job", name, kube.namespace) is not None, "delete() missed the deletion"
         raise
     assert kube.kube().get("batch/v1", "Job", name, kube.namespace) is None
+    assert time.monotonic() - t0 < 15
