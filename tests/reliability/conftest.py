@@ -50,13 +50,6 @@ def fair(*args, cwd: Path, env: dict | None = None, timeout: float = 300, prefix
                           text=True, timeout=timeout)
 
 
-def leftover_tmp(r_or_env) -> list[str]:
-    """What a `fair` run left in its private TMPDIR."""
-    env = r_or_env if isinstance(r_or_env, dict) else None
-    tmp = Path(env["TMPDIR"]) if env else None
-    return sorted(p.name for p in tmp.iterdir()) if tmp and tmp.exists() else []
-
-
 def error_lines(r, code: int) -> tuple[str, str | None]:
     """The `error: ...` and `hint: ...` lines of a failed run, after checking the shape every error
     must have: the documented exit code, exactly one error line (then at most one hint line), no
@@ -136,18 +129,6 @@ def manifest_digest(registry_url: str, repo: str, ref: str, **kw) -> str | None:
 def rel_cache(tmp_path_factory) -> Path:
     """One FAIRING_CACHE for the suite: base layers fetched once, never the user's cache."""
     return tmp_path_factory.mktemp("fairing-cache")
-
-
-@pytest.fixture
-def private_tmp(tmp_path, monkeypatch) -> Path:
-    """tempfile.gettempdir() for this test only, so "no temp dir leaked" is exact."""
-    import tempfile
-
-    d = tmp_path / "tmpdir"
-    d.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(d))
-    monkeypatch.setenv("TMPDIR", str(d))
-    return d
 
 
 def training_dir(root: Path, *, data_bytes: int = 0, name: str = "proj", marker: str = "") -> Path:

@@ -18,7 +18,7 @@ import pytest
 
 from fairing.builders.append import AppendBuilder
 from fairing.errors import BuildError
-from fairing.oci.cache import Cache, sha256_file
+from fairing.oci.cache import sha256_file
 from fairing.preprocessors.python import PythonPreprocessor
 
 from .conftest import clean_env, error_lines, fair, manifest_digest, pull, tags, training_dir

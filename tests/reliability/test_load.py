@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from fairing.kube.wait import WaitTimeout
 
 from .sweep import census, delete_all, run_sweep

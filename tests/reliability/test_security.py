@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import secrets
-import subprocess
 import tarfile
 import uuid
 from pathlib import Path
