@@ -529,7 +529,12 @@ class Watch:
             except DeployError as e:
                 if self.stopped:
                     return
-                if not str(e.message).startswith("cannot reach") and "did not answer" not in e.message:
+                unreachable = str(e.message).startswith("cannot reach") or "did not answer" in e.message
+                # A restarting API server answers Forbidden/Unauthorized until its RBAC and token
+                # caches have synced, so right after a break those are retried too (within the grace).
+                warming_up = broken_since is not None and (
+                    str(e.message).startswith("forbidden") or "401 Unauthorized" in e.message)
+                if not (unreachable or warming_up):
                     raise
                 now = time.monotonic()
                 broken_since = broken_since or now
@@ -541,6 +546,7 @@ class Watch:
             except Exception:  # noqa: BLE001 - the stream broke mid-read: reconnect from our rv
                 if self.stopped:
                     return
+                broken_since = broken_since or time.monotonic()
                 self.reconnects += 1
                 self._stopped.wait(delay)
                 delay = min(delay * 2, 5.0)
