@@ -455,27 +455,13 @@ class DockerBuilder(Builder):
                           stats=stats, context=ctx)
 
     def _registry_digest(self, repo: str, tag: str) -> str:
-        """Ask the registry which manifest the tag now names (engines that don't report it)."""
-        import requests
+        """Ask the registry which manifest the tag now names (for engines that don't say), with the
+        same client and credentials as the append builder."""
+        from ..oci.registry import client_for
 
         registry, _, name = repo.partition("/")
-        accept = ", ".join([
-            "application/vnd.oci.image.manifest.v1+json",
-            "application/vnd.docker.distribution.manifest.v2+json",
-            "application/vnd.oci.image.index.v1+json",
-            "application/vnd.docker.distribution.manifest.list.v2+json",
-        ])
-        host = registry.split(":")[0]
-        schemes = ("http", "https") if host in ("localhost", "127.0.0.1", "::1") else ("https",)
-        last: Exception | None = None
-        for scheme in schemes:
-            try:
-                r = requests.head(f"{scheme}://{registry}/v2/{name}/manifests/{tag}", headers={"Accept": accept},
-                                  timeout=30)
-                if r.ok and r.headers.get("Docker-Content-Digest"):
-                    return r.headers["Docker-Content-Digest"]
-                last = RuntimeError(f"HTTP {r.status_code}")
-            except requests.RequestException as e:
-                last = e
-        raise BuildError(f"pushed {repo}:{tag} but could not learn its digest ({_short(last or Exception())})",
-                         hint="check the registry answers HEAD /v2/<name>/manifests/<tag>")
+        digest = client_for(registry).manifest_digest(name, tag)
+        if not digest:
+            raise BuildError(f"pushed {repo}:{tag} but the registry does not list it",
+                             hint="check the registry answers HEAD /v2/<name>/manifests/<tag>")
+        return digest
