@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import tarfile
 import uuid
 
@@ -143,6 +144,20 @@ def test_build_push_pull_and_run(engine, base_image, registry, monkeypatch):
     assert img.pod_template["spec"]["containers"][0]["image"] == img.ref
     assert any("pip" in ln and "install" in ln for ln in lines)  # the build output was streamed
     assert run_image(engine, img.ref).strip() == "hello from fairing 1.16.0 &lt;b&gt; 1"
+
+
+def test_without_push_the_image_stays_in_the_engine_pinned_by_id(engine, base_image, registry):
+    repo = f"localhost/fairing-test/local-{uuid.uuid4().hex[:8]}"
+    img = DockerBuilder(base_image.docker, docker_host=engine.docker_host, push=False,
+                        output=lambda line: None).build(make_ctx("local", requirements=()), repo)
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", img.ref) and img.digest == img.ref
+    client = engine.client()
+    try:
+        out = client.containers.run(img.ref, entrypoint=["python3", "-c", "print(open('main.py').read().split()[2])"],
+                                    remove=True).decode()
+    finally:
+        client.close()
+    assert out.strip() == "'local'"
 
 
 def test_failing_run_step_is_a_build_error_naming_the_step(engine, base_image, registry):

@@ -426,7 +426,9 @@ class DockerBuilder(Builder):
                 events = client.build(fileobj=fileobj, custom_context=True, tag=ref, rm=True, forcerm=True,
                                       pull=self.pull, nocache=self.nocache, decode=True)
                 image_id = parse_build_stream(events, self.output)
-            if not self.push:
+            if not self.push:  # the image stays in the engine, pinned by its full image ID
+                if not image_id.startswith("sha256:"):
+                    image_id = client.inspect_image(ref)["Id"]
                 stats = BuildStats(seconds=time.monotonic() - t0)
                 return BuiltImage(ref=image_id, digest=image_id, tag=tag,
                                   pod_template=pod_template(ref, ctx), stats=stats, context=ctx)
