@@ -145,6 +145,10 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
     b_name, b_kw = _split(builder)
     d_name, d_kw = _split(deployer)
     registry = b_kw.pop("registry", None) or s.registry
+    if registry and "://" in registry:
+        # Checked here: joined with the image name, the error would name a reference nobody typed.
+        raise ConfigError(f"invalid --registry {registry!r}: it must not contain a URL scheme",
+                          hint="drop the scheme: HOST[:PORT]/PATH, e.g. 127.0.0.1:5000/team")
     image_name = b_kw.pop("image_name", None) or s.image_name
     target = b_kw.pop("target", None)
 
@@ -315,18 +319,35 @@ def build(p: Plan, ctx: BuildContext, progress: Progress) -> BuiltImage:
     return image
 
 
+def _placeholder_ref(target: str, tag: str | None = None) -> str:
+    """`target` pinned to PLACEHOLDER_DIGEST: deployers insist on digest-pinned images, and the
+    real digest exists only after the build."""
+    from .builders.base import split_tag
+
+    repo, target_tag = split_tag(target)
+    tag = tag or target_tag
+    return f"{repo}:{tag}@{PLACEHOLDER_DIGEST}" if tag else f"{repo}@{PLACEHOLDER_DIGEST}"
+
+
+def preflight(p: Plan, deployer: Any, ctx: BuildContext) -> None:
+    """Everything the deployer can check before there is an image, so bad deploy input fails
+    before a tag is pushed: the kubeconfig and context load (no API call), and the manifests
+    render from a placeholder image (the context kind, the options against the pod template)."""
+    if p.builder is None:
+        return  # local process mode: nothing is pushed, the deployer checks as it runs
+    if p.deployer[0] in CLUSTER_DEPLOYERS:
+        getattr(deployer, "kube", None)  # loads the kubeconfig: a missing file or unknown context fails now
+    ref = _placeholder_ref(p.target)
+    deployer.render(BuiltImage(ref=ref, digest="", pod_template=pod_template(ref, ctx), context=ctx))
+
+
 def dry_run(p: Plan, progress: Progress | None = None) -> dict:
     """The build plan and every manifest, without building or applying anything."""
     progress = progress or Progress(enabled=False)
     ctx = prepare(p, progress)
     if p.builder is not None:
-        from .builders.base import split_tag
-
         build_plan = make_builder(p).plan(ctx, p.target)
-        repo, tag = split_tag(str(build_plan.get("target") or p.target))
-        tag = build_plan.get("tag") or tag
-        # Deployers insist on digest-pinned images; the real digest exists only after the build.
-        ref = f"{repo}:{tag}@{PLACEHOLDER_DIGEST}" if tag else f"{repo}@{PLACEHOLDER_DIGEST}"
+        ref = _placeholder_ref(str(build_plan.get("target") or p.target), build_plan.get("tag"))
         build_plan["digest"] = "known after the build (manifests show sha256:000...)"
     else:
         from .builders.base import context_hash
@@ -348,9 +369,10 @@ def execute(p: Plan, progress: Progress | None = None, *, wait: bool = False,
         progress.note(note)
     if p.settings.dry_run:
         return RunResult(None, None, "dry run", plan=dry_run(p, progress), stages=progress.summary())
+    deployer = make_deployer(p)  # its constructor checks the name, namespace and options
     ctx = prepare(p, progress)
+    preflight(p, deployer, ctx)
     image = build(p, ctx, progress)
-    deployer = make_deployer(p)
     with progress.stage("deploy") as st:
         handle = deployer.deploy(image)
         mode = getattr(handle, "mode", None)
