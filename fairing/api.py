@@ -66,9 +66,8 @@ class TrainJob:
     def plan(self) -> config_mod.Plan:
         s = self.settings
         pre = (s.preprocessor or config_mod.guess_preprocessor(self.entry_point), self._pre_kw)
+        # builder_options apply to the default builder too (config.plan picks it when the name is None).
         builder = (s.builder, self._builder_kw) if s.builder or self._builder_kw else None
-        if builder and not builder[0]:
-            builder = None
         deployer = (s.deployer, self._deployer_kw) if s.deployer else None
         prepare_kw = {}
         if pre[0] == "function":

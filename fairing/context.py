@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Protocol, Union
 
 # A file in the build context comes from disk (Path) or is generated (bytes: pickles, shims).
@@ -89,7 +89,16 @@ def write_context(ctx: BuildContext, root: Path) -> Path:
     """Materialise the context's files under `root` (used by local runs and tests)."""
     import shutil
 
+    from .errors import ConfigError
+
     root = Path(root)
+    # Checked before writing anything: pathlib would put '../x' beside the root and let an
+    # absolute path replace it. Preprocessors never make such paths; hand-built contexts might.
+    for dst in ctx.files:
+        p = PurePosixPath(dst)
+        if not dst or p.is_absolute() or ".." in p.parts:
+            raise ConfigError(f"context path {dst!r} must be relative and inside the context",
+                              hint="use a path like 'src/train.py', without a leading '/' or '..'")
     for dst, src in sorted(ctx.files.items()):
         out = root / dst
         out.parent.mkdir(parents=True, exist_ok=True)

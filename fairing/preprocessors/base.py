@@ -75,8 +75,10 @@ class Preprocessor:
             p = p if p.is_absolute() else base_dir / p
             if not p.exists():
                 raise ConfigError(f"included path {item} does not exist", hint="check the `include` list")
+            # Normalise '..' first (relative_to is lexical): 'proj/../x' is outside and ships as 'x'.
+            p = Path(os.path.normpath(p.absolute()))
             try:
-                rel = p.absolute().relative_to(base_dir.absolute()).as_posix()
+                rel = p.relative_to(os.path.normpath(base_dir.absolute())).as_posix()
             except ValueError:
                 rel = p.name
             if p.is_dir():
