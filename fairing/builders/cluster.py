@@ -31,6 +31,7 @@ from .docker import (
     context_file,
     dockerfile,
     download_wheels,
+    planned_pip_wheel,
 )
 
 log = logging.getLogger(__name__)
@@ -286,7 +287,7 @@ class ClusterBuilder(Builder):
         ref = self._target(ctx, target)
         if ctx.requirements:
             check_requirements(ctx.requirements, self._python(ctx))
-        text = dockerfile(ctx, self.base_image, pip_wheel="pip.whl" if ctx.requirements else None, run=self.run)
+        text = dockerfile(ctx, self.base_image, pip_wheel=planned_pip_wheel() if ctx.requirements else None, run=self.run)
         pod, secret = self.manifests(ctx, target, namespace=self.namespace or "<namespace>", suffix="xxxxxx")
         if secret:  # never print credentials, even in a dry run
             secret = {**secret, "data": {k: "<redacted>" for k in secret["data"]}}

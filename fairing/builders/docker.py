@@ -138,6 +138,13 @@ def platform_tags(arch: str, glibc_minor: int = 36) -> list[str]:
     return tags + [f"manylinux2014_{machine}", f"linux_{machine}"]
 
 
+def planned_pip_wheel() -> str:
+    """The pip wheel file a build would ship (the host's pip version), for plans and dry runs."""
+    from importlib.metadata import version
+
+    return f"pip-{version('pip')}-py3-none-any.whl"
+
+
 def check_requirements(requirements: Sequence[str], python: str) -> None:
     for r in requirements:
         # An option ("--index-url=...", "-r file") would change how pip resolves, not what.
@@ -406,7 +413,7 @@ class DockerBuilder(Builder):
             "requirements": list(ctx.requirements),
             "python": self._python(ctx) if ctx.requirements else None,
             "files": sorted(f"{APP_DIR}/{k}" for k in ctx.files),
-            "dockerfile": dockerfile(ctx, self.base_image, pip_wheel="pip.whl" if ctx.requirements else None,
+            "dockerfile": dockerfile(ctx, self.base_image, pip_wheel=planned_pip_wheel() if ctx.requirements else None,
                                      run=self.run),
         }
 
