@@ -325,6 +325,11 @@ def main() -> int:
             ref_bytes = bench.code_change_reference(f"bench/{ref_repo.name}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if {"docker", "podman"} & set(tools):  # drop this run's tags from the shared engine
+            names = run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"]).stdout.split()
+            mine = [n for n in names if f"/bench/" in n and f"-{bench.run_id}-" in n]
+            if mine:
+                subprocess.run(["podman", "rmi", "-f", *mine], capture_output=True)
 
     def med(tool: str, case: str, idx: int) -> float | None:
         rows = results.get((tool, case))
