@@ -80,7 +80,27 @@ def _namespace_offline(kubeconfig, context) -> str | None:
         return None
 
 
-class KubeDeployer(Deployer):
+class KubeAccess:
+    """The API client and namespace of a cluster deployer (training or serving), made on first use
+    so that rendering manifests (dry run) needs no cluster. Needs kubeconfig, context, namespace, _kube."""
+
+    @property
+    def kube(self):
+        if self._kube is None:
+            from ..kube.client import Kube
+
+            self._kube = Kube(self.kubeconfig, self.context, self.namespace)
+        return self._kube
+
+    def target_namespace(self, *, offline: bool = False) -> str | None:
+        if self.namespace:
+            return self.namespace
+        if offline and self._kube is None:
+            return _namespace_offline(self.kubeconfig, self.context)
+        return self.kube.namespace
+
+
+class KubeDeployer(KubeAccess, Deployer):
     """Common options for the cluster deployers (see the module docstring)."""
 
     api_version = "v1"
@@ -150,21 +170,6 @@ class KubeDeployer(Deployer):
         return max(done, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp", ""), default=None)
 
     # -- shared -------------------------------------------------------------------------------------
-    @property
-    def kube(self):
-        if self._kube is None:
-            from ..kube.client import Kube
-
-            self._kube = Kube(self.kubeconfig, self.context, self.namespace)
-        return self._kube
-
-    def target_namespace(self, *, offline: bool = False) -> str | None:
-        if self.namespace:
-            return self.namespace
-        if offline and self._kube is None:
-            return _namespace_offline(self.kubeconfig, self.context)
-        return self.kube.namespace
-
     def default_name(self, image: BuiltImage, run_id: str) -> str:
         from ..oci.reference import parse
 

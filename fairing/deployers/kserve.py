@@ -17,7 +17,7 @@ from typing import Any, Iterator
 from ..context import BuiltImage
 from ..errors import ConfigError, DeployError
 from . import pod as podlib
-from .base import _check_pinned, _namespace_offline
+from .base import KubeAccess, _check_pinned
 from .serving import (
     COMMON_OPTIONS, CONTAINER, FIELD_MANAGER, IMAGE_ANNOTATION, KIND_LABEL, MANAGED_BY, _check_replicas, _conditions,
     check_options, main_container, probes, serving_pod_template, wait_gone, wait_ready,
@@ -37,7 +37,7 @@ MODEL_FORMATS = ("sklearn", "xgboost", "lightgbm", "tensorflow", "pytorch", "onn
                  "paddle", "huggingface", "mlflow")
 
 
-class InferenceServiceDeployer:
+class InferenceServiceDeployer(KubeAccess):
     """Options: namespace, kubeconfig, context, name, replicas (minReplicas, 1), max_replicas,
     mutators, labels, annotations, deployment_mode ("RawDeployment"), model_format + storage_uri
     (+ protocol_version, runtime) for a KServe runtime instead of a fairing image, dry_run."""
@@ -94,21 +94,6 @@ class InferenceServiceDeployer:
         self.dry_run = bool(o("dry_run", False))
         self._kube = o("kube")
 
-    @property
-    def kube(self):
-        if self._kube is None:
-            from ..kube.client import Kube
-
-            self._kube = Kube(self.kubeconfig, self.context, self.namespace)
-        return self._kube
-
-    def _namespace(self, offline: bool = False) -> str | None:
-        if self.namespace:
-            return self.namespace
-        if offline and self._kube is None:
-            return _namespace_offline(self.kubeconfig, self.context)
-        return self.kube.namespace
-
     # -- manifests ----------------------------------------------------------------------------------
     def _predictor_from_template(self, template: dict) -> dict:
         spec = template.get("spec") or {}
@@ -129,7 +114,7 @@ class InferenceServiceDeployer:
 
     def render(self, image: BuiltImage | None = None, *, offline: bool = True) -> list[dict]:
         """The InferenceService as a plain dict; no API calls."""
-        ns = self._namespace(offline)
+        ns = self.target_namespace(offline=offline)
         annotations = dict(self.annotations)
         if self.deployment_mode:
             annotations[MODE_ANNOTATION] = self.deployment_mode
@@ -182,7 +167,7 @@ class InferenceServiceDeployer:
 
     def validate(self, image: BuiltImage | None = None) -> list[dict]:
         """Server-side dry run: the API server checks the object against the KServe CRD schema."""
-        ns = self._namespace()
+        ns = self.target_namespace()
         return [self.kube.create(m, ns, dry_run=True) for m in self.render(image, offline=False)]
 
     def deploy(self, image: BuiltImage | None = None) -> "InferenceServiceHandle":
@@ -207,7 +192,7 @@ class InferenceServiceDeployer:
         return InferenceServiceHandle(kube, name, ns, model_name=_model_of(isvc), manifests=[applied])
 
     def attach(self, name: str) -> "InferenceServiceHandle":
-        ns = self._namespace()
+        ns = self.target_namespace()
         obj = self.kube.get(API_VERSION, KIND, name, ns)
         if obj is None:
             from ..kube.client import NotFound

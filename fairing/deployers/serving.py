@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 from ..context import BuiltImage
 from ..errors import ConfigError, DeployError
 from . import pod as podlib
-from .base import _check_pinned, _namespace_offline
+from .base import KubeAccess, _check_pinned
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "fairing"}
 SERVING_LABEL = "fairing.dev/serving"  # selector label: immutable, so only the name goes in it
@@ -92,7 +92,7 @@ def _check_replicas(replicas: Any) -> int:
     return replicas
 
 
-class ServingDeployer:
+class ServingDeployer(KubeAccess):
     """Options: namespace (else the kubeconfig context's), kubeconfig, context, name (default: the
     model name), replicas (1), mutators, labels, annotations, service_port (80), max_surge ("25%"),
     progress_deadline (600 s), dry_run (deploy() does a server-side dry run)."""
@@ -124,28 +124,13 @@ class ServingDeployer:
         self.dry_run = bool(o("dry_run", False))
         self._kube = o("kube")
 
-    @property
-    def kube(self):
-        if self._kube is None:
-            from ..kube.client import Kube
-
-            self._kube = Kube(self.kubeconfig, self.context, self.namespace)
-        return self._kube
-
-    def _namespace(self, offline: bool = False) -> str | None:
-        if self.namespace:
-            return self.namespace
-        if offline and self._kube is None:
-            return _namespace_offline(self.kubeconfig, self.context)
-        return self.kube.namespace
-
     # -- manifests ----------------------------------------------------------------------------------
     def render(self, image: BuiltImage, *, offline: bool = True) -> list[dict]:
         """[Deployment, Service] as plain dicts; no API calls (the namespace comes from the
         kubeconfig file when there is one)."""
         template, port, model = serving_pod_template(image, self.name or "model", self.mutators)
         name = self.name or _name_for(model)
-        ns = self._namespace(offline)
+        ns = self.target_namespace(offline=offline)
         selector = {SERVING_LABEL: name}
         labels = {**MANAGED_BY, KIND_LABEL: "serve", "app.kubernetes.io/name": name, **self.labels, **selector}
         template["metadata"]["labels"] = {**template["metadata"]["labels"], **self.labels, **selector}
@@ -187,7 +172,7 @@ class ServingDeployer:
         """Send the manifests as a server-side dry run: the API server validates and defaults them
         (admission included) without creating anything. Returns what it answered."""
         _check_pinned(image)
-        ns = self._namespace()
+        ns = self.target_namespace()
         return [self.kube.create(m, ns, dry_run=True) for m in self.render(image, offline=False)]
 
     # -- deploy -------------------------------------------------------------------------------------
@@ -218,7 +203,7 @@ class ServingDeployer:
 
     def attach(self, name: str) -> "ServingHandle":
         kube = self.kube
-        ns = self._namespace()
+        ns = self.target_namespace()
         dep = kube.get("apps/v1", "Deployment", name, ns)
         if dep is None:
             from ..kube.client import NotFound
