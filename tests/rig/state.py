@@ -195,7 +195,9 @@ class Service:
         # Python process and never lingers as our zombie.
         script = '"$@" >>"$FAIRING_RIG_LOG" 2>&1 </dev/null & echo $!'
         env = dict(self.env if self.env is not None else service_env(), FAIRING_RIG_LOG=str(self.log))
-        out = subprocess.run(["sh", "-c", script, "sh", *self.argv], cwd=self.cwd, env=env,
+        # A service outlives the checkout that started it: by default it runs in the rig's state
+        # dir, never in the caller's cwd (a deleted cwd made Podman fail with "write child: broken pipe").
+        out = subprocess.run(["sh", "-c", script, "sh", *self.argv], cwd=self.cwd or rig_dir(), env=env,
                              capture_output=True, start_new_session=True, check=True)
         pid = int(out.stdout.split()[0])
         info = _proc_info(pid)
