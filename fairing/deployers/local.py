@@ -604,17 +604,7 @@ class ContainerHandle:
         return self.container.logs(stdout=True, stderr=True).decode(errors="replace")
 
     def logs(self, follow: bool = False) -> Iterator[str]:
-        if not follow:
-            yield from self._read().splitlines()
-            return
-        buf = b""
-        for chunk in self.container.logs(stream=True, follow=True, stdout=True, stderr=True):
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                yield line.decode(errors="replace")
-        if buf:
-            yield buf.decode(errors="replace")
+        yield from container_logs(self.container, follow)
 
     def result(self) -> Any:
         out = None
@@ -708,3 +698,18 @@ def _load_layout(client, ref: str) -> str:
     if not images:
         raise DeployError(f"the engine loaded nothing from {layout}", hint="use --builder docker instead")
     return images[0].id
+
+
+def container_logs(container, follow: bool = False) -> Iterator[str]:
+    """A container's output (stdout and stderr) as lines; with `follow`, until it exits."""
+    if not follow:
+        yield from container.logs(stdout=True, stderr=True).decode(errors="replace").splitlines()
+        return
+    buf = b""
+    for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            yield line.decode(errors="replace")
+    if buf:
+        yield buf.decode(errors="replace")

@@ -282,17 +282,7 @@ class LocalServingHandle:
         return lines[-1][:300] if lines else "(no output)"
 
     def logs(self, follow: bool = False) -> Iterator[str]:
-        if not follow:
-            yield from self._read().splitlines()
-            return
-        buf = b""
-        for chunk in self.container.logs(stream=True, follow=True, stdout=True, stderr=True):
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                yield line.decode(errors="replace")
-        if buf:
-            yield buf.decode(errors="replace")
+        yield from _local.container_logs(self.container, follow)
 
     def result(self) -> Any:
         raise ConfigError("a served model has no return value", hint="call predict(data), or read logs()")
