@@ -10,30 +10,35 @@ from pathlib import Path
 import pytest
 
 from fairing.errors import ConfigError
-from fairing.preprocessors.notebook import NotebookPreprocessor, NotebookWarning, find_notebook_path
+from fairing.preprocessors.notebook import PRELUDE, NotebookPreprocessor, NotebookWarning, find_notebook_path
 from tests.test_preprocess_python import run_in_container, run_local
 
 DATA = Path(__file__).parent / "data" / "preprocess"
+HEADER = "\n".join(["# Converted by fairing from {name}; edit the notebook, not this file.", *PRELUDE, "", ""])
+SHIM_FILES = [".fairing/nbshim/IPython/__init__.py", ".fairing/nbshim/IPython/core/__init__.py",
+              ".fairing/nbshim/IPython/core/display.py", ".fairing/nbshim/IPython/core/display_functions.py",
+              ".fairing/nbshim/IPython/core/getipython.py", ".fairing/nbshim/IPython/display.py",
+              ".fairing/nbshim/fairing_nb.py"]
 
 
 def prepare(name: str, **kw):
     return NotebookPreprocessor(**kw).prepare(DATA / name)
 
 
-def test_magics_dropped_script_byte_for_byte():
-    with pytest.warns(NotebookWarning) as caught:
-        ctx = prepare("magics.ipynb")
-    assert list(ctx.files) == ["magics.py"]
+def test_magics_translated_script_byte_for_byte(caplog):
+    import logging
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing left out, so nothing to warn about
+        with caplog.at_level(logging.INFO, logger="fairing"):
+            ctx = prepare("magics.ipynb")
+    assert sorted(ctx.files) == [*sorted(SHIM_FILES), "magics.py"]
     assert ctx.files["magics.py"] == (DATA / "magics.expected.py").read_bytes()
     assert ctx.entrypoint == ("python3", "-u", "magics.py")
-    assert ctx.kind == "notebook" and ctx.requirements == ()
-    messages = [str(w.message) for w in caught]
-    assert messages == [
-        "notebook magics.ipynb: dropped cell-magic cells, they do not run outside IPython: "
-        "cell 3 (%%bash), cell 7 (%%time)",
-        "notebook magics.ipynb: dropped install commands (cell 2: !pip install -q pandas==2.2.2); "
-        "list those packages in requirements instead",
-    ]
+    assert ctx.kind == "notebook" and ctx.requirements == ("pandas==2.2.2",)
+    assert [r.getMessage() for r in caplog.records] == [
+        "notebook magics.ipynb: requirements from its install lines: pandas==2.2.2"]
 
 
 def test_magic_lines_inside_blocks_keep_valid_python(tmp_path):
@@ -41,7 +46,7 @@ def test_magic_lines_inside_blocks_keep_valid_python(tmp_path):
 
     src = textwrap.dedent("""\
         def f():
-            %time x = 1
+            %timeit -n 3 x = 1
         class A:
             !echo a
             def g(self):
@@ -50,7 +55,7 @@ def test_magic_lines_inside_blocks_keep_valid_python(tmp_path):
             !echo never
             !echo twice
         try:
-            !risky
+            !true
         except Exception:
             %debug
         print(f(), A().g(), [1 !=
@@ -58,33 +63,32 @@ def test_magic_lines_inside_blocks_keep_valid_python(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src)])
     nbformat.write(nb, tmp_path / "blocks.ipynb")
     ctx = NotebookPreprocessor().prepare(tmp_path / "blocks.ipynb")
-    assert ctx.files["blocks.py"].decode() == textwrap.dedent("""\
-        # Converted by fairing from blocks.ipynb; edit the notebook, not this file.
-
+    assert ctx.files["blocks.py"].decode() == HEADER.format(name="blocks.ipynb") + textwrap.dedent("""\
         # cell 1
         def f():
-            pass
+            x = 1
         class A:
+            _fairing_ip.system('echo a')
             def g(self):
                 return 1
         while False:
-            pass
+            _fairing_ip.system('echo never')
+            _fairing_ip.system('echo twice')
         try:
-            pass
+            _fairing_ip.system('true')
         except Exception:
             pass
         print(f(), A().g(), [1 !=
             2])
         """)
     r = run_local(ctx, tmp_path)
-    assert (r.returncode, r.stdout) == (0, "None 1 [True]\n"), r.stderr
+    assert (r.returncode, r.stdout) == (0, "a\nNone 1 [True]\n"), r.stderr
 
 
 def test_only_tagged_cells_ship_when_any_is_tagged():
     ctx = prepare("tagged.ipynb")
-    assert ctx.files["tagged.py"] == (
-        b"# Converted by fairing from tagged.ipynb; edit the notebook, not this file.\n\n"
-        b"# cell 1\nimport json\n\n# cell 3\nprint(json.dumps({'ok': True}))\n"
+    assert ctx.files["tagged.py"].decode() == HEADER.format(name="tagged.ipynb") + (
+        "# cell 1\nimport json\n\n# cell 3\nprint(json.dumps({'ok': True}))\n"
     )
 
 
@@ -95,8 +99,10 @@ def test_requirements_and_include(tmp_path):
     (tmp_path / "helpers.py").write_text("X = 1\n")
     (tmp_path / "requirements.txt").write_text("numpy==1.26.4\n")
     ctx = NotebookPreprocessor(requirements="requirements.txt", include=["helpers.py"]).prepare(tmp_path / "nb.ipynb")
-    assert sorted(ctx.files) == ["helpers.py", "nb.py"]
+    assert sorted(ctx.files) == [*SHIM_FILES, "helpers.py", "nb.py"]
     assert ctx.requirements == ("numpy==1.26.4",)
+    # A requirements.txt next to the notebook is used without being named.
+    assert NotebookPreprocessor().prepare(tmp_path / "nb.ipynb").requirements == ("numpy==1.26.4",)
 
 
 # -- one clear error each ---------------------------------------------------------------------------
@@ -123,7 +129,7 @@ def test_syntax_error_names_cell_and_line():
 
 
 def test_no_code_cells():
-    with pytest.warns(NotebookWarning, match=r"cell 2 \(%%bash\)"):
+    with pytest.warns(NotebookWarning, match=r"cell 2 \(%%sql\)"):
         with pytest.raises(ConfigError) as e:
             prepare("no_code.ipynb")
     assert e.value.message == f"notebook {DATA / 'no_code.ipynb'} has no code cells to run"
@@ -175,21 +181,25 @@ def test_find_notebook_path_from_ipython_namespace(tmp_path):
 
 # -- running ----------------------------------------------------------------------------------------
 
-EXPECTED_OUTPUT = "['!kept inside a string', '%also kept'] 1\nargs []\ndone\n"
+TIMES = "CPU times: user <t>\nWall time: <t>\n"
+EXPECTED_OUTPUT = ("only in IPython\n" + (TIMES + "step\n") * 3 + "never alone\ntotal 3\n"
+                   "['!kept inside a string', '%also kept'] 1\ntimed cell keeps its body\n" + TIMES + "args []\ndone\n")
 
 
 def test_script_runs_locally(tmp_path):
-    with pytest.warns(NotebookWarning):
-        ctx = prepare("magics.ipynb")
+    from tests.test_notebook_anywhere import normalize
+
+    ctx = prepare("magics.ipynb")
     r = run_local(ctx, tmp_path)
-    assert (r.returncode, r.stdout) == (0, EXPECTED_OUTPUT), r.stderr
+    assert (r.returncode, normalize(r.stdout)) == (0, EXPECTED_OUTPUT), r.stderr
 
 
 def test_script_runs_in_container(engine, base_image, tmp_path):
-    with pytest.warns(NotebookWarning):
-        ctx = prepare("magics.ipynb")
+    from tests.test_notebook_anywhere import normalize
+
+    ctx = prepare("magics.ipynb")
     code, logs = run_in_container(engine, base_image, ctx, tmp_path)
-    assert (code, logs) == (0, EXPECTED_OUTPUT)
+    assert (code, normalize(logs)) == (0, EXPECTED_OUTPUT)
 
 
 def test_find_notebook_path_in_a_real_jupyter_server(tmp_path):
@@ -263,3 +273,81 @@ def test_find_notebook_path_in_a_real_jupyter_server(tmp_path):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+# -- installs, IPython, ids -------------------------------------------------------------------------
+
+def _nb(tmp_path, *sources, name="nb.ipynb"):
+    import nbformat
+
+    path = tmp_path / name
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources]), str(path))
+    return path
+
+
+def test_install_lines_become_requirements_as_written(tmp_path, caplog):
+    import logging
+
+    (tmp_path / "requirements.txt").write_text("numpy==1.26.4\n")
+    nb = _nb(tmp_path, "%pip install -q 'pandas[excel]==2.2.2' numpy==2.0.0\n!pip install --upgrade 'scipy>=1.11'",
+             "import sys\nif sys.version_info > (3,):\n    !{sys.executable} -m pip install requests==2.32.3")
+    with pytest.warns(NotebookWarning) as caught, caplog.at_level(logging.INFO, logger="fairing"):
+        ctx = NotebookPreprocessor().prepare(nb)
+    # The user's own pin (requirements.txt) wins over the notebook's numpy==2.0.0.
+    assert ctx.requirements == ("numpy==1.26.4", "pandas[excel]==2.2.2", "scipy>=1.11", "requests==2.32.3")
+    assert [r.getMessage() for r in caplog.records] == [
+        "notebook nb.ipynb: requirements from its install lines: pandas[excel]==2.2.2, numpy==2.0.0, scipy>=1.11, "
+        "requests==2.32.3"]
+    assert [str(w.message) for w in caught] == [
+        "notebook nb.ipynb: unpinned installs scipy>=1.11: the image gets whatever version is newest when it is "
+        "built; pin them (name==version) to make it reproducible"]
+    # Install lines run when the image is built, not in the script.
+    assert "pip" not in ctx.files["nb.py"].decode().split("_fairing_ip = get_ipython()", 1)[1]
+
+
+def test_install_line_with_an_index_option_is_refused(tmp_path):
+    nb = _nb(tmp_path, "x = 1", "%pip install -i https://user:pw@example.com/simple torch==2.3.0")
+    with pytest.raises(ConfigError) as e:
+        NotebookPreprocessor().prepare(nb)
+    assert e.value.message == ("notebook nb.ipynb cell 2, line 1: pip option '-i' is not supported in a notebook "
+                               "install line")
+
+
+def test_ipython_in_the_requirements_means_the_real_one(tmp_path):
+    nb = _nb(tmp_path, "%pip install ipython==8.12.3\nfrom IPython.display import display\ndisplay(1)")
+    ctx = NotebookPreprocessor().prepare(nb)
+    assert ctx.requirements == ("ipython==8.12.3",)
+    assert sorted(f for f in ctx.files if f.startswith(".fairing/")) == [".fairing/nbshim/fairing_nb.py"]
+
+
+def test_notebook_without_cell_ids_reads_without_a_warning(tmp_path):
+    import json
+    import warnings
+
+    (tmp_path / "old.ipynb").write_text(json.dumps({
+        "nbformat": 4, "nbformat_minor": 5, "metadata": {},
+        "cells": [{"cell_type": "code", "metadata": {}, "source": "print('no id')", "outputs": [],
+                   "execution_count": None}]}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ctx = NotebookPreprocessor().prepare(tmp_path / "old.ipynb")
+    assert ctx.files["old.py"].decode().endswith("# cell 1\nprint('no id')\n")
+
+
+def test_cell_magics_keep_their_effect(tmp_path):
+    nb = _nb(tmp_path,
+             "%%capture cap\nprint('captured')\nvalue = 41",
+             "%%timeit -n 1 -r 1\nvalue += 1",
+             "%%writefile conf.txt\na=1",
+             "%%script bash\necho \"bash got $((value))\"",
+             "%%html\n<p>hello <b>html</b></p>",
+             "%env MODE=test\nimport os\nprint(os.environ['MODE'], repr(cap.stdout), value)",
+             "%%sh\nexit 3",
+             "print('not reached')")
+    ctx = NotebookPreprocessor().prepare(nb)
+    r = run_local(ctx, tmp_path)
+    assert r.returncode == 1
+    assert r.stdout == "Writing conf.txt\nbash got 0\nhello html\nenv: MODE=test\ntest 'captured\\n' 42\n"
+    assert r.stderr.rstrip().splitlines()[-1] == (
+        "subprocess.CalledProcessError: Command 'b'exit 3\\n'' returned non-zero exit status 3.")
+    assert (tmp_path / "ctx/conf.txt").read_text() == "a=1\n"

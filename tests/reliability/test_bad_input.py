@@ -322,7 +322,7 @@ CASES = [
     # -- notebooks -------------------------------------------------------------------------------
     Case("cli-notebook-without-code-cells", ["train", "nb/empty.ipynb", *COMMON], 2,
          "notebook nb/empty.ipynb has no code cells to run",
-         "add code cells (cells tagged fairing:exclude, %% cell magics and, when any cell is tagged "
+         "add code cells (cells tagged fairing:exclude, unsupported %% cell magics and, when any cell is tagged "
          "fairing:include, untagged cells are left out)", setup=setup_markdown_only_notebook),
     Case("cli-notebook-invalid-json", ["train", "nb/broken.ipynb", *COMMON], 2,
          "notebook nb/broken.ipynb is not valid JSON: Expecting property name enclosed in double quotes (line 1, column 35)",

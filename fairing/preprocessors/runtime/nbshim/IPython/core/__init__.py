@@ -1,0 +1,1 @@
+# Part of fairing's stand-in for IPython (see IPython/__init__.py).

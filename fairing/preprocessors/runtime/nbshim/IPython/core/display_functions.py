@@ -1,0 +1,1 @@
+from ..display import clear_output, display, update_display  # noqa: F401

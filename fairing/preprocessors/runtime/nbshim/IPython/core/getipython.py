@@ -1,0 +1,1 @@
+from fairing_nb import get_ipython  # noqa: F401
