@@ -108,3 +108,41 @@ def test_shim_in_container_without_nbclient_says_what_to_install(engine, base_im
     ctx = FullNotebookPreprocessor().prepare(DATA / "params.ipynb")
     code, logs = run_in_container(engine, base_image, ctx, tmp_path)
     assert (code, logs) == (2, "fairing: No module named 'nbformat'; add nbclient and ipykernel to the requirements\n")
+
+
+def test_fairing_tags_decide_which_cells_ship():
+    """The example notebook launches itself; its fairing cells (tagged exclude) stay behind, so the
+    shipped notebook is the workload alone. With an include tag, only those code cells ship."""
+    root = Path(__file__).resolve().parents[1]
+    ctx = FullNotebookPreprocessor().prepare(root / "examples" / "notebook.ipynb")
+    shipped = nbformat.reads(ctx.files["notebook.ipynb"].decode(), as_version=4)
+    code = [c.source for c in shipped.cells if c.cell_type == "code"]
+    assert len(code) == 1 and code[0].startswith("import random") and "fairing" not in code[0]
+    assert [c.cell_type for c in shipped.cells] == ["markdown", "code"]
+    tagged = FullNotebookPreprocessor().prepare(DATA / "tagged.ipynb")
+    shipped = nbformat.reads(tagged.files["tagged.ipynb"].decode(), as_version=4)
+    original = nbformat.read(DATA / "tagged.ipynb", as_version=4)
+    assert [c.source for c in shipped.cells if c.cell_type == "code"] == [
+        c.source for c in original.cells if c.cell_type == "code" and "fairing:include" in c.metadata.get("tags", [])
+        and "fairing:exclude" not in c.metadata.get("tags", [])]
+
+
+def test_fair_train_full_notebook_runs_the_example_as_itself(tmp_path):
+    """`fair train examples/notebook.ipynb --preprocessor full_notebook`, as a user would run it with
+    nothing configured: a local process (the runtime requirements go into a cached virtualenv)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAIRING_", "DOCKER_"))}
+    env.update(KUBECONFIG="", FAIRING_LOCAL_MODE="process", PYTHONPATH=str(root))
+    shutil.copy(root / "examples" / "notebook.ipynb", tmp_path)
+    fair = shutil.which("fair")
+    cmd = [fair] if fair else [sys.executable, "-m", "fairing.cli"]
+    r = subprocess.run([*cmd, "train", "notebook.ipynb", "--preprocessor", "full_notebook"], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "trained: w=2.00 b=1.00" in r.stdout.splitlines()
+    assert "No module named 'fairing'" not in r.stdout + r.stderr

@@ -4,6 +4,13 @@ Unlike `notebook`, magics and `!shell` lines keep working (an IPython kernel run
 shim (runtime/run_notebook.py) injects parameters papermill-style and writes the executed notebook
 to `$FAIRING_OUTPUT_DIR/<name>.executed.ipynb`. Outputs stored in the notebook are stripped before
 shipping: they can be megabytes of images and are replaced by the run anyway.
+
+Cells tagged `fairing:exclude` are left out, and when any cell is tagged `fairing:include` only
+those code cells ship, exactly as for `notebook`. That is how a notebook that launches itself (its
+fairing cells tagged exclude) runs as itself. We chose this over a `fairing` stub in every image
+whose `config.run()` does nothing: the launching cells go on to use what run() returned (the
+handle, its logs), so a stub would have to fake a whole run, and the tags already say which cells
+are the workload.
 """
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ from .. import requirements as reqs_mod
 from ..context import OUTPUT_DIR, BuildContext
 from ..errors import ConfigError
 from .base import PYTHON, RUNTIME_DIR, Preprocessor
-from .notebook import find_notebook_path, read
+from .notebook import EXCLUDE_TAG, INCLUDE_TAG, find_notebook_path, read
 
 SHIM = Path(__file__).parent / "runtime" / "run_notebook.py"
 # What the shim imports; added unless the user pinned them already.
@@ -42,8 +49,11 @@ class FullNotebookPreprocessor(Preprocessor):
 
         path = Path(entry) if entry is not None else find_notebook_path()
         nb = read(path)
+        nb.cells = shipped_cells(nb.cells)
         if not any(c.cell_type == "code" and c.source.strip() for c in nb.cells):
-            raise ConfigError(f"notebook {path} has no code cells to run", hint="add a code cell")
+            raise ConfigError(f"notebook {path} has no code cells to run",
+                              hint=f"add a code cell (cells tagged {EXCLUDE_TAG} and, when any cell is tagged "
+                                   f"{INCLUDE_TAG}, untagged code cells are left out)")
         params = {**self.parameters, **(parameters or {})}
         _check_parameters(params)
         for cell in nb.cells:
@@ -66,6 +76,17 @@ class FullNotebookPreprocessor(Preprocessor):
             requirements=reqs,
             outputs={"notebook": f"{OUTPUT_DIR}/{stem}.executed.ipynb"},
         )
+
+
+def shipped_cells(cells: list) -> list:
+    """The cells to run: markdown stays (it documents the executed notebook); code cells follow the
+    fairing:include / fairing:exclude tags."""
+    def tags(c):
+        return c.get("metadata", {}).get("tags") or []
+
+    tagged = any(INCLUDE_TAG in tags(c) for c in cells)
+    return [c for c in cells if c.cell_type != "code"
+            or (EXCLUDE_TAG not in tags(c) and (not tagged or INCLUDE_TAG in tags(c)))]
 
 
 def _check_parameters(params: Mapping[str, Any]) -> None:
