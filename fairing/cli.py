@@ -261,9 +261,9 @@ def train(entry: Annotated[str, typer.Argument(help="a .py file, a directory or 
 def _mode_sentence(p) -> str:
     name, kw = p.deployer
     if name == "local":
-        if kw.get("mode") == "container":
-            return f"local container (engine {kw.get('docker_host')})"
-        return "local process (no registry/cluster configured and no container engine found)"
+        from .checks import local_mode_sentence
+
+        return local_mode_sentence(kw, p.settings)
     return f"{name} on cluster" + (f" (namespace {kw['namespace']})" if kw.get("namespace") else "")
 
 
@@ -287,8 +287,12 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
                "--storage-uri", help="http(s):// or file: URI fetched into the model dir when the server starts")] = None,
            opts: Any = None) -> None:
     from .api import endpoint
+    from .checks import deploy_inputs
+    from .skew import check_context
 
     s = opts.settings()
+    # Everything local first: a missing model file is reported before any engine or cluster is asked.
+    check_context(deploy_inputs(model, s, name=name, files=_model_files(files), storage_uri=storage_uri))
     ep = endpoint(model, s, name=name, replicas=replicas, files=_model_files(files), storage_uri=storage_uri,
                   out=None if opts.json else _info)
     if opts.dry_run:
@@ -414,6 +418,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     abort_exc = getattr(cx, "Abort", typer.Abort)
 
     args = list(sys.argv[1:] if argv is None else argv)
+    from .messages import install_cli
+
+    install_cli()  # warnings and notices as one `warning: ...` / `fair: ...` line each
     debug = "--debug" in args or os.environ.get("FAIRING_DEBUG", "") not in ("", "0")
     cmd = typer.main.get_command(app)
     code = 0

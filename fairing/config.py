@@ -182,7 +182,12 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
     if d_name == "local" and build_only and (registry or target):
         local_mode = "build"  # the image goes to the registry/target; nothing runs here
     elif d_name == "local":
+        from .checks import unused_cluster_options
         from .deployers.local import resolve_mode
+
+        fell_back = not s.deployer and not deployer  # local because no cluster was found, not chosen
+        if fell_back:
+            unused_cluster_options(s, local_mode=None)  # before the engine probe: nothing contacted yet
 
         wanted = d_kw.get("mode") or s.local_mode
         local_mode, engine = resolve_mode(wanted, d_kw.get("docker_host") or s.docker_host)
@@ -190,6 +195,8 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
         if engine:
             d_kw["docker_host"] = engine
         mode = f"local {local_mode}"
+        if fell_back:
+            unused_cluster_options(s, local_mode=local_mode)  # a registry a local process would not use
 
     base_image = b_kw.pop("base_image", None) or s.base_image or default_base_image()
     if b_name or s.builder:
@@ -271,6 +278,9 @@ def prepare(p: Plan, progress: Progress) -> BuildContext:
     with progress.stage("package") as st:
         pre = plugins.load("preprocessor", name)(**kw)
         ctx = pre.prepare(p.entry, **p.prepare_kw)
+        from .skew import check_context
+
+        check_context(ctx)  # pickled objects vs the image's pins, warned before anything is built
         # Runtime mode marker: whatever runs this context knows it is the workload, not the author.
         ctx = dataclasses.replace(ctx, env={**ctx.env, runtime.RUNTIME_ENV: "1"})
         st.detail = f"{name}: {len(ctx.files)} files, {human_bytes(ctx.size())}"

@@ -182,6 +182,10 @@ def _parse(key: str, raw: Any, where: str) -> Any:
     try:
         return KEYS[key].parse(raw)
     except ValueError as e:
+        if where == "cli":  # name the option as typed, not the setting behind it
+            opt = "--" + key.replace("_", "-")
+            shown = "" if isinstance(raw, (list, tuple)) else f" {raw!r}"  # list errors name their item
+            raise ConfigError(f"invalid {opt}{shown}: {e}", hint=f"{opt}: {KEYS[key].help}") from None
         raise ConfigError(f"{where}: bad value for {key}: {e}",
                           hint=f"{key}: {KEYS[key].help}") from None
 

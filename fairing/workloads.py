@@ -97,7 +97,13 @@ def summarize(kind: str, obj: dict) -> str:
 def attach(name: str, settings: Mapping[str, Any]):
     """A handle (status/wait/logs/result/delete) for the workload called `name`."""
     if where(settings) == "local":
-        return _local(settings).attach(name)
+        try:
+            local = _local(settings)
+        except DeployError:
+            from .checks import engine_search, nothing_configured
+
+            raise nothing_configured(name, settings, engine_search(settings.get("docker_host"))) from None
+        return local.attach(name)
     kube = _kube(settings)
     wanted = settings.get("deployer")
     from .kube.client import CRDNotInstalled

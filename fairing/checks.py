@@ -1,0 +1,96 @@
+"""Checks that run before anything is contacted, and the sentences that say what fairing found.
+
+The CLI and `config.plan` call these so that (1) nothing the user typed is silently ignored, (2)
+everything local (files, specs, requirements) is checked before an engine or a cluster is asked
+anything, and (3) "where did it look" is always part of the answer."""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Sequence
+
+from .errors import ConfigError
+
+# Options that only mean something to a cluster deployer.
+CLUSTER_ONLY = ("namespace", "context")
+
+
+def option_name(settings: Any, key: str) -> str:
+    """The option as the user gave it: `--namespace` on the command line, FAIRING_NAMESPACE in the
+    environment, `namespace (fairing.yaml:3)` in a file."""
+    source = settings.source(key) if hasattr(settings, "source") else "cli"
+    if source in ("cli", "default"):
+        return "--" + key.replace("_", "-")
+    if source.startswith("env "):
+        return source[len("env "):]
+    if source == "argument":
+        return f"{key}="
+    return f"{key} ({source})"
+
+
+def kubeconfig_search(settings: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> str:
+    """Where a kubeconfig was looked for, as a phrase: 'KUBECONFIG is set but empty'."""
+    environ = os.environ if environ is None else environ
+    if settings.get("kubeconfig"):
+        return f"--kubeconfig {settings.get('kubeconfig')}"
+    if "KUBECONFIG" in environ:
+        paths = [p for p in environ["KUBECONFIG"].split(os.pathsep) if p]
+        if not paths:
+            return "KUBECONFIG is set but empty"
+        return f"KUBECONFIG={environ['KUBECONFIG']}: no such file"
+    return "no --kubeconfig, no KUBECONFIG, no ~/.kube/config"
+
+
+def engine_search(docker_host: str | None = None) -> str:
+    from .deployers.local import DEFAULT_SOCKETS, engine_candidates
+
+    tried = engine_candidates(docker_host)
+    if tried:
+        return "none answered at " + ", ".join(tried)
+    return "DOCKER_HOST unset, no socket at " + ", ".join(DEFAULT_SOCKETS)
+
+
+def unused_cluster_options(settings: Any, *, local_mode: str | None) -> None:
+    """The deployer fell back to local because no cluster was found: refuse options that only a
+    cluster would use (and a registry a local process would not use), naming them and the fix.
+    `local_mode` None: called before the engine probe (only namespace/context can be judged)."""
+    unused = [k for k in CLUSTER_ONLY if settings.get(k)]
+    if not unused and not (settings.get("registry") and local_mode == "process"):
+        return  # a registry alone still serves a local container run (the image is pushed there)
+    if settings.get("registry"):
+        unused.insert(0, "registry")
+    names = [option_name(settings, k) for k in unused]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    raise ConfigError(f"{listed} {'needs' if len(names) == 1 else 'need'} a cluster, but no kubeconfig was found "
+                      f"({kubeconfig_search(settings)})",
+                      hint="pass --kubeconfig FILE to use a cluster, or --deployer local to run here without them")
+
+
+def local_mode_sentence(kw: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
+    """The mode line for the local deployer: what was found, not what might be configured."""
+    cluster = f"no cluster: {kubeconfig_search(settings)}"
+    if kw.get("mode") == "container":
+        return f"local container (engine {kw.get('docker_host')}; {cluster})"
+    if settings.get("local_mode") == "process":
+        return f"local process (--local-mode process; {cluster})"
+    return f"local process (no container engine: {engine_search(settings.get('docker_host'))}; {cluster})"
+
+
+def nothing_configured(name: str, settings: Mapping[str, Any], why: str) -> ConfigError:
+    """`fair status/logs/delete NAME` with no cluster and no engine: say where we looked."""
+    return ConfigError(f"cannot look for workload {name!r}: no cluster ({kubeconfig_search(settings)}) and no "
+                       f"container engine ({why})",
+                       hint="pass --kubeconfig FILE (or --context) for a cluster workload, or set DOCKER_HOST for a "
+                            "local container; local process runs end with the command that started them")
+
+
+def deploy_inputs(model: str, settings: Any, *, name: str | None = None, files: Sequence[str] | None = None,
+                  storage_uri: str | None = None):
+    """Everything `fair deploy` can check locally (the model file and class, --file paths, the
+    requirements), before an engine or a cluster is contacted; returns the serving context."""
+    from . import settings as settings_mod
+    from .preprocessors.serve import ServePreprocessor
+
+    reqs = settings_mod.requirements_list(settings) or None
+    return ServePreprocessor().prepare(model, name=name, files=list(files) if files else None,
+                                       requirements=reqs, storage_uri=storage_uri)
+

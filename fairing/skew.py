@@ -1,0 +1,199 @@
+"""Training–serving skew, checked before building: the packages pickled objects come from, at the
+versions they were pickled with, against the versions the image pins.
+
+Pickles are read as data, never loaded (loading runs code and imports the heavy packages):
+- every `module.name` global a pickle refers to (cloudpickle'd functions and their closures, model
+  objects) maps to its distribution and the version installed here, the process that pickled it;
+- scikit-learn estimators also store the version that fitted them (`_sklearn_version`), which wins
+  over the installed one, so a model file made elsewhere is judged by its own version.
+joblib files (numpy arrays written raw between pickle opcodes, optionally compressed) are scanned
+for the opcodes around those strings rather than parsed. A version the image's requirements do not
+pin is not judged: the image decides it, and there is nothing to compare with."""
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import re
+import sys
+import warnings
+import zlib
+from pathlib import Path
+from typing import Iterable, Mapping
+
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pk", ".sav", ".cloudpickle")
+MAX_SCAN_BYTES = 1 << 30  # bigger files are not read at all: the check must stay cheap
+_SKLEARN = re.compile(rb"_sklearn_version\x94?(?:\x8c(.)|X(....))", re.S)
+_NAME = re.compile(rb"^[A-Za-z_][\w.]*$")
+
+
+class SkewWarning(UserWarning):
+    """A pickled object will be loaded by a different version of its package than made it."""
+
+
+def _decompress(data: bytes) -> bytes:
+    try:
+        if data[:2] == b"\x1f\x8b":
+            return gzip.decompress(data)
+        if data[:3] == b"BZh":
+            return bz2.decompress(data)
+        if data[:6] == b"\xfd7zXZ\x00" or data[:1] == b"\x5d":
+            return lzma.decompress(data)
+        if data[:1] == b"\x78":
+            return zlib.decompress(data)
+    except (OSError, ValueError, EOFError, lzma.LZMAError, zlib.error):
+        pass
+    return data
+
+
+def _short_str(data: bytes, i: int) -> tuple[bytes, int] | None:
+    """A SHORT_BINUNICODE string at i (and the index after it and an optional MEMOIZE)."""
+    if i + 1 >= len(data) or data[i] != 0x8C:
+        return None
+    n = data[i + 1]
+    s = data[i + 2:i + 2 + n]
+    j = i + 2 + n
+    if j < len(data) and data[j] == 0x94:
+        j += 1
+    return s, j
+
+
+def globals_in(data: bytes) -> set[str]:
+    """Module names of the globals a pickle refers to: GLOBAL opcodes (protocols 0-3) and
+    STACK_GLOBAL after two short strings (protocols 4-5), found by scanning, so the raw array data
+    joblib writes between opcodes does not stop the search."""
+    mods: set[str] = set()
+    for m in re.finditer(rb"c([A-Za-z_][\w.]*)\n([A-Za-z_][\w.]*)\n", data):
+        mods.add(m.group(1).decode())
+    for m in re.finditer(rb"\x8c", data):
+        first = _short_str(data, m.start())
+        if first is None or not _NAME.match(first[0]):
+            continue
+        second = _short_str(data, first[1])
+        if second is None or not _NAME.match(second[0]):
+            continue
+        if second[1] < len(data) and data[second[1]] == 0x93:
+            mods.add(first[0].decode())
+    return mods
+
+
+def sklearn_versions(data: bytes) -> set[str]:
+    out = set()
+    for m in _SKLEARN.finditer(data):
+        if m.group(1) is not None:
+            n = m.group(1)[0]
+            start = m.end()
+            raw = data[start:start + n]
+        else:
+            n = int.from_bytes(m.group(2), "little")
+            raw = data[m.end():m.end() + n]
+        try:
+            out.add(raw.decode("ascii"))
+        except UnicodeDecodeError:
+            continue
+    return out
+
+
+def _distributions() -> Mapping[str, list[str]]:
+    from importlib.metadata import packages_distributions
+
+    return packages_distributions()
+
+
+def _installed(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def _pins(requirements: Iterable[str]) -> dict[str, object]:
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for r in requirements:
+        try:
+            req = Requirement(r)
+        except InvalidRequirement:
+            continue
+        if req.specifier:
+            pins[canonicalize_name(req.name)] = req
+    return pins
+
+
+def pickled_versions(data: bytes) -> dict[str, tuple[str, str]]:
+    """{distribution: (version, how it is known)} for what a pickle refers to."""
+    from packaging.utils import canonicalize_name
+
+    data = _decompress(data)
+    found: dict[str, tuple[str, str]] = {}
+    dists = None
+    for mod in sorted(globals_in(data)):
+        top = mod.split(".")[0]
+        if top in sys.stdlib_module_names or top in ("__main__", "__builtin__", "builtins", "copy_reg"):
+            continue
+        if dists is None:
+            dists = _distributions()
+        for dist in dists.get(top, []):
+            v = _installed(dist)
+            if v:
+                found[canonicalize_name(dist)] = (v, "installed here")
+    for v in sorted(sklearn_versions(data)):
+        found["scikit-learn"] = (v, "stored in the pickle")
+    return found
+
+
+def check(files: Mapping[str, object], requirements: Iterable[str]) -> list[str]:
+    """Warn (SkewWarning) for each pickled package whose version the image's pins exclude; returns
+    the messages."""
+    from packaging.version import InvalidVersion, Version
+
+    pins = _pins(requirements)
+    if not pins:
+        return []
+    messages = []
+    for dst, src in sorted(files.items()):
+        if not dst.endswith(PICKLE_SUFFIXES):
+            continue
+        data = _read(src)
+        if data is None:
+            continue
+        what = "the pickled code" if dst.startswith(".fairing/") else dst
+        for dist, (version, how) in sorted(pickled_versions(data).items()):
+            req = pins.get(dist)
+            if req is None:
+                continue
+            try:
+                if req.specifier.contains(Version(version), prereleases=True):
+                    continue
+            except InvalidVersion:
+                continue
+            if how == "stored in the pickle":
+                made = f"{what} was pickled with {req.name} {version}"
+            else:
+                made = f"{what} refers to {req.name}, which is {version} here"
+            msg = (f"{made}, but the image pins {req}: loading it there may fail or behave differently; "
+                   f"pin {req.name}=={version}, or re-create it with {req.name}{req.specifier}")
+            messages.append(msg)
+            warnings.warn(msg, SkewWarning, stacklevel=3)
+    return messages
+
+
+def _read(src) -> bytes | None:
+    if isinstance(src, (bytes, bytearray)):
+        return bytes(src)
+    p = Path(src)
+    try:
+        if p.stat().st_size > MAX_SCAN_BYTES:
+            return None
+        return p.read_bytes()
+    except OSError:
+        return None
+
+
+def check_context(ctx) -> list[str]:
+    """`check` for a BuildContext (directories shipped as files included)."""
+    return check(ctx.files, ctx.requirements)
