@@ -58,11 +58,60 @@ def _short_str(data: bytes, i: int) -> tuple[bytes, int] | None:
     return s, j
 
 
+_STRINGS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+# cloudpickle refers to a module a function uses as a global through these, with the name as argument.
+_IMPORTERS = {"subimport", "_import_module", "import_module", "__import__"}
+
+
+def _walk_globals(data: bytes, mods: set[str]) -> None:
+    """Follow the opcodes (with the memo, which holds module names used more than once) as far as
+    the stream is a plain pickle: GLOBAL / STACK_GLOBAL modules, and modules cloudpickle imports by
+    name. Stops quietly where joblib's raw array data begins."""
+    import pickletools
+
+    memo: dict[int, object] = {}
+    recent: list[object] = []  # values pushed, as far as we track them (strings, else None)
+    want_module = False
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            name = op.name
+            if name in _STRINGS:
+                value = arg.decode("latin-1") if isinstance(arg, bytes) else arg
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                value = memo.get(int(arg))
+            elif name == "MEMOIZE":
+                memo[len(memo)] = recent[-1] if recent else None
+                continue
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[int(arg)] = recent[-1] if recent else None
+                continue
+            elif name in ("GLOBAL", "STACK_GLOBAL"):
+                mod, attr = (arg.split(" ", 1) if name == "GLOBAL" else (recent[-2:] + [None, None])[:2]
+                             if len(recent) >= 2 else (None, None))
+                if isinstance(mod, str):
+                    mods.add(mod)
+                want_module = attr in _IMPORTERS
+                recent.append(None)
+                continue
+            else:
+                recent.append(None)
+                continue
+            recent.append(value)
+            if want_module and isinstance(value, str):
+                mods.add(value)
+                want_module = False
+    except Exception:  # not a pickle from here on (joblib array data, a truncated file)
+        return
+
+
 def globals_in(data: bytes) -> set[str]:
-    """Module names of the globals a pickle refers to: GLOBAL opcodes (protocols 0-3) and
-    STACK_GLOBAL after two short strings (protocols 4-5), found by scanning, so the raw array data
-    joblib writes between opcodes does not stop the search."""
+    """Module names of the globals a pickle refers to: walked opcode by opcode, then also found by
+    scanning (GLOBAL opcodes of protocols 0-3, STACK_GLOBAL after two short strings in 4-5), so
+    the raw array data joblib writes between opcodes does not hide what follows it."""
     mods: set[str] = set()
+    # A pickle may follow a header (fairing's function payload starts with a JSON line).
+    start = re.search(rb"\x80[\x02-\x05]", data)
+    _walk_globals(data[start.start():] if start else data, mods)
     for m in re.finditer(rb"c([A-Za-z_][\w.]*)\n([A-Za-z_][\w.]*)\n", data):
         mods.add(m.group(1).decode())
     for m in re.finditer(rb"\x8c", data):

@@ -522,7 +522,7 @@ def notebook_requirements(script: Script, name: str, given) -> tuple[str, ...]:
     if unpinned:
         warnings.warn(f"notebook {name}: unpinned installs {', '.join(unpinned)}: the image gets whatever version "
                       "is newest when it is built; pin them (name==version) to make it reproducible",
-                      NotebookWarning, stacklevel=4)
+                      NotebookWarning, stacklevel=3)
     return reqs_mod.ensure(tuple(given), found)
 
 
