@@ -68,6 +68,13 @@ def setup_markdown_only_notebook(work, outside):
     _notebook(work / "nb" / "empty.ipynb", [nbformat.v4.new_markdown_cell("# only text, no code")])
 
 
+def setup_pip_index_notebook(work, outside):
+    import nbformat
+
+    _notebook(work / "nb" / "pip.ipynb", [nbformat.v4.new_code_cell(
+        "%pip install -i https://user:secret@pypi.example/simple torch==2.3.0\nimport torch")])
+
+
 def setup_huge_context(work, outside):
     _project(work)
     with open(work / "proj" / "data.bin", "wb") as f:  # sparse: 100 MiB that take no disk
@@ -266,8 +273,8 @@ CASES = [
     Case("cli-cron-minute-out-of-range", [*TRAIN, "--schedule", "61 * * * *"], 2,
          "invalid schedule '61 * * * *': minute 61 is out of range 0-59", SCHEDULE_HINT),
     Case("cli-cron-not-cron", [*TRAIN, "--schedule", "nightly"], 2,
-         "cli: bad value for schedule: expected a cron expression with 5 fields, e.g. \"0 3 * * *\", or @daily",
-         "schedule: cron schedule; makes the training a CronJob"),
+         "invalid --schedule 'nightly': expected a cron expression with 5 fields, e.g. \"0 3 * * *\", or @daily",
+         "--schedule: cron schedule; makes the training a CronJob"),
     Case("api-cron-seconds-field", api_cron_seconds, ConfigError,
          "invalid schedule '0 0 3 * * *': it has 6 fields, not 5 (Kubernetes CronJobs have no seconds field)",
          SCHEDULE_HINT),
@@ -315,8 +322,26 @@ CASES = [
          "kubeconfig {cwd}/nope.kubeconfig does not exist", "fix KUBECONFIG or the kubeconfig argument"),
     Case("cli-kube-context-unknown", [*TRAIN, "--context", "nope"], 2,
          "kubeconfig context 'nope' not found in {sa_kubeconfig}", "available contexts: fairing-sa"),
-    Case("cli-env-not-key-value", [*TRAIN, "--env", "NOVALUE"], 2, "cli: bad value for env: 'NOVALUE' is not KEY=VALUE",
-         "env: environment variables for the workload"),
+    Case("cli-env-not-key-value", [*TRAIN, "--env", "NOVALUE"], 2, "invalid --env: 'NOVALUE' is not KEY=VALUE",
+         "--env: environment variables for the workload"),
+    # -- explicit options never silently ignored; local input checked before engine or cluster -------
+    Case("cli-registry-namespace-without-cluster", TRAIN, 2,
+         "--registry and --namespace need a cluster, but no kubeconfig was found (KUBECONFIG is set but empty)",
+         "pass --kubeconfig FILE to use a cluster, or --deployer local to run here without them",
+         env={"KUBECONFIG": ""}),
+    Case("cli-context-without-cluster", ["train", "x.py", "--context", "dev"], 2,
+         "--context needs a cluster, but no kubeconfig was found (KUBECONFIG is set but empty)",
+         "pass --kubeconfig FILE to use a cluster, or --deployer local to run here without them",
+         env={"KUBECONFIG": ""}),
+    Case("cli-deploy-missing-model-file-before-engine", ["deploy", "missing.py:Model"], 2,
+         "model file missing.py does not exist", "check the path (relative to the current directory)",
+         env={"KUBECONFIG": "", "DOCKER_HOST": "unix:///nonexistent/fairing-dead.sock"}),
+    Case("cli-status-nothing-configured", ["status", "{name}"], 2,
+         "cannot look for workload '{name}': no cluster (KUBECONFIG is set but empty) and no container engine "
+         "(none answered at unix:///nonexistent/fairing-dead.sock)",
+         "pass --kubeconfig FILE (or --context) for a cluster workload, or set DOCKER_HOST for a local container; "
+         "local process runs end with the command that started them",
+         env={"KUBECONFIG": "", "DOCKER_HOST": "unix:///nonexistent/fairing-dead.sock"}),
     Case("cli-output-format", [*TRAIN, "-o", "xml"], 2, "--output must be text or json, not 'xml'",
          "use --output json for scripts"),
     # -- notebooks -------------------------------------------------------------------------------
@@ -328,6 +353,10 @@ CASES = [
          "notebook nb/broken.ipynb is not valid JSON: Expecting property name enclosed in double quotes (line 1, column 35)",
          "the file is damaged or not a notebook; restore it from Jupyter's checkpoint or version control",
          setup=file("nb/broken.ipynb", '{"cells": [ {"cell_type": "code", ')),
+    Case("cli-notebook-pip-index-option", ["train", "nb/pip.ipynb", *COMMON], 2,
+         "notebook pip.ipynb cell 1, line 1: pip option '-i' is not supported in a notebook install line",
+         "list plain requirements (name==version); configure package indexes in the builder, and pass requirement "
+         "files with --requirements", setup=setup_pip_index_notebook),
     Case("cli-notebook-not-a-notebook", ["train", "nb/data.ipynb", *COMMON], 2,
          "nb/data.ipynb is JSON but not a Jupyter notebook (no 'cells' / 'nbformat')", "pass an .ipynb file",
          setup=file("nb/data.ipynb", '{"hello": "world"}')),
@@ -414,7 +443,7 @@ def test_bad_input_is_one_clear_error_and_creates_nothing(case, tmp_path, regist
     want_hint = case.hint.format(**v) if case.hint else None
 
     if isinstance(case.run, list):
-        env = clean_env(KUBECONFIG=kube.sa_kubeconfig, TMPDIR=tmpdir, **case.env)
+        env = clean_env(**{"KUBECONFIG": kube.sa_kubeconfig, "TMPDIR": tmpdir, **case.env})
         prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if case.caps_dropped else None
         r = fair(*[a.format(**v) for a in case.run], cwd=work, env=env, prefix=prefix)
         msg, hint = error_lines(r, case.expect)
