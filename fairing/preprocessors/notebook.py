@@ -122,10 +122,6 @@ class Script:
         return None
 
 
-def _shell_cmd(text: str) -> str:
-    return text.strip()
-
-
 def _pip_requirements(args: str, where: str) -> list[str]:
     """The requirements a `pip install ARGS` line asks for, exactly as written."""
     try:
@@ -195,9 +191,9 @@ def _translate(line: str, where: str, installs: list[str], conda: list[str]) -> 
         conda.append(s)
         return None
     if s.startswith("!!"):
-        return f"{indent}{IP}.getoutput({_shell_cmd(s[2:])!r})"
+        return f"{indent}{IP}.getoutput({s[2:].strip()!r})"
     if s.startswith("!"):
-        return f"{indent}{IP}.system({_shell_cmd(s[1:])!r})"
+        return f"{indent}{IP}.system({s[1:].strip()!r})"
     if s.startswith("%") and not s.startswith("%%"):
         name, _, rest = s[1:].partition(" ")
         return _line_magic(indent, name, rest)
@@ -205,7 +201,7 @@ def _translate(line: str, where: str, installs: list[str], conda: list[str]) -> 
     if m:
         indent, target, kind, rest = m.groups()
         if kind == "!":
-            return f"{indent}{target} = {IP}.getoutput({_shell_cmd(rest)!r})"
+            return f"{indent}{target} = {IP}.getoutput({rest.strip()!r})"
         name, _, arg = rest.strip().partition(" ")
         if name in ("time", "timeit", "prun") and arg.strip():
             return f"{indent}{target} = {_TIMEIT_OPTS.sub('', arg.strip(), count=1)}"
