@@ -146,3 +146,20 @@ def test_fair_train_full_notebook_runs_the_example_as_itself(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "trained: w=2.00 b=1.00" in r.stdout.splitlines()
     assert "No module named 'fairing'" not in r.stdout + r.stderr
+
+
+def test_install_lines_become_requirements_and_do_not_run_again(tmp_path):
+    cells = [nbformat.v4.new_code_cell("%pip install -q six==1.17.0\nimport six\nif True:\n    !pip install idna==3.20"),
+             nbformat.v4.new_code_cell("print(six.__version__)")]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), str(tmp_path / "nb.ipynb"))
+    (tmp_path / "requirements.txt").write_text("packaging==26.4\n")
+    ctx = FullNotebookPreprocessor().prepare(tmp_path / "nb.ipynb")
+    assert ctx.requirements == ("packaging==26.4", "six==1.17.0", "idna==3.20", "nbclient>=0.9", "ipykernel>=6.25")
+    shipped = nbformat.reads(ctx.files["nb.ipynb"].decode(), as_version=4)
+    assert shipped.cells[0].source == (
+        "pass  # fairing installed this when the image was built: %pip install -q six==1.17.0\nimport six\nif True:\n"
+        "    pass  # fairing installed this when the image was built: !pip install idna==3.20")
+    out = tmp_path / "out"
+    r = run_local(ctx, tmp_path, env={"FAIRING_OUTPUT_DIR": str(out)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == "1.17.0"

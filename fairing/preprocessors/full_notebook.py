@@ -23,7 +23,8 @@ from .. import requirements as reqs_mod
 from ..context import OUTPUT_DIR, BuildContext
 from ..errors import ConfigError
 from .base import PYTHON, RUNTIME_DIR, Preprocessor
-from .notebook import EXCLUDE_TAG, INCLUDE_TAG, find_notebook_path, read
+from .notebook import (EXCLUDE_TAG, INCLUDE_TAG, convert, find_notebook_path, installs_done_at_build,
+                       notebook_requirements, read, script_name)
 
 SHIM = Path(__file__).parent / "runtime" / "run_notebook.py"
 # What the shim imports; added unless the user pinned them already.
@@ -56,11 +57,14 @@ class FullNotebookPreprocessor(Preprocessor):
                                    f"{INCLUDE_TAG}, untagged code cells are left out)")
         params = {**self.parameters, **(parameters or {})}
         _check_parameters(params)
+        # Install lines become requirements (as in `notebook`), and a requirements.txt next to the
+        # notebook is used when none are given.
+        given = self.resolve_requirements(path.parent, path.parent / "requirements.txt")
+        reqs = notebook_requirements(convert(nb, path.name), path.name, given)
         for cell in nb.cells:
             if cell.cell_type == "code":
                 cell.outputs, cell.execution_count = [], None
-        from .notebook import script_name
-
+                cell.source = installs_done_at_build(cell.source)
         name = script_name(path)[: -len(".py")] + ".ipynb"
         meta = {"notebook": name, "parameters": params, "output_dir": OUTPUT_DIR,
                 "kernel": self.kernel_name, "timeout": self.timeout}
@@ -68,7 +72,7 @@ class FullNotebookPreprocessor(Preprocessor):
         files[name] = nbformat.writes(nb).encode("utf-8") + b"\n"
         files[f"{RUNTIME_DIR}/notebook.json"] = json.dumps(meta, indent=1, sort_keys=True).encode() + b"\n"
         files[f"{RUNTIME_DIR}/run_notebook.py"] = SHIM.read_bytes()
-        reqs = reqs_mod.ensure(self.resolve_requirements(path.parent), RUNTIME_REQUIREMENTS)
+        reqs = reqs_mod.ensure(reqs, RUNTIME_REQUIREMENTS)
         stem = name[: -len(".ipynb")]
         return self._context(
             files,

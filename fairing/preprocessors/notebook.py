@@ -522,6 +522,18 @@ def notebook_requirements(script: Script, name: str, given) -> tuple[str, ...]:
     return reqs_mod.ensure(tuple(given), found)
 
 
+def installs_done_at_build(source: str) -> str:
+    """A cell with its install lines (`%pip install`, `!pip install`) replaced by `pass` and a
+    comment: for `full_notebook`, whose kernel would otherwise run pip again in the image."""
+    out = []
+    for line in source.split("\n"):
+        if _PIP.match(line):
+            indent = line[: len(line) - len(line.lstrip())]
+            line = f"{indent}pass  # fairing installed this when the image was built: {line.strip()}"
+        out.append(line)
+    return "\n".join(out)
+
+
 def _pinned(req: str) -> bool:
     from packaging.requirements import Requirement
 
