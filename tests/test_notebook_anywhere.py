@@ -97,13 +97,18 @@ via get_ipython
 """
 
 
-def test_host_nbclient_output_is_what_we_expect(tmp_path):
-    """The reference: the notebook under a real kernel on this host."""
-    nb = write_notebook(tmp_path / "anywhere.ipynb")
-    assert normalize(nbclient_output(nb)) == EXPECTED
+@pytest.fixture(scope="module")
+def host_output(tmp_path_factory):
+    """The reference: the notebook under a real kernel on this host (run once for both tests)."""
+    return nbclient_output(write_notebook(tmp_path_factory.mktemp("host") / "anywhere.ipynb"))
 
 
-def test_converted_notebook_in_the_stdlib_base_image_matches_nbclient(engine, base_image, registry, tmp_path):
+def test_host_nbclient_output_is_what_we_expect(host_output):
+    assert normalize(host_output) == EXPECTED
+
+
+def test_converted_notebook_in_the_stdlib_base_image_matches_nbclient(engine, base_image, registry, tmp_path,
+                                                                      host_output):
     from fairing.builders.append import AppendBuilder
     from fairing.deployers.local import LocalDeployer
 
@@ -119,6 +124,4 @@ def test_converted_notebook_in_the_stdlib_base_image_matches_nbclient(engine, ba
         in_image = "".join(line + "\n" for line in h.logs())
     finally:
         h.delete()
-    (tmp_path / "host").mkdir()
-    host = nbclient_output(write_notebook(tmp_path / "host" / "anywhere.ipynb"))
-    assert normalize(in_image) == normalize(host) == EXPECTED
+    assert normalize(in_image) == normalize(host_output) == EXPECTED
