@@ -143,10 +143,28 @@ def sklearn_versions(data: bytes) -> set[str]:
     return out
 
 
-def _distributions() -> Mapping[str, list[str]]:
-    from importlib.metadata import packages_distributions
+def _distributions(tops: set[str]) -> dict[str, list[str]]:
+    """{top-level module: [distributions]} for just these modules. A module named like its
+    distribution (numpy, joblib) is found directly; the others (sklearn -> scikit-learn) from the
+    distributions' top_level.txt, stopping once all are found. importlib's packages_distributions()
+    would read every installed RECORD, close to a second in a big environment."""
+    from importlib.metadata import PackageNotFoundError, distribution, distributions
 
-    return packages_distributions()
+    found: dict[str, list[str]] = {}
+    for top in tops:
+        try:
+            found[top] = [distribution(top).metadata["Name"]]
+        except PackageNotFoundError:
+            continue
+    missing = tops - set(found)
+    if missing:
+        for dist in distributions():
+            names = (dist.read_text("top_level.txt") or "").split()
+            for top in missing.intersection(names):
+                found.setdefault(top, []).append(dist.metadata["Name"])
+            if missing <= set(found):
+                break
+    return found
 
 
 def _installed(dist: str) -> str | None:
@@ -179,13 +197,10 @@ def pickled_versions(data: bytes) -> dict[str, tuple[str, str]]:
 
     data = _decompress(data)
     found: dict[str, tuple[str, str]] = {}
-    dists = None
-    for mod in sorted(globals_in(data)):
-        top = mod.split(".")[0]
-        if top in sys.stdlib_module_names or top in ("__main__", "__builtin__", "builtins", "copy_reg"):
-            continue
-        if dists is None:
-            dists = _distributions()
+    tops = {mod.split(".")[0] for mod in globals_in(data)}
+    tops = {t for t in tops if t not in sys.stdlib_module_names and t not in ("__main__", "__builtin__", "copy_reg")}
+    dists = _distributions(tops) if tops else {}
+    for top in sorted(tops):
         for dist in dists.get(top, []):
             v = _installed(dist)
             if v:
