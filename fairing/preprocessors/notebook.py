@@ -155,11 +155,12 @@ def _line_magic(indent: str, name: str, rest: str) -> str | None:
     rest = rest.strip()
     if name == "time" and rest:
         try:
-            simple = len(ast.parse(rest).body) == 1 and not isinstance(ast.parse(rest).body[0], (
-                ast.For, ast.While, ast.If, ast.With, ast.Try, ast.FunctionDef, ast.ClassDef))
+            body = ast.parse(rest).body
         except SyntaxError:
-            simple = False
-        if simple:
+            body = []
+        # A simple statement can share a line with the timer calls; a compound one cannot.
+        if len(body) == 1 and not isinstance(body[0], (ast.For, ast.While, ast.If, ast.With, ast.Try,
+                                                       ast.FunctionDef, ast.ClassDef)):
             return f"{indent}{IP}.time_start(); {rest}; {IP}.time_stop()"
         return indent + rest
     if name in ("timeit", "prun") and rest:
