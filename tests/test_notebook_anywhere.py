@@ -125,3 +125,18 @@ def test_converted_notebook_in_the_stdlib_base_image_matches_nbclient(engine, ba
     finally:
         h.delete()
     assert normalize(in_image) == normalize(host_output) == EXPECTED
+
+
+def test_fair_train_runs_the_notebook_in_a_local_container(engine, base_image, tmp_path, host_output):
+    """The same notebook through `fair train` as a user runs it: the docker builder installs the %pip
+    requirement into the stdlib base image, the local deployer runs it in Podman, the logs are the
+    notebook's output, and the install is announced in one line."""
+    from tests.test_cli import clean_env, fair
+
+    write_notebook(tmp_path / "anywhere.ipynb")
+    r = fair("train", "anywhere.ipynb", "--base-image", base_image.docker, "--local-mode", "container", cwd=tmp_path,
+             env=clean_env(DOCKER_HOST=engine.docker_host), check=0)
+    assert normalize(r.stdout) == normalize(host_output) == EXPECTED
+    assert r.stderr.splitlines()[:2] == [
+        f"fair: mode: local container (engine {engine.docker_host}; no cluster: KUBECONFIG is set but empty)",
+        f"fair: notebook anywhere.ipynb: requirements from its install lines: six=={SIX}"]
