@@ -20,6 +20,12 @@ class FairingError(Exception):
         return self.message if not self.hint else f"{self.message} (hint: {self.hint})"
 
 
+def one_line(exc: BaseException, limit: int = 160) -> str:
+    """An exception's text on one line, cut to `limit` characters: the cause part of a message."""
+    s = " ".join(str(exc).split())
+    return s if len(s) <= limit else s[:limit] + "..."
+
+
 class ConfigError(FairingError):
     """Bad input from the user: arguments, config file, names. CLI exit code 2."""
 

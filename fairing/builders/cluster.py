@@ -15,7 +15,6 @@ the maintained community fork osscontainertools/kaniko. Any kaniko-compatible im
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import re
 import secrets as _secrets
@@ -23,10 +22,9 @@ import time
 from typing import Any, Callable, Sequence
 
 from ..context import BuildContext, BuildStats, BuiltImage, pod_template
-from ..errors import BuildError, ConfigError
+from ..errors import BuildError, ConfigError, one_line
 from .base import Builder, context_hash
 from .docker import (
-    _short,
     check_requirements,
     context_file,
     dockerfile,
@@ -66,17 +64,10 @@ def kaniko_args(destination: str, *, cache_repo: str | None, insecure: Sequence[
 def docker_config_json(registry: str, repository: str | None = None) -> bytes | None:
     """A Docker config.json holding only the login for `registry` (from the local Docker/containers
     config, see fairing.oci.auth); None when there is none (anonymous push)."""
-    from ..oci.auth import find_credentials
+    from ..oci.auth import config_json, find_credentials
 
     creds = find_credentials(registry, repository).credentials
-    if not creds:
-        return None
-    entry: dict[str, str] = {}
-    if creds.identity_token:
-        entry["identitytoken"] = creds.identity_token
-    else:
-        entry["auth"] = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
-    return json.dumps({"auths": {registry: entry}}, sort_keys=True).encode()
+    return config_json(registry, creds) if creds else None
 
 
 def pod_manifest(name: str, namespace: str, *, image: str, args: list[str], secret: str | None,
@@ -353,7 +344,7 @@ def _delete(kube, kind: str, name: str) -> None:
     try:
         kube.delete("v1", kind, name, propagation="Background")
     except Exception as e:  # cleanup must not hide the build's own error
-        log.warning("could not delete %s %s: %s", kind.lower(), name, _short(e))
+        log.warning("could not delete %s %s: %s", kind.lower(), name, one_line(e))
 
 
 def send_context(kube, name: str, fileobj, chunk: int = 1 << 16) -> int:
@@ -367,7 +358,7 @@ def send_context(kube, name: str, fileobj, chunk: int = 1 << 16) -> int:
         ws = stream(core.connect_get_namespaced_pod_attach, name, kube.namespace, container=CONTAINER,
                     stdin=True, stdout=False, stderr=False, tty=False, _preload_content=False)
     except Exception as e:
-        raise BuildError(f"could not attach to build pod {name} to send the build context: {_short(e)}",
+        raise BuildError(f"could not attach to build pod {name} to send the build context: {one_line(e)}",
                          hint="the cluster must allow `create pods/attach` for your account and reach the node") from None
     sent = 0
     try:
@@ -389,7 +380,7 @@ def follow_logs(kube, name: str, emit: Callable[[str], None]) -> None:
     try:
         resp = kube.pod_log(name, container=CONTAINER, follow=True)
     except Exception as e:
-        log.debug("no build log for %s: %s", name, _short(e))
+        log.debug("no build log for %s: %s", name, one_line(e))
         return
     try:
         buf = b""
@@ -401,6 +392,6 @@ def follow_logs(kube, name: str, emit: Callable[[str], None]) -> None:
         if buf:
             emit(buf.decode(errors="replace"))
     except Exception as e:
-        log.debug("build log stream for %s ended: %s", name, _short(e))
+        log.debug("build log stream for %s ended: %s", name, one_line(e))
     finally:
         resp.close()

@@ -26,7 +26,7 @@ from typing import IO, Any, Callable, Iterable, Sequence
 
 from .. import templates
 from ..context import BuildContext, BuildStats, BuiltImage, pod_template
-from ..errors import BuildError, ConfigError
+from ..errors import BuildError, ConfigError, one_line
 from .base import Builder, context_hash, split_tag
 
 log = logging.getLogger(__name__)
@@ -126,18 +126,6 @@ def context_file(ctx: BuildContext, dockerfile_text: str, deps: Path | None) -> 
 # Wheels for the dependency step, downloaded on the host
 # ---------------------------------------------------------------------------------------------
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("FAIRING_CACHE") or Path.home() / ".cache" / "fairing")
-
-
-def platform_tags(arch: str, glibc_minor: int = 36) -> list[str]:
-    """pip --platform values for a glibc Linux image (Debian bookworm has glibc 2.36): pip does not
-    expand manylinux_2_X to older tags by itself, so list them."""
-    machine = {"amd64": "x86_64", "arm64": "aarch64", "x86_64": "x86_64", "aarch64": "aarch64"}.get(arch, arch)
-    tags = [f"manylinux_2_{m}_{machine}" for m in range(glibc_minor, 16, -1)]
-    return tags + [f"manylinux2014_{machine}", f"linux_{machine}"]
-
-
 def planned_pip_wheel() -> str:
     """The pip wheel file a build would ship (the host's pip version), for plans and dry runs."""
     from importlib.metadata import version
@@ -159,10 +147,14 @@ def download_wheels(requirements: Sequence[str], python: str, arch: str = "amd64
     cached by (requirements, python, arch, pip version). Returns (dir, pip wheel file name)."""
     from importlib.metadata import version
 
+    from ..oci.cache import cache_root
+    from .platforms import platform_tags
+
     check_requirements(requirements, python)
     pip_version = version("pip")
-    key = hashlib.sha256(json.dumps([list(requirements), python, arch, pip_version]).encode()).hexdigest()[:20]
-    dest = cache_dir() / "docker" / "wheels" / key
+    tags = platform_tags({"architecture": arch})
+    key = hashlib.sha256(json.dumps([list(requirements), python, tags, pip_version]).encode()).hexdigest()[:20]
+    dest = cache_root() / "docker" / "wheels" / key
     if dest.is_dir():
         wheels = sorted(dest.glob("pip-*.whl"))
         if wheels:
@@ -175,7 +167,7 @@ def download_wheels(requirements: Sequence[str], python: str, arch: str = "amd64
                   "--python-version", python, "--implementation", "cp",
                   "--abi", f"cp{nodot}", "--abi", "abi3", "--abi", "none",
                   "--disable-pip-version-check", "--no-input", "--quiet"]
-        for tag in platform_tags(arch):
+        for tag in tags:
             common += ["--platform", tag]
         # One resolver run for the requirements and the pip that installs them (unless the user
         # pins pip themselves: then their pip wheel does the installing).
@@ -320,7 +312,7 @@ def connect(docker_host: str | None = None, timeout: int = 3600):
         return docker.APIClient(version=version, timeout=timeout, **kwargs)
     except (DockerException, RequestException) as e:
         raise BuildError(f"no Docker engine at {host}; start one or use --builder append",
-                         hint=f"set DOCKER_HOST to a running Docker or Podman API socket; cause: {_short(e)}") from None
+                         hint=f"set DOCKER_HOST to a running Docker or Podman API socket; cause: {one_line(e)}") from None
 
 
 def host_arch() -> str:
@@ -330,23 +322,14 @@ def host_arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
-def _short(e: BaseException) -> str:
-    s = " ".join(str(e).split())
-    return s if len(s) <= 160 else s[:160] + "..."
-
-
 def registry_auth(registry: str, repository: str | None = None) -> dict | None:
     """Credentials for `registry` in the form the Engine API's X-Registry-Auth expects, found where
     every fairing builder looks (fairing.oci.auth: Docker config auths/credsStore/credHelpers and
     containers auth.json); None lets the engine use its own."""
-    from ..oci.auth import find_credentials
+    from ..oci.auth import engine_auth, find_credentials
 
-    found = find_credentials(registry, repository).credentials
-    if not found:
-        return None
-    if found.identity_token:
-        return {"identitytoken": found.identity_token, "serveraddress": registry}
-    return {"username": found.username, "password": found.password, "serveraddress": registry}
+    creds = find_credentials(registry, repository).credentials
+    return engine_auth(registry, creds) if creds else None
 
 
 class DockerBuilder(Builder):
@@ -452,7 +435,7 @@ class DockerBuilder(Builder):
             from requests.exceptions import RequestException
 
             if isinstance(e, (DockerException, RequestException)):
-                raise BuildError(f"the engine at {engine_host(self.docker_host)} failed while building {ref}: {_short(e)}",
+                raise BuildError(f"the engine at {engine_host(self.docker_host)} failed while building {ref}: {one_line(e)}",
                                  hint="check the engine is healthy (docker info) and retry") from None
             raise
         finally:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import json
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Iterable, Mapping
@@ -420,7 +419,7 @@ def _image_registry(pod: dict, container: str) -> tuple[str, str]:
 def dockerconfigjson(registry: str, repository: str | None = None) -> bytes:
     """A .dockerconfigjson document for `registry`, from the local login (docker/podman config,
     credential helpers). Raises ConfigError when there is none."""
-    from ..oci.auth import find_credentials
+    from ..oci.auth import config_json, find_credentials
 
     found = find_credentials(registry, repository)
     creds = found.credentials
@@ -429,10 +428,7 @@ def dockerconfigjson(registry: str, repository: str | None = None) -> bytes:
         raise ConfigError(f"no local credentials for registry {registry} to make an image pull secret from{notes}",
                           hint=f"log in first (docker login {registry} / podman login {registry}), "
                                "or pass the name of an existing pull secret: image_pull_secret('NAME')")
-    entry: dict = {"auth": base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()}
-    if creds.identity_token:
-        entry = {"identitytoken": creds.identity_token}
-    return json.dumps({"auths": {registry: entry}}, sort_keys=True).encode()
+    return config_json(registry, creds)
 
 
 def image_pull_secret(name: str | None = None, *, registry: str | None = None, container: str = MAIN) -> Mutator:

@@ -18,6 +18,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 from ..errors import BuildError
 from .auth import TokenAuth, may_send_credentials
+from .errors import Forbidden, TimedOut, Unauthorized, Unreachable
 from .image import ALL_MANIFEST_TYPES, INDEX_TYPES, MANIFEST_TYPES, Image, Layer, sha256
 from .reference import DOCKER_HUB, DOCKER_HUB_API, Reference, is_loopback
 
@@ -173,7 +174,7 @@ class RegistryClient:
         hint = "check the registry is running and the host:port is right"
         if not self.allow_http:
             hint += f"; for a plain-HTTP registry pass insecure=['{self.host}']"
-        raise BuildError(f"cannot connect to registry {self.host} ({type(last).__name__ if last else 'no answer'})", hint=hint)
+        raise Unreachable(f"cannot connect to registry {self.host} ({type(last).__name__ if last else 'no answer'})", hint=hint)
 
     def request(self, method: str, path_or_url: str, *, scopes: tuple[str, ...], headers=None, data=None, ok=(200,), stream=False, what: str = "") -> "requests.Response":
         """One API call with auth, retries on connection errors and 408/429/5xx (honouring
@@ -209,7 +210,8 @@ class RegistryClient:
             if r is not None and (r.status_code not in _RETRY_STATUS or attempt >= self.retries):
                 break
             if attempt >= self.retries:
-                raise BuildError(
+                kind = TimedOut if isinstance(last, requests.exceptions.Timeout) else Unreachable
+                raise kind(
                     f"registry {self.host} did not answer {what or method} after {attempt + 1} attempts ({type(last).__name__})",
                     hint="check the registry is running and reachable, then run the build again",
                 )
@@ -227,9 +229,9 @@ class RegistryClient:
         detail = _registry_errors(r)
         msg = f"registry {self.host} answered HTTP {r.status_code} to {what}" + (f": {detail}" if detail else "")
         if r.status_code == 401:
-            raise BuildError(msg, hint=self.auth.login_hint())
+            raise Unauthorized(msg, hint=self.auth.login_hint())
         if r.status_code == 403:
-            raise BuildError(msg, hint=f"the account has no access to this repository; {self.auth.login_hint()}")
+            raise Forbidden(msg, hint=f"the account has no access to this repository; {self.auth.login_hint()}")
         raise BuildError(msg, hint="retry; if it persists check the registry's logs")
 
     # -- reading --------------------------------------------------------------------------------
