@@ -52,6 +52,12 @@ class BuiltImage:
     stats: BuildStats = field(default_factory=BuildStats)
     context: BuildContext | None = None
 
+    def __post_init__(self) -> None:
+        # Builders make images, not workloads: unless someone handed a template in, the one that
+        # runs this image is derived from the image and its context (see `pod_template`).
+        if not self.pod_template and self.context is not None:
+            object.__setattr__(self, "pod_template", pod_template(self.ref, self.context))
+
 
 class Handle(Protocol):
     """What every deployer returns."""
@@ -67,7 +73,8 @@ class Handle(Protocol):
 
 
 def pod_template(image_ref: str, ctx: BuildContext, container: str = "main") -> dict:
-    """The pod template every builder returns: one container named `container`, never containers[0]."""
+    """The pod template that runs `image_ref` as `ctx` says: one container named `container`
+    (never containers[0]). Deployers start from it; builders never make one."""
     return {
         "metadata": {"labels": {"app.kubernetes.io/managed-by": "fairing"}},
         "spec": {

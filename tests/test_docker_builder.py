@@ -12,7 +12,8 @@ import uuid
 import pytest
 import requests
 
-from fairing.builders.docker import DockerBuilder, context_file, dockerfile, parse_build_stream, parse_push_stream
+from fairing.builders.docker import DockerBuilder, context_file, dockerfile, parse_build_stream
+from fairing.publish.engine import parse_push_stream
 from fairing.context import BuildContext
 from fairing.errors import BuildError, ConfigError
 

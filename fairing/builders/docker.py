@@ -21,13 +21,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Sequence
+from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
 from .. import templates
-from ..context import BuildContext, BuildStats, BuiltImage, pod_template
+from ..context import BuildContext, BuiltImage
 from ..errors import BuildError, ConfigError, one_line
-from .base import Builder, context_hash, split_tag
+from ..publish.engine import EngineImage, EnginePublisher
+from ..publish.target import ENGINE, REGISTRY, Target
+from .base import Builder, context_hash
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +204,6 @@ def download_wheels(requirements: Sequence[str], python: str, arch: str = "amd64
 # ---------------------------------------------------------------------------------------------
 
 _STEP = re.compile(r"^\s*(?:Step|STEP)\s+(\d+)/(\d+)\s*:\s*(.*?)\s*$")
-_DIGEST = re.compile(r"(sha256:[0-9a-f]{64})")
 
 
 def parse_build_stream(events: Iterable[dict], emit: Callable[[str], None]) -> str:
@@ -245,43 +248,6 @@ def parse_build_stream(events: Iterable[dict], emit: Callable[[str], None]) -> s
     return image_id
 
 
-def parse_push_stream(events: Iterable[dict], emit: Callable[[str], None], target: str) -> tuple[str | None, BuildStats]:
-    """Follow a /push stream; return (pushed manifest digest if the engine told it, stats)."""
-    digest = None
-    progress: dict[str, int] = {}
-    pushed: set[str] = set()
-    skipped: set[str] = set()
-    for ev in events:
-        if ev.get("error") or ev.get("errorDetail"):
-            detail = ev.get("errorDetail") or {}
-            msg = " ".join(str(detail.get("message") or ev.get("error")).split())
-            hint = "check the registry is reachable and that you may push to it (docker login <registry>)"
-            if re.search(r"unauthori[sz]ed|authentication required|denied|401|403", msg, re.I):
-                hint = f"log in first: docker login {target.split('/', 1)[0]}"
-            raise BuildError(f"push of {target} failed: {msg[:300]}", hint=hint)
-        status = str(ev.get("status") or "")
-        layer = str(ev.get("id") or "")
-        if status:
-            emit(f"{layer}: {status}" if layer else status)
-        if status.startswith("Pushed") and layer:
-            pushed.add(layer)
-        elif "already exists" in status and layer:
-            skipped.add(layer)
-        if status.startswith("Pushing") and layer:
-            cur = (ev.get("progressDetail") or {}).get("current")
-            if isinstance(cur, int):
-                progress[layer] = max(progress.get(layer, 0), cur)
-        aux = ev.get("aux")
-        if isinstance(aux, dict) and aux.get("Digest"):
-            digest = aux["Digest"]
-        elif not digest and "digest:" in status:
-            m = _DIGEST.search(status)
-            digest = m.group(1) if m else None
-    stats = BuildStats(layers_uploaded=len(pushed), layers_skipped=len(skipped - pushed),
-                       bytes_uploaded=sum(progress.get(layer, 0) for layer in pushed))
-    return digest, stats
-
-
 # ---------------------------------------------------------------------------------------------
 # The builder
 # ---------------------------------------------------------------------------------------------
@@ -322,16 +288,6 @@ def host_arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
-def registry_auth(registry: str, repository: str | None = None) -> dict | None:
-    """Credentials for `registry` in the form the Engine API's X-Registry-Auth expects, found where
-    every fairing builder looks (fairing.oci.auth: Docker config auths/credsStore/credHelpers and
-    containers auth.json); None lets the engine use its own."""
-    from ..oci.auth import engine_auth, find_credentials
-
-    creds = find_credentials(registry, repository).credentials
-    return engine_auth(registry, creds) if creds else None
-
-
 class DockerBuilder(Builder):
     """Build with a Docker Engine API (Docker or Podman), push, return the image pinned by digest.
 
@@ -361,36 +317,54 @@ class DockerBuilder(Builder):
         self.nocache = nocache
         self.output = output or (lambda line: log.info("%s", line))
 
-    # -- helpers ---------------------------------------------------------------------------------
-    def _target(self, ctx: BuildContext, target: str) -> tuple[str, str]:
-        if not target or target.startswith("oci:"):
-            raise ConfigError(f"the docker builder cannot write to {target!r}",
-                              hint="give a registry target like 127.0.0.1:5000/team/train, or use --builder append for oci: targets")
-        if "@" in target:
-            raise ConfigError(f"target {target!r} names a digest; a build can only push to a tag",
-                              hint="drop the @sha256:... part")
-        repo, tag = split_tag(target)
-        if repo != repo.lower() or not re.fullmatch(r"[a-z0-9.:_/-]+", repo) or "/" not in repo:
-            raise ConfigError(f"invalid image repository {repo!r}",
-                              hint="use lower-case registry/name, e.g. 127.0.0.1:5000/team/train")
-        tag = tag or context_hash(ctx)
-        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
-            raise ConfigError(f"invalid tag {tag!r}", hint="tags are letters, digits, '_', '.', '-' (max 128)")
-        return repo, tag
+    @property
+    def accepts(self) -> tuple[str, ...]:
+        # The engine tags the image under the target's name; pushing makes it a registry target.
+        return (REGISTRY, ENGINE) if self.push else (ENGINE,)
 
     def _python(self, ctx: BuildContext) -> str:
         return self.python or ctx.python or f"{sys.version_info.major}.{sys.version_info.minor}"
 
+    @contextmanager
+    def _engine(self, target: Target) -> Iterator[Any]:
+        """A connected engine client, closed afterwards; engine failures become one BuildError."""
+        client = connect(self.docker_host)
+        try:
+            yield client
+        except BuildError:
+            raise
+        except Exception as e:
+            from docker.errors import DockerException
+            from requests.exceptions import RequestException
+
+            if isinstance(e, (DockerException, RequestException)):
+                raise BuildError(f"the engine at {engine_host(self.docker_host)} failed while building {target}: {one_line(e)}",
+                                 hint="check the engine is healthy (docker info) and retry") from None
+            raise
+        finally:
+            client.close()
+
+    def _engine_build(self, client, ctx: BuildContext, target: Target) -> EngineImage:
+        deps, pip_wheel = None, None
+        if ctx.requirements:
+            arch = self.arch or host_arch()
+            deps, pip_wheel = download_wheels(ctx.requirements, self._python(ctx), arch)
+        text = dockerfile(ctx, self.base_image, pip_wheel=pip_wheel, run=self.run)
+        with context_file(ctx, text, deps) as fileobj:
+            events = client.build(fileobj=fileobj, custom_context=True, tag=str(target.ref), rm=True, forcerm=True,
+                                  pull=self.pull, nocache=self.nocache, decode=True)
+            return EngineImage(parse_build_stream(events, self.output), target.ref)
+
     # -- interface -------------------------------------------------------------------------------
-    def plan(self, ctx: BuildContext, target: str) -> dict[str, Any]:
-        repo, tag = self._target(ctx, target)
+    def plan(self, ctx: BuildContext, target) -> dict[str, Any]:
+        t = self.target(target, ctx)
         if ctx.requirements:
             check_requirements(ctx.requirements, self._python(ctx))
         return {
             "builder": self.name,
             "engine": engine_host(self.docker_host),
             "base": self.base_image,
-            "target": f"{repo}:{tag}",
+            "target": str(t),
             "push": self.push,
             "context_hash": context_hash(ctx),
             "requirements": list(ctx.requirements),
@@ -400,60 +374,22 @@ class DockerBuilder(Builder):
                                      run=self.run),
         }
 
-    def build(self, ctx: BuildContext, target: str) -> BuiltImage:
+    def image(self, ctx: BuildContext, target) -> EngineImage:
+        """Build `ctx` in the engine, tagged with the target's name (nothing pushed)."""
+        t = self.target(target, ctx)
+        with self._engine(t) as client:
+            return self._engine_build(client, ctx, t)
+
+    def publish(self, image: EngineImage, target) -> BuiltImage:
+        """Keep `image` in the engine (push=False) or have the engine push it to the registry."""
+        t = self.target(target)
+        with self._engine(t) as client:
+            return EnginePublisher(client, self.output).publish(image, t)
+
+    def build(self, ctx: BuildContext, target) -> BuiltImage:
         t0 = time.monotonic()
-        self.plan(ctx, target)  # all input checks happen before the engine is contacted
-        repo, tag = self._target(ctx, target)
-        ref = f"{repo}:{tag}"
-        client = connect(self.docker_host)
-        try:
-            deps, pip_wheel = None, None
-            if ctx.requirements:
-                arch = self.arch or host_arch()
-                deps, pip_wheel = download_wheels(ctx.requirements, self._python(ctx), arch)
-            text = dockerfile(ctx, self.base_image, pip_wheel=pip_wheel, run=self.run)
-            with context_file(ctx, text, deps) as fileobj:
-                events = client.build(fileobj=fileobj, custom_context=True, tag=ref, rm=True, forcerm=True,
-                                      pull=self.pull, nocache=self.nocache, decode=True)
-                image_id = parse_build_stream(events, self.output)
-            if not self.push:  # the image stays in the engine, pinned by its full image ID
-                if not image_id.startswith("sha256:"):
-                    image_id = client.inspect_image(ref)["Id"]
-                stats = BuildStats(seconds=time.monotonic() - t0)
-                return BuiltImage(ref=image_id, digest=image_id, tag=tag,
-                                  pod_template=pod_template(ref, ctx), stats=stats, context=ctx)
-            registry = repo.split("/", 1)[0]
-            auth = registry_auth(registry, repo.split("/", 1)[1])
-            events = client.push(repo, tag=tag, stream=True, decode=True, auth_config=auth)
-            digest, stats = parse_push_stream(events, self.output, ref)
-            if not digest:
-                digest = self._registry_digest(repo, tag)
-        except BuildError:
-            raise
-        except Exception as e:
-            from docker.errors import DockerException
-            from requests.exceptions import RequestException
-
-            if isinstance(e, (DockerException, RequestException)):
-                raise BuildError(f"the engine at {engine_host(self.docker_host)} failed while building {ref}: {one_line(e)}",
-                                 hint="check the engine is healthy (docker info) and retry") from None
-            raise
-        finally:
-            client.close()
-        pinned = f"{repo}@{digest}"
-        stats = BuildStats(seconds=time.monotonic() - t0, layers_uploaded=stats.layers_uploaded,
-                           layers_skipped=stats.layers_skipped, bytes_uploaded=stats.bytes_uploaded)
-        return BuiltImage(ref=pinned, digest=digest, tag=tag, pod_template=pod_template(pinned, ctx),
-                          stats=stats, context=ctx)
-
-    def _registry_digest(self, repo: str, tag: str) -> str:
-        """Ask the registry which manifest the tag now names (for engines that don't say), with the
-        same client and credentials as the append builder."""
-        from ..oci.registry import client_for
-
-        registry, _, name = repo.partition("/")
-        digest = client_for(registry).manifest_digest(name, tag)
-        if not digest:
-            raise BuildError(f"pushed {repo}:{tag} but the registry does not list it",
-                             hint="check the registry answers HEAD /v2/<name>/manifests/<tag>")
-        return digest
+        t = self.target(target, ctx)
+        self.plan(ctx, t)  # all input checks happen before the engine is contacted
+        with self._engine(t) as client:  # one connection for the build and the push
+            built = EnginePublisher(client, self.output).publish(self._engine_build(client, ctx, t), t)
+        return replace(built, context=ctx, stats=replace(built.stats, seconds=time.monotonic() - t0))

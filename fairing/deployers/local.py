@@ -273,7 +273,9 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("FAIRING_CACHE") or Path.home() / ".cache" / "fairing")
+    from ..oci.cache import cache_root  # the one $FAIRING_CACHE root
+
+    return cache_root()
 
 
 def venv_for(requirements: Sequence[str], python: str, log: io.TextIOBase | None = None) -> Path:

@@ -69,6 +69,19 @@ def auth_files() -> list[Path]:
     return out
 
 
+def credentials_fingerprint() -> tuple:
+    """What the local credentials depend on (the files' paths, sizes and mtimes): a cached client
+    is reused only while this stays the same, so a new `docker login` is seen at once."""
+    out = []
+    for f in auth_files():
+        try:
+            st = f.stat()
+            out.append((str(f), st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((str(f), None, None))
+    return tuple(out)
+
+
 def _norm_key(key: str) -> str:
     """`https://host:5000/v2/` -> `host:5000`; `host/ns/repo` stays (containers auth.json)."""
     k = re.sub(r"^[a-z]+://", "", key.strip()).rstrip("/")
