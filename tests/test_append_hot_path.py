@@ -90,3 +90,22 @@ def test_token_registry_rebuild_reuses_the_token(token_registry, base_image, cac
     # Every request of the rebuild carried a token the first build already had: none was fetched.
     tokens = {h.auth for h in first if h.auth}
     assert tokens and all(h.auth in tokens for h in second) and all(h.status != 401 for h in second)
+
+
+def test_a_registry_that_lost_its_blobs_within_the_ttl_gets_them_again(registry_factory, base_image, cache, tmp_path):
+    """What the process remembers is only a shortcut: a registry restarted empty at the same address
+    refuses the manifest (blob unknown), and the push sends the blobs again instead of failing."""
+    import requests
+
+    first = registry_factory()
+    target = f"{first.host}/test/lost-{uuid.uuid4().hex[:8]}"
+    AppendBuilder(base_image.docker, cache_dir=cache).build(project(tmp_path / "v1", "1"), f"{target}:v1")
+    first.stop()
+    empty = registry_factory(port=int(first.host.rsplit(":", 1)[1]))
+    img = AppendBuilder(base_image.docker, cache_dir=cache).build(project(tmp_path / "v2", "2"), f"{target}:v2")
+    name = target.split("/", 1)[1]
+    accept = {"Accept": "application/vnd.docker.distribution.manifest.v2+json"}
+    m = requests.get(f"{empty.url}/v2/{name}/manifests/v2", headers=accept, timeout=30).json()
+    for d in [m["config"]["digest"]] + [x["digest"] for x in m["layers"]]:
+        assert requests.head(f"{empty.url}/v2/{name}/blobs/{d}", timeout=30).status_code == 200
+    assert img.digest == requests.head(f"{empty.url}/v2/{name}/manifests/v2", headers=accept, timeout=30).headers["Docker-Content-Digest"]

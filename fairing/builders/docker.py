@@ -307,14 +307,9 @@ class DockerBuilder(Builder):
                  nocache: bool = False, output: Callable[[str], None] | None = None):
         if not base_image:
             raise ConfigError("the docker builder needs a base image", hint="pass base_image='python:3.11-slim'")
-        self.base_image = base_image
-        self.docker_host = docker_host
-        self.python = python
-        self.arch = arch
-        self.run = tuple(run)
-        self.push = push
-        self.pull = pull
-        self.nocache = nocache
+        self.base_image, self.docker_host = base_image, docker_host
+        self.python, self.arch, self.run = python, arch, tuple(run)
+        self.push, self.pull, self.nocache = push, pull, nocache
         self.output = output or (lambda line: log.info("%s", line))
 
     @property

@@ -431,8 +431,12 @@ class RegistryClient:
         r = self.request("PUT", f"/v2/{repo}/manifests/{ref}", scopes=(f"repository:{repo}:pull,push",),
                          headers={"Content-Type": media_type}, data=raw, ok=(201, 200, 400), what=what)
         if r.status_code == 400:
-            if "BLOB_UNKNOWN" in _registry_errors(r) and any(k[0] == repo for k in self._known):
-                raise _BlobsLost()  # what we remembered is gone (registry wiped or GC'd): push() resends
+            # A blob the registry names as unknown that this process remembered as there: the
+            # registry lost it (wiped, garbage-collected). push() forgets and sends again.
+            with self._memo_lock:
+                remembered = [d for (rp, d) in self._known if rp == repo]
+            if "BLOB_UNKNOWN" in _registry_errors(r) and any(d in r.text for d in remembered):
+                raise _BlobsLost()
             self._fail(r, what)
         digest = sha256(raw)
         got = r.headers.get("Docker-Content-Digest")
