@@ -22,8 +22,8 @@ import time
 from typing import Any, Callable, Sequence
 
 from ..context import BuildContext, BuiltImage
-from ..publish.registry import Pushed, RegistryPublisher
 from ..errors import BuildError, ConfigError, one_line
+from ..publish.registry import Pushed, RegistryPublisher
 from .base import Builder, context_hash
 from .docker import (
     check_requirements,

@@ -297,7 +297,8 @@ class DockerBuilder(Builder):
         context's Python (or the host's) and this machine's architecture (set `arch` when a
         remote engine runs on another CPU).
     run: extra shell commands run in the image before the dependency step (system packages).
-    push: push to the registry (False keeps the image in the engine and returns its local ID).
+    push: push to the registry (False: the target is the engine itself; the image stays there,
+        pinned by its image ID).
     """
 
     name = "docker"
