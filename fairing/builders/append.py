@@ -18,7 +18,8 @@ from ..oci.image import OCI_MANIFEST, Image, Layer, timestamp
 from ..oci.layer import source_date_epoch
 from ..publish.target import LAYOUT, REGISTRY
 from .base import Builder
-from .deps import SITE_DIR, dependency_layer, deps_key, image_python, platform_tags
+from .deps import SITE_DIR, dependency_layer, deps_key, image_python
+from .platforms import platform_tags
 
 log = logging.getLogger(__name__)
 
