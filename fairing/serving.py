@@ -294,22 +294,6 @@ def _check_protocol(protocol: str) -> str:
 
 # ----------------------------------------------------------------------------- the one-call API
 
-DEPLOYER_ALIASES = {"local": "fairing.deployers.local_serving:LocalServingDeployer",
-                    "serving": "fairing.deployers.serving:ServingDeployer",
-                    "inferenceservice": "fairing.deployers.kserve:InferenceServiceDeployer",
-                    "kserve": "fairing.deployers.kserve:InferenceServiceDeployer"}
-
-
-def load_deployer(name: str):
-    import importlib
-
-    if name not in DEPLOYER_ALIASES:
-        raise ConfigError(f"unknown serving deployer {name!r}",
-                          hint="choose one of: serving (Deployment+Service), inferenceservice (KServe), local")
-    module, _, attr = DEPLOYER_ALIASES[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
 class PredictionEndpoint:
     """A model behind an HTTP endpoint in one call.
 
@@ -322,30 +306,40 @@ class PredictionEndpoint:
 
     `model` is a class (or instance) with predict(), or "model.py:ClassName". `deployer` is
     "serving" (Deployment + Service), "inferenceservice" (KServe) or "local" (a container through
-    the Docker/Podman API). Extra keyword arguments go to the deployer (namespace, replicas,
-    mutators, kubeconfig, ...). `image=` skips the build and deploys an image already built for
-    this model (a BuiltImage)."""
+    the Docker/Podman API); None lets the pipeline choose from `settings` (what `fair deploy` does).
+    Extra keyword arguments go to the deployer (namespace, replicas, mutators, kubeconfig, ...).
+    `image=` skips the build and deploys an image already built for this model (a BuiltImage).
+    Packaging, building and deploying go through fairing.pipeline, like every other workload."""
 
     def __init__(self, model: Any = None, *, name: str | None = None, base_image: str | None = None,
-                 registry: str | None = None, target: str | None = None, deployer: str = "serving",
-                 builder: str | Any = "append", requirements=None, files=None, storage_uri: str | None = None,
+                 registry: str | None = None, target: str | None = None, deployer: str | None = "serving",
+                 builder: str = "append", requirements=None, files=None, storage_uri: str | None = None,
                  protocol: str = "v1", timeout: float = 600.0, builder_options: Mapping | None = None,
-                 image=None, out: Callable[[str], None] | None = print, **deployer_options):
+                 image=None, out: Callable[[str], None] | None = print, settings=None,
+                 progress: bool | None = None, **deployer_options):
+        from . import pipeline
+        from . import registry as stages
         from .preprocessors.serve import check_name, default_name
 
         # KServe's own runtimes (deployer="inferenceservice", model_format="sklearn") need no image.
         self.model_format = deployer_options.get("model_format")
         if model is None and image is None and not self.model_format:
             raise ConfigError("PredictionEndpoint needs a model", hint="pass the model class or 'model.py:ClassName'")
+        if deployer is not None:
+            deployer = pipeline.serving_deployer(deployer)
         if self.model_format:
-            if deployer not in ("inferenceservice", "kserve"):
+            if deployer != "inferenceservice":
                 raise ConfigError(f"model_format works with the inferenceservice deployer, not {deployer!r}",
                                   hint="pass deployer='inferenceservice', or give your own model class instead")
             deployer_options.setdefault("storage_uri", storage_uri)
             storage_uri = None
+        if not isinstance(builder, str):
+            raise ConfigError(f"builder must be a name, not a {type(builder).__name__}",
+                              hint="pass builder='append', 'docker' or 'cluster' (builder_options= for its options)")
         self.model = model
         self.name = check_name(name or (default_name(model) if model is not None else "model"))
-        self.base_image = base_image
+        self.settings = settings
+        self.base_image = base_image or (settings.base_image or pipeline.default_base_image() if settings else None)
         self.registry = registry
         self.target = target
         self.deployer_name = deployer
@@ -359,67 +353,83 @@ class PredictionEndpoint:
         self.deployer_options = dict(deployer_options)
         self.image = image
         self.out = out or (lambda s: None)
+        self.progress = progress
         self.handle = None
-        # Made now so a typo in an option fails before any build (constructing talks to nothing).
-        self._deployer = load_deployer(deployer)(name=self.name, **self.deployer_options)
+        self.run_result = None  # the pipeline's RunResult after create()
+        if deployer is not None:
+            # Made now so a typo in an option fails before any build (constructing talks to nothing).
+            stages.load("deployer", deployer)(name=self.name, **self.deployer_options)
 
-    # -- stages -------------------------------------------------------------------------------------
-    def prepare(self):
-        from .preprocessors.serve import ServePreprocessor
+    # -- the pipeline -------------------------------------------------------------------------------
+    def plan(self):
+        """The pipeline's plan for this endpoint: the serve preprocessor, the builder, the deployer."""
+        from . import pipeline
+        from . import settings as settings_mod
 
-        return ServePreprocessor().prepare(self.model, name=self.name, files=self.files,
-                                           requirements=self.requirements, storage_uri=self.storage_uri)
+        s = self.settings if self.settings is not None else settings_mod.explicit()
+        if self.registry:
+            s = s.with_overrides({"registry": self.registry})
+        builder_kw = dict(self.builder_options)
+        if self.base_image:
+            builder_kw["base_image"] = self.base_image
+        if self.target:
+            builder_kw["target"] = self.target
+        builder_name = (s.builder if self.settings is not None else None) or self.builder
+        if self.settings is not None and not s.builder and self.builder == "append":
+            builder_name = None  # let the plan choose (docker into the engine when there is no registry)
+        prepare_kw = {"name": self.name, "files": self.files, "storage_uri": self.storage_uri}
+        if self.requirements is not None:
+            prepare_kw["requirements"] = self.requirements
+        deployer = (self.deployer_name, self.deployer_options) if self.deployer_name else None
+        p = pipeline.plan(self.model, s, preprocessor=("serve", {}),
+                          builder=(builder_name, builder_kw) if builder_name or builder_kw else None,
+                          deployer=deployer, prepare_kw=prepare_kw, name=self.name,
+                          prebuilt=self.image is not None)
+        if deployer is None and self.deployer_options:  # the plan chose the deployer: add the options
+            p.deployer = (p.deployer[0], {**p.deployer[1], **self.deployer_options})
+        return p
 
-    def build(self):
+    def _progress(self):
+        from .progress import Progress
+
+        return Progress(enabled=self.progress)
+
+    def build(self, plan=None, progress=None):
+        """Package and build the serving image (with progress); returns the BuiltImage."""
+        from . import pipeline
+
         if self.image is not None or self.model_format:
             return self.image
-        ctx = self.prepare()
-        target = self.target
-        if target is None:
-            if not self.registry:
-                raise ConfigError("no registry to push the serving image to",
-                                  hint="pass registry='host:port' (e.g. 127.0.0.1:5000) or target='registry/repo:tag'")
-            from .builders.base import default_image_name
-
-            target = default_image_name(self.registry, self.name, ctx)
-        builder = self.builder
-        if isinstance(builder, str):
-            from . import plugins
-
-            if not self.base_image and builder == "append":
-                raise ConfigError("the append builder needs a base image with Python",
-                                  hint="pass base_image='registry/python:3.11' (an image with python on PATH)")
-            opts = dict(self.builder_options)
-            if self.base_image:
-                opts.setdefault("base_image", self.base_image)
-            builder = plugins.load("builder", builder)(**opts)
-        self.image = builder.build(ctx, target)
+        if not self.base_image and self.builder == "append" and self.registry:
+            raise ConfigError("the append builder needs a base image with Python",
+                              hint="pass base_image='registry/python:3.11' (an image with python on PATH)")
+        p = plan or self.plan()
+        progress = progress or self._progress()
+        self.image = pipeline.build(p, pipeline.prepare(p, progress), progress)
         return self.image
 
     def deployer(self):
-        return self._deployer
+        from . import pipeline
+
+        return pipeline.make_deployer(self.plan())
 
     def render(self) -> list[dict]:
-        """The manifests `create()` would apply (for dry runs); builds nothing when image= is set."""
-        image = self.image
-        if image is None and not self.model_format:
-            from .context import BuiltImage
+        """The manifests `create()` would apply (for dry runs); builds nothing."""
+        from . import pipeline
 
-            from .builders.base import default_image_name
-
-            ctx = self.prepare()
-            # The tag the build would push (content hash); the digest is only known after building.
-            ref = self.target or default_image_name(self.registry or "REGISTRY", self.name, ctx)
-            image = BuiltImage(ref=ref, digest="", context=ctx, pod_template=_template_for(ctx, ref))
-        return self.deployer().render(image)
+        return pipeline.dry_run(self.plan(), image=self.image)["manifests"]
 
     # -- the verbs ----------------------------------------------------------------------------------
     def create(self, wait: bool = True, *, keep_on_failure: bool = False) -> "PredictionEndpoint":
         """Build, deploy and (with wait) block until the model answers ready, then print the URL.
         If it never gets ready, the end of the server log is printed and the endpoint is deleted
         (keep_on_failure=True leaves it for debugging)."""
-        image = self.build()
-        self.handle = self.deployer().deploy(image)
+        from . import pipeline
+
+        p, progress = self.plan(), self._progress()
+        image = self.build(p, progress)
+        self.run_result = pipeline.execute(p, progress, image=image)
+        self.handle = self.run_result.handle
         if wait:
             try:
                 self.handle.wait(self.timeout)
@@ -473,9 +483,3 @@ class PredictionEndpoint:
         if self.handle is None:
             raise ConfigError("the endpoint has not been created", hint="call create() first")
         return self.handle
-
-
-def _template_for(ctx, image_ref: str) -> dict:
-    from .context import pod_template
-
-    return pod_template(image_ref, ctx)

@@ -364,6 +364,14 @@ def load(cli: Mapping[str, Any] | None = None, *, profile: str | None = None, cw
     return Settings(values, profile=chosen, file=path)
 
 
+def explicit(values: Mapping[str, Any] | None = None, source: str = "argument") -> Settings:
+    """Defaults plus `values` only, no file and no environment: for a facade whose every option is
+    an argument (PredictionEndpoint), so a fairing.yaml nearby changes nothing it was not told."""
+    layer = {k: Value(key.default, "default") for k, key in KEYS.items()}
+    layer.update(_layer(values or {}, source))
+    return Settings(layer)
+
+
 def requirements_list(settings: Mapping[str, Any]) -> list[str] | str:
     """Requirements as given: a list of pins, or a single requirements file path (kept a path so
     the preprocessor reads it itself)."""

@@ -8,7 +8,8 @@ import pytest
 
 from fairing.context import BuildContext, BuiltImage, pod_template
 from fairing.deployers import pod
-from fairing.deployers.local import LocalDeployer, find_engine, resolve_mode
+from fairing.deployers.local import LocalDeployer, resolve_mode
+from fairing.engine.discover import find_engine
 from fairing.errors import ConfigError, DeployError
 
 
@@ -25,7 +26,7 @@ def process_image(ctx: BuildContext) -> BuiltImage:
 
 def test_no_engine_means_process_mode(monkeypatch):
     monkeypatch.delenv("DOCKER_HOST", raising=False)
-    monkeypatch.setattr("fairing.deployers.local.DEFAULT_SOCKETS", ("/nonexistent/docker.sock",))
+    monkeypatch.setattr("fairing.engine.discover.DEFAULT_SOCKETS", ("/nonexistent/docker.sock",))
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     assert resolve_mode("auto") == ("process", None)
     with pytest.raises(DeployError, match="no Docker/Podman API answered"):
@@ -215,7 +216,7 @@ def test_a_container_that_cannot_start_is_removed(engine, base_image):
 def test_attach_to_a_local_model_server_gives_the_serving_handle(engine, base_image):
     """`fair status/delete NAME` go through LocalDeployer.attach: for a served model that must be the
     serving handle (readiness, url, predict), not a bare container handle that says "Running"."""
-    from fairing.deployers.local_serving import LocalServingDeployer, LocalServingHandle
+    from fairing.deployers.local.serving import LocalServingDeployer, LocalServingHandle
     from fairing.preprocessors.serve import ServePreprocessor
 
     class Echo:

@@ -11,7 +11,7 @@ import pytest
 from fairing.context import OUTPUT_DIR
 from fairing.errors import ConfigError
 from fairing.preprocessors.full_notebook import SHIM, FullNotebookPreprocessor
-from fairing.preprocessors.runtime import run_notebook
+from fairing.image_runtime import run_notebook
 from tests.test_preprocess_python import run_in_container, run_local
 
 DATA = Path(__file__).parent / "data" / "preprocess"

@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, Mapping, Sequence
 
 from .. import requirements as reqs_mod
-from ..context import BuildContext, Source
+from ..context import BuildContext, ServeSpec, Source
 from ..errors import BuildError, ConfigError
 from .files import collect
 
@@ -96,6 +96,7 @@ class Preprocessor:
         python: str | None = None,
         env: Mapping[str, str] | None = None,
         outputs: Mapping[str, str] | None = None,
+        serve: ServeSpec | None = None,
     ) -> BuildContext:
         files = {_check_dst(k): v for k, v in sorted(files.items())}
         check_size(files, self.limit())
@@ -107,6 +108,7 @@ class Preprocessor:
             env=dict(env or {}),
             kind=self.kind,
             outputs=dict(outputs or {}),
+            serve=serve,
         )
 
 
