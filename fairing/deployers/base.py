@@ -23,7 +23,7 @@ import time
 import uuid
 from typing import Any, Iterable, Iterator, Mapping
 
-from ..context import BuiltImage
+from ..context import BuiltImage, ServeSpec
 from ..errors import ConfigError, DeployError
 from . import labels as L
 from . import pod as podlib
@@ -96,6 +96,16 @@ def check_pinned(image: BuiltImage) -> None:
     if image.ref.startswith("oci:"):
         raise ConfigError(f"image {image.ref!r} is in a local OCI layout; a cluster cannot pull it",
                           hint="build with a registry target (--registry HOST[:PORT]/PATH)")
+
+
+def serve_spec(image: BuiltImage) -> ServeSpec:
+    """The model server an image runs (its context's typed ServeSpec); ConfigError when the image
+    was not built for serving."""
+    ctx = image.context
+    if ctx is None or ctx.serve is None:
+        raise ConfigError("the serving deployers need an image built from a serving context",
+                          hint="build it with the serve preprocessor (PredictionEndpoint does)")
+    return ctx.serve
 
 
 def namespace_offline(kubeconfig, context) -> str | None:
@@ -207,6 +217,9 @@ class Handle:
     name: str
     namespace: str | None = None
     dry_run = False
+
+    def __init__(self, name: str, namespace: str | None = None, *, dry_run: bool = False):
+        self.name, self.namespace, self.dry_run = name, namespace, dry_run
 
     def _no_dry(self, what: str) -> None:
         if self.dry_run:

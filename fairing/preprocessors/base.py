@@ -123,7 +123,7 @@ def _check_dst(dst: str) -> str:
     return p.as_posix()
 
 
-def _fmt(n: float) -> str:
+def size_text(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -150,8 +150,8 @@ def check_size(files: Mapping[str, Source], limit: int) -> int:
     if len(groups) == 1:  # one folder holds everything: name its biggest files instead
         groups = sizes
     biggest = sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
-    names = ", ".join(f"{k} ({_fmt(v)})" for k, v in biggest)
+    names = ", ".join(f"{k} ({size_text(v)})" for k, v in biggest)
     raise BuildError(
-        f"build context is {_fmt(total)}, over the {_fmt(limit)} limit; biggest: {names}",
+        f"build context is {size_text(total)}, over the {size_text(limit)} limit; biggest: {names}",
         hint=f"add them to .fairingignore, or raise the limit with {MAX_CONTEXT_ENV}",
     )

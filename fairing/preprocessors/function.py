@@ -102,7 +102,7 @@ def _too_big(name, fn, args, kwargs, size: int, limit: int) -> BuildError:
     """Name the captured values that make the pickle big: usually a dataset read at module level."""
     import cloudpickle
 
-    from .base import MAX_CONTEXT_ENV, _fmt
+    from .base import MAX_CONTEXT_ENV, size_text
 
     sizes = []
     for label, v in captured(fn, args, kwargs):
@@ -110,9 +110,9 @@ def _too_big(name, fn, args, kwargs, size: int, limit: int) -> BuildError:
             sizes.append((len(cloudpickle.dumps(v)), label))
         except Exception:
             continue
-    biggest = ", ".join(f"{label} ({_fmt(n)})" for n, label in sorted(sizes, key=lambda t: (-t[0], t[1]))[:3])
+    biggest = ", ".join(f"{label} ({size_text(n)})" for n, label in sorted(sizes, key=lambda t: (-t[0], t[1]))[:3])
     return BuildError(
-        f"function {name} pickles to {_fmt(size)}, over the {_fmt(limit)} limit; biggest captured: {biggest or 'none'}",
+        f"function {name} pickles to {size_text(size)}, over the {size_text(limit)} limit; biggest captured: {biggest or 'none'}",
         hint=f"load large data inside the function instead of capturing it, or raise the limit with {MAX_CONTEXT_ENV}",
     )
 

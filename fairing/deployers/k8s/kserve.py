@@ -12,7 +12,7 @@ which is also what makes predict() through the API server's service proxy possib
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterator
+from typing import Any
 
 from ...context import BuiltImage
 from ...errors import ConfigError, DeployError
@@ -77,11 +77,8 @@ class InferenceServiceDeployer(KubeAccess, Deployer):
                                    "preprocessor instead: the model server fetches it at start")
         if protocol_version is not None and protocol_version not in ("v1", "v2", "grpc-v2"):
             raise ConfigError(f"unknown protocol_version {protocol_version!r}", hint="use v1, v2 or grpc-v2")
-        self.model_format = model_format
-        self.model_format_version = model_format_version
-        self.storage_uri = storage_uri
-        self.protocol_version = protocol_version
-        self.runtime = runtime
+        self.model_format, self.model_format_version = model_format, model_format_version
+        self.storage_uri, self.protocol_version, self.runtime = storage_uri, protocol_version, runtime
         self.max_surge = max_surge
 
     # -- manifests ----------------------------------------------------------------------------------

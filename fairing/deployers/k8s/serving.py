@@ -20,7 +20,7 @@ from ...context import BuiltImage, ServeSpec
 from ...errors import ConfigError, DeployError
 from .. import labels as L
 from .. import pod as podlib
-from ..base import Deployer, Handle, KubeAccess, check_pinned, check_port, check_replicas, wait_gone
+from ..base import Deployer, Handle, KubeAccess, check_pinned, check_port, check_replicas, serve_spec, wait_gone
 
 CONTAINER = podlib.MAIN
 PORT_NAME = "http"
@@ -30,15 +30,6 @@ LIVE_PATH = "/v2/health/live"
 # the Deployment replaces an evicted pod by itself.
 FATAL_FOR_SERVING = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CreateContainerConfigError",
                      "CrashLoopBackOff", "OOMKilled"}
-
-
-def serve_spec(image: BuiltImage) -> ServeSpec:
-    """The model server the image runs; ConfigError when it was not built for serving."""
-    ctx = image.context
-    if ctx is None or ctx.serve is None:
-        raise ConfigError("the serving deployers need an image built from a serving context",
-                          hint="build it with the serve preprocessor (PredictionEndpoint does)")
-    return ctx.serve
 
 
 def serving_pod_template(image: BuiltImage, mutators: Sequence = ()) -> tuple[dict, ServeSpec]:
@@ -174,12 +165,8 @@ class ServedModelHandle(Handle):
 
     def __init__(self, kube, name: str, namespace: str, *, model_name: str, manifests: list[dict],
                  dry_run: bool = False):
-        self.kube = kube
-        self.name = name
-        self.namespace = namespace
-        self.model_name = model_name
-        self._manifests = manifests
-        self.dry_run = dry_run
+        super().__init__(name, namespace, dry_run=dry_run)
+        self.kube, self.model_name, self._manifests = kube, model_name, manifests
 
     # -- what a subclass says -----------------------------------------------------------------------
     @property
@@ -220,13 +207,13 @@ class ServedModelHandle(Handle):
         return self.transport().base_url
 
     def transport(self, timeout: float = 60.0):
-        from ...serving import ServiceProxyTransport
+        from ...model_client import ServiceProxyTransport
 
         service, port = self.service()
         return ServiceProxyTransport(self.kube, self.namespace, service, port, timeout=timeout)
 
     def client(self, protocol: str = "v1", timeout: float = 60.0):
-        from ...serving import ModelClient
+        from ...model_client import ModelClient
 
         return ModelClient(self.transport(timeout), self.model_name, protocol=protocol)
 

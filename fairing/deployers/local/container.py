@@ -26,11 +26,8 @@ class ContainerHandle(Handle):
     mode = "container"
 
     def __init__(self, name: str, container, client, ctx: BuildContext | None = None):
-        self.name = name
-        self.namespace = None
-        self.container = container
-        self.client = client
-        self.context = ctx
+        super().__init__(name)
+        self.container, self.client, self.context = container, client, ctx
 
     @classmethod
     def start(cls, name: str, image: BuiltImage, template: dict, url: str, *, labels: dict | None = None,

@@ -126,12 +126,8 @@ class ProcessHandle(Handle):
 
     def __init__(self, name: str, root: Path, proc: subprocess.Popen, ctx: BuildContext | None,
                  output_dir: Path):
-        self.name = name
-        self.namespace = None
-        self.root = root
-        self.proc = proc
-        self.context = ctx
-        self.output_dir = output_dir
+        super().__init__(name)
+        self.root, self.proc, self.context, self.output_dir = root, proc, ctx, output_dir
         self.log_path = root / "output.log"
         self._deleted = False
 

@@ -15,16 +15,8 @@ from ...engine import containers as engine
 from ...engine import discover
 from ...errors import ConfigError, DeployError
 from .. import labels as L
-from ..base import Deployer, Handle, check_port
+from ..base import Deployer, Handle, check_port, serve_spec
 from . import spec
-
-
-def serve_spec(image: BuiltImage) -> ServeSpec:
-    ctx = image.context
-    if ctx is None or ctx.serve is None:
-        raise ConfigError("local serving needs an image built from a serving context",
-                          hint="build it with the serve preprocessor (PredictionEndpoint does)")
-    return ctx.serve
 
 
 def engine_url(docker_host: str | None) -> str:
@@ -131,13 +123,9 @@ class LocalServingHandle(Handle):
 
     def __init__(self, name: str, container, client, model_name: str, container_port: int,
                  image: BuiltImage | None = None):
-        self.name = name
-        self.namespace = None
-        self.container = container
-        self.docker = client
-        self.model_name = model_name
-        self.container_port = container_port
-        self.image = image
+        super().__init__(name)
+        self.container, self.docker, self.image = container, client, image
+        self.model_name, self.container_port = model_name, container_port
         self._host_port: int | None = None
         self._deleted = False
 
@@ -164,7 +152,7 @@ class LocalServingHandle(Handle):
         return f"http://127.0.0.1:{self.host_port}"
 
     def client(self, protocol: str = "v1", timeout: float = 60.0):
-        from ...serving import ModelClient
+        from ...model_client import ModelClient
 
         return ModelClient.for_url(self.url, self.model_name, protocol=protocol, timeout=timeout)
 
@@ -180,7 +168,7 @@ class LocalServingHandle(Handle):
 
     def status(self) -> str:
         """Pending, Loading (up, model not ready yet), Ready, Failed (exited or load failed), Deleted."""
-        from ...serving import PredictionError
+        from ...model_client import PredictionError
 
         if self._deleted:
             return "Deleted"
@@ -197,7 +185,7 @@ class LocalServingHandle(Handle):
     def wait(self, timeout: float | None = None) -> str:
         """Until the model answers ready. Raises DeployError if the container exits, the model fails
         to load (with the server's message), or `timeout` seconds pass."""
-        from ...serving import PredictionError
+        from ...model_client import PredictionError
 
         deadline = None if timeout is None else time.monotonic() + timeout
         client = self.client(timeout=5)
