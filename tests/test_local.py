@@ -81,6 +81,7 @@ def test_process_mutators_env_and_secret_refs():
         LocalDeployer(mode="process", mutators=[pod.env_from_secret("creds", ["TOKEN"])]).deploy(process_image(ctx))
 
 
+@pytest.mark.slow
 def test_process_requirements_get_a_cached_virtualenv():
     ctx = ctx_of({"main.py": "import six, sys\nprint(six.__version__, sys.prefix)\n"}, requirements=("six==1.16.0",))
     h1 = LocalDeployer(mode="process").deploy(process_image(ctx))
@@ -96,6 +97,7 @@ def test_process_requirements_get_a_cached_virtualenv():
     h2.delete()
 
 
+@pytest.mark.slow
 def test_process_bad_requirement_is_a_build_error_and_leaves_nothing(tmp_path, monkeypatch):
     from fairing.errors import BuildError
 
