@@ -21,6 +21,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Iterable, Mapping
 
 from ..errors import ConfigError
+from .labels import MANAGED
 
 Mutator = Callable[[dict], dict]
 MAIN = "main"
@@ -461,7 +462,7 @@ def image_pull_secret(name: str | None = None, *, registry: str | None = None, c
         data = dockerconfigjson(reg, repo)
         kube.apply({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
                     "metadata": {"name": secret_name(pod), "namespace": namespace,
-                                 "labels": {"app.kubernetes.io/managed-by": "fairing"}},
+                                 "labels": dict(MANAGED)},
                     "data": {".dockerconfigjson": base64.b64encode(data).decode()}}, namespace)
 
     m.prepare = prepare
