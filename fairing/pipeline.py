@@ -220,7 +220,7 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
     mode = f"{d_name} on cluster"
     local_mode = engine = None
     if where == "local" and build_only and (registry_url or target):
-        local_mode = "build"  # the image goes to the registry/target; nothing runs here
+        local_mode = mode = "build"  # the image goes to the registry/target; nothing runs here
     elif where == "local":
         from .deployers.local import resolve_mode
 

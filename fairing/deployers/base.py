@@ -44,14 +44,6 @@ def check_options(deployer: str, given: Iterable[str], allowed: Iterable[str]) -
                                f"{', '.join(o for o in COMMON_OPTIONS if o != 'kube')})")
 
 
-def check_mutators(mutators: Iterable) -> tuple:
-    out = tuple(mutators or ())
-    for m in out:
-        if not callable(m):
-            raise ConfigError(f"pod option {m!r} is not callable", hint="use the functions in fairing.deployers.pod")
-    return out
-
-
 def nonneg_int(value, what: str, *, minimum: int = 0) -> int | None:
     if value is None:
         return None
@@ -162,7 +154,7 @@ class Deployer:
         self.kubeconfig = kubeconfig
         self.context = context
         self.name = self.check_name(name) if name is not None else None
-        self.mutators = check_mutators(mutators)
+        self.mutators = podlib.check(mutators)
         self.labels = dict(labels or {})
         self.annotations = dict(annotations or {})
         self.cleanup = cleanup

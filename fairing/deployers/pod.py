@@ -92,11 +92,18 @@ def _mutator(fn: Callable[[dict], None], description: str) -> Mutator:
     return mutate
 
 
-def apply(pod: Mapping, mutators: Iterable[Mutator]) -> dict:
-    out = copy.deepcopy(dict(pod))
-    for m in mutators or ():
+def check(mutators: Iterable[Mutator]) -> tuple[Mutator, ...]:
+    """The mutators as a tuple, each one callable (deployers check at construction, before any work)."""
+    out = tuple(mutators or ())
+    for m in out:
         if not callable(m):
             raise ConfigError(f"pod option {m!r} is not callable", hint="use the functions in fairing.deployers.pod")
+    return out
+
+
+def apply(pod: Mapping, mutators: Iterable[Mutator]) -> dict:
+    out = copy.deepcopy(dict(pod))
+    for m in check(mutators):
         res = m(out)
         if not isinstance(res, dict):
             raise ConfigError(f"pod option {getattr(m, '__name__', m)!r} returned {type(res).__name__}, not a pod template",
@@ -469,7 +476,7 @@ def image_pull_secret(name: str | None = None, *, registry: str | None = None, c
     return m
 
 
-__all__ = ["Mutator", "apply", "cpu", "memory", "gpu", "env", "env_from_secret", "env_from_configmap", "volume",
+__all__ = ["Mutator", "apply", "check", "cpu", "memory", "gpu", "env", "env_from_secret", "env_from_configmap", "volume",
            "pvc", "secret_volume", "configmap_volume", "empty_dir", "node_selector", "toleration", "tolerations",
            "service_account", "image_pull_secret", "labels", "annotations", "find_container", "quantity",
            "strip_gpus", "dockerconfigjson", "pull_secret_name"]

@@ -18,7 +18,7 @@ from typing import Any
 from ...context import BuiltImage
 from ...errors import ConfigError, DeployError
 from .. import labels as L
-from ..base import Deployer
+from ..base import Deployer, check_port
 
 MODES = ("auto", "container", "process")
 
@@ -49,15 +49,19 @@ def new_name(prefix: str = "fairing") -> str:
 
 class LocalDeployer(Deployer):
     """Options: mode (auto/container/process), docker_host, python (process mode's interpreter),
-    pull (container mode), plus the common ones; namespace/kubeconfig/context are accepted so a
-    profile can switch deployers freely."""
+    pull (container mode), host_port (a model server's published port), plus the common ones;
+    namespace/kubeconfig/context (and replicas, for serving) are accepted so a profile can switch
+    deployers freely."""
 
     deployer_name = "local"
     serves = True
-    kind_options = ("mode", "docker_host", "python", "pull")
+    kind_options = ("mode", "docker_host", "python", "pull", "host_port", "replicas")
 
     def configure(self, mode: str | tuple | None = None, docker_host: str | None = None, python: str | None = None,
-                  pull: bool | None = None) -> None:
+                  pull: bool | None = None, host_port: int | None = None, replicas: int | None = None) -> None:
+        if host_port is not None:
+            check_port(host_port)
+        self.host_port = host_port
         if isinstance(mode, tuple):
             mode, docker_host = mode[0], mode[1] or docker_host
         if mode not in (None, *MODES):
@@ -83,7 +87,7 @@ class LocalDeployer(Deployer):
 
         return LocalServingDeployer(name=self.name, mutators=self.mutators, labels=self.labels,
                                     annotations=self.annotations, dry_run=self.dry_run,
-                                    docker_host=self.docker_host, pull=self.pull)
+                                    docker_host=self.docker_host, pull=self.pull, host_port=self.host_port)
 
     def render(self, image: BuiltImage) -> list[dict]:
         """What a local run would do, as a manifest-like dict (nothing is started)."""
@@ -111,6 +115,9 @@ class LocalDeployer(Deployer):
             raise ConfigError("deploy() called with dry_run=True", hint="call render() for a dry run")
         if image.context is not None and image.context.serve is not None:
             return self.serving().deploy(image)
+        if self.host_port is not None:
+            raise ConfigError("host_port is for model servers; this image runs a training workload",
+                              hint="drop host_port, or deploy a model (fair deploy / PredictionEndpoint)")
         name = self.name or new_name()
         template, _ = spec.main_container(image.pod_template, self.mutators)
         if self.mode == "container":
