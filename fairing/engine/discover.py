@@ -60,7 +60,7 @@ def api_version(url: str) -> str:
     return ping(url)
 
 
-def answers(url: str, timeout: float = 3) -> bool:
+def answers(url: str, timeout: float = 10) -> bool:
     """Does an engine answer at `url` now? (Always asks: an engine may have stopped.)"""
     try:
         ping(url, timeout)
@@ -69,8 +69,9 @@ def answers(url: str, timeout: float = 3) -> bool:
         return False
 
 
-def find_engine(docker_host: str | None = None, timeout: float = 3) -> str | None:
-    """The first engine URL that answers a ping, or None."""
+def find_engine(docker_host: str | None = None, timeout: float = 10) -> str | None:
+    """The first engine URL that answers a ping, or None. A socket nobody listens on fails at
+    once; the timeout only waits for a busy engine (a loaded machine's Podman can take seconds)."""
     return next((url for url in candidates(docker_host) if answers(url, timeout)), None)
 
 
