@@ -349,7 +349,7 @@ def build(p: Plan, ctx: BuildContext | None, progress: Progress) -> BuiltImage |
 def placeholder_ref(target: str, tag: str | None = None) -> str:
     """`target` pinned to PLACEHOLDER_DIGEST: deployers insist on digest-pinned images, and the
     real digest exists only after the build."""
-    from .builders.base import split_tag
+    from .oci.reference import split_tag
 
     repo, target_tag = split_tag(target)
     tag = tag or target_tag
