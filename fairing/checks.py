@@ -1,6 +1,6 @@
 """Checks that run before anything is contacted, and the sentences that say what fairing found.
 
-The CLI and `config.plan` call these so that (1) nothing the user typed is silently ignored, (2)
+The CLI and `pipeline.plan` call these so that (1) nothing the user typed is silently ignored, (2)
 everything local (files, specs, requirements) is checked before an engine or a cluster is asked
 anything, and (3) "where did it look" is always part of the answer."""
 from __future__ import annotations
@@ -41,9 +41,9 @@ def kubeconfig_search(settings: Mapping[str, Any], environ: Mapping[str, str] | 
 
 
 def engine_search(docker_host: str | None = None) -> str:
-    from .deployers.local import DEFAULT_SOCKETS, engine_candidates
+    from .engine.discover import DEFAULT_SOCKETS, candidates
 
-    tried = engine_candidates(docker_host)
+    tried = candidates(docker_host)
     if tried:
         return "none answered at " + ", ".join(tried)
     return "DOCKER_HOST unset, no socket at " + ", ".join(DEFAULT_SOCKETS)

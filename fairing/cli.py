@@ -1,5 +1,5 @@
-"""`fair`: the command line. Parsing and printing only; the work happens in fairing.config,
-fairing.api, fairing.settings and fairing.workloads.
+"""`fair`: the command line. Parsing and printing only; the work happens in fairing.pipeline
+(train, build, deploy), fairing.settings and fairing.workloads (status, logs, delete, list).
 
 Exit codes: 0 success; 1 error (including a workload that failed); 2 usage or configuration error;
 3 packaging/build/push error; 4 deploy/cluster/engine error (or the workload failed there);
@@ -17,7 +17,7 @@ from typing import Annotated, Any, Callable, List, Optional
 
 import typer
 
-from . import __version__
+from . import __version__, registry
 from .errors import ConfigError, FairingError
 
 EXIT_CODES = {0: "success", 1: "error", 2: "usage or configuration error", 3: "build error",
@@ -52,7 +52,7 @@ SETTING_OPTIONS = [
     _param("base_image", Annotated[Optional[str], _opt("--base-image", help="image to add the code to")]),
     _param("registry", Annotated[Optional[str], _opt("--registry", help="push images here, e.g. 127.0.0.1:5000/team")]),
     _param("image_name", Annotated[Optional[str], _opt("--image-name", help="repository name for the image")]),
-    _param("deployer", Annotated[Optional[str], _opt("--deployer", help="job, cronjob, tfjob, pytorchjob, serving, inferenceservice, local")]),
+    _param("deployer", Annotated[Optional[str], _opt("--deployer", help=", ".join(registry.DEPLOYERS))]),
     _param("namespace", Annotated[Optional[str], _opt("--namespace", "-n", help="Kubernetes namespace")]),
     _param("context", Annotated[Optional[str], _opt("--context", help="kubeconfig context")]),
     _param("kubeconfig", Annotated[Optional[str], _opt("--kubeconfig", help="kubeconfig file")]),
@@ -192,21 +192,20 @@ def _entry(entry: str) -> str:
 def build(entry: Annotated[str, typer.Argument(help="a .py file, a directory or a .ipynb notebook")],
           target: Annotated[Optional[str], typer.Option("--target", help="full image name, or oci:DIR for an OCI layout")] = None,
           opts: Any = None) -> None:
-    import fairing.config as config  # not `from . import config`: see fairing/__init__.py
+    from . import pipeline
 
     s = opts.settings()
-    p = config.plan(_entry(entry), s, builder=(s.builder, {"target": target}) if target else None,
-                    build_only=True)
+    p = pipeline.plan(_entry(entry), s, builder=(s.builder, {"target": target}) if target else None,
+                      build_only=True)
     if p.builder is None:
         raise ConfigError("nothing to build into: no registry and no container engine",
                           hint="pass --registry HOST/PATH, --target oci:DIR, or start Docker/Podman")
     progress = opts.progress()
     if opts.dry_run:
-        ctx = config.prepare(p, progress)
-        _print_plan({"mode": "build", "build": config.make_builder(p).plan(ctx, p.target), "manifests": []}, opts)
+        ctx = pipeline.prepare(p, progress)
+        _print_plan({"mode": "build", "build": pipeline.make_builder(p).plan(ctx, p.target), "manifests": []}, opts)
         return
-    ctx = config.prepare(p, progress)
-    image = config.build(p, ctx, progress)
+    image = pipeline.build(p, pipeline.prepare(p, progress), progress)
     if opts.json:
         st = image.stats
         _print_json({"image": image.ref, "digest": image.digest, "tag": image.tag,
@@ -223,14 +222,14 @@ def train(entry: Annotated[str, typer.Argument(help="a .py file, a directory or 
           name: Annotated[Optional[str], typer.Option("--name", help="workload name (default: generated)")] = None,
           keep: Annotated[bool, typer.Option("--keep", help="keep a finished local container for `fair logs`")] = False,
           opts: Any = None) -> None:
-    import fairing.config as config  # not `from . import config`: see fairing/__init__.py
+    from . import pipeline
 
     s = opts.settings()
     prepare_kw = {"args": list(args)} if args else {}
-    p = config.plan(_entry(entry), s, prepare_kw=prepare_kw, name=name)
+    p = pipeline.plan(_entry(entry), s, prepare_kw=prepare_kw, name=name)
     progress = opts.progress()
     if opts.dry_run:
-        _print_plan(config.dry_run(p, progress), opts)
+        _print_plan(pipeline.dry_run(p, progress), opts)
         return
     local = p.deployer[0] == "local"
     if not opts.json:
@@ -240,12 +239,12 @@ def train(entry: Annotated[str, typer.Argument(help="a .py file, a directory or 
                           hint="drop --detach, or start Docker/Podman / configure a registry and cluster")
     # Logs go to stdout, except with --output json, where stdout holds only the JSON document.
     on_log = None if detach else (_info if opts.json else _out)
-    res = config.execute(p, progress, wait=False)
+    res = pipeline.execute(p, progress, wait=False)
     handle = res.handle
     status = "Deployed"
     if not detach:
         try:
-            status = config.wait_for(handle, progress, timeout=s.timeout, on_log=on_log)
+            status = pipeline.wait_for(handle, progress, timeout=s.timeout, on_log=on_log)
         finally:
             if local and not keep and getattr(handle, "mode", None) == "container" and handle.status() == "Succeeded":
                 handle.delete()
@@ -288,17 +287,17 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
            opts: Any = None) -> None:
     from .api import endpoint
     from .checks import deploy_inputs
-    from .skew import check_context
 
     s = opts.settings()
     # Everything local first: a missing model file is reported before any engine or cluster is asked.
-    check_context(deploy_inputs(model, s, name=name, files=_model_files(files), storage_uri=storage_uri))
+    # (The pickle skew check runs once, in pipeline.prepare.)
+    deploy_inputs(model, s, name=name, files=_model_files(files), storage_uri=storage_uri)
     ep = endpoint(model, s, name=name, replicas=replicas, files=_model_files(files), storage_uri=storage_uri,
                   out=None if opts.json else _info)
     if opts.dry_run:
-        where = "local container" if ep.deployer_name == "local" else f"{ep.deployer_name} on cluster"
-        _print_plan({"mode": where, "build": {"model": model, "name": ep.name},
-                     "manifests": ep.render()}, opts)
+        p = ep.plan()
+        mode = "local container" if p.deployer[0] == "local" else p.mode
+        _print_plan({"mode": mode, "build": {"model": model, "name": ep.name}, "manifests": ep.render()}, opts)
         return
     ep.create()
     if opts.json:
@@ -324,10 +323,10 @@ def logs(name: Annotated[str, typer.Argument(help="workload name")],
          follow: Annotated[bool, typer.Option("--follow", "-f", help="keep streaming")] = False,
          opts: Any = None) -> None:
     from . import workloads
-    from .config import _lines
+    from .pipeline import log_lines
 
     h = workloads.attach(name, opts.settings())
-    for line in _lines(h.logs(follow=follow)):
+    for line in log_lines(h.logs(follow=follow)):
         _out(line)
 
 

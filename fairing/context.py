@@ -16,6 +16,17 @@ RESULT_MARKER = "FAIRING_RESULT:"
 
 
 @dataclass(frozen=True)
+class ServeSpec:
+    """What a serving deployer needs to know about the model server in the image: the model's name
+    (in URLs and object names), the port it listens on, and the protocol clients speak by default.
+    Travels typed with the context; the server in the image gets the same values as env."""
+
+    model_name: str
+    port: int = 8080
+    protocol: str = "v1"
+
+
+@dataclass(frozen=True)
 class BuildContext:
     """What to put in the image. `files` maps a POSIX path relative to `workdir` to its source."""
 
@@ -28,6 +39,7 @@ class BuildContext:
     kind: str = "python"  # name of the preprocessor that made it
     # Files the workload writes that a user can fetch afterwards, e.g. {"result": ".../result.pkl"}.
     outputs: Mapping[str, str] = field(default_factory=dict)
+    serve: ServeSpec | None = None  # set by the serve preprocessor: this context is a model server
 
     def size(self) -> int:
         return sum(len(s) if isinstance(s, bytes) else Path(s).stat().st_size for s in self.files.values())
@@ -52,6 +64,12 @@ class BuiltImage:
     stats: BuildStats = field(default_factory=BuildStats)
     context: BuildContext | None = None
 
+    def __post_init__(self) -> None:
+        # Builders make images, not workloads: unless someone handed a template in, the one that
+        # runs this image is derived from the image and its context (see `pod_template`).
+        if not self.pod_template and self.context is not None:
+            object.__setattr__(self, "pod_template", pod_template(self.ref, self.context))
+
 
 class Handle(Protocol):
     """What every deployer returns."""
@@ -67,9 +85,12 @@ class Handle(Protocol):
 
 
 def pod_template(image_ref: str, ctx: BuildContext, container: str = "main") -> dict:
-    """The pod template every builder returns: one container named `container`, never containers[0]."""
+    """The pod template that runs `image_ref` as `ctx` says: one container named `container`
+    (never containers[0]). Deployers start from it; builders never make one."""
+    from .deployers.labels import MANAGED
+
     return {
-        "metadata": {"labels": {"app.kubernetes.io/managed-by": "fairing"}},
+        "metadata": {"labels": dict(MANAGED)},
         "spec": {
             "restartPolicy": "Never",
             "containers": [

@@ -1,4 +1,9 @@
-"""One error type that carries its fix. The CLI prints `error: <message>` and `hint: <hint>`."""
+"""One error type that carries its fix. The CLI prints `error: <message>` and `hint: <hint>`.
+
+Failures of a remote service (Kubernetes API server, registry) are also typed by *kind*, after
+go-containerregistry's transport.Error: code that retries or explains decides on the class
+(`except Unreachable`), never on the words of the message. A concrete error is both its kind and
+its stage: `fairing.kube.errors.Forbidden` is a `Forbidden` and a `DeployError` (exit code 4)."""
 
 
 class FairingError(Exception):
@@ -13,6 +18,12 @@ class FairingError(Exception):
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} (hint: {self.hint})"
+
+
+def one_line(exc: BaseException, limit: int = 160) -> str:
+    """An exception's text on one line, cut to `limit` characters: the cause part of a message."""
+    s = " ".join(str(exc).split())
+    return s if len(s) <= limit else s[:limit] + "..."
 
 
 class ConfigError(FairingError):
@@ -31,3 +42,28 @@ class DeployError(FairingError):
     """The cluster or engine refused, or the workload failed. CLI exit code 4."""
 
     exit_code = 4
+
+
+# --- kinds of remote failure (no exit code of their own: the stage class gives it) ---------------
+class TransportError(FairingError):
+    """A remote service failed at the connection or HTTP level."""
+
+
+class Unreachable(TransportError):
+    """No connection: refused, DNS, network down. Worth retrying while a service restarts."""
+
+
+class TimedOut(TransportError):
+    """Connected, but no answer in time (or none after the allowed retries)."""
+
+
+class Unauthorized(TransportError):
+    """The credentials were rejected or missing (HTTP 401)."""
+
+
+class Forbidden(TransportError):
+    """The credentials are good but lack the permission (HTTP 403)."""
+
+
+class Gone(TransportError):
+    """What was asked for no longer exists at that version (HTTP 410, e.g. a compacted watch)."""

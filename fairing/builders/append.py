@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from typing import Any, Callable
 
-from ..context import BuildContext, BuildStats, BuiltImage, pod_template
+from ..context import BuildContext, BuiltImage
 from ..errors import ConfigError
 from ..oci import layout, reference
 from ..oci.cache import Cache
 from ..oci.image import OCI_MANIFEST, Image, Layer, timestamp
 from ..oci.layer import source_date_epoch
-from .base import Builder, context_hash
-from .deps import SITE_DIR, dependency_layer, deps_key, image_python, platform_tags
+from ..publish.target import LAYOUT, REGISTRY
+from .base import Builder
+from .deps import SITE_DIR, dependency_layer, deps_key, image_python
+from .platforms import platform_tags
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class AppendBuilder(Builder):
     `glibc` the base's glibc for manylinux tags, `jobs` parallel uploads, `retries` per request."""
 
     name = "append"
+    accepts = (REGISTRY, LAYOUT)
 
     def __init__(
         self,
@@ -74,7 +76,6 @@ class AppendBuilder(Builder):
         self.progress = progress
         if kw:
             log.debug("append builder ignores options %s", sorted(kw))
-        self._clients: dict = {}
         self._base_memo: dict[str, Image] = {}
 
     # -- helpers --------------------------------------------------------------------------------
@@ -85,24 +86,11 @@ class AppendBuilder(Builder):
             log.info("%s", msg)
 
     def _client(self, registry: str):
+        """The process-wide client for `registry` (its ping, tokens and what it knows are shared
+        by every build in this process for a short while: see oci.registry.CACHE_TTL)."""
         from ..oci.registry import client_for
 
-        if registry not in self._clients:
-            self._clients[registry] = client_for(registry, insecure=self.insecure, ca_file=self.ca_file, retries=self.retries)
-        return self._clients[registry]
-
-    def _target(self, ctx: BuildContext, target: str):
-        """(layout dir or None, Reference or None, tag)."""
-        if not target:
-            raise ConfigError("no image target given", hint="pass target='registry/repo[:tag]' or 'oci:DIR[:tag]'")
-        if layout.is_layout(target):
-            path, tag = layout.parse_target(target)
-            return path, None, tag or context_hash(ctx)
-        ref = reference.parse(target)
-        if ref.digest:
-            raise ConfigError(f"cannot push to a digest ({target})", hint="give a tag or no tag: the digest is computed from the content")
-        tag = ref.tag or context_hash(ctx)
-        return None, ref.with_tag(tag), tag
+        return client_for(registry, insecure=self.insecure, ca_file=self.ca_file, retries=self.retries)
 
     def _load_base(self) -> Image:
         if layout.is_layout(self.base_image):
@@ -110,8 +98,9 @@ class AppendBuilder(Builder):
             return layout.read_layout(path, tag, self.platform)
         ref = reference.parse(self.base_image)
         client = self._client(ref.registry)
-        # Pin the tag to a digest once per build (one HEAD), then reuse what we fetched for it.
-        pinned = ref.digest or client.manifest_digest(ref.repository, ref.identifier) or ref.identifier
+        # Pin the tag to a digest (one HEAD, remembered for a short while), then reuse what we
+        # fetched for that digest.
+        pinned = client.pin(ref.repository, ref.identifier) or ref.identifier
         key = f"{pinned}|{self.platform}"
         if key not in self._base_memo:
             self._say(f"reading base image {self.base_image}")
@@ -123,9 +112,9 @@ class AppendBuilder(Builder):
         return self._base_memo[key]
 
     # -- the interface --------------------------------------------------------------------------
-    def plan(self, ctx: BuildContext, target: str) -> dict[str, Any]:
+    def plan(self, ctx: BuildContext, target) -> dict[str, Any]:
         """What `build` would do. Touches no network and writes nothing."""
-        out_dir, ref, tag = self._target(ctx, target)
+        t = self.target(target, ctx)
         layers = []
         if ctx.requirements:
             dep = {"name": "dependencies", "path": SITE_DIR, "requirements": [_redact(r) for r in ctx.requirements]}
@@ -143,13 +132,13 @@ class AppendBuilder(Builder):
             "builder": self.name,
             "base": self.base_image,
             "platform": self.platform,
-            "target": f"oci:{out_dir}" if out_dir else ref.name,
-            "tag": tag,
+            "target": t.name,
+            "tag": t.tag,
             "layers": layers,
             "config": {"WorkingDir": ctx.workdir, "Entrypoint": list(ctx.entrypoint), "Cmd": None, "Env": env},
         }
 
-    def image(self, ctx: BuildContext) -> Image:
+    def image(self, ctx: BuildContext, target=None) -> Image:
         """The image value for `ctx` (layers built into the local cache, nothing pushed)."""
         base = self._load_base()
         created = timestamp(source_date_epoch())
@@ -186,34 +175,18 @@ class AppendBuilder(Builder):
             env=env, prepend_env=prepend, workdir=ctx.workdir, entrypoint=list(ctx.entrypoint), clear_cmd=True, created=created,
         )
 
-    def build(self, ctx: BuildContext, target: str) -> BuiltImage:
-        t0 = time.monotonic()
-        out_dir, ref, tag = self._target(ctx, target)
-        img = self.image(ctx)
-        if out_dir is not None:
-            from ..oci.registry import fetch_to_cache
+    def publish(self, image: Image, target) -> BuiltImage:
+        """Send `image` to `target` (a registry or an OCI layout); only missing blobs move."""
+        from ..oci.registry import fetch_to_cache
+        from ..publish.layout import LayoutPublisher
+        from ..publish.registry import RegistryPublisher
 
-            self._say(f"writing OCI layout {out_dir}:{tag}")
-            img = img.to_oci()  # layouts hold OCI manifests; same layers, so blobs are shared
-            digest, stats = layout.write_layout(out_dir, img, tag, fetch_to_cache(self.cache, self._client))
-            image_ref = f"oci:{out_dir}@{digest}"
+        fetch = fetch_to_cache(self.cache, self._client)
+        if target.kind == LAYOUT:
+            publisher = LayoutPublisher(fetch, progress=self._say)
         else:
-            from ..oci.registry import fetch_to_cache, push
-
-            self._say(f"pushing {ref}")
-            digest, stats = push(img, ref, self._client(ref.registry), fetch=fetch_to_cache(self.cache, self._client), jobs=self.jobs, progress=self._say)
-            image_ref = f"{ref.name}@{digest}"
-        self._say(f"built {image_ref} ({stats.layers_uploaded} layers uploaded, {stats.layers_skipped} skipped, {stats.bytes_uploaded} bytes)")
-        return BuiltImage(
-            ref=image_ref,
-            digest=digest,
-            tag=tag,
-            pod_template=pod_template(image_ref, ctx),
-            stats=BuildStats(
-                seconds=time.monotonic() - t0,
-                layers_uploaded=stats.layers_uploaded,
-                layers_skipped=stats.layers_skipped,
-                bytes_uploaded=stats.bytes_uploaded,
-            ),
-            context=ctx,
-        )
+            publisher = RegistryPublisher(self._client, fetch, jobs=self.jobs, progress=self._say)
+        built = publisher.publish(image, target)
+        s = built.stats
+        self._say(f"built {built.ref} ({s.layers_uploaded} layers uploaded, {s.layers_skipped} skipped, {s.bytes_uploaded} bytes)")
+        return built

@@ -1,31 +1,60 @@
 """The Builder interface every builder implements, plus the few helpers they share.
 
-Kept tiny and stable on purpose: the append, docker and cluster builders all subclass it."""
+Kept small and stable on purpose: the append, docker and cluster builders all subclass it."""
 from __future__ import annotations
 
 import hashlib
 import os
 import re
+import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..context import BuildContext, BuiltImage
+from ..oci.reference import split_tag  # noqa: F401 - importable from here, where config.py finds it
+
+if TYPE_CHECKING:
+    from ..publish.target import Target
 
 
 class Builder:
-    """Turns a BuildContext into an image pinned by digest.
+    """Builds a BuildContext into an image value, then publishes it (ko's build vs publish):
 
-    `target` is `registry/repo[:tag]` (or, for builders that support it, `oci:DIR[:tag]`).
-    A target without a tag gets the context hash as its tag (see `default_tag`)."""
+        target(target, ctx) -> Target      the target string parsed once (publish.target), tagged
+                                           with the context hash when it has no tag
+        image(ctx, target)  -> image       an image value: layers + config (append), an image in
+                                           an engine (docker), or one the build pushed (cluster)
+        publish(image, target) -> BuiltImage   sent to a registry, an OCI layout or an engine,
+                                           pinned by digest (or engine image ID)
+        build(ctx, target)  -> BuiltImage  the three in a row, timed
+
+    Builders make images, not workloads: the pod template that runs an image is the deployers'."""
 
     name = "builder"
+    accepts: tuple[str, ...] = ("registry",)  # the target kinds publish() can send to
 
-    def build(self, ctx: BuildContext, target: str) -> BuiltImage:  # pragma: no cover - interface
+    def target(self, target: "str | Target", ctx: BuildContext | None = None) -> "Target":
+        from ..publish.target import parse
+
+        t = parse(target, builder=self.name, accepts=self.accepts)
+        return t.tagged(context_hash(ctx)) if ctx is not None else t
+
+    def image(self, ctx: BuildContext, target: "Target"):  # pragma: no cover - interface
         raise NotImplementedError
 
-    def plan(self, ctx: BuildContext, target: str) -> dict[str, Any]:
+    def publish(self, image, target: "Target") -> BuiltImage:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def build(self, ctx: BuildContext, target: "str | Target") -> BuiltImage:
+        t0 = time.monotonic()
+        t = self.target(target, ctx)
+        built = self.publish(self.image(ctx, t), t)
+        return replace(built, context=ctx, stats=replace(built.stats, seconds=time.monotonic() - t0))
+
+    def plan(self, ctx: BuildContext, target: "str | Target") -> dict[str, Any]:
         """What `build` would do, without writing anything anywhere (for --dry-run)."""
-        return {"builder": self.name, "target": target, "context_hash": context_hash(ctx)}
+        return {"builder": self.name, "target": str(self.target(target, ctx)), "context_hash": context_hash(ctx)}
 
 
 def context_hash(ctx: BuildContext, length: int = 12) -> str:
@@ -55,12 +84,3 @@ def default_image_name(registry: str, name: str, ctx: BuildContext | None = None
     return f"{ref}:{context_hash(ctx)}" if ctx is not None else ref
 
 
-def split_tag(target: str) -> tuple[str, str | None]:
-    """`host:5000/repo:tag` -> ("host:5000/repo", "tag"); a port is never mistaken for a tag."""
-    if "@" in target:
-        return target.split("@", 1)[0], None
-    slash = target.rfind("/")
-    colon = target.rfind(":")
-    if colon > slash:
-        return target[:colon], target[colon + 1:]
-    return target, None

@@ -15,18 +15,17 @@ the maintained community fork osscontainertools/kaniko. Any kaniko-compatible im
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import re
 import secrets as _secrets
 import time
 from typing import Any, Callable, Sequence
 
-from ..context import BuildContext, BuildStats, BuiltImage, pod_template
-from ..errors import BuildError, ConfigError
+from ..context import BuildContext, BuiltImage
+from ..errors import BuildError, ConfigError, one_line
+from ..publish.registry import Pushed, RegistryPublisher
 from .base import Builder, context_hash
 from .docker import (
-    _short,
     check_requirements,
     context_file,
     dockerfile,
@@ -66,17 +65,10 @@ def kaniko_args(destination: str, *, cache_repo: str | None, insecure: Sequence[
 def docker_config_json(registry: str, repository: str | None = None) -> bytes | None:
     """A Docker config.json holding only the login for `registry` (from the local Docker/containers
     config, see fairing.oci.auth); None when there is none (anonymous push)."""
-    from ..oci.auth import find_credentials
+    from ..oci.auth import config_json, find_credentials
 
     creds = find_credentials(registry, repository).credentials
-    if not creds:
-        return None
-    entry: dict[str, str] = {}
-    if creds.identity_token:
-        entry["identitytoken"] = creds.identity_token
-    else:
-        entry["auth"] = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
-    return json.dumps({"auths": {registry: entry}}, sort_keys=True).encode()
+    return config_json(registry, creds) if creds else None
 
 
 def pod_manifest(name: str, namespace: str, *, image: str, args: list[str], secret: str | None,
@@ -241,17 +233,6 @@ class ClusterBuilder(Builder):
             self._kube = Kube(self.kubeconfig, self.kube_context, self.namespace)
         return self._kube
 
-    def _target(self, ctx: BuildContext, target: str):
-        from ..oci import reference
-
-        if not target or target.startswith("oci:"):
-            raise ConfigError(f"the cluster builder cannot write to {target!r}",
-                              hint="give a registry the cluster can push to, e.g. registry.example.com/team/train")
-        ref = reference.parse(target)
-        if ref.digest:
-            raise ConfigError(f"cannot push to a digest ({target})", hint="give a tag or no tag")
-        return ref.with_tag(ref.tag or context_hash(ctx))
-
     def _python(self, ctx: BuildContext) -> str:
         import sys
 
@@ -271,7 +252,7 @@ class ClusterBuilder(Builder):
                   with_secret: bool = True) -> tuple[dict, dict | None]:
         """(pod, secret or None) for building `ctx` into `target`; the secret's owner is filled in
         once the pod exists."""
-        ref = self._target(ctx, target)
+        ref = self.target(target, ctx).ref
         suffix = suffix or _secrets.token_hex(3)
         name = f"fairing-build-{context_hash(ctx, 10)}-{suffix}"
         config = docker_config_json(ref.registry, ref.repository) if with_secret else None
@@ -283,28 +264,29 @@ class ClusterBuilder(Builder):
         return pod, secret
 
     # -- interface -------------------------------------------------------------------------------
-    def plan(self, ctx: BuildContext, target: str) -> dict[str, Any]:
-        ref = self._target(ctx, target)
+    def plan(self, ctx: BuildContext, target) -> dict[str, Any]:
+        t = self.target(target, ctx)
         if ctx.requirements:
             check_requirements(ctx.requirements, self._python(ctx))
         text = dockerfile(ctx, self.base_image, pip_wheel=planned_pip_wheel() if ctx.requirements else None, run=self.run)
-        pod, secret = self.manifests(ctx, target, namespace=self.namespace or "<namespace>", suffix="xxxxxx")
+        pod, secret = self.manifests(ctx, t, namespace=self.namespace or "<namespace>", suffix="xxxxxx")
         if secret:  # never print credentials, even in a dry run
             secret = {**secret, "data": {k: "<redacted>" for k in secret["data"]}}
-        return {"builder": self.name, "base": self.base_image, "target": str(ref), "executor": self.executor_image,
+        return {"builder": self.name, "base": self.base_image, "target": str(t), "executor": self.executor_image,
                 "context_hash": context_hash(ctx), "dockerfile": text,
                 "manifests": [m for m in (secret, pod) if m]}
 
-    def build(self, ctx: BuildContext, target: str) -> BuiltImage:
-        t0 = time.monotonic()
-        self.plan(ctx, target)  # every input check before anything is created
-        ref = self._target(ctx, target)
+    def image(self, ctx: BuildContext, target) -> Pushed:
+        """Run the kaniko pod: it builds `ctx` and pushes it to the target itself, so the image
+        value is the digest it reports."""
+        t = self.target(target, ctx)
+        self.plan(ctx, t)  # every input check before anything is created
         deps, pip_wheel = (None, None)
         if ctx.requirements:
             deps, pip_wheel = download_wheels(ctx.requirements, self._python(ctx), self.arch)
         text = dockerfile(ctx, self.base_image, pip_wheel=pip_wheel, run=self.run)
         kube = self._client()
-        pod, secret = self.manifests(ctx, target, namespace=kube.namespace)
+        pod, secret = self.manifests(ctx, t, namespace=kube.namespace)
         name = pod["metadata"]["name"]
         logs: list[str] = []
         created_pod = created_secret = False
@@ -324,15 +306,16 @@ class ClusterBuilder(Builder):
                 self.output(f"sent the build context ({size} bytes) to {name}")
             follow_logs(kube, name, lambda line: (logs.append(line), self.output(line)))
             done = wait_for_pod(kube, name, timeout=self.timeout, until=lambda p: False)
-            digest = result_of(done, logs)
+            return Pushed(result_of(done, logs))
         finally:
             if created_secret:
                 _delete(kube, "Secret", secret["metadata"]["name"])
             if created_pod:
                 _delete(kube, "Pod", name)
-        pinned = f"{ref.name}@{digest}"
-        return BuiltImage(ref=pinned, digest=digest, tag=ref.tag, pod_template=pod_template(pinned, ctx),
-                          stats=BuildStats(seconds=time.monotonic() - t0), context=ctx)
+
+    def publish(self, image: Pushed, target) -> BuiltImage:
+        """The executor already pushed: publishing only pins the target by the digest."""
+        return RegistryPublisher(clients=None).publish(image, self.target(target))
 
 
 def _container_running(pod: dict) -> bool:
@@ -353,7 +336,7 @@ def _delete(kube, kind: str, name: str) -> None:
     try:
         kube.delete("v1", kind, name, propagation="Background")
     except Exception as e:  # cleanup must not hide the build's own error
-        log.warning("could not delete %s %s: %s", kind.lower(), name, _short(e))
+        log.warning("could not delete %s %s: %s", kind.lower(), name, one_line(e))
 
 
 def send_context(kube, name: str, fileobj, chunk: int = 1 << 16) -> int:
@@ -367,7 +350,7 @@ def send_context(kube, name: str, fileobj, chunk: int = 1 << 16) -> int:
         ws = stream(core.connect_get_namespaced_pod_attach, name, kube.namespace, container=CONTAINER,
                     stdin=True, stdout=False, stderr=False, tty=False, _preload_content=False)
     except Exception as e:
-        raise BuildError(f"could not attach to build pod {name} to send the build context: {_short(e)}",
+        raise BuildError(f"could not attach to build pod {name} to send the build context: {one_line(e)}",
                          hint="the cluster must allow `create pods/attach` for your account and reach the node") from None
     sent = 0
     try:
@@ -389,7 +372,7 @@ def follow_logs(kube, name: str, emit: Callable[[str], None]) -> None:
     try:
         resp = kube.pod_log(name, container=CONTAINER, follow=True)
     except Exception as e:
-        log.debug("no build log for %s: %s", name, _short(e))
+        log.debug("no build log for %s: %s", name, one_line(e))
         return
     try:
         buf = b""
@@ -401,6 +384,6 @@ def follow_logs(kube, name: str, emit: Callable[[str], None]) -> None:
         if buf:
             emit(buf.decode(errors="replace"))
     except Exception as e:
-        log.debug("build log stream for %s ended: %s", name, _short(e))
+        log.debug("build log stream for %s ended: %s", name, one_line(e))
     finally:
         resp.close()

@@ -15,19 +15,22 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Sequence
+from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
 from .. import templates
-from ..context import BuildContext, BuildStats, BuiltImage, pod_template
-from ..errors import BuildError, ConfigError
-from .base import Builder, context_hash, split_tag
+from ..context import BuildContext, BuiltImage
+from ..errors import BuildError, ConfigError, one_line
+from ..publish.engine import EngineImage, EnginePublisher
+from ..publish.target import ENGINE, REGISTRY, Target
+from .base import Builder, context_hash
 
 log = logging.getLogger(__name__)
 
@@ -126,18 +129,6 @@ def context_file(ctx: BuildContext, dockerfile_text: str, deps: Path | None) -> 
 # Wheels for the dependency step, downloaded on the host
 # ---------------------------------------------------------------------------------------------
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("FAIRING_CACHE") or Path.home() / ".cache" / "fairing")
-
-
-def platform_tags(arch: str, glibc_minor: int = 36) -> list[str]:
-    """pip --platform values for a glibc Linux image (Debian bookworm has glibc 2.36): pip does not
-    expand manylinux_2_X to older tags by itself, so list them."""
-    machine = {"amd64": "x86_64", "arm64": "aarch64", "x86_64": "x86_64", "aarch64": "aarch64"}.get(arch, arch)
-    tags = [f"manylinux_2_{m}_{machine}" for m in range(glibc_minor, 16, -1)]
-    return tags + [f"manylinux2014_{machine}", f"linux_{machine}"]
-
-
 def planned_pip_wheel() -> str:
     """The pip wheel file a build would ship (the host's pip version), for plans and dry runs."""
     from importlib.metadata import version
@@ -159,10 +150,14 @@ def download_wheels(requirements: Sequence[str], python: str, arch: str = "amd64
     cached by (requirements, python, arch, pip version). Returns (dir, pip wheel file name)."""
     from importlib.metadata import version
 
+    from ..oci.cache import cache_root
+    from .platforms import platform_tags
+
     check_requirements(requirements, python)
     pip_version = version("pip")
-    key = hashlib.sha256(json.dumps([list(requirements), python, arch, pip_version]).encode()).hexdigest()[:20]
-    dest = cache_dir() / "docker" / "wheels" / key
+    tags = platform_tags({"architecture": arch})
+    key = hashlib.sha256(json.dumps([list(requirements), python, tags, pip_version]).encode()).hexdigest()[:20]
+    dest = cache_root() / "docker" / "wheels" / key
     if dest.is_dir():
         wheels = sorted(dest.glob("pip-*.whl"))
         if wheels:
@@ -175,7 +170,7 @@ def download_wheels(requirements: Sequence[str], python: str, arch: str = "amd64
                   "--python-version", python, "--implementation", "cp",
                   "--abi", f"cp{nodot}", "--abi", "abi3", "--abi", "none",
                   "--disable-pip-version-check", "--no-input", "--quiet"]
-        for tag in platform_tags(arch):
+        for tag in tags:
             common += ["--platform", tag]
         # One resolver run for the requirements and the pip that installs them (unless the user
         # pins pip themselves: then their pip wheel does the installing).
@@ -208,7 +203,6 @@ def download_wheels(requirements: Sequence[str], python: str, arch: str = "amd64
 # ---------------------------------------------------------------------------------------------
 
 _STEP = re.compile(r"^\s*(?:Step|STEP)\s+(\d+)/(\d+)\s*:\s*(.*?)\s*$")
-_DIGEST = re.compile(r"(sha256:[0-9a-f]{64})")
 
 
 def parse_build_stream(events: Iterable[dict], emit: Callable[[str], None]) -> str:
@@ -253,74 +247,31 @@ def parse_build_stream(events: Iterable[dict], emit: Callable[[str], None]) -> s
     return image_id
 
 
-def parse_push_stream(events: Iterable[dict], emit: Callable[[str], None], target: str) -> tuple[str | None, BuildStats]:
-    """Follow a /push stream; return (pushed manifest digest if the engine told it, stats)."""
-    digest = None
-    progress: dict[str, int] = {}
-    pushed: set[str] = set()
-    skipped: set[str] = set()
-    for ev in events:
-        if ev.get("error") or ev.get("errorDetail"):
-            detail = ev.get("errorDetail") or {}
-            msg = " ".join(str(detail.get("message") or ev.get("error")).split())
-            hint = "check the registry is reachable and that you may push to it (docker login <registry>)"
-            if re.search(r"unauthori[sz]ed|authentication required|denied|401|403", msg, re.I):
-                hint = f"log in first: docker login {target.split('/', 1)[0]}"
-            raise BuildError(f"push of {target} failed: {msg[:300]}", hint=hint)
-        status = str(ev.get("status") or "")
-        layer = str(ev.get("id") or "")
-        if status:
-            emit(f"{layer}: {status}" if layer else status)
-        if status.startswith("Pushed") and layer:
-            pushed.add(layer)
-        elif "already exists" in status and layer:
-            skipped.add(layer)
-        if status.startswith("Pushing") and layer:
-            cur = (ev.get("progressDetail") or {}).get("current")
-            if isinstance(cur, int):
-                progress[layer] = max(progress.get(layer, 0), cur)
-        aux = ev.get("aux")
-        if isinstance(aux, dict) and aux.get("Digest"):
-            digest = aux["Digest"]
-        elif not digest and "digest:" in status:
-            m = _DIGEST.search(status)
-            digest = m.group(1) if m else None
-    stats = BuildStats(layers_uploaded=len(pushed), layers_skipped=len(skipped - pushed),
-                       bytes_uploaded=sum(progress.get(layer, 0) for layer in pushed))
-    return digest, stats
-
-
 # ---------------------------------------------------------------------------------------------
 # The builder
 # ---------------------------------------------------------------------------------------------
 
 def engine_host(docker_host: str | None = None) -> str:
-    return docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    from ..engine.discover import default_host  # the same sockets the local deployers try
+
+    return default_host(docker_host)
 
 
 def connect(docker_host: str | None = None, timeout: int = 3600):
-    """A docker.APIClient for `docker_host` (default $DOCKER_HOST, with $DOCKER_TLS_VERIFY and
-    $DOCKER_CERT_PATH), after checking an engine answers there. The API version comes from the
-    /_ping headers: version="auto" asks /version, which costs Podman ~0.4 s per call."""
-    import docker
+    """A docker.APIClient for `docker_host` (default $DOCKER_HOST, else the first default socket
+    present), after checking an engine answers there (fairing.engine: the API version comes from
+    /_ping, since version="auto" asks /version, which costs Podman ~0.4 s per call)."""
     from docker.errors import DockerException
     from requests.exceptions import RequestException
 
-    kwargs: dict[str, Any] = docker.utils.kwargs_from_env()
+    from ..engine.discover import api_client
+
     host = engine_host(docker_host)
-    kwargs["base_url"] = host
     try:
-        probe = docker.APIClient(version=docker.constants.DEFAULT_DOCKER_API_VERSION, timeout=30, **kwargs)
-        try:  # APIClient is a requests.Session; /_ping is unversioned
-            resp = probe.get(probe.base_url + "/_ping", timeout=30)
-            resp.raise_for_status()
-        finally:
-            probe.close()
-        version = resp.headers.get("Api-Version") or "auto"
-        return docker.APIClient(version=version, timeout=timeout, **kwargs)
+        return api_client(host, timeout)
     except (DockerException, RequestException) as e:
         raise BuildError(f"no Docker engine at {host}; start one or use --builder append",
-                         hint=f"set DOCKER_HOST to a running Docker or Podman API socket; cause: {_short(e)}") from None
+                         hint=f"set DOCKER_HOST to a running Docker or Podman API socket; cause: {one_line(e)}") from None
 
 
 def host_arch() -> str:
@@ -328,25 +279,6 @@ def host_arch() -> str:
 
     machine = platform.machine().lower()
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
-
-
-def _short(e: BaseException) -> str:
-    s = " ".join(str(e).split())
-    return s if len(s) <= 160 else s[:160] + "..."
-
-
-def registry_auth(registry: str, repository: str | None = None) -> dict | None:
-    """Credentials for `registry` in the form the Engine API's X-Registry-Auth expects, found where
-    every fairing builder looks (fairing.oci.auth: Docker config auths/credsStore/credHelpers and
-    containers auth.json); None lets the engine use its own."""
-    from ..oci.auth import find_credentials
-
-    found = find_credentials(registry, repository).credentials
-    if not found:
-        return None
-    if found.identity_token:
-        return {"identitytoken": found.identity_token, "serveraddress": registry}
-    return {"username": found.username, "password": found.password, "serveraddress": registry}
 
 
 class DockerBuilder(Builder):
@@ -358,7 +290,8 @@ class DockerBuilder(Builder):
         context's Python (or the host's) and this machine's architecture (set `arch` when a
         remote engine runs on another CPU).
     run: extra shell commands run in the image before the dependency step (system packages).
-    push: push to the registry (False keeps the image in the engine and returns its local ID).
+    push: push to the registry (False: the target is the engine itself; the image stays there,
+        pinned by its image ID).
     """
 
     name = "docker"
@@ -368,46 +301,59 @@ class DockerBuilder(Builder):
                  nocache: bool = False, output: Callable[[str], None] | None = None):
         if not base_image:
             raise ConfigError("the docker builder needs a base image", hint="pass base_image='python:3.11-slim'")
-        self.base_image = base_image
-        self.docker_host = docker_host
-        self.python = python
-        self.arch = arch
-        self.run = tuple(run)
-        self.push = push
-        self.pull = pull
-        self.nocache = nocache
+        self.base_image, self.docker_host = base_image, docker_host
+        self.python, self.arch, self.run = python, arch, tuple(run)
+        self.push, self.pull, self.nocache = push, pull, nocache
         self.output = output or (lambda line: log.info("%s", line))
 
-    # -- helpers ---------------------------------------------------------------------------------
-    def _target(self, ctx: BuildContext, target: str) -> tuple[str, str]:
-        if not target or target.startswith("oci:"):
-            raise ConfigError(f"the docker builder cannot write to {target!r}",
-                              hint="give a registry target like 127.0.0.1:5000/team/train, or use --builder append for oci: targets")
-        if "@" in target:
-            raise ConfigError(f"target {target!r} names a digest; a build can only push to a tag",
-                              hint="drop the @sha256:... part")
-        repo, tag = split_tag(target)
-        if repo != repo.lower() or not re.fullmatch(r"[a-z0-9.:_/-]+", repo) or "/" not in repo:
-            raise ConfigError(f"invalid image repository {repo!r}",
-                              hint="use lower-case registry/name, e.g. 127.0.0.1:5000/team/train")
-        tag = tag or context_hash(ctx)
-        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
-            raise ConfigError(f"invalid tag {tag!r}", hint="tags are letters, digits, '_', '.', '-' (max 128)")
-        return repo, tag
+    @property
+    def accepts(self) -> tuple[str, ...]:
+        # The engine tags the image under the target's name; pushing makes it a registry target.
+        return (REGISTRY, ENGINE) if self.push else (ENGINE,)
 
     def _python(self, ctx: BuildContext) -> str:
         return self.python or ctx.python or f"{sys.version_info.major}.{sys.version_info.minor}"
 
+    @contextmanager
+    def _engine(self, target: Target) -> Iterator[Any]:
+        """A connected engine client, closed afterwards; engine failures become one BuildError."""
+        client = connect(self.docker_host)
+        try:
+            yield client
+        except BuildError:
+            raise
+        except Exception as e:
+            from docker.errors import DockerException
+            from requests.exceptions import RequestException
+
+            if isinstance(e, (DockerException, RequestException)):
+                raise BuildError(f"the engine at {engine_host(self.docker_host)} failed while building {target}: {one_line(e)}",
+                                 hint="check the engine is healthy (docker info) and retry") from None
+            raise
+        finally:
+            client.close()
+
+    def _engine_build(self, client, ctx: BuildContext, target: Target) -> EngineImage:
+        deps, pip_wheel = None, None
+        if ctx.requirements:
+            arch = self.arch or host_arch()
+            deps, pip_wheel = download_wheels(ctx.requirements, self._python(ctx), arch)
+        text = dockerfile(ctx, self.base_image, pip_wheel=pip_wheel, run=self.run)
+        with context_file(ctx, text, deps) as fileobj:
+            events = client.build(fileobj=fileobj, custom_context=True, tag=str(target.ref), rm=True, forcerm=True,
+                                  pull=self.pull, nocache=self.nocache, decode=True)
+            return EngineImage(parse_build_stream(events, self.output), target.ref)
+
     # -- interface -------------------------------------------------------------------------------
-    def plan(self, ctx: BuildContext, target: str) -> dict[str, Any]:
-        repo, tag = self._target(ctx, target)
+    def plan(self, ctx: BuildContext, target) -> dict[str, Any]:
+        t = self.target(target, ctx)
         if ctx.requirements:
             check_requirements(ctx.requirements, self._python(ctx))
         return {
             "builder": self.name,
             "engine": engine_host(self.docker_host),
             "base": self.base_image,
-            "target": f"{repo}:{tag}",
+            "target": str(t),
             "push": self.push,
             "context_hash": context_hash(ctx),
             "requirements": list(ctx.requirements),
@@ -417,60 +363,22 @@ class DockerBuilder(Builder):
                                      run=self.run),
         }
 
-    def build(self, ctx: BuildContext, target: str) -> BuiltImage:
+    def image(self, ctx: BuildContext, target) -> EngineImage:
+        """Build `ctx` in the engine, tagged with the target's name (nothing pushed)."""
+        t = self.target(target, ctx)
+        with self._engine(t) as client:
+            return self._engine_build(client, ctx, t)
+
+    def publish(self, image: EngineImage, target) -> BuiltImage:
+        """Keep `image` in the engine (push=False) or have the engine push it to the registry."""
+        t = self.target(target)
+        with self._engine(t) as client:
+            return EnginePublisher(client, self.output).publish(image, t)
+
+    def build(self, ctx: BuildContext, target) -> BuiltImage:
         t0 = time.monotonic()
-        self.plan(ctx, target)  # all input checks happen before the engine is contacted
-        repo, tag = self._target(ctx, target)
-        ref = f"{repo}:{tag}"
-        client = connect(self.docker_host)
-        try:
-            deps, pip_wheel = None, None
-            if ctx.requirements:
-                arch = self.arch or host_arch()
-                deps, pip_wheel = download_wheels(ctx.requirements, self._python(ctx), arch)
-            text = dockerfile(ctx, self.base_image, pip_wheel=pip_wheel, run=self.run)
-            with context_file(ctx, text, deps) as fileobj:
-                events = client.build(fileobj=fileobj, custom_context=True, tag=ref, rm=True, forcerm=True,
-                                      pull=self.pull, nocache=self.nocache, decode=True)
-                image_id = parse_build_stream(events, self.output)
-            if not self.push:  # the image stays in the engine, pinned by its full image ID
-                if not image_id.startswith("sha256:"):
-                    image_id = client.inspect_image(ref)["Id"]
-                stats = BuildStats(seconds=time.monotonic() - t0)
-                return BuiltImage(ref=image_id, digest=image_id, tag=tag,
-                                  pod_template=pod_template(ref, ctx), stats=stats, context=ctx)
-            registry = repo.split("/", 1)[0]
-            auth = registry_auth(registry, repo.split("/", 1)[1])
-            events = client.push(repo, tag=tag, stream=True, decode=True, auth_config=auth)
-            digest, stats = parse_push_stream(events, self.output, ref)
-            if not digest:
-                digest = self._registry_digest(repo, tag)
-        except BuildError:
-            raise
-        except Exception as e:
-            from docker.errors import DockerException
-            from requests.exceptions import RequestException
-
-            if isinstance(e, (DockerException, RequestException)):
-                raise BuildError(f"the engine at {engine_host(self.docker_host)} failed while building {ref}: {_short(e)}",
-                                 hint="check the engine is healthy (docker info) and retry") from None
-            raise
-        finally:
-            client.close()
-        pinned = f"{repo}@{digest}"
-        stats = BuildStats(seconds=time.monotonic() - t0, layers_uploaded=stats.layers_uploaded,
-                           layers_skipped=stats.layers_skipped, bytes_uploaded=stats.bytes_uploaded)
-        return BuiltImage(ref=pinned, digest=digest, tag=tag, pod_template=pod_template(pinned, ctx),
-                          stats=stats, context=ctx)
-
-    def _registry_digest(self, repo: str, tag: str) -> str:
-        """Ask the registry which manifest the tag now names (for engines that don't say), with the
-        same client and credentials as the append builder."""
-        from ..oci.registry import client_for
-
-        registry, _, name = repo.partition("/")
-        digest = client_for(registry).manifest_digest(name, tag)
-        if not digest:
-            raise BuildError(f"pushed {repo}:{tag} but the registry does not list it",
-                             hint="check the registry answers HEAD /v2/<name>/manifests/<tag>")
-        return digest
+        t = self.target(target, ctx)
+        self.plan(ctx, t)  # all input checks happen before the engine is contacted
+        with self._engine(t) as client:  # one connection for the build and the push
+            built = EnginePublisher(client, self.output).publish(self._engine_build(client, ctx, t), t)
+        return replace(built, context=ctx, stats=replace(built.stats, seconds=time.monotonic() - t0))

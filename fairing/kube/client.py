@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from ..errors import ConfigError, DeployError
+# The error types live in errors.py; importable from here too, where callers have always found them.
+from .errors import (  # noqa: F401
+    Conflict, CRDNotInstalled, Forbidden, Gone, HTTPStatusError, NotFound, TimedOut, Unauthorized, Unreachable,
+)
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # Connect fast, fail fast: a dead API server must give one clear error, not a retry storm.
@@ -68,44 +72,59 @@ class Resource:
 
 _TRAINING_HINT = "install the Kubeflow training operator (kubectl apply -k \"github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref=v1.8.1\")"
 _KSERVE_HINT = "install KServe (https://kserve.github.io/website/latest/admin/serverless/serverless/)"
-
-_KNOWN = [
-    Resource("v1", "Namespace", "namespaces", False),
-    Resource("v1", "Node", "nodes", False),
-    Resource("v1", "Pod", "pods"),
-    Resource("v1", "Secret", "secrets"),
-    Resource("v1", "ConfigMap", "configmaps"),
-    Resource("v1", "Service", "services"),
-    Resource("v1", "ServiceAccount", "serviceaccounts"),
-    Resource("v1", "Event", "events"),
-    Resource("v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
-    Resource("batch/v1", "Job", "jobs"),
-    Resource("batch/v1", "CronJob", "cronjobs"),
-    Resource("apps/v1", "Deployment", "deployments"),
-    Resource("apps/v1", "ReplicaSet", "replicasets"),
-    Resource("rbac.authorization.k8s.io/v1", "Role", "roles"),
-    Resource("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings"),
-    Resource("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", False),
-    Resource("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", False),
-    Resource("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", False),
-    Resource("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration",
-             "validatingwebhookconfigurations", False),
-    Resource("kubeflow.org/v1", "TFJob", "tfjobs", install_hint=_TRAINING_HINT),
-    Resource("kubeflow.org/v1", "PyTorchJob", "pytorchjobs", install_hint=_TRAINING_HINT),
-    Resource("serving.kserve.io/v1beta1", "InferenceService", "inferenceservices", install_hint=_KSERVE_HINT),
-    Resource("kwok.x-k8s.io/v1alpha1", "Logs", "logs"),
-    Resource("kwok.x-k8s.io/v1alpha1", "ClusterLogs", "clusterlogs", False),
-]
-RESOURCES: dict[tuple[str, str], Resource] = {(r.api_version, r.kind): r for r in _KNOWN}
 _GROUP_HINTS = {"kubeflow.org": _TRAINING_HINT, "serving.kserve.io": _KSERVE_HINT}
+
+# The kinds fairing itself uses, by group/version. Plurals follow the API's rule (see
+# `default_plural`); cluster-scoped kinds are listed in CLUSTER_SCOPED. Kinds only a test rig needs
+# (kwok's Logs, ...) are not the product's business: callers add them with `register`.
+_KINDS = {
+    "v1": ("Namespace", "Node", "Pod", "Secret", "ConfigMap", "Service", "ServiceAccount", "Event",
+           "PersistentVolumeClaim"),
+    "batch/v1": ("Job", "CronJob"),
+    "apps/v1": ("Deployment", "ReplicaSet"),
+    "rbac.authorization.k8s.io/v1": ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"),
+    "apiextensions.k8s.io/v1": ("CustomResourceDefinition",),
+    "admissionregistration.k8s.io/v1": ("ValidatingWebhookConfiguration",),
+    "kubeflow.org/v1": ("TFJob", "PyTorchJob"),
+    "serving.kserve.io/v1beta1": ("InferenceService",),
+}
+CLUSTER_SCOPED = {"Namespace", "Node", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+                  "ValidatingWebhookConfiguration"}
+
+
+def default_plural(kind: str) -> str:
+    """The resource name the API server derives from a kind (lowercase, +s / +es / y->ies)."""
+    k = kind.lower()
+    if k.endswith("s"):
+        return k + "es"
+    if k.endswith("y") and k[-2:-1] not in "aeiou":
+        return k[:-1] + "ies"
+    return k + "s"
+
+
+RESOURCES: dict[tuple[str, str], Resource] = {
+    (api_version, kind): Resource(api_version, kind, default_plural(kind), kind not in CLUSTER_SCOPED,
+                                  install_hint=_GROUP_HINTS.get(api_version.rpartition("/")[0]))
+    for api_version, kinds in _KINDS.items() for kind in kinds
+}
+_extra: dict[tuple[str, str], Resource] = {}
+_extra_lock = threading.Lock()
+
+
+def register(resource: Resource) -> Resource:
+    """Make a kind known to every client of this process (e.g. a test rig's own CRDs, whose
+    plural the default rule gets wrong). Idempotent."""
+    with _extra_lock:
+        _extra[(resource.api_version, resource.kind)] = resource
+    return resource
 
 
 def resource_for(api_version: str, kind: str) -> Resource:
     """The REST coordinates of a kind. Unknown kinds get the usual lowercase plural."""
-    r = RESOURCES.get((api_version, kind))
+    r = RESOURCES.get((api_version, kind)) or _extra.get((api_version, kind))
     if r is None:
-        known = next((k for k in _KNOWN if k.kind == kind), None)
-        plural = known.plural if known else kind.lower() + ("es" if kind.lower().endswith("s") else "s")
+        known = next((k for k in RESOURCES.values() if k.kind == kind), None)
+        plural = known.plural if known else default_plural(kind)
         group = api_version.rpartition("/")[0]
         hint = _GROUP_HINTS.get(group) or f"install the CustomResourceDefinition for {kind} ({api_version})"
         r = Resource(api_version, kind, plural, known.namespaced if known else True, install_hint=hint)
@@ -209,26 +228,6 @@ def _status_of(exc) -> dict:
         return {}
 
 
-class HTTPStatusError(Exception):
-    """A non-2xx answer from the API server (body is the raw Status JSON, usually)."""
-
-    def __init__(self, status: int, reason: str, body: bytes | None):
-        super().__init__(f"{status} {reason}")
-        self.status, self.reason, self.body = status, reason, body
-
-
-class NotFound(DeployError):
-    """The object (not its namespace, not its CRD) does not exist."""
-
-
-class CRDNotInstalled(DeployError):
-    pass
-
-
-class Conflict(DeployError):
-    pass
-
-
 class Kube:
     """One configured connection. `namespace` is resolved from the argument, then the kubeconfig
     context, then the in-cluster service account file, then "default"."""
@@ -290,11 +289,11 @@ class Kube:
                                    hint="the kubeconfig's certificate-authority does not match the server; "
                                         "refresh the kubeconfig for this cluster")
             if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
-                return DeployError(f"the API server {self.server} did not answer in time",
+                return TimedOut(f"the API server {self.server} did not answer in time",
                                    hint="check the cluster's health (kubectl get --raw /readyz)")
             why = "connection refused" if "refused" in text.lower() else \
                   "timed out" if "timed out" in text.lower() else text.split(":")[-1].strip() or "unreachable"
-            return DeployError(f"cannot reach the Kubernetes API server at {self.server} ({why})",
+            return Unreachable(f"cannot reach the Kubernetes API server at {self.server} ({why})",
                                hint=f"check that the cluster is running and that {self.source} points "
                                     "at it (kubectl cluster-info)")
         if not isinstance(exc, (ApiException, HTTPStatusError)):
@@ -307,7 +306,7 @@ class Kube:
         kind = res.kind if res else "object"
         where = f" in namespace {ns!r}" if ns else ""
         if exc.status == 401:
-            return DeployError(f"the API server {self.server} rejected the credentials (401 Unauthorized)",
+            return Unauthorized(f"the API server {self.server} rejected the credentials (401 Unauthorized)",
                                hint=f"refresh the credentials in {self.source}")
         if exc.status == 403 and res is not None and res.group and not self.group_version_served(res):
             # RBAC is checked before routing, so a kind that does not exist is "forbidden" to
@@ -322,7 +321,7 @@ class Kube:
             rule = (f"kubectl create role fairing-{verb} {scope}--verb={verb} --resource={rname}"
                     f" && kubectl create rolebinding fairing-{verb} {scope}--role=fairing-{verb} "
                     f"--{'serviceaccount=' + who.split(':', 2)[2] if who.startswith('system:serviceaccount:') else 'user=' + who}")
-            return DeployError(
+            return Forbidden(
                 f"forbidden: {who} cannot {verb} {rname}{where}",
                 hint=f"ask a cluster admin for a Role granting '{verb}' on '{plural}' "
                      f"(apiGroup {group!r}){where}, e.g. {rule}")
@@ -339,6 +338,9 @@ class Kube:
             return Conflict(f"{kind} {name!r} already exists{where}" if st.get("reason") == "AlreadyExists"
                             else f"conflict on {kind} {name!r}: {msg}",
                             hint="choose another name, or delete the existing one first")
+        if exc.status == 410:
+            return Gone(f"API server answered {exc.status} {exc.reason} to {verb} {rname}{where}: {msg}",
+                        hint="the version asked for was compacted away; list again")
         if exc.status == 422:
             return DeployError(f"the API server rejected {kind} {name!r}: {msg}",
                                hint="fix the field named above")
@@ -512,29 +514,29 @@ class Watch:
                 broken_since, delay = None, 0.25
                 for etype, obj in self._events(self._resp):
                     if etype == "ERROR":
-                        if obj.get("code") == 410:  # our resourceVersion is too old: start over
-                            items = self._relist()
-                            for item in items:
-                                yield "SYNC", item
-                            if self.name and not items:
-                                # The one object we watch is gone and its DELETED event with it.
-                                yield "DELETED", {"metadata": {"name": self.name}}
-                            break
+                        if obj.get("code") == 410:
+                            raise Gone(f"watch on {self.res.display} failed: {obj.get('message')}")
                         raise DeployError(f"watch on {self.res.display} failed: {obj.get('message')}")
                     rv = obj.get("metadata", {}).get("resourceVersion")
                     if rv:
                         self.resource_version = rv
                     if etype != "BOOKMARK":
                         yield etype, obj
-            except DeployError as e:
+            except Gone:  # our resourceVersion is too old (an ERROR event or a 410 answer): start over
                 if self.stopped:
                     return
-                unreachable = str(e.message).startswith("cannot reach") or "did not answer" in e.message
+                items = self._relist()
+                for item in items:
+                    yield "SYNC", item
+                if self.name and not items:
+                    # The one object we watch is gone and its DELETED event with it.
+                    yield "DELETED", {"metadata": {"name": self.name}}
+            except (Unreachable, TimedOut, Unauthorized, Forbidden) as e:
+                if self.stopped:
+                    return
                 # A restarting API server answers Forbidden/Unauthorized until its RBAC and token
                 # caches have synced, so right after a break those are retried too (within the grace).
-                warming_up = broken_since is not None and (
-                    str(e.message).startswith("forbidden") or "401 Unauthorized" in e.message)
-                if not (unreachable or warming_up):
+                if isinstance(e, (Unauthorized, Forbidden)) and broken_since is None:
                     raise
                 now = time.monotonic()
                 broken_since = broken_since or now
@@ -543,6 +545,10 @@ class Watch:
                 self.reconnects += 1
                 self._stopped.wait(delay)
                 delay = min(delay * 2, 5.0)
+            except DeployError:
+                if self.stopped:
+                    return
+                raise
             except Exception:  # noqa: BLE001 - the stream broke mid-read: reconnect from our rv
                 if self.stopped:
                     return

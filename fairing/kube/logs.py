@@ -12,8 +12,8 @@ import time
 from typing import Callable, Iterable, Iterator
 
 from ..errors import DeployError
-from .client import Kube
-from .client import abort_response
+from .client import Kube, abort_response
+from .errors import Forbidden, Unreachable
 from .wait import Mux, Stream
 
 # After the workload finished, how long replica log streams may take to drain before they are
@@ -71,9 +71,9 @@ def read_log(kube: Kube, pod: str, namespace: str, container: str, *, follow: bo
     """Lines of one container's log. Raises LogsUnavailable with the reason."""
     try:
         resp = kube.pod_log(pod, namespace, container=container, follow=follow)
+    except (Unreachable, Forbidden):
+        raise  # the API server itself is the problem, not this pod's log
     except DeployError as e:
-        if e.message.startswith("cannot reach") or e.message.startswith("forbidden"):
-            raise
         raise _unavailable(e, pod, container) from None
     if on_open is not None:
         on_open(resp)

@@ -14,6 +14,7 @@ from typing import Callable, Iterator
 
 from ..errors import DeployError
 from .client import Kube
+from .errors import NotFound
 from .reasons import Diagnosis, diagnose_pod
 
 # Pod problems that end a wait immediately, even while the owner object still looks active.
@@ -106,8 +107,6 @@ def wait_for(kube: Kube, namespace: str, *, api_version: str, kind: str, name: s
     deadline = None if timeout is None else time.monotonic() + timeout
     obj = kube.get(api_version, kind, name, namespace)
     if obj is None:
-        from .client import NotFound
-
         raise NotFound(f"{kind} {name} not found in namespace {namespace!r}",
                        hint="check the name and namespace (fair list)")
     if state(obj) in terminal:

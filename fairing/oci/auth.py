@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import BuildError
+from .errors import Unauthorized, Unreachable
 from .reference import DOCKER_HUB, is_loopback
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,19 @@ def auth_files() -> list[Path]:
             seen.add(f)
             out.append(f)
     return out
+
+
+def credentials_fingerprint() -> tuple:
+    """What the local credentials depend on (the files' paths, sizes and mtimes): a cached client
+    is reused only while this stays the same, so a new `docker login` is seen at once."""
+    out = []
+    for f in auth_files():
+        try:
+            st = f.stat()
+            out.append((str(f), st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((str(f), None, None))
+    return tuple(out)
 
 
 def _norm_key(key: str) -> str:
@@ -173,6 +187,24 @@ def find_credentials(registry: str, repository: str | None = None, *, helper: Ca
     return result
 
 
+# --- credentials in Docker's formats (the one place that writes them) ------------------------------
+def config_json(registry: str, creds: Credentials) -> bytes:
+    """A Docker config.json holding only `creds`, for `registry`: what kaniko reads from
+    /kaniko/.docker and what a kubernetes.io/dockerconfigjson pull secret holds."""
+    if creds.identity_token:
+        entry = {"identitytoken": creds.identity_token}
+    else:
+        entry = {"auth": base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()}
+    return json.dumps({"auths": {registry: entry}}, sort_keys=True).encode()
+
+
+def engine_auth(registry: str, creds: Credentials) -> dict:
+    """`creds` as the Engine API's X-Registry-Auth value (Docker and Podman read these keys)."""
+    if creds.identity_token:
+        return {"identitytoken": creds.identity_token, "serveraddress": registry}
+    return {"username": creds.username, "password": creds.password, "serveraddress": registry}
+
+
 # --- challenges and tokens -----------------------------------------------------------------------
 _PARAM_RE = re.compile(r'([A-Za-z_][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
 
@@ -278,9 +310,9 @@ class TokenAuth:
                 headers = {"Authorization": creds.basic_header()} if send_creds else {}
                 r = self.session.get(realm, params=params, headers=headers, timeout=30, verify=self.verify)
         except requests.RequestException as e:
-            raise BuildError(f"cannot reach the token server of {self.registry} ({_host_of(realm)}): {type(e).__name__}", hint="check the network and the registry's auth realm") from None
+            raise Unreachable(f"cannot reach the token server of {self.registry} ({_host_of(realm)}): {type(e).__name__}", hint="check the network and the registry's auth realm") from None
         if r.status_code in (401, 403):
-            raise BuildError(
+            raise Unauthorized(
                 f"the token server of {self.registry} refused {'the credentials from ' + creds.source if send_creds else 'anonymous access'} (HTTP {r.status_code})",
                 hint=self.login_hint(),
             )

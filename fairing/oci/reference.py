@@ -59,6 +59,16 @@ class Reference:
         return s
 
 
+def split_tag(ref: str) -> tuple[str, str | None]:
+    """`host:5000/repo:tag` -> ("host:5000/repo", "tag"), without checking either part: a colon
+    after the last slash is a tag, before it a port. A digest is dropped."""
+    ref = ref.split("@", 1)[0]
+    slash, colon = ref.rfind("/"), ref.rfind(":")
+    if colon > slash:
+        return ref[:colon], ref[colon + 1:]
+    return ref, None
+
+
 def parse(ref: str) -> Reference:
     """Parse an image reference; raise ConfigError saying what is wrong with a bad one."""
     if not isinstance(ref, str) or not ref.strip():
@@ -71,10 +81,8 @@ def parse(ref: str) -> Reference:
         ref, digest = ref.split("@", 1)
         if not _DIGEST_RE.match(digest) or (digest.startswith("sha256:") and not _SHA256_RE.match(digest)):
             raise ConfigError(f"invalid digest in image reference {original!r}", hint="a digest looks like sha256:<64 hex digits>")
-    tag = None
-    slash, colon = ref.rfind("/"), ref.rfind(":")
-    if colon > slash:  # a colon after the last slash is a tag; before it, a port
-        ref, tag = ref[:colon], ref[colon + 1:]
+    ref, tag = split_tag(ref)
+    if tag is not None:
         if not _TAG_RE.match(tag):
             raise ConfigError(f"invalid tag {tag!r} in image reference {original!r}", hint="a tag is up to 128 of [A-Za-z0-9_.-], not starting with . or -")
     first, sep, rest = ref.partition("/")

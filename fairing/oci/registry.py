@@ -18,6 +18,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 from ..errors import BuildError
 from .auth import TokenAuth, may_send_credentials
+from .errors import Forbidden, TimedOut, Unauthorized, Unreachable
 from .image import ALL_MANIFEST_TYPES, INDEX_TYPES, MANIFEST_TYPES, Image, Layer, sha256
 from .reference import DOCKER_HUB, DOCKER_HUB_API, Reference, is_loopback
 
@@ -27,6 +28,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHUNK_THRESHOLD = 64 << 20  # blobs above this go up in PATCH chunks
+# How long a process trusts what it learnt from a registry: the ping (scheme + auth challenge), the
+# client with its tokens and connections, which tag a base image points at, which blobs a
+# repository has. Long enough for an edit-rebuild loop, short enough that a moved tag or a
+# restarted registry is noticed soon. A code-change rebuild then sends only the new layer, the
+# config and the manifest (crane's minimum).
+CACHE_TTL = 60.0
 CHUNK_SIZE = 16 << 20
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
@@ -116,6 +123,25 @@ class RegistryClient:
         self.auth.verify = self.verify
         self._base_url: str | None = None
         self._ping_lock = threading.Lock()
+        self.ttl = CACHE_TTL
+        self._known: dict[tuple[str, str], float] = {}  # (repo, blob digest) -> trusted until
+        self._pins: dict[tuple[str, str], tuple[str, float]] = {}  # (repo, tag) -> (digest, until)
+        self._resolved: dict[tuple[str, str, str], tuple] = {}  # (repo, digest, platform) -> resolve()
+        self._memo_lock = threading.Lock()
+
+    # -- what this process already knows (see CACHE_TTL) ------------------------------------------
+    def _knows(self, repo: str, digest: str) -> bool:
+        with self._memo_lock:
+            return self._known.get((repo, digest), 0.0) > time.monotonic()
+
+    def _learn(self, repo: str, digest: str) -> None:
+        with self._memo_lock:
+            self._known[(repo, digest)] = time.monotonic() + self.ttl
+
+    def forget(self, repo: str) -> None:
+        """Stop trusting what is known about `repo`'s blobs (e.g. the registry lost them)."""
+        with self._memo_lock:
+            self._known = {k: v for k, v in self._known.items() if k[0] != repo}
 
     # -- connection -----------------------------------------------------------------------------
     @property
@@ -173,7 +199,7 @@ class RegistryClient:
         hint = "check the registry is running and the host:port is right"
         if not self.allow_http:
             hint += f"; for a plain-HTTP registry pass insecure=['{self.host}']"
-        raise BuildError(f"cannot connect to registry {self.host} ({type(last).__name__ if last else 'no answer'})", hint=hint)
+        raise Unreachable(f"cannot connect to registry {self.host} ({type(last).__name__ if last else 'no answer'})", hint=hint)
 
     def request(self, method: str, path_or_url: str, *, scopes: tuple[str, ...], headers=None, data=None, ok=(200,), stream=False, what: str = "") -> "requests.Response":
         """One API call with auth, retries on connection errors and 408/429/5xx (honouring
@@ -209,7 +235,8 @@ class RegistryClient:
             if r is not None and (r.status_code not in _RETRY_STATUS or attempt >= self.retries):
                 break
             if attempt >= self.retries:
-                raise BuildError(
+                kind = TimedOut if isinstance(last, requests.exceptions.Timeout) else Unreachable
+                raise kind(
                     f"registry {self.host} did not answer {what or method} after {attempt + 1} attempts ({type(last).__name__})",
                     hint="check the registry is running and reachable, then run the build again",
                 )
@@ -227,9 +254,9 @@ class RegistryClient:
         detail = _registry_errors(r)
         msg = f"registry {self.host} answered HTTP {r.status_code} to {what}" + (f": {detail}" if detail else "")
         if r.status_code == 401:
-            raise BuildError(msg, hint=self.auth.login_hint())
+            raise Unauthorized(msg, hint=self.auth.login_hint())
         if r.status_code == 403:
-            raise BuildError(msg, hint=f"the account has no access to this repository; {self.auth.login_hint()}")
+            raise Forbidden(msg, hint=f"the account has no access to this repository; {self.auth.login_hint()}")
         raise BuildError(msg, hint="retry; if it persists check the registry's logs")
 
     # -- reading --------------------------------------------------------------------------------
@@ -255,6 +282,22 @@ class RegistryClient:
         if media_type not in ALL_MANIFEST_TYPES:
             raise BuildError(f"image {self.host}/{repo}:{ref} has unsupported manifest type {media_type!r}", hint="use a base image in Docker v2 schema 2 or OCI format (re-push it with a current tool)")
         return raw, media_type, digest
+
+    def pin(self, repo: str, ref: str) -> str | None:
+        """The digest `ref` names now (None if absent): a digest is itself; a tag is asked for
+        with a HEAD, remembered for the TTL (a rebuild reuses it)."""
+        if ref.startswith("sha256:"):
+            return ref
+        now = time.monotonic()
+        with self._memo_lock:
+            hit = self._pins.get((repo, ref))
+        if hit and hit[1] > now:
+            return hit[0]
+        digest = self.manifest_digest(repo, ref)
+        if digest:
+            with self._memo_lock:
+                self._pins[(repo, ref)] = (digest, now + self.ttl)
+        return digest
 
     def manifest_digest(self, repo: str, ref: str) -> str | None:
         """HEAD a manifest: its digest, or None if absent."""
@@ -284,9 +327,17 @@ class RegistryClient:
             raise BuildError(f"blob {digest} from {self.host}/{repo} does not match its digest", hint="retry; if it persists the registry's storage may be corrupt")
         return None if write else b"".join(chunks)
 
-    def resolve(self, repo: str, ref: str, platform: str) -> tuple[dict, str, dict]:
+    def resolve(self, repo: str, ref: str, platform: str) -> tuple[dict, str, bytes]:
         """The image manifest for `platform` ("os/arch[/variant]"), following an index.
-        Returns (manifest, its digest, the config as a dict) with the config bytes verified."""
+        Returns (manifest, its digest, the config bytes) with the config verified. What a digest
+        names never changes, so resolving one is done once per process."""
+        key = (repo, ref, platform)
+        if ref.startswith("sha256:"):
+            with self._memo_lock:
+                hit = self._resolved.get(key)
+            if hit:
+                manifest, digest, config = hit
+                return json.loads(json.dumps(manifest)), digest, config  # callers may edit their copy
         raw, media_type, digest = self.get_manifest(repo, ref)
         if media_type in INDEX_TYPES:
             child = select_platform(json.loads(raw), platform, f"{self.host}/{repo}:{ref}")
@@ -296,11 +347,19 @@ class RegistryClient:
         manifest = json.loads(raw)
         manifest.setdefault("mediaType", media_type)
         config = self.get_blob(repo, manifest["config"]["digest"])
+        if ref.startswith("sha256:"):
+            with self._memo_lock:
+                self._resolved[key] = (json.loads(raw) | {"mediaType": manifest["mediaType"]}, digest, config)
         return manifest, digest, config
 
     # -- writing --------------------------------------------------------------------------------
     def blob_exists(self, repo: str, digest: str) -> bool:
+        """Whether `repo` has the blob; a blob this process saw there within the TTL is not asked for."""
+        if self._knows(repo, digest):
+            return True
         r = self.request("HEAD", f"/v2/{repo}/blobs/{digest}", scopes=(f"repository:{repo}:pull,push",), ok=(200, 404), what=f"HEAD blob {digest[:19]}")
+        if r.status_code == 200:
+            self._learn(repo, digest)
         return r.status_code == 200
 
     def mount(self, repo: str, digest: str, from_repo: str) -> str | None:
@@ -309,6 +368,7 @@ class RegistryClient:
         r = self.request("POST", f"/v2/{repo}/blobs/uploads/?{q}", scopes=(f"repository:{repo}:pull,push", f"repository:{from_repo}:pull"),
                          ok=(201, 202), what=f"mount {digest[:19]} from {from_repo}")
         if r.status_code == 201:
+            self._learn(repo, digest)
             return None
         return urljoin(self.base_url + "/", r.headers["Location"])
 
@@ -338,6 +398,7 @@ class RegistryClient:
                 got = r.headers.get("Docker-Content-Digest")
                 if got and got != digest:
                     raise BuildError(f"registry {self.host} stored blob {got} for upload of {digest}", hint="retry; the data changed during upload")
+                self._learn(repo, digest)
                 return
             if r.status_code == 400 and "DIGEST_INVALID" in _registry_errors(r):
                 # Once can be a session the registry half-wrote before a restart; twice is our data.
@@ -366,8 +427,17 @@ class RegistryClient:
         return location
 
     def put_manifest(self, repo: str, ref: str, raw: bytes, media_type: str) -> str:
+        what = f"PUT manifest {repo}:{ref}"
         r = self.request("PUT", f"/v2/{repo}/manifests/{ref}", scopes=(f"repository:{repo}:pull,push",),
-                         headers={"Content-Type": media_type}, data=raw, ok=(201, 200), what=f"PUT manifest {repo}:{ref}")
+                         headers={"Content-Type": media_type}, data=raw, ok=(201, 200, 400), what=what)
+        if r.status_code == 400:
+            # A blob the registry names as unknown that this process remembered as there: the
+            # registry lost it (wiped, garbage-collected). push() forgets and sends again.
+            with self._memo_lock:
+                remembered = [d for (rp, d) in self._known if rp == repo]
+            if "BLOB_UNKNOWN" in _registry_errors(r) and any(d in r.text for d in remembered):
+                raise _BlobsLost()
+            self._fail(r, what)
         digest = sha256(raw)
         got = r.headers.get("Docker-Content-Digest")
         if got and got != digest:
@@ -375,13 +445,36 @@ class RegistryClient:
         return digest
 
 
+_clients: dict[tuple, tuple[RegistryClient, float]] = {}
+_clients_lock = threading.Lock()
+
+
 def client_for(registry: str, **options) -> RegistryClient:
-    """A client for a registry named as in a Reference ("docker.io" talks to its API host)."""
+    """A client for a registry named as in a Reference ("docker.io" talks to its API host).
+
+    Clients are shared in this process for CACHE_TTL seconds (per registry, options and local
+    credentials), so a rebuild reuses the ping, the tokens and the open connections."""
+    from .auth import credentials_fingerprint
+
     host = DOCKER_HUB_API if registry == DOCKER_HUB else registry
-    return RegistryClient(host, registry_name=registry, **options)
+    if "insecure" in options:
+        ins = options["insecure"]
+        options["insecure"] = (ins,) if isinstance(ins, str) else tuple(sorted(ins or ()))
+    key = (registry, tuple(sorted(options.items())), credentials_fingerprint())
+    now = time.monotonic()
+    with _clients_lock:
+        for k in [k for k, (_, until) in _clients.items() if until <= now]:
+            del _clients[k]
+        if key not in _clients:
+            _clients[key] = (RegistryClient(host, registry_name=registry, **options), now + CACHE_TTL)
+        return _clients[key][0]
 
 
 class _SessionLost(Exception):
+    pass
+
+
+class _BlobsLost(Exception):
     pass
 
 
@@ -414,6 +507,7 @@ def push(
     fetch: Callable[[Layer], Path],
     jobs: int = 4,
     progress: Callable[[str], None] | None = None,
+    _retry_lost: bool = True,
 ) -> tuple[str, PushStats]:
     """Push every blob of `image` to `target`'s repository (in parallel), then the manifest.
 
@@ -470,7 +564,14 @@ def push(
     if target.tag and client.manifest_digest(repo, target.tag) == digest:
         say(f"{target.name}:{target.tag} already points at {digest[:19]}")
     else:
-        client.put_manifest(repo, ref, raw, image.media_type)
+        try:
+            client.put_manifest(repo, ref, raw, image.media_type)
+        except _BlobsLost:
+            if not _retry_lost:
+                raise BuildError(f"registry {client.host} lost blobs of {repo} while the image was pushed",
+                                 hint="retry; if it persists check the registry's storage and garbage collection") from None
+            client.forget(repo)
+            return push(image, target, client, fetch=fetch, jobs=jobs, progress=progress, _retry_lost=False)
         stats.add(nbytes=len(raw))
     return digest, stats
 

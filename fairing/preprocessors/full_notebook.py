@@ -1,7 +1,7 @@
 """`full_notebook` preprocessor: ship the notebook itself and execute it in the image with nbclient.
 
 Unlike `notebook`, magics and `!shell` lines keep working (an IPython kernel runs the cells). The
-shim (runtime/run_notebook.py) injects parameters papermill-style and writes the executed notebook
+shim (image_runtime/run_notebook.py) injects parameters papermill-style and writes the executed notebook
 to `$FAIRING_OUTPUT_DIR/<name>.executed.ipynb`. Outputs stored in the notebook are stripped before
 shipping: they can be megabytes of images and are replaced by the run anyway.
 
@@ -26,7 +26,7 @@ from .base import PYTHON, RUNTIME_DIR, Preprocessor
 from .notebook import (EXCLUDE_TAG, INCLUDE_TAG, convert, find_notebook_path, installs_done_at_build,
                        notebook_requirements, read, script_name)
 
-SHIM = Path(__file__).parent / "runtime" / "run_notebook.py"
+SHIM = Path(__file__).parent.parent / "image_runtime" / "run_notebook.py"
 # What the shim imports; added unless the user pinned them already.
 RUNTIME_REQUIREMENTS = ("nbclient>=0.9", "ipykernel>=6.25")
 

@@ -43,7 +43,7 @@ from .base import PYTHON, RUNTIME_DIR, Preprocessor
 
 INCLUDE_TAG = "fairing:include"
 EXCLUDE_TAG = "fairing:exclude"
-NBSHIM = Path(__file__).parent / "runtime" / "nbshim"
+NBSHIM = Path(__file__).parent.parent / "image_runtime" / "nbshim"  # runs inside the image
 NBSHIM_DIR = f"{RUNTIME_DIR}/nbshim"
 IP = "_fairing_ip"  # the script's name for the runtime shell (fairing_nb.Shell)
 

@@ -11,6 +11,7 @@ registry behind a rate-limiting load balancer (a real registry cannot be made to
 """
 from __future__ import annotations
 
+import hashlib
 import http.client
 import http.server
 import json
@@ -30,6 +31,7 @@ class Hit:
     path: str
     status: int
     injected: bool
+    auth: str = ""  # a short hash of the Authorization header ("" without one): never the secret itself
 
 
 class ThrottlingProxy:
@@ -67,6 +69,8 @@ class ThrottlingProxy:
             def _handle(self):
                 at = time.monotonic()
                 body = self._body()
+                auth = self.headers.get("Authorization") or ""
+                auth = hashlib.sha256(auth.encode()).hexdigest()[:12] if auth else ""
                 with proxy._lock:
                     n = sum(1 for h in proxy.hits if h.injected)
                     inject = n < proxy.failures and proxy.match(self.command, self.path)
@@ -94,7 +98,7 @@ class ThrottlingProxy:
                     resp = conn.getresponse()
                     data = resp.read() if self.command != "HEAD" else b""
                     with proxy._lock:  # recorded before the client sees the answer
-                        proxy.hits.append(Hit(at, self.command, self.path, resp.status, False))
+                        proxy.hits.append(Hit(at, self.command, self.path, resp.status, False, auth))
                     self.send_response(resp.status, resp.reason)
                     length = resp.getheader("Content-Length")
                     for k, v in resp.getheaders():

@@ -874,6 +874,9 @@ def serve_logs(kube, namespace: str, pod: str, text: str, containers: list[str] 
     log: dict = {"logsFile": str(path)}
     if containers:
         log["containers"] = containers
+    from fairing.kube.client import Resource, register
+
+    register(Resource("kwok.x-k8s.io/v1alpha1", "Logs", "logs"))  # a kwok CRD; the product never uses it
     kube.apply({"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs",
                 "metadata": {"name": pod, "namespace": namespace}, "spec": {"logs": [log]}},
                namespace, field_manager="fairing-rig")
