@@ -65,6 +65,31 @@ def unused_cluster_options(settings: Any, *, local_mode: str | None) -> None:
                       hint="pass --kubeconfig FILE to use a cluster, or --deployer local to run here without them")
 
 
+def typed(settings: Any, key: str) -> bool:
+    """Was `key` set by the user for this run (command line, argument, environment), not by a
+    shared fairing.yaml that may hold cluster options for other runs?"""
+    if not settings.get(key):
+        return False
+    source = settings.source(key) if hasattr(settings, "source") else "cli"
+    return source in ("cli", "argument") or source.startswith("env ")
+
+
+def unused_local_options(settings: Any, *, local_mode: str | None) -> None:
+    """The local deployer was chosen explicitly: refuse cluster options typed for this run, and a
+    registry a local process would not push to (`local_mode` None: before the engine probe)."""
+    names = [option_name(settings, k) for k in CLUSTER_ONLY if typed(settings, k)]
+    if names:
+        listed = " and ".join(names)
+        raise ConfigError(f"{listed} {'means' if len(names) == 1 else 'mean'} nothing to the local deployer "
+                          "(it runs here, not on a cluster)",
+                          hint=f"drop {listed}, or use a cluster deployer (e.g. --deployer job) with a kubeconfig")
+    if local_mode == "process" and typed(settings, "registry"):
+        name = option_name(settings, "registry")
+        raise ConfigError(f"{name} is not used by a local process run (nothing is built or pushed)",
+                          hint=f"drop {name}, or run in a container (--local-mode container, with Docker/Podman "
+                               "running) so the image is built and pushed there")
+
+
 def local_mode_sentence(kw: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
     """The mode line for the local deployer: what was found, not what might be configured."""
     cluster = f"no cluster: {kubeconfig_search(settings)}"

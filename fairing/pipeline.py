@@ -222,12 +222,14 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
     if where == "local" and build_only and (registry_url or target):
         local_mode = mode = "build"  # the image goes to the registry/target; nothing runs here
     elif where == "local":
-        from .checks import unused_cluster_options
+        from .checks import unused_cluster_options, unused_local_options
         from .deployers.local import resolve_mode
 
         fell_back = not s.deployer and not deployer  # local because no cluster was found, not chosen
-        if fell_back:
-            unused_cluster_options(s, local_mode=None)  # before the engine probe: nothing contacted yet
+        # No option silently dropped; judged before the engine probe (nothing contacted yet), and
+        # again after it for a registry that a local process would not push to.
+        refuse = unused_cluster_options if fell_back else unused_local_options
+        refuse(s, local_mode=None)
         # A model server always runs in a container (it needs its port published).
         wanted = "container" if serve else d_kw.get("mode") or s.local_mode
         local_mode, engine = resolve_mode(wanted, d_kw.get("docker_host") or s.docker_host)
@@ -235,8 +237,7 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
         if engine:
             d_kw["docker_host"] = engine
         mode = f"local {local_mode}"
-        if fell_back:
-            unused_cluster_options(s, local_mode=local_mode)  # a registry a local process would not use
+        refuse(s, local_mode=local_mode)
 
     base_image = b_kw.pop("base_image", None) or s.base_image or default_base_image()
     if b_name or s.builder:

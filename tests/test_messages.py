@@ -87,6 +87,24 @@ def test_cluster_options_from_the_environment_are_named_as_set(tmp_path, env):
     assert error(r, 2)[0] == f"error: FAIRING_NAMESPACE needs a cluster, but no kubeconfig was found ({NO_CLUSTER})"
 
 
+@pytest.mark.parametrize("args,message,hint", [
+    (["-n", "team-a"], "--namespace means nothing to the local deployer (it runs here, not on a cluster)",
+     "drop --namespace, or use a cluster deployer (e.g. --deployer job) with a kubeconfig"),
+    (["--registry", "r.example/team", "--local-mode", "process"],
+     "--registry is not used by a local process run (nothing is built or pushed)",
+     "drop --registry, or run in a container (--local-mode container, with Docker/Podman running) so the image is "
+     "built and pushed there"),
+])
+def test_explicit_local_deployer_refuses_options_it_would_drop(tmp_path, env, args, message, hint):
+    (tmp_path / "x.py").write_text("print('ran')\n")
+    r = fair("train", "x.py", "--deployer", "local", *args, cwd=tmp_path, env=env)
+    assert error(r, 2) == [f"error: {message}", f"hint: {hint}"]
+    assert "ran" not in r.stdout
+    # Without the dropped option the same run goes through.
+    r = fair("train", "x.py", "--deployer", "local", "--local-mode", "process", cwd=tmp_path, env=env)
+    assert r.returncode == 0 and "ran" in r.stdout, r.stderr
+
+
 def test_mode_line_says_what_was_found(tmp_path, env):
     (tmp_path / "x.py").write_text("print('ran')\n")
     r = fair("train", "x.py", cwd=tmp_path, env=env)
