@@ -64,6 +64,10 @@ SETTING_OPTIONS = [
     _param("env", Annotated[Optional[List[str]], _opt("--env", "-e", help="K=V environment variable (repeatable)")]),
     _param("requirements", Annotated[Optional[str], _opt("--requirements", "-r", help="requirements.txt, or pins separated by commas")]),
     _param("schedule", Annotated[Optional[str], _opt("--schedule", help='cron schedule, e.g. "0 3 * * *" (CronJob)')]),
+    _param("queue", Annotated[Optional[str], _opt("--queue", help="Kueue LocalQueue to submit the workload to")]),
+    _param("nodes", Annotated[Optional[int], _opt("--nodes", help="trainjob: number of nodes", min=1)]),
+    _param("procs_per_node", Annotated[Optional[int], _opt("--procs-per-node", help="trainjob: processes per node", min=1)]),
+    _param("runtime", Annotated[Optional[str], _opt("--runtime", help="trainjob: ClusterTrainingRuntime (default torch-distributed)")]),
     _param("preprocessor", Annotated[Optional[str], _opt("--preprocessor", help="python, notebook, function, full_notebook")]),
     _param("local_mode", Annotated[Optional[str], _opt("--local-mode", help="local deployer: auto, container or process")]),
     _param("timeout", Annotated[Optional[int], _opt("--timeout", help="seconds to wait for the workload")]),
@@ -311,10 +315,11 @@ def status(name: Annotated[str, typer.Argument(help="workload name (see `fair li
 
     h = workloads.attach(name, opts.settings())
     st = h.status()
+    detail = h.status_detail() if hasattr(h, "status_detail") else None  # e.g. where it waits in a queue
     if opts.json:
-        _print_json({"name": name, "status": st})
+        _print_json({"name": name, "status": st, **({"detail": detail} if detail else {})})
     else:
-        _out(f"{name}\t{st}")
+        _out(f"{name}\t{st}" + (f"\t{detail}" if detail else ""))
 
 
 @command(help="Print a workload's logs (-f to follow until it ends).")
