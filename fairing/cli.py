@@ -34,6 +34,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+cache_app = typer.Typer(help="Look after the local build cache (wheels, unpacked packages, layers).", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
 
 
 # --- common options ---------------------------------------------------------------------------
@@ -62,6 +64,10 @@ SETTING_OPTIONS = [
     _param("env", Annotated[Optional[List[str]], _opt("--env", "-e", help="K=V environment variable (repeatable)")]),
     _param("requirements", Annotated[Optional[str], _opt("--requirements", "-r", help="requirements.txt, or pins separated by commas")]),
     _param("schedule", Annotated[Optional[str], _opt("--schedule", help='cron schedule, e.g. "0 3 * * *" (CronJob)')]),
+    _param("queue", Annotated[Optional[str], _opt("--queue", help="Kueue LocalQueue to submit the workload to")]),
+    _param("nodes", Annotated[Optional[int], _opt("--nodes", help="trainjob: number of nodes", min=1)]),
+    _param("procs_per_node", Annotated[Optional[int], _opt("--procs-per-node", help="trainjob: processes per node", min=1)]),
+    _param("runtime", Annotated[Optional[str], _opt("--runtime", help="trainjob: ClusterTrainingRuntime (default torch-distributed)")]),
     _param("preprocessor", Annotated[Optional[str], _opt("--preprocessor", help="python, notebook, function, full_notebook")]),
     _param("local_mode", Annotated[Optional[str], _opt("--local-mode", help="local deployer: auto, container or process")]),
     _param("timeout", Annotated[Optional[int], _opt("--timeout", help="seconds to wait for the workload")]),
@@ -210,7 +216,8 @@ def build(entry: Annotated[str, typer.Argument(help="a .py file, a directory or 
         st = image.stats
         _print_json({"image": image.ref, "digest": image.digest, "tag": image.tag,
                      "stats": {"seconds": st.seconds, "layers_uploaded": st.layers_uploaded,
-                               "layers_skipped": st.layers_skipped, "bytes_uploaded": st.bytes_uploaded}})
+                               "layers_skipped": st.layers_skipped, "bytes_uploaded": st.bytes_uploaded,
+                               "phases": dict(st.phases)}})
     else:
         _out(image.ref)
 
@@ -312,10 +319,11 @@ def status(name: Annotated[str, typer.Argument(help="workload name (see `fair li
 
     h = workloads.attach(name, opts.settings())
     st = h.status()
+    detail = h.status_detail() if hasattr(h, "status_detail") else None  # e.g. where it waits in a queue
     if opts.json:
-        _print_json({"name": name, "status": st})
+        _print_json({"name": name, "status": st, **({"detail": detail} if detail else {})})
     else:
-        _out(f"{name}\t{st}")
+        _out(f"{name}\t{st}" + (f"\t{detail}" if detail else ""))
 
 
 @command(help="Print a workload's logs (-f to follow until it ends).")
@@ -389,6 +397,35 @@ def config_show(opts: Any = None) -> None:
     for k, v, src in rows:
         shown = "-" if v in (None, [], {}) else (json.dumps(v) if isinstance(v, (list, dict)) else str(v))
         _out(f"{k.ljust(width)}  {shown:<32}  {src}")
+
+
+@command(name="info", group=cache_app, settings=False, help="Show what the build cache holds ($FAIRING_CACHE).")
+def cache_info(opts: Any = None) -> None:
+    from .oci import cache as c
+
+    root = c.cache_root()
+    summary = c.info(root)
+    if opts.json:
+        _print_json({"root": str(root), **summary})
+    else:
+        _out("\n".join(c.info_lines(root, summary)))
+
+
+@command(name="prune", group=cache_app, settings=False, help="Remove least recently used cache entries, by age and/or total size.")
+def cache_prune(older_than: Annotated[Optional[str], typer.Option("--older-than", help="remove entries unused for this long, e.g. 7d, 12h")] = None,
+                max_size: Annotated[Optional[str], typer.Option("--max-size", help="then remove the least recently used until the cache fits, e.g. 5G")] = None,
+                opts: Any = None) -> None:
+    from .oci import cache as c
+
+    if older_than is None and max_size is None:
+        raise ConfigError("fair cache prune needs --older-than and/or --max-size", hint="e.g. fair cache prune --older-than 30d --max-size 10G")
+    root = c.cache_root()
+    removed, freed = c.prune(root, older_than=c.parse_age(older_than) if older_than else None,
+                             max_size=c.parse_size(max_size) if max_size else None, dry_run=opts.dry_run)
+    if opts.json:
+        _print_json({"root": str(root), "removed": removed, "bytes": freed, "dry_run": opts.dry_run})
+    else:
+        _out(f"{'would remove' if opts.dry_run else 'removed'} {removed} entries ({c.human(freed)}) from {root}")
 
 
 @app.command(help="Print the version.")

@@ -51,6 +51,9 @@ class BuildStats:
     layers_uploaded: int = 0
     layers_skipped: int = 0
     bytes_uploaded: int = 0
+    # Where the time went, seconds: resolve, download, install, tar, compress (tar and compress:
+    # CPU seconds summed over threads), layers (their wall time), upload. Empty for other builders.
+    phases: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("registry", _str, None, "where images are pushed, e.g. 127.0.0.1:5000/team; none -> run locally",
         "registry.example.com/team"),
     Key("image_name", _str, None, "repository name for built images (default: fairing-<entry>)", "my-train"),
-    Key("deployer", _str, None, "job, cronjob, tfjob, pytorchjob, pod, serving, inferenceservice, local "
+    Key("deployer", _str, None, "job, cronjob, tfjob, pytorchjob, trainjob, pod, serving, inferenceservice, local "
         "(default: job with a registry and a cluster, else local)", "job"),
     Key("namespace", _str, None, "Kubernetes namespace (default: from the kubeconfig context)", "default"),
     Key("context", _str, None, "kubeconfig context", "dev"),
@@ -121,6 +121,12 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("gpus", _int, 0, "number of GPUs", "1"),
     Key("env", _env, {}, "environment variables for the workload", "{LOG_LEVEL: info}"),
     Key("schedule", _cron, None, "cron schedule; makes the training a CronJob", "\"0 3 * * *\""),
+    Key("queue", _str, None, "Kueue LocalQueue for training workloads (job, cronjob, tfjob, pytorchjob, trainjob)",
+        "team-queue"),
+    Key("nodes", _int, None, "trainjob deployer: number of nodes (default 1)", "2"),
+    Key("procs_per_node", _int, None, "trainjob deployer: processes per node (default: the runtime's)", "1"),
+    Key("runtime", _str, None, "trainjob deployer: ClusterTrainingRuntime name (default torch-distributed)",
+        "torch-distributed"),
     Key("timeout", _int, None, "seconds to wait for the workload (default: no limit)", "3600"),
     Key("local_mode", _choice("auto", "container", "process"), "auto",
         "local deployer: container (Docker/Podman API), process, or auto", "auto"),

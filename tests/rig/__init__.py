@@ -46,6 +46,9 @@ def down() -> list[str]:
     except ImportError:
         return stopped
     if hasattr(kube_rig, "stop_all"):
+        from . import trainer as trainer_rig  # Trainer/JobSet/Kueue controllers use the API server
+
+        trainer_rig.stop_all()
         kube_rig.stop_all()
         stopped.append("kube control plane")
     return stopped

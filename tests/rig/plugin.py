@@ -77,4 +77,13 @@ def kube():
     import tests.rig.kube
 
     return tests.rig.kube.control_plane()
+
+
+@pytest.fixture(scope="session")
+def trainer(kube):
+    """Kubeflow Trainer v2 + JobSet + Kueue on the control plane (tests/rig/trainer.py):
+    .runtime "torch-distributed", .local_queue (1-CPU quota), .namespace."""
+    from .trainer import trainer_rig
+
+    return trainer_rig(kube)
 # ---- end kube hook ----------------------------------------------------------------------------
