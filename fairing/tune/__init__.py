@@ -5,7 +5,7 @@
                                          "layers": fairing.choice([1, 2, 3])},
                           objective="accuracy", goal="maximize", trials=12, parallel=3)
 
-Modules: space (search-space values, --param syntax), report (name=value metric lines), trialfn
+Modules: space (search-space values, --param syntax), metrics (report(): name=value lines), trialfn
 (the in-image wrapper for functions), build (the one build, per-trial deployers), driver (the
 Optuna-driven scheduler for the jobs and local backends), katib (the Experiment backend),
 result (TuneResult), plot (matplotlib), progress (the live table), api (tune()), cli (`fair tune`).
@@ -21,7 +21,7 @@ __all__ = ["tune", "report", "uniform", "loguniform", "intrange", "choice", "Tun
 def __getattr__(name: str):
     import importlib
 
-    where = {"tune": "api", "report": "report", "uniform": "space", "loguniform": "space", "intrange": "space",
+    where = {"tune": "api", "report": "metrics", "uniform": "space", "loguniform": "space", "intrange": "space",
              "choice": "space", "TuneResult": "result", "Trial": "result", "TuneFailed": "result"}
     if name in where:
         return getattr(importlib.import_module(f"{__name__}.{where[name]}"), name)

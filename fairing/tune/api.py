@@ -88,7 +88,7 @@ def run(entry: Any, params: Mapping[str, Any], *, settings: Any, objective: str,
                                    with_args=not is_fn)
             return {**common, "mode": planned["mode"], "build": planned["build"], "manifests": [exp]}
         example = {n: _example(v) for n, v in space.items()}
-        planned = build_mod.dry_run(p, example, progress, with_args=not is_fn)
+        planned = build_mod.dry_run(p, example, progress, with_args=not is_fn, name=f"{exp_name}-0")
         return {**common, "mode": planned["mode"], "build": planned["build"], "example_params": example,
                 "manifests": planned["manifests"]}
 

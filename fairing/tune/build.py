@@ -113,7 +113,7 @@ def build_once(p: Any, progress: Any) -> tuple[BuildContext, BuiltImage]:
 
 
 def dry_run(p: Any, params: Mapping[str, Any], progress: Any, *, with_args: bool = True,
-            texts: Mapping[str, str] | None = None) -> dict:
+            texts: Mapping[str, str] | None = None, name: str | None = None) -> dict:
     """The build plan and one trial's manifests (with `params`, or Katib placeholders in `texts`),
     building and applying nothing: config.dry_run on the plan with the trial's deployer."""
     from .. import config
@@ -121,6 +121,8 @@ def dry_run(p: Any, params: Mapping[str, Any], progress: Any, *, with_args: bool
     d_name, d_kw = p.deployer
     kw = dict(d_kw)
     kw["mutators"] = tuple(kw.get("mutators") or ()) + (trial_mutator(params, with_args=with_args, texts=texts),)
+    if name:
+        kw["name"] = name
     return config.dry_run(dataclasses.replace(p, deployer=(d_name, kw)), progress)
 
 

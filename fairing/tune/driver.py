@@ -13,7 +13,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Mapping
 
 from ..errors import ConfigError, FairingError
-from .report import missing_metric_message, parse_metrics
+from .metrics import missing_metric_message, parse_metrics
 from .result import FAILED, RUNNING, STOPPED, SUCCEEDED, Trial, TuneFailed, TuneResult
 from .space import Choice, Param
 
@@ -59,7 +59,13 @@ def make_sampler(algorithm: str, space: Mapping[str, Param], trials: int, parall
     if algorithm == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if algorithm == "grid":
-        return optuna.samplers.GridSampler(grid_space(space, trials), seed=seed)
+        class Grid(optuna.samplers.GridSampler):
+            # GridSampler calls study.stop() once the grid is used up, which only works inside
+            # study.optimize(); this driver uses ask/tell and caps the trials at the grid size.
+            def after_trial(self, study, trial, state, values):
+                pass
+
+        return Grid(grid_space(space, trials), seed=seed)
     if algorithm == "tpe":
         # constant_liar: running trials count as (pessimistic) results, so parallel trials spread out.
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=parallel > 1)

@@ -134,7 +134,7 @@ def update_trial(t: Trial, obj: Mapping[str, Any], result: TuneResult) -> None:
     if "Succeeded" in conds:
         t.state = SUCCEEDED
     elif "MetricsUnavailable" in conds:
-        from .report import missing_metric_message
+        from .metrics import missing_metric_message
 
         t.state, t.error = FAILED, missing_metric_message(result.objective)
     elif "Failed" in conds or "EarlyStopped" in conds:
