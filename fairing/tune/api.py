@@ -42,8 +42,8 @@ def katib_probe(settings: Any) -> Callable[[], bool]:
 def run(entry: Any, params: Mapping[str, Any], *, settings: Any, objective: str, goal: str = "maximize",
         trials: int = 12, parallel: int = 3, algorithm: str = "tpe", backend: str | None = None,
         max_failed: int | None = None, seed: int | None = None, name: str | None = None,
-        args: Sequence[str] | None = None, progress: Any = None, table: Any = None,
-        notes: Callable[[str], None] | None = None) -> TuneResult | dict:
+        args: Sequence[str] | None = None, mutators: Sequence[Callable] = (), progress: Any = None,
+        table: Any = None, notes: Callable[[str], None] | None = None) -> TuneResult | dict:
     """The whole tuning run for the CLI and the API. Dry run (settings.dry_run): returns the plan
     dict (search space, build plan, trial manifests or the Katib Experiment) and builds nothing."""
     from . import build as build_mod
@@ -51,6 +51,10 @@ def run(entry: Any, params: Mapping[str, Any], *, settings: Any, objective: str,
     from .space import check_space, describe_space
 
     check_objective(objective, goal)
+    mutators = tuple(mutators or ())
+    for m in mutators:
+        if not callable(m):
+            raise ConfigError(f"pod option {m!r} is not callable", hint="use the functions in fairing.deployers.pod")
     check_counts(trials, parallel, max_failed)
     if algorithm not in ALGORITHMS:
         raise ConfigError(f"unknown algorithm {algorithm!r}", hint=f"choose one of: {', '.join(ALGORITHMS)}")
@@ -81,18 +85,19 @@ def run(entry: Any, params: Mapping[str, Any], *, settings: Any, objective: str,
             from . import katib
 
             planned = build_mod.dry_run(p, {n: "" for n in space}, progress, with_args=not is_fn,
-                                        texts=katib.placeholders(space))
+                                        texts=katib.placeholders(space), mutators=mutators)
             job = planned["manifests"][0]
             exp = katib.experiment(exp_name, job, space, objective=objective, goal=goal, algorithm=algorithm,
                                    trials=trials, parallel=parallel, max_failed=max_failed,
                                    with_args=not is_fn)
             return {**common, "mode": planned["mode"], "build": planned["build"], "manifests": [exp]}
         example = {n: _example(v) for n, v in space.items()}
-        planned = build_mod.dry_run(p, example, progress, with_args=not is_fn, name=f"{exp_name}-0")
+        planned = build_mod.dry_run(p, example, progress, with_args=not is_fn, name=f"{exp_name}-0",
+                                    mutators=mutators)
         return {**common, "mode": planned["mode"], "build": planned["build"], "example_params": example,
                 "manifests": planned["manifests"]}
 
-    _ctx, image = build_mod.build_once(p, progress)
+    _ctx, image = build_mod.build_once(p, progress, mutators)
     result = TuneResult(objective=objective, goal=goal, space=space, image=image.ref, backend=backend,
                         algorithm=algorithm, experiment=exp_name)
     from .progress import TrialTable
@@ -103,11 +108,12 @@ def run(entry: Any, params: Mapping[str, Any], *, settings: Any, objective: str,
 
         with view:
             return katib.run(p, image, result, trials=trials, parallel=parallel, max_failed=max_failed,
-                             with_args=not is_fn, timeout=settings.timeout, on_update=view.update)
+                             with_args=not is_fn, timeout=settings.timeout, on_update=view.update,
+                             mutators=mutators)
     from .driver import DeployerRunner, run_study
 
     def deployer_for(trial):
-        return build_mod.trial_deployer(p, trial.name, trial.params, with_args=not is_fn)
+        return build_mod.trial_deployer(p, trial.name, trial.params, with_args=not is_fn, mutators=mutators)
 
     runner = DeployerRunner(deployer_for, image, timeout=settings.timeout)
     with view:
@@ -130,13 +136,14 @@ _SETTING_ARGS = ("base_image", "registry", "builder", "image_name", "namespace",
 def tune(entry: Any, params: Mapping[str, Any], *, objective: str, goal: str = "maximize", trials: int = 12,
          parallel: int = 3, algorithm: str = "tpe", backend: str | None = None, max_failed: int | None = None,
          seed: int | None = None, name: str | None = None, args: Sequence[str] | None = None,
-         profile: str | None = None, progress: bool | None = None, dry_run: bool = False,
+         mutators: Sequence[Callable] = (), profile: str | None = None, progress: bool | None = None, dry_run: bool = False,
          plot: str | None = None, **settings: Any) -> TuneResult | dict:
     """Tune `entry` (a function returning a dict of metrics, a .py script, a directory or a
     notebook printing `name=value` lines) over `params`. The image is built once; `trials` trials
     run `parallel` at a time on `backend` ("katib", "jobs" or "local"; default: katib when the
     cluster has it, jobs with a registry and a cluster, else local). Settings (registry,
-    base_image, namespace, requirements, ...) as for TrainJob. Returns a TuneResult; raises
+    base_image, namespace, requirements, ...) as for TrainJob; `mutators` are pod options
+    (fairing.deployers.pod) for every trial. Returns a TuneResult; raises
     TuneFailed (with `.result`) when more than `max_failed` trials failed or none finished.
     With dry_run=True, returns the plan (search space, build plan, manifests) instead."""
     from .. import settings as settings_mod
@@ -150,7 +157,7 @@ def tune(entry: Any, params: Mapping[str, Any], *, objective: str, goal: str = "
     s = settings_mod.load({**settings, "dry_run": dry_run or None}, profile=profile, cli_source="argument")
     out = run(entry, params, settings=s, objective=objective, goal=goal, trials=trials, parallel=parallel,
               algorithm=algorithm, backend=backend, max_failed=max_failed, seed=seed, name=name, args=args,
-              progress=Progress(enabled=progress))
+              mutators=mutators, progress=Progress(enabled=progress))
     if isinstance(out, dict):
         return out
     if plot and out.finished_trials:

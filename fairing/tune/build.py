@@ -101,26 +101,27 @@ def plan(entry: Any, settings: Any, space: Mapping[str, Param], objective: str, 
                        prepare_kw=prepare_kw, name=name)
 
 
-def build_once(p: Any, progress: Any) -> tuple[BuildContext, BuiltImage]:
+def build_once(p: Any, progress: Any, mutators: tuple = ()) -> tuple[BuildContext, BuiltImage]:
     """Package and build once. The trial deployer renders a placeholder first (preflight), so bad
     deploy options fail before anything is pushed."""
     from .. import config
 
     ctx = config.prepare(p, progress)
-    config.preflight(p, trial_deployer(p, "preflight", {}, with_args=False), ctx)
+    config.preflight(p, trial_deployer(p, "preflight", {}, with_args=False, mutators=mutators), ctx)
     image = config.build(p, ctx, progress)
     return ctx, image
 
 
 def dry_run(p: Any, params: Mapping[str, Any], progress: Any, *, with_args: bool = True,
-            texts: Mapping[str, str] | None = None, name: str | None = None) -> dict:
+            texts: Mapping[str, str] | None = None, name: str | None = None, mutators: tuple = ()) -> dict:
     """The build plan and one trial's manifests (with `params`, or Katib placeholders in `texts`),
     building and applying nothing: config.dry_run on the plan with the trial's deployer."""
     from .. import config
 
     d_name, d_kw = p.deployer
     kw = dict(d_kw)
-    kw["mutators"] = tuple(kw.get("mutators") or ()) + (trial_mutator(params, with_args=with_args, texts=texts),)
+    kw["mutators"] = tuple(kw.get("mutators") or ()) + tuple(mutators) + \
+        (trial_mutator(params, with_args=with_args, texts=texts),)
     if name:
         kw["name"] = name
     return config.dry_run(dataclasses.replace(p, deployer=(d_name, kw)), progress)
@@ -153,13 +154,16 @@ def trial_mutator(params: Mapping[str, Any], *, with_args: bool = True, texts: M
 
 
 def trial_deployer(p: Any, trial_name: str, params: Mapping[str, Any], *, with_args: bool = True,
-                   texts: Mapping[str, str] | None = None, extra: Mapping[str, Any] | None = None):
-    """A deployer for one trial: the plan's deployer with the trial's name and parameters."""
+                   texts: Mapping[str, str] | None = None, extra: Mapping[str, Any] | None = None,
+                   mutators: tuple = ()):
+    """A deployer for one trial: the plan's deployer with the trial's name and parameters (after
+    the settings' pod options and the caller's `mutators`)."""
     from .. import config
 
     d_name, d_kw = p.deployer
     kw = dict(d_kw)
-    kw["mutators"] = tuple(kw.get("mutators") or ()) + (trial_mutator(params, with_args=with_args, texts=texts),)
+    kw["mutators"] = tuple(kw.get("mutators") or ()) + tuple(mutators) + \
+        (trial_mutator(params, with_args=with_args, texts=texts),)
     kw["name"] = trial_name
     kw.update(extra or {})
     return config.make_deployer(dataclasses.replace(p, deployer=(d_name, kw)))

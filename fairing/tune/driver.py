@@ -248,7 +248,9 @@ class DeployerRunner(Runner):
                 ok, error = False, e.message
             text = ""
             if trial.state != STOPPED:
-                text = log_text(handle)
+                text, log_error = log_text(handle)
+                if ok and log_error and not text:
+                    ok, error = False, f"its log could not be read: {log_error}"
         finally:
             if not self.keep or trial.state == STOPPED:
                 with self._lock:
@@ -270,12 +272,12 @@ class DeployerRunner(Runner):
             pass  # already gone
 
 
-def log_text(handle: Any) -> str:
-    """The whole log of a finished workload, whatever the handle kind."""
+def log_text(handle: Any) -> tuple[str, str | None]:
+    """(the whole log of a finished workload, why it could not be read), whatever the handle kind."""
     reader = getattr(handle, "log_text", None)
     try:
         if callable(reader):
-            return reader()
-        return "\n".join(handle.logs(follow=False))
-    except FairingError:
-        return ""
+            return reader(), None
+        return "\n".join(handle.logs(follow=False)), None
+    except FairingError as e:
+        return "", e.message

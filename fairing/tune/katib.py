@@ -158,7 +158,7 @@ def _seconds(a: str, b: str) -> float | None:
 
 def run(p: Any, image: Any, result: TuneResult, *, trials: int, parallel: int, max_failed: int | None,
         with_args: bool, timeout: float | None = None,
-        on_update: Callable[[TuneResult, Trial | None], None] | None = None) -> TuneResult:
+        on_update: Callable[[TuneResult, Trial | None], None] | None = None, mutators: tuple = ()) -> TuneResult:
     """Create the Experiment, follow it and its Trials by watch until it ends, read the optimum.
     Ctrl-C deletes the Experiment (Katib deletes its Trials and their Jobs)."""
     from ..kube.client import CRDNotInstalled
@@ -167,7 +167,7 @@ def run(p: Any, image: Any, result: TuneResult, *, trials: int, parallel: int, m
 
     update = on_update or (lambda r, t: None)
     deployer = trial_deployer(p, result.experiment, {n: "" for n in result.space}, with_args=with_args,
-                              texts=placeholders(result.space))
+                              texts=placeholders(result.space), mutators=mutators)
     job = deployer.render(image)[0]
     kube = deployer.kube
     ns = deployer.target_namespace()
