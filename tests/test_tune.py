@@ -349,3 +349,23 @@ def test_container_trials_run_one_pushed_image(tmp_path, registry, engine, base_
     assert manifest_puts(f"{team}/fairing-train") == 1
     names = {c.name for c in engine.client().containers.list(all=True)}
     assert not any(n.startswith(out["experiment"]) for n in names), "trial containers are removed"
+
+
+def test_a_notebook_is_tuned_through_its_env(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# toy"),
+                nbformat.v4.new_code_cell("import os\nx = float(os.environ['FAIRING_PARAM_X'])\n%matplotlib inline"),
+                nbformat.v4.new_code_cell("print(f'loss={(x - 1) ** 2}')")]
+    nbformat.write(nb, tmp_path / "train.ipynb")
+    r = fair("tune", "train.ipynb", "--param", "x=0..2", "--objective", "loss", "--trials", "3", "--parallel", "3",
+             "--local-mode", "process", "--name", "nb-sweep", "-o", "json", cwd=tmp_path, env=env(), check=0)
+    out = json.loads(r.stdout)
+    assert out["goal"] == "minimize" and [t["name"] for t in out["trials"]] == ["nb-sweep-0", "nb-sweep-1", "nb-sweep-2"]
+    for t in out["trials"]:
+        assert t["value"] == pytest.approx((t["params"]["x"] - 1) ** 2)
+    assert out["best"]["value"] == min(t["value"] for t in out["trials"])
+    bad = fair("tune", "train.ipynb", "--param", "x=0..2", "--objective", "loss", "--name", "Bad_Name",
+               "--local-mode", "process", cwd=tmp_path, env=env())
+    assert_one_error(bad, 2, "Bad_Name")

@@ -176,6 +176,9 @@ def experiment_name(entry: Any, name: str | None = None) -> str:
     from .. import config
 
     if name:
-        return name
+        from ..kube.client import validate_name
+
+        # Trials are named NAME-N (Jobs, containers, Katib Trials): leave room for the number.
+        return validate_name(name, "tuning run name", max_len=56, dns1035=True)
     base = re.sub(r"[^a-z0-9-]+", "-", ("tune-" + config.entry_name(entry)).lower()).strip("-")[:40].strip("-")
     return f"{base}-{uuid.uuid4().hex[:5]}"
