@@ -34,7 +34,7 @@ def tune_command(
 
     from ..errors import ConfigError
     from . import api
-    from .progress import best_line, table
+    from .progress import TrialTable, best_line, table
     from .result import TuneFailed
     from .space import parse_params
 
@@ -60,6 +60,7 @@ def tune_command(
     out = api.run(entry, space, settings=s, objective=objective, goal=goal, trials=trials,
                   parallel=parallel, algorithm=algorithm, backend=backend, max_failed=max_failed, seed=seed,
                   name=name, args=list(args) if args else None, progress=progress,
+                  table=TrialTable(progress.enabled, transient=True),
                   notes=None if opts.json else (lambda m: _info(f"fair: {m}")))
     if isinstance(out, dict):  # dry run
         if opts.json:

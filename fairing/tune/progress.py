@@ -60,7 +60,7 @@ def best_line(result: TuneResult) -> str:
 class TrialTable:
     """`with TrialTable(enabled) as view: run_study(..., on_update=view.update)`."""
 
-    def __init__(self, enabled: bool | None = None, console: Any = None):
+    def __init__(self, enabled: bool | None = None, console: Any = None, *, transient: bool = False):
         import os
 
         forced = os.environ.get("FAIRING_PROGRESS", "")
@@ -69,6 +69,7 @@ class TrialTable:
         self.enabled = enabled
         self._console = console
         self._live = None
+        self.transient = transient  # the CLI prints the final table itself: the live one goes away
 
     @property
     def console(self):
@@ -82,7 +83,7 @@ class TrialTable:
         if self.enabled and self.console.is_terminal and not runtime.in_notebook():
             from rich.live import Live
 
-            self._live = Live(console=self.console, refresh_per_second=4, transient=False)
+            self._live = Live(console=self.console, refresh_per_second=4, transient=self.transient)
             self._live.start()
         return self
 
