@@ -224,6 +224,8 @@ def test_cli_text_output_has_the_table_and_the_best_trial(tmp_path):
     (["--param", "x=0..1", "--objective", "acc", "--algorithm", "bayes"], "unknown algorithm"),
     (["--param", "x=0..1", "--objective", "acc", "--backend", "slurm"], "unknown tuning backend"),
     (["--param", "x=0..1", "--objective", "acc", "--deployer", "tfjob"], "cannot run on the tfjob deployer"),
+    (["--param", "x=0..1", "--objective", "acc", "--schedule", "0 3 * * *"], "cannot be scheduled"),
+    (["--param", "x=0..1", "--objective", "acc", "--trials", "0"], "trials must be"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
     (tmp_path / "train.py").write_text(TRAIN)

@@ -81,6 +81,9 @@ def plan(entry: Any, settings: Any, space: Mapping[str, Param], objective: str, 
     from .. import config
     from .trialfn import make_trial_function
 
+    if settings.schedule:
+        raise ConfigError("a tuning run cannot be scheduled (--schedule makes a CronJob)",
+                          hint="drop --schedule / schedule: for fair tune")
     deployer = BACKEND_DEPLOYER[backend]
     d_kw: dict[str, Any] = {}
     if deployer == "job":
