@@ -294,7 +294,8 @@ def test_dry_run_katib_prints_the_experiment(tmp_path, registry):
     assert exp["apiVersion"] == "kubeflow.org/v1beta1" and exp["kind"] == "Experiment"
     assert exp["metadata"]["namespace"] == "team-a"
     spec = exp["spec"]
-    assert (spec["maxTrialCount"], spec["parallelTrialCount"], spec["maxFailedTrialCount"]) == (6, 2, 1)
+    # --max-failed 1 tolerates one failed trial; Katib stops when failures *reach* its count
+    assert (spec["maxTrialCount"], spec["parallelTrialCount"], spec["maxFailedTrialCount"]) == (6, 2, 2)
     assert spec["objective"] == {"type": "maximize", "objectiveMetricName": "accuracy",
                                  "metricStrategies": [{"name": "accuracy", "value": "latest"}]}
     assert spec["algorithm"] == {"algorithmName": "random"}

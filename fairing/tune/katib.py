@@ -22,7 +22,7 @@ from .space import Param
 API_VERSION = "kubeflow.org/v1beta1"
 EXPERIMENT_LABEL = "katib.kubeflow.org/experiment"
 # Katib's own algorithm names for ours (the goptuna suggestion service serves random, tpe, cmaes;
-# grid needs Katib's optuna suggestion image).
+# grid needs Katib's optuna suggestion image). goptuna (v0.19) samples a logUniform range uniformly.
 ALGORITHM_NAMES = {"random": "random", "grid": "grid", "tpe": "tpe", "cmaes": "cmaes"}
 SUCCESS_CONDITION = 'status.conditions.#(type=="Complete")#|#(status=="True")#'
 FAILURE_CONDITION = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
@@ -67,7 +67,9 @@ def experiment(name: str, job: Mapping[str, Any], space: Mapping[str, Param], *,
         },
     }
     if max_failed is not None:
-        spec["maxFailedTrialCount"] = max_failed
+        # Katib fails the Experiment once failed trials *reach* maxFailedTrialCount
+        # (experiment/util/status_util.go); max_failed tolerates that many, like the built-in driver.
+        spec["maxFailedTrialCount"] = max_failed + 1
     metadata: dict[str, Any] = {"name": name, "labels": {"app.kubernetes.io/managed-by": "fairing"}}
     if ns:
         metadata["namespace"] = ns
