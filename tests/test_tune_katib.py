@@ -52,3 +52,26 @@ def test_default_backend_is_katib_when_the_cluster_serves_it(kube, katib_crds, r
     assert backend == "katib" and "has Katib" in note
     # explicit choices still win
     assert choose_backend("jobs", s, probe=katib_probe(s))[0] == "jobs"
+
+
+def test_katib_trial_objects_become_trials():
+    """Trial status as Katib's trial controller writes it (trials/v1beta1 types): parameters back to
+    their types, the objective's latest value, and the reason of a trial without metrics."""
+    from fairing.tune.katib import experiment_state, update_trial
+    from fairing.tune.result import Trial, TuneResult
+
+    space = {"x": fairing.uniform(0, 6), "layers": fairing.choice([1, 2, 3])}
+    res = TuneResult(objective="score", goal="maximize", space=space)
+    ok = {"spec": {"parameterAssignments": [{"name": "x", "value": "2.5"}, {"name": "layers", "value": "2"}]},
+          "status": {"startTime": "2026-01-01T10:00:00Z", "completionTime": "2026-01-01T10:00:42Z",
+                     "conditions": [{"type": "Created", "status": "True"}, {"type": "Running", "status": "False"},
+                                    {"type": "Succeeded", "status": "True"}],
+                     "observation": {"metrics": [{"name": "score", "min": "-9", "max": "-0.25", "latest": "-0.25"}]}}}
+    t = Trial(0, "exp-abc", {})
+    update_trial(t, ok, res)
+    assert (t.state, t.params, t.value, t.seconds) == ("Succeeded", {"x": 2.5, "layers": 2}, -0.25, 42.0)
+    silent = {"spec": ok["spec"], "status": {"conditions": [{"type": "MetricsUnavailable", "status": "True"}]}}
+    update_trial(t, silent, res)
+    assert t.state == "Failed" and "'score' was never printed" in t.error
+    assert experiment_state({"status": {"conditions": [{"type": "Running", "status": "False"},
+                                                       {"type": "Succeeded", "status": "True"}]}}) == "Succeeded"
