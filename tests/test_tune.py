@@ -135,6 +135,9 @@ def test_result_to_dataframe_and_plot(six_trials, tmp_path):
     png = tmp_path / "tune.png"
     fig = six_trials.plot(str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from IPython.core.formatters import PNGFormatter
+
+    assert PNGFormatter()(fig)[:8] == b"\x89PNG\r\n\x1a\n"  # what a notebook cell shows for result.plot()
     per_trial, vs_x = fig.axes[0], fig.axes[1]
     pts = per_trial.collections[0].get_offsets()
     assert len(pts) == len(six_trials.finished_trials) == 6

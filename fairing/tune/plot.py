@@ -12,11 +12,10 @@ from ..errors import ConfigError
 
 def figure(result: Any):
     try:
-        import matplotlib
-
-        if not _interactive_backend():
-            matplotlib.use("Agg")  # a terminal or a test has no display; notebooks keep theirs
-        import matplotlib.pyplot as plt
+        # A bare Figure, not pyplot: no global figure state, no backend switch, no second copy
+        # shown by a notebook's inline backend; savefig renders with Agg, and Jupyter displays the
+        # returned Figure itself.
+        from matplotlib.figure import Figure
     except ImportError:
         raise ConfigError("plotting needs matplotlib", hint="pip install matplotlib (or 'fairing[tune]')") from None
     from .space import Choice
@@ -26,7 +25,8 @@ def figure(result: Any):
     n = 1 + len(names)
     cols = min(n, 3)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.6 * rows), squeeze=False)
+    fig = Figure(figsize=(4.5 * cols, 3.6 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     flat = [ax for row in axes for ax in row]
     ax = flat[0]
     ax.scatter([t.number for t in done], [t.value for t in done], color="tab:blue", label="trial", zorder=3)
@@ -65,10 +65,15 @@ def figure(result: Any):
     for ax in flat[n:]:
         ax.set_visible(False)
     fig.tight_layout()
+    # A notebook shows what a cell returns; a bare Figure (no pyplot) has no PNG repr of its own.
+    fig._repr_png_ = lambda: _png(fig)
     return fig
 
 
-def _interactive_backend() -> bool:
-    from fairing import runtime
+def _png(fig) -> bytes:
+    import io
 
-    return runtime.in_notebook()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return buf.getvalue()
+
