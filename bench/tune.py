@@ -1,7 +1,7 @@
 """Build once, run N trials (`fair tune`) against the real alternative of one `fair train` per
 trial (each packages, builds and pushes an image with that trial's arguments, then runs it).
 
-    python bench/tune.py [--trials 4] [--mode container|process]
+    python bench/tune.py [--trials 4] [--mode container|process]   (bench/run runs it too)
 
 Both run the same script with the same parameter values, sequentially (parallel 1), on the rig's
 Podman engine and registry (container mode; `eval "$(python -m tests.rig env)"` first) or as local
@@ -39,7 +39,9 @@ def manifest_puts(repo: str) -> int:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=4)
-    p.add_argument("--mode", choices=("container", "process"), default="container")
+    rig = bool(os.environ.get("FAIRING_RIG_REGISTRY") and os.environ.get("DOCKER_HOST"))
+    p.add_argument("--mode", choices=("container", "process"), default="container" if rig else "process",
+                   help="default: container when the rig's env is set, else process")
     a = p.parse_args()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FAIRING_PROGRESS": "0"}
     common = ["--local-mode", a.mode, "--deployer", "local"]
