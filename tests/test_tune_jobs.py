@@ -26,9 +26,18 @@ from tests.rig.kube import OUTCOME_LABEL, require_simulation, serve_logs
 from tests.test_tune import TRAIN, manifest_puts
 
 
+RUN_LABEL = "fairing.test/tune-run"
+
+
+def trial_labels(run: str):
+    """kwok leaves these pods Running, and only this run's Kubelet touches them (the namespace is
+    shared with other tests that use the same outcome label)."""
+    return pod.labels({OUTCOME_LABEL: "hang", RUN_LABEL: run})
+
+
 class Kubelet:
-    def __init__(self, admin: Kube, namespace: str, workdir, on_start=None):
-        self.admin, self.ns, self.workdir, self.on_start = admin, namespace, workdir, on_start
+    def __init__(self, admin: Kube, namespace: str, workdir, run: str, on_start=None):
+        self.admin, self.ns, self.workdir, self.run, self.on_start = admin, namespace, workdir, run, on_start
         self.seen: dict[str, dict] = {}
         self.max_running = 0
         self._stop = threading.Event()
@@ -44,7 +53,7 @@ class Kubelet:
         self._thread.join(10)
 
     def _loop(self):
-        sel = f"{OUTCOME_LABEL}=hang,app.kubernetes.io/managed-by=fairing"
+        sel = f"{OUTCOME_LABEL}=hang,{RUN_LABEL}={self.run}"
         while not self._stop.is_set():
             try:
                 pods = self.admin.list("v1", "Pod", self.ns, label_selector=sel)["items"]
@@ -96,12 +105,12 @@ def test_jobs_backend_runs_trials_as_jobs_of_one_image(kube, admin, registry, ba
     (tmp_path / "train.py").write_text(TRAIN + "if a.x > 5.5:\n    raise SystemExit('diverged')\n")
     monkeypatch.chdir(tmp_path)
     team, name = f"tune{uuid.uuid4().hex[:8]}", f"jobs-{uuid.uuid4().hex[:5]}"
-    with Kubelet(admin, kube.namespace, tmp_path) as kubelet:
+    with Kubelet(admin, kube.namespace, tmp_path, name) as kubelet:
         try:
             r = fairing.tune(str(tmp_path / "train.py"), params={"x": fairing.uniform(0, 6)}, objective="score",
                              goal="maximize", trials=6, parallel=2, algorithm="grid", backend="jobs", name=name,
                              registry=f"{registry.host}/{team}", base_image=base_image.docker,
-                             kubeconfig=str(kube.sa_kubeconfig), mutators=[pod.labels({OUTCOME_LABEL: "hang"})],
+                             kubeconfig=str(kube.sa_kubeconfig), mutators=[trial_labels(name)],
                              progress=False, timeout=300)
         except TuneFailed as e:
             pytest.fail(f"{e.message}\n{e.result.trials}")
@@ -110,7 +119,8 @@ def test_jobs_backend_runs_trials_as_jobs_of_one_image(kube, admin, registry, ba
     assert sorted(t.params["x"] for t in r.trials) == pytest.approx([0, 1.2, 2.4, 3.6, 4.8, 6.0])
     for t in r.trials:
         if t.params["x"] > 5.5:
-            assert t.state == "Failed" and "exit code 1" in t.error or "failed" in t.error.lower(), t.error
+            # the Job's translated reason, and the trial's own last words from its log
+            assert t.state == "Failed" and "exited with code 1" in t.error and "diverged" in t.error, t.error
         else:
             assert t.state == "Succeeded" and t.value == pytest.approx(-(t.params["x"] - 3) ** 2)
     assert r.best.params["x"] in (pytest.approx(2.4), pytest.approx(3.6))
@@ -138,12 +148,12 @@ def test_ctrl_c_deletes_the_running_trial_jobs(kube, admin, registry, base_image
             _thread.interrupt_main()  # what Ctrl-C does to the main thread
         return False  # never finish: the trials are running when the interrupt comes
 
-    with Kubelet(admin, kube.namespace, tmp_path, on_start=hold):
+    with Kubelet(admin, kube.namespace, tmp_path, name, on_start=hold):
         with pytest.raises(KeyboardInterrupt):
             fairing.tune(str(tmp_path / "train.py"), params={"x": fairing.uniform(0, 6)}, objective="score",
                          trials=4, parallel=2, backend="jobs", name=name, registry=f"{registry.host}/tune",
                          base_image=base_image.docker, kubeconfig=str(kube.sa_kubeconfig),
-                         mutators=[pod.labels({OUTCOME_LABEL: "hang"})], progress=False)
+                         mutators=[trial_labels(name)], progress=False)
     assert len(started) == 2
     deadline = time.monotonic() + 60
     while trial_jobs(admin, name) and time.monotonic() < deadline:

@@ -107,11 +107,20 @@ def finish_trial(trial: Trial, ok: bool, log_text: str, error: str | None, objec
     if not ok:
         trial.state = FAILED
         trial.error = error or "failed"
+        last = last_line(log_text or "")
+        if last and last not in trial.error:
+            # A cluster's reason ("exited with code 1") says how it ended; the log says why.
+            trial.error += f"; last output: {last}"
     elif trial.value is None:
         trial.state = FAILED
         trial.error = missing_metric_message(objective)
     else:
         trial.state = SUCCEEDED
+
+
+def last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("FAIRING_RESULT:")]
+    return lines[-1][:300] if lines else ""
 
 
 def run_study(result: TuneResult, runner: Runner, *, name: str, trials: int, parallel: int,
