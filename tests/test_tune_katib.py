@@ -73,5 +73,10 @@ def test_katib_trial_objects_become_trials():
     silent = {"spec": ok["spec"], "status": {"conditions": [{"type": "MetricsUnavailable", "status": "True"}]}}
     update_trial(t, silent, res)
     assert t.state == "Failed" and "'score' was never printed" in t.error
+    other = Trial(1, "exp-def", {"x": 3.0, "layers": 1}, state="Succeeded", value=-0.25)
+    res.trials = [t, other]
+    t.state, t.value = "Succeeded", -0.25
+    res.optimal_trial = "exp-def"
+    assert res.best is other  # a tie: Katib's currentOptimalTrial decides, not our ordering
     assert experiment_state({"status": {"conditions": [{"type": "Running", "status": "False"},
                                                        {"type": "Succeeded", "status": "True"}]}}) == "Succeeded"

@@ -57,10 +57,14 @@ class TuneResult:
 
     @property
     def best(self) -> Trial | None:
-        """The finished trial with the best objective (ties: the earliest)."""
+        """The finished trial with the best objective (ties: the earliest); on Katib, the trial its
+        currentOptimalTrial names."""
         done = self.finished_trials
         if not done:
             return None
+        named = [t for t in done if self.optimal_trial and t.name == self.optimal_trial]
+        if named:
+            return named[0]
         sign = 1 if self.goal == "maximize" else -1
         return max(done, key=lambda t: (sign * t.value, -t.number))
 
