@@ -11,7 +11,6 @@ import copy
 import dataclasses
 import os
 import re
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ..context import BuildContext, BuiltImage
