@@ -14,14 +14,15 @@ TIMED = TRAIN.replace('print("training with", a.x)', 'import time\nstarted = tim
 
 
 @pytest.fixture
-def on_node(request):
+def node_rig(request):
     try:
         return request.getfixturevalue("on_node")  # tests/rig/plugin.py, with the real node
     except pytest.FixtureLookupError:
         pytest.skip("this checkout's rig has no real node (tests/rig/node.py): trials would not run")
 
 
-def test_real_trials_on_the_node(on_node, tmp_path, monkeypatch):
+def test_real_trials_on_the_node(node_rig, tmp_path, monkeypatch):
+    on_node = node_rig
     (tmp_path / "train.py").write_text(TIMED)
     monkeypatch.chdir(tmp_path)
     repo = f"{on_node.registry}/tune{uuid.uuid4().hex[:6]}"
