@@ -187,7 +187,7 @@ def run_study(result: TuneResult, runner: Runner, *, name: str, trials: int, par
                 update(result, t)
                 if not stopping and max_failed is not None and failed > max_failed:
                     stopping = (f"stopped after {failed} failed trial{'s' if failed > 1 else ''} "
-                                f"(max_failed={max_failed}); last: {t.name}: {t.error}")
+                                f"(max_failed={max_failed}); last: trial {t.number}: {t.error}")
                     for _, other in running.values():
                         other.state = STOPPED
                         other.error = "stopped: too many failed trials"
@@ -211,7 +211,7 @@ def run_study(result: TuneResult, runner: Runner, *, name: str, trials: int, par
     elif result.best is None:
         last = next((t for t in reversed(result.trials) if t.error), None)
         result.status = "Failed"
-        result.reason = "no trial finished" + (f"; last: {last.name}: {last.error}" if last else "")
+        result.reason = "no trial finished" + (f"; last: trial {last.number}: {last.error}" if last else "")
     else:
         result.status = "Succeeded"
     update(result, None)
