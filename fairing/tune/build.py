@@ -1,6 +1,7 @@
 """The one build of a tuning run, and the per-trial deployers that reuse it.
 
-Everything goes through the public pipeline in fairing.config (plan / prepare / build /
+Everything goes through the public pipeline functions (fairing.pipeline, or fairing.config before
+the redesign; see `wiring`: plan / prepare / build /
 make_deployer / preflight), so a tuning run packages and builds exactly like `fair train`, once,
 and every trial runs the same digest. A trial differs only by its parameters, added to the pod
 template by `trial_mutator`: `--name value` arguments (scripts and notebooks) and
@@ -22,6 +23,16 @@ BACKENDS = ("katib", "jobs", "local")
 BACKEND_DEPLOYER = {"local": "local", "jobs": "job", "katib": "job"}
 # A deployer the user named maps onto a backend; other deployers cannot run trials (yet).
 DEPLOYER_BACKEND = {"local": "local", "job": "jobs"}
+
+
+def wiring():
+    """The module that plans and runs the pipeline (plan / prepare / build / preflight /
+    make_deployer / dry_run): fairing.pipeline once the redesign has it, fairing.config before."""
+    import importlib
+    import importlib.util
+
+    name = "fairing.pipeline" if importlib.util.find_spec("fairing.pipeline") else "fairing.config"
+    return importlib.import_module(name)
 
 
 def is_function(entry: Any) -> bool:
@@ -47,7 +58,7 @@ def function_spec(space: Mapping[str, Param]) -> dict:
 def choose_backend(backend: str | None, settings: Any, *, probe: Callable[[], bool] | None = None) -> tuple[str, str | None]:
     """(backend, note). Explicit wins; a --deployer maps onto a backend; else katib when the cluster
     has Katib (`probe`), jobs with a registry and a cluster, local otherwise."""
-    from .. import config
+    config = wiring()
 
     dep = settings.deployer
     if backend is not None and backend not in BACKENDS:
@@ -77,7 +88,7 @@ def plan(entry: Any, settings: Any, space: Mapping[str, Param], objective: str, 
          name: str | None = None, args: list[str] | None = None, job_options: Mapping[str, Any] | None = None):
     """The pipeline plan of the one build: the entry (a function wrapped to read its parameters)
     packaged by its preprocessor, built by the configured builder, with the backend's deployer."""
-    from .. import config
+    config = wiring()
     from .trialfn import make_trial_function
 
     if settings.schedule:
@@ -106,7 +117,7 @@ def plan(entry: Any, settings: Any, space: Mapping[str, Param], objective: str, 
 def build_once(p: Any, progress: Any, mutators: tuple = ()) -> tuple[BuildContext, BuiltImage]:
     """Package and build once. The trial deployer renders a placeholder first (preflight), so bad
     deploy options fail before anything is pushed."""
-    from .. import config
+    config = wiring()
 
     ctx = config.prepare(p, progress)
     config.preflight(p, trial_deployer(p, "preflight", {}, with_args=False, mutators=mutators), ctx)
@@ -118,7 +129,7 @@ def dry_run(p: Any, params: Mapping[str, Any], progress: Any, *, with_args: bool
             texts: Mapping[str, str] | None = None, name: str | None = None, mutators: tuple = ()) -> dict:
     """The build plan and one trial's manifests (with `params`, or Katib placeholders in `texts`),
     building and applying nothing: config.dry_run on the plan with the trial's deployer."""
-    from .. import config
+    config = wiring()
 
     d_name, d_kw = p.deployer
     kw = dict(d_kw)
@@ -160,7 +171,7 @@ def trial_deployer(p: Any, trial_name: str, params: Mapping[str, Any], *, with_a
                    mutators: tuple = ()):
     """A deployer for one trial: the plan's deployer with the trial's name and parameters (after
     the settings' pod options and the caller's `mutators`)."""
-    from .. import config
+    config = wiring()
 
     d_name, d_kw = p.deployer
     kw = dict(d_kw)
@@ -175,7 +186,7 @@ def experiment_name(entry: Any, name: str | None = None) -> str:
     """A DNS-1035 name for the run (trial names add -<number>)."""
     import uuid
 
-    from .. import config
+    config = wiring()
 
     if name:
         from ..kube.client import validate_name
