@@ -375,3 +375,15 @@ def test_a_notebook_is_tuned_through_its_env(tmp_path):
     bad = fair("tune", "train.ipynb", "--param", "x=0..2", "--objective", "loss", "--name", "Bad_Name",
                "--local-mode", "process", cwd=tmp_path, env=env())
     assert_one_error(bad, 2, "Bad_Name")
+
+
+def test_a_function_may_return_the_objective_alone_but_not_a_string():
+    r = fairing.tune(lambda x: (x - 1) ** 2, params={"x": fairing.intrange(0, 3)}, objective="loss", goal="minimize",
+                     trials=4, parallel=2, algorithm="grid", local_mode="process", progress=False)
+    assert sorted(t.params["x"] for t in r.trials) == [0, 1, 2, 3]  # ints, typed back from the env
+    assert all(isinstance(t.params["x"], int) for t in r.trials)
+    assert r.best.params == {"x": 1} and r.best.value == 0
+    with pytest.raises(TuneFailed) as e:
+        fairing.tune(lambda x: "done", params={"x": fairing.uniform(0, 1)}, objective="loss", trials=1, parallel=1,
+                     local_mode="process", progress=False)
+    assert "returned str, not a dict of metrics" in e.value.result.trials[0].error
