@@ -1,8 +1,7 @@
 """The one build of a tuning run, and the per-trial deployers that reuse it.
 
-Everything goes through the public pipeline functions (fairing.pipeline, or fairing.config before
-the redesign; see `wiring`: plan / prepare / build /
-make_deployer / preflight), so a tuning run packages and builds exactly like `fair train`, once,
+Everything goes through fairing.pipeline (plan / prepare / build / preflight / make_deployer /
+dry_run), so a tuning run packages and builds exactly like `fair train`, once,
 and every trial runs the same digest. A trial differs only by its parameters, added to the pod
 template by `trial_mutator`: `--name value` arguments (scripts and notebooks) and
 FAIRING_PARAM_<NAME> environment variables (everyone; the function wrapper reads them)."""
@@ -23,16 +22,6 @@ BACKENDS = ("katib", "jobs", "local")
 BACKEND_DEPLOYER = {"local": "local", "jobs": "job", "katib": "job"}
 # A deployer the user named maps onto a backend; other deployers cannot run trials (yet).
 DEPLOYER_BACKEND = {"local": "local", "job": "jobs"}
-
-
-def wiring():
-    """The module that plans and runs the pipeline (plan / prepare / build / preflight /
-    make_deployer / dry_run): fairing.pipeline once the redesign has it, fairing.config before."""
-    import importlib
-    import importlib.util
-
-    name = "fairing.pipeline" if importlib.util.find_spec("fairing.pipeline") else "fairing.config"
-    return importlib.import_module(name)
 
 
 def is_function(entry: Any) -> bool:
@@ -58,7 +47,7 @@ def function_spec(space: Mapping[str, Param]) -> dict:
 def choose_backend(backend: str | None, settings: Any, *, probe: Callable[[], bool] | None = None) -> tuple[str, str | None]:
     """(backend, note). Explicit wins; a --deployer maps onto a backend; else katib when the cluster
     has Katib (`probe`), jobs with a registry and a cluster, local otherwise."""
-    config = wiring()
+    from .. import pipeline
 
     dep = settings.deployer
     if backend is not None and backend not in BACKENDS:
@@ -76,7 +65,7 @@ def choose_backend(backend: str | None, settings: Any, *, probe: Callable[[], bo
         return backend, None
     if backend is not None:
         return backend, None
-    if settings.registry and config.cluster_configured(settings):
+    if settings.registry and pipeline.cluster_configured(settings):
         if probe is not None and probe():
             return "katib", "backend katib (the cluster has Katib)"
         return "jobs", "backend jobs (registry and cluster configured" + \
@@ -88,7 +77,7 @@ def plan(entry: Any, settings: Any, space: Mapping[str, Param], objective: str, 
          name: str | None = None, args: list[str] | None = None, job_options: Mapping[str, Any] | None = None):
     """The pipeline plan of the one build: the entry (a function wrapped to read its parameters)
     packaged by its preprocessor, built by the configured builder, with the backend's deployer."""
-    config = wiring()
+    from .. import pipeline
     from .trialfn import make_trial_function
 
     if settings.schedule:
@@ -110,26 +99,26 @@ def plan(entry: Any, settings: Any, space: Mapping[str, Param], objective: str, 
         prepare_kw = {"args": (), "kwargs": {}}
     elif args:
         prepare_kw = {"args": list(args)}
-    return config.plan(entry, settings, preprocessor=preprocessor, deployer=(deployer, d_kw),
+    return pipeline.plan(entry, settings, preprocessor=preprocessor, deployer=(deployer, d_kw),
                        prepare_kw=prepare_kw, name=name)
 
 
 def build_once(p: Any, progress: Any, mutators: tuple = ()) -> tuple[BuildContext, BuiltImage]:
     """Package and build once. The trial deployer renders a placeholder first (preflight), so bad
     deploy options fail before anything is pushed."""
-    config = wiring()
+    from .. import pipeline
 
-    ctx = config.prepare(p, progress)
-    config.preflight(p, trial_deployer(p, "preflight", {}, with_args=False, mutators=mutators), ctx)
-    image = config.build(p, ctx, progress)
+    ctx = pipeline.prepare(p, progress)
+    pipeline.preflight(p, trial_deployer(p, "preflight", {}, with_args=False, mutators=mutators), ctx)
+    image = pipeline.build(p, ctx, progress)
     return ctx, image
 
 
 def dry_run(p: Any, params: Mapping[str, Any], progress: Any, *, with_args: bool = True,
             texts: Mapping[str, str] | None = None, name: str | None = None, mutators: tuple = ()) -> dict:
     """The build plan and one trial's manifests (with `params`, or Katib placeholders in `texts`),
-    building and applying nothing: config.dry_run on the plan with the trial's deployer."""
-    config = wiring()
+    building and applying nothing: pipeline.dry_run on the plan with the trial's deployer."""
+    from .. import pipeline
 
     d_name, d_kw = p.deployer
     kw = dict(d_kw)
@@ -137,7 +126,7 @@ def dry_run(p: Any, params: Mapping[str, Any], progress: Any, *, with_args: bool
         (trial_mutator(params, with_args=with_args, texts=texts),)
     if name:
         kw["name"] = name
-    return config.dry_run(dataclasses.replace(p, deployer=(d_name, kw)), progress)
+    return pipeline.dry_run(dataclasses.replace(p, deployer=(d_name, kw)), progress)
 
 
 def trial_mutator(params: Mapping[str, Any], *, with_args: bool = True, texts: Mapping[str, str] | None = None):
@@ -171,7 +160,7 @@ def trial_deployer(p: Any, trial_name: str, params: Mapping[str, Any], *, with_a
                    mutators: tuple = ()):
     """A deployer for one trial: the plan's deployer with the trial's name and parameters (after
     the settings' pod options and the caller's `mutators`)."""
-    config = wiring()
+    from .. import pipeline
 
     d_name, d_kw = p.deployer
     kw = dict(d_kw)
@@ -179,19 +168,19 @@ def trial_deployer(p: Any, trial_name: str, params: Mapping[str, Any], *, with_a
         (trial_mutator(params, with_args=with_args, texts=texts),)
     kw["name"] = trial_name
     kw.update(extra or {})
-    return config.make_deployer(dataclasses.replace(p, deployer=(d_name, kw)))
+    return pipeline.make_deployer(dataclasses.replace(p, deployer=(d_name, kw)))
 
 
 def experiment_name(entry: Any, name: str | None = None) -> str:
     """A DNS-1035 name for the run (trial names add -<number>)."""
     import uuid
 
-    config = wiring()
+    from .. import pipeline
 
     if name:
         from ..kube.client import validate_name
 
         # Trials are named NAME-N (Jobs, containers, Katib Trials): leave room for the number.
         return validate_name(name, "tuning run name", max_len=56, dns1035=True)
-    base = re.sub(r"[^a-z0-9-]+", "-", ("tune-" + config.entry_name(entry)).lower()).strip("-")[:40].strip("-")
+    base = re.sub(r"[^a-z0-9-]+", "-", ("tune-" + pipeline.entry_name(entry)).lower()).strip("-")[:40].strip("-")
     return f"{base}-{uuid.uuid4().hex[:5]}"
