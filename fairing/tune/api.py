@@ -115,7 +115,7 @@ def run(entry: Any, params: Mapping[str, Any], *, settings: Any, objective: str,
     def deployer_for(trial):
         return build_mod.trial_deployer(p, trial.name, trial.params, with_args=not is_fn, mutators=mutators)
 
-    runner = DeployerRunner(deployer_for, image, timeout=settings.timeout)
+    runner = DeployerRunner(deployer_for, image, timeout=settings.timeout, objective=objective)
     with view:
         return run_study(result, runner, name=exp_name, trials=trials, parallel=parallel,
                          max_failed=max_failed, seed=seed, on_update=view.update)

@@ -231,13 +231,14 @@ class DeployerRunner(Runner):
     the one built image; its log is read when it ends, then it is deleted."""
 
     def __init__(self, make_deployer: Callable[[Trial], Any], image: Any, *, timeout: float | None = None,
-                 keep: bool = False):
+                 keep: bool = False, objective: str | None = None):
         import threading
 
         self.make_deployer = make_deployer
         self.image = image
         self.timeout = timeout
         self.keep = keep
+        self.objective = objective
         self.handles: dict[int, Any] = {}
         self._lock = threading.Lock()
 
@@ -257,7 +258,7 @@ class DeployerRunner(Runner):
                 ok, error = False, e.message
             text = ""
             if trial.state != STOPPED:
-                text, log_error = log_text(handle)
+                text, log_error = self._final_log(handle, ok)
                 if ok and log_error and not text:
                     ok, error = False, f"its log could not be read: {log_error}"
         finally:
@@ -266,6 +267,24 @@ class DeployerRunner(Runner):
                     self.handles.pop(trial.number, None)
                 self._delete(handle)
         return ok, text, error
+
+    def _final_log(self, handle: Any, ok: bool) -> tuple[str, str | None]:
+        """The log once the workload ended. A real node's kubelet may report the container done a
+        moment before its last lines reach the log file, so read again (briefly) when the
+        objective or the last words of a failure may still be on their way."""
+        import time
+
+        text, err = log_text(handle)
+        for _ in range(4):
+            wanted = (self.objective is not None and self.objective not in parse_metrics(text)) or not ok
+            if not wanted:
+                break
+            time.sleep(0.5)
+            again, err2 = log_text(handle)
+            if len(again) <= len(text) and not ok:
+                break  # nothing more came: a failure's log is complete
+            text, err = (again, err2) if len(again) >= len(text) else (text, err)
+        return text, err
 
     def stop(self, trial: Trial) -> None:
         with self._lock:
