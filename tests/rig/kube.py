@@ -42,6 +42,7 @@ from typing import Iterator
 
 import yaml
 
+from .netutil import node_ip
 from .state import RigError, Service, cache_dir, free_port, log_tail, port_open, wait_until
 
 K8S_VERSION = os.environ.get("K8S_VERSION", "v1.34.4")
@@ -107,7 +108,7 @@ _tlock = threading.RLock()
 
 
 @contextlib.contextmanager
-def _kube_lock() -> Iterator[None]:
+def kube_lock() -> Iterator[None]:
     with _tlock:
         fd = os.open(kube_dir() / "lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -120,7 +121,7 @@ def _kube_lock() -> Iterator[None]:
 
 # --- binaries and sources --------------------------------------------------------------------------
 def ensure_binaries() -> Path:
-    need = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
+    need = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kwok"]
     if not all((bin_dir() / b).exists() for b in need):
         log = kube_dir() / "build.log"
         with open(log, "ab") as f:
@@ -326,28 +327,90 @@ class Pki:
         return self.dir / f"{stem.replace('_', '-')}.{ext}"
 
 
-def ensure_pki() -> Pki:
+def _key_pem(k) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                           serialization.NoEncryption())
+
+
+def _write_key(pem: bytes, path: Path) -> None:
+    path.write_bytes(pem)
+    path.chmod(0o600)
+
+
+def apiserver_ips() -> list[str]:
+    """Where the API server is reachable: loopback for the tests, the node address for pods."""
+    return ["127.0.0.1", "10.96.0.1", node_ip()]
+
+
+def issue_leaf(pki: Pki, name: str, cn: str, *, orgs=(), server: bool = False, ips=(), dns=()) -> None:
+    """A key + certificate signed by the cluster CA: pki.dir/<name>.key and <name>.crt."""
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-    import ipaddress
+
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
+    ca = x509.load_pem_x509_certificate(pki.ca_crt.read_bytes())
+    now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
+    k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)] + [
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
+    b = (x509.CertificateBuilder().subject_name(x509.Name(attrs)).issuer_name(ca.subject)
+         .public_key(k.public_key()).serial_number(x509.random_serial_number()).not_valid_before(now)
+         .not_valid_after(now + datetime.timedelta(days=3650))
+         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+         .add_extension(x509.ExtendedKeyUsage(
+             [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH] if server
+             else [ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
+    if server:
+        b = b.add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address(ip)) for ip in dict.fromkeys(ips)]
+            + [x509.DNSName(n) for n in dns]), critical=False)
+    _write_key(_key_pem(k), pki.dir / f"{name}.key")
+    crt = pki.dir / f"{name}.crt"
+    crt.with_suffix(".tmp").write_bytes(b.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    os.replace(crt.with_suffix(".tmp"), crt)
+
+
+def cert_ips(path: Path) -> set[str]:
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return set()
+    return {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+
+
+def _issue_apiserver(pki: Pki) -> None:
+    issue_leaf(pki, "apiserver", "kube-apiserver", server=True, ips=apiserver_ips(),
+               dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                    "kubernetes.default.svc.cluster.local"))
+
+
+def ensure_pki() -> Pki:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
 
     pki = Pki(kube_dir() / "pki")
     pki.dir.mkdir(mode=0o700, exist_ok=True)
     if (pki.dir / "complete").exists():
+        # Pods reach the API server at the node's address: an older certificate (or a machine
+        # whose address changed) lacks it. Re-issued in place; the API server argv names the
+        # address too, so it restarts with the new certificate.
+        if not set(apiserver_ips()) <= cert_ips(pki.apiserver_crt):
+            _issue_apiserver(pki)
         return pki
 
-    def key():
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-    def write_key(k, path: Path):
-        path.write_bytes(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                         serialization.NoEncryption()))
-        path.chmod(0o600)
-
     now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
-    ca_key = key()
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fairing-test-kube-ca")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
           .serial_number(x509.random_serial_number()).not_valid_before(now)
@@ -355,33 +418,12 @@ def ensure_pki() -> Pki:
           .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
           .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
           .sign(ca_key, hashes.SHA256()))
-    write_key(ca_key, pki.ca_key)
+    _write_key(_key_pem(ca_key), pki.ca_key)
     pki.ca_crt.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-
-    def leaf(name: str, cn: str, *, orgs=(), server=False):
-        k = key()
-        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)] + [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
-        b = (x509.CertificateBuilder().subject_name(x509.Name(attrs)).issuer_name(ca_name)
-             .public_key(k.public_key()).serial_number(x509.random_serial_number()).not_valid_before(now)
-             .not_valid_after(now + datetime.timedelta(days=3650))
-             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-             .add_extension(x509.ExtendedKeyUsage(
-                 [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH] if server
-                 else [ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
-        if server:
-            b = b.add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "10.96.0.1")]
-                + [x509.DNSName(n) for n in ("localhost", "kubernetes", "kubernetes.default",
-                                             "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")]),
-                critical=False)
-        write_key(k, pki.dir / f"{name}.key")
-        (pki.dir / f"{name}.crt").write_bytes(b.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
-
-    leaf("apiserver", "kube-apiserver", server=True)
-    leaf("admin", "fairing-admin", orgs=("system:masters",))
-    sa = key()
-    write_key(sa, pki.sa_key)
+    _issue_apiserver(pki)
+    issue_leaf(pki, "admin", "fairing-admin", orgs=("system:masters",))
+    sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    _write_key(_key_pem(sa), pki.sa_key)
     pki.sa_pub.write_bytes(sa.public_key().public_bytes(serialization.Encoding.PEM,
                                                         serialization.PublicFormat.SubjectPublicKeyInfo))
     (pki.dir / "complete").write_text("ok\n")
@@ -429,7 +471,7 @@ def _https_ok(url: str, pki: Pki | None = None, *, verify: bool = True) -> bool:
         return False
 
 
-def _ensure_svc(svc: Service, healthy, *, port: int, timeout: float) -> None:
+def ensure_service(svc: Service, healthy, *, port: int | None, timeout: float) -> None:
     """Service.ensure, but a running process started with other arguments (the rig changed) is
     restarted, and an etcd data dir from an incompatible etcd is not reused."""
     argv_file = svc.pidfile.with_suffix(".argv")
@@ -438,7 +480,7 @@ def _ensure_svc(svc: Service, healthy, *, port: int, timeout: float) -> None:
         svc.stop()
     if not svc.alive():  # a process we just stopped may still be letting go of its port
         deadline = time.monotonic() + 10
-        while port_open(port) and time.monotonic() < deadline:
+        while port is not None and port_open(port) and time.monotonic() < deadline:
             time.sleep(0.1)
     svc.ensure(healthy, port=port, timeout=timeout)
     argv_file.write_text(want)
@@ -468,7 +510,9 @@ def _apiserver_argv(pki: Pki, port: int) -> list[str]:
     return [
         str(bin_dir() / "kube-apiserver"),
         f"--etcd-servers=http://127.0.0.1:{ETCD_PORT}",
-        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={port}",
+        # All addresses: pods (on the real node) reach it at the node's address, which is also what
+        # the `kubernetes` Service's endpoint says, so in-cluster clients find it.
+        "--bind-address=0.0.0.0", f"--advertise-address={node_ip()}", f"--secure-port={port}",
         f"--tls-cert-file={pki.apiserver_crt}", f"--tls-private-key-file={pki.apiserver_key}",
         f"--client-ca-file={pki.ca_crt}", f"--requestheader-client-ca-file={pki.ca_crt}",
         f"--service-account-key-file={pki.sa_pub}", f"--service-account-signing-key-file={pki.sa_key}",
@@ -479,7 +523,11 @@ def _apiserver_argv(pki: Pki, port: int) -> list[str]:
         f"--kubelet-client-certificate={pki.admin_crt}", f"--kubelet-client-key={pki.admin_key}",
         "--kubelet-preferred-address-types=InternalIP",
         "--allow-privileged=true", "--enable-priority-and-fairness=false",
-        "--endpoint-reconciler-type=lease", "--v=1",
+        # Namespace defaults put the CLI's pods on the real node (tests/rig/node.py).
+        "--enable-admission-plugins=PodNodeSelector,PodTolerationRestriction",
+        # Only the shared server publishes itself as the `kubernetes` Service's endpoint: a private
+        # one (another port, same address) would flip the endpoint's port and vanish with its test.
+        f"--endpoint-reconciler-type={'lease' if port == APISERVER_PORT else 'none'}", "--v=1",
     ]
 
 
@@ -695,7 +743,7 @@ def control_plane() -> ControlPlane:
         return _cached
     if _cached is not None and _cached.healthy() and all(s.alive() for s in _services(_cached.pki)):
         return _cached
-    with _kube_lock():
+    with kube_lock():
         _cached = _reuse() or _ensure()
     return _cached
 
@@ -751,21 +799,21 @@ def _ensure() -> ControlPlane:
         for svc in (operator, kwok, sched, kcm, api, etcd):
             svc.stop()
         shutil.rmtree(d / "etcd-data")
-    _ensure_svc(etcd, lambda: _http_ok(f"http://127.0.0.1:{ETCD_PORT}/health"), port=ETCD_PORT, timeout=60)
+    ensure_service(etcd, lambda: _http_ok(f"http://127.0.0.1:{ETCD_PORT}/health"), port=ETCD_PORT, timeout=60)
     version_file.write_text(ETCD_VERSION)
-    _ensure_svc(api, lambda: _https_ok(f"{server}/readyz", pki), port=APISERVER_PORT, timeout=120)
+    ensure_service(api, lambda: _https_ok(f"{server}/readyz", pki), port=APISERVER_PORT, timeout=120)
     kube = Kube(admin, namespace=NAMESPACE)
     install_crds(kube)
-    _ensure_svc(kcm, lambda: _https_ok(f"https://127.0.0.1:{KCM_PORT}/healthz", verify=False),
+    ensure_service(kcm, lambda: _https_ok(f"https://127.0.0.1:{KCM_PORT}/healthz", verify=False),
                 port=KCM_PORT, timeout=90)
-    _ensure_svc(sched, lambda: _https_ok(f"https://127.0.0.1:{SCHEDULER_PORT}/healthz", verify=False),
+    ensure_service(sched, lambda: _https_ok(f"https://127.0.0.1:{SCHEDULER_PORT}/healthz", verify=False),
                 port=SCHEDULER_PORT, timeout=90)
     config = d / "kwok.yaml"
     text = yaml.safe_dump_all(stage_documents(), sort_keys=False)
     if not config.exists() or config.read_text() != text:
         config.write_text(text)
         kwok.stop()  # new stages: restart kwok to load them
-    _ensure_svc(kwok, lambda: _http_ok(f"http://127.0.0.1:{KWOK_PORT}/healthz"), port=KWOK_PORT, timeout=60)
+    ensure_service(kwok, lambda: _http_ok(f"http://127.0.0.1:{KWOK_PORT}/healthz"), port=KWOK_PORT, timeout=60)
     for name, gpus in zip(NODES, (0, 4)):
         kube.apply(_node(name, gpus), field_manager="fairing-rig")
     # The operator keeps its webhook certificates in this Secret (it updates, never creates it).
@@ -774,7 +822,7 @@ def _ensure() -> ControlPlane:
     if kube.get("v1", "Secret", "training-operator-webhook-cert", OPERATOR_NAMESPACE) is None:
         kube.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                      "metadata": {"name": "training-operator-webhook-cert", "namespace": OPERATOR_NAMESPACE}})
-    _ensure_svc(operator, lambda: _sync_operator_certs(kube) and _http_ok(f"http://127.0.0.1:{OPERATOR_PORTS[1]}/readyz"),
+    ensure_service(operator, lambda: _sync_operator_certs(kube) and _http_ok(f"http://127.0.0.1:{OPERATOR_PORTS[1]}/readyz"),
                 port=OPERATOR_PORTS[1], timeout=120)
     token = setup_namespace(kube)
     sa = write_kubeconfig(d / "sa.kubeconfig", server, pki.ca_crt, user=f"{SA_NAME}-sa", token=token,
@@ -825,7 +873,7 @@ def private_apiserver(port: int | None = None) -> Iterator[PrivateApiServer]:
     sa = write_kubeconfig(d / f"sa-{port}.kubeconfig", server, pki.ca_crt, user=f"{SA_NAME}-sa", token=token,
                           namespace=cp.namespace)
     handle = PrivateApiServer(admin, sa, cp.namespace, server, svc, pki)
-    with _kube_lock():
+    with kube_lock():
         if port_open(port) and not svc.alive():
             raise RigError(f"port {port} is taken by a process the rig did not start")
         handle.start()
@@ -894,7 +942,7 @@ def status() -> str:
 
 def stop_all() -> None:
     pki = Pki(kube_dir() / "pki")
-    with _kube_lock():
+    with kube_lock():
         for s in reversed(_services(pki)):
             s.stop()
 
@@ -907,14 +955,23 @@ if __name__ == "__main__":  # python -m tests.rig.kube [start|build|status|stop]
 
     cmd = sys.argv[1] if len(sys.argv) > 1 else "start"
     if cmd == "build":  # everything slow, ahead of pytest (whose per-test timeout covers fixtures)
-        with _kube_lock():
+        from .node import ensure_builds as node_builds
+
+        with kube_lock():
             print(ensure_binaries(), ensure_etcd(), ensure_training_operator(), sep="\n")
             crd_manifests()
             stage_documents()
+            node_builds()  # kubelet/kube-proxy come with the binaries; CoreDNS and pause here
     elif cmd == "stop":
+        from .node import stop_node
+
+        stop_node()
         stop_all()
     elif cmd == "status":
+        from .node import status as node_status
+
         print(status())
+        print(node_status())
     else:
         cp = control_plane()
         print(f"server {cp.server}\nkubeconfig {cp.kubeconfig}\nsa_kubeconfig {cp.sa_kubeconfig}\n"
