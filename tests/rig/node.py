@@ -458,6 +458,16 @@ def _ensure_node(cp) -> None:
         time.sleep(0.3)
 
 
+def restart(name: str) -> None:
+    """Stop and start one node service ("kubelet", "containerd", "kube-proxy", "coredns") as an
+    operator would, then wait until the node is healthy again. For reliability tests."""
+    cp = kube_rig.control_plane()
+    svc = _services(cp.pki)[name]
+    with kube_rig.kube_lock():
+        svc.stop(timeout=30)
+        _ensure_node(cp)
+
+
 # --- teardown --------------------------------------------------------------------------------------
 def _mounts_under(*roots: Path) -> list[str]:
     prefixes = tuple(str(r).rstrip("/") + "/" for r in roots)
@@ -597,4 +607,4 @@ def status() -> str:
                      for s in _services(pki).values())
 
 
-__all__ = ["real_node", "RealNode", "stop_node", "ensure_builds", "NODE_NAME", "LABEL", "TAINT", "POD_CIDR"]
+__all__ = ["real_node", "RealNode", "stop_node", "restart", "ensure_builds", "NODE_NAME", "LABEL", "TAINT", "POD_CIDR"]
