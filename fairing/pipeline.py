@@ -128,7 +128,7 @@ def repo_name(name: str) -> str:
 
 def mutators_from(s: Mapping[str, Any]) -> list[Callable]:
     """Pod options from settings (--cpu/--memory/--gpus/--env), as the shared pod mutators."""
-    if not (s.get("cpu") or s.get("memory") or s.get("gpus") or s.get("env")):
+    if not any(s.get(k) for k in ("cpu", "memory", "gpus", "env", "node_selector", "tolerations")):
         return []
     from .deployers import pod
 
@@ -141,6 +141,12 @@ def mutators_from(s: Mapping[str, Any]) -> list[Callable]:
         out.append(pod.gpu(s["gpus"]))
     if s.get("env"):
         out.append(pod.env(dict(s["env"])))
+    if s.get("node_selector"):
+        out.append(pod.node_selector(dict(s["node_selector"])))
+    for item in s.get("tolerations") or ():
+        taint, _, effect = item.partition(":")
+        key, eq, value = taint.partition("=")
+        out.append(pod.toleration(key.strip(), value.strip() if eq else None, effect=effect or "NoSchedule"))
     return out
 
 
