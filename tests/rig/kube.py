@@ -339,9 +339,8 @@ def _write_key(pem: bytes, path: Path) -> None:
     path.chmod(0o600)
 
 
-def apiserver_ips() -> list[str]:
-    """Where the API server is reachable: loopback for the tests, the node address for pods."""
-    return ["127.0.0.1", "10.96.0.1", node_ip()]
+KUBERNETES_DNS = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                  "kubernetes.default.svc.cluster.local")
 
 
 def issue_leaf(pki: Pki, name: str, cn: str, *, orgs=(), server: bool = False, ips=(), dns=()) -> None:
@@ -387,12 +386,6 @@ def cert_ips(path: Path) -> set[str]:
     return {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
 
 
-def _issue_apiserver(pki: Pki) -> None:
-    issue_leaf(pki, "apiserver", "kube-apiserver", server=True, ips=apiserver_ips(),
-               dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                    "kubernetes.default.svc.cluster.local"))
-
-
 def ensure_pki() -> Pki:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -402,11 +395,6 @@ def ensure_pki() -> Pki:
     pki = Pki(kube_dir() / "pki")
     pki.dir.mkdir(mode=0o700, exist_ok=True)
     if (pki.dir / "complete").exists():
-        # Pods reach the API server at the node's address: an older certificate (or a machine
-        # whose address changed) lacks it. Re-issued in place; the API server argv names the
-        # address too, so it restarts with the new certificate.
-        if not set(apiserver_ips()) <= cert_ips(pki.apiserver_crt):
-            _issue_apiserver(pki)
         return pki
 
     now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
@@ -420,7 +408,7 @@ def ensure_pki() -> Pki:
           .sign(ca_key, hashes.SHA256()))
     _write_key(_key_pem(ca_key), pki.ca_key)
     pki.ca_crt.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    _issue_apiserver(pki)
+    issue_leaf(pki, "apiserver", "kube-apiserver", server=True, ips=("127.0.0.1", "10.96.0.1"), dns=KUBERNETES_DNS)
     issue_leaf(pki, "admin", "fairing-admin", orgs=("system:masters",))
     sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write_key(_key_pem(sa), pki.sa_key)
@@ -460,7 +448,7 @@ def _svc(name: str, argv: list[str]) -> Service:
     return Service(f"kube/{name}", argv)
 
 
-def _https_ok(url: str, pki: Pki | None = None, *, verify: bool = True) -> bool:
+def https_ok(url: str, pki: Pki | None = None, *, verify: bool = True) -> bool:
     ctx = ssl.create_default_context(cafile=str(pki.ca_crt)) if (pki and verify) else ssl._create_unverified_context()
     if pki:
         ctx.load_cert_chain(str(pki.admin_crt), str(pki.admin_key))
@@ -506,14 +494,12 @@ def _etcd(pki: Pki) -> Service:
         "--max-request-bytes=10485760", "--log-level=warn", "--logger=zap"])
 
 
-def _apiserver_argv(pki: Pki, port: int) -> list[str]:
+def _apiserver_argv(pki: Pki, port: int, *, address: str = "127.0.0.1", cert: str = "apiserver") -> list[str]:
     return [
         str(bin_dir() / "kube-apiserver"),
         f"--etcd-servers=http://127.0.0.1:{ETCD_PORT}",
-        # All addresses: pods (on the real node) reach it at the node's address, which is also what
-        # the `kubernetes` Service's endpoint says, so in-cluster clients find it.
-        "--bind-address=0.0.0.0", f"--advertise-address={node_ip()}", f"--secure-port={port}",
-        f"--tls-cert-file={pki.apiserver_crt}", f"--tls-private-key-file={pki.apiserver_key}",
+        f"--bind-address={address}", f"--advertise-address={address}", f"--secure-port={port}",
+        f"--tls-cert-file={pki.dir / (cert + '.crt')}", f"--tls-private-key-file={pki.dir / (cert + '.key')}",
         f"--client-ca-file={pki.ca_crt}", f"--requestheader-client-ca-file={pki.ca_crt}",
         f"--service-account-key-file={pki.sa_pub}", f"--service-account-signing-key-file={pki.sa_key}",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -523,16 +509,26 @@ def _apiserver_argv(pki: Pki, port: int) -> list[str]:
         f"--kubelet-client-certificate={pki.admin_crt}", f"--kubelet-client-key={pki.admin_key}",
         "--kubelet-preferred-address-types=InternalIP",
         "--allow-privileged=true", "--enable-priority-and-fairness=false",
-        # Namespace defaults put the CLI's pods on the real node (tests/rig/node.py).
-        "--enable-admission-plugins=PodNodeSelector,PodTolerationRestriction",
-        # Only the shared server publishes itself as the `kubernetes` Service's endpoint: a private
-        # one (another port, same address) would flip the endpoint's port and vanish with its test.
-        f"--endpoint-reconciler-type={'lease' if port == APISERVER_PORT else 'none'}", "--v=1",
+        "--endpoint-reconciler-type=lease", "--v=1",
     ]
 
 
 def _apiserver(pki: Pki, port: int = APISERVER_PORT, name: str = "apiserver") -> Service:
     return _svc(name, _apiserver_argv(pki, port))
+
+
+def pod_facing_apiserver(pki: Pki) -> Service:
+    """A second API server (an HA pair on the same etcd) on this machine's own address, where pods
+    can reach it: it advertises that address, so it is the `kubernetes` Service's endpoint. The
+    shared one stays on loopback, unchanged. Its certificate names the address and the Service IP."""
+    return _svc("apiserver-node", _apiserver_argv(pki, APISERVER_PORT, address=node_ip(), cert="apiserver-node"))
+
+
+def ensure_pod_facing_cert(pki: Pki) -> None:
+    ip = node_ip()
+    if not {ip, "10.96.0.1"} <= cert_ips(pki.apiserver_node_crt):
+        issue_leaf(pki, "apiserver-node", "kube-apiserver", server=True, ips=(ip, "10.96.0.1", "127.0.0.1"),
+                   dns=KUBERNETES_DNS)
 
 
 def _kcm(pki: Pki, kubeconfig: Path) -> Service:
@@ -704,11 +700,11 @@ class ControlPlane:
     def start(self) -> None:
         if self.external:
             return
-        self._apiserver.ensure(lambda: _https_ok(f"{self.server}/readyz", self.pki),
+        self._apiserver.ensure(lambda: https_ok(f"{self.server}/readyz", self.pki),
                                port=int(self.server.rsplit(':', 1)[1]), timeout=120)
 
     def healthy(self) -> bool:
-        return _https_ok(f"{self.server}/readyz", self.pki) if self.pki else True
+        return https_ok(f"{self.server}/readyz", self.pki) if self.pki else True
 
 
 def _external(kubeconfig: str) -> ControlPlane:
@@ -769,7 +765,7 @@ def _reuse() -> ControlPlane | None:
     if state.get("fingerprint") != _fingerprint() or not (d / "sa.kubeconfig").exists():
         return None
     services = _services(pki)
-    if not all(s.alive() for s in services) or not _https_ok(f"{server}/readyz", pki):
+    if not all(s.alive() for s in services) or not https_ok(f"{server}/readyz", pki):
         return None
     return ControlPlane(d / "admin.kubeconfig", d / "sa.kubeconfig", state["namespace"], server, pki=pki,
                         _apiserver=services[1])
@@ -801,12 +797,12 @@ def _ensure() -> ControlPlane:
         shutil.rmtree(d / "etcd-data")
     ensure_service(etcd, lambda: _http_ok(f"http://127.0.0.1:{ETCD_PORT}/health"), port=ETCD_PORT, timeout=60)
     version_file.write_text(ETCD_VERSION)
-    ensure_service(api, lambda: _https_ok(f"{server}/readyz", pki), port=APISERVER_PORT, timeout=120)
+    ensure_service(api, lambda: https_ok(f"{server}/readyz", pki), port=APISERVER_PORT, timeout=120)
     kube = Kube(admin, namespace=NAMESPACE)
     install_crds(kube)
-    ensure_service(kcm, lambda: _https_ok(f"https://127.0.0.1:{KCM_PORT}/healthz", verify=False),
+    ensure_service(kcm, lambda: https_ok(f"https://127.0.0.1:{KCM_PORT}/healthz", verify=False),
                 port=KCM_PORT, timeout=90)
-    ensure_service(sched, lambda: _https_ok(f"https://127.0.0.1:{SCHEDULER_PORT}/healthz", verify=False),
+    ensure_service(sched, lambda: https_ok(f"https://127.0.0.1:{SCHEDULER_PORT}/healthz", verify=False),
                 port=SCHEDULER_PORT, timeout=90)
     config = d / "kwok.yaml"
     text = yaml.safe_dump_all(stage_documents(), sort_keys=False)
@@ -850,10 +846,10 @@ class PrivateApiServer:
         self.service.stop()
 
     def start(self) -> None:
-        self.service.ensure(lambda: _https_ok(f"{self.server}/readyz", self.pki), timeout=120)
+        self.service.ensure(lambda: https_ok(f"{self.server}/readyz", self.pki), timeout=120)
 
     def healthy(self) -> bool:
-        return _https_ok(f"{self.server}/readyz", self.pki)
+        return https_ok(f"{self.server}/readyz", self.pki)
 
 
 @contextlib.contextmanager

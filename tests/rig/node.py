@@ -44,9 +44,7 @@ NODE_NAME = "fairing-node-0"
 LABEL = ("fairing.dev/real-node", "true")
 TAINT = {"key": "fairing.dev/real-node", "value": "true", "effect": "NoSchedule"}
 POD_CIDR = "10.244.0.0/24"
-# A namespace whose pods land on the real node by the cluster's own defaults (PodNodeSelector and
-# PodTolerationRestriction), for the CLI, which has no node-selector option; API tests add the
-# same selector and toleration through pod mutators instead.
+# The real-node tests' own namespace (with the same least-privilege ServiceAccount as fairing-test).
 NAMESPACE = "fairing-node"
 BRIDGE = "fairing0"
 CLUSTER_DOMAIN = "cluster.local"
@@ -304,6 +302,7 @@ def _services(pki: kube_rig.Pki) -> dict[str, Service]:
     bins = kube_rig.bin_dir()
     env = dict(service_env(), PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     return {
+        "apiserver": kube_rig.pod_facing_apiserver(pki),
         "containerd": Service("node/containerd", ["containerd", "--config", str(d / "containerd.toml")], env=env),
         "kubelet": Service("node/kubelet", [
             str(bins / "kubelet"), f"--config={d / 'kubelet.yaml'}", f"--kubeconfig={d / 'kubelet.kubeconfig'}",
@@ -368,6 +367,14 @@ class RealNode:
         return [pod.node_selector({self.label[0]: self.label[1]}),
                 pod.toleration(self.taint["key"], self.taint["value"], effect=self.taint["effect"])]
 
+    def settings_env(self) -> dict[str, str]:
+        """The same placement as fairing settings (FAIRING_NODE_SELECTOR / FAIRING_TOLERATIONS),
+        for `fair` commands."""
+        if self.external:
+            return {}
+        return {"FAIRING_NODE_SELECTOR": "=".join(self.label),
+                "FAIRING_TOLERATIONS": f"{self.taint['key']}={self.taint['value']}:{self.taint['effect']}"}
+
 
 _cached: RealNode | None = None
 
@@ -390,12 +397,7 @@ def real_node() -> RealNode:
 
 
 def _ensure_namespace(cp) -> Path:
-    kube = cp.kube()
-    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "annotations": {
-        "scheduler.alpha.kubernetes.io/node-selector": "=".join(LABEL),
-        "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps([{**TAINT, "operator": "Equal"}])}}},
-        field_manager="fairing-rig-node")
-    token = kube_rig.setup_namespace(kube, NAMESPACE)
+    token = kube_rig.setup_namespace(cp.kube(), NAMESPACE)
     return kube_rig.write_kubeconfig(node_dir() / "sa.kubeconfig", cp.server, cp.pki.ca_crt,
                                      user=f"{kube_rig.SA_NAME}-sa", token=token, namespace=NAMESPACE)
 
@@ -443,6 +445,9 @@ def _ensure_node(cp) -> None:
     _set_sysctl("net/ipv4/ip_forward", "1")
     _set_sysctl("net/bridge/bridge-nf-call-iptables", "1")
     svcs = _services(pki)
+    kube_rig.ensure_pod_facing_cert(pki)
+    kube_rig.ensure_service(svcs["apiserver"], lambda: kube_rig.https_ok(f"https://{ip}:{kube_rig.APISERVER_PORT}/readyz", pki),
+                            port=None, timeout=120)
     _ensure(svcs["containerd"], _containerd_ok, config_changed=changed["containerd"], port=None, timeout=60)
     _ensure(svcs["coredns"], lambda: _http_ok(f"http://127.0.0.1:{DNS_READY}/ready"),
             config_changed=changed["coredns"], port=DNS_READY, timeout=60)
@@ -518,7 +523,7 @@ def stop_node() -> list[str]:
         if svcs["kubelet"].alive() and svcs["containerd"].alive():
             with contextlib.suppress(Exception):
                 _drain(pki)
-        for name in ("kubelet", "kube-proxy", "coredns"):
+        for name in ("kubelet", "kube-proxy", "coredns", "apiserver"):
             if svcs[name].stop():
                 stopped.append(name)
         proxy = kube_rig.bin_dir() / "kube-proxy"

@@ -111,7 +111,7 @@ def on_node(real_node, registry, base_image):
         for k in ("FAIRING_CACHE", "FAIRING_RIG_RUN_DIR"):
             if k in os.environ:
                 keep[k] = os.environ[k]
-        return {**keep, "KUBECONFIG": str(real_node.sa_kubeconfig), **extra}
+        return {**keep, "KUBECONFIG": str(real_node.sa_kubeconfig), **real_node.settings_env(), **extra}
 
     return SimpleNamespace(node=real_node, registry=reg or f"{registry.host}/node-tests",
                            base=base or base_image.docker, namespace=real_node.namespace,
