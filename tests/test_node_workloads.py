@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 
 import pytest
@@ -134,8 +133,8 @@ def test_cronjob_triggered_run_executes_and_its_log_is_read(on_node, tmp_path):
         run = h.trigger()
         assert run.wait(timeout=300) == "Succeeded"
         text = "\n".join(run.logs(prefix=False))
-        assert f"nightly retrain at {time.strftime('%Y-%m-%d', time.gmtime())}" in text or \
-            "nightly retrain at " in text and "Succeeded" == run.status()
+        assert "nightly retrain at 20" in text, text  # the pod's own clock printed it
+        assert run.status() == "Succeeded"
     finally:
         h.delete()
 
