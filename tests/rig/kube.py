@@ -494,7 +494,8 @@ def _etcd(pki: Pki) -> Service:
         "--max-request-bytes=10485760", "--log-level=warn", "--logger=zap"])
 
 
-def _apiserver_argv(pki: Pki, port: int, *, address: str = "127.0.0.1", cert: str = "apiserver") -> list[str]:
+def _apiserver_argv(pki: Pki, port: int, *, address: str = "127.0.0.1", cert: str = "apiserver",
+                    reconciler: str = "lease") -> list[str]:
     return [
         str(bin_dir() / "kube-apiserver"),
         f"--etcd-servers=http://127.0.0.1:{ETCD_PORT}",
@@ -509,7 +510,7 @@ def _apiserver_argv(pki: Pki, port: int, *, address: str = "127.0.0.1", cert: st
         f"--kubelet-client-certificate={pki.admin_crt}", f"--kubelet-client-key={pki.admin_key}",
         "--kubelet-preferred-address-types=InternalIP",
         "--allow-privileged=true", "--enable-priority-and-fairness=false",
-        "--endpoint-reconciler-type=lease", "--v=1",
+        f"--endpoint-reconciler-type={reconciler}", "--v=1",
     ]
 
 
@@ -521,7 +522,9 @@ def pod_facing_apiserver(pki: Pki) -> Service:
     """A second API server (an HA pair on the same etcd) on this machine's own address, where pods
     can reach it: it advertises that address, so it is the `kubernetes` Service's endpoint. The
     shared one stays on loopback, unchanged. Its certificate names the address and the Service IP."""
-    return _svc("apiserver-node", _apiserver_argv(pki, APISERVER_PORT, address=node_ip(), cert="apiserver-node"))
+    # The rig writes the `kubernetes` endpoint itself (tests/rig/node.py): no reconciler here.
+    return _svc("apiserver-node", _apiserver_argv(pki, APISERVER_PORT, address=node_ip(), cert="apiserver-node",
+                                                  reconciler="none"))
 
 
 def ensure_pod_facing_cert(pki: Pki) -> None:
@@ -861,7 +864,8 @@ def private_apiserver(port: int | None = None) -> Iterator[PrivateApiServer]:
         raise RigError("a private API server needs the local control plane (unset FAIRING_TEST_KUBECONFIG)")
     pki = cp.pki
     server = f"https://127.0.0.1:{port}"
-    svc = _apiserver(pki, port, name=f"apiserver-{port}")
+    # No endpoint reconciler: a private server must not put its own port in the `kubernetes` Service.
+    svc = _svc(f"apiserver-{port}", _apiserver_argv(pki, port, reconciler="none"))
     d = kube_dir()
     admin = write_kubeconfig(d / f"admin-{port}.kubeconfig", server, pki.ca_crt, user="fairing-admin",
                              cert=pki.admin_crt, key=pki.admin_key, namespace=cp.namespace)

@@ -243,7 +243,7 @@ def _proxy_config(kubeconfig: Path) -> str:
         "healthzBindAddress": f"127.0.0.1:{PROXY_HEALTHZ}", "metricsBindAddress": f"127.0.0.1:{PROXY_METRICS}",
         # Leave the host's conntrack sysctls and route_localnet alone.
         "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
-        "iptables": {"localhostNodePorts": False, "masqueradeAll": False},
+        "iptables": {"localhostNodePorts": False, "masqueradeAll": False}, "nodePortAddresses": ["primary"],
     }, sort_keys=True)
 
 
@@ -396,6 +396,38 @@ def real_node() -> RealNode:
     return _cached
 
 
+def _kubernetes_endpoints(ip: str) -> list[tuple[str, dict]]:
+    port = {"name": "https", "port": kube_rig.APISERVER_PORT, "protocol": "TCP"}
+    return [
+        ("/api/v1/namespaces/default/endpoints/kubernetes",
+         {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "kubernetes", "namespace": "default"},
+          "subsets": [{"addresses": [{"ip": ip}], "ports": [port]}]}),
+        ("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes",
+         {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+          "metadata": {"name": "kubernetes", "namespace": "default",
+                       "labels": {"kubernetes.io/service-name": "kubernetes"}},
+          "endpoints": [{"addresses": [ip], "conditions": {"ready": True}}], "ports": [port]}),
+    ]
+
+
+def _ensure_kubernetes_endpoints(pki, ip: str) -> None:
+    """The `kubernetes` Service's endpoint is the pod-facing API server, written by the rig: the
+    API servers' own reconcilers cannot (their lease lists hold loopback addresses, which an
+    Endpoints object refuses, and private test servers would put their random ports there)."""
+    for path, doc in _kubernetes_endpoints(ip):
+        _api(pki, "PATCH", path + "?fieldManager=fairing-rig-node&force=true", doc,
+             content_type="application/apply-patch+yaml")
+
+
+def _kubernetes_endpoints_ok(pki, ip: str) -> bool:
+    try:
+        s = _api(pki, "GET", _kubernetes_endpoints(ip)[1][0])
+    except OSError:
+        return False
+    return [a for e in s.get("endpoints") or [] for a in e.get("addresses", [])] == [ip] and \
+        [p.get("port") for p in s.get("ports") or []] == [kube_rig.APISERVER_PORT]
+
+
 def _ensure_namespace(cp) -> Path:
     token = kube_rig.setup_namespace(cp.kube(), NAMESPACE)
     return kube_rig.write_kubeconfig(node_dir() / "sa.kubeconfig", cp.server, cp.pki.ca_crt,
@@ -405,7 +437,7 @@ def _ensure_namespace(cp) -> Path:
 def _healthy(cp) -> bool:
     svcs = _services(cp.pki)
     return all(s.alive() for s in svcs.values()) and _http_ok(f"http://127.0.0.1:{KUBELET_HEALTHZ}/healthz") \
-        and _node_ready(cp.kube())
+        and _node_ready(cp.kube()) and _kubernetes_endpoints_ok(cp.pki, node_ip())
 
 
 def _node_pki(pki: kube_rig.Pki, ip: str) -> None:
@@ -451,10 +483,12 @@ def _ensure_node(cp) -> None:
     _ensure(svcs["containerd"], _containerd_ok, config_changed=changed["containerd"], port=None, timeout=60)
     _ensure(svcs["coredns"], lambda: _http_ok(f"http://127.0.0.1:{DNS_READY}/ready"),
             config_changed=changed["coredns"], port=DNS_READY, timeout=60)
-    _ensure(svcs["kube-proxy"], lambda: _http_ok(f"http://127.0.0.1:{PROXY_HEALTHZ}/healthz"),
-            config_changed=changed["kube-proxy"], port=PROXY_HEALTHZ, timeout=60)
     _ensure(svcs["kubelet"], lambda: _http_ok(f"http://127.0.0.1:{KUBELET_HEALTHZ}/healthz"),
             config_changed=changed["kubelet"] or changed["containerd"], port=KUBELET_HEALTHZ, timeout=90)
+    # After the kubelet: kube-proxy reads its node's address from the Node the kubelet registers.
+    _ensure(svcs["kube-proxy"], lambda: _http_ok(f"http://127.0.0.1:{PROXY_HEALTHZ}/healthz"),
+            config_changed=changed["kube-proxy"], port=PROXY_HEALTHZ, timeout=90)
+    _ensure_kubernetes_endpoints(pki, ip)
     kube = cp.kube()
     deadline = time.monotonic() + 90
     while not _node_ready(kube):
@@ -557,7 +591,8 @@ def stop_node() -> list[str]:
     return stopped
 
 
-def _api(pki, method: str, path: str, body: dict | None = None) -> dict:
+def _api(pki, method: str, path: str, body: dict | None = None, *,
+         content_type: str = "application/json") -> dict:
     """The rig's own admin call to the API server (stdlib only: teardown must not depend on the
     product under test)."""
     import ssl
@@ -566,7 +601,7 @@ def _api(pki, method: str, path: str, body: dict | None = None) -> dict:
     ctx.load_cert_chain(str(pki.admin_crt), str(pki.admin_key))
     req = urllib.request.Request(f"https://127.0.0.1:{kube_rig.APISERVER_PORT}{path}", method=method,
                                  data=json.dumps(body).encode() if body else None,
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": content_type})
     with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
         return json.loads(r.read() or b"{}")
 
