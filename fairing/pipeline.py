@@ -276,7 +276,9 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
             if not s.schedule:
                 raise ConfigError("the cronjob deployer needs a schedule", hint='pass --schedule "0 3 * * *"')
             d_kw["schedule"] = s.schedule
-    d_kw.setdefault("mutators", tuple(mutators_from(s)))
+    # Options from settings (cpu, memory, env, node_selector, ...) and the caller's own mutators
+    # both apply: deployer_options={"mutators": [...]} must not silently drop resources={...}.
+    d_kw["mutators"] = (*mutators_from(s), *d_kw.get("mutators", ()))
     if s.dry_run:
         d_kw["dry_run"] = True
 
