@@ -574,6 +574,16 @@ def _operator(kubeconfig: Path) -> Service:
         env=dict(os.environ, MY_POD_NAMESPACE=OPERATOR_NAMESPACE))
 
 
+def restart_operator() -> None:
+    """Restart the training operator (it reads some configuration files once per process)."""
+    admin = kube_dir() / "admin.kubeconfig"
+    svc = _operator(admin)
+    if svc.alive():
+        svc.stop()
+        ensure_service(svc, lambda: _http_ok(f"http://127.0.0.1:{OPERATOR_PORTS[1]}/readyz"),
+                       port=OPERATOR_PORTS[1], timeout=120)
+
+
 OPERATOR_CERT_DIR = Path("/tmp/k8s-webhook-server/serving-certs")  # hard-coded in the operator
 
 

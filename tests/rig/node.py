@@ -263,6 +263,31 @@ def _corefile(ip: str, kubeconfig: Path) -> str:
 """
 
 
+# --- the training operator's PyTorch init container ------------------------------------------------
+# The operator gives PyTorchJob workers an init container that waits for the master's DNS name,
+# in alpine:3.10 by default (unpullable here). Its documented override is a template file, in a
+# cluster a ConfigMap mounted at this path; the operator runs on this machine, so the rig writes
+# it here, with the rig's own base image and Python instead of nslookup.
+PYTORCH_INIT_TEMPLATE = Path("/etc/config/initContainer.yaml")
+
+
+def _pytorch_init_template(image: str) -> str:
+    code = ("import socket, sys, time\n"
+            "for _ in range({{.MaxTries}}):\n"
+            "    try:\n        socket.gethostbyname('{{.MasterAddr}}'); sys.exit(0)\n"
+            "    except OSError:\n        print('waiting for master', flush=True); time.sleep(2)\n"
+            "sys.exit(1)\n")
+    return yaml.safe_dump([{"name": "init-pytorch", "image": image, "imagePullPolicy": "IfNotPresent",
+                            "resources": {"limits": {"cpu": "100m", "memory": "64Mi"},
+                                          "requests": {"cpu": "50m", "memory": "32Mi"}},
+                            "command": ["python3", "-c", code]}], sort_keys=False)
+
+
+def _ensure_pytorch_init_template(image: str) -> None:
+    if _write(PYTORCH_INIT_TEMPLATE, _pytorch_init_template(image)):
+        kube_rig.restart_operator()  # it reads the template once per process
+
+
 # --- sysctls ---------------------------------------------------------------------------------------
 def _sysctl_path(name: str) -> Path:
     return Path("/proc/sys") / name
@@ -489,6 +514,9 @@ def _ensure_node(cp) -> None:
     _ensure(svcs["kube-proxy"], lambda: _http_ok(f"http://127.0.0.1:{PROXY_HEALTHZ}/healthz"),
             config_changed=changed["kube-proxy"], port=PROXY_HEALTHZ, timeout=90)
     _ensure_kubernetes_endpoints(pki, ip)
+    from .base import PYTHON, REPO
+
+    _ensure_pytorch_init_template(f"{reg.host}/{REPO}:{PYTHON}")
     kube = cp.kube()
     deadline = time.monotonic() + 90
     while not _node_ready(kube):
@@ -585,6 +613,9 @@ def stop_node() -> list[str]:
         if cni.exists() and not (cni / "networks").exists():  # only libcni's cache, which is ours
             shutil.rmtree(cni, ignore_errors=True)
         run(["ip", "link", "delete", BRIDGE], what="ip link delete", check=False)
+        PYTORCH_INIT_TEMPLATE.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            PYTORCH_INIT_TEMPLATE.parent.rmdir()  # only if empty: not ours otherwise
         _iptables_cleanup()
         _rm_cgroups()
         _restore_sysctls()
