@@ -29,10 +29,11 @@ INNER = """
 """
 
 
-def host_network(p: dict) -> None:
+def host_network(p: dict) -> dict:
     """The rig's registries listen on the machine's loopback only, so the notebook pod shares the
     node's network to push there (the API server it reaches through the `kubernetes` Service)."""
     p.setdefault("spec", {}).update(hostNetwork=True, dnsPolicy="ClusterFirstWithHostNet")
+    return p
 
 
 def test_fairing_in_a_pod_submits_a_job_on_its_own_cluster(on_node, tmp_path):
@@ -51,8 +52,10 @@ def test_fairing_in_a_pod_submits_a_job_on_its_own_cluster(on_node, tmp_path):
             "rich>=13", "pathspec>=0.12", "packaging>=23"]
     job = fairing.TrainJob(nb, registry=on_node.registry, base_image=on_node.base, requirements=reqs,
                            kubeconfig=str(on_node.kubeconfig), namespace=on_node.namespace, name=name,
-                           deployer="job", progress=False, env={"INNER_REGISTRY": on_node.registry,
-                                                                "INNER_BASE": on_node.base},
+                           deployer="job", progress=False,
+                           # the inner Job goes to the real node too, by fairing settings in its env
+                           env={"INNER_REGISTRY": on_node.registry, "INNER_BASE": on_node.base,
+                                **on_node.node.settings_env()},
                            deployer_options={"mutators": [
                                *on_node.mutators(), pod.service_account("fairing"), host_network,
                                # A notebook server is not a fairing workload: run() must really run.
