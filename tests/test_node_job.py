@@ -311,9 +311,11 @@ def test_a_private_registry_is_denied_without_the_secret_and_pulled_with_it(
     (cfg / "config.json").write_text(json.dumps({"auths": {reg.host: {"auth": auth}}}))
     monkeypatch.setenv("DOCKER_CONFIG", str(cfg))
     monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
-    (tmp_path / "private.py").write_text("print('pulled from the private registry')\n")
-    base = {"secure": base_image.secure, "token": base_image.token}[which]
     denied = uid(f"node-deny-{which}")
+    # A new image each run: the node keeps what it pulled, and an image already there is used
+    # without asking the registry (IfNotPresent), secret or not.
+    (tmp_path / "private.py").write_text(f"print('pulled from the private registry')  # {denied}\n")
+    base = {"secure": base_image.secure, "token": base_image.token}[which]
     job = fairing.TrainJob(tmp_path / "private.py", registry=f"{reg.host}/node-tests", base_image=base,
                            kubeconfig=str(on_node.kubeconfig), namespace=on_node.namespace, name=denied,
                            deployer="job", progress=False, deployer_options={"mutators": on_node.mutators()},

@@ -83,7 +83,11 @@ def test_pods_get_dns_clusterips_and_the_api_server(on_node, base_image):
     for o in objs:
         kube.create(o, ns)
     try:
-        wait_pod(kube, ns, web, {"Running"})
+        deadline = time.monotonic() + 120  # Ready: the Service has an endpoint only then
+        while not any(c["type"] == "Ready" and c["status"] == "True"
+                      for c in (kube.get("v1", "Pod", web, ns).get("status") or {}).get("conditions") or []):
+            assert time.monotonic() < deadline, "web pod never became Ready"
+            time.sleep(0.3)
         kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": probe}, "spec": {
             **placement, "restartPolicy": "Never",
             "containers": [{"name": "probe", "image": on_node.base, "command": ["python3", "-c", PROBE],
