@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 import fairing
-from fairing.deployers.job import JobDeployer
+from fairing.deployers.k8s.job import JobDeployer
 from fairing.errors import DeployError
 from fairing.kube.client import Kube
 
