@@ -88,7 +88,7 @@ def real_node(kube):
     return ensure()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def on_node(real_node, registry, base_image):
     """Where real-node tests put their images and pods: .node (real_node), .registry (repo prefix the
     node pulls from), .base (base image ref), .namespace, .kubeconfig (the namespace's least-privilege
@@ -98,6 +98,11 @@ def on_node(real_node, registry, base_image):
     import os
     from types import SimpleNamespace
 
+    from .node import real_node as recheck
+
+    # Per test: the node's health and the `kubernetes` endpoint are re-checked (cheap when fine);
+    # something outside the rig deleted that EndpointSlice once mid-session.
+    real_node = recheck()
     ext = real_node.external
     reg = os.environ.get("FAIRING_TEST_REGISTRY") if ext else None
     base = os.environ.get("FAIRING_TEST_BASE_IMAGE") if ext else None
