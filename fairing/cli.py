@@ -433,6 +433,12 @@ def version() -> None:
     _out(__version__)
 
 
+# `fair tune` lives in fairing/tune/cli.py; registered here so it gets the common options.
+from .tune import cli as tune_cli  # noqa: E402
+
+command(name="tune", help=tune_cli.HELP)(tune_cli.tune_command)
+
+
 # --- entry point ------------------------------------------------------------------------------
 
 def _error(message: str, hint: Optional[str], code: int) -> int:

@@ -128,7 +128,7 @@ def repo_name(name: str) -> str:
 
 def mutators_from(s: Mapping[str, Any]) -> list[Callable]:
     """Pod options from settings (--cpu/--memory/--gpus/--env), as the shared pod mutators."""
-    if not (s.get("cpu") or s.get("memory") or s.get("gpus") or s.get("env")):
+    if not any(s.get(k) for k in ("cpu", "memory", "gpus", "env", "node_selector", "tolerations")):
         return []
     from .deployers import pod
 
@@ -141,6 +141,12 @@ def mutators_from(s: Mapping[str, Any]) -> list[Callable]:
         out.append(pod.gpu(s["gpus"]))
     if s.get("env"):
         out.append(pod.env(dict(s["env"])))
+    if s.get("node_selector"):
+        out.append(pod.node_selector(dict(s["node_selector"])))
+    for item in s.get("tolerations") or ():
+        taint, _, effect = item.partition(":")
+        key, eq, value = taint.partition("=")
+        out.append(pod.toleration(key.strip(), value.strip() if eq else None, effect=effect or "NoSchedule"))
     return out
 
 
@@ -278,7 +284,9 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
                 raise ConfigError("the cronjob deployer needs a schedule", hint='pass --schedule "0 3 * * *"')
             d_kw["schedule"] = s.schedule
     queue_and_nodes(s, d_name, d_kw, notes)
-    d_kw.setdefault("mutators", tuple(mutators_from(s)))
+    # Options from settings (cpu, memory, env, node_selector, ...) and the caller's own mutators
+    # both apply: deployer_options={"mutators": [...]} must not silently drop resources={...}.
+    d_kw["mutators"] = (*mutators_from(s), *d_kw.get("mutators", ()))
     if s.dry_run:
         d_kw["dry_run"] = True
 

@@ -74,6 +74,17 @@ def _env(v: Any) -> dict[str, str]:
     return out
 
 
+def _tolerations(v: Any) -> list[str]:
+    """Taints to tolerate: "key", "key=value", optionally ":Effect" (NoSchedule by default)."""
+    out = []
+    for item in _list(v):
+        taint, _, effect = item.partition(":")
+        if not taint.partition("=")[0].strip() or (effect and effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute")):
+            raise ValueError(f"{item!r} is not KEY[=VALUE][:NoSchedule|PreferNoSchedule|NoExecute]")
+        out.append(item)
+    return out
+
+
 def _choice(*choices: str) -> Callable[[Any], str]:
     def check(v: Any) -> str:
         s = _str(v)
@@ -120,6 +131,9 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("memory", _str, None, "memory request/limit, e.g. 4Gi", "2Gi"),
     Key("gpus", _int, 0, "number of GPUs", "1"),
     Key("env", _env, {}, "environment variables for the workload", "{LOG_LEVEL: info}"),
+    Key("node_selector", _env, {}, "node labels the workload's pods must run on", "{pool: training}"),
+    Key("tolerations", _tolerations, [], "node taints the pods tolerate: KEY[=VALUE][:EFFECT]",
+        "[dedicated=training:NoSchedule]"),
     Key("schedule", _cron, None, "cron schedule; makes the training a CronJob", "\"0 3 * * *\""),
     Key("queue", _str, None, "Kueue LocalQueue for training workloads (job, cronjob, tfjob, pytorchjob, trainjob)",
         "team-queue"),
