@@ -52,6 +52,7 @@ def test_in_python_warnings_stay_warnings(tmp_path):
                    str(tmp_path / "nb.ipynb"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        warnings.simplefilter("ignore", ResourceWarning)  # a socket an earlier test left to the GC
         NotebookPreprocessor().prepare(tmp_path / "nb.ipynb")
     assert [(w.category, w.filename.endswith("test_messages.py")) for w in caught] == [(NotebookWarning, True)]
 
