@@ -105,9 +105,6 @@ def notebook(cells: list[str]) -> str:
                    "outputs": [], "source": src} for i, src in enumerate(cells)]})
 
 
-@pytest.mark.xfail(strict=True, reason="product defect (issue 11's first finding): the notebook preprocessor "
-                   "turns IPython.display calls into plain Python but the image has no IPython: "
-                   "ModuleNotFoundError in the pod")
 def test_fair_train_a_notebook_that_uses_ipython_display(on_node, tmp_path):
     """The issue's case: a notebook importing IPython.display must run in the image fairing built."""
     (tmp_path / "messy.ipynb").write_text(notebook([
