@@ -357,11 +357,11 @@ def send_context(kube, name: str, fileobj, chunk: int = 1 << 16) -> int:
         while data := fileobj.read(chunk):
             try:
                 ws.write_stdin(data)
+                sent += len(data)
                 ws.update(timeout=0)
             except Exception as e:  # the websocket library's own closed-socket errors
                 log.debug("attach session to %s broke: %s", name, one_line(e))
                 ws.close()
-            sent += len(data)
             if not ws.is_open():
                 raise BuildError(f"build pod {name} closed its input after {sent} bytes of the context",
                                  hint=f"see kubectl logs {name}")
