@@ -146,14 +146,7 @@ def command(*, settings: bool = True, name: Optional[str] = None, group: typer.T
 
 # --- printing ---------------------------------------------------------------------------------
 
-def _out(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def _info(text: str) -> None:
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
+from .messages import info as _info, out as _out  # noqa: E402 - one writer for every command
 
 
 def _print_json(data: Any) -> None:

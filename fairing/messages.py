@@ -38,3 +38,15 @@ def install_cli(write: Callable[[str], None] | None = None, *, quiet_notices: bo
 
     warnings.showwarning = show
     _sink = None if quiet_notices else (lambda m: write(f"fair: {one_line(m)}"))
+
+
+def out(text: str = "") -> None:
+    """A line of the command's own output (stdout, flushed: pipes and progress interleave)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def info(text: str) -> None:
+    """A line for the person at the terminal (stderr), never part of the output."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()

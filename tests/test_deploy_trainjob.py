@@ -151,7 +151,7 @@ def bare_apiserver(kube, tmp_path_factory):
     port = free_port()
     argv = rig._apiserver_argv(pki, port) + [f"--etcd-prefix=/fairing-bare-{uuid.uuid4().hex[:8]}"]  # noqa: SLF001
     svc = Service(f"kube/apiserver-bare-{port}", argv)
-    svc.ensure(lambda: rig._https_ok(f"https://127.0.0.1:{port}/readyz", pki), port=port, timeout=120)  # noqa: SLF001
+    svc.ensure(lambda: rig.https_ok(f"https://127.0.0.1:{port}/readyz", pki), port=port, timeout=120)  # noqa: SLF001
     cfg = rig.write_kubeconfig(tmp_path_factory.mktemp("bare") / "admin.kubeconfig", f"https://127.0.0.1:{port}",
                                pki.ca_crt, user="fairing-admin", cert=pki.admin_crt, key=pki.admin_key,
                                namespace="default")

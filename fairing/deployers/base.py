@@ -112,6 +112,17 @@ def namespace_offline(kubeconfig, context) -> str | None:
         return None
 
 
+def finished_outcome(obj: dict | None) -> str | None:
+    """"Succeeded"/"Failed" from a batch-style object's Complete/Failed conditions (Job, TrainJob,
+    JobSet all use them), else None: the kind decides what "not finished" looks like."""
+    conds = {c.get("type"): c.get("status") for c in ((obj or {}).get("status") or {}).get("conditions") or []}
+    if conds.get("Complete") == "True":
+        return "Succeeded"
+    if conds.get("Failed") == "True":
+        return "Failed"
+    return None
+
+
 def wait_gone(kube, api_version: str, kind: str, name: str, namespace: str, timeout: float) -> None:
     """Return once the object is gone (deleted, finalizers done); WaitTimeout after `timeout`."""
     from ..kube.wait import Mux, Stream, WaitTimeout

@@ -97,18 +97,7 @@ def tune_command(
                          "or raise --max-failed", result=out)
 
 
-def _out(text: str = "") -> None:
-    import sys
-
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def _info(text: str) -> None:
-    import sys
-
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
+from ..messages import info as _info, out as _out  # noqa: E402 - the CLI's one line writer
 
 
 def _yaml(docs: list) -> str:

@@ -382,7 +382,7 @@ def trainer_rig(cp) -> TrainerRig:
     if _bootstrapped(cp, marker):
         _ready = TrainerRig(cp)
         return _ready
-    with k._kube_lock():  # noqa: SLF001 - the rig's own lock, shared by its modules
+    with k.kube_lock():  # noqa: SLF001 - the rig's own lock, shared by its modules
         kube = cp.kube()
         docs = crd_manifests()
         for d in docs:
@@ -396,7 +396,7 @@ def trainer_rig(cp) -> TrainerRig:
         _serving_certs(cp.pki, KUEUE_METRICS_CERTS)
         jobset, trainer, kueue = services(cp.kubeconfig)
         for svc, ports in ((jobset, JOBSET_PORTS), (trainer, TRAINER_PORTS), (kueue, KUEUE_PORTS)):
-            k._ensure_svc(svc, lambda p=ports[1]: _http_ok(f"http://127.0.0.1:{p}/readyz"),  # noqa: SLF001
+            k.ensure_service(svc, lambda p=ports[1]: _http_ok(f"http://127.0.0.1:{p}/readyz"),  # noqa: SLF001
                           port=ports[1], timeout=120)
         for d in webhook_configurations(cp.pki.ca_crt):
             kube.apply(d, field_manager="fairing-rig")

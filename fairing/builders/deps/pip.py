@@ -55,6 +55,17 @@ def pip_error(out: str, python: str, tags: Sequence[str]) -> BuildError:
                       hint="run the pip command shown with --verbose to see why; check the requirement pins and network")
 
 
+def run_pip(cmd: list[str], env: dict, python: str, tags: Sequence[str], *, doing: str) -> subprocess.CompletedProcess:
+    """Run pip with the one timeout and the one translation of its failures (install and resolve)."""
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800, check=False)
+    except subprocess.TimeoutExpired:
+        raise BuildError(f"pip took more than 30 minutes to {doing} the requirements", hint="check the network or the package index") from None
+    if p.returncode != 0:
+        raise pip_error(p.stdout + "\n" + p.stderr, python, tags)
+    return p
+
+
 def dependency_layer(
     requirements: Sequence[str],
     *,
@@ -79,12 +90,7 @@ def dependency_layer(
         site = work / "site"
         cmd = pip_command(site, reqs, python, tags)
         env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-        try:
-            p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800, check=False)
-        except subprocess.TimeoutExpired:
-            raise BuildError("pip took more than 30 minutes to install the requirements", hint="check the network or the package index") from None
-        if p.returncode != 0:
-            raise pip_error(p.stdout + "\n" + p.stderr, python, tags)
+        run_pip(cmd, env, python, tags, doing="install")
         if not site.exists():
             site.mkdir()
         fix_scripts(site / "bin")

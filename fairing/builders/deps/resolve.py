@@ -19,7 +19,7 @@ from typing import Sequence
 
 from ...errors import BuildError
 from ...oci.cache import Cache
-from .pip import pip_command, pip_error
+from .pip import pip_command, run_pip
 from .target import deps_key
 
 log = logging.getLogger(__name__)
@@ -112,12 +112,7 @@ def _pip(requirements_file: Path, work: Path, python: str, tags: Sequence[str]) 
     cmd = pip_command(work / "target", requirements_file, python, tags)
     cmd[cmd.index("install") + 1:cmd.index("install") + 1] = ["--dry-run", "--ignore-installed", "--report", str(report), "--quiet"]
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800, check=False)
-    except subprocess.TimeoutExpired:
-        raise BuildError("pip took more than 30 minutes to resolve the requirements", hint="check the network or the package index") from None
-    if p.returncode != 0:
-        raise pip_error(p.stdout + "\n" + p.stderr, python, tags)
+    run_pip(cmd, env, python, tags, doing="resolve")
     out = []
     for item in json.loads(report.read_text()).get("install", []):
         info = item.get("download_info") or {}

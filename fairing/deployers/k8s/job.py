@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from ...errors import ConfigError
-from ..base import KubeDeployer, nonneg_int
+from ..base import KubeDeployer, finished_outcome, nonneg_int
 
 JOB_OPTIONS = ("backoff_limit", "ttl_seconds_after_finished", "active_deadline_seconds", "completions",
                "parallelism", "completion_mode")
@@ -43,12 +43,9 @@ def check_job_options(opts: dict) -> None:
 
 
 def job_state(obj: dict) -> str:
+    if done := finished_outcome(obj):
+        return done
     st = obj.get("status") or {}
-    conds = {c.get("type"): c.get("status") for c in st.get("conditions") or []}
-    if conds.get("Complete") == "True":
-        return "Succeeded"
-    if conds.get("Failed") == "True":
-        return "Failed"
     # "active" counts pods that exist, scheduled or not; "ready" ones are really running.
     if st.get("ready") or (st.get("active") and "ready" not in st):
         return "Running"

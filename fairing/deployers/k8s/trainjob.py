@@ -24,7 +24,7 @@ from typing import Any
 from ...errors import ConfigError, DeployError
 from .. import labels as L
 from .. import pod as podlib
-from ..base import KubeDeployer, KubeHandle
+from ..base import KubeDeployer, KubeHandle, finished_outcome
 
 API_VERSION = "trainer.kubeflow.org/v1alpha1"
 RUNTIME_KINDS = ("ClusterTrainingRuntime", "TrainingRuntime")
@@ -58,12 +58,9 @@ def _count(value, what: str, minimum: int) -> int | None:
 
 def trainjob_state(obj: dict | None) -> str:
     obj = obj or {}
+    if done := finished_outcome(obj):
+        return done
     st = obj.get("status") or {}
-    conds = {c.get("type"): c.get("status") for c in st.get("conditions") or []}
-    if conds.get("Complete") == "True":
-        return "Succeeded"
-    if conds.get("Failed") == "True":
-        return "Failed"
     if (obj.get("spec") or {}).get("suspend"):
         return "Suspended"
     for js in st.get("jobsStatus") or []:
