@@ -220,9 +220,6 @@ class Scaler:
 '''
 
 
-@pytest.mark.xfail(strict=True, reason="the OIP binary tensor extension + metadata inputs/outputs (branch "
-                   "node-oip-before-rebase, commit 8a2322d) conflicted with main's model server rewrite and is "
-                   "not on this branch; tritonclient's default binary request is answered 400")
 def test_an_independent_oip_client_through_the_api_server(on_node, tmp_path):
     """tritonclient (not ours), binary tensors both ways, through the API server's service proxy."""
     import base64

@@ -6,6 +6,10 @@ a pickled model), never fairing itself. Speaks two protocols over one model:
   KServe V1                         GET  /v1/models/<name>          POST /v1/models/<name>:predict
   Open Inference Protocol (v2)      GET  /v2/health/live|ready      GET  /v2/models/<name>[/ready]
                                     POST /v2/models/<name>/infer
+v2 infer also speaks the binary tensor data extension both ways (what tritonclient sends by
+default): `Inference-Header-Content-Length: N` says the first N bytes are the JSON and the rest is
+raw little-endian tensor data. A model may declare `inputs` / `outputs` (lists of {"name",
+"datatype", "shape"}); the v2 model metadata reports them.
 
 Configuration comes from the environment (set by fairing's serve preprocessor):
   MODEL_NAME            name in the URLs                    PORT             listen port (8080)
@@ -27,6 +31,7 @@ import logging
 import math
 import os
 import shutil
+import struct
 import sys
 import threading
 import traceback
@@ -48,6 +53,10 @@ DEFAULT_MODEL_DIR = "/mnt/models"  # KServe's convention for fetched model files
 _INT = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
 _FLOAT = ("FP16", "FP32", "FP64")
 DATATYPES = ("BOOL", "BYTES", *_INT, *_FLOAT)
+# The binary extension's element encodings (little-endian); BYTES is length-prefixed, see below.
+_STRUCT = {"BOOL": "?", "INT8": "b", "INT16": "h", "INT32": "i", "INT64": "q", "UINT8": "B", "UINT16": "H",
+           "UINT32": "I", "UINT64": "Q", "FP16": "e", "FP32": "f", "FP64": "d"}
+BINARY_HEADER = "Inference-Header-Content-Length"
 
 
 class PayloadError(Exception):
@@ -327,6 +336,100 @@ def encode_v2_outputs(result: Any, requested: list[str] | None) -> list[dict]:
     return outputs
 
 
+def unpack_binary(datatype: Any, raw: bytes, where: str) -> list:
+    """Raw tensor bytes (binary extension) -> flat list of JSON-like values."""
+    if datatype == "BYTES":  # each element: uint32 little-endian length, then the bytes
+        out, i = [], 0
+        while i < len(raw):
+            n = struct.unpack_from("<I", raw, i)[0] if i + 4 <= len(raw) else None
+            if n is None or i + 4 + n > len(raw):
+                raise PayloadError(f"{where}: a BYTES element runs past the end of its binary data", 400)
+            try:
+                out.append(raw[i + 4:i + 4 + n].decode("utf-8"))
+            except UnicodeDecodeError:
+                raise PayloadError(f"{where}: BYTES elements must be UTF-8 text") from None
+            i += 4 + n
+        return out
+    fmt = _STRUCT.get(datatype)
+    if fmt is None:
+        raise PayloadError(f"{where}.datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
+    size = struct.calcsize(fmt)
+    if len(raw) % size:
+        raise PayloadError(f"{where}: {len(raw)} bytes is not a whole number of {datatype} values", 400)
+    return list(struct.unpack(f"<{len(raw) // size}{fmt}", raw))
+
+
+def pack_binary(datatype: str, flat: list) -> bytes:
+    """Flat values -> raw tensor bytes (the inverse of unpack_binary)."""
+    if datatype == "BYTES":
+        blobs = [v.encode("utf-8") if isinstance(v, str) else json.dumps(v).encode() for v in flat]
+        return b"".join(struct.pack("<I", len(b)) + b for b in blobs)
+    if datatype in _FLOAT:  # to_jsonable turned NaN into None; binary can carry NaN again
+        flat = [math.nan if v is None else v for v in flat]
+    return struct.pack(f"<{len(flat)}{_STRUCT[datatype]}", *flat)
+
+
+def split_binary_body(raw: bytes, header_length: str | None) -> tuple[Any, bytes]:
+    """(JSON document, trailing binary tensor data) of a request body."""
+    n = len(raw)
+    if header_length is not None:
+        try:
+            n = int(header_length)
+        except ValueError:
+            raise PayloadError(f"{BINARY_HEADER} must be an integer, got {header_length!r}", 400) from None
+        if not 0 < n <= len(raw):
+            raise PayloadError(f"{BINARY_HEADER} is {n} but the body has {len(raw)} bytes", 400)
+    if not raw:
+        raise PayloadError("the request body is empty; send JSON", 400)
+    try:
+        return json.loads(raw[:n]), raw[n:]
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"the request body is not valid JSON: {exc}", 400) from None
+
+
+def attach_binary_inputs(inputs: list, binary: bytes) -> None:
+    """Give each input whose data travels in binary (parameters.binary_data_size) its values."""
+    offset = 0
+    for i, tensor in enumerate(inputs):
+        params = tensor.get("parameters") if isinstance(tensor, dict) else None
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if size is None:
+            continue
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
+            raise PayloadError(f"inputs[{i}].parameters.binary_data_size {size!r} does not fit the "
+                               f"{len(binary) - offset} binary bytes left", 400)
+        if "data" in tensor:
+            raise PayloadError(f'inputs[{i}] has both binary data and a "data" field')
+        tensor["data"] = unpack_binary(tensor.get("datatype"), binary[offset:offset + size], f"inputs[{i}]")
+        offset += size
+    if offset != len(binary):
+        raise PayloadError(f"{len(binary) - offset} bytes of binary data belong to no input", 400)
+
+
+def binary_outputs(body: dict, outputs: list[dict]) -> bytes:
+    """Move the data of the outputs the request asks for in binary (all with
+    parameters.binary_data_output, or outputs[].parameters.binary_data) out of `outputs`; their bytes."""
+    params = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
+    every = params.get("binary_data_output") is True
+    named = {o["name"] for o in body.get("outputs") or []
+             if isinstance(o.get("parameters"), dict) and o["parameters"].get("binary_data")}
+    chunks = []
+    for o in outputs:
+        if every or o["name"] in named:
+            chunks.append(pack_binary(o["datatype"], o.pop("data")))
+            o["parameters"] = {"binary_data_size": len(chunks[-1])}
+    return b"".join(chunks)
+
+
+def declared_tensors(model: Any, which: str) -> list[dict]:
+    """A model's `inputs`/`outputs` declaration for v2 metadata: [{"name","datatype","shape"}]."""
+    decl = getattr(model, which, None)
+    if not isinstance(decl, (list, tuple)):
+        return []
+    return [{"name": t["name"], "datatype": t["datatype"], "shape": [int(d) for d in t.get("shape", [])]}
+            for t in decl if isinstance(t, dict) and isinstance(t.get("name"), str) and t.get("datatype") in DATATYPES]
+
+
 # ----------------------------------------------------------------------------- HTTP
 
 
@@ -334,16 +437,6 @@ def _error(status: int, message: str):
     from starlette.responses import JSONResponse
 
     return JSONResponse({"error": message}, status_code=status)
-
-
-async def _json_body(request) -> Any:
-    raw = await request.body()
-    if not raw:
-        raise PayloadError("the request body is empty; send JSON", 400)
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"the request body is not valid JSON: {exc}", 400) from None
 
 
 async def _run(fn, *args):
@@ -374,7 +467,7 @@ async def _predict(model: Any, payload: Any) -> Any:
 def create_app(state: ModelState):
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import JSONResponse
+    from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
     name = state.name
@@ -391,10 +484,13 @@ def create_app(state: ModelState):
         why = state.unavailable() if loaded else None
         return _error(503, why) if why else None
 
-    async def answer(request: Request, what: str, handle) -> JSONResponse:
-        """Parse the JSON body, run `handle(body)`; a bad payload is its 4xx, a model bug a 500."""
+    async def answer(request: Request, what: str, handle) -> Response:
+        """Parse the body, run `handle(body, binary)` (binary: the tensor bytes after the JSON);
+        a dict answer is sent as JSON; a bad payload is its 4xx, a model bug a 500."""
         try:
-            return JSONResponse(await handle(await _json_body(request)))
+            raw = await request.body()
+            out = await handle(*split_binary_body(raw, request.headers.get(BINARY_HEADER)))
+            return out if isinstance(out, Response) else JSONResponse(out)
         except PayloadError as exc:
             return _error(exc.status, str(exc))
         except Exception as exc:  # noqa: BLE001 - a model bug: say so, keep serving
@@ -425,7 +521,9 @@ def create_app(state: ModelState):
             body["error"] = state.error
         return JSONResponse(body)
 
-    async def v1_infer(body: Any) -> dict:
+    async def v1_infer(body: Any, binary: bytes) -> dict:
+        if binary:
+            raise PayloadError(f"binary tensor data ({BINARY_HEADER}) is a v2 extension; use /v2/models/{name}/infer")
         if not isinstance(body, dict) or not ({"instances", "inputs"} & body.keys()):
             raise PayloadError('expected a JSON object with "instances": [...]')
         instances = body["instances"] if "instances" in body else body["inputs"]
@@ -437,11 +535,12 @@ def create_app(state: ModelState):
         return refuse(request, loaded=True) or await answer(request, "predict", v1_infer)
 
     async def v2_server(request: Request):
-        return JSONResponse({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []})
+        return JSONResponse({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": ["binary_tensor_data"]})
 
     async def v2_model(request: Request):
         return refuse(request, loaded=False) or JSONResponse(
-            {"name": name, "versions": [], "platform": "fairing", "inputs": [], "outputs": []})
+            {"name": name, "versions": [], "platform": "fairing",  # state.model: None until load() returns
+             "inputs": declared_tensors(state.model, "inputs"), "outputs": declared_tensors(state.model, "outputs")})
 
     async def v2_model_ready(request: Request):
         refused = refuse(request, loaded=False)
@@ -452,9 +551,10 @@ def create_app(state: ModelState):
             return JSONResponse({"name": name, "ready": False, "error": why}, status_code=503)
         return JSONResponse({"name": name, "ready": True})
 
-    async def v2_infer_body(body: Any) -> dict:
+    async def v2_infer_body(body: Any, binary: bytes) -> dict | Response:
         if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
             raise PayloadError('expected a JSON object with a non-empty "inputs" list')
+        attach_binary_inputs(body["inputs"], binary)
         decoded = [decode_v2_input(t, i) for i, t in enumerate(body["inputs"])]
         names = [n for n, _ in decoded]
         if len(set(names)) != len(names):
@@ -473,7 +573,11 @@ def create_app(state: ModelState):
         response = {"model_name": name, "outputs": encode_v2_outputs(out, wanted)}
         if "id" in body:
             response["id"] = body["id"]
-        return response
+        data = binary_outputs(body, response["outputs"])
+        if not data and all("data" in o for o in response["outputs"]):
+            return response
+        header = json.dumps(response, separators=(",", ":")).encode()
+        return Response(header + data, media_type="application/octet-stream", headers={BINARY_HEADER: str(len(header))})
 
     async def v2_infer(request: Request):
         return refuse(request, loaded=True) or await answer(request, "infer", v2_infer_body)
