@@ -4,7 +4,7 @@ Kept tiny on purpose: heavy modules load only when an attribute below is first u
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["config", "TrainJob", "PredictionEndpoint", "FairingError", "__version__"]
+__all__ = ["config", "runs", "kfp", "TrainJob", "PredictionEndpoint", "FairingError", "__version__"]
 
 
 def __getattr__(name: str):
@@ -12,8 +12,8 @@ def __getattr__(name: str):
     # which would call __getattr__ again and recurse.
     import importlib
 
-    if name == "config":
-        return importlib.import_module(f"{__name__}.config")
+    if name in ("config", "runs", "kfp"):
+        return importlib.import_module(f"{__name__}.{name}")
     if name in ("TrainJob", "PredictionEndpoint"):
         return getattr(importlib.import_module(f"{__name__}.api"), name)
     if name == "FairingError":

@@ -19,6 +19,7 @@ import typer
 
 from . import __version__
 from .errors import ConfigError, FairingError
+from .runs import cli as runs_cli
 
 EXIT_CODES = {0: "success", 1: "error", 2: "usage or configuration error", 3: "build error",
               4: "deploy, cluster or workload error", 130: "interrupted"}
@@ -34,6 +35,7 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(runs_cli.app, name="runs")
 
 
 # --- common options ---------------------------------------------------------------------------
@@ -205,11 +207,21 @@ def build(entry: Annotated[str, typer.Argument(help="a .py file, a directory or 
         ctx = config.prepare(p, progress)
         _print_plan({"mode": "build", "build": config.make_builder(p).plan(ctx, p.target), "manifests": []}, opts)
         return
-    ctx = config.prepare(p, progress)
-    image = config.build(p, ctx, progress)
+    from .runs import hook
+
+    run = hook.start_for_plan("build", p, warn=progress.note)
+    try:
+        ctx = config.prepare(p, progress)
+        run.packaged(ctx)
+        image = config.build(p, ctx, progress)
+        run.built(image, **dict(zip(("base_image", "base_digest"), hook.base_of(p))))
+    except BaseException as e:
+        run.fail(e)
+        raise
+    run.finish("Succeeded")
     if opts.json:
         st = image.stats
-        _print_json({"image": image.ref, "digest": image.digest, "tag": image.tag,
+        _print_json({"image": image.ref, "digest": image.digest, "tag": image.tag, "run_id": run.id,
                      "stats": {"seconds": st.seconds, "layers_uploaded": st.layers_uploaded,
                                "layers_skipped": st.layers_skipped, "bytes_uploaded": st.bytes_uploaded}})
     else:
@@ -245,17 +257,18 @@ def train(entry: Annotated[str, typer.Argument(help="a .py file, a directory or 
     status = "Deployed"
     if not detach:
         try:
-            status = config.wait_for(handle, progress, timeout=s.timeout, on_log=on_log)
+            status = config.wait_for(handle, progress, timeout=s.timeout, on_log=on_log, run=res.run)
         finally:
             if local and not keep and getattr(handle, "mode", None) == "container" and handle.status() == "Succeeded":
                 handle.delete()
     if opts.json:
         out = res.as_dict()
         out["status"] = status
+        out["run_id"] = res.run.id
         out["stages"] = progress.summary()
         _print_json(out)
     else:
-        _info(f"fair: {getattr(handle, 'name', '')} {status} ({res.mode})")
+        _info(f"fair: {getattr(handle, 'name', '')} {status} ({res.mode}; run {res.run.id})")
 
 
 def _mode_sentence(p) -> str:
@@ -298,7 +311,8 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
         return
     ep.create()
     if opts.json:
-        _print_json({"name": ep.handle.name if hasattr(ep.handle, "name") else ep.name, "url": ep.url})
+        _print_json({"name": ep.handle.name if hasattr(ep.handle, "name") else ep.name, "url": ep.url,
+                     "run_id": ep.run.id if ep.run else None})
     else:
         _out(ep.url)
 

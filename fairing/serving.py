@@ -360,6 +360,8 @@ class PredictionEndpoint:
         self.image = image
         self.out = out or (lambda s: None)
         self.handle = None
+        self.context = None  # the BuildContext, once built
+        self.run = None  # the run record (fairing.runs), once created
         # Made now so a typo in an option fails before any build (constructing talks to nothing).
         self._deployer = load_deployer(deployer)(name=self.name, **self.deployer_options)
 
@@ -373,7 +375,7 @@ class PredictionEndpoint:
     def build(self):
         if self.image is not None or self.model_format:
             return self.image
-        ctx = self.prepare()
+        ctx = self.context = self.prepare()
         target = self.target
         if target is None:
             if not self.registry:
@@ -418,8 +420,21 @@ class PredictionEndpoint:
         """Build, deploy and (with wait) block until the model answers ready, then print the URL.
         If it never gets ready, the end of the server log is printed and the endpoint is deleted
         (keep_on_failure=True leaves it for debugging)."""
-        image = self.build()
-        self.handle = self.deployer().deploy(image)
+        from .runs import hook
+
+        self.run = run = hook.start_for_endpoint(self, warn=self.out)
+        try:
+            image = self.build()
+            if getattr(self, "context", None) is not None:
+                run.packaged(self.context)
+            if image is not None:
+                run.built(image, base_image=self.base_image)
+            hook.tag(self.deployer(), run, image)
+            self.handle = self.deployer().deploy(image)
+            run.deployed(self.handle, status="Deployed")
+        except BaseException as e:
+            run.fail(e)
+            raise
         if wait:
             try:
                 self.handle.wait(self.timeout)
@@ -432,7 +447,9 @@ class PredictionEndpoint:
                         self.handle.delete()
                     except Exception:  # noqa: BLE001 - the original error is the one to report
                         pass
+                run.fail(exc)
                 raise
+            run.deployed(self.handle, status="Ready")
         self.out(f"model {self.name!r} is being served at {self.url}")
         self.out(f"  V1: POST {self.client().predict_url('v1')}")
         self.out(f"  v2: POST {self.client().predict_url('v2')}")
