@@ -209,7 +209,7 @@ def build(entry: Annotated[str, typer.Argument(help="a .py file, a directory or 
         return
     from .runs import hook
 
-    run = hook.start_for_plan("build", p, warn=progress.note)
+    run = hook.start_for_plan("build", p)
     try:
         ctx = config.prepare(p, progress)
         run.packaged(ctx)
@@ -323,10 +323,11 @@ def status(name: Annotated[str, typer.Argument(help="workload name (see `fair li
 
     h = workloads.attach(name, opts.settings())
     st = h.status()
+    rid = workloads.run_id_of(h)
     if opts.json:
-        _print_json({"name": name, "status": st})
+        _print_json({"name": name, "status": st, "run_id": rid})
     else:
-        _out(f"{name}\t{st}")
+        _out(f"{name}\t{st}" + (f"\trun {rid}" if rid else ""))
 
 
 @command(help="Print a workload's logs (-f to follow until it ends).")
@@ -364,10 +365,11 @@ def list_(opts: Any = None) -> None:
     if not rows:
         _info("no workloads")
         return
-    cols = ["name", "kind", "namespace", "status"]
-    rows_t = [[str(r.get(c) or r.get("where") or "-") if c == "namespace" else str(r.get(c, "")) for c in cols] for r in rows]
+    cols = ["name", "kind", "namespace", "status", "run_id"]
+    rows_t = [[str(r.get(c) or r.get("where") or "-") if c == "namespace" else str(r.get(c) or ("-" if c == "run_id" else ""))
+               for c in cols] for r in rows]
     widths = [max(len(c), *(len(r[i]) for r in rows_t)) for i, c in enumerate(cols)]
-    _out("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)).rstrip())
+    _out("  ".join(c.upper().replace("_", " ").ljust(w) for c, w in zip(cols, widths)).rstrip())
     for r in rows_t:
         _out("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
 

@@ -374,7 +374,7 @@ def execute(p: Plan, progress: Progress | None = None, *, wait: bool = False,
         return RunResult(None, None, "dry run", plan=dry_run(p, progress), stages=progress.summary())
     from .runs import hook
 
-    run = hook.start_for_plan(command, p, parent=parent, warn=progress.note)
+    run = hook.start_for_plan(command, p, parent=parent)
     try:
         deployer = make_deployer(p)  # its constructor checks the name, namespace and options
         ctx = prepare(p, progress)

@@ -422,7 +422,7 @@ class PredictionEndpoint:
         (keep_on_failure=True leaves it for debugging)."""
         from .runs import hook
 
-        self.run = run = hook.start_for_endpoint(self, warn=self.out)
+        self.run = run = hook.start_for_endpoint(self)
         try:
             image = self.build()
             if getattr(self, "context", None) is not None:

@@ -567,7 +567,8 @@ class ContainerHandle:
         out = []
         for c in client.containers.list(all=True, filters={"label": "app.kubernetes.io/managed-by=fairing"}):
             out.append({"name": c.name, "kind": "container", "where": "local", "status": _state(c.attrs),
-                        "image": c.attrs.get("Config", {}).get("Image", "")})
+                        "image": c.attrs.get("Config", {}).get("Image", ""),
+                        "run_id": (c.labels or {}).get("fairing.dev/run-id")})
         return sorted(out, key=lambda d: d["name"])
 
     def status(self) -> str:

@@ -128,7 +128,7 @@ def rerun(run_id: Annotated[str, typer.Argument(help="run id to run again")],
 
     as_json = _check_output(output)
     progress = Progress(enabled=not as_json)
-    run, handle = do_rerun(run_id, warn=progress.note)
+    run, handle = do_rerun(run_id)
     if not as_json:
         _info(f"fair: rerun of {run.doc['rerun_of']} as run {run.id}: {getattr(handle, 'name', '')}")
     status = "Deployed"

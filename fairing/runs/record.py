@@ -15,12 +15,12 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
+from ..deployers.base import RUN_ID as RUN_ID_LABEL  # the key the cluster deployers select pods by
 from . import redact
 from .metrics import MetricLog
 
 log = logging.getLogger(__name__)
 
-RUN_ID_LABEL = "fairing.dev/run-id"  # the same key the cluster deployers select pods by
 SOURCE_HASH_LABEL = "fairing.dev/source-hash"  # first 12 hex digits (label values are <= 63 chars)
 SOURCE_DIGEST_ANNOTATION = "fairing.dev/source-digest"  # the full sha256:...
 RUNNING, SUCCEEDED, FAILED, DEPLOYED = "Running", "Succeeded", "Failed", "Deployed"
