@@ -202,3 +202,101 @@ def test_an_unwritable_store_warns_once_and_the_run_goes_on(tmp_path):
              env=clean_env(FAIRING_RUNS=blocker / "runs.db"), check=0)
     assert "accuracy=0.60" in r.stdout
     assert r.stderr.count("not recorded") == 1
+
+
+# --- with the rig's registry, engine and cluster ---------------------------------------------------
+
+MANIFEST_TYPES = ", ".join(["application/vnd.oci.image.manifest.v1+json",
+                            "application/vnd.docker.distribution.manifest.v2+json"])
+
+
+def _manifest(registry, ref: str) -> tuple[dict, str]:
+    repo, ident = ref.split("/", 1)[1].rsplit("@", 1) if "@" in ref else ref.split("/", 1)[1].rsplit(":", 1)
+    r = requests.get(f"{registry.url}/v2/{repo}/manifests/{ident}", headers={"Accept": MANIFEST_TYPES}, timeout=30)
+    r.raise_for_status()
+    return r.json(), r.headers["Docker-Content-Digest"]
+
+
+def test_build_and_deploy_are_recorded_with_image_source_and_base_digests(tmp_path, store, registry, base_image, engine):
+    (tmp_path / "job.py").write_text("print('built')\n")
+    env = runs_env(store, DOCKER_HOST=engine.docker_host)
+    out = json.loads(fair("build", "job.py", "--registry", f"{registry.host}/fairing-runs", "--base-image",
+                          base_image.docker, "-r", "pytest>=7", "-o", "json", cwd=tmp_path, env=env, check=0).stdout)
+    rec = json.loads(fair("runs", "show", out["run_id"], "-o", "json", env=env, check=0).stdout)
+    assert rec["command"] == "build" and rec["status"] == "Succeeded"
+    assert rec["image"]["ref"] == out["image"] and rec["image"]["digest"] == out["digest"]
+    manifest, _ = _manifest(registry, out["image"])
+    # The source hash is the code layer's digest: the last layer of the pushed image.
+    assert rec["source"]["digest"] == manifest["layers"][-1]["digest"]
+    assert rec["image"]["base"] == base_image.docker
+    assert rec["image"]["base_digest"] == _manifest(registry, base_image.docker)[1]
+    assert rec["requirements"]["given"] == ["pytest>=7"]
+    assert rec["requirements"]["resolved"] and all("==" in r for r in rec["requirements"]["resolved"])
+    assert any(r.startswith("pytest==") for r in rec["requirements"]["resolved"])
+
+    (tmp_path / "model.py").write_text("class Doubler:\n    def predict(self, instances):\n"
+                                       "        return [[2 * x for x in row] for row in instances]\n")
+    name = f"rec-{uuid.uuid4().hex[:6]}"
+    dep = json.loads(fair("deploy", "model.py:Doubler", "--name", name, "--base-image", base_image.docker, "-o", "json",
+                          cwd=tmp_path, env=env, check=0).stdout)
+    try:
+        rec = json.loads(fair("runs", "show", dep["run_id"], "-o", "json", env=env, check=0).stdout)
+        assert rec["command"] == "deploy" and rec["status"] == "Ready" and rec["workload"]["name"] == dep["name"]
+        assert rec["entry"] == "model.py:Doubler" and "model.py" in rec["source"]["files"]
+        st = json.loads(fair("status", dep["name"], "-o", "json", cwd=tmp_path, env=env, check=0).stdout)
+        assert st["run_id"] == dep["run_id"]
+        listed = json.loads(fair("list", "-o", "json", cwd=tmp_path, env=env, check=0).stdout)
+        assert any(w["name"] == dep["name"] and w["run_id"] == dep["run_id"] for w in listed)
+    finally:
+        fair("delete", dep["name"], cwd=tmp_path, env=env)
+    assert [r["command"] for r in records(store)] == ["deploy", "build"]
+
+
+def test_rerun_runs_the_same_digest_as_a_new_run(tmp_path, store, engine, base_image):
+    env = runs_env(store, DOCKER_HOST=engine.docker_host)
+    first = json.loads(fair("train", EXAMPLES / "train.py", "--base-image", base_image.docker, "-o", "json",
+                            "--", "--epochs", "100", cwd=tmp_path, env=env, check=0).stdout)
+    r = fair("runs", "rerun", first["run_id"][:8], "-o", "json", env=env, check=0)
+    again = json.loads(r.stdout)
+    assert again["rerun_of"] == first["run_id"] and again["run_id"] != first["run_id"]
+    assert again["status"] == "Succeeded" and again["image"] == first["image"]
+    assert "epoch 100 loss" in r.stderr and "trained: w=2.00 b=1.00" in r.stderr  # same params: 100 epochs
+    old, new = fair_runs_pair(store, first["run_id"], again["run_id"])
+    assert new["command"] == "rerun" and new["params"] == old["params"] == {"argv": ["--epochs", "100"], "epochs": "100"}
+    assert new["image"]["digest"] == old["image"]["digest"]
+    assert new["metrics"] == old["metrics"] == {"w": 2.0, "b": 1.0}  # "trained: w=2.00 b=1.00"
+    d = json.loads(fair("runs", "diff", old["id"], new["id"], "-o", "json", env=env, check=0).stdout)
+    assert set(d) == {"a", "b"}  # nothing changed
+
+
+def fair_runs_pair(store, a, b):
+    by_id = {r["id"]: r for r in records(store)}
+    return by_id[a], by_id[b]
+
+
+def test_run_id_and_source_hash_label_every_cluster_object(tmp_path, store, kube, registry, base_image):
+    from fairing.kube.client import Kube
+
+    env = runs_env(store, KUBECONFIG=kube.kubeconfig)
+    name = f"rec-{uuid.uuid4().hex[:6]}"
+    out = json.loads(fair("train", EXAMPLES / "train.py", "--registry", f"{registry.host}/fairing-runs", "--base-image",
+                          base_image.docker, "-n", kube.namespace, "--name", name, "--detach", "-o", "json",
+                          cwd=tmp_path, env=env, check=0).stdout)
+    try:
+        rec = records(store)[0]
+        assert rec["id"] == out["run_id"] and rec["status"] == "Deployed"
+        assert rec["workload"] == {"name": name, "namespace": kube.namespace}
+        job = Kube(kube.kubeconfig, None, kube.namespace).get("batch/v1", "Job", name, kube.namespace)
+        short = rec["source"]["digest"].split(":")[1][:12]
+        for meta in (job["metadata"], job["spec"]["template"]["metadata"]):
+            assert meta["labels"]["fairing.dev/run-id"] == rec["id"]
+            assert meta["labels"]["fairing.dev/source-hash"] == short
+        assert job["metadata"]["annotations"]["fairing.dev/source-digest"] == rec["source"]["digest"]
+        main = job["spec"]["template"]["spec"]["containers"][0]
+        assert {"name": "FAIRING_RUN_ID", "value": rec["id"]} in main["env"]
+        st = json.loads(fair("status", name, "-n", kube.namespace, "-o", "json", cwd=tmp_path, env=env, check=0).stdout)
+        assert st["run_id"] == rec["id"]
+        listed = json.loads(fair("list", "-n", kube.namespace, "-o", "json", cwd=tmp_path, env=env, check=0).stdout)
+        assert any(w["name"] == name and w["run_id"] == rec["id"] for w in listed)
+    finally:
+        fair("delete", name, "-n", kube.namespace, cwd=tmp_path, env=env)

@@ -18,7 +18,7 @@ from ..oci.image import OCI_MANIFEST, Image, Layer, timestamp
 from ..oci.layer import source_date_epoch
 from ..publish.target import LAYOUT, REGISTRY
 from .base import Builder
-from .deps import SITE_DIR, dependency_layer, deps_key, image_python
+from .deps import SITE_DIR, dependency_layer, deps_key, image_python, resolved_requirements
 from .platforms import platform_tags
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,14 @@ class AppendBuilder(Builder):
             "config": {"WorkingDir": ctx.workdir, "Entrypoint": list(ctx.entrypoint), "Cmd": None, "Env": env},
         }
 
+    def build(self, ctx: BuildContext, target) -> BuiltImage:
+        """Builder.build, plus the requirements as pip resolved them (run records show them)."""
+        from dataclasses import replace
+
+        self._resolved: tuple[str, ...] = ()
+        built = super().build(ctx, target)
+        return replace(built, resolved_requirements=self._resolved)
+
     def image(self, ctx: BuildContext, target=None) -> Image:
         """The image value for `ctx` (layers built into the local cache, nothing pushed)."""
         base = self._load_base()
@@ -154,6 +162,8 @@ class AppendBuilder(Builder):
                 # too, but this is the earliest point we know both versions.
                 log.warning("the context was made with Python %s but the base image has Python %s", ctx.python, python)
             cached, built = dependency_layer(list(ctx.requirements), python=python, tags=tags, cache=self.cache, progress=self._say)
+            # Kept for build() to put on the BuiltImage (run records show them); image() returns the value only.
+            self._resolved = tuple(resolved_requirements(list(ctx.requirements), python=python, tags=tags, cache=self.cache))
             self._say(f"dependency layer {cached.digest[7:19]} ({cached.size} bytes, {'built' if built else 'cached'})")
             img = img.append(
                 Layer(cached.digest, cached.size, base.layer_media_type, cached.diff_id, path=cached.path),

@@ -129,6 +129,8 @@ def dependency_layer(
     key = deps_key(requirements, python, tags)
     known = cache.get_key("deps", key)
     if known and (hit := cache.get_layer(known.get("diff_id", ""))):
+        if "resolved" not in known:  # cached before versions were kept: read them once from the layer
+            cache.put_key("deps", key, {**known, "resolved": _resolved_in_layer(hit.path)})
         return hit, False
     if progress:
         progress(f"installing {len(requirements)} requirement(s) for Python {python} ({tags[0]})")
@@ -148,5 +150,40 @@ def dependency_layer(
             site.mkdir()
         _fix_scripts(site / "bin")
         layer = cache.build_layer(tree(site, SITE_DIR.lstrip("/")))
-    cache.put_key("deps", key, {"diff_id": layer.diff_id, "requirements": list(requirements), "python": python, "platforms": list(tags)})
+        resolved = _resolved(p.name for p in site.iterdir())
+    cache.put_key("deps", key, {"diff_id": layer.diff_id, "requirements": list(requirements), "python": python,
+                                "platforms": list(tags), "resolved": resolved})
     return layer, True
+
+
+def resolved_requirements(requirements: Sequence[str], *, python: str, tags: Sequence[str], cache: Cache) -> list[str]:
+    """What pip installed for `requirements` ("name==version", sorted), once dependency_layer made
+    the layer; [] when unknown. Run records keep it next to the requirements as given."""
+    known = cache.get_key("deps", deps_key(requirements, python, tags)) or {}
+    return list(known.get("resolved") or [])
+
+
+def _resolved(names) -> list[str]:
+    """"name==version" for each NAME-VERSION.dist-info among `names`."""
+    out = []
+    for n in names:
+        if n.endswith(".dist-info") and "-" in n:
+            name, _, version = n[: -len(".dist-info")].rpartition("-")
+            out.append(f"{name}=={version}")
+    return sorted(out, key=str.lower)
+
+
+def _resolved_in_layer(path) -> list[str]:
+    import tarfile
+
+    top = set()
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for m in tar:
+                parts = m.name.split("/")
+                site = SITE_DIR.strip("/").split("/")
+                if parts[: len(site)] == site and len(parts) > len(site):
+                    top.add(parts[len(site)])
+    except (OSError, tarfile.TarError):
+        return []
+    return _resolved(top)

@@ -134,6 +134,8 @@ def rerun(run_id: Annotated[str, typer.Argument(help="run id to run again")],
     status = "Deployed"
     if not detach:
         status = config.wait_for(handle, progress, timeout=timeout, on_log=_info if as_json else _out, run=run)
+        if getattr(handle, "mode", None) == "container" and status == "Succeeded":
+            handle.delete()  # as `fair train` does: a finished local container is not kept
     if as_json:
         _json({"run_id": run.id, "rerun_of": run.doc["rerun_of"], "name": getattr(handle, "name", None),
                "status": status, "image": run.doc["image"].get("ref")})

@@ -25,7 +25,8 @@ def plan(doc: dict) -> tuple[str, dict, Any]:
                           hint="rerun works on `fair train` runs; serve again with `fair deploy`")
     image = doc.get("image") or {}
     ref = image.get("ref") or ""
-    if not ref or ref.startswith("context:") or "@sha256:" not in ref:
+    engine_id = ref.startswith("sha256:")  # built into the local engine (docker builder, no registry)
+    if not ref or ref.startswith("context:") or "@sha256:" not in ref and not engine_id:
         raise ConfigError(f"run {rid} has no image pinned by digest to run again "
                           f"({'it ran as a local process' if ref.startswith('context:') else 'it never built one'})",
                           hint="runs built into a registry or a container engine can be rerun")
@@ -44,7 +45,7 @@ def plan(doc: dict) -> tuple[str, dict, Any]:
                           hint="rerun needs a run built into a registry or a container engine")
     tpl = {"metadata": {"labels": {"app.kubernetes.io/managed-by": "fairing"}},
            "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": ref}]}}
-    return name, opts, BuiltImage(ref=ref, digest=image.get("digest") or ref.split("@", 1)[1], tag=image.get("tag"),
+    return name, opts, BuiltImage(ref=ref, digest=image.get("digest") or ref.rpartition("@")[2], tag=image.get("tag"),
                                   pod_template=tpl)
 
 
