@@ -19,6 +19,7 @@ import typer
 
 from . import __version__
 from .errors import ConfigError, FairingError
+from .kfp import cli as export_cli
 from .runs import cli as runs_cli
 
 EXIT_CODES = {0: "success", 1: "error", 2: "usage or configuration error", 3: "build error",
@@ -36,6 +37,7 @@ app = typer.Typer(
 config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(runs_cli.app, name="runs")
+app.add_typer(export_cli.app, name="export")
 
 
 # --- common options ---------------------------------------------------------------------------
