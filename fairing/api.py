@@ -134,7 +134,7 @@ def endpoint(model: Any, settings: settings_mod.Settings, *, name: str | None = 
                             registry=s.registry, target=target, deployer=deployer, builder=builder,
                             builder_options=bkw, requirements=reqs, files=list(files) if files else None,
                             storage_uri=storage_uri,
-                            timeout=float(s.timeout or 600), out=out, **dkw)
+                            timeout=float(s.timeout or 600), out=out, settings=s, **dkw)
     if target == "localhost/":
         ep.target = target + config_mod._repo(s.image_name or f"fairing-{ep.name}")
     return ep

@@ -69,6 +69,8 @@ SETTING_OPTIONS = [
     _param("preprocessor", Annotated[Optional[str], _opt("--preprocessor", help="python, notebook, function, full_notebook")]),
     _param("local_mode", Annotated[Optional[str], _opt("--local-mode", help="local deployer: auto, container or process")]),
     _param("timeout", Annotated[Optional[int], _opt("--timeout", help="seconds to wait for the workload")]),
+    _param("mlflow", Annotated[Optional[str], _opt("--mlflow", help="MLflow tracking URI to log the run to (default: $MLFLOW_TRACKING_URI)")]),
+    _param("experiment", Annotated[Optional[str], _opt("--experiment", help="MLflow experiment (default: the entry's name)")]),
 ]
 # Options every command has.
 GLOBAL_OPTIONS = [

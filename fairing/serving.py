@@ -330,7 +330,8 @@ class PredictionEndpoint:
                  registry: str | None = None, target: str | None = None, deployer: str = "serving",
                  builder: str | Any = "append", requirements=None, files=None, storage_uri: str | None = None,
                  protocol: str = "v1", timeout: float = 600.0, builder_options: Mapping | None = None,
-                 image=None, out: Callable[[str], None] | None = print, **deployer_options):
+                 image=None, out: Callable[[str], None] | None = print, settings: Mapping | None = None,
+                 **deployer_options):
         from .preprocessors.serve import check_name, default_name
 
         # KServe's own runtimes (deployer="inferenceservice", model_format="sklearn") need no image.
@@ -361,6 +362,7 @@ class PredictionEndpoint:
         self.out = out or (lambda s: None)
         self.handle = None
         self.context = None  # the BuildContext, once built
+        self.settings = settings  # effective settings, for where the run is tracked (mlflow, experiment)
         self.run = None  # the run record (fairing.runs), once created
         # Made now so a typo in an option fails before any build (constructing talks to nothing).
         self._deployer = load_deployer(deployer)(name=self.name, **self.deployer_options)
@@ -449,7 +451,7 @@ class PredictionEndpoint:
                         pass
                 run.fail(exc)
                 raise
-            run.deployed(self.handle, status="Ready")
+            run.finish("Ready")
         self.out(f"model {self.name!r} is being served at {self.url}")
         self.out(f"  V1: POST {self.client().predict_url('v1')}")
         self.out(f"  v2: POST {self.client().predict_url('v2')}")

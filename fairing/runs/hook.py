@@ -96,7 +96,7 @@ def start_for_endpoint(ep: Any, warn: Callable[[str], None] | None = None) -> Ru
             how[key] = ep.deployer_options[key]
     entry = ep.model if isinstance(ep.model, str) else (ep.model if callable(ep.model) else type(ep.model))
     params = {"name": ep.name, "protocol": ep.protocol, "requirements": list(ep.requirements or [])}
-    return start("deploy", entry=entry, how=how, params=params, warn=warn)
+    return start("deploy", entry=entry, how=how, params=params, warn=warn, settings=ep.settings)
 
 
 def base_of(p) -> tuple[str | None, str | None]:

@@ -63,6 +63,10 @@ class Run:
     def id(self) -> str:
         return self.doc["id"]
 
+    @property
+    def store(self):
+        return self._store
+
     # -- identity for the cluster ----------------------------------------------------------------
     def labels(self) -> dict[str, str]:
         out = {RUN_ID_LABEL: self.id}
