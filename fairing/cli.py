@@ -325,13 +325,18 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
 def status(name: Annotated[str, typer.Argument(help="workload name (see `fair list`)")], opts: Any = None) -> None:
     from . import workloads
 
+    from .telemetry import lines, scrape
+
     h = workloads.attach(name, opts.settings())
     st = h.status()
     rid = workloads.run_id_of(h)
+    traffic = scrape(h) if st in ("Ready", "Running") else None  # a serving endpoint's /metrics
     if opts.json:
-        _print_json({"name": name, "status": st, "run_id": rid})
+        _print_json({"name": name, "status": st, "run_id": rid, **({"traffic": traffic} if traffic else {})})
     else:
         _out(f"{name}\t{st}" + (f"\trun {rid}" if rid else ""))
+        for line in lines(traffic) if traffic else []:
+            _out("  " + line)
 
 
 @command(help="Print a workload's logs (-f to follow until it ends).")
