@@ -26,18 +26,24 @@ def params_of(entry: Any, prepare_kw: Mapping[str, Any]) -> dict:
     out: dict[str, Any] = {}
     if args:
         argv = [str(a) for a in args]
-        out["argv"] = argv
+        shown = list(argv)  # argv as recorded: values of secret-looking flags masked
         i = 0
         while i < len(argv):
             a = argv[i]
             if a.startswith("--") and len(a) > 2:
                 key, eq, val = a[2:].partition("=")
+                secret = bool(redact.SECRET_KEY.search(key))
                 if not eq and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
                     val, i = argv[i + 1], i + 1
+                    if secret:
+                        shown[i] = redact.MASK
                 elif not eq:
                     val = "true"
-                out[key.replace("-", "_")] = val
+                elif secret:
+                    shown[i] = f"--{key}={redact.MASK}"
+                out[key.replace("-", "_")] = val  # secret keys are masked by redact.value in start()
             i += 1
+        out["argv"] = shown
     return out
 
 

@@ -39,8 +39,12 @@ class MetricLog:
     def feed(self, line: str) -> None:
         if "FAIRING_RESULT:" in line:
             return  # the function result marker carries a pickle, not metrics
+        from .redact import SECRET_KEY
+
         values, step = parse_line(line)
         for k, v in values.items():
+            if SECRET_KEY.search(k):
+                continue  # "token=123456" in a log is not a metric to keep
             self.last[k] = v
             if step is not None:
                 self.steps.setdefault(k, []).append((step, v))
