@@ -164,3 +164,24 @@ def test_export_errors(tmp_path):
     assert_one_error(fair("export", "kfp", "fit.py:nope", "-o", "x.yaml", "--registry", "r.example/t",
                           cwd=tmp_path, env=env), 2, "has no function 'nope'")
     assert not (tmp_path / "x.yaml").exists()
+
+
+def test_the_pipeline_example_compiles_with_our_digests(tmp_path, registry, base_image):
+    import subprocess
+    import sys
+
+    from tests.test_cli import EXAMPLES, ROOT
+
+    out = tmp_path / "fit-line.yaml"
+    r = subprocess.run([sys.executable, str(EXAMPLES / "pipeline.py"), "--registry", f"{registry.host}/fairing-kfp",
+                        "--base-image", base_image.docker, "-o", str(out)], cwd=tmp_path, capture_output=True, text=True,
+                       env=clean_env(PYTHONPATH=ROOT, FAIRING_RUNS=tmp_path / "runs.db"), timeout=600)
+    assert r.returncode == 0, r.stderr
+    ir = yaml.safe_load(out.read_text())
+    images = {k: e["container"]["image"] for k, e in ir["deploymentSpec"]["executors"].items()}
+    assert set(images) == {"exec-train", "exec-evaluate"}
+    assert all(i.startswith(f"{registry.host}/fairing-kfp/") and "@sha256:" in i for i in images.values())
+    assert ir["root"]["dag"]["tasks"]["evaluate"]["inputs"]["parameters"]["model"]["taskOutputParameter"] == \
+        {"outputParameterKey": "result", "producerTask": "train"}
+    records = json.loads(fair("runs", "-o", "json", env=clean_env(FAIRING_RUNS=tmp_path / "runs.db"), check=0).stdout)
+    assert sorted(rec["image"]["ref"] for rec in records) == sorted(images.values())

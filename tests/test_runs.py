@@ -300,3 +300,22 @@ def test_run_id_and_source_hash_label_every_cluster_object(tmp_path, store, kube
         assert any(w["name"] == name and w["run_id"] == rec["id"] for w in listed)
     finally:
         fair("delete", name, "-n", kube.namespace, cwd=tmp_path, env=env)
+
+
+def test_the_readme_runs_example_as_written(tmp_path, store):
+    import re
+    import shlex
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Run records and MLflow", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+    cmds = [shlex.split(line.split("  #")[0]) for line in block.splitlines() if line.strip()]
+    assert [c[:2] for c in cmds] == [["fair", "train"], ["fair", "train"], ["fair", "runs"]]
+    env = runs_env(store)
+    for c in cmds[:2]:
+        fair(*[str(ROOT / a) if a.startswith("examples/") else a for a in c[1:]], cwd=tmp_path, env=env, check=0)
+    table = fair(*cmds[2][1:], cwd=tmp_path, env=env, check=0).stdout.splitlines()
+    assert len(table) == 3 and all("Succeeded" in row and "b=1 w=2" in row for row in table[1:])
+    new, old = records(store)
+    d = json.loads(fair("runs", "diff", old["id"], new["id"], "-o", "json", env=env, check=0).stdout)
+    assert d["params"]["epochs"] == {"a": "100", "b": "300"} and "files" not in d
