@@ -93,6 +93,34 @@ def test_a_function_run_logs_its_arguments_and_result(tmp_path, server, monkeypa
     assert open(local).read() == "{'w': 4}"
 
 
+def test_trials_nest_under_their_tuning_run(tmp_path, server):
+    """A trial recorded with parent=<tuning run> becomes an MLflow child run of it."""
+    from mlflow.tracking import MlflowClient
+
+    import fairing.runs as runs
+    from fairing.runs.store import Store
+
+    store = Store(tmp_path / "runs.db")
+    settings = {"mlflow": server.uri, "experiment": "tune-demo"}
+    tuning = runs.start("tune", entry="search.py", params={"trials": 2}, store=store, settings=settings, git=False)
+    tuning.finish("Succeeded")
+    trials = []
+    for lr in (0.1, 0.2):
+        t = runs.start("trial", entry="search.py", params={"lr": lr}, parent=tuning.id, store=store,
+                       settings=settings, git=False)
+        t.log(f"accuracy={lr * 3}")
+        t.finish("Succeeded")
+        trials.append(t)
+    c = MlflowClient(tracking_uri=server.uri)
+    got = {r.data.tags["fairing.run_id"]: r for r in c.search_runs([c.get_experiment_by_name("tune-demo").experiment_id])}
+    parent_id = got[tuning.id].info.run_id
+    assert "mlflow.parentRunId" not in got[tuning.id].data.tags
+    for t in trials:
+        assert got[t.id].data.tags["mlflow.parentRunId"] == parent_id
+        assert got[t.id].data.metrics == {"accuracy": float(t.doc["params"]["lr"]) * 3}
+    assert [r["id"] for r in runs.list(parent=tuning.id, store=store)] == [trials[1].id, trials[0].id]
+
+
 def test_a_server_stopped_mid_run_warns_once_and_the_run_is_recorded(tmp_path, server):
     """Last in this module: it stops the shared server."""
     script = write_train(tmp_path, sleep=1.0)
