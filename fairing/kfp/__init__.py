@@ -10,7 +10,8 @@
 
 `export(entry, path)` writes the component YAML (what `fair export kfp` does). Inputs come from
 the function's signature (or `params=["epochs:int=3"]` for a script); outputs are `result` and
-`metrics`. The `kfp` package is needed only by `component()` (pip install 'fairing[kfp]')."""
+`metrics`. The `kfp` package is needed only by `component()`: `pip install 'fairing[kfp]'` then
+`pip install --no-deps kfp==2.17.3` (kfp pins kubernetes<31, older than the client fairing needs)."""
 from __future__ import annotations
 
 import dataclasses
@@ -127,7 +128,9 @@ def component(entry: Any, **kw: Any):
     try:
         from kfp import components
     except ImportError:
-        raise ConfigError("the kfp package is not installed", hint="pip install 'fairing[kfp]'") from None
+        raise ConfigError("the kfp package is not installed",
+                          hint="pip install 'fairing[kfp]' && pip install --no-deps kfp==2.17.3 "
+                               "(kfp pins an older kubernetes client than fairing needs)") from None
     import yaml
 
     return components.load_component_from_text(yaml.safe_dump(build_spec(entry, **kw), sort_keys=False))
