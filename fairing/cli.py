@@ -272,8 +272,8 @@ def train(entry: Annotated[str, typer.Argument(help="a .py file, a directory or 
         out["stages"] = progress.summary()
         _print_json(out)
     else:
-        _info(f"fair: {getattr(handle, 'name', '')} {status} ({res.mode})")
         _info(f"fair: recorded as run {res.run.id} (fair runs show {res.run.id})")
+        _info(f"fair: {getattr(handle, 'name', '')} {status} ({res.mode})")  # last: scripts read the outcome here
 
 
 def _mode_sentence(p) -> str:
