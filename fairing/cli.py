@@ -331,6 +331,9 @@ def status(name: Annotated[str, typer.Argument(help="workload name (see `fair li
     h = workloads.attach(name, opts.settings())
     st = h.status()
     rid = workloads.run_id_of(h)
+    import fairing.runs as runs
+
+    runs.settle(rid, st)  # a detached run's record learns how it ended
     traffic = scrape(h) if st in ("Ready", "Running") else None  # a serving endpoint's /metrics
     if opts.json:
         _print_json({"name": name, "status": st, "run_id": rid, **({"traffic": traffic} if traffic else {})})

@@ -294,8 +294,12 @@ def test_run_id_and_source_hash_label_every_cluster_object(tmp_path, store, kube
         assert job["metadata"]["annotations"]["fairing.dev/source-digest"] == rec["source"]["digest"]
         main = job["spec"]["template"]["spec"]["containers"][0]
         assert {"name": "FAIRING_RUN_ID", "value": rec["id"]} in main["env"]
-        st = json.loads(fair("status", name, "-n", kube.namespace, "-o", "json", cwd=tmp_path, env=env, check=0).stdout)
-        assert st["run_id"] == rec["id"]
+        deadline = time.time() + 120
+        while (st := json.loads(fair("status", name, "-n", kube.namespace, "-o", "json", cwd=tmp_path, env=env,
+                                     check=0).stdout))["status"] not in ("Succeeded", "Failed") and time.time() < deadline:
+            time.sleep(1)
+        assert st["run_id"] == rec["id"] and st["status"] == "Succeeded"
+        assert records(store)[0]["status"] == "Succeeded"  # `fair status` settled the detached run's record
         listed = json.loads(fair("list", "-n", kube.namespace, "-o", "json", cwd=tmp_path, env=env, check=0).stdout)
         assert any(w["name"] == name and w["run_id"] == rec["id"] for w in listed)
     finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["list", "get", "diff", "start"]
+__all__ = ["list", "get", "diff", "start", "settle"]
 
 
 def list(last: int | None = None, status: str | None = None, *, command: str | None = None,  # noqa: A001
@@ -43,3 +43,30 @@ def start(command: str, **kw: Any):
     from .record import start as _start
 
     return _start(command, **kw)
+
+
+FINAL = ("Succeeded", "Failed")
+
+
+def settle(run_id: str | None, status: str, *, store: Any = None) -> bool:
+    """A detached run's outcome, seen later (`fair status NAME`): a record still Deployed/Running
+    takes a final status. Returns whether the record changed; never fails the caller."""
+    if not run_id or status not in FINAL:
+        return False
+    import time
+
+    from .store import Store
+
+    try:
+        s = store or Store()
+        doc = s.get(run_id)
+        if doc.get("status") in FINAL or doc.get("command") == "deploy":
+            return False
+        doc["status"] = status
+        doc["duration"] = round(time.time() - float(doc["created"]), 3)
+        doc["settled_by"] = "status"  # seen after the fact: the duration is an upper bound
+        s.put(doc)
+        return True
+    except Exception:  # noqa: BLE001 - a record elsewhere (another machine's store) is not an error here
+        return False
+
