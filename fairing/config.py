@@ -423,8 +423,10 @@ def wait_for(handle: Any, progress: Progress, *, timeout: float | None = None,
     if run is not None:
         _read_metrics(handle, run, streamed=on_log is not None)
         if finish:
+            from .runs.hook import local_outputs
+
             value, has = _result_of(handle) if result else (None, False)
-            run.finish(str(status), result=value, has_result=has)
+            run.finish(str(status), result=value, has_result=has, files=local_outputs(handle))
     return status
 
 
@@ -534,7 +536,9 @@ class Config:
             except BaseException as e:
                 res.run.fail(e)
                 raise
-            res.run.finish("Succeeded", result=value, has_result=True)
+            from .runs.hook import local_outputs
+
+            res.run.finish("Succeeded", result=value, has_result=True, files=local_outputs(handle))
             # Clean up only after success: a failed workload stays for `fair logs NAME`.
             _cleanup(handle)
             return value

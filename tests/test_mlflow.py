@@ -91,6 +91,13 @@ def test_a_function_run_logs_its_arguments_and_result(tmp_path, server, monkeypa
     assert run.data.params == {"epochs": "4", "lr": "0.5"}
     local = c.download_artifacts(run.info.run_id, "fairing/result.txt", str(tmp_path / "dl"))
     assert open(local).read() == "{'w': 4}"
+    # The result file the local run wrote is uploaded too, and the record says where it went.
+    local = c.download_artifacts(run.info.run_id, "fairing/result/result.pkl", str(tmp_path / "dl"))
+    import cloudpickle
+
+    assert cloudpickle.loads(open(local, "rb").read()) == {"w": 4}
+    (rec,) = json.loads(fair("runs", "-o", "json", env=env, check=0).stdout)
+    assert rec["artifacts"]["result"] == f"{run.info.artifact_uri}/fairing/result/result.pkl"
 
 
 def test_trials_nest_under_their_tuning_run(tmp_path, server):

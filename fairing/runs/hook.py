@@ -126,3 +126,24 @@ def base_of(p) -> tuple[str | None, str | None]:
         return base, client_for(ref.registry, retries=0, timeout=(3.0, 10.0), **opts).manifest_digest(ref.repository, ref.identifier)
     except Exception:  # noqa: BLE001 - unreachable or private base: the record just lacks the digest
         return base, None
+
+
+def local_outputs(handle: Any) -> dict[str, str]:
+    """{label: local path} of the workload's outputs (result.pkl, the executed notebook) that exist
+    on this machine: a local process writes them to its output dir. Trackers upload these."""
+    from pathlib import Path, PurePosixPath
+
+    from ..context import OUTPUT_DIR
+
+    out_dir, ctx = getattr(handle, "output_dir", None), getattr(handle, "context", None)
+    if out_dir is None or ctx is None:
+        return {}
+    found = {}
+    for label, path in ctx.outputs.items():
+        p = PurePosixPath(path)
+        if p.is_relative_to(OUTPUT_DIR):
+            local = Path(out_dir) / p.relative_to(OUTPUT_DIR)
+            if local.is_file():
+                found[label] = str(local)
+    return found
+

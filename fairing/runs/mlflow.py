@@ -102,9 +102,9 @@ class MlflowTracker(Tracker):
         c.log_text(rid, json.dumps(doc, indent=2, sort_keys=True, default=str), "fairing/run.json")
         if "result" in doc:
             c.log_text(rid, str(doc["result"]), "fairing/result.txt")
-        for label, path in (doc.get("artifacts") or {}).items():
-            if isinstance(path, str) and Path(path).is_file():
-                c.log_artifact(rid, path, f"fairing/{label}")
+        for label, path in run.files.items():  # outputs a local run left here (result.pkl, executed notebook)
+            c.log_artifact(rid, path, f"fairing/{label}")
+            doc.setdefault("artifacts", {})[label] = f"{mr.info.artifact_uri}/fairing/{label}/{Path(path).name}"
         ok = doc.get("status") in ("Succeeded", "Ready", "Deployed")
         c.set_terminated(rid, "FINISHED" if ok else "FAILED", end_time=now)
         doc["mlflow"] = {"run_id": rid, "experiment": name, "experiment_id": exp_id, "tracking_uri": _safe_uri(self.uri)}

@@ -58,6 +58,7 @@ class Run:
         self.metrics = MetricLog()
         self._t0 = time.monotonic()
         self.trackers: list[Any] = []  # MLflow etc.: get the same calls (see fairing.runs.mlflow)
+        self.files: dict[str, str] = {}  # local output files for trackers (see finish)
 
     @property
     def id(self) -> str:
@@ -127,7 +128,10 @@ class Run:
         self.save()
 
     def finish(self, status: str, reason: str | None = None, *, result: Any = None, has_result: bool = False,
-               artifacts: Mapping[str, str] | None = None) -> None:
+               artifacts: Mapping[str, str] | None = None, files: Mapping[str, str] | None = None) -> None:
+        """The outcome. `files` are local copies of outputs ({label: path}) for trackers to upload;
+        they are temporary, so the record keeps where the tracker put them, not these paths."""
+        self.files = dict(files or {})
         self.doc["status"] = status
         if reason:
             self.doc["reason"] = redact.text(" ".join(str(reason).split()))
