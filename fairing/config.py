@@ -417,8 +417,10 @@ def wait_for(handle: Any, progress: Progress, *, timeout: float | None = None,
             st.detail = str(status)
     except BaseException as e:
         if run is not None:
+            from .runs.hook import local_outputs
+
             _read_metrics(handle, run, streamed=on_log is not None)
-            run.fail(e)
+            run.fail(e, files=local_outputs(handle))  # a failed notebook's executed copy matters most
         raise
     if run is not None:
         _read_metrics(handle, run, streamed=on_log is not None)

@@ -100,6 +100,27 @@ def test_a_function_run_logs_its_arguments_and_result(tmp_path, server, monkeypa
     assert rec["artifacts"]["result"] == f"{run.info.artifact_uri}/fairing/result/result.pkl"
 
 
+def test_a_failed_notebook_run_uploads_the_executed_notebook(tmp_path, server):
+    import nbformat
+    from mlflow.tracking import MlflowClient
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('loss=0.5')"),
+                                         nbformat.v4.new_code_cell("raise ValueError('bad batch')")])
+    nbformat.write(nb, tmp_path / "explore.ipynb")
+    env = clean_env(FAIRING_RUNS=tmp_path / "runs.db", MLFLOW_TRACKING_URI=server.uri)
+    r = fair("train", "explore.ipynb", "--preprocessor", "full_notebook", "--local-mode", "process",
+             cwd=tmp_path, env=env)
+    assert r.returncode == 4, r.stderr
+    c = MlflowClient(tracking_uri=server.uri)
+    (run,) = c.search_runs([c.get_experiment_by_name("explore").experiment_id])
+    assert run.info.status == "FAILED" and run.data.metrics == {"loss": 0.5}
+    local = c.download_artifacts(run.info.run_id, "fairing/notebook/explore.executed.ipynb", str(tmp_path / "dl"))
+    executed = nbformat.read(local, as_version=4)
+    assert executed.cells[1].outputs[0]["ename"] == "ValueError"  # the traceback is in the uploaded copy
+    (rec,) = json.loads(fair("runs", "-o", "json", env=env, check=0).stdout)
+    assert rec["status"] == "Failed" and rec["artifacts"]["notebook"].endswith("fairing/notebook/explore.executed.ipynb")
+
+
 def test_trials_nest_under_their_tuning_run(tmp_path, server):
     """A trial recorded with parent=<tuning run> becomes an MLflow child run of it."""
     from mlflow.tracking import MlflowClient

@@ -151,12 +151,12 @@ class Run:
         if self.trackers:
             self.save()  # trackers may have added their ids (mlflow run id)
 
-    def fail(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException, *, files: Mapping[str, str] | None = None) -> None:
         if isinstance(exc, KeyboardInterrupt):
-            self.finish(FAILED, "interrupted")
+            self.finish(FAILED, "interrupted", files=files)
             return
         msg = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-        self.finish(FAILED, msg)
+        self.finish(FAILED, msg, files=files)
 
     # -- storage ---------------------------------------------------------------------------------
     def save(self) -> None:
