@@ -29,17 +29,15 @@ SCHEMA = (
 )
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("FAIRING_CACHE") or Path.home() / ".cache" / "fairing")
-
-
 def default_path() -> Path:
     """FAIRING_RUNS (a file, or a directory to hold runs.db), else <cache>/runs/runs.db."""
     env = os.environ.get("FAIRING_RUNS")
     if env:
         p = Path(env).expanduser()
         return p / "runs.db" if p.is_dir() or env.endswith("/") else p
-    return cache_dir() / "runs" / "runs.db"
+    from ..oci.cache import cache_root  # the one $FAIRING_CACHE root
+
+    return cache_root() / "runs" / "runs.db"
 
 
 class Store:
