@@ -1,5 +1,5 @@
-"""`fair`: the command line. Parsing and printing only; the work happens in fairing.config,
-fairing.api, fairing.settings and fairing.workloads.
+"""`fair`: the command line. Parsing and printing only; the work happens in fairing.pipeline
+(train, build, deploy), fairing.settings and fairing.workloads (status, logs, delete, list).
 
 Exit codes: 0 success; 1 error (including a workload that failed); 2 usage or configuration error;
 3 packaging/build/push error; 4 deploy/cluster/engine error (or the workload failed there);
@@ -17,7 +17,7 @@ from typing import Annotated, Any, Callable, List, Optional
 
 import typer
 
-from . import __version__
+from . import __version__, registry
 from .errors import ConfigError, FairingError
 from .kfp import cli as export_cli
 from .runs import cli as runs_cli
@@ -38,6 +38,8 @@ config_app = typer.Typer(help="Show the effective configuration.", no_args_is_he
 app.add_typer(config_app, name="config")
 app.add_typer(runs_cli.app, name="runs")
 app.add_typer(export_cli.app, name="export")
+cache_app = typer.Typer(help="Look after the local build cache (wheels, unpacked packages, layers).", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
 
 
 # --- common options ---------------------------------------------------------------------------
@@ -56,7 +58,7 @@ SETTING_OPTIONS = [
     _param("base_image", Annotated[Optional[str], _opt("--base-image", help="image to add the code to")]),
     _param("registry", Annotated[Optional[str], _opt("--registry", help="push images here, e.g. 127.0.0.1:5000/team")]),
     _param("image_name", Annotated[Optional[str], _opt("--image-name", help="repository name for the image")]),
-    _param("deployer", Annotated[Optional[str], _opt("--deployer", help="job, cronjob, tfjob, pytorchjob, serving, inferenceservice, local")]),
+    _param("deployer", Annotated[Optional[str], _opt("--deployer", help=", ".join(registry.DEPLOYERS))]),
     _param("namespace", Annotated[Optional[str], _opt("--namespace", "-n", help="Kubernetes namespace")]),
     _param("context", Annotated[Optional[str], _opt("--context", help="kubeconfig context")]),
     _param("kubeconfig", Annotated[Optional[str], _opt("--kubeconfig", help="kubeconfig file")]),
@@ -198,36 +200,26 @@ def _entry(entry: str) -> str:
 def build(entry: Annotated[str, typer.Argument(help="a .py file, a directory or a .ipynb notebook")],
           target: Annotated[Optional[str], typer.Option("--target", help="full image name, or oci:DIR for an OCI layout")] = None,
           opts: Any = None) -> None:
-    import fairing.config as config  # not `from . import config`: see fairing/__init__.py
+    from . import pipeline
 
     s = opts.settings()
-    p = config.plan(_entry(entry), s, builder=(s.builder, {"target": target}) if target else None,
-                    build_only=True)
+    p = pipeline.plan(_entry(entry), s, builder=(s.builder, {"target": target}) if target else None,
+                      build_only=True)
     if p.builder is None:
         raise ConfigError("nothing to build into: no registry and no container engine",
                           hint="pass --registry HOST/PATH, --target oci:DIR, or start Docker/Podman")
     progress = opts.progress()
     if opts.dry_run:
-        ctx = config.prepare(p, progress)
-        _print_plan({"mode": "build", "build": config.make_builder(p).plan(ctx, p.target), "manifests": []}, opts)
+        ctx = pipeline.prepare(p, progress)
+        _print_plan({"mode": "build", "build": pipeline.make_builder(p).plan(ctx, p.target), "manifests": []}, opts)
         return
-    from .runs import hook
-
-    run = hook.start_for_plan("build", p)
-    try:
-        ctx = config.prepare(p, progress)
-        run.packaged(ctx)
-        image = config.build(p, ctx, progress)
-        run.built(image, **dict(zip(("base_image", "base_digest"), hook.base_of(p))))
-    except BaseException as e:
-        run.fail(e)
-        raise
-    run.finish("Succeeded")
+    image, run = pipeline.build_recorded(p, progress)
     if opts.json:
         st = image.stats
         _print_json({"image": image.ref, "digest": image.digest, "tag": image.tag, "run_id": run.id,
                      "stats": {"seconds": st.seconds, "layers_uploaded": st.layers_uploaded,
-                               "layers_skipped": st.layers_skipped, "bytes_uploaded": st.bytes_uploaded}})
+                               "layers_skipped": st.layers_skipped, "bytes_uploaded": st.bytes_uploaded,
+                               "phases": dict(st.phases)}})
     else:
         _out(image.ref)
 
@@ -239,14 +231,14 @@ def train(entry: Annotated[str, typer.Argument(help="a .py file, a directory or 
           name: Annotated[Optional[str], typer.Option("--name", help="workload name (default: generated)")] = None,
           keep: Annotated[bool, typer.Option("--keep", help="keep a finished local container for `fair logs`")] = False,
           opts: Any = None) -> None:
-    import fairing.config as config  # not `from . import config`: see fairing/__init__.py
+    from . import pipeline
 
     s = opts.settings()
     prepare_kw = {"args": list(args)} if args else {}
-    p = config.plan(_entry(entry), s, prepare_kw=prepare_kw, name=name)
+    p = pipeline.plan(_entry(entry), s, prepare_kw=prepare_kw, name=name)
     progress = opts.progress()
     if opts.dry_run:
-        _print_plan(config.dry_run(p, progress), opts)
+        _print_plan(pipeline.dry_run(p, progress), opts)
         return
     local = p.deployer[0] == "local"
     if not opts.json:
@@ -256,12 +248,12 @@ def train(entry: Annotated[str, typer.Argument(help="a .py file, a directory or 
                           hint="drop --detach, or start Docker/Podman / configure a registry and cluster")
     # Logs go to stdout, except with --output json, where stdout holds only the JSON document.
     on_log = None if detach else (_info if opts.json else _out)
-    res = config.execute(p, progress, wait=False)
+    res = pipeline.execute(p, progress, wait=False)
     handle = res.handle
     status = "Deployed"
     if not detach:
         try:
-            status = config.wait_for(handle, progress, timeout=s.timeout, on_log=on_log, run=res.run)
+            status = pipeline.wait_for(handle, progress, timeout=s.timeout, on_log=on_log, run=res.run)
         finally:
             if local and not keep and getattr(handle, "mode", None) == "container" and handle.status() == "Succeeded":
                 handle.delete()
@@ -310,9 +302,9 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
     ep = endpoint(model, s, name=name, replicas=replicas, files=_model_files(files), storage_uri=storage_uri,
                   out=None if opts.json else _info)
     if opts.dry_run:
-        where = "local container" if ep.deployer_name == "local" else f"{ep.deployer_name} on cluster"
-        _print_plan({"mode": where, "build": {"model": model, "name": ep.name},
-                     "manifests": ep.render()}, opts)
+        p = ep.plan()
+        mode = "local container" if p.deployer[0] == "local" else p.mode
+        _print_plan({"mode": mode, "build": {"model": model, "name": ep.name}, "manifests": ep.render()}, opts)
         return
     ep.create()
     if opts.json:
@@ -326,13 +318,12 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
 def status(name: Annotated[str, typer.Argument(help="workload name (see `fair list`)")], opts: Any = None) -> None:
     from . import workloads
 
+    from . import runs
     from .telemetry import lines, scrape
 
     h = workloads.attach(name, opts.settings())
     st = h.status()
     rid = workloads.run_id_of(h)
-    import fairing.runs as runs
-
     runs.settle(rid, st)  # a detached run's record learns how it ended
     traffic = scrape(h) if st in ("Ready", "Running") else None  # a serving endpoint's /metrics
     if opts.json:
@@ -348,10 +339,10 @@ def logs(name: Annotated[str, typer.Argument(help="workload name")],
          follow: Annotated[bool, typer.Option("--follow", "-f", help="keep streaming")] = False,
          opts: Any = None) -> None:
     from . import workloads
-    from .config import _lines
+    from .pipeline import log_lines
 
     h = workloads.attach(name, opts.settings())
-    for line in _lines(h.logs(follow=follow)):
+    for line in log_lines(h.logs(follow=follow)):
         _out(line)
 
 
@@ -415,6 +406,35 @@ def config_show(opts: Any = None) -> None:
     for k, v, src in rows:
         shown = "-" if v in (None, [], {}) else (json.dumps(v) if isinstance(v, (list, dict)) else str(v))
         _out(f"{k.ljust(width)}  {shown:<32}  {src}")
+
+
+@command(name="info", group=cache_app, settings=False, help="Show what the build cache holds ($FAIRING_CACHE).")
+def cache_info(opts: Any = None) -> None:
+    from .oci import cache as c
+
+    root = c.cache_root()
+    summary = c.info(root)
+    if opts.json:
+        _print_json({"root": str(root), **summary})
+    else:
+        _out("\n".join(c.info_lines(root, summary)))
+
+
+@command(name="prune", group=cache_app, settings=False, help="Remove least recently used cache entries, by age and/or total size.")
+def cache_prune(older_than: Annotated[Optional[str], typer.Option("--older-than", help="remove entries unused for this long, e.g. 7d, 12h")] = None,
+                max_size: Annotated[Optional[str], typer.Option("--max-size", help="then remove the least recently used until the cache fits, e.g. 5G")] = None,
+                opts: Any = None) -> None:
+    from .oci import cache as c
+
+    if older_than is None and max_size is None:
+        raise ConfigError("fair cache prune needs --older-than and/or --max-size", hint="e.g. fair cache prune --older-than 30d --max-size 10G")
+    root = c.cache_root()
+    removed, freed = c.prune(root, older_than=c.parse_age(older_than) if older_than else None,
+                             max_size=c.parse_size(max_size) if max_size else None, dry_run=opts.dry_run)
+    if opts.json:
+        _print_json({"root": str(root), "removed": removed, "bytes": freed, "dry_run": opts.dry_run})
+    else:
+        _out(f"{'would remove' if opts.dry_run else 'removed'} {removed} entries ({c.human(freed)}) from {root}")
 
 
 @app.command(help="Print the version.")

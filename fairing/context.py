@@ -16,6 +16,17 @@ RESULT_MARKER = "FAIRING_RESULT:"
 
 
 @dataclass(frozen=True)
+class ServeSpec:
+    """What a serving deployer needs to know about the model server in the image: the model's name
+    (in URLs and object names), the port it listens on, and the protocol clients speak by default.
+    Travels typed with the context; the server in the image gets the same values as env."""
+
+    model_name: str
+    port: int = 8080
+    protocol: str = "v1"
+
+
+@dataclass(frozen=True)
 class BuildContext:
     """What to put in the image. `files` maps a POSIX path relative to `workdir` to its source."""
 
@@ -28,6 +39,7 @@ class BuildContext:
     kind: str = "python"  # name of the preprocessor that made it
     # Files the workload writes that a user can fetch afterwards, e.g. {"result": ".../result.pkl"}.
     outputs: Mapping[str, str] = field(default_factory=dict)
+    serve: ServeSpec | None = None  # set by the serve preprocessor: this context is a model server
 
     def size(self) -> int:
         return sum(len(s) if isinstance(s, bytes) else Path(s).stat().st_size for s in self.files.values())
@@ -39,6 +51,9 @@ class BuildStats:
     layers_uploaded: int = 0
     layers_skipped: int = 0
     bytes_uploaded: int = 0
+    # Where the time went, seconds: resolve, download, install, tar, compress (tar and compress:
+    # CPU seconds summed over threads), layers (their wall time), upload. Empty for other builders.
+    phases: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -77,8 +92,10 @@ class Handle(Protocol):
 def pod_template(image_ref: str, ctx: BuildContext, container: str = "main") -> dict:
     """The pod template that runs `image_ref` as `ctx` says: one container named `container`
     (never containers[0]). Deployers start from it; builders never make one."""
+    from .deployers.labels import MANAGED
+
     return {
-        "metadata": {"labels": {"app.kubernetes.io/managed-by": "fairing"}},
+        "metadata": {"labels": dict(MANAGED)},
         "spec": {
             "restartPolicy": "Never",
             "containers": [

@@ -109,7 +109,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("registry", _str, None, "where images are pushed, e.g. 127.0.0.1:5000/team; none -> run locally",
         "registry.example.com/team"),
     Key("image_name", _str, None, "repository name for built images (default: fairing-<entry>)", "my-train"),
-    Key("deployer", _str, None, "job, cronjob, tfjob, pytorchjob, serving, inferenceservice, local "
+    Key("deployer", _str, None, "job, cronjob, tfjob, pytorchjob, pod, serving, inferenceservice, local "
         "(default: job with a registry and a cluster, else local)", "job"),
     Key("namespace", _str, None, "Kubernetes namespace (default: from the kubeconfig context)", "default"),
     Key("context", _str, None, "kubeconfig context", "dev"),
@@ -365,6 +365,14 @@ def load(cli: Mapping[str, Any] | None = None, *, profile: str | None = None, cw
     if cli:
         values.update(_layer(cli, cli_source))
     return Settings(values, profile=chosen, file=path)
+
+
+def explicit(values: Mapping[str, Any] | None = None, source: str = "argument") -> Settings:
+    """Defaults plus `values` only, no file and no environment: for a facade whose every option is
+    an argument (PredictionEndpoint), so a fairing.yaml nearby changes nothing it was not told."""
+    layer = {k: Value(key.default, "default") for k, key in KEYS.items()}
+    layer.update(_layer(values or {}, source))
+    return Settings(layer)
 
 
 def requirements_list(settings: Mapping[str, Any]) -> list[str] | str:

@@ -12,3 +12,25 @@ def pytest_report_header(config):
 
     return [f"fairing rig: state and service logs in {rig_dir()} "
             "(`python -m tests.rig env` prints the endpoints, `... down` stops them)"]
+
+
+# The fast tier (`./scripts/test --fast`): every test that uses none of the rig's services. A test
+# is a service test when it asks for one of these fixtures, directly or through another fixture,
+# so the marker follows the code and cannot be forgotten.
+SERVICE_FIXTURES = {"registry", "secure_registry", "token_registry", "registry_factory", "engine",
+                    "base_image", "kube"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "service: needs a rig service (registry, engine or API server); "
+                                       "set from the fixtures the test uses")
+    config.addinivalue_line("markers", "slow: needs no service but takes seconds (installs packages, "
+                                       "runs notebooks); left out of the fast tier")
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.service)

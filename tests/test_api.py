@@ -86,6 +86,7 @@ def test_trainjob_rejects_bad_options_before_doing_anything(tmp_path):
         TrainJob(square_plus, deployer="job").submit()
 
 
+@pytest.mark.slow
 def test_trainjob_schedule_renders_a_cronjob_pinned_by_digest(tmp_path):
     (tmp_path / "t.py").write_text("print(1)\n")
     plan = TrainJob(tmp_path / "t.py", registry="registry.example/team", schedule="0 3 * * *",
@@ -150,6 +151,7 @@ def test_runtime_mode_run_does_nothing_and_fn_calls_directly(monkeypatch):
     assert config.fn(square_plus)(3) == 9
 
 
+@pytest.mark.slow
 def test_a_notebook_that_calls_run_does_not_relaunch_itself(tmp_path):
     """Executed for real with nbclient: the notebook calls fairing.config.run() on itself (no
     exclude tags); the workload runs the same code with FAIRING_RUNTIME=1, so run() is a no-op

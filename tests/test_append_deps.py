@@ -50,6 +50,7 @@ def test_pip_command_only_takes_wheels_for_the_target(tmp_path):
         assert flag in joined
 
 
+@pytest.mark.slow
 def test_layer_contents_and_console_script_shebangs(tmp_path):
     cache = Cache(tmp_path / "cache")
     tags = platform_tags({"architecture": "amd64"})

@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
+# Every test here runs the `fair` console script in a subprocess (~1-2 s each): not the fast tier.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 FAIR = shutil.which("fair") or ""

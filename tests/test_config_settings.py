@@ -181,6 +181,7 @@ def test_fair_config_show_json(tmp_path):
     assert data["file"] is None
 
 
+@pytest.mark.slow
 def test_fair_init_writes_a_commented_file_once(tmp_path):
     r = run_fair("init", cwd=tmp_path)
     assert r.returncode == 0, r.stderr

@@ -4,7 +4,7 @@ completion; deletion takes the runs and their pods with it."""
 import pytest
 
 from fairing.deployers import pod
-from fairing.deployers.cronjob import CronJobDeployer
+from fairing.deployers.k8s.cronjob import CronJobDeployer
 from fairing.errors import DeployError
 from fairing.kube.client import Kube
 from tests.rig.kube import fake_image

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from fairing.deployers import pod
-from fairing.deployers.job import JobDeployer
+from fairing.deployers.k8s.job import JobDeployer
 from fairing.errors import DeployError
 from fairing.kube.client import Kube
 from fairing.kube.wait import WaitTimeout

@@ -4,8 +4,8 @@ the operator marks the job Succeeded or Failed."""
 import pytest
 
 from fairing.deployers import pod
-from fairing.deployers.pytorchjob import PyTorchJobDeployer
-from fairing.deployers.tfjob import TFJobDeployer
+from fairing.deployers.k8s.kubeflow import PyTorchJobDeployer
+from fairing.deployers.k8s.kubeflow import TFJobDeployer
 from fairing.errors import DeployError
 from fairing.kube.client import Kube
 from tests.rig.kube import GPU_TAINT, NODES, OUTCOME_LABEL, fake_image, require_simulation, serve_logs

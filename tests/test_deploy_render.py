@@ -6,10 +6,10 @@ import pytest
 import yaml
 
 from fairing.deployers import pod
-from fairing.deployers.cronjob import CronJobDeployer, validate_schedule
-from fairing.deployers.job import JobDeployer
-from fairing.deployers.pytorchjob import PyTorchJobDeployer
-from fairing.deployers.tfjob import TFJobDeployer
+from fairing.deployers.k8s.cronjob import CronJobDeployer, validate_schedule
+from fairing.deployers.k8s.job import JobDeployer
+from fairing.deployers.k8s.kubeflow import PyTorchJobDeployer
+from fairing.deployers.k8s.kubeflow import TFJobDeployer
 from fairing.errors import ConfigError
 from tests.rig.kube import fake_image
 

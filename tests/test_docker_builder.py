@@ -217,6 +217,7 @@ def test_push_with_credentials_from_docker_config(engine, base_image, token_regi
     assert img.ref.startswith(f"{repo}@sha256:")
 
 
+@pytest.mark.slow
 def test_requirement_without_a_wheel_is_a_build_error_before_the_engine(tmp_path, monkeypatch):
     monkeypatch.setenv("FAIRING_CACHE", str(tmp_path))
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")

@@ -31,6 +31,7 @@ def test_train_script_runs_directly():
     assert out.splitlines()[-2:] == ["ran directly", "trained: w=2.00 b=1.00"]
 
 
+@pytest.mark.slow
 def test_train_script_through_fair(fresh_env, tmp_path):
     r = subprocess.run([shutil.which("fair") or "fair", "train", EXAMPLES / "train.py"], cwd=tmp_path,
                        env=fresh_env, capture_output=True, text=True, timeout=300)
@@ -48,6 +49,7 @@ def run_notebook(path: Path, cwd: Path):
     return "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stdout")
 
 
+@pytest.mark.slow
 def test_notebook_example(fresh_env, tmp_path):
     shutil.copy(EXAMPLES / "notebook.ipynb", tmp_path)
     out = run_notebook(tmp_path / "notebook.ipynb", tmp_path)
@@ -57,12 +59,14 @@ def test_notebook_example(fresh_env, tmp_path):
     assert "workload: mode:" not in out
 
 
+@pytest.mark.slow
 def test_function_from_notebook_example(fresh_env, tmp_path):
     shutil.copy(EXAMPLES / "function_from_notebook.ipynb", tmp_path)
     out = run_notebook(tmp_path / "function_from_notebook.ipynb", tmp_path)
     assert "result: {'w': 2.0, 'b': 1.0}" in out
 
 
+@pytest.mark.slow
 def test_scheduled_retrain_dry_run_needs_no_cluster(fresh_env):
     import yaml
 

@@ -8,9 +8,9 @@ import time
 import pytest
 import yaml
 
-from fairing.deployers.job import JobDeployer
-from fairing.deployers.kubeflow import KubeflowDeployer
-from fairing.deployers.tfjob import TFJobDeployer
+from fairing.deployers.k8s.job import JobDeployer
+from fairing.deployers.k8s.kubeflow import KubeflowDeployer
+from fairing.deployers.k8s.kubeflow import TFJobDeployer
 from fairing.errors import ConfigError, DeployError
 from fairing.kube.client import CRDNotInstalled, Kube, load_configuration
 from tests.rig.kube import OUTCOME_LABEL, fake_image, private_apiserver, require_simulation

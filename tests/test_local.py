@@ -8,7 +8,8 @@ import pytest
 
 from fairing.context import BuildContext, BuiltImage, pod_template
 from fairing.deployers import pod
-from fairing.deployers.local import LocalDeployer, find_engine, resolve_mode
+from fairing.deployers.local import LocalDeployer, resolve_mode
+from fairing.engine.discover import find_engine
 from fairing.errors import ConfigError, DeployError
 
 
@@ -25,7 +26,7 @@ def process_image(ctx: BuildContext) -> BuiltImage:
 
 def test_no_engine_means_process_mode(monkeypatch):
     monkeypatch.delenv("DOCKER_HOST", raising=False)
-    monkeypatch.setattr("fairing.deployers.local.DEFAULT_SOCKETS", ("/nonexistent/docker.sock",))
+    monkeypatch.setattr("fairing.engine.discover.DEFAULT_SOCKETS", ("/nonexistent/docker.sock",))
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     assert resolve_mode("auto") == ("process", None)
     with pytest.raises(DeployError, match="no Docker/Podman API answered"):
@@ -80,6 +81,7 @@ def test_process_mutators_env_and_secret_refs():
         LocalDeployer(mode="process", mutators=[pod.env_from_secret("creds", ["TOKEN"])]).deploy(process_image(ctx))
 
 
+@pytest.mark.slow
 def test_process_requirements_get_a_cached_virtualenv():
     ctx = ctx_of({"main.py": "import six, sys\nprint(six.__version__, sys.prefix)\n"}, requirements=("six==1.16.0",))
     h1 = LocalDeployer(mode="process").deploy(process_image(ctx))
@@ -95,6 +97,7 @@ def test_process_requirements_get_a_cached_virtualenv():
     h2.delete()
 
 
+@pytest.mark.slow
 def test_process_bad_requirement_is_a_build_error_and_leaves_nothing(tmp_path, monkeypatch):
     from fairing.errors import BuildError
 
@@ -215,7 +218,7 @@ def test_a_container_that_cannot_start_is_removed(engine, base_image):
 def test_attach_to_a_local_model_server_gives_the_serving_handle(engine, base_image):
     """`fair status/delete NAME` go through LocalDeployer.attach: for a served model that must be the
     serving handle (readiness, url, predict), not a bare container handle that says "Running"."""
-    from fairing.deployers.local_serving import LocalServingDeployer, LocalServingHandle
+    from fairing.deployers.local.serving import LocalServingDeployer, LocalServingHandle
     from fairing.preprocessors.serve import ServePreprocessor
 
     class Echo:

@@ -18,7 +18,7 @@ import pytest
 import requests
 from starlette.testclient import TestClient
 
-from fairing.templates import model_server as ms
+from fairing.image_runtime import model_server as ms
 
 SERVER_FILE = Path(ms.__file__)
 

@@ -11,7 +11,7 @@ import pytest
 from fairing.context import OUTPUT_DIR
 from fairing.errors import ConfigError
 from fairing.preprocessors.full_notebook import SHIM, FullNotebookPreprocessor
-from fairing.preprocessors.runtime import run_notebook
+from fairing.image_runtime import run_notebook
 from tests.test_preprocess_python import run_in_container, run_local
 
 DATA = Path(__file__).parent / "data" / "preprocess"
@@ -76,6 +76,7 @@ def test_inject_after_parameters_cell_or_first(monkeypatch):
 # context's requirements), so these runs execute the entrypoint as a local subprocess with the host
 # Python, which has both; the container test below checks the shim's message when they are missing.
 
+@pytest.mark.slow
 def test_notebook_executes_with_injected_parameters(tmp_path):
     ctx = FullNotebookPreprocessor(parameters={"epochs": 3}).prepare(DATA / "params.ipynb")
     out = tmp_path / "out"
@@ -90,6 +91,7 @@ def test_notebook_executes_with_injected_parameters(tmp_path):
     assert json.loads((tmp_path / "ctx/seen.json").read_text()) == {"epochs": 3}  # cwd is the context root
 
 
+@pytest.mark.slow
 def test_failing_cell_exits_1_and_still_writes_notebook(tmp_path):
     ctx = FullNotebookPreprocessor().prepare(DATA / "fails.ipynb")
     out = tmp_path / "out"

@@ -129,6 +129,7 @@ def test_function_from_main_script(tmp_path):
     assert parse_result(r.stdout) == 202
 
 
+@pytest.mark.slow
 def test_function_defined_in_ipython_cell(tmp_path):
     # What a notebook does: the function lives in the kernel's __main__ namespace.
     code = textwrap.dedent(f"""

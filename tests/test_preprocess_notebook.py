@@ -155,6 +155,7 @@ def test_find_notebook_path_explicit_and_env(tmp_path, monkeypatch):
     assert "prepare('train.ipynb')" in e.value.hint
 
 
+@pytest.mark.slow
 def test_find_notebook_path_from_ipython_namespace(tmp_path):
     # A real IPython shell (in a subprocess, so the singleton does not leak into other tests), with
     # the variables JupyterLab 4 (`__session__`) and VS Code (`__vsc_ipynb_file__`) set.
@@ -192,6 +193,7 @@ def test_script_runs_in_container(engine, base_image, tmp_path):
     assert (code, logs) == (0, EXPECTED_OUTPUT)
 
 
+@pytest.mark.slow
 def test_find_notebook_path_in_a_real_jupyter_server(tmp_path):
     """A real jupyter_server with a real kernel: the path comes from `__session__` (what JupyterLab 4
     sets), and, with that and JPY_SESSION_NAME removed, from the kernel's connection file matched

@@ -11,9 +11,9 @@ from fairing.deployers import pod
 import yaml
 
 from fairing.context import BuiltImage, pod_template
-from fairing.deployers.kserve import InferenceServiceDeployer
-from fairing.deployers.local_serving import LocalServingDeployer
-from fairing.deployers.serving import ServingDeployer
+from fairing.deployers.k8s.kserve import InferenceServiceDeployer
+from fairing.deployers.local.serving import LocalServingDeployer
+from fairing.deployers.k8s.serving import ServingDeployer
 from fairing.errors import ConfigError
 from fairing.preprocessors.serve import ServePreprocessor
 from fairing.serving import (

@@ -16,8 +16,8 @@ import pytest
 from fairing.deployers import pod
 
 from fairing.context import BuiltImage, pod_template
-from fairing.deployers.kserve import InferenceServiceDeployer
-from fairing.deployers.serving import ServingDeployer
+from fairing.deployers.k8s.kserve import InferenceServiceDeployer
+from fairing.deployers.k8s.serving import ServingDeployer
 from fairing.errors import DeployError
 from fairing.preprocessors.serve import ServePreprocessor
 from fairing.serving import PredictionEndpoint, PredictionError

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from fairing.deployers.local_serving import LocalServingHandle
+from fairing.deployers.local.serving import LocalServingHandle
 from fairing.errors import DeployError
 from fairing.serving import PredictionEndpoint, PredictionError
 
@@ -177,9 +177,9 @@ def test_a_model_whose_load_raises(engine, base_image, registry):
 def test_the_local_plugin_hands_serving_images_to_local_serving(iris_endpoint, engine):
     """`fair deploy --deployer local` goes through the registry's LocalDeployer, which must give a
     serving image to LocalServingDeployer (same image, another container, another port)."""
-    from fairing import plugins
+    from fairing import registry
 
-    deployer = plugins.load("deployer", "local")(name="iris-via-plugin", docker_host=engine.docker_host)
+    deployer = registry.load("deployer", "local")(name="iris-via-plugin", docker_host=engine.docker_host)
     handle = deployer.deploy(iris_endpoint.image)
     try:
         assert isinstance(handle, LocalServingHandle)
@@ -209,7 +209,7 @@ def test_the_example_script_runs_end_to_end(tmp_path, engine, base_image, regist
 
 
 def test_deploying_again_replaces_the_local_endpoint_but_not_foreign_containers(iris_endpoint, engine, base_image):
-    from fairing.deployers.local_serving import LocalServingDeployer
+    from fairing.deployers.local.serving import LocalServingDeployer
 
     client = engine.client()
     d = LocalServingDeployer(name="iris-again", docker_host=engine.docker_host)

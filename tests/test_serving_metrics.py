@@ -12,7 +12,7 @@ import requests
 from starlette.testclient import TestClient
 
 from fairing import telemetry
-from fairing.templates import model_server as ms
+from fairing.image_runtime import model_server as ms
 from tests.test_cli import ROOT, clean_env, fair
 
 
@@ -81,7 +81,7 @@ def test_without_prometheus_client_the_server_still_serves():
         import sys
         sys.modules["prometheus_client"] = None
         from starlette.testclient import TestClient
-        from fairing.templates import model_server as ms
+        from fairing.image_runtime import model_server as ms
         from tests.test_serving_metrics import Doubler
         with TestClient(ms.create_app(ms.ModelState("dbl", factory=Doubler, env={}))) as c:
             c.get("/v2/health/ready")

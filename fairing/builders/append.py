@@ -1,24 +1,28 @@
 """The append builder (default): no Docker engine, nothing run in the image.
 
 It reads the base image's manifest and config (never its layers, unless writing an OCI layout),
-appends a dependency layer (pip wheels built on the host, see deps.py) and a code layer, sets
+appends the dependency layers (one per package or small group, wheels installed on the host, see
+deps/) and a code layer, sets
 Env/WorkingDir/Entrypoint, and pushes only the blobs the registry lacks. Both layers and the
 config are reproducible, so the same inputs give the same digest anywhere, any time."""
 from __future__ import annotations
 
 import logging
 import re
+import time
+from dataclasses import replace
 from typing import Any, Callable
 
 from ..context import BuildContext, BuiltImage
 from ..errors import ConfigError
 from ..oci import layout, reference
 from ..oci.cache import Cache
-from ..oci.image import OCI_MANIFEST, Image, Layer, timestamp
+from ..oci.image import OCI_LAYER_ZSTD, OCI_MANIFEST, Image, Layer, timestamp
+from ..oci.layer import compression as layer_compression
 from ..oci.layer import source_date_epoch
 from ..publish.target import LAYOUT, REGISTRY
 from .base import Builder
-from .deps import SITE_DIR, dependency_layer, deps_key, image_python, resolved_requirements
+from .deps import SITE_DIR, deps_key, image_python, install_layers, planned_layers
 from .platforms import platform_tags
 
 log = logging.getLogger(__name__)
@@ -36,7 +40,8 @@ class AppendBuilder(Builder):
     `python_version` overrides the base's Python for wheel selection, `insecure` names registries
     reachable over plain HTTP (loopback hosts always are), `ca_file` is a CA bundle for TLS,
     `cache_dir` overrides $FAIRING_CACHE, `progress` is a callable receiving one-line messages,
-    `glibc` the base's glibc for manylinux tags, `jobs` parallel uploads, `retries` per request."""
+    `glibc` the base's glibc for manylinux tags, `jobs` parallel uploads, `retries` per request,
+    `compression` "gzip" (default) or "zstd" (opt-in: smaller layers some runtimes cannot pull)."""
 
     name = "append"
     accepts = (REGISTRY, LAYOUT)
@@ -54,6 +59,7 @@ class AppendBuilder(Builder):
         glibc: str | None = None,
         jobs: int = 4,
         retries: int = 5,
+        compression: str | None = None,
         **kw: Any,
     ):
         if not base_image:
@@ -73,6 +79,8 @@ class AppendBuilder(Builder):
         self.jobs = jobs
         self.retries = retries
         self.cache = Cache(cache_dir)
+        self.compression = layer_compression(compression)
+        self.phases: dict[str, float] = {}  # where the last build's time went (BuildStats.phases)
         self.progress = progress
         if kw:
             log.debug("append builder ignores options %s", sorted(kw))
@@ -120,9 +128,11 @@ class AppendBuilder(Builder):
             dep = {"name": "dependencies", "path": SITE_DIR, "requirements": [_redact(r) for r in ctx.requirements]}
             if self.python_version:
                 tags = platform_tags({"architecture": self.platform.split("/")[1]}, self.glibc)
-                key = deps_key(ctx.requirements, image_python({}, self.python_version), tags)
-                known = self.cache.get_key("deps", key)
-                dep.update(key=key, cached=bool(known and self.cache.get_layer(known.get("diff_id", ""))))
+                python = image_python({}, self.python_version)
+                known = planned_layers(ctx.requirements, python, tags, self.cache, self.compression)
+                dep.update(key=deps_key(ctx.requirements, python, tags), cached=bool(known) and all(x["cached"] for x in known))
+                if known:
+                    dep["layers"] = known
             layers.append(dep)
         layers.append({"name": "code", "path": ctx.workdir, "files": len(ctx.files), "bytes": ctx.size()})
         env = dict(ctx.env)
@@ -139,7 +149,7 @@ class AppendBuilder(Builder):
         }
 
     def build(self, ctx: BuildContext, target) -> BuiltImage:
-        """Builder.build, plus the requirements as pip resolved them (run records show them)."""
+        """Builder.build, plus the requirements as they were resolved (run records show them)."""
         from dataclasses import replace
 
         self._resolved: tuple[str, ...] = ()
@@ -148,7 +158,11 @@ class AppendBuilder(Builder):
 
     def image(self, ctx: BuildContext, target=None) -> Image:
         """The image value for `ctx` (layers built into the local cache, nothing pushed)."""
+        self.phases = {}
         base = self._load_base()
+        if self.compression.name == "zstd":
+            base = base.to_oci()  # Docker manifests have no zstd layer type
+        layer_type = OCI_LAYER_ZSTD if self.compression.name == "zstd" else base.layer_media_type
         created = timestamp(source_date_epoch())
         img = base
         env = dict(ctx.env)
@@ -161,23 +175,27 @@ class AppendBuilder(Builder):
                 # Pickles made by one Python may not load in another; the runtime check says so
                 # too, but this is the earliest point we know both versions.
                 log.warning("the context was made with Python %s but the base image has Python %s", ctx.python, python)
-            cached, built = dependency_layer(list(ctx.requirements), python=python, tags=tags, cache=self.cache, progress=self._say)
-            # Kept for build() to put on the BuiltImage (run records show them); image() returns the value only.
-            self._resolved = tuple(resolved_requirements(list(ctx.requirements), python=python, tags=tags, cache=self.cache))
-            self._say(f"dependency layer {cached.digest[7:19]} ({cached.size} bytes, {'built' if built else 'cached'})")
-            img = img.append(
-                Layer(cached.digest, cached.size, base.layer_media_type, cached.diff_id, path=cached.path),
-                created_by=f"fairing: pip install --target {SITE_DIR} ({len(ctx.requirements)} requirements, Python {python})",
-                created=created,
-            )
+            deps = install_layers(list(ctx.requirements), python=python, tags=tags, cache=self.cache,
+                                  compression=self.compression, progress=self._say, timings=self.phases)
+            made = [d for d in deps if d.built]
+            # Kept for build() to put on the BuiltImage; empty when pip made one layer (no wheel list).
+            self._resolved = tuple(sorted((f"{w.name}=={w.version}" for d in deps for w in d.group.wheels), key=str.lower))
+            self._say(f"{len(deps)} dependency layers ({len(made)} made, {len(deps) - len(made)} cached, "
+                      f"{sum(d.layer.size for d in deps)} bytes)")
+            for d in deps:
+                img = img.append(
+                    Layer(d.layer.digest, d.layer.size, layer_type, d.layer.diff_id, path=d.layer.path),
+                    created_by=f"fairing: install {d.description or d.group.name} into {SITE_DIR} (Python {python})",
+                    created=created,
+                )
             prepend = {"PYTHONPATH": SITE_DIR, "PATH": f"{SITE_DIR}/bin"}
         workdir = ctx.workdir.strip("/")
         entries: dict = {f"{workdir}/{dst}" if workdir else dst: src for dst, src in ctx.files.items()}
         if workdir:
             entries.setdefault(workdir, None)  # the working directory exists even with no files
-        code = self.cache.build_layer(entries)
+        code = self.cache.build_layer(entries, compression=self.compression, timings=self.phases)
         img = img.append(
-            Layer(code.digest, code.size, base.layer_media_type, code.diff_id, path=code.path),
+            Layer(code.digest, code.size, layer_type, code.diff_id, path=code.path),
             created_by=f"fairing: copy {len(ctx.files)} files to {ctx.workdir} ({ctx.kind})",
             created=created,
         )
@@ -196,7 +214,10 @@ class AppendBuilder(Builder):
             publisher = LayoutPublisher(fetch, progress=self._say)
         else:
             publisher = RegistryPublisher(self._client, fetch, jobs=self.jobs, progress=self._say)
+        t0 = time.monotonic()
         built = publisher.publish(image, target)
+        self.phases["upload"] = time.monotonic() - t0
         s = built.stats
         self._say(f"built {built.ref} ({s.layers_uploaded} layers uploaded, {s.layers_skipped} skipped, {s.bytes_uploaded} bytes)")
-        return built
+        self._say("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.phases.items()))
+        return replace(built, stats=replace(s, phases=dict(self.phases)))

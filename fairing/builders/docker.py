@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
 import subprocess
 import sys
@@ -253,29 +252,23 @@ def parse_build_stream(events: Iterable[dict], emit: Callable[[str], None]) -> s
 # ---------------------------------------------------------------------------------------------
 
 def engine_host(docker_host: str | None = None) -> str:
-    return docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    from ..engine.discover import default_host  # the same sockets the local deployers try
+
+    return default_host(docker_host)
 
 
 def connect(docker_host: str | None = None, timeout: int = 3600):
-    """A docker.APIClient for `docker_host` (default $DOCKER_HOST, with $DOCKER_TLS_VERIFY and
-    $DOCKER_CERT_PATH), after checking an engine answers there. The API version comes from the
-    /_ping headers: version="auto" asks /version, which costs Podman ~0.4 s per call."""
-    import docker
+    """A docker.APIClient for `docker_host` (default $DOCKER_HOST, else the first default socket
+    present), after checking an engine answers there (fairing.engine: the API version comes from
+    /_ping, since version="auto" asks /version, which costs Podman ~0.4 s per call)."""
     from docker.errors import DockerException
     from requests.exceptions import RequestException
 
-    kwargs: dict[str, Any] = docker.utils.kwargs_from_env()
+    from ..engine.discover import api_client
+
     host = engine_host(docker_host)
-    kwargs["base_url"] = host
     try:
-        probe = docker.APIClient(version=docker.constants.DEFAULT_DOCKER_API_VERSION, timeout=30, **kwargs)
-        try:  # APIClient is a requests.Session; /_ping is unversioned
-            resp = probe.get(probe.base_url + "/_ping", timeout=30)
-            resp.raise_for_status()
-        finally:
-            probe.close()
-        version = resp.headers.get("Api-Version") or "auto"
-        return docker.APIClient(version=version, timeout=timeout, **kwargs)
+        return api_client(host, timeout)
     except (DockerException, RequestException) as e:
         raise BuildError(f"no Docker engine at {host}; start one or use --builder append",
                          hint=f"set DOCKER_HOST to a running Docker or Podman API socket; cause: {one_line(e)}") from None

@@ -1,4 +1,4 @@
-"""The deployer interface and what every Kubernetes deployer shares.
+"""The deployer and handle bases every deployer shares, cluster or local.
 
     d = JobDeployer(namespace="team", mutators=[pod.gpu(1)], backoff_limit=2)
     d.render(image)          # manifests as dicts, no API calls (dry-run / output="yaml")
@@ -6,43 +6,62 @@
     h.status(); h.wait(timeout=600); h.logs(follow=True); h.result(); h.delete()
     d.attach("train-ab12c")  # a handle for something deployed earlier
 
-A subclass says which object it makes (`api_version`, `kind`), builds the manifest from the pod
-template (`build`), reads its state (`state`) and names the workload container in its pods.
+`Deployer` takes the options every deployer shares (name, mutators, labels, annotations, dry_run,
+and namespace/kubeconfig/context so a profile can switch deployers freely) and checks them once:
+unknown option names, the mutators. A subclass lists its own option names (`kind_options`),
+validates their values in `configure`, says how a stored object's state reads (`state`) and which
+object it makes (`api_version`, `kind`; what `fair list` looks for).
+
+`KubeDeployer` + `KubeHandle` are the training kinds (Job, CronJob, TFJob, PyTorchJob, Pod): one
+object from the pod template, watched until it ends.
 """
 from __future__ import annotations
 
 import copy
 import re
+import time
 import uuid
 from typing import Any, Iterable, Iterator, Mapping
 
-from ..context import BuiltImage
+from ..context import BuiltImage, ServeSpec
 from ..errors import ConfigError, DeployError
+from . import labels as L
 from . import pod as podlib
 
-MANAGED_BY = "app.kubernetes.io/managed-by"
-RUN_ID = "fairing.dev/run-id"
-DEPLOYER = "fairing.dev/deployer"
-IMAGE_ANNOTATION = "fairing.dev/image"
-FIELD_MANAGER = "fairing"
+# Options every deployer takes, cluster or local (kube: a ready API client, for tests and reuse).
+COMMON_OPTIONS = ("namespace", "kubeconfig", "context", "name", "mutators", "labels", "annotations", "cleanup",
+                  "dry_run", "kube")
 
 
-class Deployer:
-    """What the pipeline calls. `deploy` returns a Handle (fairing.context.Handle)."""
+def check_options(deployer: str, given: Iterable[str], allowed: Iterable[str]) -> None:
+    """The one check of option names: a typo is one line naming the deployer and its options."""
+    allowed = tuple(allowed)
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown option{'s' if len(unknown) > 1 else ''} for the {deployer} deployer: "
+                          f"{', '.join(unknown)}",
+                          hint=f"options: {', '.join(sorted(allowed)) or 'none'} (plus "
+                               f"{', '.join(o for o in COMMON_OPTIONS if o != 'kube')})")
 
-    def deploy(self, image: BuiltImage):  # pragma: no cover - interface
-        raise NotImplementedError
 
-    def render(self, image: BuiltImage) -> list[dict]:  # pragma: no cover - interface
-        raise NotImplementedError
-
-
-def _nonneg_int(value, what: str, *, minimum: int = 0) -> int | None:
+def nonneg_int(value, what: str, *, minimum: int = 0) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"invalid {what} {value!r}", hint=f"use a whole number >= {minimum}")
     return value
+
+
+def check_port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ConfigError(f"invalid port {value!r}", hint="use a number from 1 to 65535, e.g. 80")
+    return value
+
+
+def check_replicas(replicas: Any) -> int:
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+        raise ConfigError(f"replicas must be a whole number >= 0, got {replicas!r}", hint="e.g. replicas=2")
+    return replicas
 
 
 def default_pod_template(image: BuiltImage) -> dict:
@@ -58,7 +77,8 @@ def default_pod_template(image: BuiltImage) -> dict:
     return tpl
 
 
-def _check_pinned(image: BuiltImage) -> None:
+def check_pinned(image: BuiltImage) -> None:
+    """A cluster pulls by digest: a tag could move between deploy and pull."""
     if not isinstance(image, BuiltImage):
         raise ConfigError(f"deploy() needs a BuiltImage, got {type(image).__name__}",
                           hint="build first: builder.build(context, target) returns one")
@@ -70,7 +90,17 @@ def _check_pinned(image: BuiltImage) -> None:
                           hint="build with a registry target (--registry HOST[:PORT]/PATH)")
 
 
-def _namespace_offline(kubeconfig, context) -> str | None:
+def serve_spec(image: BuiltImage) -> ServeSpec:
+    """The model server an image runs (its context's typed ServeSpec); ConfigError when the image
+    was not built for serving."""
+    ctx = image.context
+    if ctx is None or ctx.serve is None:
+        raise ConfigError("the serving deployers need an image built from a serving context",
+                          hint="build it with the serve preprocessor (PredictionEndpoint does)")
+    return ctx.serve
+
+
+def namespace_offline(kubeconfig, context) -> str | None:
     """The namespace from the kubeconfig context, without talking to any server (for render)."""
     try:
         from ..kube.client import load_configuration
@@ -78,6 +108,121 @@ def _namespace_offline(kubeconfig, context) -> str | None:
         return load_configuration(kubeconfig, context)[1] or "default"
     except Exception:  # noqa: BLE001 - no kubeconfig: render without a namespace
         return None
+
+
+def wait_gone(kube, api_version: str, kind: str, name: str, namespace: str, timeout: float) -> None:
+    """Return once the object is gone (deleted, finalizers done); WaitTimeout after `timeout`."""
+    from ..kube.wait import Mux, Stream, WaitTimeout
+
+    deadline = time.monotonic() + timeout
+    obj = kube.get(api_version, kind, name, namespace)
+    if obj is None:
+        return
+    # From the version just read, so a deletion finishing right after the read is still seen.
+    stream = Stream("owner", api_version, kind, name=name, resource_version=obj["metadata"].get("resourceVersion"))
+    with Mux(kube, namespace, [stream]) as mux:
+        for _key, etype, _obj in mux.events(deadline):
+            if etype == "DELETED":
+                return
+            if etype == "TIMEOUT":
+                raise WaitTimeout(f"{kind} {name} still exists {timeout:g}s after deletion",
+                                  hint=f"a finalizer may be blocking it: kubectl get {kind.lower()} {name} -o yaml")
+
+
+class Deployer:
+    """What the pipeline calls: render(image) -> manifests, deploy(image) -> Handle,
+    attach(name) -> Handle. Construction checks every option and talks to nothing."""
+
+    deployer_name = "deployer"
+    kind_options: tuple[str, ...] = ()
+    api_version = ""  # the object `fair list` finds this deployer's workloads by (cluster deployers)
+    kind = ""
+    # Which of those objects are this deployer's (`fair list/status`); narrower where other
+    # deployers' workloads make the same kind (every Job's pods are fairing-labelled Pods too).
+    list_selector = L.MANAGED_SELECTOR
+
+    def __init__(self, namespace: str | None = None, *, kubeconfig=None, context: str | None = None,
+                 name: str | None = None, mutators: Iterable = (), labels: Mapping[str, str] | None = None,
+                 annotations: Mapping[str, str] | None = None, cleanup: bool = False, dry_run: bool = False,
+                 kube=None, **kind_specific: Any):
+        check_options(self.deployer_name, kind_specific, self.kind_options)
+        if namespace is not None:
+            from ..kube.client import validate_name
+
+            validate_name(namespace, "namespace")
+        self.namespace = namespace
+        self.kubeconfig = kubeconfig
+        self.context = context
+        self.name = self.check_name(name) if name is not None else None
+        self.mutators = podlib.check(mutators)
+        self.labels = dict(labels or {})
+        self.annotations = dict(annotations or {})
+        self.cleanup = cleanup
+        self.dry_run = bool(dry_run)
+        self._kube = kube
+        self.options = dict(kind_specific)
+        self.configure(**kind_specific)
+
+    # -- what a subclass says -----------------------------------------------------------------------
+    def check_name(self, name: str) -> str:
+        return name
+
+    def configure(self, **options) -> None:
+        """Validate kind-specific option values (raise ConfigError early, before any API call)."""
+
+    @staticmethod
+    def state(obj: dict | None) -> str:  # pragma: no cover - interface
+        """One word for a stored workload (what handles and `fair list/status` say)."""
+        raise NotImplementedError
+
+    def render(self, image: BuiltImage) -> list[dict]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def deploy(self, image: BuiltImage):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def attach(self, name: str):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    # -- shared -------------------------------------------------------------------------------------
+    def prepare(self, kube, namespace: str, templates: Iterable[dict]) -> None:
+        """Mutators' deploy-time side effects (e.g. image_pull_secret() creates its Secret), never
+        at render: each hook sees the pod template with the workload container named "main"."""
+        for tpl in templates:
+            for m in self.mutators:
+                hook = getattr(m, "prepare", None)
+                if hook is not None:
+                    hook(kube, namespace, tpl)
+
+
+def selector_matches(labels: Mapping[str, str] | None, selector: str) -> bool:
+    """Does an object with `labels` match an equality selector "k=v,k2=v2"?"""
+    labels = labels or {}
+    return all(labels.get(k) == v for k, _, v in (part.partition("=") for part in selector.split(",") if part))
+
+
+class Handle:
+    """What every deployer returns (fairing.context.Handle): status, wait, logs, result, delete,
+    manifests. A dry run's handle refuses the verbs that need a real workload."""
+
+    what = "workload"
+    name: str
+    namespace: str | None = None
+    dry_run = False
+
+    def __init__(self, name: str, namespace: str | None = None, *, dry_run: bool = False):
+        self.name, self.namespace, self.dry_run = name, namespace, dry_run
+
+    def _no_dry(self, what: str) -> None:
+        if self.dry_run:
+            raise DeployError(f"{self.what} {self.name} was a dry run; there is nothing to {what}",
+                              hint="deploy without dry_run=True")
+
+    def result(self) -> Any:
+        raise ConfigError(f"a {self.what} has no return value", hint="read its output with logs()")
+
+    def manifests(self) -> list[dict]:
+        return []
 
 
 class KubeAccess:
@@ -96,12 +241,12 @@ class KubeAccess:
         if self.namespace:
             return self.namespace
         if offline and self._kube is None:
-            return _namespace_offline(self.kubeconfig, self.context)
+            return namespace_offline(self.kubeconfig, self.context)
         return self.kube.namespace
 
 
 class KubeDeployer(KubeAccess, Deployer):
-    """Common options for the cluster deployers (see the module docstring)."""
+    """A training kind: one object made from the pod template (see the module docstring)."""
 
     api_version = "v1"
     kind = "Pod"
@@ -111,46 +256,13 @@ class KubeDeployer(KubeAccess, Deployer):
     name_dns1035 = False
     kind_options: tuple[str, ...] = ()
 
-    def __init__(self, namespace: str | None = None, *, kubeconfig=None, context: str | None = None,
-                 name: str | None = None, mutators: Iterable = (), labels: Mapping[str, str] | None = None,
-                 annotations: Mapping[str, str] | None = None, cleanup: bool = False, dry_run: bool = False,
-                 kube=None, **kind_specific: Any):
+    def check_name(self, name: str) -> str:
         from ..kube.client import validate_name
 
-        unknown = sorted(set(kind_specific) - set(self.kind_options))
-        if unknown:
-            raise ConfigError(f"unknown option{'s' if len(unknown) > 1 else ''} for the {self.deployer_name} deployer: "
-                              f"{', '.join(unknown)}",
-                              hint=f"options: {', '.join(sorted(self.kind_options)) or 'none'} (plus namespace, "
-                                   "kubeconfig, context, name, mutators, labels, annotations, cleanup, dry_run)")
-        if namespace is not None:
-            validate_name(namespace, "namespace")
-        if name is not None:
-            validate_name(name, f"{self.kind} name", max_len=self.name_max, dns1035=self.name_dns1035)
-        self.namespace = namespace
-        self.kubeconfig = kubeconfig
-        self.context = context
-        self.name = name
-        self.mutators = tuple(mutators or ())
-        for m in self.mutators:
-            if not callable(m):
-                raise ConfigError(f"pod option {m!r} is not callable", hint="use the functions in fairing.deployers.pod")
-        self.labels = dict(labels or {})
-        self.annotations = dict(annotations or {})
-        self.cleanup = cleanup
-        self.dry_run = dry_run
-        self._kube = kube
-        self.options = dict(kind_specific)
-        self.configure(**kind_specific)
+        return validate_name(name, f"{self.kind} name", max_len=self.name_max, dns1035=self.name_dns1035)
 
     # -- subclass hooks -----------------------------------------------------------------------------
-    def configure(self, **options) -> None:
-        """Validate kind-specific options (raise ConfigError early, before any API call)."""
-
     def build(self, name: str, namespace: str | None, meta: dict, template: dict) -> dict:  # pragma: no cover
-        raise NotImplementedError
-
-    def state(self, obj: dict) -> str:  # pragma: no cover
         raise NotImplementedError
 
     def pod_container(self, pod: dict) -> str:
@@ -162,7 +274,7 @@ class KubeDeployer(KubeAccess, Deployer):
 
     def pod_selector(self, name: str, run_id: str | None) -> str:
         """Label selector for this workload's pods."""
-        return f"{RUN_ID}={run_id}" if run_id else f"job-name={name}"
+        return f"{L.RUN_ID}={run_id}" if run_id else f"job-name={name}"
 
     def result_pod(self, pods: list[dict]) -> dict | None:
         """The pod whose log carries the function's result."""
@@ -186,21 +298,21 @@ class KubeDeployer(KubeAccess, Deployer):
     def pod_template(self, image: BuiltImage, run_id: str) -> dict:
         tpl = default_pod_template(image)
         meta = tpl["metadata"]
-        meta["labels"] = {**(meta.get("labels") or {}), **self.labels, MANAGED_BY: "fairing", RUN_ID: run_id}
+        meta["labels"] = {**(meta.get("labels") or {}), **self.labels, **L.MANAGED, L.RUN_ID: run_id}
         if self.annotations:
             meta["annotations"] = {**(meta.get("annotations") or {}), **self.annotations}
         return podlib.apply(tpl, self.mutators)
 
     def manifest(self, image: BuiltImage, *, offline: bool = False, run_id: str | None = None,
                  name: str | None = None) -> dict:
-        _check_pinned(image)
+        check_pinned(image)
         # The pipeline puts the run record's id in labels (fairing.runs); else a fresh one.
-        run_id = run_id or self.labels.get(RUN_ID) or uuid.uuid4().hex[:10]
+        run_id = run_id or self.labels.get(L.RUN_ID) or uuid.uuid4().hex[:10]
         name = name or self.name or self.default_name(image, run_id)
         ns = self.target_namespace(offline=offline)
         meta = {"name": name,
-                "labels": {**self.labels, MANAGED_BY: "fairing", RUN_ID: run_id, DEPLOYER: self.deployer_name},
-                "annotations": {**self.annotations, IMAGE_ANNOTATION: image.ref}}
+                "labels": {**self.labels, **L.MANAGED, L.RUN_ID: run_id, L.DEPLOYER: self.deployer_name},
+                "annotations": {**self.annotations, L.IMAGE_ANNOTATION: image.ref}}
         if ns:
             meta["namespace"] = ns
         return self.build(name, ns, meta, self.pod_template(image, run_id))
@@ -209,12 +321,6 @@ class KubeDeployer(KubeAccess, Deployer):
         """The manifests deploy() would create; no API calls (the namespace comes from the
         kubeconfig file when one exists). Secrets are referenced, never included."""
         return [self.manifest(image, offline=True)]
-
-    def _prepare(self, manifest: dict, template: dict) -> None:
-        for m in self.mutators:
-            prep = getattr(m, "prepare", None)
-            if prep is not None:
-                prep(self.kube, manifest["metadata"]["namespace"], template)
 
     def templates_of(self, manifest: dict) -> list[dict]:
         """The pod templates inside a manifest (for mutator prepare hooks)."""
@@ -227,8 +333,7 @@ class KubeDeployer(KubeAccess, Deployer):
             # Server-side dry run: admission, RBAC and schema (CRD) validation, nothing persisted.
             applied = kube.create(manifest, dry_run=True)
             return self.handle_class(self, applied, dry_run=True)
-        for tpl in self.templates_of(manifest):
-            self._prepare(manifest, tpl)
+        self.prepare(kube, manifest["metadata"]["namespace"], self.templates_of(manifest))
         created = kube.create(manifest)
         return self.handle_class(self, created)
 
@@ -246,8 +351,8 @@ class KubeDeployer(KubeAccess, Deployer):
         return KubeHandle
 
 
-class KubeHandle:
-    """A deployed workload: status, wait, logs, result, delete, manifests (fairing.context.Handle)."""
+class KubeHandle(Handle):
+    """A deployed training workload: status, wait, logs, result, delete, manifests."""
 
     def __init__(self, deployer: KubeDeployer, obj: dict, *, dry_run: bool = False):
         self.deployer = deployer
@@ -256,7 +361,7 @@ class KubeHandle:
         meta = obj["metadata"]
         self.name = meta["name"]
         self.namespace = meta.get("namespace") or deployer.target_namespace()
-        self.run_id = (meta.get("labels") or {}).get(RUN_ID)
+        self.run_id = (meta.get("labels") or {}).get(L.RUN_ID)
         self.dry_run = dry_run
         self._log_cache: str | None = None
         self._deleted = False
@@ -276,10 +381,9 @@ class KubeHandle:
     def pod_selector(self) -> str:
         return self.deployer.pod_selector(self.name, self.run_id)
 
-    def _no_dry(self, what: str) -> None:
-        if self.dry_run:
-            raise DeployError(f"{self.kind} {self.name} was a dry run; there is nothing to {what}",
-                              hint="deploy without dry_run=True")
+    @property
+    def what(self) -> str:
+        return self.kind
 
     def get(self) -> dict | None:
         if self.dry_run:
@@ -404,30 +508,8 @@ class KubeHandle:
         self._no_dry("delete")
         existed = self.kube.delete(self.api_version, self.kind, self.name, self.namespace, propagation="Foreground")
         self._deleted = True
-        if not existed or not wait:
-            return
-        self._wait_gone(timeout)
-
-    def _wait_gone(self, timeout: float) -> None:
-        import time
-
-        from ..kube.wait import Mux, Stream, WaitTimeout
-
-        deadline = time.monotonic() + timeout
-        obj = self.kube.get(self.api_version, self.kind, self.name, self.namespace)
-        if obj is None:
-            return
-        # From the version just read, so a deletion finishing right after the read is still seen.
-        stream = Stream("owner", self.api_version, self.kind, name=self.name,
-                        resource_version=obj["metadata"].get("resourceVersion"))
-        with Mux(self.kube, self.namespace, [stream]) as mux:
-            for _key, etype, _obj in mux.events(deadline):
-                if etype == "DELETED":
-                    return
-                if etype == "TIMEOUT":
-                    raise WaitTimeout(f"{self.kind} {self.name} still exists {timeout:g}s after deletion",
-                                      hint="a finalizer may be blocking it: kubectl get "
-                                           f"{self.kind.lower()} {self.name} -o yaml")
+        if existed and wait:
+            wait_gone(self.kube, self.api_version, self.kind, self.name, self.namespace, timeout)
 
     def manifests(self) -> list[dict]:
         return [copy.deepcopy(self._obj)]

@@ -21,6 +21,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Iterable, Mapping
 
 from ..errors import ConfigError
+from .labels import MANAGED
 
 Mutator = Callable[[dict], dict]
 MAIN = "main"
@@ -91,11 +92,18 @@ def _mutator(fn: Callable[[dict], None], description: str) -> Mutator:
     return mutate
 
 
-def apply(pod: Mapping, mutators: Iterable[Mutator]) -> dict:
-    out = copy.deepcopy(dict(pod))
-    for m in mutators or ():
+def check(mutators: Iterable[Mutator]) -> tuple[Mutator, ...]:
+    """The mutators as a tuple, each one callable (deployers check at construction, before any work)."""
+    out = tuple(mutators or ())
+    for m in out:
         if not callable(m):
             raise ConfigError(f"pod option {m!r} is not callable", hint="use the functions in fairing.deployers.pod")
+    return out
+
+
+def apply(pod: Mapping, mutators: Iterable[Mutator]) -> dict:
+    out = copy.deepcopy(dict(pod))
+    for m in check(mutators):
         res = m(out)
         if not isinstance(res, dict):
             raise ConfigError(f"pod option {getattr(m, '__name__', m)!r} returned {type(res).__name__}, not a pod template",
@@ -461,14 +469,14 @@ def image_pull_secret(name: str | None = None, *, registry: str | None = None, c
         data = dockerconfigjson(reg, repo)
         kube.apply({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
                     "metadata": {"name": secret_name(pod), "namespace": namespace,
-                                 "labels": {"app.kubernetes.io/managed-by": "fairing"}},
+                                 "labels": dict(MANAGED)},
                     "data": {".dockerconfigjson": base64.b64encode(data).decode()}}, namespace)
 
     m.prepare = prepare
     return m
 
 
-__all__ = ["Mutator", "apply", "cpu", "memory", "gpu", "env", "env_from_secret", "env_from_configmap", "volume",
+__all__ = ["Mutator", "apply", "check", "cpu", "memory", "gpu", "env", "env_from_secret", "env_from_configmap", "volume",
            "pvc", "secret_volume", "configmap_volume", "empty_dir", "node_selector", "toleration", "tolerations",
            "service_account", "image_pull_secret", "labels", "annotations", "find_container", "quantity",
            "strip_gpus", "dockerconfigjson", "pull_secret_name"]

@@ -63,7 +63,7 @@ def build_spec(entry: Any, *, params: Sequence[str] = (), name: str | None = Non
                settings: Any = None, progress: Any = None, **overrides: Any) -> dict:
     """Build (or reuse: same content, same digest) the image for `entry` and return the component
     document. `overrides` are settings (registry, base_image, requirements, builder, ...)."""
-    import fairing.config as config
+    from .. import pipeline
     from .. import settings as settings_mod
     from ..preprocessors.base import RUNTIME_DIR
     from ..progress import Progress
@@ -90,15 +90,15 @@ def build_spec(entry: Any, *, params: Sequence[str] = (), name: str | None = Non
             raise ConfigError(f"{entry} does not exist", hint="pass FILE.py:FUNCTION, a .py script or a directory")
         inputs = parse_params(params)
         pre = ("python", {})
-    p = config.plan(entry, s, preprocessor=pre, build_only=True)
+    p = pipeline.plan(entry, s, preprocessor=pre, build_only=True)
     progress = progress or Progress(enabled=False)
     run = hook.start_for_plan("export", p)
     try:
-        ctx = config.prepare(p, progress)
+        ctx = pipeline.prepare(p, progress)
         shim = (Path(__file__).parent / SHIM_NAME).read_bytes()
         ctx = dataclasses.replace(ctx, files={**ctx.files, f"{RUNTIME_DIR}/{SHIM_NAME}": shim})
         run.packaged(ctx)
-        image = config.build(p, ctx, progress)
+        image = pipeline.build(p, ctx, progress)
         run.built(image, **dict(zip(("base_image", "base_digest"), hook.base_of(p))))
         doc = component_spec(name=name or _name_of(entry), image=image.ref, inputs=inputs,
                              mode="function" if is_fn else "script", workdir=ctx.workdir,

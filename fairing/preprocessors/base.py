@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, Mapping, Sequence
 
 from .. import requirements as reqs_mod
-from ..context import BuildContext, Source
+from ..context import BuildContext, ServeSpec, Source
 from ..errors import BuildError, ConfigError
 from .files import collect
 
@@ -96,6 +96,7 @@ class Preprocessor:
         python: str | None = None,
         env: Mapping[str, str] | None = None,
         outputs: Mapping[str, str] | None = None,
+        serve: ServeSpec | None = None,
     ) -> BuildContext:
         files = {_check_dst(k): v for k, v in sorted(files.items())}
         check_size(files, self.limit())
@@ -107,6 +108,7 @@ class Preprocessor:
             env=dict(env or {}),
             kind=self.kind,
             outputs=dict(outputs or {}),
+            serve=serve,
         )
 
 
@@ -121,7 +123,7 @@ def _check_dst(dst: str) -> str:
     return p.as_posix()
 
 
-def _fmt(n: float) -> str:
+def size_text(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -148,8 +150,8 @@ def check_size(files: Mapping[str, Source], limit: int) -> int:
     if len(groups) == 1:  # one folder holds everything: name its biggest files instead
         groups = sizes
     biggest = sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
-    names = ", ".join(f"{k} ({_fmt(v)})" for k, v in biggest)
+    names = ", ".join(f"{k} ({size_text(v)})" for k, v in biggest)
     raise BuildError(
-        f"build context is {_fmt(total)}, over the {_fmt(limit)} limit; biggest: {names}",
+        f"build context is {size_text(total)}, over the {size_text(limit)} limit; biggest: {names}",
         hint=f"add them to .fairingignore, or raise the limit with {MAX_CONTEXT_ENV}",
     )

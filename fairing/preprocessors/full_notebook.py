@@ -1,7 +1,7 @@
 """`full_notebook` preprocessor: ship the notebook itself and execute it in the image with nbclient.
 
 Unlike `notebook`, magics and `!shell` lines keep working (an IPython kernel runs the cells). The
-shim (runtime/run_notebook.py) injects parameters papermill-style and writes the executed notebook
+shim (image_runtime/run_notebook.py) injects parameters papermill-style and writes the executed notebook
 to `$FAIRING_OUTPUT_DIR/<name>.executed.ipynb`. Outputs stored in the notebook are stripped before
 shipping: they can be megabytes of images and are replaced by the run anyway.
 """
@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from .base import PYTHON, RUNTIME_DIR, Preprocessor
 from .notebook import find_notebook_path, read
 
-SHIM = Path(__file__).parent / "runtime" / "run_notebook.py"
+SHIM = Path(__file__).parent.parent / "image_runtime" / "run_notebook.py"
 # What the shim imports; added unless the user pinned them already.
 RUNTIME_REQUIREMENTS = ("nbclient>=0.9", "ipykernel>=6.25")
 

@@ -3,7 +3,7 @@
 The function is cloudpickled by value when its module is not installed (a notebook, `__main__`, a
 local module), and by reference when it comes from an installed package, which the requirements
 must then provide. Before shipping, anything the function captures that cannot be pickled (locks,
-open files, sockets, DB connections, ...) is found and named. The shim (runtime/run_function.py)
+open files, sockets, DB connections, ...) is found and named. The shim (image_runtime/run_function.py)
 checks the Python version before unpickling, runs the function, writes the result to
 `$FAIRING_OUTPUT_DIR/result.pkl` and prints it as one `FAIRING_RESULT:<base64>` log line, which
 `parse_result` turns back into the value.
@@ -26,7 +26,7 @@ from ..errors import BuildError, ConfigError, FairingError
 from .. import requirements as reqs_mod
 from .base import PYTHON, RUNTIME_DIR, Preprocessor, host_python
 
-SHIM = Path(__file__).parent / "runtime" / "run_function.py"
+SHIM = Path(__file__).parent.parent / "image_runtime" / "run_function.py"
 PAYLOAD = f"{RUNTIME_DIR}/function.pkl"
 LOG_LIMIT = 4 << 20  # base64 chars of a result printed in the log; bigger results stay in the file
 FORMAT = 1
@@ -81,8 +81,8 @@ def dump(fn: Callable, args: tuple = (), kwargs: dict | None = None, *, by_value
 
     kwargs = kwargs or {}
     name = name or getattr(fn, "__qualname__", repr(fn))
-    modules = set(by_value) | {m for m in _referenced_modules(fn, args, kwargs) if _is_local(m)}
-    with _pickle_by_value(modules):
+    modules = set(by_value) | {m for m in referenced_modules(fn, args, kwargs) if is_local_module(m)}
+    with pickling_by_value(modules):
         try:
             return cloudpickle.dumps((fn, args, kwargs))
         except Exception as e:
@@ -102,7 +102,7 @@ def _too_big(name, fn, args, kwargs, size: int, limit: int) -> BuildError:
     """Name the captured values that make the pickle big: usually a dataset read at module level."""
     import cloudpickle
 
-    from .base import MAX_CONTEXT_ENV, _fmt
+    from .base import MAX_CONTEXT_ENV, size_text
 
     sizes = []
     for label, v in captured(fn, args, kwargs):
@@ -110,9 +110,9 @@ def _too_big(name, fn, args, kwargs, size: int, limit: int) -> BuildError:
             sizes.append((len(cloudpickle.dumps(v)), label))
         except Exception:
             continue
-    biggest = ", ".join(f"{label} ({_fmt(n)})" for n, label in sorted(sizes, key=lambda t: (-t[0], t[1]))[:3])
+    biggest = ", ".join(f"{label} ({size_text(n)})" for n, label in sorted(sizes, key=lambda t: (-t[0], t[1]))[:3])
     return BuildError(
-        f"function {name} pickles to {_fmt(size)}, over the {_fmt(limit)} limit; biggest captured: {biggest or 'none'}",
+        f"function {name} pickles to {size_text(size)}, over the {size_text(limit)} limit; biggest captured: {biggest or 'none'}",
         hint=f"load large data inside the function instead of capturing it, or raise the limit with {MAX_CONTEXT_ENV}",
     )
 
@@ -159,7 +159,7 @@ def captured(fn: Any, args: tuple = (), kwargs: Mapping | None = None) -> Iterat
         yield f"keyword argument {k!r}", v
 
 
-def _referenced_modules(fn, args, kwargs, depth: int = 3) -> set[str]:
+def referenced_modules(fn, args, kwargs, depth: int = 3) -> set[str]:
     """Names of modules whose code the pickle would reference, following functions we will pickle
     by value (so a notebook helper calling another local helper works)."""
     mods: set[str] = set()
@@ -176,7 +176,7 @@ def _referenced_modules(fn, args, kwargs, depth: int = 3) -> set[str]:
             if isinstance(v, types.ModuleType):
                 mods.add(v.__name__)
             elif isinstance(v, (types.FunctionType, type)):
-                if _is_local(getattr(v, "__module__", "") or ""):
+                if is_local_module(getattr(v, "__module__", "") or ""):
                     visit(v, d=d + 1)
                 else:
                     mods.add(getattr(v, "__module__", "") or "")
@@ -196,7 +196,7 @@ def _installed_roots() -> list[Path]:
     return [Path(r).resolve() for r in roots if r]
 
 
-def _is_local(module_name: str) -> bool:
+def is_local_module(module_name: str) -> bool:
     """A module the image will not have: not from the stdlib or an installed package."""
     if module_name in ("__main__", "builtins") or module_name not in sys.modules:
         return False
@@ -209,7 +209,7 @@ def _is_local(module_name: str) -> bool:
 
 
 @contextlib.contextmanager
-def _pickle_by_value(modules):
+def pickling_by_value(modules):
     import cloudpickle
 
     added = []

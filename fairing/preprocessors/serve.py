@@ -5,7 +5,7 @@ the user's own module travels without that module) or a reference "model.py:MyMo
 shipped and imported; nothing of it runs on this machine). Model files (joblib, weights) are added
 with `files=`, or fetched when the server starts with `storage_uri=` (http(s):// or file:).
 
-The server (templates/model_server.py) lands at .fairing/model_server.py; it needs starlette and
+The server (image_runtime/model_server.py) lands at .fairing/model_server.py; it needs starlette and
 uvicorn, pinned below to versions that ship pure-Python wheels, cloudpickle for a pickled model, and
 prometheus_client for its /metrics.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .. import requirements as reqs_mod
-from ..context import BuildContext
+from ..context import BuildContext, ServeSpec
 from ..errors import ConfigError
 from .base import RUNTIME_DIR, Preprocessor, host_python
 from .files import collect
@@ -38,7 +38,7 @@ _REF = re.compile(r"^(?P<target>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z
 
 
 def server_source() -> bytes:
-    return (Path(__file__).resolve().parent.parent / "templates" / "model_server.py").read_bytes()
+    return (Path(__file__).resolve().parent.parent / "image_runtime" / "model_server.py").read_bytes()
 
 
 def default_name(model: Any) -> str:
@@ -65,7 +65,7 @@ def pickle_by_value(obj: Any) -> bytes:
     use (the function preprocessor's rules): the image has neither model.py nor its helpers."""
     import cloudpickle
 
-    from .function import _is_local, _pickle_by_value, _referenced_modules, describe
+    from .function import is_local_module, pickling_by_value, referenced_modules, describe
 
     cls = obj if inspect.isclass(obj) else type(obj)
     modules = set()
@@ -74,8 +74,8 @@ def pickle_by_value(obj: Any) -> bytes:
         for attr in vars(klass).values():
             fn = getattr(attr, "__func__", attr)  # staticmethod/classmethod wrap the function
             if inspect.isfunction(fn):
-                modules |= _referenced_modules(fn, (), {})
-    with _pickle_by_value({m for m in modules if _is_local(m)}):
+                modules |= referenced_modules(fn, (), {})
+    with pickling_by_value({m for m in modules if is_local_module(m)}):
         try:
             return cloudpickle.dumps(obj)
         except Exception as exc:  # pickling can fail in many ways (locks, open files, sockets)
@@ -201,6 +201,7 @@ class ServePreprocessor(Preprocessor):
             requirements=reqs_mod.ensure(reqs, needed),
             python=python,
             env=env_all,
+            serve=ServeSpec(model_name=name, port=port),
         )
 
 

@@ -122,7 +122,7 @@ def rerun(run_id: Annotated[str, typer.Argument(help="run id to run again")],
           detach: Annotated[bool, typer.Option("--detach", "-d", help="return once deployed, don't wait")] = False,
           timeout: Annotated[Optional[int], typer.Option("--timeout", help="seconds to wait for the workload")] = None,
           output: Annotated[str, OUTPUT] = "text") -> None:
-    import fairing.config as config
+    from .. import pipeline
     from ..progress import Progress
     from .rerun import rerun as do_rerun
 
@@ -133,7 +133,7 @@ def rerun(run_id: Annotated[str, typer.Argument(help="run id to run again")],
         _info(f"fair: rerun of {run.doc['rerun_of']} as run {run.id}: {getattr(handle, 'name', '')}")
     status = "Deployed"
     if not detach:
-        status = config.wait_for(handle, progress, timeout=timeout, on_log=_info if as_json else _out, run=run)
+        status = pipeline.wait_for(handle, progress, timeout=timeout, on_log=_info if as_json else _out, run=run)
         if getattr(handle, "mode", None) == "container" and status == "Succeeded":
             handle.delete()  # as `fair train` does: a finished local container is not kept
     if as_json:

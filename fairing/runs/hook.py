@@ -1,5 +1,5 @@
 """The pipeline's side of run records: make a record from a plan, tag the deployer's objects with
-it, and tell it how the run went. fairing.config (the pipeline) calls these; nothing else does."""
+it, and tell it how the run went. fairing.pipeline calls these; nothing else does."""
 from __future__ import annotations
 
 import inspect
@@ -49,7 +49,7 @@ def params_of(entry: Any, prepare_kw: Mapping[str, Any]) -> dict:
 
 def how_of(p) -> dict:
     """Stage names and options from a plan (fairing.config.Plan); redacted by start()."""
-    pre_name, pre_kw = p.preprocessor
+    pre_name, pre_kw = p.preprocessor or (None, {})  # None: a KServe runtime, nothing packaged
     d_name, d_kw = p.deployer
     how: dict[str, Any] = {"preprocessor": {"name": pre_name, "options": dict(pre_kw)},
                            "deployer": {"name": d_name, "options": dict(d_kw)}, "mode": p.mode}
@@ -87,22 +87,6 @@ def tag(deployer: Any, run: Run, image: Any = None) -> None:
         if image is not None and getattr(image, "ref", None):
             env[IMAGE_ENV] = image.ref
         deployer.mutators = mutators + (pod.env(env),)
-
-
-def start_for_endpoint(ep: Any, warn: Callable[[str], None] | None = None) -> Run:
-    """A record for a PredictionEndpoint (fair deploy): the serving path builds on its own."""
-    how: dict[str, Any] = {"preprocessor": {"name": "serve", "options": {"files": ep.files, "storage_uri": ep.storage_uri}},
-                           "deployer": {"name": ep.deployer_name, "options": dict(ep.deployer_options)},
-                           "mode": "serving"}
-    if isinstance(ep.builder, str):
-        how["builder"] = {"name": ep.builder, "options": {**ep.builder_options, "base_image": ep.base_image}}
-        how["target"] = ep.target or ep.registry
-    for key in ("namespace", "context"):
-        if ep.deployer_options.get(key):
-            how[key] = ep.deployer_options[key]
-    entry = ep.model if isinstance(ep.model, str) else (ep.model if callable(ep.model) else type(ep.model))
-    params = {"name": ep.name, "protocol": ep.protocol, "requirements": list(ep.requirements or [])}
-    return start("deploy", entry=entry, how=how, params=params, warn=warn, settings=ep.settings)
 
 
 def base_of(p) -> tuple[str | None, str | None]:

@@ -15,14 +15,13 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-from ..deployers.base import RUN_ID as RUN_ID_LABEL  # the key the cluster deployers select pods by
+from ..deployers import labels as L  # the label keys, defined once
 from . import redact
 from .metrics import MetricLog
 
 log = logging.getLogger(__name__)
 
-SOURCE_HASH_LABEL = "fairing.dev/source-hash"  # first 12 hex digits (label values are <= 63 chars)
-SOURCE_DIGEST_ANNOTATION = "fairing.dev/source-digest"  # the full sha256:...
+RUN_ID_LABEL, SOURCE_HASH_LABEL, SOURCE_DIGEST_ANNOTATION = L.RUN_ID, L.SOURCE_HASH, L.SOURCE_DIGEST_ANNOTATION
 RUNNING, SUCCEEDED, FAILED, DEPLOYED = "Running", "Succeeded", "Failed", "Deployed"
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from ..deployers import labels as L
 from ..errors import ConfigError
 from .record import Run, start
 
@@ -43,7 +44,7 @@ def plan(doc: dict) -> tuple[str, dict, Any]:
     if name == "local" and opts.get("mode") == "process":
         raise ConfigError(f"run {rid} ran as a local process: there is no image to run again",
                           hint="rerun needs a run built into a registry or a container engine")
-    tpl = {"metadata": {"labels": {"app.kubernetes.io/managed-by": "fairing"}},
+    tpl = {"metadata": {"labels": dict(L.MANAGED)},
            "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": ref}]}}
     return name, opts, BuiltImage(ref=ref, digest=image.get("digest") or ref.rpartition("@")[2], tag=image.get("tag"),
                                   pod_template=tpl)
@@ -52,7 +53,7 @@ def plan(doc: dict) -> tuple[str, dict, Any]:
 def rerun(run_id: str, *, store=None, warn: Callable[[str], None] | None = None,
           mutators: tuple = (), settings=None) -> tuple[Run, Any]:
     """Deploy the recorded image again; returns (the new record, the handle). The caller waits."""
-    from .. import plugins
+    from .. import registry
     from . import hook
     from .store import Store
 
@@ -61,7 +62,7 @@ def rerun(run_id: str, *, store=None, warn: Callable[[str], None] | None = None,
     name, opts, image = plan(old)
     if mutators:
         opts["mutators"] = tuple(mutators)
-    deployer = plugins.load("deployer", name)(**opts)
+    deployer = registry.load("deployer", name)(**opts)
     run = start("rerun", entry=old.get("entry"), how=old.get("how"), params=old.get("params"), store=st,
                 git=False, warn=warn, settings=settings)
     for key in ("source", "requirements", "git", "artifacts"):

@@ -117,7 +117,7 @@ def delete_all(handles) -> list[str]:
 
 def census(kube, namespace: str, sweep_id: str) -> dict:
     """What the API server holds for a sweep, counted by label."""
-    from fairing.deployers.job import job_state
+    from fairing.deployers.k8s.job import job_state
 
     sel = f"{SWEEP_LABEL}={sweep_id}"
     jobs = kube.list("batch/v1", "Job", namespace, label_selector=sel)["items"]

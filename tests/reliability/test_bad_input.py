@@ -142,13 +142,13 @@ def api_no_entry(v):
 
 
 def api_cron_macro(v):
-    from fairing.deployers.cronjob import CronJobDeployer
+    from fairing.deployers.k8s.cronjob import CronJobDeployer
 
     CronJobDeployer(v["ns"], schedule="@fortnightly")
 
 
 def api_cron_seconds(v):
-    from fairing.deployers.cronjob import CronJobDeployer
+    from fairing.deployers.k8s.cronjob import CronJobDeployer
 
     CronJobDeployer(v["ns"], schedule="0 0 3 * * *")
 
@@ -181,7 +181,7 @@ def api_bad_digest(v):
 
 def api_unpinned(v):
     from fairing.context import BuiltImage
-    from fairing.deployers.job import JobDeployer
+    from fairing.deployers.k8s.job import JobDeployer
 
     JobDeployer(v["ns"], kubeconfig=v["kubeconfig"], name=v["name"]).deploy(
         BuiltImage(ref=f"{v['reg']}/reliability/{v['img']}:latest", digest=""))
@@ -250,7 +250,7 @@ CASES = [
     Case("cli-unknown-builder", [*TRAIN, "--builder", "kaniko2"], 2, "unknown builder 'kaniko2'",
          "choose one of: append, cluster, docker"),
     Case("cli-unknown-deployer", [*TRAIN, "--deployer", "kubeflow"], 2, "unknown deployer 'kubeflow'",
-         "choose one of: cronjob, inferenceservice, job, local, pytorchjob, serving, tfjob"),
+         "choose one of: cronjob, inferenceservice, job, local, pod, pytorchjob, serving, tfjob"),
     Case("cli-unknown-preprocessor", [*TRAIN, "--preprocessor", "magic"], 2, "unknown preprocessor 'magic'",
          "choose one of: full_notebook, function, notebook, python, serve"),
     Case("api-set-builder-unknown", api_set_builder, ConfigError, "unknown builder 'kaniko2'",

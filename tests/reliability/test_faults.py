@@ -341,7 +341,7 @@ def _wait_through_an_outage(kube, kubeconfig: str, outage, recover) -> dict:
     server (kwok completes the pod once the hang label is gone, the job controller marks the Job),
     check wait() is still waiting, call `recover()`, and collect what the wait saw."""
     from fairing.deployers import pod
-    from fairing.deployers.job import JobDeployer, job_state
+    from fairing.deployers.k8s.job import JobDeployer, job_state
     from tests.rig.kube import OUTCOME_LABEL, fake_image
 
     name = f"rel-restart-{_uid()}"

@@ -49,7 +49,7 @@ def test_delete_notices_a_deletion_that_finishes_before_its_watch_starts(kube):
     request is answered 3 s late, as a busy API server may answer it."""
     import uuid
 
-    from fairing.deployers.job import JobDeployer
+    from fairing.deployers.k8s.job import JobDeployer
     from tests.rig.kube import fake_image
 
     from .test_faults import _recording_kube

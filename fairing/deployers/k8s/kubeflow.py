@@ -1,12 +1,20 @@
-"""What TFJob and PyTorchJob share: kubeflow.org/v1 objects run by the Kubeflow training operator,
-with replica specs, a runPolicy, conditions for status, and a fixed container name per framework."""
+"""kubeflow.org/v1 TFJob and PyTorchJob (Kubeflow training operator): replica specs, a runPolicy,
+conditions for status, and a fixed container name per framework.
+
+    TFJobDeployer(namespace="team", chief=1, ps=1, workers=2, gpus=1).deploy(image)
+    PyTorchJobDeployer(namespace="team", master=1, workers=3, gpus=1).deploy(image)
+
+TFJob: GPUs go to the chief and workers only; parameter servers never get a GPU limit (even one
+added by a pod.gpu() mutator); the container is named "tensorflow". PyTorchJob: every replica gets
+`gpus`; the container is named "pytorch". Both names are what the operator requires."""
 from __future__ import annotations
 
 import copy
 
-from ..errors import ConfigError
-from . import pod as podlib
-from .base import RUN_ID, KubeDeployer, _nonneg_int
+from ...errors import ConfigError
+from .. import pod as podlib
+from .. import labels as L
+from ..base import KubeDeployer, nonneg_int
 
 KUBEFLOW_OPTIONS = ("gpus", "gpu_vendor", "clean_pod_policy", "backoff_limit", "ttl_seconds_after_finished",
                     "active_deadline_seconds", "restart_policy")
@@ -35,12 +43,12 @@ class KubeflowDeployer(KubeDeployer):
     def configure(self, **opts) -> None:
         total = 0
         for rtype, opt, default, _ in self.replica_types:
-            n = _nonneg_int(opts.get(opt, default), opt)
+            n = nonneg_int(opts.get(opt, default), opt)
             total += n
         if total == 0:
             raise ConfigError(f"a {self.kind} needs at least one replica",
                               hint=", ".join(f"{opt}=1" for _, opt, _, _ in self.replica_types))
-        gpus = _nonneg_int(opts.get("gpus", 0), "gpus")
+        gpus = nonneg_int(opts.get("gpus", 0), "gpus")
         if gpus:
             podlib.gpu(gpus, opts.get("gpu_vendor", "nvidia"))  # validates the vendor now
         if opts.get("clean_pod_policy") not in (None, "None", "Running", "All"):
@@ -48,9 +56,9 @@ class KubeflowDeployer(KubeDeployer):
                               hint="use 'None' (keep pods and logs), 'Running' or 'All'")
         if opts.get("restart_policy") not in (None, "Never", "OnFailure", "ExitCode"):
             raise ConfigError(f"invalid restart_policy {opts['restart_policy']!r}", hint="use Never, OnFailure or ExitCode")
-        _nonneg_int(opts.get("backoff_limit"), "backoff_limit")
-        _nonneg_int(opts.get("ttl_seconds_after_finished"), "ttl_seconds_after_finished")
-        _nonneg_int(opts.get("active_deadline_seconds"), "active_deadline_seconds", minimum=1)
+        nonneg_int(opts.get("backoff_limit"), "backoff_limit")
+        nonneg_int(opts.get("ttl_seconds_after_finished"), "ttl_seconds_after_finished")
+        nonneg_int(opts.get("active_deadline_seconds"), "active_deadline_seconds", minimum=1)
 
     def _replica_template(self, template: dict, gets_gpu: bool) -> dict:
         tpl = copy.deepcopy(template)
@@ -89,8 +97,7 @@ class KubeflowDeployer(KubeDeployer):
             out.append(tpl)
         return out[:1]
 
-    def state(self, obj: dict) -> str:
-        return kubeflow_state(obj)
+    state = staticmethod(kubeflow_state)
 
     def replicas(self, obj: dict) -> int:
         return sum(r.get("replicas", 1) for r in ((obj.get("spec") or {}).get(self.replica_field) or {}).values())
@@ -107,4 +114,24 @@ class KubeflowDeployer(KubeDeployer):
         return super().result_pod(pods)
 
     def pod_selector(self, name: str, run_id: str | None) -> str:
-        return f"{RUN_ID}={run_id}" if run_id else f"training.kubeflow.org/job-name={name}"
+        return f"{L.RUN_ID}={run_id}" if run_id else f"training.kubeflow.org/job-name={name}"
+
+
+class TFJobDeployer(KubeflowDeployer):
+    kind = "TFJob"
+    deployer_name = "tfjob"
+    container_name = "tensorflow"
+    replica_field = "tfReplicaSpecs"
+    replica_types = (("Chief", "chief", 0, True), ("PS", "ps", 0, False), ("Worker", "workers", 1, True))
+    result_replicas = ("chief", "worker")
+    kind_options = KUBEFLOW_OPTIONS + ("chief", "ps", "workers")
+
+
+class PyTorchJobDeployer(KubeflowDeployer):
+    kind = "PyTorchJob"
+    deployer_name = "pytorchjob"
+    container_name = "pytorch"
+    replica_field = "pytorchReplicaSpecs"
+    replica_types = (("Master", "master", 1, True), ("Worker", "workers", 0, True))
+    result_replicas = ("master",)
+    kind_options = KUBEFLOW_OPTIONS + ("master", "workers")

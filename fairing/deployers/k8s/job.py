@@ -6,8 +6,8 @@
 """
 from __future__ import annotations
 
-from ..errors import ConfigError
-from .base import KubeDeployer, _nonneg_int
+from ...errors import ConfigError
+from ..base import KubeDeployer, nonneg_int
 
 JOB_OPTIONS = ("backoff_limit", "ttl_seconds_after_finished", "active_deadline_seconds", "completions",
                "parallelism", "completion_mode")
@@ -29,11 +29,11 @@ def job_spec(template: dict, opts: dict) -> dict:
 def check_job_options(opts: dict) -> None:
     # backoffLimit defaults to 0 rather than Kubernetes' 6: a training script that failed usually
     # fails the same way again, and six retries hide the first error for a long time.
-    _nonneg_int(opts.get("backoff_limit", 0), "backoff_limit")
-    _nonneg_int(opts.get("ttl_seconds_after_finished"), "ttl_seconds_after_finished")
-    _nonneg_int(opts.get("active_deadline_seconds"), "active_deadline_seconds", minimum=1)
-    c = _nonneg_int(opts.get("completions"), "completions", minimum=1)
-    p = _nonneg_int(opts.get("parallelism"), "parallelism", minimum=1)
+    nonneg_int(opts.get("backoff_limit", 0), "backoff_limit")
+    nonneg_int(opts.get("ttl_seconds_after_finished"), "ttl_seconds_after_finished")
+    nonneg_int(opts.get("active_deadline_seconds"), "active_deadline_seconds", minimum=1)
+    c = nonneg_int(opts.get("completions"), "completions", minimum=1)
+    p = nonneg_int(opts.get("parallelism"), "parallelism", minimum=1)
     if c is not None and p is not None and p > c:
         raise ConfigError(f"parallelism {p} is more than completions {c}",
                           hint="parallelism is how many of the completions run at once")
@@ -69,8 +69,7 @@ class JobDeployer(KubeDeployer):
         return {"apiVersion": self.api_version, "kind": self.kind, "metadata": meta,
                 "spec": job_spec(template, self.options)}
 
-    def state(self, obj: dict) -> str:
-        return job_state(obj)
+    state = staticmethod(job_state)
 
     def replicas(self, obj: dict) -> int:
         spec = obj.get("spec") or {}

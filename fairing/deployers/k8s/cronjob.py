@@ -15,8 +15,9 @@ import time
 import uuid
 from typing import Any
 
-from ..errors import ConfigError, DeployError
-from .base import KubeDeployer, KubeHandle, _nonneg_int
+from ...errors import ConfigError, DeployError
+from .. import labels as L
+from ..base import KubeDeployer, KubeHandle, nonneg_int
 from .job import JOB_OPTIONS, JobDeployer, check_job_options, job_spec
 
 _FIELDS = (("minute", 0, 59, None), ("hour", 0, 23, None), ("day of month", 1, 31, None),
@@ -107,9 +108,9 @@ class CronJobDeployer(KubeDeployer):
         if opts.get("concurrency_policy") not in (None, "Allow", "Forbid", "Replace"):
             raise ConfigError(f"invalid concurrency_policy {opts['concurrency_policy']!r}",
                               hint="use Allow, Forbid (skip a run while one is active) or Replace")
-        _nonneg_int(opts.get("successful_jobs_history_limit"), "successful_jobs_history_limit")
-        _nonneg_int(opts.get("failed_jobs_history_limit"), "failed_jobs_history_limit")
-        _nonneg_int(opts.get("starting_deadline_seconds"), "starting_deadline_seconds", minimum=1)
+        nonneg_int(opts.get("successful_jobs_history_limit"), "successful_jobs_history_limit")
+        nonneg_int(opts.get("failed_jobs_history_limit"), "failed_jobs_history_limit")
+        nonneg_int(opts.get("starting_deadline_seconds"), "starting_deadline_seconds", minimum=1)
         if not isinstance(opts.get("suspend", False), bool):
             raise ConfigError(f"suspend must be True or False, not {opts['suspend']!r}")
         check_job_options(opts)
@@ -129,7 +130,8 @@ class CronJobDeployer(KubeDeployer):
                                "spec": job_spec(template, o)}
         return {"apiVersion": self.api_version, "kind": self.kind, "metadata": meta, "spec": spec}
 
-    def state(self, obj: dict) -> str:
+    @staticmethod
+    def state(obj: dict) -> str:
         if (obj.get("spec") or {}).get("suspend"):
             return "Suspended"
         if (obj.get("status") or {}).get("active"):
@@ -166,7 +168,7 @@ class CronJobHandle(KubeHandle):
         self._no_dry("list runs of")
         cj = self.get()
         uid = (cj or {}).get("metadata", {}).get("uid")
-        items = self.kube.list("batch/v1", "Job", self.namespace, label_selector=f"fairing.dev/run-id={self.run_id}")
+        items = self.kube.list("batch/v1", "Job", self.namespace, label_selector=f"{L.RUN_ID}={self.run_id}")
         owned = [j for j in items.get("items", [])
                  if any(o.get("uid") == uid for o in j["metadata"].get("ownerReferences") or [])]
         return sorted(owned, key=lambda j: j["metadata"].get("creationTimestamp", ""))
@@ -209,13 +211,13 @@ class CronJobHandle(KubeHandle):
         return self._last_run.wait(remaining)
 
     def _next_run(self, deadline, timeout) -> KubeHandle:
-        from ..kube.wait import Mux, Stream, WaitTimeout
+        from ...kube.wait import Mux, Stream, WaitTimeout
 
         cj = self.get() or {}
         uid = cj.get("metadata", {}).get("uid")
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._created - 1))
         with Mux(self.kube, self.namespace, [Stream("jobs", "batch/v1", "Job",
-                                                    label_selector=f"fairing.dev/run-id={self.run_id}")]) as mux:
+                                                    label_selector=f"{L.RUN_ID}={self.run_id}")]) as mux:
             for _k, etype, job in mux.events(deadline):
                 if etype == "TIMEOUT":
                     raise WaitTimeout(f"CronJob {self.name} started no run within {timeout:g}s "

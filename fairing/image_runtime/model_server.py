@@ -41,11 +41,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+# starlette is imported where the app is made: fairing's client imports this module for the
+# tensor codec below (one codec for both sides) and has no starlette.
 
 log = logging.getLogger("fairing.model_server")
 
@@ -215,6 +212,9 @@ class ModelState:
 
 
 # ----------------------------------------------------------------------------- JSON & tensors
+# The Open Inference Protocol codec, for both sides: the server decodes inputs and encodes outputs
+# here, and fairing's ModelClient (fairing/model_client.py) imports these same functions to encode
+# inputs and shape outputs. Stdlib only, so this one file is all the image needs.
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -236,7 +236,8 @@ def to_jsonable(obj: Any) -> Any:
     raise TypeError(f"the model returned a {type(obj).__name__}, which is not JSON serializable")
 
 
-def _shape_of(value: Any) -> list[int]:
+def shape_of(value: Any) -> list[int]:
+    """The shape of a nested list, read along the first element of each level."""
     shape = []
     while isinstance(value, list):
         shape.append(len(value))
@@ -244,25 +245,28 @@ def _shape_of(value: Any) -> list[int]:
     return shape
 
 
-def _flatten(value: Any) -> list:
+def flatten(value: Any) -> list:
+    """Row-major values of a nested list (any depth)."""
     if not isinstance(value, list):
         return [value]
     out: list = []
     for v in value:
-        out.extend(_flatten(v))
+        out.extend(flatten(v))
     return out
 
 
-def _reshape(flat: list, shape: list[int]) -> Any:
+def reshape(flat: list, shape: list[int]) -> Any:
+    """Flat row-major values -> nested lists of `shape` (a scalar for shape [])."""
     if not shape:
-        return flat[0]
+        return flat[0] if flat else None
     if len(shape) == 1:
         return list(flat)
-    step = len(flat) // shape[0] if shape[0] else 0
-    return [_reshape(flat[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])]
+    step = math.prod(shape[1:])
+    return [reshape(flat[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])]
 
 
-def _datatype_of(flat: list) -> str:
+def datatype_of(flat: list) -> str:
+    """The v2 datatype of plain JSON values: BOOL, INT64, FP64 (None counts as a float), else BYTES."""
     if all(isinstance(v, bool) for v in flat) and flat:
         return "BOOL"
     if all(isinstance(v, int) and not isinstance(v, bool) for v in flat):
@@ -299,14 +303,14 @@ def decode_v2_input(tensor: Any, index: int) -> tuple[str, Any]:
         raise PayloadError(f"{where}.shape must be a list of non-negative integers, got {json.dumps(shape)}")
     if datatype not in DATATYPES:
         raise PayloadError(f"{where}.datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
-    flat = _flatten(data)  # the protocol allows flat (row-major) or nested data
+    flat = flatten(data)  # the protocol allows flat (row-major) or nested data
     expected = math.prod(shape)
     if len(flat) != expected:
         raise PayloadError(f"{where} ({name}) has {len(flat)} values but shape {shape} needs {expected}")
     bad = next((v for v in flat if not _check_value(v, datatype)), _MISSING)
     if bad is not _MISSING:
         raise PayloadError(f"{where} ({name}) declares {datatype} but holds {json.dumps(bad)}")
-    return name, _reshape(flat, shape)
+    return name, reshape(flat, shape)
 
 
 _MISSING = object()
@@ -324,8 +328,8 @@ def encode_v2_outputs(result: Any, requested: list[str] | None) -> list[dict]:
         items = [(n, known[n]) for n in requested]
     outputs = []
     for name, value in items:
-        flat = _flatten(value)
-        outputs.append({"name": name, "shape": _shape_of(value), "datatype": _datatype_of(flat), "data": flat})
+        flat = flatten(value)
+        outputs.append({"name": name, "shape": shape_of(value), "datatype": datatype_of(flat), "data": flat})
     return outputs
 
 
@@ -387,11 +391,13 @@ def _batch_of(request: Request) -> int | None:
 # ----------------------------------------------------------------------------- HTTP
 
 
-def _error(status: int, message: str) -> JSONResponse:
+def _error(status: int, message: str):
+    from starlette.responses import JSONResponse
+
     return JSONResponse({"error": message}, status_code=status)
 
 
-async def _json_body(request: Request) -> Any:
+async def _json_body(request) -> Any:
     raw = await request.body()
     if not raw:
         raise PayloadError("the request body is empty; send JSON", 400)
@@ -403,6 +409,8 @@ async def _json_body(request: Request) -> Any:
 
 async def _run(fn, *args):
     """Run a model hook: coroutine functions are awaited, blocking ones go to a worker thread."""
+    from starlette.concurrency import run_in_threadpool
+
     if inspect.iscoroutinefunction(fn):
         return await fn(*args)
     out = await run_in_threadpool(fn, *args)
@@ -424,7 +432,12 @@ async def _predict(model: Any, payload: Any) -> Any:
         raise PayloadError(f"the model rejected the input: {_error_text(exc)}") from exc
 
 
-def create_app(state: ModelState) -> Starlette:
+def create_app(state: ModelState):
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
     name = state.name
     telemetry = Telemetry(name, state.env)
 
@@ -450,6 +463,25 @@ def create_app(state: ModelState) -> Starlette:
     def unknown(requested: str) -> JSONResponse:
         return _error(404, f"model {requested!r} not found; this server serves {name!r}")
 
+    def refuse(request: Request, *, loaded: bool) -> JSONResponse | None:
+        """The routes' common prologue: the model in the URL must be ours (404), and with
+        `loaded`, load() must have finished (503 with why not)."""
+        requested = request.path_params["name"]
+        if requested != name:
+            return unknown(requested)
+        why = state.unavailable() if loaded else None
+        return _error(503, why) if why else None
+
+    async def answer(request: Request, what: str, handle) -> JSONResponse:
+        """Parse the JSON body, run `handle(body)`; a bad payload is its 4xx, a model bug a 500."""
+        try:
+            return JSONResponse(await handle(request, await _json_body(request)))
+        except PayloadError as exc:
+            return _error(exc.status, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a model bug: say so, keep serving
+            log.exception("%s failed", what)
+            return _error(500, f"predict failed: {_error_text(exc)}")
+
     async def live(request: Request):
         return JSONResponse({"live": True})
 
@@ -466,91 +498,69 @@ def create_app(state: ModelState) -> Starlette:
         requested = request.path_params["name"]
         if requested.endswith(":predict"):
             return _error(405, f"use POST for {request.url.path}")
-        if requested != name:
-            return unknown(requested)
+        refused = refuse(request, loaded=False)
+        if refused:
+            return refused
         body = {"name": name, "ready": state.ready}
         if state.error:
             body["error"] = state.error
         return JSONResponse(body)
 
+    async def v1_infer(request: Request, body: Any) -> dict:
+        if not isinstance(body, dict) or not ({"instances", "inputs"} & body.keys()):
+            raise PayloadError('expected a JSON object with "instances": [...]')
+        instances = body["instances"] if "instances" in body else body["inputs"]
+        if not isinstance(instances, list):
+            raise PayloadError(f'"instances" must be a list, got {type(instances).__name__}')
+        request.state.batch_size = len(instances)  # the batch histogram of /metrics
+        return {"predictions": to_jsonable(await _predict(state.model, instances))}
+
     async def v1_predict(request: Request):
-        requested = request.path_params["name"]
-        if requested != name:
-            return unknown(requested)
-        why = state.unavailable()
-        if why:
-            return _error(503, why)
-        try:
-            body = await _json_body(request)
-            if not isinstance(body, dict) or not ({"instances", "inputs"} & body.keys()):
-                raise PayloadError('expected a JSON object with "instances": [...]')
-            instances = body["instances"] if "instances" in body else body["inputs"]
-            if not isinstance(instances, list):
-                raise PayloadError(f'"instances" must be a list, got {type(instances).__name__}')
-            request.state.batch_size = len(instances)
-            out = to_jsonable(await _predict(state.model, instances))
-        except PayloadError as exc:
-            return _error(exc.status, str(exc))
-        except Exception as exc:  # noqa: BLE001 - a model bug: say so, keep serving
-            log.exception("predict failed")
-            return _error(500, f"predict failed: {_error_text(exc)}")
-        return JSONResponse({"predictions": out})
+        return refuse(request, loaded=True) or await answer(request, "predict", v1_infer)
 
     async def v2_server(request: Request):
         return JSONResponse({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []})
 
     async def v2_model(request: Request):
-        requested = request.path_params["name"]
-        if requested != name:
-            return unknown(requested)
-        return JSONResponse({"name": name, "versions": [], "platform": "fairing", "inputs": [], "outputs": []})
+        return refuse(request, loaded=False) or JSONResponse(
+            {"name": name, "versions": [], "platform": "fairing", "inputs": [], "outputs": []})
 
     async def v2_model_ready(request: Request):
-        requested = request.path_params["name"]
-        if requested != name:
-            return unknown(requested)
+        refused = refuse(request, loaded=False)
+        if refused:
+            return refused
         why = state.unavailable()
         if why:
             return JSONResponse({"name": name, "ready": False, "error": why}, status_code=503)
         return JSONResponse({"name": name, "ready": True})
 
-    async def v2_infer(request: Request):
-        requested = request.path_params["name"]
-        if requested != name:
-            return unknown(requested)
-        why = state.unavailable()
-        if why:
-            return _error(503, why)
-        try:
-            body = await _json_body(request)
-            if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
-                raise PayloadError('expected a JSON object with a non-empty "inputs" list')
-            decoded = [decode_v2_input(t, i) for i, t in enumerate(body["inputs"])]
-            names = [n for n, _ in decoded]
-            if len(set(names)) != len(names):
-                raise PayloadError(f"input names must be unique, got {names}")
-            # One input -> the model sees its rows, exactly as V1 instances; several -> a dict by name.
-            payload = decoded[0][1] if len(decoded) == 1 else dict(decoded)
-            first = decoded[0][1]
-            request.state.batch_size = len(first) if isinstance(first, list) else 1
-            requested_outputs = body.get("outputs")
-            wanted = None
-            if requested_outputs is not None:
-                if not isinstance(requested_outputs, list) or not all(
-                    isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested_outputs
-                ):
-                    raise PayloadError('"outputs" must be a list of objects with a "name"')
-                wanted = [o["name"] for o in requested_outputs]
-            out = await _predict(state.model, payload)
-            response = {"model_name": name, "outputs": encode_v2_outputs(out, wanted)}
-        except PayloadError as exc:
-            return _error(exc.status, str(exc))
-        except Exception as exc:  # noqa: BLE001
-            log.exception("infer failed")
-            return _error(500, f"predict failed: {_error_text(exc)}")
+    async def v2_infer_body(request: Request, body: Any) -> dict:
+        if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
+            raise PayloadError('expected a JSON object with a non-empty "inputs" list')
+        decoded = [decode_v2_input(t, i) for i, t in enumerate(body["inputs"])]
+        names = [n for n, _ in decoded]
+        if len(set(names)) != len(names):
+            raise PayloadError(f"input names must be unique, got {names}")
+        # One input -> the model sees its rows, exactly as V1 instances; several -> a dict by name.
+        payload = decoded[0][1] if len(decoded) == 1 else dict(decoded)
+        first = decoded[0][1]
+        request.state.batch_size = len(first) if isinstance(first, list) else 1  # /metrics batch histogram
+        requested_outputs = body.get("outputs")
+        wanted = None
+        if requested_outputs is not None:
+            if not isinstance(requested_outputs, list) or not all(
+                isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested_outputs
+            ):
+                raise PayloadError('"outputs" must be a list of objects with a "name"')
+            wanted = [o["name"] for o in requested_outputs]
+        out = await _predict(state.model, payload)
+        response = {"model_name": name, "outputs": encode_v2_outputs(out, wanted)}
         if "id" in body:
             response["id"] = body["id"]
-        return JSONResponse(response)
+        return response
+
+    async def v2_infer(request: Request):
+        return refuse(request, loaded=True) or await answer(request, "infer", v2_infer_body)
 
     async def not_found(request: Request, exc: Exception):
         status = getattr(exc, "status_code", 404)

@@ -1,0 +1,69 @@
+"""The dependency layers: requirements installed on the host for the base image's Python and CPU
+architecture, without running anything in the image, as one layer per package (or small group).
+
+    resolve.py  requirements -> exact wheel files (uv, else pip), cached by the requirement set
+    wheels.py   the wheel cache: download (parallel, sha256-checked) and unpack, once per wheel
+    layers.py   wheels -> at most 20 layers, each cached by the wheels it holds, made in parallel
+    pip.py      the fallback for requirements that are not plain wheels: pip --target, one layer
+    target.py   the image's Python, its platform tags, SITE_DIR
+
+The packages go to SITE_DIR (/opt/fairing/site-packages), which the image's config puts first on
+PYTHONPATH (and its bin/ first on PATH). A separate directory, not the base's site-packages,
+because we never look inside the base's layers; PYTHONPATH makes the pinned versions win over
+anything the base already has."""
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+from ...oci.cache import Cache
+from ...oci.layer import GZIP, Compression
+from .layers import DepLayer, Group, cached_layer, dependency_layers, group
+from .pip import dependency_layer, pip_command
+from .resolve import Wheel, remember, resolve
+from .target import SITE_DIR, deps_key, image_python, platform_tags
+
+__all__ = ["SITE_DIR", "DepLayer", "Group", "Wheel", "deps_key", "dependency_layer", "dependency_layers",
+           "group", "image_python", "install_layers", "pip_command", "planned_layers", "platform_tags", "resolve"]
+
+
+def install_layers(
+    requirements: Sequence[str],
+    *,
+    python: str,
+    tags: Sequence[str],
+    cache: Cache,
+    compression: Compression = GZIP,
+    progress: Callable[[str], None] | None = None,
+    timings: dict | None = None,
+) -> list[DepLayer]:
+    """Requirements -> dependency layers (image order). Per package when every requirement
+    resolves to wheel files; otherwise one layer made by pip (the old way)."""
+    timings = timings if timings is not None else {}
+    t0 = time.perf_counter()
+    wheels, how = resolve(requirements, python, tags, cache)
+    timings["resolve"] = timings.get("resolve", 0.0) + time.perf_counter() - t0
+    if progress and how != "cache":
+        progress(f"resolved {len(requirements)} requirement(s) to {len(wheels or ())} wheel(s) with {how} for Python {python} ({tags[0]})")
+    if wheels is None:
+        t1 = time.perf_counter()
+        layer, built = dependency_layer(requirements, python=python, tags=tags, cache=cache, progress=progress,
+                                        compression=compression, timings=timings)
+        timings["install"] = timings.get("install", 0.0) + time.perf_counter() - t1
+        return [DepLayer(Group("dependencies", ()), layer, built)]
+    return dependency_layers(wheels, cache=cache, compression=compression, progress=progress, timings=timings,
+                             on_sizes=lambda sized: remember(cache, requirements, python, tags, sized))
+
+
+def planned_layers(requirements: Sequence[str], python: str, tags: Sequence[str], cache: Cache,
+                   compression: Compression = GZIP) -> list[dict] | None:
+    """For a dry run, with no network: the layers a build would have, if this requirement set was
+    resolved before on this machine (else None)."""
+    from .target import deps_key
+
+    known = cache.get_key("resolved", deps_key(requirements, python, tags))
+    if not known or known.get("wheels") is None or any(w.get("size") is None for w in known["wheels"]):
+        return None
+    groups = group([Wheel(**w) for w in known["wheels"]])
+    return [{"name": g.name, "packages": [f"{w.name}=={w.version}" for w in g.wheels],
+             "cached": cached_layer(g, cache, compression) is not None} for g in groups]

@@ -1,0 +1,131 @@
+"""Per-package dependency layers.
+
+The resolved wheels are split into at most MAX_LAYERS layers: every wheel of OWN_LAYER bytes or
+more gets a layer of its own (the biggest ones, if there are too many), the small rest shares
+SMALL_GROUPS layers, a wheel's group picked by a hash of its name, so adding or changing one
+small package changes one small layer. All of it depends only on the resolved wheel files, so the
+same requirements give the same layers, in the same order, with the same digests, anywhere.
+
+Each layer is keyed by the sha256s of its wheels (plus the install layout, mtime and
+compression) and cached by DiffID: a layer whose wheels did not change is neither downloaded,
+unpacked, tarred nor compressed again, and the registry already has its blob (push HEADs first).
+Layers that must be made are made side by side on all cores."""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+from ...oci.cache import Cache, CachedLayer
+from ...oci.layer import GZIP, Compression, source_date_epoch, workers
+from .resolve import Wheel
+from .target import SITE_DIR
+from .wheels import INSTALLER, download, installed
+
+MAX_LAYERS = 20
+SMALL_GROUPS = 4
+OWN_LAYER = 1 << 20  # wheel bytes from which a package gets its own layer
+_timings_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str  # "numpy" or "small-2"
+    wheels: tuple[Wheel, ...]
+
+
+@dataclass(frozen=True)
+class DepLayer:
+    group: Group
+    layer: CachedLayer
+    built: bool  # made now (False: from the cache)
+
+    @property
+    def description(self) -> str:
+        return ", ".join(f"{w.name}=={w.version}" for w in self.group.wheels)
+
+
+def group(wheels: Sequence[Wheel], *, max_layers: int = MAX_LAYERS, small_groups: int = SMALL_GROUPS, own_layer: int = OWN_LAYER) -> list[Group]:
+    """The deterministic split described above: big packages by name, then the small groups."""
+    by_name = sorted(wheels, key=lambda w: w.name)
+    big = sorted((w for w in by_name if (w.size or 0) >= own_layer), key=lambda w: (-(w.size or 0), w.name))
+    own = sorted(big[: max(0, max_layers - small_groups)], key=lambda w: w.name)
+    owned = {w.name for w in own}
+    buckets: dict[int, list[Wheel]] = {}
+    for w in by_name:
+        if w.name not in owned:
+            b = int.from_bytes(hashlib.sha256(w.name.encode()).digest()[:4], "big") % small_groups
+            buckets.setdefault(b, []).append(w)
+    return [Group(w.name, (w,)) for w in own] + [Group(f"small-{b}", tuple(buckets[b])) for b in sorted(buckets)]
+
+
+def layer_key(g: Group, compression: Compression) -> str:
+    payload = {"wheels": sorted(w.sha256 for w in g.wheels), "site": SITE_DIR, "installer": INSTALLER,
+               "mtime": source_date_epoch(), "compression": compression.id}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def cached_layer(g: Group, cache: Cache, compression: Compression) -> CachedLayer | None:
+    known = cache.get_key("deplayer", layer_key(g, compression))
+    return cache.get_layer(known.get("diff_id", ""), compression) if known else None
+
+
+def dependency_layers(
+    wheels: Sequence[Wheel],
+    *,
+    cache: Cache,
+    compression: Compression = GZIP,
+    progress: Callable[[str], None] | None = None,
+    timings: dict | None = None,
+    on_sizes: Callable[[list[Wheel]], None] | None = None,
+) -> list[DepLayer]:
+    """The layers for `wheels`, in image order: from the cache, or made now (in parallel)."""
+    timings = timings if timings is not None else {}
+    files: dict = {}
+    if any(w.size is None for w in wheels):
+        # pip's report has no sizes, and grouping needs them: download first (once; the
+        # resolution is then remembered with the sizes).
+        t0 = time.perf_counter()
+        files = download(wheels, cache, progress=progress)
+        timings["download"] = timings.get("download", 0.0) + time.perf_counter() - t0
+        wheels = [replace(w, size=files[w.sha256].stat().st_size) for w in wheels]
+        if on_sizes:
+            on_sizes(wheels)
+    groups = group(wheels)
+    have = {g.name: cached_layer(g, cache, compression) for g in groups}
+    todo = [g for g in groups if have[g.name] is None]
+    if todo:
+        t0 = time.perf_counter()
+        files.update(download([w for g in todo for w in g.wheels if w.sha256 not in files], cache, progress=progress))
+        timings["download"] = timings.get("download", 0.0) + time.perf_counter() - t0
+        if progress:
+            progress(f"making {len(todo)} of {len(groups)} dependency layers ({', '.join(g.name for g in todo)})")
+
+        def make(g: Group) -> CachedLayer:
+            t1 = time.perf_counter()
+            with ExitStack() as open_wheels:
+                entries: dict = {}
+                for w in g.wheels:  # a later wheel's file wins, as it would with pip
+                    entries.update(open_wheels.enter_context(installed(files[w.sha256], SITE_DIR.lstrip("/"))))
+                with _timings_lock:
+                    timings["install"] = timings.get("install", 0.0) + time.perf_counter() - t1
+                # Unzipping happens here, as the tar is written (counted as tar time).
+                layer = cache.build_layer(entries, compression=compression, timings=timings)
+            cache.put_key("deplayer", layer_key(g, compression), {
+                "diff_id": layer.diff_id, "wheels": [w.filename for w in g.wheels]})
+            return layer
+
+        t2 = time.perf_counter()
+        # Biggest first, so the longest layer starts at once and the small ones fill the gaps.
+        order = sorted(todo, key=lambda g: -sum(w.size or 0 for w in g.wheels))
+        with ThreadPoolExecutor(max_workers=max(1, min(workers(), len(order)))) as pool:
+            for g, layer in zip(order, pool.map(make, order)):
+                have[g.name] = layer
+        timings["layers"] = timings.get("layers", 0.0) + time.perf_counter() - t2
+    made = {g.name for g in todo}
+    return [DepLayer(g, have[g.name], g.name in made) for g in groups]

@@ -1,0 +1,93 @@
+"""The fallback installer: pip installs the whole requirement set with `--target` into ONE
+layer. Used only when a requirement does not resolve to plain wheel files (the per-package path
+in layers.py needs a wheel URL and sha256 for every distribution), and for pip's error messages.
+
+Only wheels are used (`--only-binary=:all:`): building an sdist would run code for the host, not
+the image."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ...errors import BuildError
+from ...oci.cache import Cache, CachedLayer
+from ...oci.layer import GZIP, Compression, tree
+from .target import SITE_DIR, deps_key
+
+
+def pip_command(target: Path, requirements_file: Path, python: str, tags: Sequence[str]) -> list[str]:
+    major, minor = python.split(".")
+    cmd = [sys.executable, "-m", "pip", "install", "--target", str(target), "--python-version", python,
+           "--implementation", "cp", "--abi", f"cp{major}{minor}"]
+    for t in tags:
+        cmd += ["--platform", t]
+    return cmd + ["--only-binary=:all:", "--no-compile", "--no-warn-script-location", "--disable-pip-version-check",
+                  "--no-input", "--progress-bar", "off", "-r", str(requirements_file)]
+
+
+def fix_scripts(bin_dir: Path) -> None:
+    """pip writes console scripts with the host's interpreter in the shebang; point them at the
+    image's python3 instead (this also keeps the layer identical across machines)."""
+    if not bin_dir.is_dir():
+        return
+    for f in sorted(bin_dir.iterdir()):
+        if not f.is_file() or f.is_symlink():
+            continue
+        data = f.read_bytes()
+        if data.startswith(b"#!") and b"python" in data.split(b"\n", 1)[0]:
+            rest = data.split(b"\n", 1)[1] if b"\n" in data else b""
+            f.write_bytes(b"#!/usr/bin/env python3\n" + rest)
+
+
+def pip_error(out: str, python: str, tags: Sequence[str]) -> BuildError:
+    m = re.search(r"No matching distribution found for (\S+)", out) or re.search(r"satisfies the requirement (\S+)", out)
+    if m:
+        return BuildError(
+            f"no wheel of {m.group(1)} for Python {python} on {tags[-1]} (the append builder installs wheels only)",
+            hint="pin a version that ships a wheel for this platform, or use the docker builder, which can build sdists inside the image",
+        )
+    lines = [ln for ln in out.strip().splitlines() if ln.strip()]
+    return BuildError("pip could not install the requirements: " + (lines[-1] if lines else "unknown error")[:300],
+                      hint="run the pip command shown with --verbose to see why; check the requirement pins and network")
+
+
+def dependency_layer(
+    requirements: Sequence[str],
+    *,
+    python: str,
+    tags: Sequence[str],
+    cache: Cache,
+    progress: Callable[[str], None] | None = None,
+    compression: Compression = GZIP,
+    timings: dict | None = None,
+) -> tuple[CachedLayer, bool]:
+    """The dependency layer for `requirements`, from the cache or built now.
+    Returns (layer, built) where built says whether pip ran."""
+    key = deps_key(requirements, python, tags)
+    known = cache.get_key("deps", key)
+    if known and (hit := cache.get_layer(known.get("diff_id", ""), compression)):
+        return hit, False
+    if progress:
+        progress(f"installing {len(requirements)} requirement(s) for Python {python} ({tags[0]})")
+    with cache.scratch_dir("deps") as work:
+        reqs = work / "requirements.txt"
+        reqs.write_text("\n".join(requirements) + "\n")
+        site = work / "site"
+        cmd = pip_command(site, reqs, python, tags)
+        env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800, check=False)
+        except subprocess.TimeoutExpired:
+            raise BuildError("pip took more than 30 minutes to install the requirements", hint="check the network or the package index") from None
+        if p.returncode != 0:
+            raise pip_error(p.stdout + "\n" + p.stderr, python, tags)
+        if not site.exists():
+            site.mkdir()
+        fix_scripts(site / "bin")
+        layer = cache.build_layer(tree(site, SITE_DIR.lstrip("/")), compression=compression, timings=timings)
+    cache.put_key("deps", key, {"diff_id": layer.diff_id, "requirements": list(requirements), "python": python, "platforms": list(tags)})
+    return layer, True

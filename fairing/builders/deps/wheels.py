@@ -1,0 +1,171 @@
+"""The wheel cache and the wheel installer.
+
+Wheels are downloaded (in parallel, checked against the resolver's sha256) into `wheels/`, where
+every later build, in any repository, finds them again: the file name carries the project,
+version, Python and platform tags, and the sha256 pins the bytes. The installed form of a wheel is
+cached as its layer (layers.py, keyed by the wheels' sha256s), so a wheel is installed once.
+
+Installing a wheel is unpacking it (the wheel spec, PEP 427) plus what pip adds: `.data/`
+directories moved into place, console scripts written from entry_points.txt, INSTALLER and
+RECORD. `installed()` does it straight into layer entries: each file is read from the zip while
+the tar is written, never copied to disk first. Doing it here rather than with pip makes the files
+depend only on the wheel, never on the installer's version or the host's interpreter path, so the
+layers are the same on any machine."""
+from __future__ import annotations
+
+import base64
+import configparser
+import csv
+import hashlib
+import io
+import posixpath
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from ...errors import BuildError
+from ...oci.cache import Cache, touch
+from ...oci.layer import Member, Source
+from .resolve import Wheel
+
+INSTALLER = "fairing-2"  # bump when the unpacked files change for the same wheel
+SHEBANG = b"#!/usr/bin/env python3"
+SCRIPT = """#!/usr/bin/env python3
+# -*- coding: utf-8 -*-
+import re
+import sys
+from {module} import {import_name}
+if __name__ == "__main__":
+    sys.argv[0] = re.sub(r"(-script\\.pyw|\\.exe)?$", "", sys.argv[0])
+    sys.exit({func}())
+"""
+
+
+def wheel_path(cache: Cache, wheel: Wheel) -> Path:
+    return cache.root / "wheels" / wheel.filename
+
+
+def download(wheels: Iterable[Wheel], cache: Cache, *, jobs: int = 4, progress: Callable[[str], None] | None = None) -> dict[str, Path]:
+    """{sha256: local wheel file} for `wheels`, downloading only those not in the cache."""
+    out: dict[str, Path] = {}
+    todo = []
+    for w in wheels:
+        p = wheel_path(cache, w)
+        if p.exists() and cache.verified(p, f"sha256:{w.sha256}", p.stat().st_size):
+            touch(p)
+            out[w.sha256] = p
+        else:
+            todo.append(w)
+    if not todo:
+        return out
+    import requests
+
+    session = requests.Session()
+    if progress:
+        total = sum(w.size or 0 for w in todo)
+        progress(f"downloading {len(todo)} wheel(s)" + (f" ({total / 1e6:.1f} MB)" if total else ""))
+
+    def fetch(w: Wheel) -> Path:
+        def write(f) -> None:
+            try:
+                with session.get(w.url, stream=True, timeout=(10, 300)) as r:
+                    if r.status_code != 200:
+                        raise BuildError(f"downloading {w.filename} failed: HTTP {r.status_code}", hint="check the package index and network, then retry")
+                    for chunk in r.iter_content(1 << 20):
+                        f.write(chunk)
+            except requests.RequestException as e:
+                raise BuildError(f"downloading {w.filename} failed ({type(e).__name__})", hint="check the package index and network, then retry") from None
+
+        return cache.put_file(wheel_path(cache, w), f"sha256:{w.sha256}", write)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(todo)))) as pool:
+        for w, p in zip(todo, pool.map(fetch, todo)):
+            out[w.sha256] = p
+    return out
+
+
+def _record_hash(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode() + f",{len(data)}"
+
+
+def _generated(data: bytes, executable: bool = False) -> Member:
+    return Member(lambda: io.BytesIO(data), len(data), executable)
+
+
+@contextmanager
+def installed(whl: Path, prefix: str) -> Iterator[dict[str, Source]]:
+    """The files `pip install --target` would make from `whl` (without byte-compiling), as layer
+    entries under `prefix`; the zip stays open until the block ends (write the layer inside it)."""
+    with zipfile.ZipFile(whl) as z:
+        yield _entries(z, whl.name, prefix)
+
+
+def _entries(z: zipfile.ZipFile, wheel_name: str, prefix: str) -> dict[str, Source]:
+    def bad(why: str) -> BuildError:
+        return BuildError(f"{wheel_name} {why}", hint="this wheel is broken; pin another version")
+
+    infos = [i for i in z.infolist() if not i.is_dir()]
+    dist_info = next((i.filename.split("/")[0] for i in infos if i.filename.count("/") == 1 and i.filename.endswith(".dist-info/WHEEL")), None)
+    if not dist_info:
+        raise bad("is not a wheel (no .dist-info/WHEEL)")
+    data_dir = dist_info[: -len(".dist-info")] + ".data"
+    project = dist_info.split("-")[0]
+    try:  # the wheel's own hashes, reused for every file installed unchanged
+        rows = {r[0]: f"{r[1]},{r[2]}" for r in csv.reader(io.StringIO(z.read(f"{dist_info}/RECORD").decode("utf-8"))) if len(r) >= 3 and r[1]}
+    except KeyError:
+        rows = {}
+    out: dict[str, Source] = {}
+    record: dict[str, str] = {}
+
+    def put(rel: str, src: Source, row: str) -> None:
+        rel = posixpath.normpath(rel)
+        if rel.startswith(("/", "../")) or rel in (".", "..") or "\\" in rel:
+            raise bad(f"has an unsafe path {rel!r}")
+        out[f"{prefix}/{rel}"] = src
+        record[rel] = row
+
+    for info in infos:
+        name = info.filename
+        executable = bool((info.external_attr >> 16) & 0o111)
+        if name in (f"{dist_info}/RECORD", f"{dist_info}/RECORD.jws", f"{dist_info}/RECORD.p7s", f"{dist_info}/INSTALLER"):
+            continue  # written below
+        rel = name
+        if name.startswith(data_dir + "/"):
+            scheme, _, rest = name[len(data_dir) + 1:].partition("/")
+            if scheme == "scripts":
+                first, sep, body = z.read(info).partition(b"\n")
+                if first.startswith(b"#!python"):  # the wheel spec's placeholder shebang
+                    first = SHEBANG + first[len(b"#!pythonw" if first.startswith(b"#!pythonw") else b"#!python"):]
+                data = first + sep + body
+                put(f"bin/{rest}", _generated(data, True), _record_hash(data))
+                continue
+            if scheme in ("purelib", "platlib", "data"):
+                rel = rest
+            elif scheme == "headers":
+                rel = f"include/{project}/{rest}"
+            else:
+                raise bad(f"has an unknown data scheme {scheme!r}")
+        row = rows.get(name) or _record_hash(z.read(info))
+        put(rel, Member(lambda i=info: z.open(i), info.file_size, executable), row)
+    try:
+        entry_points = z.read(f"{dist_info}/entry_points.txt").decode("utf-8")
+    except KeyError:
+        entry_points = ""
+    if entry_points:
+        cp = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+        cp.optionxform = str  # script names are case-sensitive
+        cp.read_string(entry_points)
+        for section in ("console_scripts", "gui_scripts"):
+            if not cp.has_section(section):
+                continue
+            for script, ref in sorted(cp.items(section)):
+                module, _, attr = ref.partition(":")
+                attr = attr.split("[")[0].strip() or "main"
+                data = SCRIPT.format(module=module.strip(), import_name=attr.split(".")[0], func=attr).encode()
+                put(f"bin/{script.strip()}", _generated(data, True), _record_hash(data))
+    put(f"{dist_info}/INSTALLER", _generated(b"fairing\n"), _record_hash(b"fairing\n"))
+    lines = [f"{p},{h}" for p, h in sorted(record.items())] + [f"{dist_info}/RECORD,,"]
+    out[f"{prefix}/{dist_info}/RECORD"] = ("\n".join(lines) + "\n").encode()
+    return out

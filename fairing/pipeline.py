@@ -1,0 +1,521 @@
+"""The one wiring place: which preprocessor, builder and deployer run, with which options, and
+running them. `config.run`, `TrainJob`, `PredictionEndpoint` and every `fair` command call it.
+
+    p = plan(entry, settings)           # choose the stages; validates, builds and contacts nothing
+    dry_run(p)                          # {"mode", "build": the build plan, "manifests": [...]}
+    res = execute(p, wait=True)         # package -> build -> deploy (-> wait): a RunResult
+
+Serving is not a second pipeline: an entry packaged by the `serve` preprocessor (a model class)
+goes to a deployer that serves (registry.deployers(serves=True)); the context carries a typed
+ServeSpec that the serving deployers read. A KServe runtime (`model_format=`) needs no image:
+the plan then has no preprocessor and no builder."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from . import registry, runtime
+from . import settings as settings_mod
+from .context import BuildContext, BuiltImage, pod_template
+from .errors import BuildError, ConfigError
+from .progress import Progress, human_bytes
+
+PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
+SERVE = "serve"
+
+
+# --- the result --------------------------------------------------------------------------------
+
+@dataclass
+class RunResult:
+    """What `execute()` returns: the image, the deployer's handle and how it ran. Unpacks as
+    `image, handle = fairing.config.run()`."""
+
+    image: BuiltImage | None
+    handle: Any
+    mode: str  # "local process", "local container", "job on cluster", "dry run", "skipped (runtime)"
+    plan: dict | None = None  # dry run: {"build": ..., "manifests": [...]}
+    stages: list[dict] = field(default_factory=list)
+    run: Any = None  # the run record (fairing.runs.record.Run); None for dry runs
+
+    def __iter__(self):
+        return iter((self.image, self.handle))
+
+    def as_dict(self) -> dict:
+        out: dict[str, Any] = {"mode": self.mode, "stages": self.stages}
+        if self.image is not None:
+            out["image"] = self.image.ref
+            out["digest"] = self.image.digest or None
+        if self.handle is not None:
+            out["name"] = getattr(self.handle, "name", None)
+            ns = getattr(self.handle, "namespace", None)
+            if ns:
+                out["namespace"] = ns
+        if self.plan is not None:
+            out["plan"] = self.plan
+        return out
+
+
+# --- the plan: which stages, with which options -------------------------------------------------
+
+@dataclass
+class Plan:
+    entry: Any
+    settings: settings_mod.Settings
+    preprocessor: tuple[str, dict] | None  # None: nothing to package (a KServe runtime)
+    builder: tuple[str, dict] | None       # None: no image (local process mode, KServe runtime)
+    target: str | None
+    deployer: tuple[str, dict]
+    mode: str
+    prepare_kw: dict = field(default_factory=dict)  # passed to prepare(entry, **prepare_kw)
+    name: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def serving(self) -> bool:
+        return registry.stage("deployer", self.deployer[0]).serves and (
+            self.preprocessor is None or self.preprocessor[0] == SERVE)
+
+    @property
+    def on_cluster(self) -> bool:
+        return registry.stage("deployer", self.deployer[0]).where == "cluster"
+
+
+def guess_preprocessor(entry: Any) -> str:
+    if callable(entry) and not isinstance(entry, (str, os.PathLike)):
+        return "function"
+    if entry is None:
+        return "notebook" if runtime.in_notebook() else "python"
+    if str(entry).endswith(".ipynb"):
+        return "notebook"
+    return "python"
+
+
+def cluster_configured(settings: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> bool:
+    """Is there a kubeconfig (or an in-cluster service account) to talk to?"""
+    environ = os.environ if environ is None else environ
+    if settings.get("kubeconfig"):
+        return True
+    if any(Path(p).is_file() for p in environ.get("KUBECONFIG", "").split(os.pathsep) if p):
+        return True
+    if environ.get("KUBERNETES_SERVICE_HOST") and Path(
+            "/var/run/secrets/kubernetes.io/serviceaccount/token").is_file():
+        return True
+    return Path("~/.kube/config").expanduser().is_file() and "KUBECONFIG" not in environ
+
+
+def default_base_image() -> str:
+    return "python:%d.%d-slim" % sys.version_info[:2]
+
+
+def entry_name(entry: Any) -> str:
+    if callable(entry) and not isinstance(entry, (str, os.PathLike)):
+        return getattr(entry, "__name__", "fn")
+    if entry is None:
+        return "notebook"
+    p = Path(str(entry))
+    return (p.stem if p.suffix else p.resolve().name) or "job"
+
+
+def repo_name(name: str) -> str:
+    """A valid repository path from any name."""
+    return re.sub(r"[^a-z0-9._/-]+", "-", name.lower()).strip("-._/") or "fairing-job"
+
+
+def mutators_from(s: Mapping[str, Any]) -> list[Callable]:
+    """Pod options from settings (--cpu/--memory/--gpus/--env), as the shared pod mutators."""
+    if not (s.get("cpu") or s.get("memory") or s.get("gpus") or s.get("env")):
+        return []
+    from .deployers import pod
+
+    out = []
+    if s.get("cpu"):
+        out.append(pod.cpu(s["cpu"]))
+    if s.get("memory"):
+        out.append(pod.memory(s["memory"]))
+    if s.get("gpus"):
+        out.append(pod.gpu(s["gpus"]))
+    if s.get("env"):
+        out.append(pod.env(dict(s["env"])))
+    return out
+
+
+def serving_deployer(name: str) -> str:
+    """The canonical name of a deployer that serves models; one-line error otherwise."""
+    canon = registry.canonical("deployer", name)
+    if canon not in registry.DEPLOYERS:
+        raise ConfigError(f"unknown serving deployer {name!r}",
+                          hint="choose one of: serving (Deployment+Service), inferenceservice (KServe), local")
+    if not registry.DEPLOYERS[canon].serves:
+        raise ConfigError(f"the {name} deployer does not serve models",
+                          hint=f"use --deployer {', '.join(registry.deployers(serves=True))}")
+    return canon
+
+
+def _split(spec: tuple[str, dict] | None) -> tuple[str | None, dict]:
+    return (spec[0], dict(spec[1])) if spec else (None, {})
+
+
+def _choose_deployer(s, d_name, registry_url, serve: bool, notes: list[str]) -> str:
+    if d_name:
+        return serving_deployer(d_name) if serve else registry.check("deployer", d_name)
+    if s.deployer:
+        return serving_deployer(s.deployer) if serve else registry.check("deployer", s.deployer)
+    if serve:
+        return "serving" if registry_url and cluster_configured(s) else "local"
+    if s.schedule:
+        return "cronjob"
+    if registry_url and cluster_configured(s):
+        return "job"
+    if registry_url:
+        notes.append("no kubeconfig found: running locally (set --deployer job to use a cluster)")
+    elif cluster_configured(s):
+        notes.append("no registry configured: running locally (set --registry to use the cluster)")
+    return "local"
+
+
+def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str, dict] | None = None,
+         builder: tuple[str, dict] | None = None, deployer: tuple[str, dict] | None = None,
+         prepare_kw: Mapping[str, Any] | None = None, name: str | None = None,
+         build_only: bool = False, prebuilt: bool = False) -> Plan:
+    """Choose the three stages (with `build_only`, for `fair build`: always an image; with
+    `prebuilt`, an image exists already: nothing to package or build). Explicit (name, kwargs)
+    pairs win over settings; settings over guesses. Only validates; nothing is built or contacted
+    except a quick engine probe for the local deployer."""
+    s = settings
+    notes: list[str] = []
+    pre_name, pre_kw = _split(preprocessor)
+    pre_name = registry.check("preprocessor", pre_name or s.preprocessor or guess_preprocessor(entry))
+    serve = pre_name == SERVE
+    b_name, b_kw = _split(builder)
+    d_name, d_kw = _split(deployer)
+    registry_url = b_kw.pop("registry", None) or s.registry
+    if registry_url and "://" in registry_url:
+        # Checked here: joined with the image name, the error would name a reference nobody typed.
+        raise ConfigError(f"invalid --registry {registry_url!r}: it must not contain a URL scheme",
+                          hint="drop the scheme: HOST[:PORT]/PATH, e.g. 127.0.0.1:5000/team")
+    image_name = b_kw.pop("image_name", None) or s.image_name
+    target = b_kw.pop("target", None)
+
+    d_name = _choose_deployer(s, d_name, registry_url, serve, notes)
+    if s.schedule and not serve and d_name != "cronjob":
+        if d_name == "job" or not s.is_set("deployer") and not deployer:
+            d_name = "cronjob"
+        else:
+            raise ConfigError(f"--schedule needs the cronjob deployer, not {d_name!r}",
+                              hint="drop --deployer, or use --deployer cronjob")
+    where = registry.DEPLOYERS[d_name].where
+    runtime_model = serve and bool(d_kw.get("model_format"))  # a KServe runtime: no image at all
+    no_build = runtime_model or prebuilt
+    if where == "cluster" and not no_build and not registry_url and not (target and not target.startswith("oci:")):
+        what = "no registry: the" if serve else "the"
+        raise ConfigError(f"{what} {d_name} deployer needs a registry the cluster can pull from",
+                          hint="pass --registry HOST[:PORT]/PATH (or set registry in fairing.yaml), "
+                               f"or {'serve' if serve else 'run'} locally with --deployer local")
+
+    mode = f"{d_name} on cluster"
+    local_mode = engine = None
+    if where == "local" and build_only and (registry_url or target):
+        local_mode = mode = "build"  # the image goes to the registry/target; nothing runs here
+    elif where == "local":
+        from .deployers.local import resolve_mode
+
+        # A model server always runs in a container (it needs its port published).
+        wanted = "container" if serve else d_kw.get("mode") or s.local_mode
+        local_mode, engine = resolve_mode(wanted, d_kw.get("docker_host") or s.docker_host)
+        d_kw["mode"] = local_mode
+        if engine:
+            d_kw["docker_host"] = engine
+        mode = f"local {local_mode}"
+
+    base_image = b_kw.pop("base_image", None) or s.base_image or default_base_image()
+    if b_name or s.builder:
+        registry.check("builder", b_name or s.builder)  # a typo fails even when nothing gets built
+    if no_build:
+        b_spec = None
+    elif local_mode == "process" and not b_name:
+        if build_only:
+            raise ConfigError("nothing to build into: no registry and no container engine",
+                              hint="pass --registry HOST/PATH, --target oci:DIR, or start Docker/Podman")
+        if s.builder:
+            notes.append(f"local process mode: builder {s.builder!r} not used (no registry, no engine)")
+        b_spec = None  # the local process runs the materialised context: nothing to build
+    else:
+        b_name = registry.check("builder", b_name or s.builder or ("append" if registry_url or target else "docker"))
+        image_base = image_name or "fairing-" + (name if serve and name else entry_name(entry))
+        if not target:
+            if registry_url:
+                target = registry_url.rstrip("/") + "/" + repo_name(image_base)
+            elif b_name == "docker":
+                # No registry: keep the image in the local engine (the local deployer runs it there).
+                target = "localhost/" + repo_name(image_base)
+                b_kw.setdefault("push", False)
+            else:
+                raise ConfigError(f"the {b_name} builder needs somewhere to put the image",
+                                  hint="pass --registry HOST[:PORT]/PATH")
+        if b_name == "docker":
+            b_kw.setdefault("docker_host", engine or s.docker_host)
+        b_kw["base_image"] = base_image
+        b_spec = (b_name, b_kw)
+
+    if where == "cluster":
+        for key in ("namespace", "context", "kubeconfig"):
+            if s[key] and key not in d_kw:
+                d_kw[key] = s[key]
+        if d_name == "cronjob" and "schedule" not in d_kw:
+            if not s.schedule:
+                raise ConfigError("the cronjob deployer needs a schedule", hint='pass --schedule "0 3 * * *"')
+            d_kw["schedule"] = s.schedule
+    d_kw.setdefault("mutators", tuple(mutators_from(s)))
+    if s.dry_run:
+        d_kw["dry_run"] = True
+
+    pre_spec: tuple[str, dict] | None = None
+    if not runtime_model:
+        reqs = settings_mod.requirements_list(s) or None
+        if reqs is not None:
+            pre_kw.setdefault("requirements", reqs)
+        pre_spec = (pre_name, pre_kw)
+    return Plan(entry=entry, settings=s, preprocessor=pre_spec, builder=b_spec, target=target,
+                deployer=(d_name, d_kw), mode=mode, prepare_kw=dict(prepare_kw or {}), name=name, notes=notes)
+
+
+# --- running a plan ----------------------------------------------------------------------------
+
+def prepare(p: Plan, progress: Progress) -> BuildContext | None:
+    if p.preprocessor is None:
+        return None
+    name, kw = p.preprocessor
+    with progress.stage("package") as st:
+        pre = registry.load("preprocessor", name)(**kw)
+        ctx = pre.prepare(p.entry, **p.prepare_kw)
+        # Runtime mode marker: whatever runs this context knows it is the workload, not the author.
+        ctx = dataclasses.replace(ctx, env={**ctx.env, runtime.RUNTIME_ENV: "1"})
+        st.detail = f"{name}: {len(ctx.files)} files, {human_bytes(ctx.size())}"
+    return ctx
+
+
+def make_builder(p: Plan):
+    name, kw = p.builder
+    return registry.load("builder", name)(**kw)
+
+
+def make_deployer(p: Plan):
+    name, kw = p.deployer
+    if p.name and "name" not in kw:
+        kw = {**kw, "name": p.name}
+    return registry.load("deployer", name)(**kw)
+
+
+def context_image(ctx: BuildContext) -> BuiltImage:
+    """Local process mode: the "image" is the context itself, run from a temp dir."""
+    from .builders.base import context_hash
+
+    ref = f"context:{context_hash(ctx)}"
+    return BuiltImage(ref=ref, digest="", pod_template=pod_template(ref, ctx), context=ctx)
+
+
+def build(p: Plan, ctx: BuildContext | None, progress: Progress) -> BuiltImage | None:
+    if ctx is None:
+        return None
+    if p.builder is None:
+        return context_image(ctx)
+    builder = make_builder(p)
+    with progress.stage("build") as st:
+        st.detail = f"{p.builder[0]} -> {p.target}"
+        try:
+            image = builder.build(ctx, p.target)
+        except BuildError as e:
+            if p.deployer[0] == "local" and not p.settings.base_image \
+                    and p.builder[1].get("base_image") == default_base_image():
+                # The default base image may be unreachable (offline engine): say how to get past it.
+                raise BuildError(e.message, hint=f"the default base image {default_base_image()} could not be used; "
+                                 "pass --base-image IMAGE the engine can pull, or run without the engine with "
+                                 "--local-mode process") from None
+            raise
+        if image.context is None:
+            image = dataclasses.replace(image, context=ctx)
+        stats = image.stats
+        st.detail = (f"{p.builder[0]}: {stats.layers_uploaded} layers pushed, {stats.layers_skipped} "
+                     f"reused, {human_bytes(stats.bytes_uploaded)}")
+    progress.note(image.ref)
+    return image
+
+
+def placeholder_ref(target: str, tag: str | None = None) -> str:
+    """`target` pinned to PLACEHOLDER_DIGEST: deployers insist on digest-pinned images, and the
+    real digest exists only after the build."""
+    from .oci.reference import split_tag
+
+    repo, target_tag = split_tag(target)
+    tag = tag or target_tag
+    return f"{repo}:{tag}@{PLACEHOLDER_DIGEST}" if tag else f"{repo}@{PLACEHOLDER_DIGEST}"
+
+
+def preflight(p: Plan, deployer: Any, ctx: BuildContext | None) -> None:
+    """Everything the deployer can check before there is an image, so bad deploy input fails
+    before a tag is pushed: the kubeconfig and context load (no API call), and the manifests
+    render from a placeholder image (the context kind, the options against the pod template)."""
+    if p.builder is None or ctx is None:
+        return  # nothing is pushed: the deployer checks as it runs
+    if p.on_cluster:
+        getattr(deployer, "kube", None)  # loads the kubeconfig: a missing file or unknown context fails now
+    ref = placeholder_ref(p.target)
+    deployer.render(BuiltImage(ref=ref, digest="", pod_template=pod_template(ref, ctx), context=ctx))
+
+
+def build_plan(p: Plan, ctx: BuildContext | None) -> tuple[dict, BuiltImage | None]:
+    """What the build would do, and a placeholder image for rendering manifests."""
+    if ctx is None:
+        return {"builder": None, "note": "KServe runtime: no image is built"}, None
+    if p.builder is None:
+        image = context_image(ctx)
+        return {"builder": None, "note": "local process: the context runs from a temp dir",
+                "files": sorted(ctx.files), "requirements": list(ctx.requirements)}, image
+    out = make_builder(p).plan(ctx, p.target)
+    ref = placeholder_ref(str(out.get("target") or p.target), out.get("tag"))
+    out["digest"] = "known after the build (manifests show sha256:000...)"
+    return out, BuiltImage(ref=ref, digest="", pod_template=pod_template(ref, ctx), context=ctx)
+
+
+def dry_run(p: Plan, progress: Progress | None = None, *, image: BuiltImage | None = None) -> dict:
+    """The build plan and every manifest, without building or applying anything."""
+    progress = progress or Progress(enabled=False)
+    if image is not None:
+        plan_out = {"builder": None, "image": image.ref}
+    else:
+        plan_out, image = build_plan(p, prepare(p, progress))
+    return {"mode": p.mode, "build": plan_out, "manifests": make_deployer(p).render(image)}
+
+
+def execute(p: Plan, progress: Progress | None = None, *, wait: bool = False,
+            on_log: Callable[[str], None] | None = None, image: BuiltImage | None = None,
+            command: str = "train", parent: str | None = None) -> RunResult:
+    """Package, build, deploy; with `wait`, also wait for the workload (streaming logs to `on_log`).
+    `image` skips packaging and building (deploy an image built earlier). Every real run is
+    recorded (fairing.runs): `result.run` is its record."""
+    progress = progress or Progress()
+    for note in p.notes:
+        progress.note(note)
+    if p.settings.dry_run:
+        return RunResult(None, None, "dry run", plan=dry_run(p, progress, image=image), stages=progress.summary())
+    from .runs import hook
+
+    run = hook.start_for_plan(command, p, parent=parent)
+    ctx = image.context if image is not None else None
+    try:
+        deployer = make_deployer(p)  # its constructor checks the name, namespace and options
+        if image is None:
+            ctx = prepare(p, progress)
+            if ctx is not None:
+                run.packaged(ctx)
+            preflight(p, deployer, ctx)
+            image = build(p, ctx, progress)
+            if image is not None:
+                run.built(image, **dict(zip(("base_image", "base_digest"), hook.base_of(p))))
+        elif ctx is not None:
+            run.packaged(ctx)
+            run.built(image)
+        hook.tag(deployer, run, image)  # run id + source hash on every object; env for the model server
+        with progress.stage("deploy") as st:
+            handle = deployer.deploy(image)
+            mode = getattr(handle, "mode", None)
+            st.detail = f"{p.deployer[0]}: {getattr(handle, 'name', '')}" + (f" ({mode})" if mode else "")
+        run.deployed(handle, status="Deployed" if not wait else None)
+    except BaseException as e:
+        run.fail(e)
+        raise
+    result = RunResult(image, handle, f"local {mode}" if p.deployer[0] == "local" and mode else p.mode, run=run)
+    if wait:
+        wait_for(handle, progress, timeout=p.settings.timeout, on_log=on_log, run=run,
+                 result=ctx is not None and ctx.kind == "function")
+    result.stages = progress.summary()
+    return result
+
+
+def build_recorded(p: Plan, progress: Progress, *, command: str = "build") -> tuple[BuiltImage | None, Any]:
+    """`fair build`: package and build only, recorded like any run; returns (image, record)."""
+    from .runs import hook
+
+    run = hook.start_for_plan(command, p)
+    try:
+        ctx = prepare(p, progress)
+        if ctx is not None:
+            run.packaged(ctx)
+        image = build(p, ctx, progress)
+        if image is not None:
+            run.built(image, **dict(zip(("base_image", "base_digest"), hook.base_of(p))))
+    except BaseException as e:
+        run.fail(e)
+        raise
+    run.finish("Succeeded")
+    return image, run
+
+
+def wait_for(handle: Any, progress: Progress, *, timeout: float | None = None,
+             on_log: Callable[[str], None] | None = None, run: Any = None, finish: bool = True,
+             result: bool = False) -> str:
+    """Wait for the workload; with `on_log`, stream its logs meanwhile (logs end when it ends).
+    With `run` (a record), metrics are taken from the log lines and, with `finish`, the record
+    gets the outcome (and, with `result`, the function's return value)."""
+    try:
+        with progress.stage("wait") as st:
+            if on_log is not None:
+                for line in log_lines(handle.logs(follow=True)):
+                    if run is not None:
+                        run.log(line)
+                    on_log(line)
+            status = handle.wait(timeout=timeout)
+            st.detail = str(status)
+    except BaseException as e:
+        if run is not None:
+            from .runs.hook import local_outputs
+
+            _read_metrics(handle, run, streamed=on_log is not None)
+            run.fail(e, files=local_outputs(handle))  # a failed notebook's executed copy matters most
+        raise
+    if run is not None:
+        _read_metrics(handle, run, streamed=on_log is not None)
+        if finish:
+            from .runs.hook import local_outputs
+
+            value, has = _result_of(handle) if result else (None, False)
+            run.finish(str(status), result=value, has_result=has, files=local_outputs(handle))
+    return status
+
+
+def _read_metrics(handle: Any, run: Any, *, streamed: bool) -> None:
+    """Metrics from the finished workload's log, when it was not streamed through the record."""
+    if streamed:
+        return
+    try:
+        for line in log_lines(handle.logs(follow=False)):
+            run.log(line)
+    except Exception:  # noqa: BLE001 - logs may be gone (cleanup); the record just has no metrics
+        pass
+
+
+def _result_of(handle: Any) -> tuple[Any, bool]:
+    try:
+        return handle.result(), True
+    except Exception:  # noqa: BLE001 - no result to record is not a failed run
+        return None, False
+
+
+def log_lines(logs: Any) -> Iterator[str]:
+    """A handle's logs (text, bytes, or an iterable of either) as lines without newlines."""
+    if logs is None:
+        return
+    if isinstance(logs, (str, bytes)):
+        logs = logs.decode(errors="replace") if isinstance(logs, bytes) else logs
+        yield from logs.splitlines()
+        return
+    for item in logs:
+        if isinstance(item, bytes):
+            item = item.decode(errors="replace")
+        yield item.rstrip("\n")
