@@ -4,7 +4,9 @@ Kept tiny on purpose: heavy modules load only when an attribute below is first u
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["config", "runs", "kfp", "TrainJob", "PredictionEndpoint", "FairingError", "__version__"]
+__all__ = ["config", "runs", "kfp", "TrainJob", "PredictionEndpoint", "FairingError", "__version__", "tune", "report",
+           "uniform", "loguniform", "intrange", "choice"]
+_TUNE = ("tune", "report", "uniform", "loguniform", "intrange", "choice")
 
 
 def __getattr__(name: str):
@@ -16,6 +18,9 @@ def __getattr__(name: str):
         return importlib.import_module(f"{__name__}.{name}")
     if name in ("TrainJob", "PredictionEndpoint"):
         return getattr(importlib.import_module(f"{__name__}.api"), name)
+    if name in _TUNE:  # hyperparameter tuning (fairing.tune); optuna loads only when a study runs
+        module = importlib.import_module(f"{__name__}.tune")
+        return module if name == "tune" else getattr(module, name)  # the package is callable: tune(...)
     if name == "FairingError":
         from .errors import FairingError
 

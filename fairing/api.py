@@ -8,7 +8,9 @@
 
 `entry_point` may be a function (its return value comes back from `handle.result()`), a `.py`
 file, a directory (with train.py/main.py or `executable=`), or a `.ipynb` notebook. A `schedule`
-makes it a CronJob. Unset options come from fairing.yaml / FAIRING_* (see fairing.settings).
+makes it a CronJob. `deployer="trainjob", nodes=2` runs it as a Kubeflow TrainJob (Kubeflow Trainer
+v2; not this class) and `queue="team-queue"` submits it to a Kueue LocalQueue.
+Unset options come from fairing.yaml / FAIRING_* (see fairing.settings).
 PredictionEndpoint lives in fairing.serving and is re-exported here lazily."""
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ class TrainJob:
                  env: Mapping[str, str] | None = None,
                  name: str | None = None, image_name: str | None = None, args: Sequence[Any] = (),
                  kwargs: Mapping[str, Any] | None = None, profile: str | None = None,
-                 timeout: int | None = None, dry_run: bool = False,
+                 timeout: int | None = None, dry_run: bool = False, queue: str | None = None,
+                 nodes: int | None = None, procs_per_node: int | None = None, runtime: str | None = None,
                  preprocessor_options: Mapping[str, Any] | None = None,
                  builder_options: Mapping[str, Any] | None = None,
                  deployer_options: Mapping[str, Any] | None = None,
@@ -45,6 +48,7 @@ class TrainJob:
             "base_image": base_image, "registry": registry, "deployer": deployer, "builder": builder,
             "preprocessor": preprocessor, "requirements": requirements, "schedule": schedule,
             "namespace": namespace, "kubeconfig": kubeconfig, "context": context, "env": env, "image_name": image_name, "timeout": timeout,
+            "queue": queue, "nodes": nodes, "procs_per_node": procs_per_node, "runtime": runtime,
             "dry_run": dry_run or None,
         }
         for k, v in (resources or {}).items():

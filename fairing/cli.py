@@ -68,6 +68,10 @@ SETTING_OPTIONS = [
     _param("env", Annotated[Optional[List[str]], _opt("--env", "-e", help="K=V environment variable (repeatable)")]),
     _param("requirements", Annotated[Optional[str], _opt("--requirements", "-r", help="requirements.txt, or pins separated by commas")]),
     _param("schedule", Annotated[Optional[str], _opt("--schedule", help='cron schedule, e.g. "0 3 * * *" (CronJob)')]),
+    _param("queue", Annotated[Optional[str], _opt("--queue", help="Kueue LocalQueue to submit the workload to")]),
+    _param("nodes", Annotated[Optional[int], _opt("--nodes", help="trainjob: number of nodes", min=1)]),
+    _param("procs_per_node", Annotated[Optional[int], _opt("--procs-per-node", help="trainjob: processes per node", min=1)]),
+    _param("runtime", Annotated[Optional[str], _opt("--runtime", help="trainjob: ClusterTrainingRuntime (default torch-distributed)")]),
     _param("preprocessor", Annotated[Optional[str], _opt("--preprocessor", help="python, notebook, function, full_notebook")]),
     _param("local_mode", Annotated[Optional[str], _opt("--local-mode", help="local deployer: auto, container or process")]),
     _param("timeout", Annotated[Optional[int], _opt("--timeout", help="seconds to wait for the workload")]),
@@ -326,10 +330,12 @@ def status(name: Annotated[str, typer.Argument(help="workload name (see `fair li
     rid = workloads.run_id_of(h)
     runs.settle(rid, st)  # a detached run's record learns how it ended
     traffic = scrape(h) if st in ("Ready", "Running") else None  # a serving endpoint's /metrics
+    detail = h.status_detail() if hasattr(h, "status_detail") else None  # e.g. where it waits in a queue
     if opts.json:
-        _print_json({"name": name, "status": st, "run_id": rid, **({"traffic": traffic} if traffic else {})})
+        _print_json({"name": name, "status": st, **({"detail": detail} if detail else {}), "run_id": rid,
+                     **({"traffic": traffic} if traffic else {})})
     else:
-        _out(f"{name}\t{st}" + (f"\trun {rid}" if rid else ""))
+        _out(f"{name}\t{st}" + (f"\t{detail}" if detail else "") + (f"\trun {rid}" if rid else ""))
         for line in lines(traffic) if traffic else []:
             _out("  " + line)
 
@@ -440,6 +446,12 @@ def cache_prune(older_than: Annotated[Optional[str], typer.Option("--older-than"
 @app.command(help="Print the version.")
 def version() -> None:
     _out(__version__)
+
+
+# `fair tune` lives in fairing/tune/cli.py; registered here so it gets the common options.
+from .tune import cli as tune_cli  # noqa: E402
+
+command(name="tune", help=tune_cli.HELP)(tune_cli.tune_command)
 
 
 # --- entry point ------------------------------------------------------------------------------

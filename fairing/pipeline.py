@@ -129,7 +129,7 @@ def repo_name(name: str) -> str:
 
 def mutators_from(s: Mapping[str, Any]) -> list[Callable]:
     """Pod options from settings (--cpu/--memory/--gpus/--env), as the shared pod mutators."""
-    if not (s.get("cpu") or s.get("memory") or s.get("gpus") or s.get("env")):
+    if not any(s.get(k) for k in ("cpu", "memory", "gpus", "env", "node_selector", "tolerations")):
         return []
     from .deployers import pod
 
@@ -142,6 +142,12 @@ def mutators_from(s: Mapping[str, Any]) -> list[Callable]:
         out.append(pod.gpu(s["gpus"]))
     if s.get("env"):
         out.append(pod.env(dict(s["env"])))
+    if s.get("node_selector"):
+        out.append(pod.node_selector(dict(s["node_selector"])))
+    for item in s.get("tolerations") or ():
+        taint, _, effect = item.partition(":")
+        key, eq, value = taint.partition("=")
+        out.append(pod.toleration(key.strip(), value.strip() if eq else None, effect=effect or "NoSchedule"))
     return out
 
 
@@ -271,7 +277,10 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
             if not s.schedule:
                 raise ConfigError("the cronjob deployer needs a schedule", hint='pass --schedule "0 3 * * *"')
             d_kw["schedule"] = s.schedule
-    d_kw.setdefault("mutators", tuple(mutators_from(s)))
+    queue_and_nodes(s, d_name, d_kw, notes)
+    # Options from settings (cpu, memory, env, node_selector, ...) and the caller's own mutators
+    # both apply: deployer_options={"mutators": [...]} must not silently drop resources={...}.
+    d_kw["mutators"] = (*mutators_from(s), *d_kw.get("mutators", ()))
     if s.dry_run:
         d_kw["dry_run"] = True
 
@@ -357,6 +366,31 @@ def placeholder_ref(target: str, tag: str | None = None) -> str:
     return f"{repo}:{tag}@{PLACEHOLDER_DIGEST}" if tag else f"{repo}@{PLACEHOLDER_DIGEST}"
 
 
+QUEUE_DEPLOYERS = ("job", "tfjob", "pytorchjob", "trainjob", "cronjob")  # what Kueue can hold
+TRAINJOB_SETTINGS = ("nodes", "procs_per_node", "runtime")  # settings that are trainjob deployer options
+
+
+def queue_and_nodes(s: settings_mod.Settings, d_name: str, d_kw: dict, notes: list[str]) -> None:
+    """--queue and the trainjob options reach only the deployers that take them; given explicitly
+    to another one they are an error rather than silently ignored (a queue from fairing.yaml or
+    FAIRING_QUEUE only earns a note: it is meant for cluster runs)."""
+    if s.queue:
+        if d_name not in QUEUE_DEPLOYERS and s.source("queue") not in ("cli", "argument"):
+            notes.append(f"queue {s.queue!r} ({s.source('queue')}) not used: the {d_name} deployer is not queued")
+        elif d_name not in QUEUE_DEPLOYERS:
+            raise ConfigError(f"--queue needs a training deployer that Kueue can hold, not {d_name!r}",
+                              hint=f"use --deployer {' / '.join(QUEUE_DEPLOYERS)}, or drop --queue")
+        else:
+            d_kw.setdefault("queue", s.queue)
+    for key in TRAINJOB_SETTINGS:
+        if s[key] is None:
+            continue
+        if d_name != "trainjob":
+            raise ConfigError(f"--{key.replace('_', '-')} is an option of the trainjob deployer, not {d_name!r}",
+                              hint="add --deployer trainjob (a Kubeflow TrainJob), or drop the option")
+        d_kw.setdefault(key, s[key])
+
+
 def preflight(p: Plan, deployer: Any, ctx: BuildContext | None) -> None:
     """Everything the deployer can check before there is an image, so bad deploy input fails
     before a tag is pushed: the kubeconfig and context load (no API call), and the manifests
@@ -365,6 +399,9 @@ def preflight(p: Plan, deployer: Any, ctx: BuildContext | None) -> None:
         return  # nothing is pushed: the deployer checks as it runs
     if p.on_cluster:
         getattr(deployer, "kube", None)  # loads the kubeconfig: a missing file or unknown context fails now
+        check = getattr(deployer, "preflight", None)
+        if check is not None:  # API checks: the queue / the Kubeflow Trainer runtime exist
+            check()
     ref = placeholder_ref(p.target)
     deployer.render(BuiltImage(ref=ref, digest="", pod_template=pod_template(ref, ctx), context=ctx))
 

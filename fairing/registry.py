@@ -34,6 +34,7 @@ DEPLOYERS = {
     "cronjob": Stage("fairing.deployers.k8s.cronjob:CronJobDeployer", "cluster"),
     "tfjob": Stage("fairing.deployers.k8s.kubeflow:TFJobDeployer", "cluster"),
     "pytorchjob": Stage("fairing.deployers.k8s.kubeflow:PyTorchJobDeployer", "cluster"),
+    "trainjob": Stage("fairing.deployers.k8s.trainjob:TrainJobDeployer", "cluster"),
     "pod": Stage("fairing.deployers.k8s.pod:PodDeployer", "cluster"),
     "serving": Stage("fairing.deployers.k8s.serving:ServingDeployer", "cluster", serves=True),
     "inferenceservice": Stage("fairing.deployers.k8s.kserve:InferenceServiceDeployer", "cluster",

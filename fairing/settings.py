@@ -74,6 +74,17 @@ def _env(v: Any) -> dict[str, str]:
     return out
 
 
+def _tolerations(v: Any) -> list[str]:
+    """Taints to tolerate: "key", "key=value", optionally ":Effect" (NoSchedule by default)."""
+    out = []
+    for item in _list(v):
+        taint, _, effect = item.partition(":")
+        if not taint.partition("=")[0].strip() or (effect and effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute")):
+            raise ValueError(f"{item!r} is not KEY[=VALUE][:NoSchedule|PreferNoSchedule|NoExecute]")
+        out.append(item)
+    return out
+
+
 def _choice(*choices: str) -> Callable[[Any], str]:
     def check(v: Any) -> str:
         s = _str(v)
@@ -109,7 +120,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("registry", _str, None, "where images are pushed, e.g. 127.0.0.1:5000/team; none -> run locally",
         "registry.example.com/team"),
     Key("image_name", _str, None, "repository name for built images (default: fairing-<entry>)", "my-train"),
-    Key("deployer", _str, None, "job, cronjob, tfjob, pytorchjob, pod, serving, inferenceservice, local "
+    Key("deployer", _str, None, "job, cronjob, tfjob, pytorchjob, trainjob, pod, serving, inferenceservice, local "
         "(default: job with a registry and a cluster, else local)", "job"),
     Key("namespace", _str, None, "Kubernetes namespace (default: from the kubeconfig context)", "default"),
     Key("context", _str, None, "kubeconfig context", "dev"),
@@ -120,7 +131,16 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("memory", _str, None, "memory request/limit, e.g. 4Gi", "2Gi"),
     Key("gpus", _int, 0, "number of GPUs", "1"),
     Key("env", _env, {}, "environment variables for the workload", "{LOG_LEVEL: info}"),
+    Key("node_selector", _env, {}, "node labels the workload's pods must run on", "{pool: training}"),
+    Key("tolerations", _tolerations, [], "node taints the pods tolerate: KEY[=VALUE][:EFFECT]",
+        "[dedicated=training:NoSchedule]"),
     Key("schedule", _cron, None, "cron schedule; makes the training a CronJob", "\"0 3 * * *\""),
+    Key("queue", _str, None, "Kueue LocalQueue for training workloads (job, cronjob, tfjob, pytorchjob, trainjob)",
+        "team-queue"),
+    Key("nodes", _int, None, "trainjob deployer: number of nodes (default 1)", "2"),
+    Key("procs_per_node", _int, None, "trainjob deployer: processes per node (default: the runtime's)", "1"),
+    Key("runtime", _str, None, "trainjob deployer: ClusterTrainingRuntime name (default torch-distributed)",
+        "torch-distributed"),
     Key("timeout", _int, None, "seconds to wait for the workload (default: no limit)", "3600"),
     Key("local_mode", _choice("auto", "container", "process"), "auto",
         "local deployer: container (Docker/Podman API), process, or auto", "auto"),

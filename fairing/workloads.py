@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from . import registry
+from .deployers import queue
 from .deployers import labels as L
 from .deployers.base import selector_matches
 from .errors import ConfigError, DeployError
@@ -65,7 +66,7 @@ def list_workloads(settings: Mapping[str, Any]) -> list[dict]:
         for obj in items:
             meta = obj.get("metadata", {})
             out.append({"name": meta.get("name"), "kind": cls.kind, "deployer": name,
-                        "namespace": meta.get("namespace"), "status": cls.state(obj),
+                        "namespace": meta.get("namespace"), "status": queue.state(obj, cls.state(obj)),
                         "created": meta.get("creationTimestamp"),
                         "run_id": (meta.get("labels") or {}).get(L.RUN_ID)})
     return out

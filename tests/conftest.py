@@ -34,3 +34,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.service)
+    # Tests on the Trainer/JobSet/Kueue controllers run last: scripts/test builds those controllers
+    # in the background while the rest of the suite runs (about 15 minutes of Go builds on a fresh
+    # machine), and their fixture waits on the same build lock if the build is still going.
+    items.sort(key=lambda item: "trainer" in getattr(item, "fixturenames", ()))
+    for item in items:
+        if "trainer" in getattr(item, "fixturenames", ()):
+            # The first of them may wait for that background build (a fixture counts in the test's time).
+            item.add_marker(pytest.mark.timeout(2700))

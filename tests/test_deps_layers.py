@@ -66,6 +66,7 @@ def layer_members(path: Path) -> dict:
     return {m.name: (m, tar.extractfile(m).read() if m.isfile() else None) for m in tar.getmembers()}
 
 
+@pytest.mark.slow
 def test_each_package_its_own_layer_with_scripts_record_and_no_host_paths(tmp_path):
     cache = Cache(tmp_path / "cache")
     layers = install_layers(list(SMALL), python="3.11", tags=TAGS, cache=cache)
@@ -89,6 +90,7 @@ def test_each_package_its_own_layer_with_scripts_record_and_no_host_paths(tmp_pa
     assert "download" not in timings and "layers" not in timings
 
 
+@pytest.mark.slow
 def test_pip_fallback_resolves_to_the_same_wheels_and_layers(tmp_path, monkeypatch):
     """Without uv (not installed, or a platform it cannot target) pip resolves; the layers must
     not depend on which one did."""
@@ -201,6 +203,7 @@ def fixed_input(n: int) -> bytes:
 STORED_GZIP_DIGEST = "sha256:35098ab18b9d92e36303002843f34d24f104511f49f1d490c7a3e99d6631420e"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jobs", ["1", "2", "7"])
 def test_block_gzip_bytes_are_fixed_whatever_the_thread_count(jobs, monkeypatch):
     import fairing.oci.layer as layer
@@ -240,6 +243,7 @@ def fair(*args, cache: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fairing.cli", *args], capture_output=True, text=True, env=env, timeout=120)
 
 
+@pytest.mark.slow
 def test_cache_info_and_prune_least_recently_used_first(tmp_path):
     import os
     import time

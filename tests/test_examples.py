@@ -101,3 +101,14 @@ def test_scheduled_retrain_on_the_cluster(fresh_env, kube, registry, base_image,
         d = subprocess.run([fair, "delete", name, "-n", kube.namespace], env=env, capture_output=True, text=True,
                            timeout=180)
     assert d.returncode == 0, d.stderr
+
+
+def test_tune_example_runs_six_trials_and_plots(fresh_env, tmp_path):
+    env = {**fresh_env, "FAIRING_LOCAL_MODE": "process", "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, EXAMPLES / "tune.py", tmp_path / "tune.png"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("best: x=") and "score=" in lines[0]
+    assert lines[1].startswith("6 of 6 trials finished, all on context:")
+    assert (tmp_path / "tune.png").read_bytes()[:4] == b"\x89PNG"

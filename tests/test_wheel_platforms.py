@@ -44,6 +44,7 @@ def test_musl_arm_and_bad_input():
     ({"architecture": "arm64"}, "manylinux_2_17_aarch64"),
     ({"architecture": "amd64", "config": {"Labels": {"org.fairing.musl": "1.2"}}}, "musllinux_1_1_x86_64"),
 ])
+@pytest.mark.slow
 def test_pip_picks_the_wheel_for_the_image_not_the_host(tmp_path, config, wheel_platform):
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.11",
            "--implementation", "cp", "--abi", "cp311", "--dest", str(tmp_path), "--quiet",

@@ -18,6 +18,7 @@ object from the pod template, watched until it ends.
 from __future__ import annotations
 
 import copy
+import datetime
 import re
 import time
 import uuid
@@ -27,10 +28,11 @@ from ..context import BuiltImage, ServeSpec
 from ..errors import ConfigError, DeployError
 from . import labels as L
 from . import pod as podlib
+from . import queue as queuelib
 
 # Options every deployer takes, cluster or local (kube: a ready API client, for tests and reuse).
 COMMON_OPTIONS = ("namespace", "kubeconfig", "context", "name", "mutators", "labels", "annotations", "cleanup",
-                  "dry_run", "kube")
+                  "dry_run", "kube", "queue")
 
 
 def check_options(deployer: str, given: Iterable[str], allowed: Iterable[str]) -> None:
@@ -144,8 +146,12 @@ class Deployer:
     def __init__(self, namespace: str | None = None, *, kubeconfig=None, context: str | None = None,
                  name: str | None = None, mutators: Iterable = (), labels: Mapping[str, str] | None = None,
                  annotations: Mapping[str, str] | None = None, cleanup: bool = False, dry_run: bool = False,
-                 kube=None, **kind_specific: Any):
+                 kube=None, queue: str | None = None, **kind_specific: Any):
         check_options(self.deployer_name, kind_specific, self.kind_options)
+        if queue is not None:  # a Kueue LocalQueue (fairing.deployers.queue)
+            queuelib.check_kind(self.kind, self.deployer_name)
+            queuelib.validate_queue(queue)
+        self.queue = queue
         if namespace is not None:
             from ..kube.client import validate_name
 
@@ -315,7 +321,8 @@ class KubeDeployer(KubeAccess, Deployer):
                 "annotations": {**self.annotations, L.IMAGE_ANNOTATION: image.ref}}
         if ns:
             meta["namespace"] = ns
-        return self.build(name, ns, meta, self.pod_template(image, run_id))
+        manifest = self.build(name, ns, meta, self.pod_template(image, run_id))
+        return queuelib.enqueue(manifest, self.queue) if self.queue else manifest
 
     def render(self, image: BuiltImage) -> list[dict]:
         """The manifests deploy() would create; no API calls (the namespace comes from the
@@ -326,9 +333,15 @@ class KubeDeployer(KubeAccess, Deployer):
         """The pod templates inside a manifest (for mutator prepare hooks)."""
         return [manifest["spec"]["template"]]
 
+    def preflight(self) -> None:
+        """Checks that need the API server but no image, run before anything is built or created."""
+        if self.queue:
+            queuelib.check_queue(self.kube, self.target_namespace(), self.queue)
+
     def deploy(self, image: BuiltImage):
         manifest = self.manifest(image)
         kube = self.kube
+        self.preflight()
         if self.dry_run:
             # Server-side dry run: admission, RBAC and schema (CRD) validation, nothing persisted.
             applied = kube.create(manifest, dry_run=True)
@@ -397,7 +410,17 @@ class KubeHandle(Handle):
         if self.dry_run:
             return "DryRun"
         obj = self.get()
-        return "Deleted" if obj is None else self.deployer.state(obj)
+        return "Deleted" if obj is None else self._state(obj)
+
+    def _state(self, obj: dict) -> str:
+        # A workload in a Kueue queue reads "Queued", then "Admitted", before its own states.
+        return queuelib.state(obj, self.deployer.state(obj))
+
+    def status_detail(self) -> str | None:
+        """A sentence beyond the status word (where a queued workload stands), or None."""
+        if self.dry_run or self._obj is None:
+            return None
+        return queuelib.describe(self.kube, self.namespace, self._obj)
 
     def pods(self) -> list[dict]:
         if self.dry_run:
@@ -422,17 +445,21 @@ class KubeHandle(Handle):
         """Block until the workload finishes. Returns "Succeeded"; raises DeployError saying why it
         failed, or WaitTimeout (the workload keeps running)."""
         from ..kube.reasons import diagnose_job
-        from ..kube.wait import wait_for
+        from ..kube.wait import WaitTimeout, wait_for
 
         self._no_dry("wait for")
+        started = datetime.datetime.now(datetime.timezone.utc)
         try:
             out = wait_for(self.kube, self.namespace, api_version=self.api_version, kind=self.kind, name=self.name,
-                           pod_selector=self.pod_selector, state=self.deployer.state, timeout=timeout,
+                           pod_selector=self.pod_selector, state=self._state, timeout=timeout,
                            container=self.deployer.container_name)
-        except DeployError:
+        except DeployError as e:
+            err = self._queued_timeout(e, started) if isinstance(e, WaitTimeout) else e
             if self.deployer.cleanup:
                 self._cleanup()
-            raise
+            if err is e:
+                raise
+            raise err from None
         self._obj = out.obj
         pods = list(out.pods.values()) or self.pods()
         if self.deployer.cleanup:
@@ -443,6 +470,17 @@ class KubeHandle(Handle):
                 raise DeployError(d.message, hint=d.hint)
             raise DeployError(f"{self.kind} {self.name} failed", hint=f"see the logs: fair logs {self.name}")
         return out.status
+
+    def _queued_timeout(self, e, started):
+        """The timeout counts time spent in a Kueue queue; say how much of it that was."""
+        obj = self.get()
+        queued = queuelib.queued_seconds(self.kube, self.namespace, obj, started) if obj else None
+        if queued is None:
+            return e
+        where = queuelib.describe(self.kube, self.namespace, obj) or f"in queue {queuelib.queue_of(obj)}"
+        return type(e)(f"{e.message}; {queued:.0f}s of the wait were spent queued ({where})",
+                       hint="the timeout counts time in the queue: wait longer, or use a queue with free quota "
+                            "(kubectl get clusterqueues)")
 
     def _cleanup(self, pods: list[dict] | None = None) -> None:
         """cleanup=True: keep the result's log, then delete the workload and its pods."""

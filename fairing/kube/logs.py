@@ -33,6 +33,10 @@ def replica_name(pod: dict) -> str:
         return f"{rtype.lower()}-{labels.get('training.kubeflow.org/replica-index', '?')}"
     idx = labels.get("batch.kubernetes.io/job-completion-index") or \
         (meta.get("annotations") or {}).get("batch.kubernetes.io/job-completion-index")
+    rjob = labels.get("jobset.sigs.k8s.io/replicatedjob-name")  # a JobSet (Kubeflow TrainJob): node-0, node-1
+    if rjob is not None and idx is not None:
+        jidx = labels.get("jobset.sigs.k8s.io/job-index", "0")
+        return f"{rjob}-{idx}" if jidx == "0" else f"{rjob}-{jidx}-{idx}"
     if idx is not None:
         return f"index-{idx}"
     return meta.get("name", "?")

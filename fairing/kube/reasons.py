@@ -140,8 +140,13 @@ def _oom(pod: str, container: str, specs: dict) -> Diagnosis:
 
 
 def _short(msg: str, n: int = 300) -> str:
+    """At most n characters. The runtime's cause comes last ("failed to pull ... X: failed to
+    resolve X: ... 401 Unauthorized"), so a long message keeps its start and its end."""
     msg = " ".join(msg.split())
-    return msg if len(msg) <= n else msg[: n - 3] + "..."
+    if len(msg) <= n:
+        return msg
+    head = n // 3
+    return msg[:head] + " ... " + msg[-(n - head - 5):]
 
 
 def job_failed_condition(obj: dict) -> dict | None:

@@ -250,7 +250,7 @@ CASES = [
     Case("cli-unknown-builder", [*TRAIN, "--builder", "kaniko2"], 2, "unknown builder 'kaniko2'",
          "choose one of: append, cluster, docker"),
     Case("cli-unknown-deployer", [*TRAIN, "--deployer", "kubeflow"], 2, "unknown deployer 'kubeflow'",
-         "choose one of: cronjob, inferenceservice, job, local, pod, pytorchjob, serving, tfjob"),
+         "choose one of: cronjob, inferenceservice, job, local, pod, pytorchjob, serving, tfjob, trainjob"),
     Case("cli-unknown-preprocessor", [*TRAIN, "--preprocessor", "magic"], 2, "unknown preprocessor 'magic'",
          "choose one of: full_notebook, function, notebook, python, serve"),
     Case("api-set-builder-unknown", api_set_builder, ConfigError, "unknown builder 'kaniko2'",
@@ -258,7 +258,7 @@ CASES = [
     Case("api-unknown-job-option", api_unknown_option, ConfigError, "unknown option for the job deployer: retries",
          "options: active_deadline_seconds, backoff_limit, completion_mode, completions, parallelism, "
          "ttl_seconds_after_finished (plus namespace, kubeconfig, context, name, mutators, labels, annotations, "
-         "cleanup, dry_run)"),
+         "cleanup, dry_run, queue)"),
     Case("cli-serving-deployer-for-training", [*TRAIN, "--deployer", "serving"], 2,
          "the serving deployers need an image built from a serving context",
          "build it with the serve preprocessor (PredictionEndpoint does)"),

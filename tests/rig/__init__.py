@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def up(*, base: bool = True, kube: bool = False) -> dict[str, Any]:
+def up(*, base: bool = True, kube: bool = False, node: bool = False) -> dict[str, Any]:
     """Ensure every rig service is running and healthy; returns the handles by name."""
     from .base import ensure_base_image
     from .engine import ensure_engine
@@ -26,10 +26,14 @@ def up(*, base: bool = True, kube: bool = False) -> dict[str, Any]:
         if base:
             out["base_image"] = ensure_base_image(out["registry"], out["secure_registry"],
                                                   out["token_registry"])
-    if kube:
+    if kube or node:
         from . import kube as kube_rig  # owned by the kubernetes helper
 
         out["kube"] = kube_rig.control_plane()
+    if node:
+        from .node import real_node
+
+        out["node"] = real_node()
     return out
 
 
@@ -45,7 +49,13 @@ def down() -> list[str]:
         from . import kube as kube_rig  # owned by the kubernetes helper
     except ImportError:
         return stopped
+    from .node import stop_node
+
+    stopped += [f"node {name}" for name in stop_node()]  # before the API server its kubelet talks to
     if hasattr(kube_rig, "stop_all"):
+        from . import trainer as trainer_rig  # Trainer/JobSet/Kueue controllers use the API server
+
+        trainer_rig.stop_all()
         kube_rig.stop_all()
         stopped.append("kube control plane")
     return stopped

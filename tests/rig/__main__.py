@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         s = sub.add_parser(name, help=text)
         s.add_argument("--no-base", action="store_true", help="skip the base image")
         s.add_argument("--kube", action="store_true", help="also start the Kubernetes control plane")
+        s.add_argument("--node", action="store_true",
+                       help="also start the real node (kubelet + containerd; implies --kube)")
     sub.add_parser("down", help="stop the rig's services (cached data is kept)")
     args = p.parse_args(argv)
     try:
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             stopped = down()
             print("stopped: " + (", ".join(stopped) or "nothing was running"))
             return 0
-        services = up(base=not args.no_base, kube=args.kube)
+        services = up(base=not args.no_base, kube=args.kube, node=args.node)
     except RigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -42,6 +42,7 @@ from typing import Iterator
 
 import yaml
 
+from .netutil import node_ip
 from .state import RigError, Service, cache_dir, free_port, log_tail, port_open, wait_until
 
 K8S_VERSION = os.environ.get("K8S_VERSION", "v1.34.4")
@@ -107,7 +108,7 @@ _tlock = threading.RLock()
 
 
 @contextlib.contextmanager
-def _kube_lock() -> Iterator[None]:
+def kube_lock() -> Iterator[None]:
     with _tlock:
         fd = os.open(kube_dir() / "lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -120,7 +121,7 @@ def _kube_lock() -> Iterator[None]:
 
 # --- binaries and sources --------------------------------------------------------------------------
 def ensure_binaries() -> Path:
-    need = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
+    need = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kwok"]
     if not all((bin_dir() / b).exists() for b in need):
         log = kube_dir() / "build.log"
         with open(log, "ab") as f:
@@ -326,28 +327,78 @@ class Pki:
         return self.dir / f"{stem.replace('_', '-')}.{ext}"
 
 
-def ensure_pki() -> Pki:
+def _key_pem(k) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                           serialization.NoEncryption())
+
+
+def _write_key(pem: bytes, path: Path) -> None:
+    path.write_bytes(pem)
+    path.chmod(0o600)
+
+
+KUBERNETES_DNS = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                  "kubernetes.default.svc.cluster.local")
+
+
+def issue_leaf(pki: Pki, name: str, cn: str, *, orgs=(), server: bool = False, ips=(), dns=()) -> None:
+    """A key + certificate signed by the cluster CA: pki.dir/<name>.key and <name>.crt."""
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-    import ipaddress
+
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
+    ca = x509.load_pem_x509_certificate(pki.ca_crt.read_bytes())
+    now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
+    k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)] + [
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
+    b = (x509.CertificateBuilder().subject_name(x509.Name(attrs)).issuer_name(ca.subject)
+         .public_key(k.public_key()).serial_number(x509.random_serial_number()).not_valid_before(now)
+         .not_valid_after(now + datetime.timedelta(days=3650))
+         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+         .add_extension(x509.ExtendedKeyUsage(
+             [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH] if server
+             else [ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
+    if server:
+        b = b.add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address(ip)) for ip in dict.fromkeys(ips)]
+            + [x509.DNSName(n) for n in dns]), critical=False)
+    _write_key(_key_pem(k), pki.dir / f"{name}.key")
+    crt = pki.dir / f"{name}.crt"
+    crt.with_suffix(".tmp").write_bytes(b.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    os.replace(crt.with_suffix(".tmp"), crt)
+
+
+def cert_ips(path: Path) -> set[str]:
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return set()
+    return {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+
+
+def ensure_pki() -> Pki:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
 
     pki = Pki(kube_dir() / "pki")
     pki.dir.mkdir(mode=0o700, exist_ok=True)
     if (pki.dir / "complete").exists():
         return pki
 
-    def key():
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-    def write_key(k, path: Path):
-        path.write_bytes(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                         serialization.NoEncryption()))
-        path.chmod(0o600)
-
     now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
-    ca_key = key()
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fairing-test-kube-ca")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
           .serial_number(x509.random_serial_number()).not_valid_before(now)
@@ -355,33 +406,12 @@ def ensure_pki() -> Pki:
           .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
           .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
           .sign(ca_key, hashes.SHA256()))
-    write_key(ca_key, pki.ca_key)
+    _write_key(_key_pem(ca_key), pki.ca_key)
     pki.ca_crt.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-
-    def leaf(name: str, cn: str, *, orgs=(), server=False):
-        k = key()
-        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)] + [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
-        b = (x509.CertificateBuilder().subject_name(x509.Name(attrs)).issuer_name(ca_name)
-             .public_key(k.public_key()).serial_number(x509.random_serial_number()).not_valid_before(now)
-             .not_valid_after(now + datetime.timedelta(days=3650))
-             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-             .add_extension(x509.ExtendedKeyUsage(
-                 [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH] if server
-                 else [ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
-        if server:
-            b = b.add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "10.96.0.1")]
-                + [x509.DNSName(n) for n in ("localhost", "kubernetes", "kubernetes.default",
-                                             "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")]),
-                critical=False)
-        write_key(k, pki.dir / f"{name}.key")
-        (pki.dir / f"{name}.crt").write_bytes(b.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
-
-    leaf("apiserver", "kube-apiserver", server=True)
-    leaf("admin", "fairing-admin", orgs=("system:masters",))
-    sa = key()
-    write_key(sa, pki.sa_key)
+    issue_leaf(pki, "apiserver", "kube-apiserver", server=True, ips=("127.0.0.1", "10.96.0.1"), dns=KUBERNETES_DNS)
+    issue_leaf(pki, "admin", "fairing-admin", orgs=("system:masters",))
+    sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    _write_key(_key_pem(sa), pki.sa_key)
     pki.sa_pub.write_bytes(sa.public_key().public_bytes(serialization.Encoding.PEM,
                                                         serialization.PublicFormat.SubjectPublicKeyInfo))
     (pki.dir / "complete").write_text("ok\n")
@@ -418,7 +448,7 @@ def _svc(name: str, argv: list[str]) -> Service:
     return Service(f"kube/{name}", argv)
 
 
-def _https_ok(url: str, pki: Pki | None = None, *, verify: bool = True) -> bool:
+def https_ok(url: str, pki: Pki | None = None, *, verify: bool = True) -> bool:
     ctx = ssl.create_default_context(cafile=str(pki.ca_crt)) if (pki and verify) else ssl._create_unverified_context()
     if pki:
         ctx.load_cert_chain(str(pki.admin_crt), str(pki.admin_key))
@@ -429,7 +459,7 @@ def _https_ok(url: str, pki: Pki | None = None, *, verify: bool = True) -> bool:
         return False
 
 
-def _ensure_svc(svc: Service, healthy, *, port: int, timeout: float) -> None:
+def ensure_service(svc: Service, healthy, *, port: int | None, timeout: float) -> None:
     """Service.ensure, but a running process started with other arguments (the rig changed) is
     restarted, and an etcd data dir from an incompatible etcd is not reused."""
     argv_file = svc.pidfile.with_suffix(".argv")
@@ -438,7 +468,7 @@ def _ensure_svc(svc: Service, healthy, *, port: int, timeout: float) -> None:
         svc.stop()
     if not svc.alive():  # a process we just stopped may still be letting go of its port
         deadline = time.monotonic() + 10
-        while port_open(port) and time.monotonic() < deadline:
+        while port is not None and port_open(port) and time.monotonic() < deadline:
             time.sleep(0.1)
     svc.ensure(healthy, port=port, timeout=timeout)
     argv_file.write_text(want)
@@ -464,12 +494,13 @@ def _etcd(pki: Pki) -> Service:
         "--max-request-bytes=10485760", "--log-level=warn", "--logger=zap"])
 
 
-def _apiserver_argv(pki: Pki, port: int) -> list[str]:
+def _apiserver_argv(pki: Pki, port: int, *, address: str = "127.0.0.1", cert: str = "apiserver",
+                    reconciler: str = "lease") -> list[str]:
     return [
         str(bin_dir() / "kube-apiserver"),
         f"--etcd-servers=http://127.0.0.1:{ETCD_PORT}",
-        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={port}",
-        f"--tls-cert-file={pki.apiserver_crt}", f"--tls-private-key-file={pki.apiserver_key}",
+        f"--bind-address={address}", f"--advertise-address={address}", f"--secure-port={port}",
+        f"--tls-cert-file={pki.dir / (cert + '.crt')}", f"--tls-private-key-file={pki.dir / (cert + '.key')}",
         f"--client-ca-file={pki.ca_crt}", f"--requestheader-client-ca-file={pki.ca_crt}",
         f"--service-account-key-file={pki.sa_pub}", f"--service-account-signing-key-file={pki.sa_key}",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -479,12 +510,28 @@ def _apiserver_argv(pki: Pki, port: int) -> list[str]:
         f"--kubelet-client-certificate={pki.admin_crt}", f"--kubelet-client-key={pki.admin_key}",
         "--kubelet-preferred-address-types=InternalIP",
         "--allow-privileged=true", "--enable-priority-and-fairness=false",
-        "--endpoint-reconciler-type=lease", "--v=1",
+        f"--endpoint-reconciler-type={reconciler}", "--v=1",
     ]
 
 
 def _apiserver(pki: Pki, port: int = APISERVER_PORT, name: str = "apiserver") -> Service:
     return _svc(name, _apiserver_argv(pki, port))
+
+
+def pod_facing_apiserver(pki: Pki) -> Service:
+    """A second API server (an HA pair on the same etcd) on this machine's own address, where pods
+    can reach it: it advertises that address, so it is the `kubernetes` Service's endpoint. The
+    shared one stays on loopback, unchanged. Its certificate names the address and the Service IP."""
+    # The rig writes the `kubernetes` endpoint itself (tests/rig/node.py): no reconciler here.
+    return _svc("apiserver-node", _apiserver_argv(pki, APISERVER_PORT, address=node_ip(), cert="apiserver-node",
+                                                  reconciler="none"))
+
+
+def ensure_pod_facing_cert(pki: Pki) -> None:
+    ip = node_ip()
+    if not {ip, "10.96.0.1"} <= cert_ips(pki.apiserver_node_crt):
+        issue_leaf(pki, "apiserver-node", "kube-apiserver", server=True, ips=(ip, "10.96.0.1", "127.0.0.1"),
+                   dns=KUBERNETES_DNS)
 
 
 def _kcm(pki: Pki, kubeconfig: Path) -> Service:
@@ -525,6 +572,16 @@ def _operator(kubeconfig: Path) -> Service:
         f"--metrics-bind-address=127.0.0.1:{metrics}", f"--health-probe-bind-address=127.0.0.1:{probes}",
         f"--webhook-server-port={webhook}", "--zap-log-level=info"],
         env=dict(os.environ, MY_POD_NAMESPACE=OPERATOR_NAMESPACE))
+
+
+def restart_operator() -> None:
+    """Restart the training operator (it reads some configuration files once per process)."""
+    admin = kube_dir() / "admin.kubeconfig"
+    svc = _operator(admin)
+    if svc.alive():
+        svc.stop()
+        ensure_service(svc, lambda: _http_ok(f"http://127.0.0.1:{OPERATOR_PORTS[1]}/readyz"),
+                       port=OPERATOR_PORTS[1], timeout=120)
 
 
 OPERATOR_CERT_DIR = Path("/tmp/k8s-webhook-server/serving-certs")  # hard-coded in the operator
@@ -656,11 +713,11 @@ class ControlPlane:
     def start(self) -> None:
         if self.external:
             return
-        self._apiserver.ensure(lambda: _https_ok(f"{self.server}/readyz", self.pki),
+        self._apiserver.ensure(lambda: https_ok(f"{self.server}/readyz", self.pki),
                                port=int(self.server.rsplit(':', 1)[1]), timeout=120)
 
     def healthy(self) -> bool:
-        return _https_ok(f"{self.server}/readyz", self.pki) if self.pki else True
+        return https_ok(f"{self.server}/readyz", self.pki) if self.pki else True
 
 
 def _external(kubeconfig: str) -> ControlPlane:
@@ -695,7 +752,7 @@ def control_plane() -> ControlPlane:
         return _cached
     if _cached is not None and _cached.healthy() and all(s.alive() for s in _services(_cached.pki)):
         return _cached
-    with _kube_lock():
+    with kube_lock():
         _cached = _reuse() or _ensure()
     return _cached
 
@@ -721,7 +778,7 @@ def _reuse() -> ControlPlane | None:
     if state.get("fingerprint") != _fingerprint() or not (d / "sa.kubeconfig").exists():
         return None
     services = _services(pki)
-    if not all(s.alive() for s in services) or not _https_ok(f"{server}/readyz", pki):
+    if not all(s.alive() for s in services) or not https_ok(f"{server}/readyz", pki):
         return None
     return ControlPlane(d / "admin.kubeconfig", d / "sa.kubeconfig", state["namespace"], server, pki=pki,
                         _apiserver=services[1])
@@ -751,21 +808,21 @@ def _ensure() -> ControlPlane:
         for svc in (operator, kwok, sched, kcm, api, etcd):
             svc.stop()
         shutil.rmtree(d / "etcd-data")
-    _ensure_svc(etcd, lambda: _http_ok(f"http://127.0.0.1:{ETCD_PORT}/health"), port=ETCD_PORT, timeout=60)
+    ensure_service(etcd, lambda: _http_ok(f"http://127.0.0.1:{ETCD_PORT}/health"), port=ETCD_PORT, timeout=60)
     version_file.write_text(ETCD_VERSION)
-    _ensure_svc(api, lambda: _https_ok(f"{server}/readyz", pki), port=APISERVER_PORT, timeout=120)
+    ensure_service(api, lambda: https_ok(f"{server}/readyz", pki), port=APISERVER_PORT, timeout=120)
     kube = Kube(admin, namespace=NAMESPACE)
     install_crds(kube)
-    _ensure_svc(kcm, lambda: _https_ok(f"https://127.0.0.1:{KCM_PORT}/healthz", verify=False),
+    ensure_service(kcm, lambda: https_ok(f"https://127.0.0.1:{KCM_PORT}/healthz", verify=False),
                 port=KCM_PORT, timeout=90)
-    _ensure_svc(sched, lambda: _https_ok(f"https://127.0.0.1:{SCHEDULER_PORT}/healthz", verify=False),
+    ensure_service(sched, lambda: https_ok(f"https://127.0.0.1:{SCHEDULER_PORT}/healthz", verify=False),
                 port=SCHEDULER_PORT, timeout=90)
     config = d / "kwok.yaml"
     text = yaml.safe_dump_all(stage_documents(), sort_keys=False)
     if not config.exists() or config.read_text() != text:
         config.write_text(text)
         kwok.stop()  # new stages: restart kwok to load them
-    _ensure_svc(kwok, lambda: _http_ok(f"http://127.0.0.1:{KWOK_PORT}/healthz"), port=KWOK_PORT, timeout=60)
+    ensure_service(kwok, lambda: _http_ok(f"http://127.0.0.1:{KWOK_PORT}/healthz"), port=KWOK_PORT, timeout=60)
     for name, gpus in zip(NODES, (0, 4)):
         kube.apply(_node(name, gpus), field_manager="fairing-rig")
     # The operator keeps its webhook certificates in this Secret (it updates, never creates it).
@@ -774,7 +831,7 @@ def _ensure() -> ControlPlane:
     if kube.get("v1", "Secret", "training-operator-webhook-cert", OPERATOR_NAMESPACE) is None:
         kube.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                      "metadata": {"name": "training-operator-webhook-cert", "namespace": OPERATOR_NAMESPACE}})
-    _ensure_svc(operator, lambda: _sync_operator_certs(kube) and _http_ok(f"http://127.0.0.1:{OPERATOR_PORTS[1]}/readyz"),
+    ensure_service(operator, lambda: _sync_operator_certs(kube) and _http_ok(f"http://127.0.0.1:{OPERATOR_PORTS[1]}/readyz"),
                 port=OPERATOR_PORTS[1], timeout=120)
     token = setup_namespace(kube)
     sa = write_kubeconfig(d / "sa.kubeconfig", server, pki.ca_crt, user=f"{SA_NAME}-sa", token=token,
@@ -802,10 +859,10 @@ class PrivateApiServer:
         self.service.stop()
 
     def start(self) -> None:
-        self.service.ensure(lambda: _https_ok(f"{self.server}/readyz", self.pki), timeout=120)
+        self.service.ensure(lambda: https_ok(f"{self.server}/readyz", self.pki), timeout=120)
 
     def healthy(self) -> bool:
-        return _https_ok(f"{self.server}/readyz", self.pki)
+        return https_ok(f"{self.server}/readyz", self.pki)
 
 
 @contextlib.contextmanager
@@ -817,7 +874,8 @@ def private_apiserver(port: int | None = None) -> Iterator[PrivateApiServer]:
         raise RigError("a private API server needs the local control plane (unset FAIRING_TEST_KUBECONFIG)")
     pki = cp.pki
     server = f"https://127.0.0.1:{port}"
-    svc = _apiserver(pki, port, name=f"apiserver-{port}")
+    # No endpoint reconciler: a private server must not put its own port in the `kubernetes` Service.
+    svc = _svc(f"apiserver-{port}", _apiserver_argv(pki, port, reconciler="none"))
     d = kube_dir()
     admin = write_kubeconfig(d / f"admin-{port}.kubeconfig", server, pki.ca_crt, user="fairing-admin",
                              cert=pki.admin_crt, key=pki.admin_key, namespace=cp.namespace)
@@ -825,7 +883,7 @@ def private_apiserver(port: int | None = None) -> Iterator[PrivateApiServer]:
     sa = write_kubeconfig(d / f"sa-{port}.kubeconfig", server, pki.ca_crt, user=f"{SA_NAME}-sa", token=token,
                           namespace=cp.namespace)
     handle = PrivateApiServer(admin, sa, cp.namespace, server, svc, pki)
-    with _kube_lock():
+    with kube_lock():
         if port_open(port) and not svc.alive():
             raise RigError(f"port {port} is taken by a process the rig did not start")
         handle.start()
@@ -894,7 +952,7 @@ def status() -> str:
 
 def stop_all() -> None:
     pki = Pki(kube_dir() / "pki")
-    with _kube_lock():
+    with kube_lock():
         for s in reversed(_services(pki)):
             s.stop()
 
@@ -907,14 +965,23 @@ if __name__ == "__main__":  # python -m tests.rig.kube [start|build|status|stop]
 
     cmd = sys.argv[1] if len(sys.argv) > 1 else "start"
     if cmd == "build":  # everything slow, ahead of pytest (whose per-test timeout covers fixtures)
-        with _kube_lock():
+        from .node import ensure_builds as node_builds
+
+        with kube_lock():
             print(ensure_binaries(), ensure_etcd(), ensure_training_operator(), sep="\n")
             crd_manifests()
             stage_documents()
+            node_builds()  # kubelet/kube-proxy come with the binaries; CoreDNS and pause here
     elif cmd == "stop":
+        from .node import stop_node
+
+        stop_node()
         stop_all()
     elif cmd == "status":
+        from .node import status as node_status
+
         print(status())
+        print(node_status())
     else:
         cp = control_plane()
         print(f"server {cp.server}\nkubeconfig {cp.kubeconfig}\nsa_kubeconfig {cp.sa_kubeconfig}\n"

@@ -94,3 +94,43 @@ def registry_request(url: str, *, method: str = "GET", headers: dict | None = No
     else:
         return r
     return request(url, method=method, headers=headers, data=data, ca_file=ca_file)
+
+
+def node_ip() -> str:
+    """This machine's own IPv4 address (not loopback): the real node's InternalIP, where pods
+    reach the API server and cluster DNS. $FAIRING_NODE_IP overrides; otherwise the address of the
+    default route's interface, else the first global address. Nothing is sent to find it."""
+    import os
+
+    override = os.environ.get("FAIRING_NODE_IP")
+    return override or _node_ip_cached()
+
+
+def _global_addrs() -> list[tuple[str, str]]:
+    import subprocess
+
+    out = subprocess.run(["ip", "-j", "-4", "addr", "show", "scope", "global"], capture_output=True,
+                         text=True, check=False).stdout or "[]"
+    return [(i["ifname"], a["local"]) for i in json.loads(out) for a in i.get("addr_info", [])
+            if a.get("family") == "inet"]
+
+
+_NODE_IP: list[str] = []
+
+
+def _node_ip_cached() -> str:
+    import subprocess
+
+    if _NODE_IP:
+        return _NODE_IP[0]
+    routes = json.loads(subprocess.run(["ip", "-j", "-4", "route", "show", "default"], capture_output=True,
+                                       text=True, check=False).stdout or "[]")
+    addrs = _global_addrs()
+    dev = routes[0].get("dev") if routes else None
+    # Bridges of container engines (and our own pod bridge) are not the machine's address.
+    skip = ("cni", "podman", "docker", "fairing", "veth", "virbr")
+    pick = [a for i, a in addrs if i == dev] or [a for i, a in addrs if not i.startswith(skip)]
+    if not pick:
+        raise OSError("no non-loopback IPv4 address on this machine; set FAIRING_NODE_IP")
+    _NODE_IP.append(pick[0])
+    return pick[0]

@@ -77,4 +77,58 @@ def kube():
     import tests.rig.kube
 
     return tests.rig.kube.control_plane()
+
+
+@pytest.fixture(scope="session")
+def trainer(kube):
+    """Kubeflow Trainer v2 + JobSet + Kueue on the control plane (tests/rig/trainer.py):
+    .runtime "torch-distributed", .local_queue (1-CPU quota), .namespace."""
+    from .trainer import trainer_rig
+
+    return trainer_rig(kube)
+
+
+@pytest.fixture(scope="session")
+def real_node(kube):
+    """The rig's real node (kubelet + containerd): .name, .mutators() puts a pod on it. On a user's
+    own cluster (FAIRING_TEST_KUBECONFIG) its nodes are real already and .mutators() is empty."""
+    from .node import real_node as ensure
+
+    return ensure()
+
+
+@pytest.fixture
+def on_node(real_node, registry, base_image):
+    """Where real-node tests put their images and pods: .node (real_node), .registry (repo prefix the
+    node pulls from), .base (base image ref), .namespace, .kubeconfig (the namespace's least-privilege
+    ServiceAccount), .mutators() and .cli_env() (for `fair` subprocesses). Against a user's cluster
+    (FAIRING_TEST_KUBECONFIG) set FAIRING_TEST_REGISTRY and FAIRING_TEST_BASE_IMAGE to a registry
+    and a Python 3.11 image that cluster can pull, pushed from this machine with your local login."""
+    import os
+    from types import SimpleNamespace
+
+    from .node import real_node as recheck
+
+    # Per test: the node's health and the `kubernetes` endpoint are re-checked (cheap when fine);
+    # something outside the rig deleted that EndpointSlice once mid-session.
+    real_node = recheck()
+    ext = real_node.external
+    reg = os.environ.get("FAIRING_TEST_REGISTRY") if ext else None
+    base = os.environ.get("FAIRING_TEST_BASE_IMAGE") if ext else None
+    if ext and not (reg and base):
+        pytest.fail("FAIRING_TEST_KUBECONFIG needs FAIRING_TEST_REGISTRY and FAIRING_TEST_BASE_IMAGE "
+                    "(a registry the cluster pulls from, and a Python 3.11 image in it)")
+
+    def cli_env(**extra):
+        keep = {k: v for k, v in os.environ.items()
+                if not k.startswith(("FAIRING_", "DOCKER_")) and k != "KUBECONFIG"}
+        for k in ("FAIRING_CACHE", "FAIRING_RIG_RUN_DIR"):
+            if k in os.environ:
+                keep[k] = os.environ[k]
+        return {**keep, "KUBECONFIG": str(real_node.sa_kubeconfig), **real_node.settings_env(), **extra}
+
+    return SimpleNamespace(node=real_node, registry=reg or f"{registry.host}/node-tests",
+                           base=base or base_image.docker, namespace=real_node.namespace,
+                           kubeconfig=real_node.sa_kubeconfig, admin_kubeconfig=real_node.kubeconfig,
+                           mutators=real_node.mutators, cli_env=cli_env)
 # ---- end kube hook ----------------------------------------------------------------------------

@@ -1,0 +1,236 @@
+"""The `katib` backend: one kubeflow.org/v1beta1 Experiment; Katib's controllers suggest, run and
+collect the trials, fairing renders the Experiment and watches it.
+
+- parameters: from the search space (double / int / categorical feasible spaces);
+- objective: type, objectiveMetricName, metricStrategies "latest" (the same rule the built-in
+  driver uses: the last printed value counts);
+- algorithm: algorithmName (random, grid, tpe, cmaes);
+- trialTemplate.trialSpec: the batch Job the `job` deployer renders for the one built image, its
+  main container given `--name ${trialParameters.name}` args and FAIRING_PARAM_* env;
+- metricsCollectorSpec: StdOut (`name=value` lines, what fairing.report prints);
+- maxTrialCount / parallelTrialCount / maxFailedTrialCount.
+Waiting is by watch on the Experiment and its Trials; the best trial is Katib's currentOptimalTrial."""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Mapping
+
+from ..errors import ConfigError, DeployError
+from .result import FAILED, RUNNING, STOPPED, SUCCEEDED, Trial, TuneResult
+from .space import Param
+
+API_VERSION = "kubeflow.org/v1beta1"
+EXPERIMENT_LABEL = "katib.kubeflow.org/experiment"
+# Katib's own algorithm names for ours (the goptuna suggestion service serves random, tpe, cmaes;
+# grid needs Katib's optuna suggestion image). goptuna (v0.19) samples a logUniform range uniformly.
+ALGORITHM_NAMES = {"random": "random", "grid": "grid", "tpe": "tpe", "cmaes": "cmaes"}
+SUCCESS_CONDITION = 'status.conditions.#(type=="Complete")#|#(status=="True")#'
+FAILURE_CONDITION = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
+KATIB_HINT = "install Katib (kubeflow/katib manifests), or use --backend jobs (no Katib needed)"
+
+
+def placeholders(space: Mapping[str, Param]) -> dict[str, str]:
+    """The text Katib substitutes per trial: ${trialParameters.NAME}."""
+    return {n: "${trialParameters.%s}" % n for n in space}
+
+
+def experiment(name: str, job: Mapping[str, Any], space: Mapping[str, Param], *, objective: str, goal: str,
+               algorithm: str, trials: int, parallel: int, max_failed: int | None, with_args: bool = True,
+               namespace: str | None = None) -> dict:
+    """The Experiment manifest. `job` is the rendered trial Job (its main container already holds
+    the ${trialParameters.*} placeholders)."""
+    import copy
+
+    if algorithm not in ALGORITHM_NAMES:
+        raise ConfigError(f"unknown algorithm {algorithm!r}", hint=f"choose one of: {', '.join(ALGORITHM_NAMES)}")
+    trial_spec = copy.deepcopy(dict(job))
+    meta = trial_spec.get("metadata") or {}
+    ns = namespace or meta.get("namespace")
+    # Katib names each trial's Job (after the Trial) and puts it in the Experiment's namespace.
+    trial_spec["metadata"] = {k: v for k, v in meta.items() if k in ("labels", "annotations") and v}
+    spec: dict[str, Any] = {
+        "objective": {"type": goal, "objectiveMetricName": objective,
+                      "metricStrategies": [{"name": objective, "value": "latest"}]},
+        "algorithm": {"algorithmName": ALGORITHM_NAMES[algorithm]},
+        "maxTrialCount": trials,
+        "parallelTrialCount": parallel,
+        "parameters": [{"name": n, **p.katib()} for n, p in space.items()],
+        "metricsCollectorSpec": {"collector": {"kind": "StdOut"}},
+        "trialTemplate": {
+            "primaryContainerName": "main",
+            "successCondition": SUCCESS_CONDITION,
+            "failureCondition": FAILURE_CONDITION,
+            "trialParameters": [{"name": n, "reference": n,
+                                 "description": f"{p.describe()}: --{n} and FAIRING_PARAM_{n.upper()}" if with_args
+                                 else f"{p.describe()}: FAIRING_PARAM_{n.upper()}"} for n, p in space.items()],
+            "trialSpec": trial_spec,
+        },
+    }
+    if max_failed is not None:
+        # Katib fails the Experiment once failed trials *reach* maxFailedTrialCount
+        # (experiment/util/status_util.go); max_failed tolerates that many, like the built-in driver.
+        spec["maxFailedTrialCount"] = max_failed + 1
+    metadata: dict[str, Any] = {"name": name, "labels": {"app.kubernetes.io/managed-by": "fairing"}}
+    if ns:
+        metadata["namespace"] = ns
+    return {"apiVersion": API_VERSION, "kind": "Experiment", "metadata": metadata, "spec": spec}
+
+
+def _conditions(obj: Mapping[str, Any]) -> dict[str, dict]:
+    return {c.get("type"): c for c in ((obj.get("status") or {}).get("conditions") or [])
+            if c.get("status") == "True"}
+
+
+def experiment_state(obj: Mapping[str, Any]) -> str:
+    conds = _conditions(obj)
+    if "Succeeded" in conds:
+        return "Succeeded"
+    if "Failed" in conds:
+        return "Failed"
+    return "Running"
+
+
+def _metric(observation: Mapping[str, Any] | None, name: str) -> float | None:
+    for m in (observation or {}).get("metrics") or []:
+        if m.get("name") == name:
+            for key in ("latest", "max", "min"):
+                try:
+                    return float(m[key])
+                except (KeyError, TypeError, ValueError):
+                    continue
+    return None
+
+
+def _metrics(observation: Mapping[str, Any] | None) -> dict[str, float]:
+    out = {}
+    for m in (observation or {}).get("metrics") or []:
+        try:
+            out[m["name"]] = float(m.get("latest"))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def _params(assignments: Any, space: Mapping[str, Param]) -> dict:
+    out = {}
+    for a in assignments or []:
+        n, text = a.get("name"), a.get("value")
+        p = space.get(n)
+        try:
+            out[n] = p.parse(str(text)) if p is not None else text
+        except ValueError:
+            out[n] = text
+    return out
+
+
+def update_trial(t: Trial, obj: Mapping[str, Any], result: TuneResult) -> None:
+    """A Trial object's state, params and metrics onto our Trial."""
+    st = obj.get("status") or {}
+    t.params = _params((obj.get("spec") or {}).get("parameterAssignments"), result.space) or t.params
+    t.metrics = _metrics(st.get("observation"))
+    t.value = _metric(st.get("observation"), result.objective)
+    conds = _conditions(obj)
+    start, end = st.get("startTime"), st.get("completionTime")
+    if start and end:
+        t.seconds = _seconds(start, end)
+    if "Succeeded" in conds:
+        t.state = SUCCEEDED
+    elif "MetricsUnavailable" in conds:
+        from .metrics import missing_metric_message
+
+        t.state, t.error = FAILED, missing_metric_message(result.objective)
+    elif "Failed" in conds or "EarlyStopped" in conds:
+        c = conds.get("Failed") or conds.get("EarlyStopped")
+        t.state, t.error = (FAILED if "Failed" in conds else STOPPED), c.get("message") or c.get("reason")
+    elif "Killed" in conds:
+        t.state, t.error = STOPPED, "killed by Katib"
+    else:
+        t.state = RUNNING
+
+
+def _seconds(a: str, b: str) -> float | None:
+    from datetime import datetime
+
+    try:
+        fmt = "%Y-%m-%dT%H:%M:%SZ"
+        return (datetime.strptime(b, fmt) - datetime.strptime(a, fmt)).total_seconds()
+    except ValueError:
+        return None
+
+
+def run(p: Any, image: Any, result: TuneResult, *, trials: int, parallel: int, max_failed: int | None,
+        with_args: bool, timeout: float | None = None,
+        on_update: Callable[[TuneResult, Trial | None], None] | None = None, mutators: tuple = ()) -> TuneResult:
+    """Create the Experiment, follow it and its Trials by watch until it ends, read the optimum.
+    Ctrl-C deletes the Experiment (Katib deletes its Trials and their Jobs)."""
+    from ..kube.client import CRDNotInstalled
+    from ..kube.wait import Mux, Stream, WaitTimeout
+    from .build import trial_deployer
+
+    update = on_update or (lambda r, t: None)
+    deployer = trial_deployer(p, result.experiment, {n: "" for n in result.space}, with_args=with_args,
+                              texts=placeholders(result.space), mutators=mutators)
+    job = deployer.render(image)[0]
+    kube = deployer.kube
+    ns = deployer.target_namespace()
+    exp = experiment(result.experiment, job, result.space, objective=result.objective, goal=result.goal,
+                     algorithm=result.algorithm, trials=trials, parallel=parallel, max_failed=max_failed,
+                     with_args=with_args, namespace=ns)
+    try:
+        created = kube.create(exp, ns)
+    except CRDNotInstalled:
+        raise DeployError(f"the cluster has no Katib (no {API_VERSION} Experiment kind)", hint=KATIB_HINT) from None
+    by_name: dict[str, Trial] = {}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    obj = created
+    try:
+        streams = [Stream("experiment", API_VERSION, "Experiment", name=result.experiment,
+                          resource_version=created["metadata"].get("resourceVersion")),
+                   Stream("trials", API_VERSION, "Trial", label_selector=f"{EXPERIMENT_LABEL}={result.experiment}")]
+        with Mux(kube, ns, streams) as mux:
+            for key, etype, ev in mux.events(deadline):
+                if etype == "TIMEOUT":
+                    raise WaitTimeout(f"Experiment {result.experiment} did not finish within {timeout:g}s",
+                                      hint=f"it keeps running: kubectl get experiment -n {ns} {result.experiment}")
+                if key == "experiment":
+                    if etype == "DELETED":
+                        raise DeployError(f"Experiment {result.experiment} was deleted while waiting for it",
+                                          hint="run the tuning again")
+                    obj = ev
+                    if experiment_state(obj) != "Running":
+                        break
+                elif key == "trials" and etype != "DELETED":
+                    tname = ev["metadata"]["name"]
+                    t = by_name.get(tname)
+                    if t is None:
+                        t = Trial(number=len(result.trials), name=tname, params={})
+                        by_name[tname] = t
+                        result.trials.append(t)
+                    update_trial(t, ev, result)
+                    update(result, t)
+    except BaseException as e:
+        if isinstance(e, (KeyboardInterrupt, DeployError)) and not isinstance(e, WaitTimeout):
+            try:
+                kube.delete(API_VERSION, "Experiment", result.experiment, ns, propagation="Foreground")
+            except Exception:  # noqa: BLE001 - the interrupt is what the user needs to see
+                pass
+        result.status, result.reason = "Interrupted", str(e) or "interrupted"
+        raise
+    # The final word on every trial (a last status update may race the Experiment's condition).
+    for item in kube.list(API_VERSION, "Trial", ns, label_selector=f"{EXPERIMENT_LABEL}={result.experiment}").get("items", []):
+        t = by_name.get(item["metadata"]["name"])
+        if t is None:
+            t = Trial(number=len(result.trials), name=item["metadata"]["name"], params={})
+            by_name[t.name] = t
+            result.trials.append(t)
+        update_trial(t, item, result)
+    obj = kube.get(API_VERSION, "Experiment", result.experiment, ns) or obj
+    optimal = (obj.get("status") or {}).get("currentOptimalTrial") or {}
+    result.optimal_trial = optimal.get("bestTrialName") or None
+    state = experiment_state(obj)
+    result.status = state
+    if state == "Failed":
+        c = _conditions(obj).get("Failed") or {}
+        result.reason = c.get("message") or "the Experiment failed"
+    update(result, None)
+    return result
