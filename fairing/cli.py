@@ -19,6 +19,8 @@ import typer
 
 from . import __version__, registry
 from .errors import ConfigError, FairingError
+from .kfp import cli as export_cli
+from .runs import cli as runs_cli
 
 EXIT_CODES = {0: "success", 1: "error", 2: "usage or configuration error", 3: "build error",
               4: "deploy, cluster or workload error", 130: "interrupted"}
@@ -34,6 +36,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(runs_cli.app, name="runs")
+app.add_typer(export_cli.app, name="export")
 cache_app = typer.Typer(help="Look after the local build cache (wheels, unpacked packages, layers).", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 
@@ -71,6 +75,8 @@ SETTING_OPTIONS = [
     _param("preprocessor", Annotated[Optional[str], _opt("--preprocessor", help="python, notebook, function, full_notebook")]),
     _param("local_mode", Annotated[Optional[str], _opt("--local-mode", help="local deployer: auto, container or process")]),
     _param("timeout", Annotated[Optional[int], _opt("--timeout", help="seconds to wait for the workload")]),
+    _param("mlflow", Annotated[Optional[str], _opt("--mlflow", help="MLflow tracking URI to log the run to (default: $MLFLOW_TRACKING_URI)")]),
+    _param("experiment", Annotated[Optional[str], _opt("--experiment", help="MLflow experiment (default: the entry's name)")]),
 ]
 # Options every command has.
 GLOBAL_OPTIONS = [
@@ -204,10 +210,10 @@ def build(entry: Annotated[str, typer.Argument(help="a .py file, a directory or 
         ctx = pipeline.prepare(p, progress)
         _print_plan({"mode": "build", "build": pipeline.make_builder(p).plan(ctx, p.target), "manifests": []}, opts)
         return
-    image = pipeline.build(p, pipeline.prepare(p, progress), progress)
+    image, run = pipeline.build_recorded(p, progress)
     if opts.json:
         st = image.stats
-        _print_json({"image": image.ref, "digest": image.digest, "tag": image.tag,
+        _print_json({"image": image.ref, "digest": image.digest, "tag": image.tag, "run_id": run.id,
                      "stats": {"seconds": st.seconds, "layers_uploaded": st.layers_uploaded,
                                "layers_skipped": st.layers_skipped, "bytes_uploaded": st.bytes_uploaded,
                                "phases": dict(st.phases)}})
@@ -244,17 +250,19 @@ def train(entry: Annotated[str, typer.Argument(help="a .py file, a directory or 
     status = "Deployed"
     if not detach:
         try:
-            status = pipeline.wait_for(handle, progress, timeout=s.timeout, on_log=on_log)
+            status = pipeline.wait_for(handle, progress, timeout=s.timeout, on_log=on_log, run=res.run)
         finally:
             if local and not keep and getattr(handle, "mode", None) == "container" and handle.status() == "Succeeded":
                 handle.delete()
     if opts.json:
         out = res.as_dict()
         out["status"] = status
+        out["run_id"] = res.run.id
         out["stages"] = progress.summary()
         _print_json(out)
     else:
-        _info(f"fair: {getattr(handle, 'name', '')} {status} ({res.mode})")
+        _info(f"fair: recorded as run {res.run.id} (fair runs show {res.run.id})")
+        _info(f"fair: {getattr(handle, 'name', '')} {status} ({res.mode})")  # last: scripts read the outcome here
 
 
 def _mode_sentence(p) -> str:
@@ -301,7 +309,8 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
         return
     ep.create()
     if opts.json:
-        _print_json({"name": ep.handle.name if hasattr(ep.handle, "name") else ep.name, "url": ep.url})
+        _print_json({"name": ep.handle.name if hasattr(ep.handle, "name") else ep.name, "url": ep.url,
+                     "run_id": ep.run.id if ep.run else None})
     else:
         _out(ep.url)
 
@@ -310,13 +319,22 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
 def status(name: Annotated[str, typer.Argument(help="workload name (see `fair list`)")], opts: Any = None) -> None:
     from . import workloads
 
+    from . import runs
+    from .telemetry import lines, scrape
+
     h = workloads.attach(name, opts.settings())
     st = h.status()
+    rid = workloads.run_id_of(h)
+    runs.settle(rid, st)  # a detached run's record learns how it ended
+    traffic = scrape(h) if st in ("Ready", "Running") else None  # a serving endpoint's /metrics
     detail = h.status_detail() if hasattr(h, "status_detail") else None  # e.g. where it waits in a queue
     if opts.json:
-        _print_json({"name": name, "status": st, **({"detail": detail} if detail else {})})
+        _print_json({"name": name, "status": st, **({"detail": detail} if detail else {}), "run_id": rid,
+                     **({"traffic": traffic} if traffic else {})})
     else:
-        _out(f"{name}\t{st}" + (f"\t{detail}" if detail else ""))
+        _out(f"{name}\t{st}" + (f"\t{detail}" if detail else "") + (f"\trun {rid}" if rid else ""))
+        for line in lines(traffic) if traffic else []:
+            _out("  " + line)
 
 
 @command(help="Print a workload's logs (-f to follow until it ends).")
@@ -354,10 +372,11 @@ def list_(opts: Any = None) -> None:
     if not rows:
         _info("no workloads")
         return
-    cols = ["name", "kind", "namespace", "status"]
-    rows_t = [[str(r.get(c) or r.get("where") or "-") if c == "namespace" else str(r.get(c, "")) for c in cols] for r in rows]
+    cols = ["name", "kind", "namespace", "status", "run_id"]
+    rows_t = [[str(r.get(c) or r.get("where") or "-") if c == "namespace" else str(r.get(c) or ("-" if c == "run_id" else ""))
+               for c in cols] for r in rows]
     widths = [max(len(c), *(len(r[i]) for r in rows_t)) for i, c in enumerate(cols)]
-    _out("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)).rstrip())
+    _out("  ".join(c.upper().replace("_", " ").ljust(w) for c, w in zip(cols, widths)).rstrip())
     for r in rows_t:
         _out("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
 

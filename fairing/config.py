@@ -95,9 +95,17 @@ class Config:
             p = pipeline.plan(f, s, preprocessor=pre or ("function", {}), builder=self.builder,
                               deployer=self.deployer, prepare_kw={"args": args, "kwargs": kwargs})
             progress = Progress()
-            handle = pipeline.execute(p, progress, wait=False).handle
-            pipeline.wait_for(handle, progress, timeout=s.timeout)
-            value = handle.result()
+            res = pipeline.execute(p, progress, wait=False)
+            handle = res.handle
+            pipeline.wait_for(handle, progress, timeout=s.timeout, run=res.run, finish=False)
+            try:
+                value = handle.result()
+            except BaseException as e:
+                res.run.fail(e)
+                raise
+            from .runs.hook import local_outputs
+
+            res.run.finish("Succeeded", result=value, has_result=True, files=local_outputs(handle))
             # Clean up only after success: a failed workload stays for `fair logs NAME`.
             _cleanup(handle)
             return value

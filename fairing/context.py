@@ -66,6 +66,8 @@ class BuiltImage:
     pod_template: Mapping[str, Any] = field(default_factory=dict)  # k8s PodTemplateSpec as a dict
     stats: BuildStats = field(default_factory=BuildStats)
     context: BuildContext | None = None
+    # The requirements as pip resolved them ("name==version"), when the builder knows (append).
+    resolved_requirements: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Builders make images, not workloads: unless someone handed a template in, the one that

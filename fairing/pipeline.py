@@ -41,6 +41,7 @@ class RunResult:
     mode: str  # "local process", "local container", "job on cluster", "dry run", "skipped (runtime)"
     plan: dict | None = None  # dry run: {"build": ..., "manifests": [...]}
     stages: list[dict] = field(default_factory=list)
+    run: Any = None  # the run record (fairing.runs.record.Run); None for dry runs
 
     def __iter__(self):
         return iter((self.image, self.handle))
@@ -440,40 +441,117 @@ def dry_run(p: Plan, progress: Progress | None = None, *, image: BuiltImage | No
 
 
 def execute(p: Plan, progress: Progress | None = None, *, wait: bool = False,
-            on_log: Callable[[str], None] | None = None, image: BuiltImage | None = None) -> RunResult:
+            on_log: Callable[[str], None] | None = None, image: BuiltImage | None = None,
+            command: str = "train", parent: str | None = None) -> RunResult:
     """Package, build, deploy; with `wait`, also wait for the workload (streaming logs to `on_log`).
-    `image` skips packaging and building (deploy an image built earlier)."""
+    `image` skips packaging and building (deploy an image built earlier). Every real run is
+    recorded (fairing.runs): `result.run` is its record."""
     progress = progress or Progress()
     for note in p.notes:
         progress.note(note)
     if p.settings.dry_run:
         return RunResult(None, None, "dry run", plan=dry_run(p, progress, image=image), stages=progress.summary())
-    deployer = make_deployer(p)  # its constructor checks the name, namespace and options
-    if image is None:
-        ctx = prepare(p, progress)
-        preflight(p, deployer, ctx)
-        image = build(p, ctx, progress)
-    with progress.stage("deploy") as st:
-        handle = deployer.deploy(image)
-        mode = getattr(handle, "mode", None)
-        st.detail = f"{p.deployer[0]}: {getattr(handle, 'name', '')}" + (f" ({mode})" if mode else "")
-    result = RunResult(image, handle, f"local {mode}" if p.deployer[0] == "local" and mode else p.mode)
+    from .runs import hook
+
+    run = hook.start_for_plan(command, p, parent=parent)
+    ctx = image.context if image is not None else None
+    try:
+        deployer = make_deployer(p)  # its constructor checks the name, namespace and options
+        if image is None:
+            ctx = prepare(p, progress)
+            if ctx is not None:
+                run.packaged(ctx)
+            preflight(p, deployer, ctx)
+            image = build(p, ctx, progress)
+            if image is not None:
+                run.built(image, **dict(zip(("base_image", "base_digest"), hook.base_of(p))))
+        elif ctx is not None:
+            run.packaged(ctx)
+            run.built(image)
+        hook.tag(deployer, run, image)  # run id + source hash on every object; env for the model server
+        with progress.stage("deploy") as st:
+            handle = deployer.deploy(image)
+            mode = getattr(handle, "mode", None)
+            st.detail = f"{p.deployer[0]}: {getattr(handle, 'name', '')}" + (f" ({mode})" if mode else "")
+        run.deployed(handle, status="Deployed" if not wait else None)
+    except BaseException as e:
+        run.fail(e)
+        raise
+    result = RunResult(image, handle, f"local {mode}" if p.deployer[0] == "local" and mode else p.mode, run=run)
     if wait:
-        wait_for(handle, progress, timeout=p.settings.timeout, on_log=on_log)
+        wait_for(handle, progress, timeout=p.settings.timeout, on_log=on_log, run=run,
+                 result=ctx is not None and ctx.kind == "function")
     result.stages = progress.summary()
     return result
 
 
+def build_recorded(p: Plan, progress: Progress, *, command: str = "build") -> tuple[BuiltImage | None, Any]:
+    """`fair build`: package and build only, recorded like any run; returns (image, record)."""
+    from .runs import hook
+
+    run = hook.start_for_plan(command, p)
+    try:
+        ctx = prepare(p, progress)
+        if ctx is not None:
+            run.packaged(ctx)
+        image = build(p, ctx, progress)
+        if image is not None:
+            run.built(image, **dict(zip(("base_image", "base_digest"), hook.base_of(p))))
+    except BaseException as e:
+        run.fail(e)
+        raise
+    run.finish("Succeeded")
+    return image, run
+
+
 def wait_for(handle: Any, progress: Progress, *, timeout: float | None = None,
-             on_log: Callable[[str], None] | None = None) -> str:
-    """Wait for the workload; with `on_log`, stream its logs meanwhile (logs end when it ends)."""
-    with progress.stage("wait") as st:
-        if on_log is not None:
-            for line in log_lines(handle.logs(follow=True)):
-                on_log(line)
-        status = handle.wait(timeout=timeout)
-        st.detail = str(status)
+             on_log: Callable[[str], None] | None = None, run: Any = None, finish: bool = True,
+             result: bool = False) -> str:
+    """Wait for the workload; with `on_log`, stream its logs meanwhile (logs end when it ends).
+    With `run` (a record), metrics are taken from the log lines and, with `finish`, the record
+    gets the outcome (and, with `result`, the function's return value)."""
+    try:
+        with progress.stage("wait") as st:
+            if on_log is not None:
+                for line in log_lines(handle.logs(follow=True)):
+                    if run is not None:
+                        run.log(line)
+                    on_log(line)
+            status = handle.wait(timeout=timeout)
+            st.detail = str(status)
+    except BaseException as e:
+        if run is not None:
+            from .runs.hook import local_outputs
+
+            _read_metrics(handle, run, streamed=on_log is not None)
+            run.fail(e, files=local_outputs(handle))  # a failed notebook's executed copy matters most
+        raise
+    if run is not None:
+        _read_metrics(handle, run, streamed=on_log is not None)
+        if finish:
+            from .runs.hook import local_outputs
+
+            value, has = _result_of(handle) if result else (None, False)
+            run.finish(str(status), result=value, has_result=has, files=local_outputs(handle))
     return status
+
+
+def _read_metrics(handle: Any, run: Any, *, streamed: bool) -> None:
+    """Metrics from the finished workload's log, when it was not streamed through the record."""
+    if streamed:
+        return
+    try:
+        for line in log_lines(handle.logs(follow=False)):
+            run.log(line)
+    except Exception:  # noqa: BLE001 - logs may be gone (cleanup); the record just has no metrics
+        pass
+
+
+def _result_of(handle: Any) -> tuple[Any, bool]:
+    try:
+        return handle.result(), True
+    except Exception:  # noqa: BLE001 - no result to record is not a failed run
+        return None, False
 
 
 def log_lines(logs: Any) -> Iterator[str]:

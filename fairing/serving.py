@@ -69,6 +69,7 @@ class PredictionEndpoint:
         self.out = out or (lambda s: None)
         self.handle = None
         self.run_result = None  # the pipeline's RunResult after create()
+        self.run = None  # the run record (fairing.runs) after create()
         if deployer is not None:
             # Made now so a typo in an option fails before any build (constructing talks to nothing).
             stages.load("deployer", deployer)(name=self.name, **self.deployer_options)
@@ -113,13 +114,16 @@ class PredictionEndpoint:
 
         if self.image is not None or self.model_format:
             return self.image
-        if not self.base_image and self.builder == "append" and self.registry:
-            raise ConfigError("the append builder needs a base image with Python",
-                              hint="pass base_image='registry/python:3.11' (an image with python on PATH)")
+        self._check_base()
         p = plan or self.plan()
         progress = progress or self._progress()
         self.image = pipeline.build(p, pipeline.prepare(p, progress), progress)
         return self.image
+
+    def _check_base(self) -> None:
+        if not self.base_image and self.builder == "append" and self.registry:
+            raise ConfigError("the append builder needs a base image with Python",
+                              hint="pass base_image='registry/python:3.11' (an image with python on PATH)")
 
     def deployer(self):
         from . import pipeline
@@ -140,9 +144,12 @@ class PredictionEndpoint:
         from . import pipeline
 
         p, progress = self.plan(), self._progress()
-        image = self.build(p, progress)
-        self.run_result = pipeline.execute(p, progress, image=image)
-        self.handle = self.run_result.handle
+        if self.image is None and not self.model_format:
+            self._check_base()
+        # The pipeline packages, builds (unless an image was given) and deploys, recording the run.
+        self.run_result = pipeline.execute(p, progress, image=self.image, command="deploy")
+        self.image, self.handle, self.run = self.run_result.image, self.run_result.handle, self.run_result.run
+        run = self.run
         if wait:
             try:
                 self.handle.wait(self.timeout)
@@ -155,7 +162,9 @@ class PredictionEndpoint:
                         self.handle.delete()
                     except Exception:  # noqa: BLE001 - the original error is the one to report
                         pass
+                run.fail(exc)
                 raise
+            run.finish("Ready")
         self.out(f"model {self.name!r} is being served at {self.url}")
         self.out(f"  V1: POST {self.client().predict_url('v1')}")
         self.out(f"  v2: POST {self.client().predict_url('v2')}")

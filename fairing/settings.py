@@ -146,6 +146,9 @@ KEYS: dict[str, Key] = {k.name: k for k in (
         "local deployer: container (Docker/Podman API), process, or auto", "auto"),
     Key("docker_host", _str, None, "Docker/Podman API for local runs and the docker builder "
         "(default: $DOCKER_HOST or the default socket)", "unix:///run/podman/podman.sock"),
+    Key("mlflow", _str, None, "MLflow tracking URI: every run is also logged there "
+        "(default: $MLFLOW_TRACKING_URI)", "http://127.0.0.1:5000"),
+    Key("experiment", _str, None, "MLflow experiment name (default: the entry's name)", "my-model"),
     Key("dry_run", _bool, False, "print the plan and manifests, apply nothing", "false"),
     Key("output", _choice("text", "json"), "text", "CLI output format", "text"),
 )}

@@ -67,7 +67,8 @@ def list_workloads(settings: Mapping[str, Any]) -> list[dict]:
             meta = obj.get("metadata", {})
             out.append({"name": meta.get("name"), "kind": cls.kind, "deployer": name,
                         "namespace": meta.get("namespace"), "status": queue.state(obj, cls.state(obj)),
-                        "created": meta.get("creationTimestamp")})
+                        "created": meta.get("creationTimestamp"),
+                        "run_id": (meta.get("labels") or {}).get(L.RUN_ID)})
     return out
 
 
@@ -107,3 +108,22 @@ def attach(name: str, settings: Mapping[str, Any]):
         return d.attach(name)
     raise DeployError(f"no workload named {name!r} in namespace {kube.namespace}",
                       hint="`fair list` shows the workloads fairing created; pass --namespace if it is elsewhere")
+
+
+def run_id_of(handle: Any) -> str | None:
+    """The run id a workload was labelled with (see fairing.runs), or None."""
+    rid = getattr(handle, "run_id", None)
+    if isinstance(rid, str) and rid:
+        return rid
+    labels = getattr(getattr(handle, "container", None), "labels", None)
+    if isinstance(labels, dict):
+        return labels.get(L.RUN_ID)
+    try:
+        manifests = handle.manifests()
+    except Exception:  # noqa: BLE001 - a handle that cannot show its objects has no run id to show
+        return None
+    for m in manifests or []:
+        rid = ((m.get("metadata") or {}).get("labels") or {}).get(L.RUN_ID)
+        if rid:
+            return rid
+    return None

@@ -114,7 +114,7 @@ def test_file_reference_ships_the_file_and_requirements_txt(tmp_path):
     assert ctx.env["MODEL_NAME"] == "echo"
     assert set(ctx.files) == {"model.py", "weights.bin", "data/vocab.txt", ".fairing/model_server.py"}
     # The user's pin wins over the server's; the rest are added; no cloudpickle for a file reference.
-    assert ctx.requirements == ("numpy==2.1.0", "starlette==1.9.0", "uvicorn==0.54.0")
+    assert ctx.requirements == ("numpy==2.1.0", "starlette==1.9.0", "uvicorn==0.54.0", "prometheus_client==0.26.0")
     proc, url = run_context(ctx, tmp_path / "app")
     try:
         _wait_ready(url)

@@ -148,6 +148,14 @@ class AppendBuilder(Builder):
             "config": {"WorkingDir": ctx.workdir, "Entrypoint": list(ctx.entrypoint), "Cmd": None, "Env": env},
         }
 
+    def build(self, ctx: BuildContext, target) -> BuiltImage:
+        """Builder.build, plus the requirements as they were resolved (run records show them)."""
+        from dataclasses import replace
+
+        self._resolved: tuple[str, ...] = ()
+        built = super().build(ctx, target)
+        return replace(built, resolved_requirements=self._resolved)
+
     def image(self, ctx: BuildContext, target=None) -> Image:
         """The image value for `ctx` (layers built into the local cache, nothing pushed)."""
         self.phases = {}
@@ -170,6 +178,8 @@ class AppendBuilder(Builder):
             deps = install_layers(list(ctx.requirements), python=python, tags=tags, cache=self.cache,
                                   compression=self.compression, progress=self._say, timings=self.phases)
             made = [d for d in deps if d.built]
+            # Kept for build() to put on the BuiltImage; empty when pip made one layer (no wheel list).
+            self._resolved = tuple(sorted((f"{w.name}=={w.version}" for d in deps for w in d.group.wheels), key=str.lower))
             self._say(f"{len(deps)} dependency layers ({len(made)} made, {len(deps) - len(made)} cached, "
                       f"{sum(d.layer.size for d in deps)} bytes)")
             for d in deps:

@@ -323,7 +323,8 @@ class KubeDeployer(KubeAccess, Deployer):
     def manifest(self, image: BuiltImage, *, offline: bool = False, run_id: str | None = None,
                  name: str | None = None) -> dict:
         check_pinned(image)
-        run_id = run_id or uuid.uuid4().hex[:10]
+        # The pipeline puts the run record's id in labels (fairing.runs); else a fresh one.
+        run_id = run_id or self.labels.get(L.RUN_ID) or uuid.uuid4().hex[:10]
         name = name or self.name or self.default_name(image, run_id)
         ns = self.target_namespace(offline=offline)
         meta = {"name": name,

@@ -14,6 +14,8 @@ KIND = "fairing.dev/kind"          # the context kind; "serve" marks a model ser
 MODEL = "fairing.dev/model"        # local model servers: the model name
 SERVING = "fairing.dev/serving"    # serving selector label: immutable, so only the name goes in it
 IMAGE_ANNOTATION = "fairing.dev/image"
+SOURCE_HASH = "fairing.dev/source-hash"  # run records: first 12 hex digits (label values are <= 63 chars)
+SOURCE_DIGEST_ANNOTATION = "fairing.dev/source-digest"  # run records: the full sha256:...
 FIELD_MANAGER = "fairing"          # server-side apply
 
 

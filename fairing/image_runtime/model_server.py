@@ -18,6 +18,12 @@ Configuration comes from the environment (set by fairing's serve preprocessor):
   FAIRING_MODEL_DIR     directory given to `load(model_dir)` (default: the working directory)
   FAIRING_STORAGE_URI   http(s):// or file: URI fetched into FAIRING_MODEL_DIR before load()
   FAIRING_PYTHON        "3.11": the Python that pickled the model; a different one is a load error
+  FAIRING_RUN_ID        the fairing run that deployed it   FAIRING_IMAGE    its image ref@digest
+                        (both label every metric, so live behaviour traces back to the run)
+
+GET /metrics is Prometheus text (prometheus_client, when the image has it): requests and errors by
+protocol and status code, latency and batch-size histograms, labelled with the model name, image
+digest and run id. Without prometheus_client the server works and /metrics answers 404 saying so.
 
 The model is loaded once, in a background thread, so liveness answers while a big model loads.
 Until load() returns the server is live but not ready; if load() raises it stays not ready and
@@ -430,6 +436,61 @@ def declared_tensors(model: Any, which: str) -> list[dict]:
             for t in decl if isinstance(t, dict) and isinstance(t.get("name"), str) and t.get("datatype") in DATATYPES]
 
 
+# ----------------------------------------------------------------------------- telemetry
+
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+class Telemetry:
+    """Prometheus metrics of one server, in its own registry (several apps may share a process).
+    A no-op when prometheus_client is not installed."""
+
+    def __init__(self, model: str, env: dict[str, str]):
+        image = env.get("FAIRING_IMAGE") or ""
+        self.constant = {"model": model, "image_digest": image.rpartition("@")[2] if "@" in image else image,
+                         "run_id": env.get("FAIRING_RUN_ID") or ""}
+        try:
+            import prometheus_client as prom
+        except ImportError:
+            self.prom = None
+            return
+        self.prom = prom
+        self.registry = prom.CollectorRegistry()
+        names = list(self.constant)
+        kw = {"registry": self.registry}
+        self.requests = prom.Counter("fairing_model_requests", "prediction requests by protocol and status code",
+                                     [*names, "protocol", "code"], **kw)
+        self.errors = prom.Counter("fairing_model_request_errors", "prediction requests answered with status >= 400",
+                                   [*names, "protocol", "code"], **kw)
+        self.latency = prom.Histogram("fairing_model_request_duration_seconds", "prediction latency",
+                                      [*names, "protocol"], buckets=LATENCY_BUCKETS, **kw)
+        self.batch = prom.Histogram("fairing_model_batch_size", "instances per prediction request",
+                                    [*names, "protocol"], buckets=BATCH_BUCKETS, **kw)
+        prom.Gauge("fairing_model_info", "the served model, its image and run", names, **kw).labels(**self.constant).set(1)
+
+    def observe(self, protocol: str, code: int, seconds: float, batch: int | None) -> None:
+        if self.prom is None:
+            return
+        c = self.constant
+        self.requests.labels(**c, protocol=protocol, code=str(code)).inc()
+        if code >= 400:
+            self.errors.labels(**c, protocol=protocol, code=str(code)).inc()
+        self.latency.labels(**c, protocol=protocol).observe(seconds)
+        if batch is not None:
+            self.batch.labels(**c, protocol=protocol).observe(batch)
+
+    def exposition(self) -> tuple[bytes, str] | None:
+        if self.prom is None:
+            return None
+        return self.prom.generate_latest(self.registry), self.prom.CONTENT_TYPE_LATEST
+
+
+def _batch_of(request: Request) -> int | None:
+    return getattr(request.state, "batch_size", None)
+
+
 # ----------------------------------------------------------------------------- HTTP
 
 
@@ -471,6 +532,26 @@ def create_app(state: ModelState):
     from starlette.routing import Route
 
     name = state.name
+    telemetry = Telemetry(name, state.env)
+
+    def instrumented(protocol: str, handler):
+        import time
+
+        async def wrapped(request: Request):
+            t0 = time.perf_counter()
+            response = await handler(request)
+            telemetry.observe(protocol, response.status_code, time.perf_counter() - t0, _batch_of(request))
+            return response
+
+        return wrapped
+
+    async def metrics(request: Request):
+        from starlette.responses import Response
+
+        out = telemetry.exposition()
+        if out is None:
+            return _error(404, "metrics need prometheus_client in the image (fairing's serve preprocessor adds it)")
+        return Response(out[0], media_type=out[1])
 
     def unknown(requested: str) -> JSONResponse:
         return _error(404, f"model {requested!r} not found; this server serves {name!r}")
@@ -485,11 +566,11 @@ def create_app(state: ModelState):
         return _error(503, why) if why else None
 
     async def answer(request: Request, what: str, handle) -> Response:
-        """Parse the body, run `handle(body, binary)` (binary: the tensor bytes after the JSON);
+        """Parse the body, run `handle(request, body, binary)` (binary: the tensor bytes after the JSON);
         a dict answer is sent as JSON; a bad payload is its 4xx, a model bug a 500."""
         try:
             raw = await request.body()
-            out = await handle(*split_binary_body(raw, request.headers.get(BINARY_HEADER)))
+            out = await handle(request, *split_binary_body(raw, request.headers.get(BINARY_HEADER)))
             return out if isinstance(out, Response) else JSONResponse(out)
         except PayloadError as exc:
             return _error(exc.status, str(exc))
@@ -521,7 +602,7 @@ def create_app(state: ModelState):
             body["error"] = state.error
         return JSONResponse(body)
 
-    async def v1_infer(body: Any, binary: bytes) -> dict:
+    async def v1_infer(request: Request, body: Any, binary: bytes) -> dict:
         if binary:
             raise PayloadError(f"binary tensor data ({BINARY_HEADER}) is a v2 extension; use /v2/models/{name}/infer")
         if not isinstance(body, dict) or not ({"instances", "inputs"} & body.keys()):
@@ -529,6 +610,7 @@ def create_app(state: ModelState):
         instances = body["instances"] if "instances" in body else body["inputs"]
         if not isinstance(instances, list):
             raise PayloadError(f'"instances" must be a list, got {type(instances).__name__}')
+        request.state.batch_size = len(instances)  # the batch histogram of /metrics
         return {"predictions": to_jsonable(await _predict(state.model, instances))}
 
     async def v1_predict(request: Request):
@@ -551,7 +633,7 @@ def create_app(state: ModelState):
             return JSONResponse({"name": name, "ready": False, "error": why}, status_code=503)
         return JSONResponse({"name": name, "ready": True})
 
-    async def v2_infer_body(body: Any, binary: bytes) -> dict | Response:
+    async def v2_infer_body(request: Request, body: Any, binary: bytes) -> dict | Response:
         if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
             raise PayloadError('expected a JSON object with a non-empty "inputs" list')
         attach_binary_inputs(body["inputs"], binary)
@@ -561,6 +643,8 @@ def create_app(state: ModelState):
             raise PayloadError(f"input names must be unique, got {names}")
         # One input -> the model sees its rows, exactly as V1 instances; several -> a dict by name.
         payload = decoded[0][1] if len(decoded) == 1 else dict(decoded)
+        first = decoded[0][1]
+        request.state.batch_size = len(first) if isinstance(first, list) else 1  # /metrics batch histogram
         requested_outputs = body.get("outputs")
         wanted = None
         if requested_outputs is not None:
@@ -590,13 +674,14 @@ def create_app(state: ModelState):
     routes = [
         Route("/", live),
         Route("/v1/models", v1_models),
-        Route("/v1/models/{name}:predict", v1_predict, methods=["POST"]),
+        Route("/v1/models/{name}:predict", instrumented("v1", v1_predict), methods=["POST"]),
         Route("/v1/models/{name}", v1_model),
         Route("/v2", v2_server),
         Route("/v2/health/live", live),
         Route("/v2/health/ready", ready),
         Route("/v2/models/{name}/ready", v2_model_ready),
-        Route("/v2/models/{name}/infer", v2_infer, methods=["POST"]),
+        Route("/v2/models/{name}/infer", instrumented("v2", v2_infer), methods=["POST"]),
+        Route("/metrics", metrics),
         Route("/v2/models/{name}", v2_model),
     ]
 

@@ -6,7 +6,8 @@ shipped and imported; nothing of it runs on this machine). Model files (joblib, 
 with `files=`, or fetched when the server starts with `storage_uri=` (http(s):// or file:).
 
 The server (image_runtime/model_server.py) lands at .fairing/model_server.py; it needs starlette and
-uvicorn, pinned below to versions that ship pure-Python wheels, and cloudpickle for a pickled model.
+uvicorn, pinned below to versions that ship pure-Python wheels, cloudpickle for a pickled model, and
+prometheus_client for its /metrics.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from .base import RUNTIME_DIR, Preprocessor, host_python
 from .files import collect
 
 # Pure-Python wheels (py3-none-any), so the host-built dependency layer works for any image arch.
-SERVER_REQUIREMENTS = ("starlette==1.10.0", "uvicorn==0.54.0")
+# prometheus_client: the server's /metrics (pure-Python wheel; the server works without it too).
+SERVER_REQUIREMENTS = ("starlette==1.10.0", "uvicorn==0.54.0", "prometheus_client==0.26.0")
 SERVER_PATH = f"{RUNTIME_DIR}/model_server.py"
 MODEL_PICKLE = f"{RUNTIME_DIR}/model.pkl"
 DEFAULT_PORT = 8080

@@ -309,3 +309,81 @@ def test_trainjob_builder_options_reach_the_default_builder(tmp_path, secure_reg
                    deployer="job", namespace="default", builder_options={"ca_file": secure_registry.ca_file})
     name, kw = job.plan().builder
     assert name == "append" and kw.get("ca_file") == secure_registry.ca_file
+
+
+# --- run records, MLflow and exported pipeline components ----------------------------------------
+def test_no_secret_in_run_records_mlflow_or_exported_components(tmp_path, secure_registry, base_image):
+    """Secrets a run touches (registry login, secret env values, a token in a requirement URL, a
+    secret script argument, an MLflow token) are in no run record, no MLflow param/tag/artifact and
+    no exported KFP component."""
+    from mlflow.tracking import MlflowClient
+
+    from tests.rig.mlflow import start
+
+    uid = uuid.uuid4().hex[:8]
+    server = start(tmp_path / "mlflow")
+    try:
+        docker_config = tmp_path / "docker-config"
+        docker_config.mkdir()
+        auth = _b64(f"{secure_registry.username}:{secure_registry.password}")
+        (docker_config / "config.json").write_text(json.dumps({"auths": {secure_registry.host: {"auth": auth}}}))
+        env_secret, arg_secret, url_token, mlflow_token = ("aws-" + secrets.token_urlsafe(18), "key-" + secrets.token_urlsafe(18),
+                                                           "ghp_" + secrets.token_hex(16), "mlf-" + secrets.token_urlsafe(18))
+        store = tmp_path / "runs" / "runs.db"
+        env = clean_env(DOCKER_CONFIG=docker_config, HOME=tmp_path / "home", REQUESTS_CA_BUNDLE=secure_registry.ca_file,
+                        AWS_SECRET_ACCESS_KEY=env_secret, FAIRING_RUNS=store, MLFLOW_TRACKING_URI=server.uri,
+                        MLFLOW_TRACKING_TOKEN=mlflow_token,
+                        # HOME is a fresh dir (no stray credentials): keep the shared layer cache, and
+                        # let pip trust PyPI (REQUESTS_CA_BUNDLE holds only the rig's CA).
+                        FAIRING_CACHE=os.environ.get("FAIRING_CACHE") or Path.home() / ".cache" / "fairing",
+                        PIP_CERT=__import__("certifi").where())
+        proj = training_dir(tmp_path, marker=f"m-{uid}")
+        # A successful local run with a secret env value and a secret argument.
+        ok = fair("train", "proj", "--local-mode", "process", "--env", f"AWS_SECRET_ACCESS_KEY={env_secret}",
+                  "--", "--api-key", arg_secret, cwd=tmp_path, env=env)
+        assert ok.returncode == 0, ok.stderr
+        # A build that fails on a requirement whose URL carries a token (pip's error names the URL).
+        req = f"private-pkg @ git+https://ci:{url_token}@git.example.invalid/team/pkg.git"
+        bad = fair("build", "proj", "--registry", f"{secure_registry.host}/reliability", "--image-name", f"rec-{uid}",
+                   "--base-image", base_image.secure, "-r", req, cwd=tmp_path, env=env)
+        assert bad.returncode == 3, bad.stderr
+        # An exported pipeline component, pushed with the registry login.
+        (proj / "steps.py").write_text("def fit(epochs: int = 1):\n    return epochs\n")
+        exp = fair("export", "kfp", "proj/steps.py:fit", "--registry", f"{secure_registry.host}/reliability",
+                   "--base-image", base_image.secure, "-o", "fit.yaml", cwd=tmp_path, env=env)
+        assert exp.returncode == 0, exp.stderr
+
+        runs_json = fair("runs", "-o", "json", cwd=tmp_path, env=env).stdout
+        records = json.loads(runs_json)
+        shows = {r["id"]: fair("runs", "show", r["id"], cwd=tmp_path, env=env).stdout for r in records}
+        client = MlflowClient(tracking_uri=server.uri)
+        mlflow_data = []
+        for e in client.search_experiments():
+            for run in client.search_runs([e.experiment_id]):
+                mlflow_data.append(json.dumps({"params": run.data.params, "tags": run.data.tags,
+                                               "metrics": run.data.metrics}))
+                path = client.download_artifacts(run.info.run_id, "fairing/run.json", str(tmp_path / "dl" / run.info.run_id))
+                mlflow_data.append(Path(path).read_text())
+        db = b"".join(p.read_bytes() for p in store.parent.iterdir() if p.name.startswith("runs.db"))
+        places = {"the run store (sqlite + WAL)": db, "`fair runs -o json`": runs_json.encode(),
+                  **{f"`fair runs show {k}`": v.encode() for k, v in shows.items()},
+                  "MLflow params, tags, metrics and run.json": "\n".join(mlflow_data).encode(),
+                  "the exported component": (tmp_path / "fit.yaml").read_bytes(),
+                  # Not ok.stdout: that is the workload's own log, and train.py prints its arguments.
+                  "fair's output": (ok.stderr + bad.stdout + bad.stderr + exp.stdout + exp.stderr).encode()}
+        needles = {"registry password": _forms(secure_registry.password), "registry basic auth": [auth.encode()],
+                   "secret env value": _forms(env_secret), "secret argument": _forms(arg_secret),
+                   "token in a requirement URL": _forms(url_token), "MLflow token": _forms(mlflow_token)}
+        assert _scan(places, needles) == []
+
+        # Positive controls: three records (train, build, export), each command's details are there.
+        assert sorted(r["command"] for r in records) == ["build", "export", "train"]
+        train = next(r for r in records if r["command"] == "train")
+        assert train["params"]["argv"] == ["--api-key", "***"] and train["params"]["api_key"] == "***"
+        assert "env(AWS_SECRET_ACCESS_KEY)" in json.dumps(train["how"])  # the name is recorded, not the value
+        build = next(r for r in records if r["command"] == "build")
+        assert build["status"] == "Failed" and "git.example.invalid" in json.dumps(build)
+        assert len(mlflow_data) == 2 * 3 and "@sha256:" in (tmp_path / "fit.yaml").read_text()
+        assert arg_secret in ok.stdout  # the secret argument really reached the workload
+    finally:
+        server.stop()

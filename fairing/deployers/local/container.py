@@ -64,7 +64,8 @@ class ContainerHandle(Handle):
     def list(cls, url: str) -> list[dict]:
         client = discover.client(url)
         out = [{"name": c.name, "kind": "container", "where": "local", "status": engine.state(c.attrs),
-                "image": c.attrs.get("Config", {}).get("Image", "")}
+                "image": c.attrs.get("Config", {}).get("Image", ""),
+                "run_id": (c.labels or {}).get(L.RUN_ID)}
                for c in engine.list_labelled(client, L.MANAGED_SELECTOR)]
         return sorted(out, key=lambda d: d["name"])
 

@@ -1,0 +1,143 @@
+"""`fair runs`: list, show, diff and rerun recorded runs. Registered in fairing.cli with one line;
+parsing and printing only (the work is in fairing.runs)."""
+import json
+import sys
+from typing import Annotated, Any, List, Optional
+
+import typer
+
+app = typer.Typer(help="Recorded runs: list (default), show, diff, rerun.", invoke_without_command=True,
+                  rich_markup_mode=None)
+
+OUTPUT = typer.Option("--output", "-o", help="text or json")
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _info(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _check_output(output: str) -> bool:
+    from ..errors import ConfigError
+
+    if output not in ("text", "json"):
+        raise ConfigError(f"--output must be text or json, not {output!r}", hint="use --output json for scripts")
+    return output == "json"
+
+
+def _json(data: Any) -> None:
+    _out(json.dumps(data, indent=2, default=str, sort_keys=True))
+
+
+def _table(rows: List[List[str]], cols: List[str]) -> None:
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    _out("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)).rstrip())
+    for r in rows:
+        _out("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+def _metrics_text(m: dict, n: int = 3) -> str:
+    items = list((m or {}).items())
+    s = " ".join(f"{k}={v:g}" for k, v in items[:n])
+    return s + (" ..." if len(items) > n else "")
+
+
+def _duration(d: Any) -> str:
+    if d is None:
+        return "-"
+    d = float(d)
+    return f"{d:.1f}s" if d < 120 else f"{d / 60:.1f}m"
+
+
+@app.callback()
+def list_runs(ctx: typer.Context,
+              last: Annotated[Optional[int], typer.Option("--last", help="only the N newest runs", min=1)] = 20,
+              status: Annotated[Optional[str], typer.Option("--status", help="only runs with this status, e.g. Failed")] = None,
+              output: Annotated[str, OUTPUT] = "text") -> None:
+    if ctx.invoked_subcommand is not None:
+        return
+    import fairing.runs as runs
+
+    as_json = _check_output(output)
+    rows = runs.list(last=last, status=status)
+    if as_json:
+        _json(rows)
+        return
+    if not rows:
+        _info("no runs recorded" + (f" with status {status}" if status else ""))
+        return
+    table = [[r["id"], (r.get("time") or "")[:19].replace("T", " "), r.get("command") or "", r.get("status") or "",
+              _duration(r.get("duration")), _short(r.get("entry")), (r.get("workload") or {}).get("name") or "-",
+              _metrics_text(r.get("metrics"))] for r in rows]
+    _table(table, ["id", "time", "command", "status", "took", "entry", "workload", "metrics"])
+
+
+def _short(s: Any, n: int = 40) -> str:
+    s = str(s or "-")
+    return s if len(s) <= n else "..." + s[-(n - 3):]
+
+
+@app.command(help="Print one run's record.")
+def show(run_id: Annotated[str, typer.Argument(help="run id (a unique prefix is enough)")],
+         output: Annotated[str, OUTPUT] = "text") -> None:
+    import fairing.runs as runs
+
+    as_json = _check_output(output)
+    doc = runs.get(run_id)
+    if as_json:
+        _json(doc)
+        return
+    import yaml
+
+    shown = dict(doc)
+    files = (shown.get("source") or {}).get("files")
+    if files:  # file hashes are for diff; the count says enough here
+        shown["source"] = {**shown["source"], "files": sorted(files)}
+    _out(yaml.safe_dump(shown, sort_keys=False, default_flow_style=False).rstrip())
+
+
+@app.command(help="What changed between run A and run B: code files, requirements, params, base image, metrics.")
+def diff(a: Annotated[str, typer.Argument(help="the older run id")],
+         b: Annotated[str, typer.Argument(help="the newer run id")],
+         output: Annotated[str, OUTPUT] = "text") -> None:
+    import fairing.runs as runs
+    from .compare import lines
+
+    as_json = _check_output(output)
+    d = runs.diff(a, b)
+    if as_json:
+        _json(d)
+        return
+    for line in lines(d):
+        _out(line)
+
+
+@app.command(help="Run a recorded training run's image again (same digest, same params) as a new run.")
+def rerun(run_id: Annotated[str, typer.Argument(help="run id to run again")],
+          detach: Annotated[bool, typer.Option("--detach", "-d", help="return once deployed, don't wait")] = False,
+          timeout: Annotated[Optional[int], typer.Option("--timeout", help="seconds to wait for the workload")] = None,
+          output: Annotated[str, OUTPUT] = "text") -> None:
+    from .. import pipeline
+    from ..progress import Progress
+    from .rerun import rerun as do_rerun
+
+    as_json = _check_output(output)
+    progress = Progress(enabled=not as_json)
+    run, handle = do_rerun(run_id)
+    if not as_json:
+        _info(f"fair: rerun of {run.doc['rerun_of']} as run {run.id}: {getattr(handle, 'name', '')}")
+    status = "Deployed"
+    if not detach:
+        status = pipeline.wait_for(handle, progress, timeout=timeout, on_log=_info if as_json else _out, run=run)
+        if getattr(handle, "mode", None) == "container" and status == "Succeeded":
+            handle.delete()  # as `fair train` does: a finished local container is not kept
+    if as_json:
+        _json({"run_id": run.id, "rerun_of": run.doc["rerun_of"], "name": getattr(handle, "name", None),
+               "status": status, "image": run.doc["image"].get("ref")})
+    else:
+        _info(f"fair: {getattr(handle, 'name', '')} {status} (run {run.id})")

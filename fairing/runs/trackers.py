@@ -1,0 +1,51 @@
+"""Where else a run is reported besides the local store: MLflow, when configured.
+
+A tracker gets the recorder's events (`deployed`, `finished`). A tracker that fails warns once and
+is dropped; the run and its local record go on."""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Mapping
+
+
+class Tracker:
+    name = "tracker"
+
+    def __init__(self, warn: Callable[[str], None] | None = None):
+        self._warn = warn
+        self.broken = False
+
+    def call(self, event: str, run) -> None:
+        if self.broken:
+            return
+        try:
+            getattr(self, event)(run)
+        except Exception as e:  # noqa: BLE001 - a tracking server must never fail the run
+            self.broken = True
+            from .record import _stderr
+
+            msg = f"warning: {self.name}: run {run.id} not logged ({type(e).__name__}: {_one_line(e)}); recorded locally"
+            (self._warn or _stderr)(msg)
+
+    def deployed(self, run) -> None:
+        pass
+
+    def finished(self, run) -> None:
+        pass
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(getattr(e, "message", None) or e).split())[:300]
+
+
+def mlflow_uri(settings: Mapping[str, Any]) -> str | None:
+    return (settings.get("mlflow") if hasattr(settings, "get") else None) or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def attach(run, settings: Mapping[str, Any], warn: Callable[[str], None] | None = None) -> None:
+    uri = mlflow_uri(settings)
+    if uri:
+        from .mlflow import MlflowTracker
+
+        run.trackers.append(MlflowTracker(uri, experiment=settings.get("experiment") if hasattr(settings, "get") else None,
+                                          warn=warn))
