@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 from .errors import ConfigError
 
 # Options that only mean something to a cluster deployer.
-CLUSTER_ONLY = ("namespace", "context")
+CLUSTER_ONLY = ("namespace", "context", "queue", "nodes", "procs_per_node", "runtime")
 
 
 def option_name(settings: Any, key: str) -> str:

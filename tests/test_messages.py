@@ -74,6 +74,7 @@ def test_settings_errors_name_the_option_as_typed(tmp_path, env, args, message, 
     (["--context", "dev"], f"--context needs a cluster, but no kubeconfig was found ({NO_CLUSTER})"),
     (["--registry", "r.example/team", "--local-mode", "process"],
      f"--registry needs a cluster, but no kubeconfig was found ({NO_CLUSTER})"),
+    (["--queue", "team-q", "--nodes", "2"], f"--queue and --nodes need a cluster, but no kubeconfig was found ({NO_CLUSTER})"),
 ])
 def test_cluster_options_without_a_cluster_are_an_error(tmp_path, env, args, message):
     (tmp_path / "x.py").write_text("print('ran')\n")
