@@ -9,7 +9,6 @@ import getpass
 import logging
 import os
 import socket
-import sys
 import time
 import uuid
 from datetime import datetime, timezone
@@ -18,6 +17,7 @@ from typing import Any, Callable, Mapping
 from ..deployers import labels as L  # the label keys, defined once
 from . import redact
 from .metrics import MetricLog
+from ..messages import info
 
 log = logging.getLogger(__name__)
 
@@ -167,11 +167,7 @@ class Run:
             if not self._warned:
                 self._warned = True
                 msg = f"warning: run {self.id} not recorded in {self._store.path}: {getattr(e, 'message', e)}"
-                (self._warn or _stderr)(msg)
-
-
-def _stderr(msg: str) -> None:
-    sys.stderr.write(msg + "\n")
+                (self._warn or info)(msg)
 
 
 def _now_iso() -> str:

@@ -22,10 +22,10 @@ class Tracker:
             getattr(self, event)(run)
         except Exception as e:  # noqa: BLE001 - a tracking server must never fail the run
             self.broken = True
-            from .record import _stderr
+            from ..messages import info
 
             msg = f"warning: {self.name}: run {run.id} not logged ({type(e).__name__}: {_one_line(e)}); recorded locally"
-            (self._warn or _stderr)(msg)
+            (self._warn or info)(msg)
 
     def deployed(self, run) -> None:
         pass
