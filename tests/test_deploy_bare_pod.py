@@ -64,7 +64,8 @@ def test_pod_runs_is_listed_and_found_by_its_deployer_and_deleted(kube):
         rows = workloads.list_workloads(settings)
         mine = [r for r in rows if r["name"] == h.name]
         assert mine == [{"name": h.name, "kind": "Pod", "deployer": "pod", "namespace": kube.namespace,
-                         "status": h.status(), "created": stored["metadata"]["creationTimestamp"]}]
+                         "status": h.status(), "created": stored["metadata"]["creationTimestamp"],
+                         "run_id": stored["metadata"]["labels"]["fairing.dev/run-id"]}]
         assert job_pods and not [r for r in rows if r["kind"] == "Pod" and r["name"] in job_pods]
         # `fair status NAME` attaches through the same deployer.
         again = workloads.attach(h.name, settings)

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 import requests
 
 from tests.test_cli import EXAMPLES, assert_one_error, clean_env, fair
@@ -146,7 +147,8 @@ def test_fair_runs_lists_filters_shows_and_fails_cleanly(tmp_path, store):
     assert table[0].split()[:4] == ["ID", "TIME", "COMMAND", "STATUS"] and len(table) == 4
     assert every[1]["id"] in table[2] and "Failed" in table[2]
     shown = fair("runs", "show", every[0]["id"][:7], env=env, check=0).stdout
-    assert f"id: {every[0]['id']}" in shown and "lr: '0.3'" in shown
+    # YAML quotes an all-digit id ('0123…'); read it back rather than match its spelling.
+    assert yaml.safe_load(shown)["id"] == every[0]["id"] and "lr: '0.3'" in shown
     assert_one_error(fair("runs", "show", "zzzz", env=env), 2, "no run 'zzzz'")
     assert_one_error(fair("runs", "-o", "yaml", env=env), 2, "--output must be text or json")
     assert_one_error(fair("runs", "rerun", every[0]["id"], env=env), 2, "ran as a local process")
