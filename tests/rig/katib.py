@@ -4,7 +4,7 @@ Experiments are validated by Katib's real schema. The Katib controllers (katib-c
 db-manager, a suggestion service, the metrics collector) are NOT part of the rig yet."""
 from __future__ import annotations
 
-from .kube import module_source
+from .kube import module_source, wait_established
 
 KATIB = ("github.com/kubeflow/katib", "v0.19.0")
 CRD_FILES = ("experiment.yaml", "suggestion.yaml", "trial.yaml")
@@ -22,22 +22,9 @@ def crd_manifests() -> list[dict]:
 
 def ensure_crds(kube) -> list[str]:
     """Apply Katib's CRDs (idempotent) and wait until they are served; returns their names."""
-    import time
-
-    from .state import RigError
-
     docs = crd_manifests()
     for d in docs:
         kube.apply(d, field_manager="fairing-rig")
     names = [d["metadata"]["name"] for d in docs]
-    deadline = time.monotonic() + 60
-    for n in names:
-        while True:
-            crd = kube.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", n) or {}
-            conds = {c["type"]: c["status"] for c in (crd.get("status") or {}).get("conditions") or []}
-            if conds.get("Established") == "True":
-                break
-            if time.monotonic() > deadline:
-                raise RigError(f"Katib CRD {n} not Established after 60s")
-            time.sleep(0.2)
+    wait_established(kube, names)
     return names

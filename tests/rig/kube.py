@@ -620,7 +620,7 @@ def _node(name: str, gpus: int) -> dict:
     }
 
 
-def _wait_established(kube, names: list[str], timeout: float = 60) -> None:
+def wait_established(kube, names: list[str], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     for n in names:
         while True:
@@ -637,7 +637,7 @@ def install_crds(kube) -> None:
     docs = crd_manifests()
     for d in docs:
         kube.apply(d, field_manager="fairing-rig")
-    _wait_established(kube, [d["metadata"]["name"] for d in docs])
+    wait_established(kube, [d["metadata"]["name"] for d in docs])
 
 
 def setup_namespace(kube, namespace: str = NAMESPACE) -> str:

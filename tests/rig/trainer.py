@@ -387,7 +387,7 @@ def trainer_rig(cp) -> TrainerRig:
         docs = crd_manifests()
         for d in docs:
             kube.apply(d, field_manager="fairing-rig")
-        k._wait_established(kube, [d["metadata"]["name"] for d in docs])  # noqa: SLF001
+        k.wait_established(kube, [d["metadata"]["name"] for d in docs])
         kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kueue-system"}},
                    field_manager="fairing-rig")
         _serving_certs(cp.pki, _state_dir() / "jobset-certs")
