@@ -109,6 +109,12 @@ class Key:
     default: Any
     help: str
     example: str = ""  # shown commented out by `fair init`
+    # FAIRING_<NAME> unless a workload already uses that name for something else
+    env_var: str = ""
+
+    @property
+    def env(self) -> str:
+        return self.env_var or f"FAIRING_{self.name.upper()}"
 
 
 KEYS: dict[str, Key] = {k.name: k for k in (
@@ -139,8 +145,10 @@ KEYS: dict[str, Key] = {k.name: k for k in (
         "team-queue"),
     Key("nodes", _int, None, "trainjob deployer: number of nodes (default 1)", "2"),
     Key("procs_per_node", _int, None, "trainjob deployer: processes per node (default: the runtime's)", "1"),
+    # Not FAIRING_RUNTIME: every workload has FAIRING_RUNTIME=1 (runtime.RUNTIME_ENV), and fairing
+    # called inside one would read that as a runtime named "1".
     Key("runtime", _str, None, "trainjob deployer: ClusterTrainingRuntime name (default torch-distributed)",
-        "torch-distributed"),
+        "torch-distributed", env_var="FAIRING_TRAINJOB_RUNTIME"),
     Key("timeout", _int, None, "seconds to wait for the workload (default: no limit)", "3600"),
     Key("local_mode", _choice("auto", "container", "process"), "auto",
         "local deployer: container (Docker/Podman API), process, or auto", "auto"),
@@ -350,8 +358,8 @@ def _looks_like_file(s: str) -> bool:
 def env_settings(environ: Mapping[str, str]) -> dict[str, Value]:
     """FAIRING_<KEY> for every known key; other FAIRING_* variables belong to other parts."""
     out = {}
-    for key in KEYS:
-        var = f"FAIRING_{key.upper()}"
+    for key, k in KEYS.items():
+        var = k.env
         if environ.get(var, "") != "":
             out[key] = Value(_parse(key, environ[var], f"env {var}"), f"env {var}")
     return out

@@ -28,8 +28,15 @@ def _ctx() -> BuildContext:
 
 
 def _upload_in_progress(reg) -> bool:
-    """True once the registry has started writing an upload's bytes to its storage."""
-    return any(p.name == "data" and p.stat().st_size > 0 for p in reg.data_dir.rglob("_uploads/*/data"))
+    """True once the registry has started writing an upload's bytes to its storage. An upload file
+    that vanishes between listing and stat was just committed, so the push is under way too."""
+    for p in reg.data_dir.rglob("_uploads/*/data"):
+        try:
+            if p.stat().st_size > 0:
+                return True
+        except FileNotFoundError:
+            return True
+    return False
 
 
 def _stop_on_first_upload(reg, restart_after: float | None):

@@ -80,6 +80,17 @@ def test_env_values_are_parsed(tmp_path):
     assert s.gpus == 1 and s.schedule == "0 3 * * *"
 
 
+def test_the_workload_marker_is_not_read_as_a_setting(tmp_path):
+    # Every workload fairing starts has FAIRING_RUNTIME=1; fairing called inside one (a notebook
+    # server pod submitting a Job) once read it as the trainjob runtime "1" and refused to deploy a Job.
+    s = settings.load(cwd=tmp_path, environ={"FAIRING_RUNTIME": "1"})
+    assert s.runtime is None
+    assert settings.load(cwd=tmp_path, environ={"FAIRING_TRAINJOB_RUNTIME": "mpi"}).runtime == "mpi"
+    from fairing.runtime import RUNTIME_ENV
+
+    assert RUNTIME_ENV not in {k.env for k in settings.KEYS.values()}
+
+
 def test_kubeconfig_in_file_is_relative_to_the_file(tmp_path):
     write(tmp_path / "fairing.yaml", "kubeconfig: conf/kube.yaml\n")
     sub = tmp_path / "sub"

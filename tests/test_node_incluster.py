@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import fairing
+import fairing.errors
 import pytest
 from fairing.deployers import pod
 
@@ -37,13 +38,8 @@ def host_network(p: dict) -> dict:
     return p
 
 
-@pytest.mark.xfail(strict=True, reason="regressed when run records (issue 15) were merged at the end of stop 9: "
-                   "the in-pod fairing exits 1 before submitting its Job (it passed on the node branch); "
-                   "cause not found yet")
 def test_fairing_in_a_pod_submits_a_job_on_its_own_cluster(on_node, tmp_path):
     if on_node.node.external:
-        import pytest
-
         pytest.skip("the notebook pod pushes to the rig's loopback registry through the node's network")
     nb = tmp_path / "notebook"
     nb.mkdir()
@@ -66,7 +62,11 @@ def test_fairing_in_a_pod_submits_a_job_on_its_own_cluster(on_node, tmp_path):
                                pod.env({"FAIRING_RUNTIME": "0"})]})
     h = job.submit()
     try:
-        assert h.wait(timeout=600) == "Succeeded", h.log_text()
+        try:
+            status = h.wait(timeout=600)
+        except fairing.errors.DeployError as e:
+            pytest.fail(f"{e}\n--- notebook pod log ---\n{h.log_text()}")
+        assert status == "Succeeded", h.log_text()
         text = h.log_text()
         assert f"notebook pod in namespace {on_node.namespace}" in text
         inner = next(line for line in text.splitlines() if line.startswith("inner job "))
