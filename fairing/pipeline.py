@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Mapping
 from . import registry, runtime
 from . import settings as settings_mod
 from .context import BuildContext, BuiltImage, pod_template
-from .errors import BuildError, ConfigError
+from .errors import BuildError, ConfigError, DeployError
 from .progress import Progress, human_bytes
 
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
@@ -75,6 +75,13 @@ class Plan:
     prepare_kw: dict = field(default_factory=dict)  # passed to prepare(entry, **prepare_kw)
     name: str | None = None
     notes: list[str] = field(default_factory=list)
+    # An error found while planning that must not come before the local checks (a missing engine
+    # for an explicit --local-mode container): raised once the entry has been packaged.
+    deferred: Exception | None = None
+
+    def raise_deferred(self) -> None:
+        if self.deferred is not None:
+            raise self.deferred
 
     @property
     def serving(self) -> bool:
@@ -225,7 +232,7 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
                                f"or {'serve' if serve else 'run'} locally with --deployer local")
 
     mode = f"{d_name} on cluster"
-    local_mode = engine = None
+    local_mode = engine = deferred = None
     if where == "local" and build_only and (registry_url or target):
         local_mode = mode = "build"  # the image goes to the registry/target; nothing runs here
     elif where == "local":
@@ -239,7 +246,13 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
         refuse(s, local_mode=None)
         # A model server always runs in a container (it needs its port published).
         wanted = "container" if serve else d_kw.get("mode") or s.local_mode
-        local_mode, engine = resolve_mode(wanted, d_kw.get("docker_host") or s.docker_host)
+        try:
+            local_mode, engine = resolve_mode(wanted, d_kw.get("docker_host") or s.docker_host)
+        except DeployError as e:
+            if wanted != "container":
+                raise
+            # Said after packaging: a missing file or a bad notebook is the first thing to fix.
+            local_mode, engine, deferred = "container", None, e
         d_kw["mode"] = local_mode
         if engine:
             d_kw["docker_host"] = engine
@@ -298,13 +311,15 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
             pre_kw.setdefault("requirements", reqs)
         pre_spec = (pre_name, pre_kw)
     return Plan(entry=entry, settings=s, preprocessor=pre_spec, builder=b_spec, target=target,
-                deployer=(d_name, d_kw), mode=mode, prepare_kw=dict(prepare_kw or {}), name=name, notes=notes)
+                deployer=(d_name, d_kw), mode=mode, prepare_kw=dict(prepare_kw or {}), name=name, notes=notes,
+                deferred=deferred)
 
 
 # --- running a plan ----------------------------------------------------------------------------
 
 def prepare(p: Plan, progress: Progress) -> BuildContext | None:
     if p.preprocessor is None:
+        p.raise_deferred()
         return None
     name, kw = p.preprocessor
     with progress.stage("package") as st:
@@ -316,6 +331,7 @@ def prepare(p: Plan, progress: Progress) -> BuildContext | None:
         # Runtime mode marker: whatever runs this context knows it is the workload, not the author.
         ctx = dataclasses.replace(ctx, env={**ctx.env, runtime.RUNTIME_ENV: "1"})
         st.detail = f"{name}: {len(ctx.files)} files, {human_bytes(ctx.size())}"
+    p.raise_deferred()
     return ctx
 
 
@@ -465,9 +481,11 @@ def execute(p: Plan, progress: Progress | None = None, *, wait: bool = False,
             image = build(p, ctx, progress)
             if image is not None:
                 run.built(image, **dict(zip(("base_image", "base_digest"), hook.base_of(p))))
-        elif ctx is not None:
-            run.packaged(ctx)
-            run.built(image)
+        else:
+            p.raise_deferred()
+            if ctx is not None:
+                run.packaged(ctx)
+                run.built(image)
         hook.tag(deployer, run, image)  # run id + source hash on every object; env for the model server
         with progress.stage("deploy") as st:
             handle = deployer.deploy(image)

@@ -126,6 +126,20 @@ def test_deploy_reports_the_missing_file_before_any_engine(tmp_path, env):
     assert error(r, 2) == ["error: model.py defines no 'Model'", "hint: classes in it: Other"]
 
 
+def test_local_container_mode_reports_local_mistakes_before_the_missing_engine(tmp_path, env):
+    # Explicitly asking for a container with no engine running: a missing file or a broken notebook
+    # is still the first thing said; the engine comes up only once the entry is fine.
+    r = fair("train", "missing.py", "--local-mode", "container", cwd=tmp_path, env=env)
+    assert error(r, 2)[0] == "error: missing.py does not exist"
+    (tmp_path / "broken.ipynb").write_text("{not json")
+    r = fair("train", "broken.ipynb", "--local-mode", "container", cwd=tmp_path, env=env)
+    assert error(r, 2)[0].startswith("error: notebook broken.ipynb is not valid JSON: ")
+    (tmp_path / "x.py").write_text("print('ran')\n")
+    r = fair("train", "x.py", "--local-mode", "container", cwd=tmp_path, env=env)
+    assert error(r, 4)[0] == f"error: no Docker/Podman API answered ({env['DOCKER_HOST']})"
+    assert "ran" not in r.stdout
+
+
 @pytest.mark.parametrize("verb", ["status", "logs", "delete"])
 def test_status_logs_delete_with_nothing_configured_say_where_they_looked(tmp_path, env, verb):
     r = fair(verb, "train-1", cwd=tmp_path, env=env)

@@ -2,6 +2,7 @@
 running notebook, and the script running for real."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -66,7 +67,7 @@ def test_magic_lines_inside_blocks_keep_valid_python(tmp_path):
     assert ctx.files["blocks.py"].decode() == HEADER.format(name="blocks.ipynb") + textwrap.dedent("""\
         # cell 1
         def f():
-            x = 1
+            _fairing_ip.timeit_start(); x = 1; _fairing_ip.timeit_stop()
         class A:
             _fairing_ip.system('echo a')
             def g(self):
@@ -82,7 +83,9 @@ def test_magic_lines_inside_blocks_keep_valid_python(tmp_path):
             2])
         """)
     r = run_local(ctx, tmp_path)
-    assert (r.returncode, r.stdout) == (0, "a\nNone 1 [True]\n"), r.stderr
+    assert r.returncode == 0, r.stderr
+    a, timing, rest = r.stdout.split("\n", 2)
+    assert (a, rest) == ("a", "None 1 [True]\n") and timing.endswith(" per loop (mean ± std. dev. of 1 run, 1 loop each)")
 
 
 def test_only_tagged_cells_ship_when_any_is_tagged():
@@ -359,7 +362,36 @@ def test_cell_magics_keep_their_effect(tmp_path):
     ctx = NotebookPreprocessor().prepare(nb)
     r = run_local(ctx, tmp_path)
     assert r.returncode == 1
-    assert r.stdout == "Writing conf.txt\nbash got 0\nhello html\nenv: MODE=test\ntest 'captured\\n' 42\n"
+    timing, rest = r.stdout.split("\n", 1)
+    # The body ran once (value 41 -> 42 below), and its timing says so, in IPython's format.
+    assert re.fullmatch(r"[\d.]+ (s|ms|µs|ns) ± 0 ns per loop \(mean ± std. dev. of 1 run, 1 loop each\)", timing), timing
+    assert rest == "Writing conf.txt\nbash got 0\nhello html\nenv: MODE=test\ntest 'captured\\n' 42\n"
     assert r.stderr.rstrip().splitlines()[-1] == (
         "subprocess.CalledProcessError: Command 'b'exit 3\\n'' returned non-zero exit status 3.")
     assert (tmp_path / "ctx/conf.txt").read_text() == "a=1\n"
+
+
+def test_timeit_and_prun_report_statistics_and_keep_what_the_body_defines(tmp_path):
+    nb = _nb(tmp_path,
+             "%%prun -s cumulative -l 5 -T prof.txt\nordered = sorted([3, 1, 2])",
+             "%timeit -n 10 squares = [i * i for i in range(4)]",
+             "%prun -q -D prof.bin total = sum(ordered)",
+             "print(ordered, squares, total)")
+    r = run_local(NotebookPreprocessor().prepare(nb), tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    # %%prun: IPython's printout (a header, the order, the table naming what the body called).
+    assert re.fullmatch(r"\s+2 function calls in [\d.]+ seconds", out[0]), out
+    assert "Ordered by: cumulative time" in out[2]
+    assert any(line.endswith("{built-in method builtins.sorted}") for line in out)
+    assert not any("fairing_nb" in line for line in out), "the shim itself must not be in the profile"
+    assert "*** Profile printout saved to text file 'prof.txt'." in out
+    assert "builtins.sorted" in (tmp_path / "ctx/prof.txt").read_text()
+    # %timeit: one run, said as such; -q prints no table, -D still writes the stats.
+    assert sum(bool(re.fullmatch(r"[\d.]+ (s|ms|µs|ns) ± 0 ns per loop \(mean ± std. dev. of 1 run, 1 loop each\)", line))
+               for line in out) == 1, out
+    assert "*** Profile stats marshalled to file 'prof.bin'." in out
+    import pstats
+
+    assert any("sum" in str(k) for k in pstats.Stats(str(tmp_path / "ctx/prof.bin")).stats)
+    assert out[-1] == "[1, 2, 3] [0, 1, 4, 9] 6"

@@ -11,7 +11,8 @@ Rules (README "Preprocessors" lists them for users):
   the output lines as a list. `%cd`, `%env`, `%time STMT`, `%timeit STMT`, `%prun STMT` keep their
   effect; other line magics and help (`obj?`) are dropped (a block left empty gets `pass`).
 - `!pip install X==1` / `%pip install X==1` become requirements of the image, as written.
-- Cell magics: `%%time`, `%%timeit`, `%%prun`, `%%capture` keep their body; `%%writefile [-a] F`
+- Cell magics: `%%time`, `%%timeit`, `%%prun`, `%%capture` keep their body (run once, in the
+  notebook's namespace: `%%timeit` reports that one run, `%%prun` prints its profile); `%%writefile [-a] F`
   writes the file; `%%bash`, `%%sh`, `%%script CMD` (and `%%python3`, `%%perl`, ...) run the cell
   through that program and fail the run on a non-zero exit; `%%html`, `%%markdown`, `%%latex` display
   it. Other cell magics are dropped with a warning.
@@ -46,6 +47,7 @@ EXCLUDE_TAG = "fairing:exclude"
 NBSHIM = Path(__file__).parent.parent / "image_runtime" / "nbshim"  # runs inside the image
 NBSHIM_DIR = f"{RUNTIME_DIR}/nbshim"
 IP = "_fairing_ip"  # the script's name for the runtime shell (fairing_nb.Shell)
+PROF = "_fairing_prof"  # a %%prun cell's profiler
 
 PRELUDE = [
     "import sys as _fairing_sys, os as _fairing_os",
@@ -153,18 +155,24 @@ def _pip_requirements(args: str, where: str) -> list[str]:
 def _line_magic(indent: str, name: str, rest: str) -> str | None:
     """Python for a `%name rest` line, or None to drop it."""
     rest = rest.strip()
-    if name == "time" and rest:
+    if name in ("time", "timeit", "prun") and rest:
+        opts = ""
+        if name == "timeit":
+            rest = _TIMEIT_OPTS.sub("", rest, count=1)
+        elif name == "prun":
+            opts, rest = _prun_options(rest)
         try:
             body = ast.parse(rest).body
         except SyntaxError:
             body = []
-        # A simple statement can share a line with the timer calls; a compound one cannot.
+        # A simple statement can share a line with the timer calls; a compound one cannot (it
+        # then runs untimed, as written).
         if len(body) == 1 and not isinstance(body[0], (ast.For, ast.While, ast.If, ast.With, ast.Try,
                                                        ast.FunctionDef, ast.ClassDef)):
-            return f"{indent}{IP}.time_start(); {rest}; {IP}.time_stop()"
+            if name == "prun":
+                return f"{indent}{PROF} = {IP}.prun_start({opts!r}); {rest}; {PROF}.disable(); {IP}.prun_stop()"
+            return f"{indent}{IP}.{name}_start(); {rest}; {IP}.{name}_stop()"
         return indent + rest
-    if name in ("timeit", "prun") and rest:
-        return indent + _TIMEIT_OPTS.sub("", rest, count=1) if name == "timeit" else indent + rest
     if name == "cd":
         return f"{indent}{IP}.chdir({rest!r})"
     if name == "env" and rest:
@@ -176,6 +184,19 @@ def _line_magic(indent: str, name: str, rest: str) -> str | None:
     if name == "pip":
         return f"{indent}{IP}.system({('python3 -m pip ' + rest)!r})"
     return None
+
+
+def _prun_options(arg: str) -> tuple[str, str]:
+    """(options, statement) of `%prun [-s KEY] [-l N] [-T F] [-D F] [-q] [-r] STMT`."""
+    words, opts = arg.split(" "), []
+    while words and words[0].startswith("-"):
+        w = words.pop(0)
+        opts.append(w)
+        if w in ("-s", "-l", "-T", "-D") and words:
+            opts.append(words.pop(0))
+        while words and words[0] == "":
+            words.pop(0)
+    return " ".join(opts), " ".join(words).strip()
 
 
 def _translate(line: str, where: str, installs: list[str], conda: list[str]) -> str | None:
@@ -325,8 +346,11 @@ def _cell_magic(first: str, body: str, body_line: int, where: str):
             pro = [f"{IP}.capture_start({var!r}, stdout={'--no-stdout' not in words}, "
                    f"stderr={'--no-stderr' not in words})"]
             epi = [f"{IP}.capture_stop()"]
-        elif name == "timeit" and _TIMEIT_OPTS.sub("", arg, count=1).strip():
-            pro = [_TIMEIT_OPTS.sub("", arg, count=1).strip()]  # `%%timeit SETUP`: setup runs first
+        elif name == "timeit":
+            setup = _TIMEIT_OPTS.sub("", arg, count=1).strip()  # `%%timeit SETUP`: setup runs untimed
+            pro, epi = [*([setup] if setup else []), f"{IP}.timeit_start()"], [f"{IP}.timeit_stop()"]
+        elif name == "prun":
+            pro, epi = [f"{PROF} = {IP}.prun_start({arg!r})"], [f"{PROF}.disable()", f"{IP}.prun_stop()"]
         return pro, cell, epi
     text = body + "\n" if body and not body.endswith("\n") else body
     if name == "writefile":

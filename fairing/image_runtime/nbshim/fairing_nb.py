@@ -95,6 +95,7 @@ class Shell:
         self.user_ns = sys.modules["__main__"].__dict__
         self._timers = []
         self._captures = []
+        self._profiles = []
 
     # -- shell -------------------------------------------------------------------------------------
     def system(self, cmd, _depth=1):
@@ -176,6 +177,69 @@ class Shell:
         kept, self._kept = getattr(self, "_kept", None), None
         self.displayhook(kept)
 
+    # -- %%timeit and %%prun -------------------------------------------------------------------------
+    # The body runs once, in the notebook's namespace (later cells may use what it defines; running
+    # it again could repeat side effects), so the statistics are those of that one run, and say so.
+    def timeit_start(self):
+        self._timers.append((time.perf_counter(), None))
+
+    def timeit_stop(self):
+        wall0, _ = self._timers.pop()
+        pm = _symbol("\xb1", "+-")
+        print("%s %s 0 ns per loop (mean %s std. dev. of 1 run, 1 loop each)" % (_fmt(time.perf_counter() - wall0), pm, pm))
+
+    def prun_start(self, opts=""):
+        """Returns the profiler: the script calls its disable() itself, so that nothing of this
+        module is in the profile (IPython's shows the same `disable` line)."""
+        import cProfile
+        import pstats  # noqa: F401  (imported now, not while profiling)
+
+        prof = cProfile.Profile()
+        self._profiles.append((prof, opts))
+        prof.enable()
+        return prof
+
+    def prun_stop(self):
+        """Print (or save) the profile as IPython's %%prun does: -s KEY (sort, default internal
+        time), -l LIMIT, -q (no printout), -T FILE (text), -D FILE (pstats dump)."""
+        import pstats
+
+        prof, opts = self._profiles.pop()
+        prof.disable()
+        sort, limits, quiet, text_file, dump_file = [], [], False, None, None
+        words = opts.split()
+        i = 0
+        while i < len(words):
+            w = words[i]
+            arg = words[i + 1] if i + 1 < len(words) else None
+            if w in ("-s", "-l", "-T", "-D") and arg is not None:
+                if w == "-s":
+                    sort.append(arg)
+                elif w == "-l":
+                    limits.append(int(arg) if arg.isdigit() else float(arg) if _is_float(arg) else arg)
+                elif w == "-T":
+                    text_file = arg
+                else:
+                    dump_file = arg
+                i += 2
+                continue
+            quiet = quiet or w == "-q"
+            i += 1
+        out = io.StringIO()
+        stats = pstats.Stats(prof, stream=out)
+        stats.sort_stats(*(sort or ["time"]))
+        stats.print_stats(*limits)
+        text = out.getvalue().rstrip("\n")
+        if not quiet:
+            print(text)
+        if dump_file:
+            prof.dump_stats(dump_file)
+            print("\n*** Profile stats marshalled to file %r." % dump_file)
+        if text_file:
+            with io.open(text_file, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+            print("\n*** Profile printout saved to text file %r." % text_file)
+
     def capture_start(self, name=None, stdout=True, stderr=True):
         cap = _Capture()
         _flush()
@@ -216,6 +280,23 @@ class Shell:
             return self.getoutput(line, _depth=2)
         raise RuntimeError("%%%s does not run outside IPython; add ipython to the notebook's requirements "
                            "or remove the line" % name)
+
+
+def _symbol(fancy, plain):
+    """`fancy` if stdout can encode it (IPython prints "+-" otherwise)."""
+    try:
+        fancy.encode(getattr(sys.stdout, "encoding", None) or "ascii")
+        return fancy
+    except (UnicodeEncodeError, LookupError):
+        return plain
+
+
+def _is_float(s):
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
 
 
 def _fmt(seconds):
