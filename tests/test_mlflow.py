@@ -121,32 +121,35 @@ def test_a_failed_notebook_run_uploads_the_executed_notebook(tmp_path, server):
     assert rec["status"] == "Failed" and rec["artifacts"]["notebook"].endswith("fairing/notebook/explore.executed.ipynb")
 
 
-def test_trials_nest_under_their_tuning_run(tmp_path, server):
-    """A trial recorded with parent=<tuning run> becomes an MLflow child run of it."""
+def test_fair_tune_logs_the_tuning_run_with_its_trials_as_child_runs(tmp_path, server):
+    """`fair tune` with a tracking server: the tuning run is an MLflow run made when tuning starts,
+    each trial a child run of it (params, its metric), and the parent ends with the best value."""
     from mlflow.tracking import MlflowClient
 
-    import fairing.runs as runs
-    from fairing.runs.store import Store
-
-    store = Store(tmp_path / "runs.db")
-    settings = {"mlflow": server.uri, "experiment": "tune-demo"}
-    tuning = runs.start("tune", entry="search.py", params={"trials": 2}, store=store, settings=settings, git=False)
-    tuning.finish("Succeeded")
-    trials = []
-    for lr in (0.1, 0.2):
-        t = runs.start("trial", entry="search.py", params={"lr": lr}, parent=tuning.id, store=store,
-                       settings=settings, git=False)
-        t.log(f"accuracy={lr * 3}")
-        t.finish("Succeeded")
-        trials.append(t)
+    (tmp_path / "search.py").write_text(textwrap.dedent("""
+        import sys
+        lr = float(sys.argv[sys.argv.index("--lr") + 1])
+        print(f"accuracy={1 - (lr - 0.3) ** 2}")
+    """))
+    env = clean_env(FAIRING_RUNS=tmp_path / "runs.db", MLFLOW_TRACKING_URI=server.uri, PYTHONPATH=str(ROOT))
+    r = fair("tune", "search.py", "--param", "lr=0.1..0.5", "--objective", "accuracy", "--maximize",
+             "--trials", "3", "--parallel", "2", "--algorithm", "random", "--seed", "1", "--local-mode", "process",
+             "--experiment", "tune-demo", "-o", "json", cwd=tmp_path, env=env, check=0)
+    out = json.loads(r.stdout)
     c = MlflowClient(tracking_uri=server.uri)
-    got = {r.data.tags["fairing.run_id"]: r for r in c.search_runs([c.get_experiment_by_name("tune-demo").experiment_id])}
-    parent_id = got[tuning.id].info.run_id
-    assert "mlflow.parentRunId" not in got[tuning.id].data.tags
-    for t in trials:
-        assert got[t.id].data.tags["mlflow.parentRunId"] == parent_id
-        assert got[t.id].data.metrics == {"accuracy": float(t.doc["params"]["lr"]) * 3}
-    assert [r["id"] for r in runs.list(parent=tuning.id, store=store)] == [trials[1].id, trials[0].id]
+    got = {m.data.tags["fairing.run_id"]: m for m in c.search_runs([c.get_experiment_by_name("tune-demo").experiment_id])}
+    assert len(got) == 4
+    parent = got.pop(out["run"])
+    assert parent.info.status == "FINISHED" and "mlflow.parentRunId" not in parent.data.tags
+    assert parent.data.tags["fairing.command"] == "tune" and parent.data.tags["fairing.status"] == "Succeeded"
+    assert parent.data.metrics == {"accuracy": out["best"]["value"]}
+    assert parent.data.params["objective"] == "accuracy" and parent.data.params["space.lr"] == "uniform(0.1, 0.5)"
+    by_lr = {t["params"]["lr"]: t for t in out["trials"]}
+    for child in got.values():
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.tags["fairing.command"] == "trial" and child.info.status == "FINISHED"
+        t = by_lr[float(child.data.params["lr"])]
+        assert child.data.metrics == {"accuracy": pytest.approx(t["value"])}
 
 
 def test_a_server_stopped_mid_run_warns_once_and_the_run_is_recorded(tmp_path, server):

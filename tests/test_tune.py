@@ -387,3 +387,36 @@ def test_a_function_may_return_the_objective_alone_but_not_a_string():
         fairing.tune(lambda x: "done", params={"x": fairing.uniform(0, 1)}, objective="loss", trials=1, parallel=1,
                      local_mode="process", progress=False)
     assert "returned str, not a dict of metrics" in e.value.result.trials[0].error
+
+
+def test_a_tuning_run_is_recorded_with_its_trials_nested_under_it(tmp_path):
+    (tmp_path / "train.py").write_text(TRAIN)
+    e = env(FAIRING_RUNS=str(tmp_path / "runs.db"))
+    r = fair("tune", "train.py", "--param", "x=0..6", "--objective", "score", "--maximize", "--trials", "3",
+             "--parallel", "2", "--algorithm", "random", "--seed", "5", "--local-mode", "process",
+             "-o", "json", cwd=tmp_path, env=e, check=0)
+    out = json.loads(r.stdout)
+    tune = json.loads(fair("runs", "show", out["run"], "-o", "json", env=e, check=0).stdout)
+    assert tune["command"] == "tune" and tune["status"] == "Succeeded" and tune["parent"] is None
+    assert tune["params"]["objective"] == "score" and tune["params"]["space.x"] == out["space"]["x"]
+    assert tune["metrics"] == {"score": out["best"]["value"]}
+    assert tune["best"]["params"] == out["best"]["params"]
+    trials = json.loads(fair("runs", "--parent", out["run"][:6], "-o", "json", env=e, check=0).stdout)
+    assert len(trials) == 3 and {t["command"] for t in trials} == {"trial"}
+    by_name = {t["workload"]["name"]: t for t in trials}
+    for t in out["trials"]:
+        rec = by_name[t["name"]]
+        assert rec["status"] == "Succeeded" and rec["parent"] == out["run"]
+        assert rec["params"] == t["params"] and rec["metrics"]["score"] == pytest.approx(t["value"])
+        # the one image every trial ran, and the code it holds
+        assert rec["image"]["ref"] == out["image"] and rec["source"]["digest"] == tune["source"]["digest"]
+    assert tune["best"]["run"] == by_name[out["best"]["name"]]["id"]
+    # a failing trial is a Failed record with its reason
+    (tmp_path / "train.py").write_text("import sys\nprint('bad input', file=sys.stderr)\nsys.exit(3)\n")
+    r = fair("tune", "train.py", "--param", "x=0..6", "--objective", "score", "--trials", "1", "--local-mode",
+             "process", "-o", "json", cwd=tmp_path, env=e, check=1)
+    failed = json.loads(r.stdout)
+    (trial,) = json.loads(fair("runs", "--parent", failed["run"], "-o", "json", env=e, check=0).stdout)
+    assert trial["status"] == "Failed" and "bad input" in trial["reason"]
+    tune = json.loads(fair("runs", "show", failed["run"], "-o", "json", env=e, check=0).stdout)
+    assert tune["status"] == "Failed" and tune["reason"].startswith("no trial finished")

@@ -58,18 +58,22 @@ def _duration(d: Any) -> str:
 def list_runs(ctx: typer.Context,
               last: Annotated[Optional[int], typer.Option("--last", help="only the N newest runs", min=1)] = 20,
               status: Annotated[Optional[str], typer.Option("--status", help="only runs with this status, e.g. Failed")] = None,
+              parent: Annotated[Optional[str], typer.Option("--parent", help="only the runs nested under run ID "
+                                                             "(a tuning run's trials)")] = None,
               output: Annotated[str, OUTPUT] = "text") -> None:
     if ctx.invoked_subcommand is not None:
         return
     import fairing.runs as runs
 
     as_json = _check_output(output)
-    rows = runs.list(last=last, status=status)
+    if parent:
+        parent = runs.get(parent)["id"]  # a prefix is enough, as for `fair runs show`
+    rows = runs.list(last=last, status=status, parent=parent)
     if as_json:
         _json(rows)
         return
     if not rows:
-        _info("no runs recorded" + (f" with status {status}" if status else ""))
+        _info("no runs recorded" + (f" with status {status}" if status else "") + (f" under run {parent}" if parent else ""))
         return
     table = [[r["id"], (r.get("time") or "")[:19].replace("T", " "), r.get("command") or "", r.get("status") or "",
               _duration(r.get("duration")), _short(r.get("entry")), (r.get("workload") or {}).get("name") or "-",

@@ -71,11 +71,9 @@ class MlflowTracker(Tracker):
             raise RuntimeError("the mlflow package is not installed (pip install 'fairing[mlflow]')") from None
         return MlflowClient(tracking_uri=self.uri)
 
-    def finished(self, run) -> None:
-        from mlflow.entities import Metric, Param
-
+    def _create(self, c, run):
+        """A new MLflow run for `run` (its id goes into the record)."""
         doc = run.doc
-        c = self.client()
         name = self.experiment or experiment_name(doc)
         exp = c.get_experiment_by_name(name)
         exp_id = exp.experiment_id if exp is not None else c.create_experiment(name)
@@ -85,6 +83,24 @@ class MlflowTracker(Tracker):
             tags["mlflow.parentRunId"] = parent  # tuning trials nest under their tuning run
         start_ms = int(float(doc["created"]) * 1000)
         mr = c.create_run(exp_id, start_time=start_ms, tags=tags, run_name=doc["id"])
+        doc["mlflow"] = {"run_id": mr.info.run_id, "experiment": name, "experiment_id": exp_id,
+                         "tracking_uri": _safe_uri(self.uri)}
+        return mr
+
+    def opened(self, run) -> None:
+        self._create(self.client(), run)
+
+    def finished(self, run) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        doc = run.doc
+        c = self.client()
+        opened = (doc.get("mlflow") or {}).get("run_id")
+        if opened:  # made at the start (a tuning run): bring its tags up to date
+            mr = c.get_run(opened)
+            c.log_batch(opened, tags=[RunTag(k, v) for k, v in tags_of(doc).items()])
+        else:
+            mr = self._create(c, run)
         rid = mr.info.run_id
         now = int(time.time() * 1000)
         metrics = []
@@ -107,7 +123,6 @@ class MlflowTracker(Tracker):
             doc.setdefault("artifacts", {})[label] = f"{mr.info.artifact_uri}/fairing/{label}/{Path(path).name}"
         ok = doc.get("status") in ("Succeeded", "Ready", "Deployed")
         c.set_terminated(rid, "FINISHED" if ok else "FAILED", end_time=now)
-        doc["mlflow"] = {"run_id": rid, "experiment": name, "experiment_id": exp_id, "tracking_uri": _safe_uri(self.uri)}
 
     def _parent_mlflow_id(self, run) -> str | None:
         parent = run.doc.get("parent")

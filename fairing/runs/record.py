@@ -104,6 +104,14 @@ class Run:
             self.doc.setdefault("requirements", {})["resolved"] = list(resolved)
         self.save()
 
+    def open(self) -> None:
+        """Make the trackers' run now, not when this one finishes: runs nested under this one
+        (tuning trials) can then name it as their parent."""
+        for t in self.trackers:
+            t.call("opened", self)
+        if self.trackers:
+            self.save()
+
     def deployed(self, handle, *, status: str | None = None) -> None:
         w = {"name": getattr(handle, "name", None)}
         for key in ("namespace", "mode", "url"):

@@ -1,6 +1,6 @@
 """Where else a run is reported besides the local store: MLflow, when configured.
 
-A tracker gets the recorder's events (`deployed`, `finished`). A tracker that fails warns once and
+A tracker gets the recorder's events (`opened` for a run others nest under, `deployed`, `finished`). A tracker that fails warns once and
 is dropped; the run and its local record go on."""
 from __future__ import annotations
 
@@ -18,14 +18,23 @@ class Tracker:
     def call(self, event: str, run) -> None:
         if self.broken:
             return
+        import contextlib
+        import sys
+
         try:
-            getattr(self, event)(run)
+            # A tracking client may print (MLflow prints "View run ... at: URL" when a run ends):
+            # to stderr, never into stdout, which `-o json` keeps for the one JSON document.
+            with contextlib.redirect_stdout(sys.stderr):
+                getattr(self, event)(run)
         except Exception as e:  # noqa: BLE001 - a tracking server must never fail the run
             self.broken = True
             from ..messages import info
 
             msg = f"warning: {self.name}: run {run.id} not logged ({type(e).__name__}: {_one_line(e)}); recorded locally"
             (self._warn or info)(msg)
+
+    def opened(self, run) -> None:
+        pass
 
     def deployed(self, run) -> None:
         pass

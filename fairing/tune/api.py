@@ -97,28 +97,46 @@ def run(entry: Any, params: Mapping[str, Any], *, settings: Any, objective: str,
         return {**common, "mode": planned["mode"], "build": planned["build"], "example_params": example,
                 "manifests": planned["manifests"]}
 
-    _ctx, image = build_mod.build_once(p, progress, mutators)
-    result = TuneResult(objective=objective, goal=goal, space=space, image=image.ref, backend=backend,
-                        algorithm=algorithm, experiment=exp_name)
-    from .progress import TrialTable
+    from .records import TuneRecorder, chain
 
-    view = table if table is not None else TrialTable(progress.enabled)
-    if backend == "katib":
-        from . import katib
+    rec = TuneRecorder(entry, p, settings, common)
+    result = None
+    try:
+        ctx, image = build_mod.build_once(p, progress, mutators)
+        rec.built(ctx, image, p)
+        result = TuneResult(objective=objective, goal=goal, space=space, image=image.ref, backend=backend,
+                            algorithm=algorithm, experiment=exp_name, run=rec.id)
+        from .progress import TrialTable
 
-        with view:
-            return katib.run(p, image, result, trials=trials, parallel=parallel, max_failed=max_failed,
-                             with_args=not is_fn, timeout=settings.timeout, on_update=view.update,
-                             mutators=mutators)
-    from .driver import DeployerRunner, run_study
+        view = table if table is not None else TrialTable(progress.enabled)
+        on_update = chain(rec.update, view.update)
+        if backend == "katib":
+            from . import katib
 
-    def deployer_for(trial):
-        return build_mod.trial_deployer(p, trial.name, trial.params, with_args=not is_fn, mutators=mutators)
+            with view:
+                katib.run(p, image, result, trials=trials, parallel=parallel, max_failed=max_failed,
+                          with_args=not is_fn, timeout=settings.timeout, on_update=on_update,
+                          mutators=mutators, tag=rec.run)
+        else:
+            from ..runs import hook
+            from .driver import DeployerRunner, run_study
 
-    runner = DeployerRunner(deployer_for, image, timeout=settings.timeout, objective=objective)
-    with view:
-        return run_study(result, runner, name=exp_name, trials=trials, parallel=parallel,
-                         max_failed=max_failed, seed=seed, on_update=view.update)
+            def deployer_for(trial):
+                d = build_mod.trial_deployer(p, trial.name, trial.params, with_args=not is_fn, mutators=mutators)
+                # The trial's run id on its workload (labels, FAIRING_RUN_ID): its record was made
+                # when the driver first reported it, before this runs.
+                hook.tag(d, rec.trials[trial.name], image)
+                return d
+
+            runner = DeployerRunner(deployer_for, image, timeout=settings.timeout, objective=objective)
+            with view:
+                run_study(result, runner, name=exp_name, trials=trials, parallel=parallel,
+                          max_failed=max_failed, seed=seed, on_update=on_update)
+    except BaseException as e:
+        rec.fail(e, result)
+        raise
+    rec.finish(result)
+    return result
 
 
 def _example(p: Any) -> Any:

@@ -154,8 +154,8 @@ def run_study(result: TuneResult, runner: Runner, *, name: str, trials: int, par
             finally:
                 t.seconds = time.monotonic() - started
 
+        update(result, t)  # before it starts: its run record exists when its workload is made
         running[pool.submit(job)] = (ot, t)
-        update(result, t)
 
     pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="fairing-trial")
     try:

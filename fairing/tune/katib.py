@@ -160,9 +160,11 @@ def _seconds(a: str, b: str) -> float | None:
 
 def run(p: Any, image: Any, result: TuneResult, *, trials: int, parallel: int, max_failed: int | None,
         with_args: bool, timeout: float | None = None,
-        on_update: Callable[[TuneResult, Trial | None], None] | None = None, mutators: tuple = ()) -> TuneResult:
+        on_update: Callable[[TuneResult, Trial | None], None] | None = None, mutators: tuple = (),
+        tag: Any = None) -> TuneResult:
     """Create the Experiment, follow it and its Trials by watch until it ends, read the optimum.
-    Ctrl-C deletes the Experiment (Katib deletes its Trials and their Jobs)."""
+    Ctrl-C deletes the Experiment (Katib deletes its Trials and their Jobs). `tag`: the tuning
+    run's record, whose id labels the trial Jobs."""
     from ..kube.client import CRDNotInstalled
     from ..kube.wait import Mux, Stream, WaitTimeout
     from .build import trial_deployer
@@ -170,6 +172,10 @@ def run(p: Any, image: Any, result: TuneResult, *, trials: int, parallel: int, m
     update = on_update or (lambda r, t: None)
     deployer = trial_deployer(p, result.experiment, {n: "" for n in result.space}, with_args=with_args,
                               texts=placeholders(result.space), mutators=mutators)
+    if tag is not None:  # the tuning run's id on the Experiment's trial Jobs (Katib makes them)
+        from ..runs import hook
+
+        hook.tag(deployer, tag, image)
     job = deployer.render(image)[0]
     kube = deployer.kube
     ns = deployer.target_namespace()
