@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from fairing.builders.deps import SITE_DIR, dependency_layer, deps_key, image_python, pip_command, platform_tags
+from fairing.builders.deps import SITE_DIR, dependency_layer, deps_key, image_python, installed_packages, pip_command, platform_tags
 from fairing.errors import BuildError, ConfigError
 from fairing.oci.cache import Cache
 
@@ -68,3 +68,5 @@ def test_layer_contents_and_console_script_shebangs(tmp_path):
     # the second time it comes from the cache, without pip
     again, built = dependency_layer(["wheel==0.42.0"], python="3.11", tags=tags, cache=cache)
     assert not built and again == layer
+    # what pip installed is remembered with the layer: run records show it as the resolved set
+    assert installed_packages(["wheel==0.42.0"], "3.11", tags, cache) == ("wheel==0.42.0",)

@@ -97,9 +97,15 @@ def test_result_of_a_finished_pod():
     pod["status"] = {"phase": "Failed", "containerStatuses": [
         {"name": CONTAINER, "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}
     with pytest.raises(BuildError) as e:
-        result_of(pod, ["INFO step 3", "error building image: exit status 2"])
+        result_of(pod, ["INFO[0002] Running: [/bin/sh -c make]", "error building image: exit status 2"])
     assert e.value.message == "kaniko build pod p failed (Error, exit code 1)"
     assert e.value.hint == "the executor's output ended with: error building image: exit status 2"
+    # what the failing step printed is named too: kaniko's own last line is generic
+    with pytest.raises(BuildError) as e:
+        result_of(pod, ["INFO[0002] Running: [/bin/sh -c make]", "make: *** No rule to make target 'all'.",
+                        "INFO[0003] Taking snapshot", "error building image: exit status 2"])
+    assert e.value.hint == ("the executor's output ended with: error building image: exit status 2; "
+                            "the step printed: make: *** No rule to make target 'all'.")
 
 
 # --- on the test API server -----------------------------------------------------------------------------

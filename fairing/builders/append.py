@@ -178,8 +178,9 @@ class AppendBuilder(Builder):
             deps = install_layers(list(ctx.requirements), python=python, tags=tags, cache=self.cache,
                                   compression=self.compression, progress=self._say, timings=self.phases)
             made = [d for d in deps if d.built]
-            # Kept for build() to put on the BuiltImage; empty when pip made one layer (no wheel list).
-            self._resolved = tuple(sorted((f"{w.name}=={w.version}" for d in deps for w in d.group.wheels), key=str.lower))
+            # Kept for build() to put on the BuiltImage (from the wheels, or what pip installed).
+            self._resolved = tuple(sorted({*(f"{w.name}=={w.version}" for d in deps for w in d.group.wheels),
+                                           *(r for d in deps for r in d.installed)}, key=str.lower))
             self._say(f"{len(deps)} dependency layers ({len(made)} made, {len(deps) - len(made)} cached, "
                       f"{sum(d.layer.size for d in deps)} bytes)")
             for d in deps:

@@ -165,6 +165,10 @@ def wait_for_pod(kube, name: str, *, until: Callable[[dict], bool], timeout: flo
         time.sleep(poll)
 
 
+# kaniko's own log lines ("INFO[0003] Running: ...", "error building image: ..."), not a step's output
+_KANIKO_LINE = re.compile(r"^(?:(?:INFO|WARN|ERRO|DEBU|TRAC|FATA)\[\d+\]|error building image:)")
+
+
 def result_of(pod: dict, logs: Sequence[str] = ()) -> str:
     """The digest of a finished build pod, or BuildError saying why the build failed."""
     name = pod["metadata"]["name"]
@@ -173,8 +177,14 @@ def result_of(pod: dict, logs: Sequence[str] = ()) -> str:
     digest = digest_from_pod(pod)
     if phase == "Succeeded" and digest:
         return digest
-    last = next((ln.strip() for ln in reversed(list(logs)) if ln.strip()), None)
+    lines = [ln.strip() for ln in logs if ln.strip()]
+    last = lines[-1] if lines else None
     hint = f"the executor's output ended with: {last[:200]}" if last else f"see the build logs: kubectl logs {name}"
+    # kaniko's last word on a failed RUN step is generic ("exit status 1"); what the step itself
+    # printed last is the reason a user needs.
+    cause = next((ln for ln in reversed(lines) if not _KANIKO_LINE.match(ln)), None)
+    if cause and cause != last:
+        hint += f"; the step printed: {cause[:200]}"
     if phase == "Succeeded":
         raise BuildError(f"build pod {name} succeeded but reported no image digest",
                          hint="the executor image must support --image-name-with-digest-file (kaniko does)")
@@ -196,7 +206,9 @@ class ClusterBuilder(Builder):
     insecure: registries the cluster reaches over plain HTTP (loopback registries always are).
     python / arch / run: as for the docker builder (wheel selection, extra RUN steps).
     timeout: seconds the whole build may take (also the pod's activeDeadlineSeconds).
-    labels: extra labels for the build pod."""
+    labels: extra labels for the build pod.
+    mutators: pod options (fairing.deployers.pod) for the build pod, e.g. a node selector and a
+        toleration for a build node pool, or a service account."""
 
     name = "cluster"
 
@@ -205,7 +217,10 @@ class ClusterBuilder(Builder):
                  insecure: Sequence[str] = (), python: str | None = None, arch: str = "amd64",
                  run: Sequence[str] = (), timeout: int = 1800, resources: dict | None = None,
                  extra_args: Sequence[str] = (), labels: dict[str, str] | None = None,
-                 output: Callable[[str], None] | None = None, kube=None):
+                 output: Callable[[str], None] | None = None, kube=None, mutators: Sequence[Callable] = ()):
+        from ..deployers import pod as pod_options
+
+        self.mutators = pod_options.check(mutators)  # checked now, before any work
         if not base_image:
             raise ConfigError("the cluster builder needs a base image", hint="pass base_image='python:3.11-slim'")
         from ..oci import reference
@@ -261,6 +276,11 @@ class ClusterBuilder(Builder):
                            secret=secret["metadata"]["name"] if secret else None, deadline=self.timeout,
                            labels={**self.labels, "fairing.dev/context-hash": context_hash(ctx)},
                            resources=self.resources)
+        if self.mutators:
+            from ..deployers import pod as pod_options
+
+            spec = pod_options.apply({"metadata": pod["metadata"], "spec": pod["spec"]}, self.mutators)
+            pod = {**pod, "metadata": spec["metadata"], "spec": spec["spec"]}
         return pod, secret
 
     # -- interface -------------------------------------------------------------------------------

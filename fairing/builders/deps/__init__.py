@@ -19,12 +19,12 @@ from typing import Callable, Sequence
 from ...oci.cache import Cache
 from ...oci.layer import GZIP, Compression
 from .layers import DepLayer, Group, cached_layer, dependency_layers, group
-from .pip import dependency_layer, pip_command
+from .pip import dependency_layer, installed_packages, pip_command
 from .resolve import Wheel, remember, resolve
 from .target import SITE_DIR, deps_key, image_python, platform_tags
 
 __all__ = ["SITE_DIR", "DepLayer", "Group", "Wheel", "deps_key", "dependency_layer", "dependency_layers",
-           "group", "image_python", "install_layers", "pip_command", "planned_layers", "platform_tags", "resolve"]
+           "group", "image_python", "install_layers", "installed_packages", "pip_command", "planned_layers", "platform_tags", "resolve"]
 
 
 def install_layers(
@@ -50,7 +50,8 @@ def install_layers(
         layer, built = dependency_layer(requirements, python=python, tags=tags, cache=cache, progress=progress,
                                         compression=compression, timings=timings)
         timings["install"] = timings.get("install", 0.0) + time.perf_counter() - t1
-        return [DepLayer(Group("dependencies", ()), layer, built)]
+        return [DepLayer(Group("dependencies", ()), layer, built,
+                         installed=installed_packages(requirements, python, tags, cache))]
     return dependency_layers(wheels, cache=cache, compression=compression, progress=progress, timings=timings,
                              on_sizes=lambda sized: remember(cache, requirements, python, tags, sized))
 

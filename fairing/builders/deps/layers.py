@@ -44,6 +44,7 @@ class DepLayer:
     group: Group
     layer: CachedLayer
     built: bool  # made now (False: from the cache)
+    installed: tuple[str, ...] = ()  # name==version in the layer, when pip made it (no wheel list)
 
     @property
     def description(self) -> str:

@@ -94,6 +94,31 @@ def dependency_layer(
         if not site.exists():
             site.mkdir()
         fix_scripts(site / "bin")
+        found = installed_in(site)
         layer = cache.build_layer(tree(site, SITE_DIR.lstrip("/")), compression=compression, timings=timings)
-    cache.put_key("deps", key, {"diff_id": layer.diff_id, "requirements": list(requirements), "python": python, "platforms": list(tags)})
+    cache.put_key("deps", key, {"diff_id": layer.diff_id, "requirements": list(requirements), "python": python,
+                                "platforms": list(tags), "installed": found})
     return layer, True
+
+
+def installed_in(site: Path) -> list[str]:
+    """`name==version` of every distribution pip put in `site` (from each .dist-info's METADATA),
+    sorted: the requirements as resolved, which run records keep."""
+    found = []
+    for meta in site.glob("*.dist-info/METADATA"):
+        fields = {}
+        for line in meta.read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line.strip():
+                break  # the headers end at the first blank line
+            k, _, v = line.partition(":")
+            if k in ("Name", "Version"):
+                fields.setdefault(k, v.strip())
+        if "Name" in fields and "Version" in fields:
+            found.append(f"{fields['Name']}=={fields['Version']}")
+    return sorted(found, key=str.lower)
+
+
+def installed_packages(requirements: Sequence[str], python: str, tags: Sequence[str], cache: Cache) -> tuple[str, ...]:
+    """What the pip layer for this requirement set holds, as recorded when it was made."""
+    known = cache.get_key("deps", deps_key(requirements, python, tags)) or {}
+    return tuple(known.get("installed") or ())
