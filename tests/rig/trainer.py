@@ -164,7 +164,8 @@ EXTRA_CLUSTER_RULES = [
 ]
 
 
-def _grant_sa(kube, namespace: str) -> None:
+def grant_sa(kube, namespace: str) -> None:
+    """What the namespace's least-privilege ServiceAccount needs for TrainJobs and queues."""
     from .kube import SA_NAME
 
     name = f"{SA_NAME}-trainer"
@@ -404,7 +405,7 @@ def trainer_rig(cp) -> TrainerRig:
             kube.apply(d, field_manager="fairing-rig")
         for d in queue_manifests(cp.namespace):
             kube.apply(d, cp.namespace if d["kind"] == "LocalQueue" else None, field_manager="fairing-rig")
-        _grant_sa(kube, cp.namespace)
+        grant_sa(kube, cp.namespace)
         marker.write_text(_fingerprint(cp))
     _ready = TrainerRig(cp)
     return _ready
