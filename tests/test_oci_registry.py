@@ -87,6 +87,38 @@ def test_unreachable_registry_is_a_clear_error():
         c.get_manifest("x/y", "latest")
 
 
+def test_a_loopback_registry_is_asked_over_plain_http_first(registry, secure_registry, no_ambient_creds):
+    """The first bytes a fresh client sends to a plain-HTTP loopback registry are an HTTP request,
+    not a TLS hello (no TLS setup before the first push); a TLS registry on loopback still works."""
+    import socket
+
+    first: list[bytes] = []
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+
+    def serve():
+        for _ in range(2):
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                data = conn.recv(4096)
+                first.append(data)
+                if data.startswith(b"GET "):
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        assert RegistryClient(f"127.0.0.1:{port}", retries=0).base_url == f"http://127.0.0.1:{port}"
+    finally:
+        srv.close()
+    assert len(first) == 1 and first[0].startswith(b"GET /v2/ HTTP/1.1"), first
+    c = RegistryClient(secure_registry.host, ca_file=secure_registry.ca_file)
+    assert c.base_url == f"https://{secure_registry.host}"
+
+
 # --- writing ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("chunked", [False, True])
 def test_upload_head_and_fetch_blob(registry, chunked):
