@@ -245,7 +245,7 @@ def train(entry: Annotated[str, typer.Argument(help="a .py file, a directory or 
                           hint="drop --detach, or start Docker/Podman / configure a registry and cluster")
     # Logs go to stdout, except with --output json, where stdout holds only the JSON document.
     on_log = None if detach else (_info if opts.json else _out)
-    res = pipeline.execute(p, progress, wait=False)
+    res = pipeline.execute(p, progress, wait=False, settle_later=False)
     handle = res.handle
     status = "Deployed"
     if not detach:

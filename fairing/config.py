@@ -95,7 +95,7 @@ class Config:
             p = pipeline.plan(f, s, preprocessor=pre or ("function", {}), builder=self.builder,
                               deployer=self.deployer, prepare_kw={"args": args, "kwargs": kwargs})
             progress = Progress()
-            res = pipeline.execute(p, progress, wait=False)
+            res = pipeline.execute(p, progress, wait=False, settle_later=False)
             handle = res.handle
             pipeline.wait_for(handle, progress, timeout=s.timeout, run=res.run, finish=False)
             try:

@@ -458,10 +458,11 @@ def dry_run(p: Plan, progress: Progress | None = None, *, image: BuiltImage | No
 
 def execute(p: Plan, progress: Progress | None = None, *, wait: bool = False,
             on_log: Callable[[str], None] | None = None, image: BuiltImage | None = None,
-            command: str = "train", parent: str | None = None) -> RunResult:
+            command: str = "train", parent: str | None = None, settle_later: bool = True) -> RunResult:
     """Package, build, deploy; with `wait`, also wait for the workload (streaming logs to `on_log`).
     `image` skips packaging and building (deploy an image built earlier). Every real run is
-    recorded (fairing.runs): `result.run` is its record."""
+    recorded (fairing.runs): `result.run` is its record. Without `wait`, the record is settled when
+    the handle is waited on later (`settle_later`; False for callers that call wait_for themselves)."""
     progress = progress or Progress()
     for note in p.notes:
         progress.note(note)
@@ -496,9 +497,11 @@ def execute(p: Plan, progress: Progress | None = None, *, wait: bool = False,
         run.fail(e)
         raise
     result = RunResult(image, handle, f"local {mode}" if p.deployer[0] == "local" and mode else p.mode, run=run)
+    is_fn = ctx is not None and ctx.kind == "function"
     if wait:
-        wait_for(handle, progress, timeout=p.settings.timeout, on_log=on_log, run=run,
-                 result=ctx is not None and ctx.kind == "function")
+        wait_for(handle, progress, timeout=p.settings.timeout, on_log=on_log, run=run, result=is_fn)
+    elif settle_later and not p.serving:
+        settle_on_wait(handle, run, result=is_fn)
     result.stages = progress.summary()
     return result
 
@@ -552,6 +555,51 @@ def wait_for(handle: Any, progress: Progress, *, timeout: float | None = None,
             value, has = _result_of(handle) if result else (None, False)
             run.finish(str(status), result=value, has_result=has, files=local_outputs(handle))
     return status
+
+
+def settle_on_wait(handle: Any, run: Any, *, result: bool = False) -> None:
+    """A detached run (submit() without waiting): when the caller waits on the handle later, the
+    record gets the outcome, the metrics and the result then, as if the run had been waited for.
+    The handle's own wait is wrapped on this one instance, so every deployer's handle gets it."""
+    inner = getattr(handle, "wait", None)
+    if inner is None or run is None:
+        return
+    from .kube.wait import WaitTimeout
+
+    def wait(timeout: float | None = None) -> str:
+        try:
+            status = inner(timeout=timeout)
+        except WaitTimeout:
+            raise  # still running: nothing to record yet
+        except DeployError as e:
+            # Local handles say "still running after Ns" as a plain DeployError: only a workload
+            # that really ended Failed is recorded so.
+            if run.doc.get("status") not in ("Succeeded", "Failed") and _status_of(handle) == "Failed":
+                from .runs.hook import local_outputs
+
+                _read_metrics(handle, run, streamed=False)
+                run.fail(e, files=local_outputs(handle))
+            raise
+        if run.doc.get("status") not in ("Succeeded", "Failed") and status in ("Succeeded", "Failed"):
+            from .runs.hook import local_outputs
+
+            _read_metrics(handle, run, streamed=False)
+            value, has = _result_of(handle) if result else (None, False)
+            run.finish(str(status), result=value, has_result=has, files=local_outputs(handle))
+        return status
+
+    wait.__doc__ = inner.__doc__
+    try:
+        handle.wait = wait
+    except AttributeError:  # a handle with __slots__: it stays as it is (fair status settles later)
+        pass
+
+
+def _status_of(handle: Any) -> str | None:
+    try:
+        return handle.status()
+    except Exception:  # noqa: BLE001 - gone or unreachable: the outcome is not known
+        return None
 
 
 def _read_metrics(handle: Any, run: Any, *, streamed: bool) -> None:

@@ -189,6 +189,46 @@ def test_function_runs_record_params_by_name_and_the_result(tmp_path, store, mon
     assert rec["entry"].endswith(":fit") and rec["artifacts"]["result"].endswith("result.pkl")
 
 
+def test_a_submitted_run_is_settled_when_its_handle_is_waited_on(tmp_path, store):
+    # TrainJob(fn).submit() returns at once (record "Deployed"); waiting on the handle later gives the
+    # record its outcome, metrics and result, for a success and for a failure, and a wait that times
+    # out records nothing.
+    code = textwrap.dedent("""
+        import time, fairing
+        from fairing.errors import DeployError
+        def fit(epochs):
+            print(f"accuracy={epochs / 10}")
+            return epochs * 2
+        def bad():
+            raise SystemExit(3)
+        def slow():
+            time.sleep(3)
+        h = fairing.TrainJob(fit, args=(7,), deployer="local", deployer_options={"mode": "process"}, progress=False).submit()
+        print("after submit", fairing.runs.list(last=1)[0]["status"])
+        print("waited", h.wait(), h.result())
+        s = fairing.TrainJob(slow, deployer="local", deployer_options={"mode": "process"}, progress=False).submit()
+        try:
+            s.wait(timeout=0.5)
+        except DeployError:
+            print("still running", fairing.runs.list(last=1)[0]["status"])
+        s.wait()
+        b = fairing.TrainJob(bad, deployer="local", deployer_options={"mode": "process"}, progress=False).submit()
+        try:
+            b.wait()
+        except DeployError as e:
+            print("failed:", e.message)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=runs_env(store, PYTHONPATH=ROOT),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "after submit Deployed" in r.stdout and "waited Succeeded 14" in r.stdout
+    assert "still running Deployed" in r.stdout
+    bad, slow, fit = records(store)
+    assert fit["status"] == "Succeeded" and fit["metrics"] == {"accuracy": 0.7} and fit["result"] == "14"
+    assert slow["status"] == "Succeeded"
+    assert bad["status"] == "Failed" and "exit code 3" in bad["reason"]
+
+
 def test_importing_fairing_and_the_cli_loads_no_store_or_tracker():
     code = ("import sys, fairing, fairing.runs, fairing.cli\n"
             "print([m for m in ('sqlite3', 'mlflow', 'kfp', 'prometheus_client', 'fairing.runs.store') if m in sys.modules])")
