@@ -184,6 +184,25 @@ def test_heavy_set_runs_its_imports_in_podman(registry, base_image, engine, tmp_
     assert out.split() == ["2.1.3", "2.2.3", "1.5.2", "1.14.1"]
 
 
+def test_heavy_set_runs_its_imports_on_the_real_node(on_node, tmp_path_factory):
+    """The same per-package layers pulled by containerd on the rig's real node and run as a Job."""
+    import fairing
+
+    cache = tmp_path_factory.mktemp("heavy-node-cache")
+    (cache / "main.py").write_text("import numpy, pandas, sklearn, scipy\n"
+                                   "print(numpy.__version__, pandas.__version__, sklearn.__version__, scipy.__version__)\n")
+    job = fairing.TrainJob(cache / "main.py", registry=on_node.registry, base_image=on_node.base,
+                           requirements=list(HEAVY), kubeconfig=str(on_node.kubeconfig), namespace=on_node.namespace,
+                           name=f"heavy-{uuid.uuid4().hex[:6]}", deployer="job", progress=False,
+                           deployer_options={"mutators": on_node.mutators()})
+    h = job.submit()
+    try:
+        assert h.wait(timeout=600) == "Succeeded"
+        assert h.log_text().split() == ["2.1.3", "2.2.3", "1.5.2", "1.14.1"]
+    finally:
+        h.delete()
+
+
 # --- compression: fixed bytes ---------------------------------------------------------------------------
 def fixed_input(n: int) -> bytes:
     """Deterministic, compressible bytes (same on every machine and Python)."""

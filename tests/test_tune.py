@@ -254,7 +254,8 @@ def test_ctrl_c_stops_the_running_trials(tmp_path):
                                        "time.sleep(120)\nprint('score=1')\n")
     cmd = [sys.executable, "-m", "fairing.cli", "tune", "train.py", "--param", "x=0..6", "--objective", "score",
            "--trials", "4", "--parallel", "2", "--local-mode", "process"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    e = env(FAIRING_RUNS=str(tmp_path / "runs.db"))
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -268,6 +269,10 @@ def test_ctrl_c_stops_the_running_trials(tmp_path):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert len(list(pids.iterdir())) == 2  # nothing new started after Ctrl-C
+    # the records say so: the tuning run and both running trials ended Failed, "interrupted"
+    recs = json.loads(fair("runs", "-o", "json", env=e, check=0).stdout)
+    assert sorted((r["command"], r["status"], r.get("reason")) for r in recs) == [
+        ("trial", "Failed", "interrupted"), ("trial", "Failed", "interrupted"), ("tune", "Failed", "interrupted")]
 
 
 # --- dry run: the search space and the trial template / Experiment ------------------------------

@@ -77,10 +77,7 @@ class TuneRecorder:
 
     def finish(self, result: TuneResult) -> None:
         """The tuning run's outcome: its status, the best trial and its objective as the metric."""
-        for t in result.trials:  # a trial the driver never reported as ended (interrupted)
-            if t.name in self.trials and t.name not in self._closed:
-                self._closed.add(t.name)
-                self.trials[t.name].finish(FAILED, t.error or "interrupted")
+        self._close_unfinished(result)
         best = result.best
         if best is not None:
             self.run.log(f"{result.objective}={best.value}")
@@ -92,11 +89,15 @@ class TuneRecorder:
 
     def fail(self, exc: BaseException, result: TuneResult | None = None) -> None:
         if result is not None:
-            for t in result.trials:
-                if t.name in self.trials and t.name not in self._closed:
-                    self._closed.add(t.name)
-                    self.trials[t.name].finish(FAILED, t.error or "interrupted")
+            self._close_unfinished(result)
         self.run.fail(exc)
+
+    def _close_unfinished(self, result: TuneResult) -> None:
+        """Trials the driver never reported as ended (stopped by Ctrl-C or an error) end Failed."""
+        for t in result.trials:
+            if t.name in self.trials and t.name not in self._closed:
+                self._closed.add(t.name)
+                self.trials[t.name].finish(FAILED, t.error or "interrupted")
 
 
 def chain(*fns: Callable[[TuneResult, Trial | None], None]) -> Callable[[TuneResult, Trial | None], None]:
