@@ -3,7 +3,7 @@ push`, kaniko and `crane append`, on the rig's local registry with the local bas
 tiny and a heavy (numpy, pandas, scikit-learn, scipy) requirement set; plus install-at-start
 (pip install when the container starts) against a prebuilt image.
 
-    python bench/build.py [-n 3] [--heavy-n 1] [--sets tiny,heavy] [--tools append,docker,podman,kaniko,crane]
+    python bench/build.py [-n 3] [--heavy-n 1] [--sets tiny,heavy] [--tools append,docker,podman,kaniko,crane] [--no-node]
 
 Cases (median of N iterations each):
   cold    build+push with empty caches: a fresh FAIRING_CACHE dir and a fresh repository (the
@@ -414,6 +414,67 @@ class Bench:
         subprocess.run(["podman", "rmi", "-f", image], capture_output=True)
         return prebuilt, at_start
 
+    def install_at_start_node(self, s: str, n: int) -> tuple[list[float], list[float]]:
+        """The same on the rig's real node (kubelet + containerd), as a Job each: the prebuilt
+        image (removed from containerd first, so the pull is timed), against a stock image that
+        has pip and the code and pip-installs the set when the pod starts (the Kubeflow SDK's way).
+        Both pods share the host's network, as the Podman runs do: the rig's cluster DNS answers
+        only cluster names, so the index's names are given as the host resolves them."""
+        import socket
+
+        from fairing.builders.append import AppendBuilder
+        from fairing.context import BuildContext, BuiltImage, pod_template
+        from fairing.deployers import pod
+        from fairing.deployers.k8s.job import JobDeployer
+        from tests.rig.node import _ctr, real_node
+
+        node = real_node()
+        if node.external:
+            raise RuntimeError("FAIRING_TEST_KUBECONFIG is set: the rig's own node is not there")
+        p = Project(self.work / f"node-start-{s}", s, SETS[s]).write(f"node start {self.run_id}")
+        script = ("python3 -m pip install --no-cache-dir --disable-pip-version-check -q --target /tmp/site "
+                  f"{' '.join(SETS[s])} && PYTHONPATH=/tmp/site:$PYTHONPATH exec python3 train.py")
+        prebuilt_ctx = p.ctx()
+        start_ctx = BuildContext(files={"train.py": p.dir / "train.py"}, entrypoint=("sh", "-c", script),
+                                 requirements=("pip==24.3.1",), python="3.11", kind="python")
+        cache = self.fresh_cache()
+        with fairing_cache(cache):
+            b = AppendBuilder(self.base, cache_dir=cache, progress=quiet)
+            images = [(b.build(prebuilt_ctx, f"{self.registry}/{self.repo('append', s + '-node-prebuilt')}:v1"), prebuilt_ctx),
+                      (b.build(start_ctx, f"{self.registry}/{self.repo('append', s + '-node-start')}:v1"), start_ctx)]
+        aliases = [{"ip": socket.gethostbyname(h), "hostnames": [h]} for h in ("pypi.org", "files.pythonhosted.org")]
+
+        def host_net(t: dict) -> dict:
+            t.setdefault("spec", {}).update(hostNetwork=True, hostAliases=aliases)
+            return t
+
+        extra = [host_net]
+        ca = os.environ.get("PIP_CERT") or os.environ.get("REQUESTS_CA_BUNDLE")  # a TLS proxy's CA, as the host's pip uses
+        if ca and Path(ca).is_file():
+            extra += [pod.volume({"hostPath": {"path": ca, "type": "File"}}, "/etc/pip-ca.pem", name="pip-ca", read_only=True),
+                      pod.env({"PIP_CERT": "/etc/pip-ca.pem"})]
+
+        def first_line(img, ctx) -> float:
+            _ctr("images", "rm", img.ref, check=False)  # pull included, as on a fresh node
+            built = BuiltImage(ref=img.ref, digest=img.digest, pod_template=pod_template(img.ref, ctx), context=ctx)
+            d = JobDeployer(kubeconfig=str(node.sa_kubeconfig), namespace=node.namespace,
+                            name=f"bench-start-{uuid.uuid4().hex[:6]}", mutators=[*node.mutators(), *extra])
+            t0 = time.perf_counter()
+            h = d.deploy(built)
+            try:
+                for line in h.logs(follow=True):
+                    if "training started" in line:
+                        return time.perf_counter() - t0
+                raise RuntimeError(f"no training line on the node: {h.log_text()[-300:]}")
+            finally:
+                h.delete()
+
+        prebuilt, at_start = [], []
+        for _ in range(n):
+            prebuilt.append(first_line(*images[0]))
+            at_start.append(first_line(*images[1]))
+        return prebuilt, at_start
+
     # -- the physical limit -------------------------------------------------------------------------
     def limit(self, s: str) -> dict[str, float]:
         """What a cold build of `s` cannot go below on this machine: read the wheels from the
@@ -513,6 +574,8 @@ def main() -> int:
     p.add_argument("--heavy-n", type=int, default=1, help="iterations per case for the heavy set")
     p.add_argument("--sets", default="tiny,heavy", help="comma-separated subset of tiny,heavy")
     p.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated subset of {','.join(TOOLS)}")
+    p.add_argument("--no-node", dest="node", action="store_false",
+                   help="skip install-at-start on the rig's real node (measured by default, heavy set)")
     args = p.parse_args()
     tools = [t for t in args.tools.split(",") if t]
     sets = [s for s in args.sets.split(",") if s]
@@ -539,6 +602,7 @@ def main() -> int:
     results: dict[tuple[str, str, str], list] = {}
     repro: dict[str, tuple] = {}
     starts: dict[str, tuple] = {}
+    node_starts: dict[str, tuple] = {}
     limits: dict[str, dict] = {}
     try:
         for s in sets:
@@ -557,7 +621,9 @@ def main() -> int:
             if "append" in tools:
                 for what, fn in (("reproducibility", lambda: repro.__setitem__(s, bench.reproducible(s))),
                                  ("physical limit", lambda: limits.__setitem__(s, bench.limit(s))),
-                                 ("install-at-start", lambda: s == "heavy" and starts.__setitem__(s, bench.install_at_start(s, n)))):
+                                 ("install-at-start", lambda: s == "heavy" and starts.__setitem__(s, bench.install_at_start(s, n))),
+                                 ("install-at-start on the real node",
+                                  lambda: s == "heavy" and args.node and node_starts.__setitem__(s, bench.install_at_start_node(s, n)))):
                     try:
                         fn()
                     except Exception as e:  # report and go on: the other figures still count
@@ -635,12 +701,19 @@ def main() -> int:
                 checks.append((f"heavy pin change: bytes <= 1.2x the changed wheel ({fmt_bytes(sent)} vs {fmt_bytes(ref)}, {sent / ref:.2f}x)",
                                sent <= 1.2 * ref))
                 checks.append((f"heavy pin change: under 3 s ({ap['pin']:.2f} s)", ap["pin"] < 3))
-            if s in starts:
-                pre, at = (statistics.median(x) for x in starts[s])
-                print(f"time to the first training line: prebuilt image {pre:.1f} s (pull included), "
-                      f"pip install at container start {at:.1f} s")
-                checks.append((f"first training line: prebuilt >= 5x sooner than install-at-start ({at:.1f} s vs {pre:.1f} s, {at / pre:.1f}x)",
-                               at / pre >= 5))
+            for where, got in (("Podman", starts.get(s)), ("the real node", node_starts.get(s))):
+                if not got:
+                    continue
+                pre, at = (statistics.median(x) for x in got)
+                print(f"time to the first training line on {where}: prebuilt image {pre:.1f} s (pull included), "
+                      f"pip install at container start {at:.1f} s ({at / pre:.1f}x)")
+            # The issue's target is judged on the real node when the rig has one, else in Podman.
+            judged = node_starts.get(s) or starts.get(s)
+            if judged:
+                where = "the real node" if node_starts.get(s) else "Podman"
+                pre, at = (statistics.median(x) for x in judged)
+                checks.append((f"first training line on {where}: prebuilt >= 5x sooner than install-at-start "
+                               f"({at:.1f} s vs {pre:.1f} s, {at / pre:.1f}x)", at / pre >= 5))
     print()
     for text, ok in checks:
         print(f"target: {text} ... {'PASS' if ok else 'MISS'}")
