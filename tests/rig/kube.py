@@ -510,10 +510,6 @@ def _apiserver_argv(pki: Pki, port: int, *, address: str = "127.0.0.1", cert: st
         f"--kubelet-client-certificate={pki.admin_crt}", f"--kubelet-client-key={pki.admin_key}",
         "--kubelet-preferred-address-types=InternalIP",
         "--allow-privileged=true", "--enable-priority-and-fairness=false",
-        # Both act only on namespaces annotated for them (scheduler.alpha.kubernetes.io/node-selector,
-        # .../defaultTolerations): the Katib rig puts every pod of its namespace on the real node,
-        # the suggestion Deployments Katib makes included (tests/rig/katib.py).
-        "--enable-admission-plugins=PodNodeSelector,PodTolerationRestriction",
         f"--endpoint-reconciler-type={reconciler}", "--v=1",
     ]
 
