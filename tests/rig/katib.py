@@ -21,10 +21,13 @@ Where each piece runs, and why:
   `katib-webhook-cert` Secret. Its admission webhooks (Katib's own configurations, as shipped) are
   registered by URL, https://127.0.0.1:WEBHOOK_PORT, with the rig CA.
 - Suggestions (the goptuna service: random, tpe, cmaes, sobol) and trials run as pods on the real
-  node: the katib namespace is annotated for the API server's PodNodeSelector and
-  PodTolerationRestriction admission plugins (tests/rig/kube.py enables them), so the Deployment
-  Katib makes for each Experiment lands there too. Only that namespace is labelled for Katib's
-  metrics-collector injection.
+  node. Katib's config cannot give the suggestion Deployments it makes a toleration, so the rig
+  registers its own small mutating admission webhook (stdlib Python on 127.0.0.1:PLACEMENT_PORT,
+  rig-CA certificate) that adds the real node's node selector and toleration to every pod created
+  in namespaces labelled PLACEMENT_LABEL, only the katib namespace. (The API server's
+  PodNodeSelector/PodTolerationRestriction plugins would do the same, but enabling them means
+  restarting the shared API servers with other flags than every other checkout of the rig uses.)
+  Only that namespace is labelled for Katib's metrics-collector injection too.
 - The StdOut metrics collector is Katib's file-metricscollector image, injected by Katib's pod
   webhook next to each trial's main container; it reports to the db-manager, whose observations
   the controller copies into each Trial's status.
@@ -55,6 +58,8 @@ POSTGRES_PORT = 15432
 DB_MANAGER_PORT = 16789               # on the host; the Service says 6789, as Katib expects
 DB_MANAGER_SERVICE_PORT = 6789
 WEBHOOK_PORT, HEALTHZ_PORT = 19447, 18089
+PLACEMENT_PORT = 19448
+PLACEMENT_LABEL = ("fairing.dev/pods-on-real-node", "true")
 DB_PASSWORD = "katib-rig"             # loopback only, throwaway data
 ALGORITHMS = ("random", "tpe", "cmaes", "sobol")  # what goptuna serves (pkg/suggestion/v1beta1/goptuna)
 
@@ -211,8 +216,109 @@ def _db_manager_svc() -> Service:
                                              f"--listen-address={node_ip()}:{DB_MANAGER_PORT}"], env=env)
 
 
+# The placement webhook: what PodNodeSelector + PodTolerationRestriction do for an annotated
+# namespace, as an admission webhook (stdlib only; it runs from the rig's state dir, so it outlives
+# the checkout that started it). argv: port cert key node-selector-json toleration-json
+PLACEMENT_SERVER = r'''import base64, json, ssl, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+port, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+selector, toleration = json.loads(sys.argv[4]), json.loads(sys.argv[5])
+
+
+def patch(pod):
+    spec, ops = pod.get("spec") or {}, []
+    if not spec.get("nodeSelector"):
+        ops.append({"op": "add", "path": "/spec/nodeSelector", "value": selector})
+    else:
+        for k, v in selector.items():
+            ops.append({"op": "add", "path": "/spec/nodeSelector/" + k.replace("~", "~0").replace("/", "~1"),
+                        "value": v})
+    tols = spec.get("tolerations")
+    if not tols:
+        ops.append({"op": "add", "path": "/spec/tolerations", "value": [toleration]})
+    elif toleration not in tols:
+        ops.append({"op": "add", "path": "/spec/tolerations/-", "value": toleration})
+    return ops
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/healthz" else 404)
+        self.end_headers()
+
+    def do_POST(self):
+        review = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        req = review["request"]
+        resp = {"uid": req["uid"], "allowed": True}
+        ops = patch(req.get("object") or {})
+        if ops:
+            resp.update(patchType="JSONPatch", patch=base64.b64encode(json.dumps(ops).encode()).decode())
+        body = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": resp}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt, *args):
+        sys.stderr.write("%s\n" % (fmt % args))
+
+
+server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+server.socket = ctx.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+'''
+
+
+def _placement_svc() -> Service:
+    import sys
+
+    from .kube import Pki, kube_dir
+    from .node import LABEL, TAINT
+
+    script = _state_dir() / "placement_webhook.py"
+    if not script.exists() or script.read_text() != PLACEMENT_SERVER:
+        script.write_text(PLACEMENT_SERVER)
+    pki = Pki(kube_dir() / "pki")
+    tol = {"key": TAINT["key"], "operator": "Equal", "value": TAINT["value"], "effect": TAINT["effect"]}
+    return Service("kube/katib-placement-webhook", [
+        sys.executable, str(script), str(PLACEMENT_PORT), str(pki.dir / "katib-webhook.crt"),
+        str(pki.dir / "katib-webhook.key"), json.dumps({LABEL[0]: LABEL[1]}), json.dumps(tol)])
+
+
+def _placement_ok(pki) -> bool:
+    import ssl
+    import urllib.request
+
+    ctx = ssl.create_default_context(cafile=str(pki.ca_crt))
+    try:
+        with urllib.request.urlopen(f"https://127.0.0.1:{PLACEMENT_PORT}/healthz", context=ctx, timeout=3) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def placement_webhook(ca_crt: Path) -> dict:
+    ca = base64.b64encode(Path(ca_crt).read_bytes()).decode()
+    return {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": PLACEMENT_WEBHOOK},
+            "webhooks": [{"name": "real-node-pods.fairing-rig.local",
+                          "clientConfig": {"url": f"https://127.0.0.1:{PLACEMENT_PORT}/mutate", "caBundle": ca},
+                          "namespaceSelector": {"matchLabels": {PLACEMENT_LABEL[0]: PLACEMENT_LABEL[1]}},
+                          "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                                     "resources": ["pods"]}],
+                          "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Fail",
+                          "timeoutSeconds": 5}]}
+
+
+PLACEMENT_WEBHOOK = "fairing-rig-real-node-pods"
+
+
 def _services() -> list[Service]:
-    return [_postgres_svc(), _db_manager_svc()]
+    return [_postgres_svc(), _db_manager_svc(), _placement_svc()]
 
 
 # --- objects ---------------------------------------------------------------------------------------
@@ -340,16 +446,13 @@ EXTRA_ROLE_RULES = [
 
 def _namespace(kube, cp) -> Path:
     """The tests' namespace: least-privilege ServiceAccount (+ Experiments), Katib's injection
-    label, and every pod placed on the real node by the admission plugins."""
+    label, and every pod placed on the real node by the placement webhook."""
     from . import kube as k
-    from .node import LABEL, TAINT
 
     token = k.setup_namespace(kube, NAMESPACE)
-    tol = [{"key": TAINT["key"], "operator": "Equal", "value": TAINT["value"], "effect": TAINT["effect"]}]
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
-        "name": NAMESPACE, "labels": {"katib.kubeflow.org/metrics-collector-injection": "enabled"},
-        "annotations": {"scheduler.alpha.kubernetes.io/node-selector": "=".join(LABEL),
-                        "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps(tol)}}},
+        "name": NAMESPACE, "labels": {"katib.kubeflow.org/metrics-collector-injection": "enabled",
+                                      PLACEMENT_LABEL[0]: PLACEMENT_LABEL[1]}}},
         field_manager="fairing-rig-katib")
     name = f"{k.SA_NAME}-katib"
     rbac = "rbac.authorization.k8s.io/v1"
@@ -454,7 +557,7 @@ def _bootstrap(cp, kube, images: dict[str, str]) -> None:
     ensure_crds(kube)
     # host services: PostgreSQL, then the db-manager (which creates its table at start)
     _initdb()
-    postgres, dbm = _services()
+    postgres, dbm, _ = _services()
     k.ensure_service(postgres, _pg_ready, port=POSTGRES_PORT, timeout=60)
     from .state import port_open
 
@@ -466,6 +569,8 @@ def _bootstrap(cp, kube, images: dict[str, str]) -> None:
     for d in rbac_manifests():
         kube.apply(d, KATIB_SYSTEM if d["kind"] == "ServiceAccount" else None, field_manager="fairing-rig")
     crt, key = _webhook_cert(cp.pki)
+    k.ensure_service(_placement_svc(), lambda: _placement_ok(cp.pki), port=PLACEMENT_PORT, timeout=30)
+    kube.apply(placement_webhook(cp.pki.ca_crt), field_manager="fairing-rig")
     kube.apply({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
                 "metadata": {"name": "katib-webhook-cert", "namespace": KATIB_SYSTEM},
                 "data": {"tls.crt": base64.b64encode(crt.read_bytes()).decode(),
@@ -505,6 +610,8 @@ def _healthy(cp) -> bool:
         kube = cp.kube()
         return kube.get("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration",
                         "katib.kubeflow.org") is not None and \
+            kube.get("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration",
+                     PLACEMENT_WEBHOOK) is not None and \
             kube.get("discovery.k8s.io/v1", "EndpointSlice", "katib-db-manager", KATIB_SYSTEM) is not None
     except Exception:  # noqa: BLE001 - CRDs gone, API server restarting: bootstrap again
         return False
@@ -519,14 +626,15 @@ def status() -> str:
 
 
 def stop_all() -> None:
-    """Unregister the webhooks (with no controller behind them they would refuse every Experiment
-    and every pod in the katib namespace), remove the controller, stop the db-manager and
-    PostgreSQL. Stdlib calls only: teardown must not depend on the product under test."""
+    """Unregister the webhooks (with nothing behind them they would refuse every Experiment and
+    every pod in the katib namespace), remove the controller, stop the placement webhook, the
+    db-manager and PostgreSQL. Stdlib calls only: teardown must not depend on the product under test."""
     from .kube import Pki, kube_dir
     from .node import _api
 
     pki = Pki(kube_dir() / "pki")
     for path in ("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/katib.kubeflow.org",
+                 f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{PLACEMENT_WEBHOOK}",
                  "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/katib.kubeflow.org",
                  f"/apis/apps/v1/namespaces/{KATIB_SYSTEM}/deployments/katib-controller"):
         with contextlib.suppress(Exception):
