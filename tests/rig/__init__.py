@@ -54,7 +54,7 @@ def down() -> list[str]:
 
     # Katib first: its webhooks are unregistered and its controller removed through the API
     # server, before the node its controller runs on goes.
-    katib_rig.stop_all()
+    stopped += katib_rig.stop_all()
     stopped += [f"node {name}" for name in stop_node()]  # before the API server its kubelet talks to
     if hasattr(kube_rig, "stop_all"):
         from . import trainer as trainer_rig  # Trainer/JobSet/Kueue controllers use the API server

@@ -625,7 +625,7 @@ def status() -> str:
     return "\n".join(lines)
 
 
-def stop_all() -> None:
+def stop_all() -> list[str]:
     """Unregister the webhooks (with nothing behind them they would refuse every Experiment and
     every pod in the katib namespace), remove the controller, stop the placement webhook, the
     db-manager and PostgreSQL. Stdlib calls only: teardown must not depend on the product under test."""
@@ -639,9 +639,9 @@ def stop_all() -> None:
                  f"/apis/apps/v1/namespaces/{KATIB_SYSTEM}/deployments/katib-controller"):
         with contextlib.suppress(Exception):
             _api(pki, "DELETE", path)
-    for s in reversed(_services()):
-        s.stop(timeout=20)
+    stopped = [s.name.rsplit("/", 1)[-1] for s in reversed(_services()) if s.stop(timeout=20)]
     (_state_dir() / "bootstrapped").unlink(missing_ok=True)
+    return stopped
 
 
 if __name__ == "__main__":  # python -m tests.rig.katib [build|start|status|stop]
