@@ -37,8 +37,10 @@ def pytest_collection_modifyitems(config, items):
     # Tests on the Trainer/JobSet/Kueue controllers run last: scripts/test builds those controllers
     # in the background while the rest of the suite runs (about 15 minutes of Go builds on a fresh
     # machine), and their fixture waits on the same build lock if the build is still going.
-    items.sort(key=lambda item: "trainer" in getattr(item, "fixturenames", ()))
+    # Katib's controllers build the same way (tests/rig/katib.py) and their tests run last too.
+    late = {"trainer", "katib"}
+    items.sort(key=lambda item: bool(late & set(getattr(item, "fixturenames", ()))))
     for item in items:
-        if "trainer" in getattr(item, "fixturenames", ()):
+        if late & set(getattr(item, "fixturenames", ())):
             # The first of them may wait for that background build (a fixture counts in the test's time).
             item.add_marker(pytest.mark.timeout(2700))

@@ -1,7 +1,8 @@
-"""The katib backend against Katib's real CRDs on the rig's API server: the rendered Experiment is
-accepted by Katib's schema (server-side dry run, nothing pruned), and with the Experiment kind
-served the default backend becomes katib. Katib's controllers are not on the rig, so no Experiment
-runs here (see tests/rig/katib.py)."""
+"""The katib backend against real Katib on the rig (tests/rig/katib.py): the rendered Experiment
+is accepted by Katib's schema (server-side dry run, nothing pruned); with the Experiment kind served
+the default backend becomes katib; and a real Experiment runs: Katib's controller asks its goptuna
+suggestion service for parameters, runs each trial as a Job on the rig's real node with its metrics
+collector injected, and the collector's numbers (what the trials printed) decide the optimum."""
 import uuid
 
 import pytest
@@ -11,15 +12,30 @@ from fairing import settings as settings_mod
 from fairing.kube.client import Kube
 from fairing.tune.api import katib_probe
 from fairing.tune.build import choose_backend
-from tests.rig.katib import ensure_crds
-from tests.test_tune import TRAIN
+from tests.rig.katib import NAMESPACE as KATIB_NAMESPACE, ensure_crds
+from tests.test_tune import TRAIN, manifest_puts
 
 
 @pytest.fixture
 def katib_crds(kube):
-    admin = Kube(kube.kubeconfig, namespace=kube.namespace)
+    """Katib's CRDs, and an admin client for a namespace Katib accepts Experiments in: when Katib's
+    controller runs on the rig, its validating webhook refuses namespaces without the
+    metrics-collector injection label (the StdOut collector is injected into trial pods)."""
+    admin = Kube(kube.kubeconfig, namespace=KATIB_NAMESPACE)
     ensure_crds(admin)
+    admin.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": KATIB_NAMESPACE, "labels": {"katib.kubeflow.org/metrics-collector-injection": "enabled"}}},
+        field_manager="fairing-test-katib-schema")
     return admin
+
+
+def kept(sent, stored) -> bool:
+    """Everything sent is in the stored object unchanged (the server may add defaults)."""
+    if isinstance(sent, dict):
+        return isinstance(stored, dict) and all(k in stored and kept(v, stored[k]) for k, v in sent.items())
+    if isinstance(sent, list):
+        return isinstance(stored, list) and len(sent) == len(stored) and all(map(kept, sent, stored))
+    return sent == stored
 
 
 def test_rendered_experiment_passes_katibs_schema(kube, katib_crds, registry, tmp_path, monkeypatch):
@@ -31,17 +47,17 @@ def test_rendered_experiment_passes_katibs_schema(kube, katib_crds, registry, tm
                                 "layers": fairing.intrange(1, 4), "opt": fairing.choice(["adam", "sgd"])},
                         objective="score", goal="maximize", trials=6, parallel=2, max_failed=1, backend="katib",
                         algorithm="tpe", name=name, registry=f"{registry.host}/team", kubeconfig=str(kube.kubeconfig),
-                        dry_run=True, progress=False)
+                        namespace=KATIB_NAMESPACE, dry_run=True, progress=False)
     (exp,) = plan["manifests"]
-    assert exp["metadata"]["namespace"] == kube.namespace
+    assert exp["metadata"]["namespace"] == KATIB_NAMESPACE
     stored = katib_crds.create(exp, dry_run=True)
-    # Accepted, and nothing we set was pruned as unknown by the structural schema.
-    assert stored["spec"]["parameters"] == exp["spec"]["parameters"]
-    assert stored["spec"]["objective"] == exp["spec"]["objective"]
-    assert stored["spec"]["trialTemplate"]["trialParameters"] == exp["spec"]["trialTemplate"]["trialParameters"]
-    assert stored["spec"]["trialTemplate"]["trialSpec"] == exp["spec"]["trialTemplate"]["trialSpec"]
-    for key in ("maxTrialCount", "parallelTrialCount", "maxFailedTrialCount", "metricsCollectorSpec", "algorithm"):
-        assert stored["spec"][key] == exp["spec"][key]
+    # Accepted, and nothing we set was pruned as unknown by the structural schema. With Katib's
+    # controller on the rig its webhooks see it too: the validator accepts it and the defaulter
+    # only adds (distribution, resumePolicy), never changes what fairing wrote.
+    assert kept(exp["spec"], stored["spec"])
+    for key in ("parameters", "objective", "trialTemplate", "maxTrialCount", "parallelTrialCount",
+                "maxFailedTrialCount", "metricsCollectorSpec", "algorithm"):
+        assert key in stored["spec"]
     assert katib_crds.get("kubeflow.org/v1beta1", "Experiment", name) is None  # a dry run stores nothing
 
 
@@ -80,3 +96,149 @@ def test_katib_trial_objects_become_trials():
     assert res.best is other  # a tie: Katib's currentOptimalTrial decides, not our ordering
     assert experiment_state({"status": {"conditions": [{"type": "Running", "status": "False"},
                                                        {"type": "Succeeded", "status": "True"}]}}) == "Succeeded"
+
+
+# --- a real Experiment -----------------------------------------------------------------------------
+def _katib_trials(admin: Kube, namespace: str, experiment: str) -> dict[str, dict]:
+    items = admin.list("kubeflow.org/v1beta1", "Trial", namespace,
+                       label_selector=f"katib.kubeflow.org/experiment={experiment}").get("items", [])
+    return {t["metadata"]["name"]: t for t in items}
+
+
+class PodWatch:
+    """Every pod whose name starts with `prefix`, as last seen while it existed (polled)."""
+
+    def __init__(self, kube: Kube, namespace: str, prefix: str):
+        import threading
+
+        self.kube, self.namespace, self.prefix = kube, namespace, prefix
+        self.seen: dict[str, dict] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for p in self.kube.list("v1", "Pod", self.namespace).get("items", []):
+                    if p["metadata"]["name"].startswith(self.prefix):
+                        self.seen[p["metadata"]["name"]] = p
+            except Exception:  # noqa: BLE001 - a missed poll only loses a sample
+                pass
+            self._stop.wait(0.5)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+
+
+def _observed(trial: dict, metric: str) -> float:
+    (m,) = [m for m in trial["status"]["observation"]["metrics"] if m["name"] == metric]
+    return float(m["latest"])
+
+
+# Katib's file metrics collector starts beside the trial container and looks for its process in the
+# pod's shared PID namespace; a trial that is already gone by then fails the collector ("unable to
+# find main pid") and with it the trial. Real trials run longer than that; this one waits 2 s (the
+# plain TRAIN passed 4 of 4 trials by hand, but the race is real).
+SLOW_TRAIN = TRAIN.replace('print("training with", a.x)', 'import time\ntime.sleep(2)')
+
+
+def test_real_experiment_on_the_node(katib, on_node, tmp_path, monkeypatch):
+    """Six trials, two at a time, parameters from Katib's random suggestion; every number here was
+    printed by a trial container and collected by Katib's own metrics collector."""
+    (tmp_path / "train.py").write_text(SLOW_TRAIN)
+    monkeypatch.chdir(tmp_path)
+    repo = f"{on_node.registry}/katib{uuid.uuid4().hex[:6]}"
+    name = f"katib-{uuid.uuid4().hex[:5]}"
+    admin = Kube(katib.admin_kubeconfig, namespace=katib.namespace)
+    pods = PodWatch(admin, katib.namespace, f"{name}-")
+    try:
+        with pods:
+            r = fairing.tune(str(tmp_path / "train.py"), params={"x": fairing.uniform(0, 6)}, objective="score",
+                             goal="maximize", trials=6, parallel=2, backend="katib", algorithm="random", name=name,
+                             registry=repo, base_image=on_node.base, kubeconfig=str(katib.kubeconfig),
+                             namespace=katib.namespace, mutators=on_node.mutators(), progress=False, timeout=600)
+        assert r.status == "Succeeded", f"{r.reason}\n{katib.controller_log()}"
+        assert len(r.trials) == 6
+        trials = _katib_trials(admin, katib.namespace, name)
+        assert sorted(trials) == sorted(t.name for t in r.trials)
+        xs = set()
+        for t in r.trials:
+            assert t.state == "Succeeded", t.error
+            assert 0 <= t.params["x"] <= 6
+            xs.add(t.params["x"])
+            # What the container printed for the x Katib gave it, as Katib's collector stored it.
+            assert t.value == pytest.approx(-(t.params["x"] - 3) ** 2, rel=1e-9, abs=1e-12)
+            assert _observed(trials[t.name], "score") == t.value
+        assert len(xs) == 6  # six suggestions, not one trial repeated
+        # fairing's best is Katib's currentOptimalTrial: name, parameters and value
+        exp = admin.get("kubeflow.org/v1beta1", "Experiment", name, katib.namespace)
+        opt = exp["status"]["currentOptimalTrial"]
+        assert r.best.name == opt["bestTrialName"]
+        assert r.best.params == {a["name"]: pytest.approx(float(a["value"])) for a in opt["parameterAssignments"]}
+        assert r.best.value == _observed({"status": {"observation": opt["observation"]}}, "score")
+        assert r.best.value == max(t.value for t in r.trials)
+        # Real pods on the real node (seen while they ran: Katib deletes a finished trial's Job):
+        # each trial's pod ran the pushed image beside Katib's injected metrics collector, and the
+        # suggestion service Katib deployed for the Experiment ran there too.
+        by_trial = {}
+        for p in pods.seen.values():
+            assert p["spec"].get("nodeName") in (None, on_node.node.name), p["metadata"]["name"]
+            trial = p["metadata"]["labels"].get("katib.kubeflow.org/trial")
+            if trial:
+                by_trial[trial] = p
+        assert sorted(by_trial) == sorted(trials)
+        for p in by_trial.values():
+            images = {c["name"]: c["image"] for c in p["spec"]["containers"]}
+            assert images["main"] == r.image
+            assert "metrics-logger-and-collector" in images
+            assert p["spec"]["nodeName"] == on_node.node.name
+        suggestion = [p for p in pods.seen.values() if p["metadata"]["name"].startswith(f"{name}-random-")]
+        assert suggestion and all(p["spec"].get("nodeName") == on_node.node.name for p in suggestion)
+        assert r.image.startswith(repo + "/fairing-train@sha256:")
+        assert manifest_puts(repo.split("/", 1)[1] + "/fairing-train") == 1  # built and pushed once
+    finally:
+        admin.delete("kubeflow.org/v1beta1", "Experiment", name, katib.namespace)
+
+
+FAILING_TRAIN = SLOW_TRAIN + 'if a.x > 1:\n    raise SystemExit("diverged")\n'
+
+
+def test_real_experiment_stops_at_max_failed(katib, on_node, tmp_path, monkeypatch):
+    """Trials that exit 1 (for x > 1: most of them) fail with Katib's reason, and max_failed=1 stops
+    the Experiment once two have failed: fairing raises TuneFailed with the trials."""
+    from fairing.tune.result import TuneFailed
+
+    (tmp_path / "train.py").write_text(FAILING_TRAIN)
+    monkeypatch.chdir(tmp_path)
+    repo = f"{on_node.registry}/katib{uuid.uuid4().hex[:6]}"
+    name = f"katibf-{uuid.uuid4().hex[:5]}"
+    admin = Kube(katib.admin_kubeconfig, namespace=katib.namespace)
+    try:
+        with pytest.raises(TuneFailed) as err:
+            fairing.tune(str(tmp_path / "train.py"), params={"x": fairing.uniform(0, 6)}, objective="score",
+                         goal="maximize", trials=6, parallel=2, max_failed=1, backend="katib", algorithm="random",
+                         name=name, registry=repo, base_image=on_node.base, kubeconfig=str(katib.kubeconfig),
+                         namespace=katib.namespace, mutators=on_node.mutators(), progress=False, timeout=600)
+        r = err.value.result
+        assert r.status == "Failed", r.reason
+        exp = admin.get("kubeflow.org/v1beta1", "Experiment", name, katib.namespace)
+        failed_cond = [c for c in exp["status"]["conditions"] if c["type"] == "Failed" and c["status"] == "True"]
+        assert failed_cond and r.reason == failed_cond[0]["message"]
+        assert exp["spec"]["maxFailedTrialCount"] == 2  # max_failed tolerated, the next one stops it
+        failed = [t for t in r.trials if t.state == "Failed"]
+        assert len(failed) >= 2 and exp["status"]["trialsFailed"] >= 2
+        assert len(r.trials) < 6 or len(failed) == sum(1 for t in r.trials if t.params["x"] > 1)
+        for t in failed:
+            assert t.params["x"] > 1, (t.params, t.error)
+            # Katib's reason: the trial's output went to its metrics collector, not the pod log.
+            assert "Trial has failed" in t.error and "backoff limit" in t.error, t.error
+        for t in r.trials:
+            if t.state == "Succeeded":
+                assert t.params["x"] <= 1 and t.value == pytest.approx(-(t.params["x"] - 3) ** 2)
+    finally:
+        admin.delete("kubeflow.org/v1beta1", "Experiment", name, katib.namespace)

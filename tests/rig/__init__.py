@@ -49,8 +49,12 @@ def down() -> list[str]:
         from . import kube as kube_rig  # owned by the kubernetes helper
     except ImportError:
         return stopped
+    from . import katib as katib_rig
     from .node import stop_node
 
+    # Katib first: its webhooks are unregistered and its controller removed through the API
+    # server, before the node its controller runs on goes.
+    stopped += katib_rig.stop_all()
     stopped += [f"node {name}" for name in stop_node()]  # before the API server its kubelet talks to
     if hasattr(kube_rig, "stop_all"):
         from . import trainer as trainer_rig  # Trainer/JobSet/Kueue controllers use the API server

@@ -89,6 +89,16 @@ def trainer(kube):
 
 
 @pytest.fixture(scope="session")
+def katib(kube):
+    """Katib v0.19.0 (tests/rig/katib.py): controller, db-manager + PostgreSQL, the goptuna
+    suggestion and the metrics collector, with trials and suggestions on the real node:
+    .namespace, .kubeconfig (its least-privilege ServiceAccount), .algorithms."""
+    from .katib import katib_rig
+
+    return katib_rig(kube)
+
+
+@pytest.fixture(scope="session")
 def real_node(kube):
     """The rig's real node (kubelet + containerd): .name, .mutators() puts a pod on it. On a user's
     own cluster (FAIRING_TEST_KUBECONFIG) its nodes are real already and .mutators() is empty."""
