@@ -157,75 +157,9 @@ def test_pod_on_the_api_server_and_digest_read_back(kube, kube_client, docker_co
         kube_client.delete("v1", "Secret", secret["metadata"]["name"])
 
 
-def _leftovers(kube_client, ctx) -> tuple[list, list]:
-    from fairing.builders.base import context_hash
-
-    pods = [p for p in kube_client.list("v1", "Pod", label_selector=f"fairing.dev/context-hash={context_hash(ctx)}")["items"]
-            if not p["metadata"].get("deletionTimestamp")]
-    secrets = [s for s in kube_client.list("v1", "Secret", label_selector="app.kubernetes.io/component=build")["items"]
-               if s["metadata"]["name"].startswith(f"fairing-build-{context_hash(ctx, 10)}")]
-    return pods, secrets
-
-
-def _wait_for(cond, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out")
-
-
-def test_build_reads_the_digest_from_the_pod_and_cleans_up(kube, kube_client, docker_config):
-    import threading
-
-    docker_config("registry.example.com", "builder", "pw-" + uuid.uuid4().hex)
-    ctx = make_ctx(uuid.uuid4().hex, requirements=())
-    lines: list[str] = []
-    b = ClusterBuilder("registry.example.com/base/python:3.11", kube=kube_client, output=lines.append)
-    outcome: dict = {}
-
-    def run():
-        try:
-            outcome["image"] = b.build(ctx, "registry.example.com/team/train:v1")
-        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
-            outcome["error"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    # The pod reaches Running on a kwok node and the context goes through the attach API...
-    pod = _wait_for(lambda: next(iter(_leftovers(kube_client, ctx)[0]), None))
-    name = pod["metadata"]["name"]
-    _wait_for(lambda: any("sent the build context" in ln for ln in lines) or "error" in outcome)
-    assert "error" not in outcome, outcome.get("error")
-    secret = _leftovers(kube_client, ctx)[1][0]
-    assert secret["metadata"]["ownerReferences"][0]["uid"] == pod["metadata"]["uid"]
-    # ...then kaniko would push and exit; kwok runs no container, so report what the kubelet would.
-    digest = "sha256:" + uuid.uuid4().hex * 2
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    _play_kubelet(kube_client, name, {"phase": "Succeeded", "containerStatuses": [{
-        "name": CONTAINER, "image": pod["spec"]["containers"][0]["image"], "imageID": "", "ready": False,
-        "restartCount": 0, "state": {"terminated": {
-            "exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now,
-            "message": f"registry.example.com/team/train:v1@{digest}\n"}}}]})
-    t.join(60)
-    assert "error" not in outcome, outcome.get("error")
-    img = outcome["image"]
-    assert img.ref == f"registry.example.com/team/train@{digest}" and img.tag == "v1"
-    _wait_for(lambda: _leftovers(kube_client, ctx) == ([], []), 30)
-
-
-def test_failed_build_pod_fails_the_build_and_cleans_up(kube, kube_client, docker_config):
-    docker_config("registry.example.com", "builder", "pw")
-    ctx = make_ctx(uuid.uuid4().hex, requirements=())
-    # kwok ends pods labelled like this with exit code 1, as a failed executor would.
-    b = ClusterBuilder("registry.example.com/base/python:3.11", kube=kube_client, output=lambda line: None,
-                       labels={"fairing.test/outcome": "fail"})
-    with pytest.raises(BuildError) as e:
-        b.build(ctx, "registry.example.com/team/train:v1")
-    assert "exit code 1" in e.value.message or "exited with code 1" in e.value.message, e.value.message
-    _wait_for(lambda: _leftovers(kube_client, ctx) == ([], []), 30)
+# The build through the attach API, its digest, its failure and the cleanup of pod and Secret run
+# for real on the rig's node: tests/test_node_kaniko.py (kwok's simulated attach closed the stream
+# early under load, so the kwok versions of those tests tested kwok).
 
 
 # --- the real kaniko executor in Podman --------------------------------------------------------------------

@@ -365,6 +365,25 @@ def _ensure(svc: Service, healthy, *, config_changed: bool, port: int | None, ti
     kube_rig.ensure_service(svc, healthy, port=port, timeout=timeout)
 
 
+def _ensure_kubelet(svc: Service, *, config_changed: bool) -> None:
+    """Start the kubelet. containerd answers on its socket (and `ctr version`) a moment before its
+    CRI service is initialized; a kubelet started in that moment exits at once with "server is not
+    initialized yet" (seen after `down`, when containerd reloads its images). Started again then."""
+    for attempt in range(10):
+        try:
+            _ensure(svc, lambda: _http_ok(f"http://127.0.0.1:{KUBELET_HEALTHZ}/healthz"),
+                    config_changed=config_changed and attempt == 0, port=KUBELET_HEALTHZ, timeout=90)
+            return
+        except RigError:
+            try:
+                last_start = svc.log.read_text(errors="replace").rsplit("--- ", 1)[-1]
+            except OSError:
+                last_start = ""
+            if "not initialized yet" not in last_start or attempt == 9:
+                raise
+            time.sleep(1)
+
+
 def _node_ready(kube) -> bool:
     node = kube.get("v1", "Node", NODE_NAME) or {}
     conds = {c["type"]: c["status"] for c in (node.get("status") or {}).get("conditions") or []}
@@ -508,8 +527,7 @@ def _ensure_node(cp) -> None:
     _ensure(svcs["containerd"], _containerd_ok, config_changed=changed["containerd"], port=None, timeout=60)
     _ensure(svcs["coredns"], lambda: _http_ok(f"http://127.0.0.1:{DNS_READY}/ready"),
             config_changed=changed["coredns"], port=DNS_READY, timeout=60)
-    _ensure(svcs["kubelet"], lambda: _http_ok(f"http://127.0.0.1:{KUBELET_HEALTHZ}/healthz"),
-            config_changed=changed["kubelet"] or changed["containerd"], port=KUBELET_HEALTHZ, timeout=90)
+    _ensure_kubelet(svcs["kubelet"], config_changed=changed["kubelet"] or changed["containerd"])
     # After the kubelet: kube-proxy reads its node's address from the Node the kubelet registers.
     _ensure(svcs["kube-proxy"], lambda: _http_ok(f"http://127.0.0.1:{PROXY_HEALTHZ}/healthz"),
             config_changed=changed["kube-proxy"], port=PROXY_HEALTHZ, timeout=90)

@@ -19,6 +19,7 @@ import csv
 import hashlib
 import io
 import posixpath
+import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -41,6 +42,10 @@ if __name__ == "__main__":
     sys.argv[0] = re.sub(r"(-script\\.pyw|\\.exe)?$", "", sys.argv[0])
     sys.exit({func}())
 """
+
+
+DOWNLOAD_TRIES = 4
+RETRY_STATUS = (429, 500, 502, 503, 504)
 
 
 def wheel_path(cache: Cache, wheel: Wheel) -> Path:
@@ -69,14 +74,30 @@ def download(wheels: Iterable[Wheel], cache: Cache, *, jobs: int = 4, progress: 
 
     def fetch(w: Wheel) -> Path:
         def write(f) -> None:
-            try:
-                with session.get(w.url, stream=True, timeout=(10, 300)) as r:
-                    if r.status_code != 200:
-                        raise BuildError(f"downloading {w.filename} failed: HTTP {r.status_code}", hint="check the package index and network, then retry")
-                    for chunk in r.iter_content(1 << 20):
-                        f.write(chunk)
-            except requests.RequestException as e:
-                raise BuildError(f"downloading {w.filename} failed ({type(e).__name__})", hint="check the package index and network, then retry") from None
+            # A dropped connection or a TLS hiccup of a proxy mid-download is retried (a fresh cold
+            # build downloads dozens of wheels); an untrusted certificate or a 4xx is not.
+            for attempt in range(DOWNLOAD_TRIES):
+                last = attempt == DOWNLOAD_TRIES - 1
+                f.seek(0)
+                f.truncate()
+                try:
+                    with session.get(w.url, stream=True, timeout=(10, 300)) as r:
+                        if r.status_code in RETRY_STATUS and not last:
+                            time.sleep(0.5 * 2**attempt)
+                            continue
+                        if r.status_code != 200:
+                            raise BuildError(f"downloading {w.filename} failed: HTTP {r.status_code}", hint="check the package index and network, then retry")
+                        for chunk in r.iter_content(1 << 20):
+                            f.write(chunk)
+                    return
+                except requests.RequestException as e:
+                    if "CERTIFICATE_VERIFY_FAILED" in str(e) or "certificate verify failed" in str(e):
+                        raise BuildError(f"downloading {w.filename} failed: the package index's TLS certificate is not trusted",
+                                         hint="set REQUESTS_CA_BUNDLE to the CA bundle that signs it (a proxy's CA)") from None
+                    if last:
+                        raise BuildError(f"downloading {w.filename} failed ({type(e).__name__}, {DOWNLOAD_TRIES} tries)",
+                                         hint="check the package index and network, then retry") from None
+                    time.sleep(0.5 * 2**attempt)
 
         return cache.put_file(wheel_path(cache, w), f"sha256:{w.sha256}", write)
 
