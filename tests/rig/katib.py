@@ -483,18 +483,11 @@ def pod_log(kube, pod: str, namespace: str, *, container: str | None = None, tai
         resp.release_conn()
 
 
-def _http_ok(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=3) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
 
 def _controller_ready() -> bool:
-    return _http_ok(f"http://{_node_ip()}:{HEALTHZ_PORT}/readyz")
+    from .kube import http_ok
+
+    return http_ok(f"http://{_node_ip()}:{HEALTHZ_PORT}/readyz")
 
 
 class KatibRig:

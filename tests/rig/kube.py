@@ -474,7 +474,8 @@ def ensure_service(svc: Service, healthy, *, port: int | None, timeout: float) -
     argv_file.write_text(want)
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
+    """A plain-HTTP health endpoint answers 200 (the rig's daemons' readiness checks)."""
     try:
         with urllib.request.urlopen(url, timeout=3) as r:
             return r.status == 200
@@ -580,7 +581,7 @@ def restart_operator() -> None:
     svc = _operator(admin)
     if svc.alive():
         svc.stop()
-        ensure_service(svc, lambda: _http_ok(f"http://127.0.0.1:{OPERATOR_PORTS[1]}/readyz"),
+        ensure_service(svc, lambda: http_ok(f"http://127.0.0.1:{OPERATOR_PORTS[1]}/readyz"),
                        port=OPERATOR_PORTS[1], timeout=120)
 
 
@@ -808,7 +809,7 @@ def _ensure() -> ControlPlane:
         for svc in (operator, kwok, sched, kcm, api, etcd):
             svc.stop()
         shutil.rmtree(d / "etcd-data")
-    ensure_service(etcd, lambda: _http_ok(f"http://127.0.0.1:{ETCD_PORT}/health"), port=ETCD_PORT, timeout=60)
+    ensure_service(etcd, lambda: http_ok(f"http://127.0.0.1:{ETCD_PORT}/health"), port=ETCD_PORT, timeout=60)
     version_file.write_text(ETCD_VERSION)
     ensure_service(api, lambda: https_ok(f"{server}/readyz", pki), port=APISERVER_PORT, timeout=120)
     kube = Kube(admin, namespace=NAMESPACE)
@@ -822,7 +823,7 @@ def _ensure() -> ControlPlane:
     if not config.exists() or config.read_text() != text:
         config.write_text(text)
         kwok.stop()  # new stages: restart kwok to load them
-    ensure_service(kwok, lambda: _http_ok(f"http://127.0.0.1:{KWOK_PORT}/healthz"), port=KWOK_PORT, timeout=60)
+    ensure_service(kwok, lambda: http_ok(f"http://127.0.0.1:{KWOK_PORT}/healthz"), port=KWOK_PORT, timeout=60)
     for name, gpus in zip(NODES, (0, 4)):
         kube.apply(_node(name, gpus), field_manager="fairing-rig")
     # The operator keeps its webhook certificates in this Secret (it updates, never creates it).
@@ -831,7 +832,7 @@ def _ensure() -> ControlPlane:
     if kube.get("v1", "Secret", "training-operator-webhook-cert", OPERATOR_NAMESPACE) is None:
         kube.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                      "metadata": {"name": "training-operator-webhook-cert", "namespace": OPERATOR_NAMESPACE}})
-    ensure_service(operator, lambda: _sync_operator_certs(kube) and _http_ok(f"http://127.0.0.1:{OPERATOR_PORTS[1]}/readyz"),
+    ensure_service(operator, lambda: _sync_operator_certs(kube) and http_ok(f"http://127.0.0.1:{OPERATOR_PORTS[1]}/readyz"),
                 port=OPERATOR_PORTS[1], timeout=120)
     token = setup_namespace(kube)
     sa = write_kubeconfig(d / "sa.kubeconfig", server, pki.ca_crt, user=f"{SA_NAME}-sa", token=token,

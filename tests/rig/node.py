@@ -340,13 +340,6 @@ def _services(pki: kube_rig.Pki) -> dict[str, Service]:
     }
 
 
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=3) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
 
 def _ctr(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
     return run(["ctr", "--address", str(containerd_sock()), "--namespace", "k8s.io", *args],
@@ -371,7 +364,7 @@ def _ensure_kubelet(svc: Service, *, config_changed: bool) -> None:
     initialized yet" (seen after `down`, when containerd reloads its images). Started again then."""
     for attempt in range(10):
         try:
-            _ensure(svc, lambda: _http_ok(f"http://127.0.0.1:{KUBELET_HEALTHZ}/healthz"),
+            _ensure(svc, lambda: kube_rig.http_ok(f"http://127.0.0.1:{KUBELET_HEALTHZ}/healthz"),
                     config_changed=config_changed and attempt == 0, port=KUBELET_HEALTHZ, timeout=90)
             return
         except RigError:
@@ -480,7 +473,7 @@ def _ensure_namespace(cp) -> Path:
 
 def _healthy(cp) -> bool:
     svcs = _services(cp.pki)
-    return all(s.alive() for s in svcs.values()) and _http_ok(f"http://127.0.0.1:{KUBELET_HEALTHZ}/healthz") \
+    return all(s.alive() for s in svcs.values()) and kube_rig.http_ok(f"http://127.0.0.1:{KUBELET_HEALTHZ}/healthz") \
         and _node_ready(cp.kube()) and _kubernetes_endpoints_ok(cp.pki, node_ip())
 
 
@@ -525,11 +518,11 @@ def _ensure_node(cp) -> None:
     kube_rig.ensure_service(svcs["apiserver"], lambda: kube_rig.https_ok(f"https://{ip}:{kube_rig.APISERVER_PORT}/readyz", pki),
                             port=None, timeout=120)
     _ensure(svcs["containerd"], _containerd_ok, config_changed=changed["containerd"], port=None, timeout=60)
-    _ensure(svcs["coredns"], lambda: _http_ok(f"http://127.0.0.1:{DNS_READY}/ready"),
+    _ensure(svcs["coredns"], lambda: kube_rig.http_ok(f"http://127.0.0.1:{DNS_READY}/ready"),
             config_changed=changed["coredns"], port=DNS_READY, timeout=60)
     _ensure_kubelet(svcs["kubelet"], config_changed=changed["kubelet"] or changed["containerd"])
     # After the kubelet: kube-proxy reads its node's address from the Node the kubelet registers.
-    _ensure(svcs["kube-proxy"], lambda: _http_ok(f"http://127.0.0.1:{PROXY_HEALTHZ}/healthz"),
+    _ensure(svcs["kube-proxy"], lambda: kube_rig.http_ok(f"http://127.0.0.1:{PROXY_HEALTHZ}/healthz"),
             config_changed=changed["kube-proxy"], port=PROXY_HEALTHZ, timeout=90)
     _ensure_kubernetes_endpoints(pki, ip)
     from .base import PYTHON, REPO

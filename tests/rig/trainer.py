@@ -278,15 +278,6 @@ def services(kubeconfig: Path) -> list:
     return [_jobset_svc(kubeconfig), _trainer_svc(kubeconfig), _kueue_svc(kubeconfig)]
 
 
-def _http_ok(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=3) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
 
 class TrainerRig:
     """What the Trainer/Kueue tests need to know."""
@@ -344,7 +335,7 @@ def trainer_rig(cp) -> TrainerRig:
         _serving_certs(cp.pki, KUEUE_METRICS_CERTS)
         jobset, trainer, kueue = services(cp.kubeconfig)
         for svc, ports in ((jobset, JOBSET_PORTS), (trainer, TRAINER_PORTS), (kueue, KUEUE_PORTS)):
-            k.ensure_service(svc, lambda p=ports[1]: _http_ok(f"http://127.0.0.1:{p}/readyz"),  # noqa: SLF001
+            k.ensure_service(svc, lambda p=ports[1]: k.http_ok(f"http://127.0.0.1:{p}/readyz"),  # noqa: SLF001
                           port=ports[1], timeout=120)
         for d in webhook_configurations(cp.pki.ca_crt):
             kube.apply(d, field_manager="fairing-rig")
