@@ -28,14 +28,15 @@ def _ctx() -> BuildContext:
 
 
 def _upload_in_progress(reg) -> bool:
-    """True once the registry has started writing an upload's bytes to its storage. An upload file
-    that vanishes between listing and stat was just committed, so the push is under way too."""
-    for p in reg.data_dir.rglob("_uploads/*/data"):
-        try:
+    """True once the registry has started writing an upload's bytes to its storage. The registry
+    moves and deletes upload directories while we walk them: anything that vanishes under the walk
+    was just committed, so the push is under way too."""
+    try:
+        for p in reg.data_dir.rglob("_uploads/*/data"):
             if p.stat().st_size > 0:
                 return True
-        except FileNotFoundError:
-            return True
+    except FileNotFoundError:
+        return True
     return False
 
 
@@ -46,14 +47,20 @@ def _stop_on_first_upload(reg, restart_after: float | None):
     done = threading.Event()
 
     def bounce():
-        deadline = time.monotonic() + 10
-        while not _upload_in_progress(reg) and time.monotonic() < deadline:
-            time.sleep(0.002)
-        reg.stop()
-        if restart_after is not None:
-            time.sleep(restart_after)
-            reg.start()
-        done.set()
+        # try/finally: whatever the watch meets, the registry is stopped (a watcher that died
+        # silently let a push finish, and the test then blamed the product).
+        try:
+            deadline = time.monotonic() + 10
+            while not _upload_in_progress(reg) and time.monotonic() < deadline:
+                time.sleep(0.002)
+        finally:
+            reg.stop()
+            try:
+                if restart_after is not None:
+                    time.sleep(restart_after)
+                    reg.start()
+            finally:
+                done.set()
 
     def progress(msg: str) -> None:
         if msg.startswith("uploading layer") and not fired.is_set():
