@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from ..context import BuildContext, BuiltImage
-from ..errors import ConfigError
+from ..errors import BuildError, ConfigError
 from ..oci import layout, reference
 from ..oci.cache import Cache
 from ..oci.image import OCI_LAYER_ZSTD, OCI_MANIFEST, Image, Layer, timestamp
@@ -23,6 +23,8 @@ from ..oci.layer import source_date_epoch
 from ..publish.target import LAYOUT, REGISTRY
 from .base import Builder
 from .deps import SITE_DIR, deps_key, image_python, install_layers, planned_layers
+from .deps.bytecode import interpreter
+from .deps.bytecode import setting as bytecode_setting
 from .platforms import platform_tags
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,9 @@ class AppendBuilder(Builder):
     reachable over plain HTTP (loopback hosts always are), `ca_file` is a CA bundle for TLS,
     `cache_dir` overrides $FAIRING_CACHE, `progress` is a callable receiving one-line messages,
     `glibc` the base's glibc for manylinux tags, `jobs` parallel uploads, `retries` per request,
-    `compression` "gzip" (default) or "zstd" (opt-in: smaller layers some runtimes cannot pull)."""
+    `compression` "gzip" (default) or "zstd" (opt-in: smaller layers some runtimes cannot pull),
+    `bytecode` "auto" (default: when this machine has the image's Python X.Y), True or False: the
+    dependencies' .pyc files in companion layers, so pods do not compile what they import."""
 
     name = "append"
     accepts = (REGISTRY, LAYOUT)
@@ -60,6 +64,7 @@ class AppendBuilder(Builder):
         jobs: int = 4,
         retries: int = 5,
         compression: str | None = None,
+        bytecode: bool | str | None = None,
         **kw: Any,
     ):
         if not base_image:
@@ -80,6 +85,7 @@ class AppendBuilder(Builder):
         self.retries = retries
         self.cache = Cache(cache_dir)
         self.compression = layer_compression(compression)
+        self.bytecode = bytecode_setting(bytecode)
         self.phases: dict[str, float] = {}  # where the last build's time went (BuildStats.phases)
         self.progress = progress
         if kw:
@@ -125,7 +131,8 @@ class AppendBuilder(Builder):
         t = self.target(target, ctx)
         layers = []
         if ctx.requirements:
-            dep = {"name": "dependencies", "path": SITE_DIR, "requirements": [_redact(r) for r in ctx.requirements]}
+            dep = {"name": "dependencies", "path": SITE_DIR, "requirements": [_redact(r) for r in ctx.requirements],
+                   "bytecode": self.bytecode}
             if self.python_version:
                 tags = platform_tags({"architecture": self.platform.split("/")[1]}, self.glibc)
                 python = image_python({}, self.python_version)
@@ -176,19 +183,28 @@ class AppendBuilder(Builder):
                 # too, but this is the earliest point we know both versions.
                 log.warning("the context was made with Python %s but the base image has Python %s", ctx.python, python)
             deps = install_layers(list(ctx.requirements), python=python, tags=tags, cache=self.cache,
-                                  compression=self.compression, progress=self._say, timings=self.phases)
+                                  compression=self.compression, progress=self._say, timings=self.phases,
+                                  interp=self._interpreter(python))
             made = [d for d in deps if d.built]
             # Kept for build() to put on the BuiltImage (from the wheels, or what pip installed).
             self._resolved = tuple(sorted({*(f"{w.name}=={w.version}" for d in deps for w in d.group.wheels),
                                            *(r for d in deps for r in d.installed)}, key=str.lower))
+            pycs = [d.bytecode for d in deps if d.bytecode]
             self._say(f"{len(deps)} dependency layers ({len(made)} made, {len(deps) - len(made)} cached, "
-                      f"{sum(d.layer.size for d in deps)} bytes)")
+                      f"{sum(d.layer.size for d in deps)} bytes)"
+                      + (f" + {len(pycs)} bytecode layers ({sum(c.size for c in pycs)} bytes)" if pycs else ""))
             for d in deps:
                 img = img.append(
                     Layer(d.layer.digest, d.layer.size, layer_type, d.layer.diff_id, path=d.layer.path),
                     created_by=f"fairing: install {d.description or d.group.name} into {SITE_DIR} (Python {python})",
                     created=created,
                 )
+                if d.bytecode:
+                    img = img.append(
+                        Layer(d.bytecode.digest, d.bytecode.size, layer_type, d.bytecode.diff_id, path=d.bytecode.path),
+                        created_by=f"fairing: bytecode of {d.group.name} (compiled by Python {self._interp.version})",
+                        created=created,
+                    )
             prepend = {"PYTHONPATH": SITE_DIR, "PATH": f"{SITE_DIR}/bin"}
         workdir = ctx.workdir.strip("/")
         entries: dict = {f"{workdir}/{dst}" if workdir else dst: src for dst, src in ctx.files.items()}
@@ -203,6 +219,20 @@ class AppendBuilder(Builder):
         return img.with_config(
             env=env, prepend_env=prepend, workdir=ctx.workdir, entrypoint=list(ctx.entrypoint), clear_cmd=True, created=created,
         )
+
+    def _interpreter(self, python: str):
+        """The interpreter that compiles the dependencies' bytecode for Python `python`, or None."""
+        self._interp = None
+        if self.bytecode == "off":
+            return None
+        self._interp = interpreter(python)
+        if self._interp is None:
+            if self.bytecode == "on":
+                raise BuildError(f"bytecode=on needs Python {python} (the base image's) on this machine, and none was found",
+                                 hint=f"install python{python} so `python{python}` is on PATH, or pass bytecode=False")
+            self._say(f"no Python {python} on this machine: dependency layers without bytecode "
+                      f"(pods compile on import; install python{python} for faster starts)")
+        return self._interp
 
     def publish(self, image: Image, target) -> BuiltImage:
         """Send `image` to `target` (a registry or an OCI layout); only missing blobs move."""

@@ -4,6 +4,7 @@ architecture, without running anything in the image, as one layer per package (o
     resolve.py  requirements -> exact wheel files (uv, else pip), cached by the requirement set
     wheels.py   the wheel cache: download (parallel, sha256-checked) and unpack, once per wheel
     layers.py   wheels -> at most 20 layers, each cached by the wheels it holds, made in parallel
+    bytecode.py the .pyc companion layers, compiled by a matching Python in a clean process
     pip.py      the fallback for requirements that are not plain wheels: pip --target, one layer
     target.py   the image's Python, its platform tags, SITE_DIR
 
@@ -36,9 +37,11 @@ def install_layers(
     compression: Compression = GZIP,
     progress: Callable[[str], None] | None = None,
     timings: dict | None = None,
+    interp=None,
 ) -> list[DepLayer]:
     """Requirements -> dependency layers (image order). Per package when every requirement
-    resolves to wheel files; otherwise one layer made by pip (the old way)."""
+    resolves to wheel files, each with a bytecode layer when `interp` (a bytecode.Interpreter) is
+    given; otherwise one layer made by pip (the old way, without bytecode)."""
     timings = timings if timings is not None else {}
     t0 = time.perf_counter()
     wheels, how = resolve(requirements, python, tags, cache)
@@ -53,7 +56,7 @@ def install_layers(
         return [DepLayer(Group("dependencies", ()), layer, built,
                          installed=installed_packages(requirements, python, tags, cache))]
     return dependency_layers(wheels, cache=cache, compression=compression, progress=progress, timings=timings,
-                             on_sizes=lambda sized: remember(cache, requirements, python, tags, sized))
+                             on_sizes=lambda sized: remember(cache, requirements, python, tags, sized), interp=interp)
 
 
 def planned_layers(requirements: Sequence[str], python: str, tags: Sequence[str], cache: Cache,

@@ -9,7 +9,10 @@ same requirements give the same layers, in the same order, with the same digests
 Each layer is keyed by the sha256s of its wheels (plus the install layout, mtime and
 compression) and cached by DiffID: a layer whose wheels did not change is neither downloaded,
 unpacked, tarred nor compressed again, and the registry already has its blob (push HEADs first).
-Layers that must be made are made side by side on all cores."""
+Layers that must be made are made side by side on all cores.
+
+Given an interpreter of the image's Python (bytecode.py), each layer with modules also gets a
+companion layer of their bytecode, keyed like it plus that interpreter's version."""
 from __future__ import annotations
 
 import hashlib
@@ -23,6 +26,7 @@ from typing import Callable, Sequence
 
 from ...oci.cache import Cache, CachedLayer
 from ...oci.layer import GZIP, Compression, source_date_epoch, workers
+from .bytecode import Interpreter, compile_all, sources
 from .resolve import Wheel
 from .target import SITE_DIR
 from .wheels import INSTALLER, download, installed
@@ -45,6 +49,7 @@ class DepLayer:
     layer: CachedLayer
     built: bool  # made now (False: from the cache)
     installed: tuple[str, ...] = ()  # name==version in the layer, when pip made it (no wheel list)
+    bytecode: CachedLayer | None = None  # the companion layer of .pyc files (bytecode.py)
 
     @property
     def description(self) -> str:
@@ -76,6 +81,47 @@ def cached_layer(g: Group, cache: Cache, compression: Compression) -> CachedLaye
     return cache.get_layer(known.get("diff_id", ""), compression) if known else None
 
 
+def bytecode_key(g: Group, compression: Compression, interp: Interpreter) -> str:
+    payload = {"layer": layer_key(g, compression), "python": interp.version, "cache_tag": interp.cache_tag, "v": 1}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+_NO_MODULES = object()  # a group with nothing to compile: known, and no layer
+
+
+def cached_bytecode(g: Group, cache: Cache, compression: Compression, interp: Interpreter):
+    """The group's bytecode layer from the cache, _NO_MODULES, or None (to be made)."""
+    known = cache.get_key("pyclayer", bytecode_key(g, compression, interp))
+    if not known:
+        return None
+    if known.get("empty"):
+        return _NO_MODULES
+    return cache.get_layer(known.get("diff_id", ""), compression)
+
+
+class _Compile(threading.Thread):
+    """compile_all on a thread (the work is in a child process, so it runs beside ours)."""
+
+    def __init__(self, interp: Interpreter, modules: list) -> None:
+        super().__init__(daemon=True)
+        self.interp, self.modules, self.out, self.error, self.seconds = interp, modules, {}, None, 0.0
+        self.start()
+
+    def run(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.out = compile_all(self.interp, self.modules)
+        except BaseException as e:  # re-raised in result(), on the caller's thread
+            self.error = e
+        self.seconds = time.perf_counter() - t0
+
+    def result(self) -> dict:
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.out
+
+
 def dependency_layers(
     wheels: Sequence[Wheel],
     *,
@@ -84,8 +130,10 @@ def dependency_layers(
     progress: Callable[[str], None] | None = None,
     timings: dict | None = None,
     on_sizes: Callable[[list[Wheel]], None] | None = None,
+    interp: Interpreter | None = None,
 ) -> list[DepLayer]:
-    """The layers for `wheels`, in image order: from the cache, or made now (in parallel)."""
+    """The layers for `wheels`, in image order: from the cache, or made now (in parallel); with
+    `interp`, each with its bytecode layer."""
     timings = timings if timings is not None else {}
     files: dict = {}
     if any(w.size is None for w in wheels):
@@ -99,7 +147,8 @@ def dependency_layers(
             on_sizes(wheels)
     groups = group(wheels)
     have = {g.name: cached_layer(g, cache, compression) for g in groups}
-    todo = [g for g in groups if have[g.name] is None]
+    pyc = {g.name: cached_bytecode(g, cache, compression, interp) if interp else _NO_MODULES for g in groups}
+    todo = [g for g in groups if have[g.name] is None or pyc[g.name] is None]
     if todo:
         t0 = time.perf_counter()
         files.update(download([w for g in todo for w in g.wheels if w.sha256 not in files], cache, progress=progress))
@@ -107,26 +156,39 @@ def dependency_layers(
         if progress:
             progress(f"making {len(todo)} of {len(groups)} dependency layers ({', '.join(g.name for g in todo)})")
 
-        def make(g: Group) -> CachedLayer:
+        def make(g: Group) -> tuple[CachedLayer, object]:
             t1 = time.perf_counter()
+            layer, code = have[g.name], pyc[g.name]
             with ExitStack() as open_wheels:
                 entries: dict = {}
                 for w in g.wheels:  # a later wheel's file wins, as it would with pip
                     entries.update(open_wheels.enter_context(installed(files[w.sha256], SITE_DIR.lstrip("/"))))
                 with _timings_lock:
                     timings["install"] = timings.get("install", 0.0) + time.perf_counter() - t1
-                # Unzipping happens here, as the tar is written (counted as tar time).
-                layer = cache.build_layer(entries, compression=compression, timings=timings)
-            cache.put_key("deplayer", layer_key(g, compression), {
-                "diff_id": layer.diff_id, "wheels": [w.filename for w in g.wheels]})
-            return layer
+                compiling = None
+                if code is None:  # compiled in another process while this thread writes the layer
+                    compiling = _Compile(interp, sources(entries))
+                if layer is None:
+                    # Unzipping happens here, as the tar is written (counted as tar time).
+                    layer = cache.build_layer(entries, compression=compression, timings=timings)
+                    cache.put_key("deplayer", layer_key(g, compression), {
+                        "diff_id": layer.diff_id, "wheels": [w.filename for w in g.wheels]})
+            if compiling is not None:
+                compiled = compiling.result()
+                with _timings_lock:
+                    timings["compile"] = timings.get("compile", 0.0) + compiling.seconds
+                code = cache.build_layer(compiled, compression=compression, timings=timings) if compiled else _NO_MODULES
+                cache.put_key("pyclayer", bytecode_key(g, compression, interp), {
+                    "diff_id": getattr(code, "diff_id", ""), "empty": code is _NO_MODULES, "python": interp.version})
+            return layer, code
 
         t2 = time.perf_counter()
         # Biggest first, so the longest layer starts at once and the small ones fill the gaps.
         order = sorted(todo, key=lambda g: -sum(w.size or 0 for w in g.wheels))
         with ThreadPoolExecutor(max_workers=max(1, min(workers(), len(order)))) as pool:
-            for g, layer in zip(order, pool.map(make, order)):
-                have[g.name] = layer
+            for g, (layer, code) in zip(order, pool.map(make, order)):
+                have[g.name], pyc[g.name] = layer, code
         timings["layers"] = timings.get("layers", 0.0) + time.perf_counter() - t2
     made = {g.name for g in todo}
-    return [DepLayer(g, have[g.name], g.name in made) for g in groups]
+    return [DepLayer(g, have[g.name], g.name in made, bytecode=None if pyc[g.name] is _NO_MODULES else pyc[g.name])
+            for g in groups]
