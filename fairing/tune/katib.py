@@ -8,10 +8,14 @@ collect the trials, fairing renders the Experiment and watches it.
 - trialTemplate.trialSpec: the batch Job the `job` deployer renders for the one built image, its
   main container given `--name ${trialParameters.name}` args and FAIRING_PARAM_* env;
 - metricsCollectorSpec: StdOut (`name=value` lines, what fairing.report prints);
-- maxTrialCount / parallelTrialCount / maxFailedTrialCount.
+- maxTrialCount / parallelTrialCount / maxFailedTrialCount;
+- trialTemplate.retain: trial Jobs stay until the Experiment is deleted, so a failed trial's last
+  printed line (from the collector sidecar's log) is added to Katib's generic reason.
 Waiting is by watch on the Experiment and its Trials; the best trial is Katib's currentOptimalTrial."""
 from __future__ import annotations
 
+import logging
+import re
 import time
 from typing import Any, Callable, Mapping
 
@@ -19,6 +23,7 @@ from ..errors import ConfigError, DeployError
 from .result import FAILED, RUNNING, STOPPED, SUCCEEDED, Trial, TuneResult
 from .space import Param
 
+log = logging.getLogger(__name__)
 API_VERSION = "kubeflow.org/v1beta1"
 EXPERIMENT_LABEL = "katib.kubeflow.org/experiment"
 # Katib's own algorithm names for ours (the goptuna suggestion service serves random, tpe, cmaes;
@@ -26,6 +31,13 @@ EXPERIMENT_LABEL = "katib.kubeflow.org/experiment"
 ALGORITHM_NAMES = {"random": "random", "grid": "grid", "tpe": "tpe", "cmaes": "cmaes"}
 SUCCESS_CONDITION = 'status.conditions.#(type=="Complete")#|#(status=="True")#'
 FAILURE_CONDITION = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
+# Katib's StdOut collector redirects the training container's output into a file and logs each line
+# from its own sidecar (klog: "I1129 03:12:00.123456       1 main.go:143] <line>"). The collector's
+# own messages start with these.
+COLLECTOR = "metrics-logger-and-collector"
+_KLOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ [\w.-]+:\d+\] ?(.*)$")
+_COLLECTOR_SAYS = ("Trial Name:", "Metrics reported", "Trial status is", "Training container is early stopped",
+                   "Failed to", "GetMainProcesses", "Could not watch", "Metrics file")
 KATIB_HINT = "install Katib (kubeflow/katib manifests), or use --backend jobs (no Katib needed)"
 
 
@@ -58,6 +70,10 @@ def experiment(name: str, job: Mapping[str, Any], space: Mapping[str, Param], *,
         "metricsCollectorSpec": {"collector": {"kind": "StdOut"}},
         "trialTemplate": {
             "primaryContainerName": "main",
+            # Keep each trial's Job and pods until the Experiment is deleted: Katib deletes them as
+            # the trial completes otherwise, and with them the output that says why one failed
+            # (and `kubectl logs` for every trial).
+            "retain": True,
             "successCondition": SUCCESS_CONDITION,
             "failureCondition": FAILURE_CONDITION,
             "trialParameters": [{"name": n, "reference": n,
@@ -148,6 +164,37 @@ def update_trial(t: Trial, obj: Mapping[str, Any], result: TuneResult) -> None:
         t.state = RUNNING
 
 
+def training_output(log: str) -> list[str]:
+    """The training code's lines from the collector sidecar's log (klog headers and the
+    collector's own messages removed)."""
+    out = []
+    for line in log.splitlines():
+        m = _KLOG.match(line)
+        if m and line[0] == "I" and not m.group(1).startswith(_COLLECTOR_SAYS):
+            out.append(m.group(1))
+    return out
+
+
+def last_output_line(kube: Any, namespace: str, trial: str) -> str:
+    """The last line a trial printed (its exception, when it failed), read from its newest pod's
+    collector log; "" when the pod or its log is gone. Katib's own reason for a failed trial is a
+    generic Job message, so this is what says why."""
+    from ..kube.logs import read_log
+
+    try:
+        pods = kube.list("v1", "Pod", namespace, label_selector=f"job-name={trial}").get("items", [])
+        pods.sort(key=lambda p: (p.get("metadata") or {}).get("creationTimestamp", ""))
+        if not pods:
+            return ""
+        text = "\n".join(read_log(kube, pods[-1]["metadata"]["name"], namespace, COLLECTOR))
+    except Exception as e:  # noqa: BLE001 - an explanation, not the outcome: never fail the tuning for it
+        log.debug("could not read what trial %s printed: %s", trial, e)
+        return ""
+    log.debug("trial %s: %d pod(s); collector log tail: %r", trial, len(pods), text[-500:])
+    lines = [x.strip() for x in training_output(text) if x.strip()]
+    return lines[-1][:300] if lines else ""
+
+
 def _seconds(a: str, b: str) -> float | None:
     from datetime import datetime
 
@@ -187,6 +234,15 @@ def run(p: Any, image: Any, result: TuneResult, *, trials: int, parallel: int, m
     except CRDNotInstalled:
         raise DeployError(f"the cluster has no Katib (no {API_VERSION} Experiment kind)", hint=KATIB_HINT) from None
     by_name: dict[str, Trial] = {}
+    printed: dict[str, str] = {}  # failed trial -> the last line it printed (read once)
+
+    def explain(t: Trial) -> None:
+        if t.state == FAILED:
+            if t.name not in printed:
+                printed[t.name] = last_output_line(kube, ns, t.name)
+            if printed[t.name] and printed[t.name] not in (t.error or ""):
+                t.error = f"{printed[t.name]} ({t.error})" if t.error else printed[t.name]
+
     deadline = None if timeout is None else time.monotonic() + timeout
     obj = created
     try:
@@ -213,6 +269,7 @@ def run(p: Any, image: Any, result: TuneResult, *, trials: int, parallel: int, m
                         by_name[tname] = t
                         result.trials.append(t)
                     update_trial(t, ev, result)
+                    explain(t)
                     update(result, t)
     except BaseException as e:
         if isinstance(e, (KeyboardInterrupt, DeployError)) and not isinstance(e, WaitTimeout):
@@ -230,6 +287,7 @@ def run(p: Any, image: Any, result: TuneResult, *, trials: int, parallel: int, m
             by_name[t.name] = t
             result.trials.append(t)
         update_trial(t, item, result)
+        explain(t)
     obj = kube.get(API_VERSION, "Experiment", result.experiment, ns) or obj
     optimal = (obj.get("status") or {}).get("currentOptimalTrial") or {}
     result.optimal_trial = optimal.get("bestTrialName") or None
