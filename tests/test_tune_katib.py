@@ -195,7 +195,10 @@ def test_real_experiment_on_the_node(katib, on_node, tmp_path, monkeypatch):
         assert r.best.params == {a["name"]: pytest.approx(float(a["value"])) for a in opt["parameterAssignments"]}
         assert r.best.value == _observed({"status": {"observation": opt["observation"]}}, "score")
         assert r.best.value == max(t.value for t in r.trials)
-        # Real pods on the real node (seen while they ran: Katib deletes a finished trial's Job):
+        # The trials' Jobs are kept (trialTemplate.retain), so every trial's logs stay readable.
+        jobs = {j["metadata"]["name"] for j in admin.list("batch/v1", "Job", katib.namespace)["items"]}
+        assert jobs >= set(trials), sorted(jobs)
+        # Real pods on the real node (seen while they ran):
         # each trial's pod ran the pushed image beside Katib's injected metrics collector, and the
         # suggestion service Katib deployed for the Experiment ran there too.
         by_trial = {}
@@ -254,5 +257,34 @@ def test_real_experiment_stops_at_max_failed(katib, on_node, tmp_path, monkeypat
         for t in r.trials:
             if t.state == "Succeeded":
                 assert t.params["x"] <= 1 and t.value == pytest.approx(-(t.params["x"] - 3) ** 2)
+    finally:
+        admin.delete("kubeflow.org/v1beta1", "Experiment", name, katib.namespace)
+
+
+OOM_TRAIN = SLOW_TRAIN + "hog = bytearray(400 << 20)\nhog[::4096] = b'x' * len(hog[::4096])\n"
+
+
+def test_real_experiment_out_of_memory_trial_says_so(katib, on_node, tmp_path, monkeypatch):
+    """A trial killed for memory fails with the same sentence a Job gets (limit included), not
+    Katib's generic Job message alone."""
+    from fairing.deployers import pod
+    from fairing.tune.result import TuneFailed
+
+    (tmp_path / "train.py").write_text(OOM_TRAIN)
+    monkeypatch.chdir(tmp_path)
+    repo = f"{on_node.registry}/katib{uuid.uuid4().hex[:6]}"
+    name = f"katibo-{uuid.uuid4().hex[:5]}"
+    admin = Kube(katib.admin_kubeconfig, namespace=katib.namespace)
+    try:
+        with pytest.raises(TuneFailed) as err:
+            fairing.tune(str(tmp_path / "train.py"), params={"x": fairing.uniform(0, 6)}, objective="score",
+                         goal="maximize", trials=2, parallel=2, max_failed=0, backend="katib", algorithm="random",
+                         name=name, registry=repo, base_image=on_node.base, kubeconfig=str(katib.kubeconfig),
+                         namespace=katib.namespace, mutators=[*on_node.mutators(), pod.memory("64Mi")],
+                         progress=False, timeout=600)
+        failed = [t for t in err.value.result.trials if t.state == "Failed"]
+        assert failed
+        for t in failed:
+            assert "was killed for running out of memory (limit 64Mi)" in t.error and "Trial has failed" in t.error, t.error
     finally:
         admin.delete("kubeflow.org/v1beta1", "Experiment", name, katib.namespace)

@@ -9,8 +9,9 @@ collect the trials, fairing renders the Experiment and watches it.
   main container given `--name ${trialParameters.name}` args and FAIRING_PARAM_* env;
 - metricsCollectorSpec: StdOut (`name=value` lines, what fairing.report prints);
 - maxTrialCount / parallelTrialCount / maxFailedTrialCount;
-- trialTemplate.retain: trial Jobs stay until the Experiment is deleted, so a failed trial's last
-  printed line (from the collector sidecar's log) is added to Katib's generic reason.
+- trialTemplate.retain: trial Jobs stay until the Experiment is deleted, so a failed trial's pod
+  says why (OOMKilled, ... or the last line it printed, from the collector sidecar's log), before
+  Katib's generic reason.
 Waiting is by watch on the Experiment and its Trials; the best trial is Katib's currentOptimalTrial."""
 from __future__ import annotations
 
@@ -175,24 +176,30 @@ def training_output(log: str) -> list[str]:
     return out
 
 
-def last_output_line(kube: Any, namespace: str, trial: str) -> str:
-    """The last line a trial printed (its exception, when it failed), read from its newest pod's
-    collector log; "" when the pod or its log is gone. Katib's own reason for a failed trial is a
-    generic Job message, so this is what says why."""
+def why_failed(kube: Any, namespace: str, trial: str) -> str:
+    """Why a trial failed, from its newest pod, with the translation Jobs get: a pod-level cause
+    (OOMKilled, eviction, an image that cannot be pulled) in its own sentence; otherwise the last
+    line the trial printed (its exception), read from the collector sidecar that holds its output.
+    "" when the pod or its log is gone. Katib's own reason is a generic Job message, kept after it."""
     from ..kube.logs import read_log
+    from ..kube.reasons import diagnose_pod
 
     try:
         pods = kube.list("v1", "Pod", namespace, label_selector=f"job-name={trial}").get("items", [])
         pods.sort(key=lambda p: (p.get("metadata") or {}).get("creationTimestamp", ""))
         if not pods:
             return ""
+        d = diagnose_pod(pods[-1], "main")
+        if d is not None and d.reason != "Error":
+            return d.message
         text = "\n".join(read_log(kube, pods[-1]["metadata"]["name"], namespace, COLLECTOR))
     except Exception as e:  # noqa: BLE001 - an explanation, not the outcome: never fail the tuning for it
-        log.debug("could not read what trial %s printed: %s", trial, e)
+        log.debug("could not tell why trial %s failed: %s", trial, e)
         return ""
-    log.debug("trial %s: %d pod(s); collector log tail: %r", trial, len(pods), text[-500:])
     lines = [x.strip() for x in training_output(text) if x.strip()]
-    return lines[-1][:300] if lines else ""
+    if lines:
+        return lines[-1][:300]
+    return d.message if d is not None else ""
 
 
 def _seconds(a: str, b: str) -> float | None:
@@ -234,12 +241,12 @@ def run(p: Any, image: Any, result: TuneResult, *, trials: int, parallel: int, m
     except CRDNotInstalled:
         raise DeployError(f"the cluster has no Katib (no {API_VERSION} Experiment kind)", hint=KATIB_HINT) from None
     by_name: dict[str, Trial] = {}
-    printed: dict[str, str] = {}  # failed trial -> the last line it printed (read once)
+    printed: dict[str, str] = {}  # failed trial -> why, from its pod (read once)
 
     def explain(t: Trial) -> None:
         if t.state == FAILED:
             if t.name not in printed:
-                printed[t.name] = last_output_line(kube, ns, t.name)
+                printed[t.name] = why_failed(kube, ns, t.name)
             if printed[t.name] and printed[t.name] not in (t.error or ""):
                 t.error = f"{printed[t.name]} ({t.error})" if t.error else printed[t.name]
 
