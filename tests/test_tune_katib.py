@@ -3,6 +3,7 @@ is accepted by Katib's schema (server-side dry run, nothing pruned); with the Ex
 the default backend becomes katib; and a real Experiment runs: Katib's controller asks its goptuna
 suggestion service for parameters, runs each trial as a Job on the rig's real node with its metrics
 collector injected, and the collector's numbers (what the trials printed) decide the optimum."""
+import time
 import uuid
 
 import pytest
@@ -286,5 +287,39 @@ def test_real_experiment_out_of_memory_trial_says_so(katib, on_node, tmp_path, m
         assert failed
         for t in failed:
             assert "was killed for running out of memory (limit 64Mi)" in t.error and "Trial has failed" in t.error, t.error
+    finally:
+        admin.delete("kubeflow.org/v1beta1", "Experiment", name, katib.namespace)
+
+
+def test_real_experiment_trial_that_cannot_start_fails_fast(katib, on_node, tmp_path, monkeypatch):
+    """A trial pod that references a Secret that does not exist never starts, and Katib leaves its
+    trial Running for ever: fairing stops with the kubelet's reason and deletes the Experiment."""
+    from fairing.deployers import pod
+    from fairing.errors import DeployError
+
+    (tmp_path / "train.py").write_text(SLOW_TRAIN)
+    monkeypatch.chdir(tmp_path)
+    repo = f"{on_node.registry}/katib{uuid.uuid4().hex[:6]}"
+    name = f"katibs-{uuid.uuid4().hex[:5]}"
+    admin = Kube(katib.admin_kubeconfig, namespace=katib.namespace)
+    try:
+        with pytest.raises(DeployError) as err:
+            fairing.tune(str(tmp_path / "train.py"), params={"x": fairing.uniform(0, 6)}, objective="score",
+                         goal="maximize", trials=2, parallel=2, backend="katib", algorithm="random",
+                         name=name, registry=repo, base_image=on_node.base, kubeconfig=str(katib.kubeconfig),
+                         namespace=katib.namespace, progress=False, timeout=300,
+                         mutators=[*on_node.mutators(), pod.env_from_secret("wandb-missing", {"WANDB_API_KEY": "key"})])
+        text = str(err.value)
+        assert text.startswith(f"trial {name}-") and "cannot start" in text and "wandb-missing" in text, text
+        assert "Secret" in err.value.hint
+        # The Experiment is deleted, and with it the trials' Jobs and pods.
+        deadline = time.monotonic() + 90
+        left = ["?"]
+        while left and time.monotonic() < deadline:
+            time.sleep(1)
+            left = [f"{k}/{o['metadata']['name']}" for api, k in (("kubeflow.org/v1beta1", "Experiment"), ("kubeflow.org/v1beta1", "Trial"),
+                                                                   ("batch/v1", "Job"), ("v1", "Pod"))
+                    for o in admin.list(api, k, katib.namespace)["items"] if o["metadata"]["name"].startswith(name)]
+        assert not left, left
     finally:
         admin.delete("kubeflow.org/v1beta1", "Experiment", name, katib.namespace)

@@ -27,6 +27,9 @@ from .space import Param
 log = logging.getLogger(__name__)
 API_VERSION = "kubeflow.org/v1beta1"
 EXPERIMENT_LABEL = "katib.kubeflow.org/experiment"
+TRIAL_LABEL = "katib.kubeflow.org/trial"
+# Pod states Katib does not act on (the Job never fails), and that waiting will not fix.
+NEVER_STARTS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CreateContainerConfigError"})
 # Katib's own algorithm names for ours (the goptuna suggestion service serves random, tpe, cmaes;
 # grid needs Katib's optuna suggestion image). goptuna (v0.19) samples a logUniform range uniformly.
 ALGORITHM_NAMES = {"random": "random", "grid": "grid", "tpe": "tpe", "cmaes": "cmaes"}
@@ -217,7 +220,7 @@ def run(p: Any, image: Any, result: TuneResult, *, trials: int, parallel: int, m
         on_update: Callable[[TuneResult, Trial | None], None] | None = None, mutators: tuple = (),
         tag: Any = None) -> TuneResult:
     """Create the Experiment, follow it and its Trials by watch until it ends, read the optimum.
-    Ctrl-C deletes the Experiment (Katib deletes its Trials and their Jobs). `tag`: the tuning
+    Ctrl-C, or a trial pod that can never start, deletes the Experiment (its Trials, Jobs and pods follow). `tag`: the tuning
     run's record, whose id labels the trial Jobs."""
     from ..kube.client import CRDNotInstalled
     from ..kube.wait import Mux, Stream, WaitTimeout
@@ -243,6 +246,18 @@ def run(p: Any, image: Any, result: TuneResult, *, trials: int, parallel: int, m
     by_name: dict[str, Trial] = {}
     printed: dict[str, str] = {}  # failed trial -> why, from its pod (read once)
 
+    def stuck(pod: dict) -> None:
+        """A trial pod that can never start (no such image, a missing Secret): Katib would leave the
+        trial Running for ever, so fail now with the sentence a Job gets (the Experiment is deleted)."""
+        from ..kube.reasons import diagnose_pod
+
+        trial = ((pod.get("metadata") or {}).get("labels") or {}).get(TRIAL_LABEL, "")
+        if not trial.startswith(f"{result.experiment}-"):
+            return
+        d = diagnose_pod(pod, "main")
+        if d is not None and d.fatal and d.reason in NEVER_STARTS:
+            raise DeployError(f"trial {trial} cannot start: {d.message}", hint=d.hint)
+
     def explain(t: Trial) -> None:
         if t.state == FAILED:
             if t.name not in printed:
@@ -255,7 +270,9 @@ def run(p: Any, image: Any, result: TuneResult, *, trials: int, parallel: int, m
     try:
         streams = [Stream("experiment", API_VERSION, "Experiment", name=result.experiment,
                           resource_version=created["metadata"].get("resourceVersion")),
-                   Stream("trials", API_VERSION, "Trial", label_selector=f"{EXPERIMENT_LABEL}={result.experiment}")]
+                   Stream("trials", API_VERSION, "Trial", label_selector=f"{EXPERIMENT_LABEL}={result.experiment}"),
+                   # Katib labels trial pods with their trial only: filtered by name below.
+                   Stream("pods", "v1", "Pod", label_selector=TRIAL_LABEL)]
         with Mux(kube, ns, streams) as mux:
             for key, etype, ev in mux.events(deadline):
                 if etype == "TIMEOUT":
@@ -268,6 +285,8 @@ def run(p: Any, image: Any, result: TuneResult, *, trials: int, parallel: int, m
                     obj = ev
                     if experiment_state(obj) != "Running":
                         break
+                elif key == "pods" and etype != "DELETED":
+                    stuck(ev)
                 elif key == "trials" and etype != "DELETED":
                     tname = ev["metadata"]["name"]
                     t = by_name.get(tname)
@@ -281,7 +300,10 @@ def run(p: Any, image: Any, result: TuneResult, *, trials: int, parallel: int, m
     except BaseException as e:
         if isinstance(e, (KeyboardInterrupt, DeployError)) and not isinstance(e, WaitTimeout):
             try:
-                kube.delete(API_VERSION, "Experiment", result.experiment, ns, propagation="Foreground")
+                # Background: the Experiment goes at once and the garbage collector removes its
+                # Trials, Jobs and pods. Foreground waited for ever on the rig when Katib created
+                # trials after the deletion began (they were never collected).
+                kube.delete(API_VERSION, "Experiment", result.experiment, ns, propagation="Background")
             except Exception:  # noqa: BLE001 - the interrupt is what the user needs to see
                 pass
         result.status, result.reason = "Interrupted", str(e) or "interrupted"
