@@ -108,10 +108,17 @@ def test_with_config_sets_env_workdir_entrypoint_and_drops_cmd():
     img = _base().with_config(env={"MODE": "train", "LANG": "en_US.UTF-8"}, prepend_env={"PATH": "/opt/x/bin", "PYTHONPATH": "/opt/x"},
                               workdir="/app", entrypoint=["python", "train.py"], clear_cmd=True, created="1970-01-01T00:00:00Z")
     c = img.config
-    assert c["config"]["Env"] == ["PATH=/opt/x/bin:/usr/bin:/bin", "LANG=en_US.UTF-8", "PYTHONPATH=/opt/x", "MODE=train"]
+    assert c["config"]["Env"] == ["PATH=/opt/x/bin:/usr/bin:/bin", "LANG=en_US.UTF-8", "MODE=train", "PYTHONPATH=/opt/x"]
     assert c["config"]["WorkingDir"] == "/app" and c["config"]["Entrypoint"] == ["python", "train.py"]
     assert "Cmd" not in c["config"]  # the base's Cmd would otherwise become arguments
     assert c["created"] == "1970-01-01T00:00:00Z"
+
+
+def test_a_pythonpath_the_user_sets_keeps_the_dependencies_first():
+    # Found building Katib's optuna service: env={"PYTHONPATH": ...} used to replace the dependency
+    # layers' directory, and every installed package was gone in the image.
+    img = _base().with_config(env={"PYTHONPATH": "/opt/katib:/opt/katib/pkg"}, prepend_env={"PYTHONPATH": "/opt/fairing/site-packages"})
+    assert "PYTHONPATH=/opt/fairing/site-packages:/opt/katib:/opt/katib/pkg" in img.config["config"]["Env"]
 
 
 def test_same_inputs_same_digest():

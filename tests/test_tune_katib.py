@@ -323,3 +323,32 @@ def test_real_experiment_trial_that_cannot_start_fails_fast(katib, on_node, tmp_
         assert not left, left
     finally:
         admin.delete("kubeflow.org/v1beta1", "Experiment", name, katib.namespace)
+
+
+def test_real_grid_on_katibs_optuna_suggestion(katib, on_node, tmp_path, monkeypatch):
+    """grid runs on Katib's own Python optuna suggestion service (the rig builds its image with
+    fairing's append builder): the range becomes the built-in driver's grid points, every point is
+    tried once, and the best is Katib's optimum."""
+    from fairing.tune.driver import grid_space
+
+    (tmp_path / "train.py").write_text(SLOW_TRAIN)
+    monkeypatch.chdir(tmp_path)
+    repo = f"{on_node.registry}/katib{uuid.uuid4().hex[:6]}"
+    name = f"katibg-{uuid.uuid4().hex[:5]}"
+    admin = Kube(katib.admin_kubeconfig, namespace=katib.namespace)
+    space = {"x": fairing.uniform(0, 6)}
+    try:
+        r = fairing.tune(str(tmp_path / "train.py"), params=space, objective="score", goal="maximize", trials=9,
+                         parallel=2, backend="katib", algorithm="grid", name=name, registry=repo, base_image=on_node.base,
+                         kubeconfig=str(katib.kubeconfig), namespace=katib.namespace, mutators=on_node.mutators(),
+                         progress=False, timeout=600)
+        assert r.status == "Succeeded", r.reason
+        points = grid_space(space, 9)["x"]  # 9 trials over one range: 9 points, 0 to 6 by 0.75
+        assert sorted(t.params["x"] for t in r.trials) == pytest.approx(points)
+        assert all(t.state == "Succeeded" and t.value == pytest.approx(-(t.params["x"] - 3) ** 2) for t in r.trials)
+        exp = admin.get("kubeflow.org/v1beta1", "Experiment", name, katib.namespace)
+        assert exp["spec"]["algorithm"]["algorithmName"] == "grid"
+        assert r.best.name == exp["status"]["currentOptimalTrial"]["bestTrialName"]
+        assert r.best.params["x"] == pytest.approx(3.0) and r.best.value == 0
+    finally:
+        admin.delete("kubeflow.org/v1beta1", "Experiment", name, katib.namespace)

@@ -158,15 +158,17 @@ class Image:
         created: str | None = None,
     ) -> "Image":
         """A new image with container settings changed. `env` sets variables (replacing same-named
-        ones); `prepend_env` puts a value in front of an existing PATH-like variable (":"-joined)."""
+        ones); then `prepend_env` puts a value in front of a PATH-like variable (":"-joined), the
+        one `env` set or the base's."""
         cfg = self.config
         c = cfg.setdefault("config", {}) or {}
         cfg["config"] = c
         current = dict(_split_env(c.get("Env") or []))
-        for k, v in (prepend_env or {}).items():
-            current[k] = f"{v}:{current[k]}" if current.get(k) else v
         for k, v in (env or {}).items():
             current[k] = v
+        # After `env`: a PYTHONPATH the user sets must not drop the dependency layers' directory.
+        for k, v in (prepend_env or {}).items():
+            current[k] = f"{v}:{current[k]}" if current.get(k) else v
         if env or prepend_env:
             c["Env"] = [f"{k}={v}" for k, v in current.items()]
         if workdir is not None:

@@ -59,6 +59,9 @@ def experiment(name: str, job: Mapping[str, Any], space: Mapping[str, Param], *,
 
     if algorithm not in ALGORITHM_NAMES:
         raise ConfigError(f"unknown algorithm {algorithm!r}", hint=f"choose one of: {', '.join(ALGORITHM_NAMES)}")
+    parameters = [{"name": n, **p.katib()} for n, p in space.items()]
+    if algorithm == "grid":
+        parameters, trials = grid_parameters(space, trials)
     trial_spec = copy.deepcopy(dict(job))
     meta = trial_spec.get("metadata") or {}
     ns = namespace or meta.get("namespace")
@@ -70,7 +73,7 @@ def experiment(name: str, job: Mapping[str, Any], space: Mapping[str, Param], *,
         "algorithm": {"algorithmName": ALGORITHM_NAMES[algorithm]},
         "maxTrialCount": trials,
         "parallelTrialCount": parallel,
-        "parameters": [{"name": n, **p.katib()} for n, p in space.items()],
+        "parameters": parameters,
         "metricsCollectorSpec": {"collector": {"kind": "StdOut"}},
         "trialTemplate": {
             "primaryContainerName": "main",
@@ -94,6 +97,25 @@ def experiment(name: str, job: Mapping[str, Any], space: Mapping[str, Param], *,
     if ns:
         metadata["namespace"] = ns
     return {"apiVersion": API_VERSION, "kind": "Experiment", "metadata": metadata, "spec": spec}
+
+
+def grid_parameters(space: Mapping[str, Param], trials: int) -> tuple[list[dict], int]:
+    """Katib's grid (its optuna suggestion) needs a step for every double and refuses more trials
+    than grid points. So each range becomes the categorical list of the points the built-in driver
+    would try (log ranges too), choices stay, and the trial count is capped at the grid's size:
+    the same grid on every backend."""
+    from .driver import grid_space, grid_size
+    from .space import Choice, _katib_num
+
+    values = grid_space(space, trials)
+    out = []
+    for n, p in space.items():
+        if isinstance(p, Choice):
+            out.append({"name": n, **p.katib()})
+        else:
+            out.append({"name": n, "parameterType": "categorical",
+                        "feasibleSpace": {"list": [_katib_num(v) for v in values[n]]}})
+    return out, min(trials, grid_size(space, trials))
 
 
 def _conditions(obj: Mapping[str, Any]) -> dict[str, dict]:

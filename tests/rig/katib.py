@@ -71,6 +71,9 @@ BINARIES = {
     "katib-file-metricscollector": "cmd/metricscollector/v1beta1/file-metricscollector",
 }
 IMAGES = ("katib-controller", "katib-goptuna", "katib-file-metricscollector")  # db-manager runs on the host
+# Katib's Python optuna suggestion service (what Katib ships for grid), built by fairing itself.
+OPTUNA_ALGORITHMS = ("grid",)
+OPTUNA_DIR = "cmd/suggestion/optuna/v1beta1"
 
 
 # --- CRDs ------------------------------------------------------------------------------------------
@@ -141,9 +144,35 @@ def _image_ref(reg, name: str) -> str:
     return f"{reg.host}/{repo}@{digest}"
 
 
+def optuna_image(reg) -> str:
+    """Katib's optuna suggestion service, laid out as its Dockerfile does (pkg/ and the service's
+    main.py under /opt/katib, its requirements.txt installed), built and pushed by fairing's own
+    append builder on the rig's base image. Rebuilding is a no-op once the layers are cached."""
+    from fairing.builders.append import AppendBuilder
+    from fairing.context import BuildContext
+
+    from .base import PYTHON, ensure_base_image
+
+    base = ensure_base_image(reg).docker  # a few HEAD requests when it is there
+    src = _module()
+    files: dict = {str(p.relative_to(src)): p.read_bytes() for p in sorted((src / "pkg").rglob("*.py"))}
+    files[f"{OPTUNA_DIR}/main.py"] = (src / OPTUNA_DIR / "main.py").read_bytes()
+    reqs = tuple(r.strip() for r in (src / OPTUNA_DIR / "requirements.txt").read_text().splitlines()
+                 if r.strip() and not r.startswith("#"))
+    ctx = BuildContext(files=files, entrypoint=("python3", f"{OPTUNA_DIR}/main.py"), requirements=reqs,
+                       workdir="/opt/katib", kind="katib-optuna", python=PYTHON,
+                       env={"PYTHONPATH": "/opt/katib:/opt/katib/pkg/apis/manager/v1beta1/python:"
+                                          "/opt/katib/pkg/apis/manager/health/python"})
+    built = AppendBuilder(base, progress=lambda _m: None).build(
+        ctx, f"{reg.host}/fairing-rig/katib-optuna:{KATIB[1]}")
+    return built.ref
+
+
 def ensure_images(reg) -> dict[str, str]:
     ensure_built()
-    return {name: _image_ref(reg, name) for name in IMAGES}
+    images = {name: _image_ref(reg, name) for name in IMAGES}
+    images["katib-optuna"] = optuna_image(reg)
+    return images
 
 
 # --- host services: PostgreSQL and the db-manager --------------------------------------------------
@@ -345,7 +374,8 @@ def katib_config(images: dict[str, str]) -> dict:
         "runtime": {
             "metricsCollectors": [{"kind": k, "image": images["katib-file-metricscollector"]}
                                   for k in ("StdOut", "File")],
-            "suggestions": [{"algorithmName": a, "image": images["katib-goptuna"]} for a in ALGORITHMS],
+            "suggestions": [{"algorithmName": a, "image": images["katib-goptuna"]} for a in ALGORITHMS]
+                           + [{"algorithmName": a, "image": images["katib-optuna"]} for a in OPTUNA_ALGORITHMS],
         },
     }
 
@@ -484,6 +514,16 @@ def pod_log(kube, pod: str, namespace: str, *, container: str | None = None, tai
 
 
 
+def _only_pods_with(kube, config_hash: str) -> bool:
+    """True when every controller pod runs `config_hash` and is Ready."""
+    pods = kube.list("v1", "Pod", KATIB_SYSTEM, label_selector="katib.kubeflow.org/component=controller").get("items", [])
+    return bool(pods) and all(
+        (p["metadata"].get("annotations") or {}).get("fairing.dev/katib-config") == config_hash
+        and not p["metadata"].get("deletionTimestamp")
+        and any(c.get("type") == "Ready" and c.get("status") == "True" for c in (p.get("status") or {}).get("conditions") or [])
+        for p in pods)
+
+
 def _controller_ready() -> bool:
     from .kube import http_ok
 
@@ -575,7 +615,9 @@ def _bootstrap(cp, kube, images: dict[str, str]) -> None:
     chash = hashlib.sha256((config + crt.read_text()).encode()).hexdigest()[:12]
     kube.apply(_controller_deployment(images["katib-controller"], chash), KATIB_SYSTEM, field_manager="fairing-rig")
     deadline = time.monotonic() + 180
-    while not _controller_ready():
+    # A changed config restarts the controller (Recreate): until the pod with the new config is the
+    # only one, the old one may still answer /readyz and then vanish under the first request.
+    while not (_controller_ready() and _only_pods_with(kube, chash)):
         if time.monotonic() > deadline:
             raise RigError(f"katib-controller not ready after 180s on the real node\n{_controller_debug(kube)}")
         time.sleep(1)
