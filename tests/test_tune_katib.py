@@ -84,6 +84,34 @@ def test_the_trials_own_lines_are_told_from_the_collectors():
     assert training_output(COLLECTOR_LOG) == ["score=-2.341541077891525", "diverged"]
 
 
+def test_grid_on_katib_sends_the_built_in_grid_points():
+    from fairing.tune.katib import grid_parameters
+
+    params, trials = grid_parameters({"lr": fairing.loguniform(1e-3, 1e-1), "act": fairing.choice(["relu", "tanh"])}, 20)
+    lr, act = params
+    assert act == {"name": "act", "parameterType": "categorical", "feasibleSpace": {"list": ["relu", "tanh"]}}
+    assert lr["parameterType"] == "categorical" and len(lr["feasibleSpace"]["list"]) == 10
+    assert [float(v) for v in lr["feasibleSpace"]["list"]][::9] == pytest.approx([1e-3, 1e-1])
+    assert trials == 20
+    _, capped = grid_parameters({"k": fairing.choice([1, 2, 3])}, 12)
+    assert capped == 3  # Katib's grid refuses more trials than points
+
+
+def test_grid_on_katib_in_parallel_warns_it_can_repeat_points():
+    from fairing.tune.katib import experiment
+
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "t"}, "spec": {"template": {"spec": {"containers": []}}}}
+    space = {"x": fairing.uniform(0, 6)}
+    with pytest.warns(UserWarning, match="can repeat a point when trials run in parallel"):
+        exp = experiment("g", job, space, objective="score", goal="maximize", algorithm="grid", trials=5, parallel=2, max_failed=None)
+    assert exp["spec"]["maxTrialCount"] == 5 and exp["spec"]["parameters"][0]["parameterType"] == "categorical"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        experiment("g", job, space, objective="score", goal="maximize", algorithm="grid", trials=5, parallel=1, max_failed=None)
+
+
 def test_katib_trial_objects_become_trials():
     """Trial status as Katib's trial controller writes it (trials/v1beta1 types): parameters back to
     their types, the objective's latest value, and the reason of a trial without metrics."""
@@ -328,7 +356,8 @@ def test_real_experiment_trial_that_cannot_start_fails_fast(katib, on_node, tmp_
 def test_real_grid_on_katibs_optuna_suggestion(katib, on_node, tmp_path, monkeypatch):
     """grid runs on Katib's own Python optuna suggestion service (the rig builds its image with
     fairing's append builder): the range becomes the built-in driver's grid points, every point is
-    tried once, and the best is Katib's optimum."""
+    tried once, and the best is Katib's optimum. One trial at a time: with two, Katib's grid
+    repeated a point in 2 of 5 runs (fairing warns about that)."""
     from fairing.tune.driver import grid_space
 
     (tmp_path / "train.py").write_text(SLOW_TRAIN)
@@ -338,12 +367,12 @@ def test_real_grid_on_katibs_optuna_suggestion(katib, on_node, tmp_path, monkeyp
     admin = Kube(katib.admin_kubeconfig, namespace=katib.namespace)
     space = {"x": fairing.uniform(0, 6)}
     try:
-        r = fairing.tune(str(tmp_path / "train.py"), params=space, objective="score", goal="maximize", trials=9,
-                         parallel=2, backend="katib", algorithm="grid", name=name, registry=repo, base_image=on_node.base,
+        r = fairing.tune(str(tmp_path / "train.py"), params=space, objective="score", goal="maximize", trials=5,
+                         parallel=1, backend="katib", algorithm="grid", name=name, registry=repo, base_image=on_node.base,
                          kubeconfig=str(katib.kubeconfig), namespace=katib.namespace, mutators=on_node.mutators(),
                          progress=False, timeout=600)
         assert r.status == "Succeeded", r.reason
-        points = grid_space(space, 9)["x"]  # 9 trials over one range: 9 points, 0 to 6 by 0.75
+        points = grid_space(space, 5)["x"]  # 5 trials over one range: 5 points, 0 to 6 by 1.5
         assert sorted(t.params["x"] for t in r.trials) == pytest.approx(points)
         assert all(t.state == "Succeeded" and t.value == pytest.approx(-(t.params["x"] - 3) ** 2) for t in r.trials)
         exp = admin.get("kubeflow.org/v1beta1", "Experiment", name, katib.namespace)
