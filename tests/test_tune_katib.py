@@ -189,21 +189,28 @@ def _observed(trial: dict, metric: str) -> float:
 SLOW_TRAIN = TRAIN.replace('print("training with", a.x)', 'import time\ntime.sleep(2)')
 
 
+def _prologue(katib, on_node, tmp_path, monkeypatch, prefix: str, code: str):
+    """The training script written and made the working directory, a unique Experiment name, an
+    admin client (to look at what Katib made), and the tune() arguments every real test shares."""
+    (tmp_path / "train.py").write_text(code)
+    monkeypatch.chdir(tmp_path)
+    name = f"{prefix}-{uuid.uuid4().hex[:5]}"
+    kw = dict(objective="score", goal="maximize", backend="katib", name=name,
+              registry=f"{on_node.registry}/katib{uuid.uuid4().hex[:6]}", base_image=on_node.base,
+              kubeconfig=str(katib.kubeconfig), namespace=katib.namespace, mutators=on_node.mutators(),
+              progress=False, timeout=600)
+    return str(tmp_path / "train.py"), name, Kube(katib.admin_kubeconfig, namespace=katib.namespace), kw
+
+
 def test_real_experiment_on_the_node(katib, on_node, tmp_path, monkeypatch):
     """Six trials, two at a time, parameters from Katib's random suggestion; every number here was
     printed by a trial container and collected by Katib's own metrics collector."""
-    (tmp_path / "train.py").write_text(SLOW_TRAIN)
-    monkeypatch.chdir(tmp_path)
-    repo = f"{on_node.registry}/katib{uuid.uuid4().hex[:6]}"
-    name = f"katib-{uuid.uuid4().hex[:5]}"
-    admin = Kube(katib.admin_kubeconfig, namespace=katib.namespace)
+    script, name, admin, kw = _prologue(katib, on_node, tmp_path, monkeypatch, "katib", SLOW_TRAIN)
+    repo = kw["registry"]
     pods = PodWatch(admin, katib.namespace, f"{name}-")
     try:
         with pods:
-            r = fairing.tune(str(tmp_path / "train.py"), params={"x": fairing.uniform(0, 6)}, objective="score",
-                             goal="maximize", trials=6, parallel=2, backend="katib", algorithm="random", name=name,
-                             registry=repo, base_image=on_node.base, kubeconfig=str(katib.kubeconfig),
-                             namespace=katib.namespace, mutators=on_node.mutators(), progress=False, timeout=600)
+            r = fairing.tune(script, params={"x": fairing.uniform(0, 6)}, trials=6, parallel=2, algorithm="random", **kw)
         assert r.status == "Succeeded", f"{r.reason}\n{katib.controller_log()}"
         assert len(r.trials) == 6
         trials = _katib_trials(admin, katib.namespace, name)
@@ -258,17 +265,10 @@ def test_real_experiment_stops_at_max_failed(katib, on_node, tmp_path, monkeypat
     the Experiment once two have failed: fairing raises TuneFailed with the trials."""
     from fairing.tune.result import TuneFailed
 
-    (tmp_path / "train.py").write_text(FAILING_TRAIN)
-    monkeypatch.chdir(tmp_path)
-    repo = f"{on_node.registry}/katib{uuid.uuid4().hex[:6]}"
-    name = f"katibf-{uuid.uuid4().hex[:5]}"
-    admin = Kube(katib.admin_kubeconfig, namespace=katib.namespace)
+    script, name, admin, kw = _prologue(katib, on_node, tmp_path, monkeypatch, "katibf", FAILING_TRAIN)
     try:
         with pytest.raises(TuneFailed) as err:
-            fairing.tune(str(tmp_path / "train.py"), params={"x": fairing.uniform(0, 6)}, objective="score",
-                         goal="maximize", trials=6, parallel=2, max_failed=1, backend="katib", algorithm="random",
-                         name=name, registry=repo, base_image=on_node.base, kubeconfig=str(katib.kubeconfig),
-                         namespace=katib.namespace, mutators=on_node.mutators(), progress=False, timeout=600)
+            fairing.tune(script, params={"x": fairing.uniform(0, 6)}, trials=6, parallel=2, max_failed=1, algorithm="random", **kw)
         r = err.value.result
         assert r.status == "Failed", r.reason
         exp = admin.get("kubeflow.org/v1beta1", "Experiment", name, katib.namespace)
@@ -299,18 +299,11 @@ def test_real_experiment_out_of_memory_trial_says_so(katib, on_node, tmp_path, m
     from fairing.deployers import pod
     from fairing.tune.result import TuneFailed
 
-    (tmp_path / "train.py").write_text(OOM_TRAIN)
-    monkeypatch.chdir(tmp_path)
-    repo = f"{on_node.registry}/katib{uuid.uuid4().hex[:6]}"
-    name = f"katibo-{uuid.uuid4().hex[:5]}"
-    admin = Kube(katib.admin_kubeconfig, namespace=katib.namespace)
+    script, name, admin, kw = _prologue(katib, on_node, tmp_path, monkeypatch, "katibo", OOM_TRAIN)
     try:
         with pytest.raises(TuneFailed) as err:
-            fairing.tune(str(tmp_path / "train.py"), params={"x": fairing.uniform(0, 6)}, objective="score",
-                         goal="maximize", trials=2, parallel=2, max_failed=0, backend="katib", algorithm="random",
-                         name=name, registry=repo, base_image=on_node.base, kubeconfig=str(katib.kubeconfig),
-                         namespace=katib.namespace, mutators=[*on_node.mutators(), pod.memory("64Mi")],
-                         progress=False, timeout=600)
+            fairing.tune(script, params={"x": fairing.uniform(0, 6)}, trials=2, parallel=2, max_failed=0, algorithm="random",
+                         **{**kw, "mutators": [*kw["mutators"], pod.memory("64Mi")]})
         failed = [t for t in err.value.result.trials if t.state == "Failed"]
         assert failed
         for t in failed:
@@ -325,18 +318,12 @@ def test_real_experiment_trial_that_cannot_start_fails_fast(katib, on_node, tmp_
     from fairing.deployers import pod
     from fairing.errors import DeployError
 
-    (tmp_path / "train.py").write_text(SLOW_TRAIN)
-    monkeypatch.chdir(tmp_path)
-    repo = f"{on_node.registry}/katib{uuid.uuid4().hex[:6]}"
-    name = f"katibs-{uuid.uuid4().hex[:5]}"
-    admin = Kube(katib.admin_kubeconfig, namespace=katib.namespace)
+    script, name, admin, kw = _prologue(katib, on_node, tmp_path, monkeypatch, "katibs", SLOW_TRAIN)
     try:
         with pytest.raises(DeployError) as err:
-            fairing.tune(str(tmp_path / "train.py"), params={"x": fairing.uniform(0, 6)}, objective="score",
-                         goal="maximize", trials=2, parallel=2, backend="katib", algorithm="random",
-                         name=name, registry=repo, base_image=on_node.base, kubeconfig=str(katib.kubeconfig),
-                         namespace=katib.namespace, progress=False, timeout=300,
-                         mutators=[*on_node.mutators(), pod.env_from_secret("wandb-missing", {"WANDB_API_KEY": "key"})])
+            fairing.tune(script, params={"x": fairing.uniform(0, 6)}, trials=2, parallel=2, algorithm="random",
+                         **{**kw, "timeout": 300,
+                            "mutators": [*kw["mutators"], pod.env_from_secret("wandb-missing", {"WANDB_API_KEY": "key"})]})
         text = str(err.value)
         assert text.startswith(f"trial {name}-") and "cannot start" in text and "wandb-missing" in text, text
         assert "Secret" in err.value.hint
@@ -360,19 +347,12 @@ def test_real_grid_on_katibs_optuna_suggestion(katib, on_node, tmp_path, monkeyp
     repeated a point in 2 of 5 runs (fairing warns about that)."""
     from fairing.tune.driver import grid_space
 
-    (tmp_path / "train.py").write_text(SLOW_TRAIN)
-    monkeypatch.chdir(tmp_path)
-    repo = f"{on_node.registry}/katib{uuid.uuid4().hex[:6]}"
-    name = f"katibg-{uuid.uuid4().hex[:5]}"
-    admin = Kube(katib.admin_kubeconfig, namespace=katib.namespace)
+    script, name, admin, kw = _prologue(katib, on_node, tmp_path, monkeypatch, "katibg", SLOW_TRAIN)
     space = {"x": fairing.uniform(0, 6)}
     try:
-        r = fairing.tune(str(tmp_path / "train.py"), params=space, objective="score", goal="maximize", trials=5,
-                         parallel=1, backend="katib", algorithm="grid", name=name, registry=repo, base_image=on_node.base,
-                         kubeconfig=str(katib.kubeconfig), namespace=katib.namespace, mutators=on_node.mutators(),
-                         progress=False, timeout=600)
+        r = fairing.tune(script, params=space, trials=3, parallel=1, algorithm="grid", **kw)
         assert r.status == "Succeeded", r.reason
-        points = grid_space(space, 5)["x"]  # 5 trials over one range: 5 points, 0 to 6 by 1.5
+        points = grid_space(space, 3)["x"]  # 3 trials over one range: 0, 3 and 6
         assert sorted(t.params["x"] for t in r.trials) == pytest.approx(points)
         assert all(t.state == "Succeeded" and t.value == pytest.approx(-(t.params["x"] - 3) ** 2) for t in r.trials)
         exp = admin.get("kubeflow.org/v1beta1", "Experiment", name, katib.namespace)
