@@ -6,6 +6,8 @@ the rig plugin, tests/rig/plugin.py, loaded with `-p tests.rig.plugin` (pyprojec
 
 from __future__ import annotations
 
+import pytest
+
 
 def pytest_report_header(config):
     from tests.rig.state import rig_dir
@@ -44,3 +46,26 @@ def pytest_collection_modifyitems(config, items):
         if late & set(getattr(item, "fixturenames", ())):
             # The first of them may wait for that background build (a fixture counts in the test's time).
             item.add_marker(pytest.mark.timeout(2700))
+
+
+# --- fixtures shared by the cluster tests ---------------------------------------------------------
+@pytest.fixture
+def admin(kube):
+    """A client on the tests' kubeconfig and namespace, to look at what a deployer made."""
+    from fairing.kube.client import Kube
+
+    return Kube(kube.kubeconfig, namespace=kube.namespace)
+
+
+@pytest.fixture
+def cleanup():
+    """cleanup(handle): the handle's workload is deleted after the test, whatever happened."""
+    from fairing.errors import DeployError
+
+    handles = []
+    yield handles.append
+    for h in handles:
+        try:
+            h.delete(timeout=60)
+        except DeployError:
+            pass

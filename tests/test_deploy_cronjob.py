@@ -5,25 +5,7 @@ import pytest
 
 from fairing.deployers import pod
 from fairing.deployers.k8s.cronjob import CronJobDeployer
-from fairing.errors import DeployError
-from fairing.kube.client import Kube
 from tests.rig.kube import fake_image
-
-
-@pytest.fixture
-def admin(kube):
-    return Kube(kube.kubeconfig, namespace=kube.namespace)
-
-
-@pytest.fixture
-def cleanup():
-    handles = []
-    yield handles.append
-    for h in handles:
-        try:
-            h.delete(timeout=60)
-        except DeployError:
-            pass
 
 
 def test_cronjob_stored_suspend_resume_trigger_delete(kube, admin, cleanup):

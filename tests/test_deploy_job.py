@@ -12,7 +12,6 @@ import pytest
 from fairing.deployers import pod
 from fairing.deployers.k8s.job import JobDeployer
 from fairing.errors import DeployError
-from fairing.kube.client import Kube
 from fairing.kube.wait import WaitTimeout
 from tests.rig.kube import GPU_TAINT, NODES, OUTCOME_LABEL, fake_image, require_simulation, serve_logs
 
@@ -21,11 +20,6 @@ from tests.rig.kube import GPU_TAINT, NODES, OUTCOME_LABEL, fake_image, require_
 def simulated(kube):
     """Needs kwok (outcome labels, served logs, node names) or a killable API server."""
     require_simulation(kube)
-
-
-@pytest.fixture
-def admin(kube):
-    return Kube(kube.kubeconfig, namespace=kube.namespace)
 
 
 @pytest.fixture

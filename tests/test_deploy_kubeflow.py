@@ -7,7 +7,6 @@ from fairing.deployers import pod
 from fairing.deployers.k8s.kubeflow import PyTorchJobDeployer
 from fairing.deployers.k8s.kubeflow import TFJobDeployer
 from fairing.errors import DeployError
-from fairing.kube.client import Kube
 from tests.rig.kube import GPU_TAINT, NODES, OUTCOME_LABEL, fake_image, require_simulation, serve_logs
 
 REPLICA_TYPE = "training.kubeflow.org/replica-type"
@@ -17,22 +16,6 @@ REPLICA_TYPE = "training.kubeflow.org/replica-type"
 def simulated(kube):
     """Needs kwok (outcome labels, served logs, node names) or a killable API server."""
     require_simulation(kube)
-
-
-@pytest.fixture
-def admin(kube):
-    return Kube(kube.kubeconfig, namespace=kube.namespace)
-
-
-@pytest.fixture
-def cleanup():
-    handles = []
-    yield handles.append
-    for h in handles:
-        try:
-            h.delete(timeout=60)
-        except DeployError:
-            pass
 
 
 def _limits(container):

@@ -24,22 +24,6 @@ JOBSET = ("jobset.x-k8s.io/v1alpha2", "JobSet")
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def admin(kube):
-    return Kube(kube.kubeconfig, namespace=kube.namespace)
-
-
-@pytest.fixture
-def cleanup():
-    handles = []
-    yield handles.append
-    for h in handles:
-        try:
-            h.delete(timeout=60)
-        except DeployError:
-            pass
-
-
 def _env(container) -> dict:
     return {e["name"]: e.get("value") for e in container.get("env") or []}
 

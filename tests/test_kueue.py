@@ -16,7 +16,7 @@ from fairing.deployers.k8s.cronjob import CronJobDeployer
 from fairing.deployers.k8s.job import JobDeployer
 from fairing.deployers.k8s.kubeflow import PyTorchJobDeployer
 from fairing.deployers.k8s.trainjob import TrainJobDeployer
-from fairing.errors import ConfigError, DeployError
+from fairing.errors import ConfigError
 from fairing.kube.wait import WaitTimeout
 from tests.rig.kube import fake_image, require_simulation
 
@@ -24,17 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 # kwok's pod-complete stage reads its delay from these annotations: each pod runs ~8 s, long
 # enough to watch the second workload wait for the first.
 SLOW = {"pod-complete.stage.kwok.x-k8s.io/delay": "8s", "pod-complete.stage.kwok.x-k8s.io/jitter-delay": "8s"}
-
-
-@pytest.fixture
-def cleanup():
-    handles = []
-    yield handles.append
-    for h in handles:
-        try:
-            h.delete(timeout=60)
-        except DeployError:
-            pass
 
 
 def _fair_status(kube, name: str) -> str:

@@ -90,11 +90,6 @@ class Kubelet:
                            content_type="application/merge-patch+json")
 
 
-@pytest.fixture
-def admin(kube):
-    return Kube(kube.kubeconfig, namespace=kube.namespace)
-
-
 def trial_jobs(admin, prefix):
     return [j["metadata"]["name"] for j in admin.list("batch/v1", "Job")["items"]
             if j["metadata"]["name"].startswith(prefix + "-")]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .certs import ensure_certs
 from .registry import PLAIN_PORT, SECURE_PORT, TOKEN_PORT
-from .state import RigError, Service, rig_dir, rig_lock, run, run_dir
+from .state import RigError, Service, rig_dir, rig_lock, run, run_dir, write_if_changed
 
 CONTAINERS_CONF = Path(os.environ.get("FAIRING_RIG_CONTAINERS_DIR", "/etc/containers"))
 ULIMITS = ["nofile=1024:1024", "nproc=1024:1024"]
@@ -83,34 +83,23 @@ def merge_toml(text: str, settings: dict[str, dict[str, str]]) -> str:
     return out
 
 
-def _write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
-    if path.exists() and path.read_text() == text:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".fairing-tmp")
-    tmp.write_text(text)
-    tmp.chmod(mode)
-    os.replace(tmp, path)
-    return True
-
-
 def configure_host() -> bool:
     """Write the podman configuration; True if anything changed (the service must restart)."""
     changed = False
     conf = CONTAINERS_CONF / "containers.conf"
     old = conf.read_text() if conf.exists() else ""
-    changed |= _write_if_changed(conf, merge_toml(old, {
+    changed |= write_if_changed(conf, merge_toml(old, {
         "engine": {"runtime": '"runc"'},
         "containers": {"default_ulimits": json.dumps(ULIMITS)},
     }))
     dropin = "# Written by fairing's test rig (tests/rig/engine.py): local plain-HTTP registries.\n"
     for loc in INSECURE:
         dropin += f'\n[[registry]]\nlocation = "{loc}"\ninsecure = true\n'
-    changed |= _write_if_changed(CONTAINERS_CONF / "registries.conf.d" / "50-fairing-rig.conf",
+    changed |= write_if_changed(CONTAINERS_CONF / "registries.conf.d" / "50-fairing-rig.conf",
                                  dropin)
     ca = ensure_certs().ca_cert.read_text()
     for host in (f"127.0.0.1:{SECURE_PORT}", f"localhost:{SECURE_PORT}"):
-        changed |= _write_if_changed(CONTAINERS_CONF / "certs.d" / host / "ca.crt", ca)
+        changed |= write_if_changed(CONTAINERS_CONF / "certs.d" / host / "ca.crt", ca)
     return changed
 
 
@@ -184,7 +173,7 @@ def ensure_storage_driver() -> str:
             text = merge_toml("", {"storage": {"driver": json.dumps(driver),
                                                "runroot": '"/run/containers/storage"',
                                                "graphroot": '"/var/lib/containers/storage"'}})
-        _write_if_changed(conf, text)
+        write_if_changed(conf, text)
     decided.write_text(json.dumps({"storage_driver": driver}))
     return driver
 

@@ -38,7 +38,7 @@ import yaml
 
 from . import kube as kube_rig
 from .netutil import node_ip
-from .state import RigError, Service, cache_dir, log_tail, rig_dir, run, run_dir, service_env
+from .state import RigError, Service, cache_dir, log_tail, rig_dir, run, run_dir, service_env, write_if_changed
 
 NODE_NAME = "fairing-node-0"
 LABEL = ("fairing.dev/real-node", "true")
@@ -140,18 +140,6 @@ def ensure_builds() -> None:
 
 
 # --- configuration files ---------------------------------------------------------------------------
-def _write(path: Path, text: str, mode: int = 0o644) -> bool:
-    """Write if changed; True when it changed (a running service must restart to read it)."""
-    if path.exists() and path.read_text() == text:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.chmod(mode)
-    os.replace(tmp, path)
-    return True
-
-
 def _registry_hosts(d: Path) -> None:
     """containerd's per-registry config: :5000 and :5446 speak plain HTTP, :5443 is TLS under the
     rig CA. Credentials are not here: the kubelet passes them from the pod's pull secret."""
@@ -162,7 +150,7 @@ def _registry_hosts(d: Path) -> None:
     for port, scheme, extra in ((PLAIN_PORT, "http", ""), (TOKEN_PORT, "http", ""),
                                 (SECURE_PORT, "https", f'  ca = "{ca}"\n')):
         host = f"127.0.0.1:{port}"
-        _write(d / host / "hosts.toml",
+        write_if_changed(d / host / "hosts.toml",
                f'server = "{scheme}://{host}"\n\n[host."{scheme}://{host}"]\n'
                f'  capabilities = ["pull", "resolve"]\n{extra}')
 
@@ -170,7 +158,7 @@ def _registry_hosts(d: Path) -> None:
 def _containerd_config(pause: str) -> str:
     d, s = node_dir(), state_dir()
     _registry_hosts(d / "certs.d")
-    _write(d / "net.d" / "10-fairing.conflist", json.dumps({
+    write_if_changed(d / "net.d" / "10-fairing.conflist", json.dumps({
         "cniVersion": "1.0.0", "name": "fairing-node",
         "plugins": [{"type": "bridge", "bridge": BRIDGE, "isGateway": True, "hairpinMode": True,
                      # No masquerade: pods only talk to this machine, and no CNI iptables chains
@@ -211,7 +199,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 def _kubelet_config(pki: kube_rig.Pki, ip: str) -> str:
     d = node_dir()
-    _write(d / "resolv.conf", f"nameserver {ip}\n")
+    write_if_changed(d / "resolv.conf", f"nameserver {ip}\n")
     return yaml.safe_dump({
         "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
         "address": ip, "port": KUBELET_PORT, "readOnlyPort": 0,
@@ -284,7 +272,7 @@ def _pytorch_init_template(image: str) -> str:
 
 
 def _ensure_pytorch_init_template(image: str) -> None:
-    if _write(PYTORCH_INIT_TEMPLATE, _pytorch_init_template(image)):
+    if write_if_changed(PYTORCH_INIT_TEMPLATE, _pytorch_init_template(image)):
         kube_rig.restart_operator()  # it reads the template once per process
 
 
@@ -302,7 +290,7 @@ def _record_sysctls() -> None:
     for name in SYSCTLS:
         with contextlib.suppress(OSError):
             before[name] = _sysctl_path(name).read_text().strip()
-    _write(f, json.dumps(before, indent=1))
+    write_if_changed(f, json.dumps(before, indent=1))
 
 
 def _set_sysctl(name: str, value: str) -> None:
@@ -503,11 +491,11 @@ def _ensure_node(cp) -> None:
                                            user=f"system:node:{NODE_NAME}", cert=pki.node_client_crt,
                                            key=pki.node_client_key)
     changed = {
-        "containerd": _write(d / "containerd.toml", _containerd_config(pause)),
-        "kubelet": _write(d / "kubelet.yaml", _kubelet_config(pki, ip))
-        | _write(d / "kubelet.kubeconfig", kubelet_kc.read_text(), 0o600),
-        "kube-proxy": _write(d / "kube-proxy.yaml", _proxy_config(cp.kubeconfig)),
-        "coredns": _write(d / "Corefile", _corefile(ip, cp.kubeconfig)),
+        "containerd": write_if_changed(d / "containerd.toml", _containerd_config(pause)),
+        "kubelet": write_if_changed(d / "kubelet.yaml", _kubelet_config(pki, ip))
+        | write_if_changed(d / "kubelet.kubeconfig", kubelet_kc.read_text(), 0o600),
+        "kube-proxy": write_if_changed(d / "kube-proxy.yaml", _proxy_config(cp.kubeconfig)),
+        "coredns": write_if_changed(d / "Corefile", _corefile(ip, cp.kubeconfig)),
     }
     kubelet_kc.unlink()
     _record_sysctls()

@@ -69,6 +69,19 @@ def rig_lock() -> Iterator[None]:
 
 
 # --- small utilities -----------------------------------------------------------------------------
+def write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
+    """Write `text` atomically unless the file already holds it; True when it changed (a running
+    service must then restart to read it)."""
+    if path.exists() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".fairing-tmp")
+    tmp.write_text(text)
+    tmp.chmod(mode)
+    os.replace(tmp, path)
+    return True
+
+
 def log_tail(path: Path, lines: int = 25) -> str:
     try:
         text = Path(path).read_text(errors="replace").splitlines()
