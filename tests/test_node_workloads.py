@@ -206,6 +206,9 @@ def test_a_model_whose_load_raises_is_reported_with_the_servers_traceback(on_nod
         text = str(e.value) + "\n" + "\n".join(printed)
         assert "FileNotFoundError: no weights.bin in the image" in text, text
         assert "Traceback" in text, text
+        # Said as soon as load() fails (from the server's log), not as the wait's 240 s timeout.
+        assert "not ready after" not in str(e.value), str(e.value)
+        assert "failed: model '" in str(e.value) and "failed to load: FileNotFoundError" in str(e.value), str(e.value)
     finally:
         ep.delete()
 

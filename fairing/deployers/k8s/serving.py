@@ -13,6 +13,8 @@ the cluster serving deployers share (the pod template, probes, the readiness wai
 from __future__ import annotations
 
 import copy
+import re
+import threading
 import time
 from typing import Any, Iterator, Sequence
 
@@ -107,9 +109,19 @@ def wait_ready(kube, namespace: str, *, api_version: str, kind: str, name: str, 
     deadline = None if timeout is None else time.monotonic() + timeout
     last = None
     obj = None
+    unready: dict[str, dict] = {}  # running pods whose server is not ready yet, by name
     streams = [Stream("owner", api_version, kind, name=name), Stream("pods", "v1", "Pod", label_selector=pod_selector)]
-    with Mux(kube, namespace, streams) as mux:
+    with Mux(kube, namespace, streams) as mux, _Ticker(mux, LOAD_CHECK_SECONDS):
         for key, etype, ev in mux.events(deadline):
+            if etype == "TICK":
+                # The model server stays up after a failed load() (not ready, 503 with the error),
+                # so no pod state ends the wait: its log says so, and the wait stops at once.
+                for pod in list(unready):
+                    failed = load_failure(kube, namespace, pod, container)
+                    if failed:
+                        raise DeployError(f"{what} failed: {failed}",
+                                          hint="fix load() (the traceback is in the model server's log: handle.logs())")
+                continue
             if etype == "TIMEOUT":
                 detail = f"; {last.message}" if last else ""
                 raise WaitTimeout(f"{what} is not ready after {timeout:g}s ({state.progress(obj)}{detail})",
@@ -125,12 +137,61 @@ def wait_ready(kube, namespace: str, *, api_version: str, kind: str, name: str, 
                     raise DeployError(f"{what} failed: {state.why(obj)}" + (f"; {last.message}" if last else ""),
                                       hint=last.hint if last else state.hint)
             elif key == "pods" and etype != "DELETED" and not (ev.get("metadata") or {}).get("deletionTimestamp"):
+                pname = ev["metadata"]["name"]
+                if _running_unready(ev, container):
+                    unready[pname] = ev
+                else:
+                    unready.pop(pname, None)
                 d = diagnose_pod(ev, container)
                 if d:
                     last = d
                     if d.reason in FATAL_FOR_SERVING:
                         raise DeployError(d.message, hint=d.hint)
     raise DeployError(f"stopped waiting for {what}")  # pragma: no cover - events() ends with TIMEOUT
+
+
+LOAD_CHECK_SECONDS = 3.0
+# What fairing's model server logs when load() raises (fairing/image_runtime/model_server.py).
+_LOAD_FAILED = re.compile(r"(model '[^']*' failed to load: .*)$")
+
+
+class _Ticker:
+    """Puts a ("", "TICK", None) event into a Mux every `seconds` while the block runs."""
+
+    def __init__(self, mux, seconds: float) -> None:
+        self.mux, self.seconds, self.stop = mux, seconds, threading.Event()
+
+    def __enter__(self) -> "_Ticker":
+        def tick() -> None:
+            while not self.stop.wait(self.seconds):
+                self.mux.put(("", "TICK", None))
+
+        threading.Thread(target=tick, daemon=True, name="fairing-serving-tick").start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+
+
+def _running_unready(pod: dict, container: str) -> bool:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        if cs.get("name") == container:
+            return bool((cs.get("state") or {}).get("running")) and not cs.get("ready")
+    return False
+
+
+def load_failure(kube, namespace: str, pod: str, container: str) -> str | None:
+    """The model server's "model 'x' failed to load: ..." line from the pod's log, if it logged one."""
+    from ...kube.logs import read_log
+
+    try:
+        for line in read_log(kube, pod, namespace, container):
+            m = _LOAD_FAILED.search(line)
+            if m:
+                return m.group(1).strip()
+    except Exception:  # noqa: BLE001 - no log yet, or not allowed to read it: the wait goes on as before
+        return None
+    return None
 
 
 class DeploymentState:
