@@ -69,6 +69,10 @@ REASONS: dict[str, Reason] = {
                                    "to retry more often", True),
 }
 
+# Waiting states a container never leaves by itself (the image, its name or its config is wrong):
+# a wait that is not the Job's own (serving, Katib trials) stops on them at once.
+NEVER_STARTS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CreateContainerConfigError"})
+
 _GPU = re.compile(r"Insufficient ([a-z0-9.-]+/gpu)")
 
 

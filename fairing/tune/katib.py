@@ -28,8 +28,6 @@ log = logging.getLogger(__name__)
 API_VERSION = "kubeflow.org/v1beta1"
 EXPERIMENT_LABEL = "katib.kubeflow.org/experiment"
 TRIAL_LABEL = "katib.kubeflow.org/trial"
-# Pod states Katib does not act on (the Job never fails), and that waiting will not fix.
-NEVER_STARTS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CreateContainerConfigError"})
 # Katib's own algorithm names for ours (the goptuna suggestion service serves random, tpe, cmaes;
 # grid needs Katib's optuna suggestion image). goptuna (v0.19) samples a logUniform range uniformly.
 ALGORITHM_NAMES = {"random": "random", "grid": "grid", "tpe": "tpe", "cmaes": "cmaes"}
@@ -278,8 +276,9 @@ def run(p: Any, image: Any, result: TuneResult, *, trials: int, parallel: int, m
     def stuck(pod: dict) -> None:
         """A trial pod that can never start (no such image, a missing Secret): Katib would leave the
         trial Running for ever, so fail now with the sentence a Job gets (the Experiment is deleted)."""
-        from ..kube.reasons import diagnose_pod
+        from ..kube.reasons import NEVER_STARTS, diagnose_pod
 
+        # Katib does not act on these (the trial's Job never fails), and waiting will not fix them.
         trial = ((pod.get("metadata") or {}).get("labels") or {}).get(TRIAL_LABEL, "")
         if not trial.startswith(f"{result.experiment}-"):
             return

@@ -20,6 +20,7 @@ from typing import Any, Iterator, Sequence
 
 from ...context import BuiltImage, ServeSpec
 from ...errors import ConfigError, DeployError
+from ...kube.reasons import NEVER_STARTS
 from .. import labels as L
 from .. import pod as podlib
 from ..base import Deployer, Handle, KubeAccess, check_pinned, check_port, check_replicas, serve_spec, wait_gone
@@ -30,8 +31,7 @@ READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/v2/health/live"
 # Pod diagnoses (kube/reasons.py) that end a serving wait at once. Evictions are not among them:
 # the Deployment replaces an evicted pod by itself.
-FATAL_FOR_SERVING = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CreateContainerConfigError",
-                     "CrashLoopBackOff", "OOMKilled"}
+FATAL_FOR_SERVING = NEVER_STARTS | {"CrashLoopBackOff", "OOMKilled"}
 
 
 def serving_pod_template(image: BuiltImage, mutators: Sequence = ()) -> tuple[dict, ServeSpec]:
@@ -109,14 +109,14 @@ def wait_ready(kube, namespace: str, *, api_version: str, kind: str, name: str, 
     deadline = None if timeout is None else time.monotonic() + timeout
     last = None
     obj = None
-    unready: dict[str, dict] = {}  # running pods whose server is not ready yet, by name
+    unready: set[str] = set()  # running pods whose server is not ready yet
     streams = [Stream("owner", api_version, kind, name=name), Stream("pods", "v1", "Pod", label_selector=pod_selector)]
     with Mux(kube, namespace, streams) as mux, _Ticker(mux, LOAD_CHECK_SECONDS):
         for key, etype, ev in mux.events(deadline):
             if etype == "TICK":
                 # The model server stays up after a failed load() (not ready, 503 with the error),
                 # so no pod state ends the wait: its log says so, and the wait stops at once.
-                for pod in list(unready):
+                for pod in sorted(unready):
                     failed = load_failure(kube, namespace, pod, container)
                     if failed:
                         raise DeployError(f"{what} failed: {failed}",
@@ -139,9 +139,9 @@ def wait_ready(kube, namespace: str, *, api_version: str, kind: str, name: str, 
             elif key == "pods" and etype != "DELETED" and not (ev.get("metadata") or {}).get("deletionTimestamp"):
                 pname = ev["metadata"]["name"]
                 if _running_unready(ev, container):
-                    unready[pname] = ev
+                    unready.add(pname)
                 else:
-                    unready.pop(pname, None)
+                    unready.discard(pname)
                 d = diagnose_pod(ev, container)
                 if d:
                     last = d
