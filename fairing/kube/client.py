@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from ..errors import ConfigError, DeployError
+from . import compat
 # The error types live in errors.py; importable from here too, where callers have always found them.
 from .errors import (  # noqa: F401
     Conflict, CRDNotInstalled, Forbidden, Gone, HTTPStatusError, NotFound, TimedOut, Unauthorized, Unreachable,
@@ -265,17 +266,12 @@ class Kube:
         read = timeout if timeout is not None else READ_TIMEOUT
         query = [(k, v) for k, v in (query or {}).items() if v is not None]
         try:
-            method, url, hdrs, body, _ = self.api.param_serialize(
-                method, path, query_params=query, header_params=headers, body=body,
-                auth_settings=["BearerToken"])
-            resp = self.api.call_api(method, url, header_params=hdrs, body=body,
-                                     _request_timeout=(CONNECT_TIMEOUT, read))
-            if not 200 <= resp.status <= 299:
-                raise HTTPStatusError(resp.status, resp.reason, resp.read())
+            resp = compat.send(self.api, method, path, query=query, headers=headers, body=body,
+                               timeout=(CONNECT_TIMEOUT, read))
         except Exception as e:  # noqa: BLE001 - translated below, re-raised if unknown
             raise self.translate(e, what or (method.lower(), None, None, None)) from None
         if stream:
-            return resp.response  # the urllib3 response: .stream(), .close()
+            return resp  # the urllib3 response: .stream(), .close()
         data = resp.read()
         if resp.headers.get("Content-Type", "").startswith("application/json"):
             return json.loads(data) if data else {}
