@@ -286,6 +286,8 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
                                   hint="pass --registry HOST[:PORT]/PATH")
         if b_name == "docker":
             b_kw.setdefault("docker_host", engine or s.docker_host)
+        if b_name == "append" and s.ca_file:
+            b_kw.setdefault("ca_file", s.ca_file)
         b_kw["base_image"] = base_image
         b_spec = (b_name, b_kw)
 

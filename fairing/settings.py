@@ -125,6 +125,8 @@ KEYS: dict[str, Key] = {k.name: k for k in (
         "python:3.11-slim"),
     Key("registry", _str, None, "where images are pushed, e.g. 127.0.0.1:5000/team; none -> run locally",
         "registry.example.com/team"),
+    Key("ca_file", _str, None, "CA certificate (PEM) of a private registry; added to the system's trust, "
+        "not put in its place", "/etc/ssl/private-registry-ca.pem"),
     Key("image_name", _str, None, "repository name for built images (default: fairing-<entry>)", "my-train"),
     Key("deployer", _str, None, "job, cronjob, tfjob, pytorchjob, trainjob, pod, serving, inferenceservice, local "
         "(default: job with a registry and a cluster, else local)", "job"),

@@ -184,7 +184,7 @@ class AppendBuilder(Builder):
                 log.warning("the context was made with Python %s but the base image has Python %s", ctx.python, python)
             deps = install_layers(list(ctx.requirements), python=python, tags=tags, cache=self.cache,
                                   compression=self.compression, progress=self._say, timings=self.phases,
-                                  interp=self._interpreter(python))
+                                  interp=self._interpreter(python), ca_file=self.ca_file)
             made = [d for d in deps if d.built]
             # Kept for build() to put on the BuiltImage (from the wheels, or what pip installed).
             self._resolved = tuple(sorted({*(f"{w.name}=={w.version}" for d in deps for w in d.group.wheels),

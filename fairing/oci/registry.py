@@ -8,6 +8,7 @@ import email.utils
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -16,8 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlencode, urljoin, urlsplit
 
+from .. import trust
 from ..errors import BuildError
 from .auth import TokenAuth, may_send_credentials
+from .cache import cache_root
 from .errors import Forbidden, TimedOut, Unauthorized, Unreachable
 from .image import ALL_MANIFEST_TYPES, INDEX_TYPES, MANIFEST_TYPES, Image, Layer, sha256
 from .reference import DOCKER_HUB, DOCKER_HUB_API, Reference, is_loopback
@@ -87,7 +90,7 @@ class _NoNetrc:
 
 class RegistryClient:
     """One registry host. `insecure` names hosts that may be spoken to over plain HTTP; loopback
-    hosts always may. TLS uses the system CAs, $REQUESTS_CA_BUNDLE, or `ca_file`."""
+    hosts always may. TLS uses the default CAs plus `ca_file` (or $REQUESTS_CA_BUNDLE alone)."""
 
     def __init__(
         self,
@@ -117,7 +120,10 @@ class RegistryClient:
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         # Passed on every request: a session-level `verify` loses to $REQUESTS_CA_BUNDLE in requests.
-        self.verify = str(ca_file) if ca_file else None
+        # The registry's CA is added to the default roots, not put in their place (trust.py).
+        self.verify = trust.bundle([("ca_file", ca_file),
+                                    ("REQUESTS_CA_BUNDLE", os.environ.get("REQUESTS_CA_BUNDLE"))],
+                                   cache_root()) if ca_file else None
         # Credentials are filed under the registry's name ("docker.io"), not its API host.
         self.auth = TokenAuth(registry_name or host, None, self.session)
         self.auth.verify = self.verify

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 
 from ...oci.cache import Cache
 from ...oci.layer import GZIP, Compression
+from . import index
 from .layers import DepLayer, Group, cached_layer, dependency_layers, group
 from .pip import dependency_layer, installed_packages, pip_command
 from .resolve import Wheel, remember, resolve
@@ -38,25 +39,27 @@ def install_layers(
     progress: Callable[[str], None] | None = None,
     timings: dict | None = None,
     interp=None,
+    ca_file: str | None = None,
 ) -> list[DepLayer]:
     """Requirements -> dependency layers (image order). Per package when every requirement
     resolves to wheel files, each with a bytecode layer when `interp` (a bytecode.Interpreter) is
     given; otherwise one layer made by pip (the old way, without bytecode)."""
     timings = timings if timings is not None else {}
     t0 = time.perf_counter()
-    wheels, how = resolve(requirements, python, tags, cache)
+    access = index.access(cache.root, ca_file)  # pip's index settings, read once per build
+    wheels, how = resolve(requirements, python, tags, cache, access)
     timings["resolve"] = timings.get("resolve", 0.0) + time.perf_counter() - t0
     if progress and how != "cache":
         progress(f"resolved {len(requirements)} requirement(s) to {len(wheels or ())} wheel(s) with {how} for Python {python} ({tags[0]})")
     if wheels is None:
         t1 = time.perf_counter()
         layer, built = dependency_layer(requirements, python=python, tags=tags, cache=cache, progress=progress,
-                                        compression=compression, timings=timings)
+                                        compression=compression, timings=timings, env=access.env())
         timings["install"] = timings.get("install", 0.0) + time.perf_counter() - t1
         return [DepLayer(Group("dependencies", ()), layer, built,
                          installed=installed_packages(requirements, python, tags, cache))]
     return dependency_layers(wheels, cache=cache, compression=compression, progress=progress, timings=timings,
-                             on_sizes=lambda sized: remember(cache, requirements, python, tags, sized), interp=interp)
+                             on_sizes=lambda sized: remember(cache, requirements, python, tags, sized), interp=interp, access=access)
 
 
 def planned_layers(requirements: Sequence[str], python: str, tags: Sequence[str], cache: Cache,

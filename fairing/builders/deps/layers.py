@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 from ...oci.cache import Cache, CachedLayer
 from ...oci.layer import GZIP, Compression, source_date_epoch, workers
 from .bytecode import Interpreter, compile_all, sources
+from .index import Access
 from .resolve import Wheel
 from .target import SITE_DIR
 from .wheels import INSTALLER, download, installed
@@ -131,6 +132,7 @@ def dependency_layers(
     timings: dict | None = None,
     on_sizes: Callable[[list[Wheel]], None] | None = None,
     interp: Interpreter | None = None,
+    access: Access | None = None,
 ) -> list[DepLayer]:
     """The layers for `wheels`, in image order: from the cache, or made now (in parallel); with
     `interp`, each with its bytecode layer."""
@@ -140,7 +142,7 @@ def dependency_layers(
         # pip's report has no sizes, and grouping needs them: download first (once; the
         # resolution is then remembered with the sizes).
         t0 = time.perf_counter()
-        files = download(wheels, cache, progress=progress)
+        files = download(wheels, cache, progress=progress, access=access)
         timings["download"] = timings.get("download", 0.0) + time.perf_counter() - t0
         wheels = [replace(w, size=files[w.sha256].stat().st_size) for w in wheels]
         if on_sizes:
@@ -151,7 +153,7 @@ def dependency_layers(
     todo = [g for g in groups if have[g.name] is None or pyc[g.name] is None]
     if todo:
         t0 = time.perf_counter()
-        files.update(download([w for g in todo for w in g.wheels if w.sha256 not in files], cache, progress=progress))
+        files.update(download([w for g in todo for w in g.wheels if w.sha256 not in files], cache, progress=progress, access=access))
         timings["download"] = timings.get("download", 0.0) + time.perf_counter() - t0
         if progress:
             progress(f"making {len(todo)} of {len(groups)} dependency layers ({', '.join(g.name for g in todo)})")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
+from urllib.parse import urlsplit
 
 from ...errors import BuildError
 from ...oci.cache import Cache, CachedLayer
@@ -43,7 +44,28 @@ def fix_scripts(bin_dir: Path) -> None:
             f.write_bytes(b"#!/usr/bin/env python3\n" + rest)
 
 
+# What pip and uv print when the index's certificate is not trusted (a child process's output is
+# all there is to go on; pip then goes on to say "no matching distribution", which would mislead).
+_UNTRUSTED = re.compile(r"invalid peer certificate|UnknownIssuer|CERTIFICATE_VERIFY_FAILED|certificate verify failed|"
+                        r"problem confirming the ssl certificate", re.IGNORECASE)
+_URL = re.compile(r"https://[^\s/'\"]+")
+
+
+def untrusted_index(out: str) -> BuildError | None:
+    """The one-line error for an index whose TLS certificate is not trusted, if `out` says so."""
+    if not _UNTRUSTED.search(out):
+        return None
+    # Only host:port: an index URL may carry user:token@, which never goes into an error.
+    url = next(iter(_URL.findall(out)), None)
+    where = urlsplit(url).netloc.rpartition("@")[2] if url else "the package index"
+    return BuildError(f"the TLS certificate of {where} is not trusted",
+                      hint="set PIP_CERT (or `cert` in pip.conf) to the CA that signs it, e.g. your company's or "
+                           "mirror's CA; fairing adds it to the default roots")
+
+
 def pip_error(out: str, python: str, tags: Sequence[str]) -> BuildError:
+    if tls := untrusted_index(out):
+        return tls
     m = re.search(r"No matching distribution found for (\S+)", out) or re.search(r"satisfies the requirement (\S+)", out)
     if m:
         return BuildError(
@@ -75,9 +97,10 @@ def dependency_layer(
     progress: Callable[[str], None] | None = None,
     compression: Compression = GZIP,
     timings: dict | None = None,
+    env: dict | None = None,
 ) -> tuple[CachedLayer, bool]:
-    """The dependency layer for `requirements`, from the cache or built now.
-    Returns (layer, built) where built says whether pip ran."""
+    """The dependency layer for `requirements`, from the cache or built now (`env`: pip's
+    environment, os.environ by default). Returns (layer, built) where built says whether pip ran."""
     key = deps_key(requirements, python, tags)
     known = cache.get_key("deps", key)
     if known and (hit := cache.get_layer(known.get("diff_id", ""), compression)):
@@ -89,7 +112,7 @@ def dependency_layer(
         reqs.write_text("\n".join(requirements) + "\n")
         site = work / "site"
         cmd = pip_command(site, reqs, python, tags)
-        env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+        env = {**(env if env is not None else os.environ), "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONDONTWRITEBYTECODE": "1"}
         run_pip(cmd, env, python, tags, doing="install")
         if not site.exists():
             site.mkdir()

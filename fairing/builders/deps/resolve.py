@@ -19,7 +19,9 @@ from typing import Sequence
 
 from ...errors import BuildError
 from ...oci.cache import Cache
-from .pip import pip_command, run_pip
+from . import index
+from .index import Access
+from .pip import pip_command, run_pip, untrusted_index
 from .target import deps_key
 
 log = logging.getLogger(__name__)
@@ -46,16 +48,6 @@ def uv_binary() -> str | None:
         return shutil.which("uv")
 
 
-def _index_args() -> list[str]:
-    """pip's index settings for uv, which reads only its own UV_* variables."""
-    args: list[str] = []
-    if os.environ.get("PIP_INDEX_URL") and not (os.environ.get("UV_INDEX_URL") or os.environ.get("UV_DEFAULT_INDEX")):
-        args += ["--index-url", os.environ["PIP_INDEX_URL"]]
-    for url in os.environ.get("PIP_EXTRA_INDEX_URL", "").split():
-        args += ["--extra-index-url", url]
-    return args
-
-
 def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -76,7 +68,7 @@ def _from_pylock(text: str) -> list[Wheel] | None:
     return out
 
 
-def _uv(requirements_file: Path, work: Path, python: str, tags: Sequence[str]) -> list[Wheel] | None:
+def _uv(requirements_file: Path, work: Path, python: str, tags: Sequence[str], access: Access) -> list[Wheel] | None:
     """None when uv is missing or cannot do it (then pip does); BuildError when nothing fits."""
     uv = uv_binary()
     m = _UV_PLATFORM.match(tags[0])
@@ -84,8 +76,8 @@ def _uv(requirements_file: Path, work: Path, python: str, tags: Sequence[str]) -
         return None
     cmd = [uv, "pip", "compile", str(requirements_file), "--python-platform", f"{m.group(2)}-manylinux_2_{m.group(1)}",
            "--python-version", python, "--only-binary", ":all:", "--format", "pylock.toml", "--no-header",
-           "--quiet", "--output-file", str(work / "pylock.toml"), *_index_args()]
-    env = dict(os.environ)
+           "--quiet", "--output-file", str(work / "pylock.toml"), *access.uv_args()]
+    env = access.env()
     env.setdefault("UV_NO_PROGRESS", "1")
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env, check=False)
@@ -94,6 +86,8 @@ def _uv(requirements_file: Path, work: Path, python: str, tags: Sequence[str]) -
         return None
     if p.returncode != 0:
         err = p.stderr
+        if tls := untrusted_index(err):
+            raise tls  # pip would fail the same way, and then call it a missing version
         m2 = re.search(r"there is no version of ([^\s,]+)", err) or re.search(r"no wheels with a matching [^\n]*?for ([^\s,]+)", err) \
             or re.search(r"only (\S+) is available and", err)
         if m2 or "No solution found" in err:
@@ -107,11 +101,11 @@ def _uv(requirements_file: Path, work: Path, python: str, tags: Sequence[str]) -
     return _from_pylock((work / "pylock.toml").read_text())
 
 
-def _pip(requirements_file: Path, work: Path, python: str, tags: Sequence[str]) -> list[Wheel] | None:
+def _pip(requirements_file: Path, work: Path, python: str, tags: Sequence[str], access: Access) -> list[Wheel] | None:
     report = work / "report.json"
     cmd = pip_command(work / "target", requirements_file, python, tags)
     cmd[cmd.index("install") + 1:cmd.index("install") + 1] = ["--dry-run", "--ignore-installed", "--report", str(report), "--quiet"]
-    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    env = {**access.env(), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     run_pip(cmd, env, python, tags, doing="resolve")
     out = []
     for item in json.loads(report.read_text()).get("install", []):
@@ -126,9 +120,11 @@ def _pip(requirements_file: Path, work: Path, python: str, tags: Sequence[str]) 
     return out
 
 
-def resolve(requirements: Sequence[str], python: str, tags: Sequence[str], cache: Cache) -> tuple[list[Wheel] | None, str]:
+def resolve(requirements: Sequence[str], python: str, tags: Sequence[str], cache: Cache,
+            access: Access | None = None) -> tuple[list[Wheel] | None, str]:
     """The wheels for `requirements` (sorted by name), and who resolved them ("cache", "uv",
-    "pip"). None when some requirement is not a plain wheel (the caller falls back to pip)."""
+    "pip"). None when some requirement is not a plain wheel (the caller falls back to pip).
+    `access`: the package index as pip is configured (read now when not given)."""
     key = deps_key(requirements, python, tags)
     known = cache.get_key("resolved", key)
     if known and known.get("wheels") is not None:
@@ -136,9 +132,10 @@ def resolve(requirements: Sequence[str], python: str, tags: Sequence[str], cache
     with cache.scratch_dir("resolve") as work:
         reqs = work / "requirements.txt"
         reqs.write_text("\n".join(requirements) + "\n")
-        wheels, how = _uv(reqs, work, python, tags), "uv"
+        access = access or index.access(cache.root)
+        wheels, how = _uv(reqs, work, python, tags, access), "uv"
         if wheels is None:
-            wheels, how = _pip(reqs, work, python, tags), "pip"
+            wheels, how = _pip(reqs, work, python, tags, access), "pip"
     if wheels is None:
         return None, how
     wheels.sort(key=lambda w: (w.name, w.version))

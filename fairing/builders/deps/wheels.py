@@ -29,6 +29,8 @@ from typing import Callable, Iterable, Iterator
 from ...errors import BuildError
 from ...oci.cache import Cache, touch
 from ...oci.layer import Member, Source
+from . import index
+from .index import Access
 from .resolve import Wheel
 
 INSTALLER = "fairing-2"  # bump when the unpacked files change for the same wheel
@@ -52,8 +54,10 @@ def wheel_path(cache: Cache, wheel: Wheel) -> Path:
     return cache.root / "wheels" / wheel.filename
 
 
-def download(wheels: Iterable[Wheel], cache: Cache, *, jobs: int = 4, progress: Callable[[str], None] | None = None) -> dict[str, Path]:
-    """{sha256: local wheel file} for `wheels`, downloading only those not in the cache."""
+def download(wheels: Iterable[Wheel], cache: Cache, *, jobs: int = 4, progress: Callable[[str], None] | None = None,
+             access: Access | None = None) -> dict[str, Path]:
+    """{sha256: local wheel file} for `wheels`, downloading only those not in the cache, trusting
+    what pip is configured to trust (`access`, read now when not given)."""
     out: dict[str, Path] = {}
     todo = []
     for w in wheels:
@@ -67,6 +71,7 @@ def download(wheels: Iterable[Wheel], cache: Cache, *, jobs: int = 4, progress: 
         return out
     import requests
 
+    access = access or index.access(cache.root)
     session = requests.Session()
     if progress:
         total = sum(w.size or 0 for w in todo)
@@ -81,7 +86,7 @@ def download(wheels: Iterable[Wheel], cache: Cache, *, jobs: int = 4, progress: 
                 f.seek(0)
                 f.truncate()
                 try:
-                    with session.get(w.url, stream=True, timeout=(10, 300)) as r:
+                    with session.get(w.url, stream=True, timeout=(10, 300), verify=access.verify(w.url)) as r:
                         if r.status_code in RETRY_STATUS and not last:
                             time.sleep(0.5 * 2**attempt)
                             continue
@@ -93,7 +98,8 @@ def download(wheels: Iterable[Wheel], cache: Cache, *, jobs: int = 4, progress: 
                 except requests.RequestException as e:
                     if "CERTIFICATE_VERIFY_FAILED" in str(e) or "certificate verify failed" in str(e):
                         raise BuildError(f"downloading {w.filename} failed: the package index's TLS certificate is not trusted",
-                                         hint="set REQUESTS_CA_BUNDLE to the CA bundle that signs it (a proxy's CA)") from None
+                                         hint="set PIP_CERT (or `cert` in pip.conf) to the CA that signs it (a proxy's or "
+                                              "mirror's CA); fairing adds it to the default roots") from None
                     if last:
                         raise BuildError(f"downloading {w.filename} failed ({type(e).__name__}, {DOWNLOAD_TRIES} tries)",
                                          hint="check the package index and network, then retry") from None
