@@ -34,6 +34,12 @@ _PULL_HINT = ("check that {image} was pushed and the name is right; if the regis
               "creates one from your local registry login (or kubectl create secret docker-registry NAME "
               "--docker-server=REGISTRY ... and image_pull_secret('NAME'))")
 
+# A terminal user has no handle: the hint names the command, with the workload's name filled in.
+_LOGS = "see the logs: fair logs {workload} (in Python: handle.logs())"
+# Labels the controllers put on a workload's pods, naming the object `fair logs` takes.
+_OWNER_LABELS = ("jobset.sigs.k8s.io/jobset-name", "training.kubeflow.org/job-name",
+                 "batch.kubernetes.io/job-name", "job-name", "app.kubernetes.io/name")
+
 REASONS: dict[str, Reason] = {
     "ImagePullBackOff": Reason("cannot pull image {image} for container {container!r} of pod {pod}: {message}",
                                _PULL_HINT, True),
@@ -45,13 +51,13 @@ REASONS: dict[str, Reason] = {
         "pod {pod} cannot start container {container!r}: {message}",
         "create the Secret/ConfigMap it references, or fix the name in env_from_secret/volumes", True),
     "CrashLoopBackOff": Reason("container {container!r} of pod {pod} keeps crashing (exit code {exit_code})",
-                               "see its logs (handle.logs() or fair logs NAME)", True),
+                               _LOGS, True),
     "OOMKilled": Reason("container {container!r} of pod {pod} was killed for running out of memory "
                         "(limit {limit})",
                         "raise the memory limit, e.g. mutators=[pod.memory('8Gi')] or --memory 8Gi, "
                         "or make the program use less memory", True),
     "Error": Reason("container {container!r} of pod {pod} exited with code {exit_code}",
-                    "see its logs (handle.logs() or fair logs NAME)", True),
+                    _LOGS, True),
     "Unschedulable": Reason("pod {pod} cannot be scheduled: {message}",
                             "lower the cpu/memory requests or check node_selector/tolerations; "
                             "kubectl describe nodes shows what is free", False),
@@ -65,8 +71,7 @@ REASONS: dict[str, Reason] = {
                                "raise active_deadline_seconds, or make the job finish sooner", True),
     "BackoffLimitExceeded": Reason("job {name} failed: its pods failed {failed} time(s), reaching "
                                    "backoffLimit={limit}",
-                                   "see the logs (handle.logs() or fair logs NAME); raise backoff_limit "
-                                   "to retry more often", True),
+                                   _LOGS + "; raise backoff_limit to retry more often", True),
 }
 
 # Waiting states a container never leaves by itself (the image, its name or its config is wrong):
@@ -103,6 +108,8 @@ def diagnose_pod(pod: dict, container: str | None = None) -> Diagnosis | None:
     """Why this pod is not progressing or failed; None if nothing is wrong (yet).
     With `container`, that container's state is preferred (sidecars are not the workload)."""
     name = (pod.get("metadata") or {}).get("name", "?")
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    workload = next((labels[k] for k in _OWNER_LABELS if labels.get(k)), "NAME")
     status = pod.get("status") or {}
     specs = _containers(pod)
     if status.get("reason") == "Evicted":
@@ -122,12 +129,12 @@ def diagnose_pod(pod: dict, container: str | None = None) -> Diagnosis | None:
             last = (cs.get("lastState") or {}).get("terminated") or {}
             if last.get("reason") == "OOMKilled":
                 return _oom(name, cname, specs)
-            return _diag(w, pod=name, container=cname, exit_code=last.get("exitCode"))
+            return _diag(w, pod=name, container=cname, exit_code=last.get("exitCode"), workload=workload)
         term = state.get("terminated") or {}
         if term.get("reason") == "OOMKilled":
             return _oom(name, cname, specs)
         if term and term.get("exitCode", 0) != 0 and status.get("phase") == "Failed":
-            return _diag("Error", pod=name, container=cname, exit_code=term.get("exitCode"))
+            return _diag("Error", pod=name, container=cname, exit_code=term.get("exitCode"), workload=workload)
     for cond in status.get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
             msg = cond.get("message", "")
@@ -180,11 +187,11 @@ def diagnose_job(job: dict, pods: Iterable[dict] = (), container: str | None = N
         d = _diag("DeadlineExceeded", name=name,
                   limit=spec.get("activeDeadlineSeconds", run_policy.get("activeDeadlineSeconds")))
     elif reason == "BackoffLimitExceeded":
-        d = _diag("BackoffLimitExceeded", name=name, failed=(job.get("status") or {}).get("failed"),
+        d = _diag("BackoffLimitExceeded", name=name, workload=name, failed=(job.get("status") or {}).get("failed"),
                   limit=spec.get("backoffLimit", run_policy.get("backoffLimit", 6)))
     else:
         d = Diagnosis(reason or "Failed", f"job {name} failed: {cond.get('message') or reason}".rstrip(": "),
-                      "see the logs (handle.logs() or fair logs NAME)", True)
+                      _LOGS.format(workload=name), True)
     if pod_diag and d.reason != "DeadlineExceeded":
         return Diagnosis(pod_diag.reason, f"job {name} failed ({reason or 'Failed'}): {pod_diag.message}",
                          pod_diag.hint, True)

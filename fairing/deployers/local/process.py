@@ -191,7 +191,8 @@ class ProcessHandle(Handle):
         _live_procs.pop(self.proc.pid, None)
         if rc != 0:
             raise DeployError(f"{self.name} failed with exit code {rc}: {self._last_line()}",
-                              hint="the full output is in handle.logs() / printed above")
+                              hint="its whole output is printed above (in Python: handle.logs()); a local process keeps no logs "
+                                   "after it ends, so `fair logs` cannot show it again")
         return "Succeeded"
 
     def _last_line(self) -> str:
