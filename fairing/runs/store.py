@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from .. import settings
 from ..errors import ConfigError
 
 BUSY_MS = 30_000
@@ -31,7 +32,7 @@ SCHEMA = (
 
 def default_path() -> Path:
     """FAIRING_RUNS (a file, or a directory to hold runs.db), else <cache>/runs/runs.db."""
-    env = os.environ.get("FAIRING_RUNS")
+    env = settings.runs_store()
     if env:
         p = Path(env).expanduser()
         return p / "runs.db" if p.is_dir() or env.endswith("/") else p
