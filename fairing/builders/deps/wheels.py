@@ -91,7 +91,9 @@ def download(wheels: Iterable[Wheel], cache: Cache, *, jobs: int = 4, progress: 
                             f.write(chunk)
                     return
                 except requests.RequestException as e:
-                    if "CERTIFICATE_VERIFY_FAILED" in str(e) or "certificate verify failed" in str(e):
+                    from ...errors import tls_untrusted  # by type, not by the message's words
+
+                    if tls_untrusted(e):
                         raise BuildError(f"downloading {w.filename} failed: the package index's TLS certificate is not trusted",
                                          hint="set REQUESTS_CA_BUNDLE to the CA bundle that signs it (a proxy's CA)") from None
                     if last:
