@@ -463,7 +463,7 @@ def _knob(name: str) -> str:
 
 def in_runtime() -> bool:
     """$FAIRING_RUNTIME: running inside a workload fairing launched (see fairing.runtime)."""
-    return _knob(RUNTIME_ENV) not in ("", "0", "false")
+    return os.environ.get(RUNTIME_ENV, "") not in ("", "0", "false")
 
 
 def cache_dir() -> Path:
