@@ -439,7 +439,8 @@ class Bench:
         import socket
 
         from fairing.builders.append import AppendBuilder
-        from fairing.context import BuildContext, BuiltImage, pod_template
+        from fairing.context import BuildContext, BuiltImage
+        from fairing.deployers.template import pod_template
         from fairing.deployers import pod
         from fairing.deployers.k8s.job import JobDeployer
         from tests.rig.node import _ctr, real_node

@@ -135,7 +135,9 @@ def command(*, settings: bool = True, name: Optional[str] = None, group: typer.T
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             common = {p.name: kwargs.pop(p.name, p.default) for p in extra}
             if common.get("debug"):
-                os.environ["FAIRING_DEBUG"] = "1"
+                from .messages import set_debug
+
+                set_debug()
                 import logging
 
                 logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
@@ -472,10 +474,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     abort_exc = getattr(cx, "Abort", typer.Abort)
 
     args = list(sys.argv[1:] if argv is None else argv)
-    from .messages import install_cli
+    from .messages import debugging, install_cli, set_debug
+    from .settings import debug as debug_env
 
     install_cli()  # warnings and notices as one `warning: ...` / `fair: ...` line each
-    debug = "--debug" in args or os.environ.get("FAIRING_DEBUG", "") not in ("", "0")
+    # Set (or reset: main may run again in one process) before parsing; the command's --debug
+    # option sets it too.
+    set_debug("--debug" in args or debug_env())
     cmd = typer.main.get_command(app)
     code = 0
     try:
@@ -484,7 +489,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         if code == 130:  # typer returns Ctrl-C as exit code 130 when not standalone
             _error("interrupted", "nothing further was started; `fair list` shows what is running", 130)
     except FairingError as e:
-        if debug:
+        if debugging():
             import traceback
 
             traceback.print_exc()
@@ -511,7 +516,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     except cx.ClickException as e:
         code = _error(e.format_message(), "run `fair --help` for usage", 2)
     except Exception as e:  # the last resort: still one line, the traceback only with --debug
-        if debug:
+        if debugging():
             import traceback
 
             traceback.print_exc()

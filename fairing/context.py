@@ -58,22 +58,18 @@ class BuildStats:
 
 @dataclass(frozen=True)
 class BuiltImage:
-    """An image pinned by digest plus the pod template that runs it."""
+    """An image pinned by digest, and the context it was built from."""
 
     ref: str  # "registry/repo@sha256:..." (or "oci:DIR@sha256:..." for a layout)
     digest: str
     tag: str | None = None
-    pod_template: Mapping[str, Any] = field(default_factory=dict)  # k8s PodTemplateSpec as a dict
+    # A k8s PodTemplateSpec (as a dict) to run the image with, when one is handed in (a rerun's);
+    # else deployers make it from the context (fairing.deployers.template.template_of).
+    pod_template: Mapping[str, Any] = field(default_factory=dict)
     stats: BuildStats = field(default_factory=BuildStats)
     context: BuildContext | None = None
     # The requirements as pip resolved them ("name==version"), when the builder knows (append).
     resolved_requirements: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        # Builders make images, not workloads: unless someone handed a template in, the one that
-        # runs this image is derived from the image and its context (see `pod_template`).
-        if not self.pod_template and self.context is not None:
-            object.__setattr__(self, "pod_template", pod_template(self.ref, self.context))
 
 
 class Handle(Protocol):
@@ -87,28 +83,6 @@ class Handle(Protocol):
     def result(self) -> Any: ...
     def delete(self) -> None: ...
     def manifests(self) -> list[dict]: ...
-
-
-def pod_template(image_ref: str, ctx: BuildContext, container: str = "main") -> dict:
-    """The pod template that runs `image_ref` as `ctx` says: one container named `container`
-    (never containers[0]). Deployers start from it; builders never make one."""
-    from .deployers.labels import MANAGED
-
-    return {
-        "metadata": {"labels": dict(MANAGED)},
-        "spec": {
-            "restartPolicy": "Never",
-            "containers": [
-                {
-                    "name": container,
-                    "image": image_ref,
-                    "command": list(ctx.entrypoint),
-                    "workingDir": ctx.workdir,
-                    "env": [{"name": k, "value": v} for k, v in sorted(ctx.env.items())],
-                }
-            ],
-        },
-    }
 
 
 def write_context(ctx: BuildContext, root: Path) -> Path:

@@ -67,3 +67,38 @@ class Forbidden(TransportError):
 
 class Gone(TransportError):
     """What was asked for no longer exists at that version (HTTP 410, e.g. a compacted watch)."""
+
+
+# --- recognising a transport library's failures by type -------------------------------------------
+def causes(exc: BaseException):
+    """`exc` and every exception it wraps, nearest first: __cause__ and __context__, urllib3's
+    MaxRetryError.reason and requests' wrapped exception (args). Each one once."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [e.__cause__, e.__context__, getattr(e, "reason", None), *e.args]
+
+
+def tls_failure(exc: BaseException) -> bool:
+    """A TLS handshake failed somewhere in `exc`'s chain: ssl's, urllib3's or requests' SSLError."""
+    import ssl
+    import sys
+
+    # The libraries' own types, when loaded (an exception of theirs means they are): importing
+    # requests just to ask would cost the CLI time on every error.
+    kinds = (ssl.SSLError, *(m.SSLError for m in (sys.modules.get("urllib3.exceptions"),
+                                                  sys.modules.get("requests.exceptions")) if m is not None))
+    return any(isinstance(e, kinds) for e in causes(exc))
+
+
+def tls_untrusted(exc: BaseException) -> bool:
+    """The peer's certificate did not verify (unknown CA, wrong host), somewhere in `exc`'s chain:
+    a configuration problem, unlike a TLS hiccup mid-transfer, which is worth a retry."""
+    import ssl
+
+    return any(isinstance(e, ssl.SSLCertVerificationError) for e in causes(exc))

@@ -10,6 +10,18 @@ import warnings
 from typing import Callable
 
 _sink: Callable[[str], None] | None = None
+# Tracebacks with errors (--debug or $FAIRING_DEBUG): a value of this process, set by the CLI,
+# never written to the environment, where workloads and child processes would inherit it.
+_debug = False
+
+
+def set_debug(on: bool = True) -> None:
+    global _debug
+    _debug = on
+
+
+def debugging() -> bool:
+    return _debug
 
 
 def notice(message: str) -> None:

@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterator, Mapping
 
 from . import registry, runtime
 from . import settings as settings_mod
-from .context import BuildContext, BuiltImage, pod_template
+from .context import BuildContext, BuiltImage
+from .deployers.template import pod_template
 from .errors import BuildError, ConfigError, DeployError
 from .progress import Progress, human_bytes
 

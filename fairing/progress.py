@@ -5,13 +5,12 @@ watching (stderr not a TTY, `--output json`), so scripts and logs stay clean. FA
 forces it on, =0 off."""
 from __future__ import annotations
 
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from . import runtime
+from . import runtime, settings
 
 
 def human_bytes(n: int | float | None) -> str:
@@ -36,6 +35,12 @@ class Stage:
         return {"stage": self.name, "detail": self.detail, "seconds": round(self.seconds, 3), "ok": self.ok}
 
 
+def wanted() -> bool:
+    """Show progress unless told: $FAIRING_PROGRESS=1/0 forces it, else only when a person watches."""
+    forced = settings.progress()
+    return runtime.is_interactive() if forced is None else forced
+
+
 @dataclass
 class Progress:
     """`with progress.stage("build") as s: ...; s.detail = "2 layers, 1.2 MB"`."""
@@ -44,9 +49,8 @@ class Progress:
     stages: list[Stage] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        forced = os.environ.get("FAIRING_PROGRESS", "")
         if self.enabled is None:  # an explicit choice (e.g. --output json -> False) wins
-            self.enabled = forced == "1" if forced in ("0", "1") else runtime.is_interactive()
+            self.enabled = wanted()
         self._console = None
 
     @property

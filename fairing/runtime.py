@@ -3,15 +3,11 @@ in a plain terminal/script. Runtime mode is how a notebook that calls `fairing.c
 avoids launching itself again when it executes inside the image it just built."""
 from __future__ import annotations
 
-import os
 import sys
 
-RUNTIME_ENV = "FAIRING_RUNTIME"
-
-
-def in_runtime() -> bool:
-    """True inside a workload fairing launched (its pod template / local run sets FAIRING_RUNTIME=1)."""
-    return os.environ.get(RUNTIME_ENV, "") not in ("", "0", "false")
+# The variable and its reader live with the other FAIRING_* knobs in fairing.settings;
+# in_runtime() is True inside a workload fairing launched (its pod template / local run sets it).
+from .settings import RUNTIME_ENV, in_runtime  # noqa: F401 - re-exported: fairing.runtime.in_runtime
 
 
 def in_notebook() -> bool:

@@ -447,3 +447,72 @@ def init_text() -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+# --- process knobs ------------------------------------------------------------------------------
+# FAIRING_* variables that tune this process, not a run: where the cache is, how many threads,
+# progress and tracebacks. They have no file or command-line layer, but like the keys above they
+# are read here only, and at call time (never at import), so a caller or a test that sets one is
+# seen at once. The in-image runtime (fairing.image_runtime) reads its own variables: it runs
+# where fairing is not installed.
+
+RUNTIME_ENV = "FAIRING_RUNTIME"  # set to 1 in every workload fairing launches
+
+
+def _knob(name: str) -> str:
+    return os.environ.get(name, "").strip()
+
+
+def in_runtime() -> bool:
+    """$FAIRING_RUNTIME: running inside a workload fairing launched (see fairing.runtime)."""
+    return os.environ.get(RUNTIME_ENV, "") not in ("", "0", "false")
+
+
+def cache_dir() -> Path:
+    """$FAIRING_CACHE, else ~/.cache/fairing: layers, blobs, wheels and the run store's default home."""
+    raw = os.environ.get("FAIRING_CACHE")
+    return Path(raw) if raw else Path.home() / ".cache" / "fairing"
+
+
+def runs_store() -> str | None:
+    """$FAIRING_RUNS as given (a file, or a directory for runs.db; fairing.runs.store decides), or None."""
+    return os.environ.get("FAIRING_RUNS") or None
+
+
+def jobs() -> int | None:
+    """$FAIRING_JOBS: compression threads, when a positive whole number; else None (every core)."""
+    raw = _knob("FAIRING_JOBS")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else None
+
+
+def layer_compression() -> str | None:
+    """$FAIRING_LAYER_COMPRESSION ("gzip" or "zstd", checked by fairing.oci.layer), or None."""
+    return _knob("FAIRING_LAYER_COMPRESSION") or None
+
+
+def bytecode() -> str | None:
+    """$FAIRING_BYTECODE (auto/on/off and their spellings, checked by the builder), or None."""
+    return _knob("FAIRING_BYTECODE") or None
+
+
+def max_context_bytes() -> int | None:
+    """$FAIRING_MAX_CONTEXT_BYTES: the build context size limit, or None for the default."""
+    raw = os.environ.get("FAIRING_MAX_CONTEXT_BYTES")
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"FAIRING_MAX_CONTEXT_BYTES={raw!r} is not a number of bytes",
+                          hint="set it to e.g. 134217728 (128 MiB)") from None
+
+
+def progress() -> bool | None:
+    """$FAIRING_PROGRESS: 1 forces progress lines on, 0 off; None lets fairing.progress decide."""
+    raw = os.environ.get("FAIRING_PROGRESS", "")
+    return raw == "1" if raw in ("0", "1") else None
+
+
+def debug() -> bool:
+    """$FAIRING_DEBUG: the CLI prints tracebacks, as with --debug."""
+    return os.environ.get("FAIRING_DEBUG", "") not in ("", "0")

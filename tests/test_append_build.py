@@ -13,6 +13,7 @@ import requests
 
 from fairing.builders.append import AppendBuilder
 from fairing.context import BuildContext
+from fairing.deployers.template import template_of
 from fairing.errors import BuildError, ConfigError
 from fairing.oci.image import DOCKER_LAYER, DOCKER_MANIFEST, OCI_LAYER, OCI_MANIFEST
 
@@ -58,7 +59,7 @@ def test_build_push_and_run_with_podman(registry, base_image, engine, cache, tmp
     target = repo(registry.host)
     img = AppendBuilder(base_image.docker, cache_dir=cache).build(ctx, f"{target}:v1")
     assert img.ref.startswith(f"{target}@sha256:") and img.digest in img.ref and img.tag == "v1"
-    container = img.pod_template["spec"]["containers"][0]
+    container = template_of(img)["spec"]["containers"][0]  # the deployers' template for this image
     assert container["name"] == "main" and container["image"] == img.ref
     assert container["command"] == ["python3", "main.py"] and container["workingDir"] == "/app"
     out = run_in_podman(engine, img.ref)

@@ -214,3 +214,57 @@ def test_fair_with_a_broken_config_file_says_where(tmp_path):
     err = r.stderr.splitlines()
     assert len(err) == 2 and err[0].startswith("error: ") and "fairing.yaml:2" in err[0]
     assert err[1].startswith("hint: ") and "Traceback" not in r.stderr
+
+
+def test_process_knobs_are_read_in_settings_at_call_time(monkeypatch, tmp_path):
+    """FAIRING_* variables that tune the process (not settings keys) are read by settings.py when
+    asked, so a variable set after import counts; the modules that use them ask it."""
+    from fairing.oci.cache import cache_root
+    from fairing.oci.layer import compression, workers
+    from fairing.runs.store import default_path
+
+    for var in ("FAIRING_CACHE", "FAIRING_RUNS", "FAIRING_JOBS", "FAIRING_LAYER_COMPRESSION", "FAIRING_BYTECODE",
+                "FAIRING_MAX_CONTEXT_BYTES", "FAIRING_PROGRESS", "FAIRING_DEBUG", "FAIRING_RUNTIME"):
+        monkeypatch.delenv(var, raising=False)
+    assert (settings.jobs(), settings.layer_compression(), settings.bytecode(), settings.max_context_bytes(),
+            settings.progress(), settings.debug(), settings.in_runtime()) == (None, None, None, None, None, False, False)
+    monkeypatch.setenv("FAIRING_CACHE", str(tmp_path / "c"))
+    assert cache_root() == tmp_path / "c" and default_path() == tmp_path / "c" / "runs" / "runs.db"
+    monkeypatch.setenv("FAIRING_RUNS", str(tmp_path) + "/")
+    assert default_path() == tmp_path / "runs.db"
+    monkeypatch.setenv("FAIRING_JOBS", "3")
+    assert workers() == 3
+    monkeypatch.setenv("FAIRING_JOBS", "none")  # not a positive number: every core, as before
+    assert settings.jobs() is None
+    monkeypatch.setenv("FAIRING_LAYER_COMPRESSION", " gzip ")
+    assert compression(None).name == "gzip"
+    monkeypatch.setenv("FAIRING_PROGRESS", "0")
+    assert settings.progress() is False
+    monkeypatch.setenv("FAIRING_DEBUG", "1")
+    assert settings.debug()
+    monkeypatch.setenv("FAIRING_MAX_CONTEXT_BYTES", "lots")
+    with pytest.raises(ConfigError, match="FAIRING_MAX_CONTEXT_BYTES='lots' is not a number of bytes"):
+        settings.max_context_bytes()
+
+
+def test_debug_is_a_value_of_the_process_not_an_environment_variable(monkeypatch, tmp_path, capsys):
+    """`fair --debug` used to write FAIRING_DEBUG=1 into os.environ, where every child process
+    and local workload inherited it; now it is a flag in fairing.messages."""
+    import os
+    import warnings
+
+    from fairing import messages
+    from fairing.cli import main
+
+    monkeypatch.delenv("FAIRING_DEBUG", raising=False)
+    monkeypatch.chdir(tmp_path)  # no fairing.yaml around
+    # main() installs the CLI's message routing for its process: undone after this test
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+    monkeypatch.setattr(messages, "_sink", messages._sink)
+    monkeypatch.setattr(messages, "_debug", messages._debug)
+    with pytest.raises(SystemExit):
+        main(["config", "show", "--debug"])
+    assert messages.debugging() and "FAIRING_DEBUG" not in os.environ
+    with pytest.raises(SystemExit):
+        main(["config", "show"])
+    assert not messages.debugging()

@@ -15,6 +15,7 @@ import requests
 from fairing.builders.docker import DockerBuilder, context_file, dockerfile, parse_build_stream
 from fairing.publish.engine import parse_push_stream
 from fairing.context import BuildContext
+from fairing.deployers.template import template_of
 from fairing.errors import BuildError, ConfigError
 
 # Two small wheels: a pure-Python one and a compiled cp311 manylinux one (checks the platform tags).
@@ -142,7 +143,7 @@ def test_build_push_pull_and_run(engine, base_image, registry, monkeypatch):
     img = DockerBuilder(base_image.docker, output=lines.append).build(make_ctx("1"), repo)
     assert img.ref == f"{repo}@{img.digest}" and img.digest.startswith("sha256:")
     assert img.tag and registry_digest(registry, repo, img.tag) == img.digest  # what we report is what was pushed
-    assert img.pod_template["spec"]["containers"][0]["image"] == img.ref
+    assert template_of(img)["spec"]["containers"][0]["image"] == img.ref
     assert any("pip" in ln and "install" in ln for ln in lines)  # the build output was streamed
     assert run_image(engine, img.ref).strip() == "hello from fairing 1.16.0 &lt;b&gt; 1"
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fairing.context import BuildContext, BuiltImage, pod_template
+from fairing.context import BuildContext, BuiltImage
+from fairing.deployers.template import pod_template
 from fairing.deployers import pod
 from fairing.deployers.local import LocalDeployer, resolve_mode
 from fairing.engine.discover import find_engine
@@ -198,7 +199,7 @@ def test_container_from_an_oci_layout_and_from_the_registry(engine, base_image, 
 def test_a_container_that_cannot_start_is_removed(engine, base_image):
     """The docker SDK's run() is create + start: a command missing from the image fails at start and
     used to leave the created container in the engine. Now: a clear DeployError, nothing left."""
-    from fairing.context import pod_template
+    from fairing.deployers.template import pod_template
 
     name = f"fairing-nostart-{uuid.uuid4().hex[:6]}"
     ctx = ctx_of({"main.py": "print(1)\n"}, entry=("no-such-command-fairing-test",))

@@ -11,7 +11,8 @@ import pytest
 import requests
 
 from fairing.builders.cluster import ClusterBuilder
-from fairing.context import BuiltImage, pod_template
+from fairing.context import BuiltImage
+from fairing.deployers.template import pod_template
 from fairing.deployers import pod
 from fairing.deployers.k8s.job import JobDeployer
 from fairing.errors import BuildError

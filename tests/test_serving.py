@@ -10,7 +10,8 @@ import pytest
 from fairing.deployers import pod
 import yaml
 
-from fairing.context import BuiltImage, pod_template
+from fairing.context import BuiltImage
+from fairing.deployers.template import pod_template
 from fairing.deployers.k8s.kserve import InferenceServiceDeployer
 from fairing.deployers.local.serving import LocalServingDeployer
 from fairing.deployers.k8s.serving import ServingDeployer

@@ -15,7 +15,8 @@ import pytest
 
 from fairing.deployers import pod
 
-from fairing.context import BuiltImage, pod_template
+from fairing.context import BuiltImage
+from fairing.deployers.template import pod_template
 from fairing.deployers.k8s.kserve import InferenceServiceDeployer
 from fairing.deployers.k8s.serving import ServingDeployer
 from fairing.errors import DeployError

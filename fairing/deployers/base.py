@@ -29,6 +29,7 @@ from ..errors import ConfigError, DeployError
 from . import labels as L
 from . import pod as podlib
 from . import queue as queuelib
+from .template import template_of
 
 # Options every deployer takes, cluster or local (kube: a ready API client, for tests and reuse).
 COMMON_OPTIONS = ("namespace", "kubeconfig", "context", "name", "mutators", "labels", "annotations", "cleanup",
@@ -68,7 +69,7 @@ def check_replicas(replicas: Any) -> int:
 
 def default_pod_template(image: BuiltImage) -> dict:
     """The pod template to start from: the builder's (container "main"), or a bare one."""
-    tpl = copy.deepcopy(dict(image.pod_template or {}))
+    tpl = copy.deepcopy(dict(template_of(image)))
     if not tpl:
         tpl = {"metadata": {}, "spec": {"containers": [{"name": podlib.MAIN, "image": image.ref}]}}
     tpl.setdefault("metadata", {})

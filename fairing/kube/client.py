@@ -282,12 +282,14 @@ class Kube:
         import urllib3
         from kubernetes.client.exceptions import ApiException
 
+        from ..errors import tls_failure
+
         verb, res, ns, name = what
         if isinstance(exc, ApiException) and not exc.status:  # the client wraps SSL errors this way
             exc = urllib3.exceptions.SSLError(exc.reason)
         if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
             text = str(exc)
-            if isinstance(exc, urllib3.exceptions.SSLError) or "CERTIFICATE_VERIFY_FAILED" in text:
+            if tls_failure(exc):  # by type, anywhere in the chain (MaxRetryError wraps it)
                 return DeployError(f"TLS verification of the API server {self.server} failed",
                                    hint="the kubeconfig's certificate-authority does not match the server; "
                                         "refresh the kubeconfig for this cluster")

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
+from .. import settings
 from ..errors import BuildError
 from .layer import GZIP, Compression, LayerInfo, Source, write_layer
 
@@ -36,8 +37,7 @@ AREAS = ("layers", "blobs", "wheels", "keys")
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     if cache_dir:
         return Path(cache_dir)
-    env = os.environ.get("FAIRING_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "fairing"
+    return settings.cache_dir()
 
 
 def sha256_file(path: Path) -> str:

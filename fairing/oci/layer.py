@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, Mapping, Union
 
+from .. import settings
 from ..errors import ConfigError
 
 
@@ -78,7 +79,7 @@ COMPRESSIONS = {"gzip": GZIP, "zstd": ZSTD}
 def compression(name: str | None) -> Compression:
     """The Compression called `name` ("gzip", the default, or "zstd"); None reads
     $FAIRING_LAYER_COMPRESSION."""
-    name = name or os.environ.get("FAIRING_LAYER_COMPRESSION", "").strip() or None
+    name = name or settings.layer_compression()
     if not name:
         return GZIP
     if name not in COMPRESSIONS:
@@ -151,9 +152,9 @@ _pool: ThreadPoolExecutor | None = None
 
 def workers() -> int:
     """Compression threads: every core this process may use ($FAIRING_JOBS overrides)."""
-    raw = os.environ.get("FAIRING_JOBS", "").strip()
-    if raw.isdigit() and int(raw) > 0:
-        return int(raw)
+    forced = settings.jobs()
+    if forced:
+        return forced
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from .. import trust
-from ..errors import BuildError
+from ..errors import BuildError, tls_untrusted
 from .auth import TokenAuth, may_send_credentials
 from .cache import cache_root
 from .errors import Forbidden, TimedOut, Unauthorized, Unreachable
@@ -177,7 +177,7 @@ class RegistryClient:
                 try:
                     r = self.session.get(url, timeout=self.timeout, verify=self.verify)
                 except requests.exceptions.SSLError as e:
-                    if "CERTIFICATE_VERIFY_FAILED" in str(e) or "certificate verify failed" in str(e):
+                    if tls_untrusted(e):
                         raise BuildError(
                             f"the TLS certificate of registry {self.host} is not trusted",
                             hint="pass ca_file=... (or set REQUESTS_CA_BUNDLE) to the registry's CA certificate",

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Mapping, Sequence
 
-from .. import requirements as reqs_mod
+from .. import requirements as reqs_mod, settings
 from ..context import BuildContext, ServeSpec, Source
 from ..errors import BuildError, ConfigError
 from .files import collect
@@ -53,13 +53,8 @@ class Preprocessor:
     def limit(self) -> int:
         if self.max_context_bytes is not None:
             return int(self.max_context_bytes)
-        raw = os.environ.get(MAX_CONTEXT_ENV)
-        if not raw:
-            return DEFAULT_MAX_CONTEXT_BYTES
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(f"{MAX_CONTEXT_ENV}={raw!r} is not a number of bytes", hint="set it to e.g. 134217728 (128 MiB)") from None
+        limit = settings.max_context_bytes()
+        return DEFAULT_MAX_CONTEXT_BYTES if limit is None else limit
 
     def resolve_requirements(self, base_dir: Path | None, auto: Path | None = None) -> tuple[str, ...]:
         """The user's requirements; when none were given, `auto` (a requirements.txt found in the

@@ -1,25 +1,16 @@
 """`fair runs`: list, show, diff and rerun recorded runs. Registered in fairing.cli with one line;
 parsing and printing only (the work is in fairing.runs)."""
 import json
-import sys
 from typing import Annotated, Any, List, Optional
 
 import typer
+
+from ..messages import info as _info, out as _out  # the CLI's one line writer, as in fairing.cli
 
 app = typer.Typer(help="Recorded runs: list (default), show, diff, rerun.", invoke_without_command=True,
                   rich_markup_mode=None)
 
 OUTPUT = typer.Option("--output", "-o", help="text or json")
-
-
-def _out(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def _info(text: str) -> None:
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
 
 
 def _check_output(output: str) -> bool:

@@ -200,8 +200,19 @@ def start(command: str, *, entry: Any = None, how: Mapping[str, Any] | None = No
     if git:
         doc["git"] = git_state(entry if isinstance(entry, (str, os.PathLike)) else None)
     run = Run(doc, store if store is not None else Store(), warn=warn)
-    from .trackers import attach
-
-    attach(run, settings or {}, warn=warn)
+    attach_trackers(run, settings or {}, warn=warn)
     run.save()
     return run
+
+
+def attach_trackers(run: Run, settings: Mapping[str, Any], warn: Callable[[str], None] | None = None) -> None:
+    """The trackers `settings` name (MLflow when a tracking URI is set). Chosen here, not in
+    fairing.runs.trackers, which the trackers themselves import: no cycle."""
+    from .trackers import mlflow_uri
+
+    uri = mlflow_uri(settings)
+    if uri:
+        from .mlflow import MlflowTracker
+
+        run.trackers.append(MlflowTracker(uri, experiment=settings.get("experiment") if hasattr(settings, "get") else None,
+                                          warn=warn))

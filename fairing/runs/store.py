@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from .. import settings
 from ..errors import ConfigError
 
 BUSY_MS = 30_000
@@ -31,13 +32,24 @@ SCHEMA = (
 
 def default_path() -> Path:
     """FAIRING_RUNS (a file, or a directory to hold runs.db), else <cache>/runs/runs.db."""
-    env = os.environ.get("FAIRING_RUNS")
+    env = settings.runs_store()
     if env:
         p = Path(env).expanduser()
         return p / "runs.db" if p.is_dir() or env.endswith("/") else p
     from ..oci.cache import cache_root  # the one $FAIRING_CACHE root
 
     return cache_root() / "runs" / "runs.db"
+
+
+def busy(e: sqlite3.Error) -> bool:
+    """Another connection holds the database (SQLITE_BUSY or SQLITE_LOCKED, extended codes
+    included): worth a moment's wait, unlike a read-only or corrupt file."""
+    code = getattr(e, "sqlite_errorcode", None)  # Python 3.11+, with the SQLITE_* constants
+    if code is not None:  # an extended code (SQLITE_BUSY_SNAPSHOT) keeps the primary one in its low byte
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    # Python 3.10 has no codes on the exception, only sqlite's text for them ("database is
+    # locked", "database table is locked").
+    return isinstance(e, sqlite3.OperationalError) and "is locked" in str(e)
 
 
 class Store:
@@ -66,7 +78,7 @@ class Store:
                         c.execute(stmt)
                     break
                 except sqlite3.OperationalError as e:
-                    if "locked" not in str(e) and "busy" not in str(e) or attempt == 99:
+                    if not busy(e) or attempt == 99:
                         raise ConfigError(f"cannot use the run store {self.path}: {e}",
                                           hint="set FAIRING_RUNS to a writable file path") from None
                     time.sleep(0.05)

@@ -1,7 +1,8 @@
 """Where else a run is reported besides the local store: MLflow, when configured.
 
 A tracker gets the recorder's events (`opened` for a run others nest under, `deployed`, `finished`). A tracker that fails warns once and
-is dropped; the run and its local record go on."""
+is dropped; the run and its local record go on. This module is the base the trackers build on and
+imports none of them: fairing.runs.record attaches the ones the settings name."""
 from __future__ import annotations
 
 import os
@@ -49,12 +50,3 @@ def _one_line(e: BaseException) -> str:
 
 def mlflow_uri(settings: Mapping[str, Any]) -> str | None:
     return (settings.get("mlflow") if hasattr(settings, "get") else None) or os.environ.get("MLFLOW_TRACKING_URI") or None
-
-
-def attach(run, settings: Mapping[str, Any], warn: Callable[[str], None] | None = None) -> None:
-    uri = mlflow_uri(settings)
-    if uri:
-        from .mlflow import MlflowTracker
-
-        run.trackers.append(MlflowTracker(uri, experiment=settings.get("experiment") if hasattr(settings, "get") else None,
-                                          warn=warn))

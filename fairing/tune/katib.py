@@ -110,7 +110,7 @@ def grid_parameters(space: Mapping[str, Param], trials: int) -> tuple[list[dict]
     would try (log ranges too), choices stay, and the trial count is capped at the grid's size:
     the same grid on every backend."""
     from .driver import grid_space, grid_size
-    from .space import Choice, _katib_num
+    from .space import Choice, katib_number
 
     values = grid_space(space, trials)
     out = []
@@ -119,7 +119,7 @@ def grid_parameters(space: Mapping[str, Param], trials: int) -> tuple[list[dict]
             out.append({"name": n, **p.katib()})
         else:
             out.append({"name": n, "parameterType": "categorical",
-                        "feasibleSpace": {"list": [_katib_num(v) for v in values[n]]}})
+                        "feasibleSpace": {"list": [katib_number(v) for v in values[n]]}})
     return out, min(trials, grid_size(space, trials))
 
 

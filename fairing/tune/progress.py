@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import runtime
+from ..progress import wanted
 from .result import FAILED, STOPPED, SUCCEEDED, Trial, TuneResult
 from .space import value_text
 
@@ -61,12 +62,7 @@ class TrialTable:
     """`with TrialTable(enabled) as view: run_study(..., on_update=view.update)`."""
 
     def __init__(self, enabled: bool | None = None, console: Any = None, *, transient: bool = False):
-        import os
-
-        forced = os.environ.get("FAIRING_PROGRESS", "")
-        if enabled is None:
-            enabled = forced == "1" if forced in ("0", "1") else runtime.is_interactive()
-        self.enabled = enabled
+        self.enabled = wanted() if enabled is None else enabled
         self._console = console
         self._live = None
         self.transient = transient  # the CLI prints the final table itself: the live one goes away

@@ -53,7 +53,7 @@ class Uniform:
         return math.sqrt(self.low * self.high) if self.log else (self.low + self.high) / 2
 
     def katib(self) -> dict:
-        fs = {"min": _katib_num(self.low), "max": _katib_num(self.high)}
+        fs = {"min": katib_number(self.low), "max": katib_number(self.high)}
         if self.log:
             fs["distribution"] = "logUniform"
         return {"parameterType": "double", "feasibleSpace": fs}
@@ -200,7 +200,8 @@ def value_text(v: Any) -> str:
     return _text(v)
 
 
-def _katib_num(v: float) -> str:
+def katib_number(v: float) -> str:
+    """A number as Katib's feasibleSpace wants it: a string, floats in full precision (repr)."""
     return repr(float(v)) if isinstance(v, float) else str(v)
 
 

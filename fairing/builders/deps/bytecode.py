@@ -27,6 +27,7 @@ import threading
 from dataclasses import dataclass
 from typing import Mapping
 
+from ... import settings
 from ...errors import BuildError, ConfigError
 from ...oci.layer import Member, Source
 
@@ -61,7 +62,7 @@ class Interpreter:
 def setting(value) -> str:
     """`bytecode=` as given (True/False/"auto"/"on"/"off"), else $FAIRING_BYTECODE, else auto."""
     if value is None:
-        value = os.environ.get("FAIRING_BYTECODE", "").strip() or "auto"
+        value = settings.bytecode() or "auto"
     if value is True:
         return "on"
     if value is False:

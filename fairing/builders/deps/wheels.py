@@ -96,7 +96,9 @@ def download(wheels: Iterable[Wheel], cache: Cache, *, jobs: int = 4, progress: 
                             f.write(chunk)
                     return
                 except requests.RequestException as e:
-                    if "CERTIFICATE_VERIFY_FAILED" in str(e) or "certificate verify failed" in str(e):
+                    from ...errors import tls_untrusted  # by type, not by the message's words
+
+                    if tls_untrusted(e):
                         raise BuildError(f"downloading {w.filename} failed: the package index's TLS certificate is not trusted",
                                          hint="set PIP_CERT (or `cert` in pip.conf) to the CA that signs it (a proxy's or "
                                               "mirror's CA); fairing adds it to the default roots") from None

@@ -24,6 +24,7 @@ from ...kube.reasons import NEVER_STARTS
 from .. import labels as L
 from .. import pod as podlib
 from ..base import Deployer, Handle, KubeAccess, check_pinned, check_port, check_replicas, serve_spec, wait_gone
+from ..template import template_of
 
 CONTAINER = podlib.MAIN
 PORT_NAME = "http"
@@ -38,9 +39,10 @@ def serving_pod_template(image: BuiltImage, mutators: Sequence = ()) -> tuple[di
     """The builder's pod template made fit for a long-running server: mutators applied, restart
     policy Always, the model server's port named, FAIRING_RUNTIME set."""
     spec = serve_spec(image)
-    if not image.pod_template:
+    template = template_of(image)
+    if not template:
         raise ConfigError("the image has no pod template", hint="report this as a bug in the builder")
-    t = podlib.apply(image.pod_template, mutators)
+    t = podlib.apply(template, mutators)
     t.setdefault("spec", {})["restartPolicy"] = "Always"  # Deployments accept nothing else
     c = podlib.find_container(t, CONTAINER)
     if not any(e.get("name") == "FAIRING_RUNTIME" for e in c.get("env") or []):

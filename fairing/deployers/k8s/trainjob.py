@@ -21,7 +21,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ...errors import ConfigError, DeployError
+from ...errors import ConfigError
+from ...kube.errors import Forbidden
 from .. import labels as L
 from .. import pod as podlib
 from ..base import KubeDeployer, KubeHandle, finished_outcome
@@ -203,9 +204,7 @@ class TrainJobDeployer(KubeDeployer):
         ns = self.target_namespace()
         try:
             rt = kube.get(API_VERSION, self.runtime_kind, self.runtime, ns)
-        except DeployError as e:
-            if not e.message.startswith("forbidden"):
-                raise
+        except Forbidden:
             rt = {}  # may not read runtimes (Trainer's own role lets users read them): the controller will judge
         if rt is None:
             raise ConfigError(f"the {self.runtime_kind} {self.runtime!r} does not exist"

@@ -19,6 +19,7 @@ from ...context import BuiltImage
 from ...errors import ConfigError, DeployError
 from .. import labels as L
 from ..base import Deployer, check_port
+from ..template import template_of
 
 MODES = ("auto", "container", "process")
 
@@ -95,7 +96,7 @@ class LocalDeployer(Deployer):
 
         if image.context is not None and image.context.serve is not None:
             return self.serving().render(image)
-        _, c = spec.main_container(image.pod_template, self.mutators)
+        _, c = spec.main_container(template_of(image), self.mutators)
         mode = self.mode
         run: dict[str, Any] = {"mode": mode, "command": spec.argv(c), "workingDir": c.get("workingDir"),
                                "env": c.get("env", []), "resources": c.get("resources", {})}
@@ -119,7 +120,7 @@ class LocalDeployer(Deployer):
             raise ConfigError("host_port is for model servers; this image runs a training workload",
                               hint="drop host_port, or deploy a model (fair deploy / PredictionEndpoint)")
         name = self.name or new_name()
-        template, _ = spec.main_container(image.pod_template, self.mutators)
+        template, _ = spec.main_container(template_of(image), self.mutators)
         if self.mode == "container":
             from .container import ContainerHandle
 

@@ -16,6 +16,7 @@ from ...engine import discover
 from ...errors import ConfigError, DeployError
 from .. import labels as L
 from ..base import Deployer, Handle, check_port, serve_spec
+from ..template import template_of
 from . import spec
 
 
@@ -50,7 +51,7 @@ class LocalServingDeployer(Deployer):
 
     def _container(self, image: BuiltImage) -> tuple[dict, ServeSpec]:
         s = serve_spec(image)
-        _, c = spec.main_container(image.pod_template or {}, self.mutators)
+        _, c = spec.main_container(template_of(image), self.mutators)
         return c, s
 
     def render(self, image: BuiltImage) -> list[dict]:
