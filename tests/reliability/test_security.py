@@ -333,10 +333,10 @@ def test_no_secret_in_run_records_mlflow_or_exported_components(tmp_path, secure
         env = clean_env(DOCKER_CONFIG=docker_config, HOME=tmp_path / "home", REQUESTS_CA_BUNDLE=secure_registry.ca_file,
                         AWS_SECRET_ACCESS_KEY=env_secret, FAIRING_RUNS=store, MLFLOW_TRACKING_URI=server.uri,
                         MLFLOW_TRACKING_TOKEN=mlflow_token,
-                        # HOME is a fresh dir (no stray credentials): keep the shared layer cache, and
-                        # let pip trust PyPI (REQUESTS_CA_BUNDLE holds only the rig's CA).
-                        FAIRING_CACHE=os.environ.get("FAIRING_CACHE") or Path.home() / ".cache" / "fairing",
-                        PIP_CERT=__import__("certifi").where())
+                        # HOME is a fresh dir (no stray credentials): keep the shared layer cache.
+                        # REQUESTS_CA_BUNDLE holds only the rig's CA: fairing adds it to the default
+                        # roots, so PyPI stays trusted with no PIP_CERT workaround.
+                        FAIRING_CACHE=os.environ.get("FAIRING_CACHE") or Path.home() / ".cache" / "fairing")
         proj = training_dir(tmp_path, marker=f"m-{uid}")
         # A successful local run with a secret env value and a secret argument.
         ok = fair("train", "proj", "--local-mode", "process", "--env", f"AWS_SECRET_ACCESS_KEY={env_secret}",
