@@ -24,6 +24,8 @@ from . import settings as settings_mod
 from .context import BuildContext, BuiltImage, pod_template
 from .errors import BuildError, ConfigError, DeployError
 from .progress import Progress, human_bytes
+from .request import Request, Stage, Variant, Wait
+from .runhandle import log_lines  # noqa: F401 - importable from here, where the CLI finds it
 
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
 SERVE = "serve"
@@ -42,6 +44,8 @@ class RunResult:
     plan: dict | None = None  # dry run: {"build": ..., "manifests": [...]}
     stages: list[dict] = field(default_factory=list)
     run: Any = None  # the run record (fairing.runs.record.Run); None for dry runs
+    status: str | None = None  # how the workload ended, when execute waited for it
+    value: Any = None  # the function's return value, when execute waited with Wait(result=...)
 
     def __iter__(self):
         return iter((self.image, self.handle))
@@ -63,18 +67,20 @@ class RunResult:
 
 # --- the plan: which stages, with which options -------------------------------------------------
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
+    """What `plan` chose: the three stages with their final options, and the parsed target."""
+
     entry: Any
     settings: settings_mod.Settings
-    preprocessor: tuple[str, dict] | None  # None: nothing to package (a KServe runtime)
-    builder: tuple[str, dict] | None       # None: no image (local process mode, KServe runtime)
+    preprocessor: Stage | None  # None: nothing to package (a KServe runtime)
+    builder: Stage | None       # None: no image (local process mode, KServe runtime)
     target: str | None
-    deployer: tuple[str, dict]
+    deployer: Stage
     mode: str
-    prepare_kw: dict = field(default_factory=dict)  # passed to prepare(entry, **prepare_kw)
+    prepare_kw: Mapping[str, Any] = field(default_factory=dict)  # passed to prepare(entry, **prepare_kw)
     name: str | None = None
-    notes: list[str] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
     # An error found while planning that must not come before the local checks (a missing engine
     # for an explicit --local-mode container): raised once the entry has been packaged.
     deferred: Exception | None = None
@@ -85,12 +91,12 @@ class Plan:
 
     @property
     def serving(self) -> bool:
-        return registry.stage("deployer", self.deployer[0]).serves and (
-            self.preprocessor is None or self.preprocessor[0] == SERVE)
+        return registry.stage("deployer", self.deployer.name).serves and (
+            self.preprocessor is None or self.preprocessor.name == SERVE)
 
     @property
     def on_cluster(self) -> bool:
-        return registry.stage("deployer", self.deployer[0]).where == "cluster"
+        return registry.stage("deployer", self.deployer.name).where == "cluster"
 
 
 def guess_preprocessor(entry: Any) -> str:
@@ -170,8 +176,8 @@ def serving_deployer(name: str) -> str:
     return canon
 
 
-def _split(spec: tuple[str, dict] | None) -> tuple[str | None, dict]:
-    return (spec[0], dict(spec[1])) if spec else (None, {})
+def _split(spec: Stage | None) -> tuple[str | None, dict]:
+    return (spec.name, dict(spec.options)) if spec else (None, {})
 
 
 def _choose_deployer(s, d_name, registry_url, serve: bool, notes: list[str]) -> str:
@@ -192,20 +198,18 @@ def _choose_deployer(s, d_name, registry_url, serve: bool, notes: list[str]) -> 
     return "local"
 
 
-def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str, dict] | None = None,
-         builder: tuple[str, dict] | None = None, deployer: tuple[str, dict] | None = None,
-         prepare_kw: Mapping[str, Any] | None = None, name: str | None = None,
-         build_only: bool = False, prebuilt: bool = False) -> Plan:
-    """Choose the three stages (with `build_only`, for `fair build`: always an image; with
-    `prebuilt`, an image exists already: nothing to package or build). Explicit (name, kwargs)
-    pairs win over settings; settings over guesses. Only validates; nothing is built or contacted
-    except a quick engine probe for the local deployer."""
-    s = settings
+def plan(req: Request) -> Plan:
+    """Choose the three stages for a request (with `build_only`, for `fair build`: always an image;
+    with `prebuilt`, an image exists already: nothing to package or build). Explicit stages win
+    over settings; settings over guesses. Only validates; nothing is built or contacted except a
+    quick engine probe for the local deployer."""
+    s, entry, name = req.settings, req.entry, req.name
+    build_only, prebuilt, deployer = req.build_only, req.prebuilt, req.deployer
     notes: list[str] = []
-    pre_name, pre_kw = _split(preprocessor)
+    pre_name, pre_kw = _split(req.preprocessor)
     pre_name = registry.check("preprocessor", pre_name or s.preprocessor or guess_preprocessor(entry))
     serve = pre_name == SERVE
-    b_name, b_kw = _split(builder)
+    b_name, b_kw = _split(req.builder)
     d_name, d_kw = _split(deployer)
     registry_url = b_kw.pop("registry", None) or s.registry
     if registry_url and "://" in registry_url:
@@ -215,9 +219,10 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
     image_name = b_kw.pop("image_name", None) or s.image_name
     target = b_kw.pop("target", None)
 
+    d_name_given = d_name is not None
     d_name = _choose_deployer(s, d_name, registry_url, serve, notes)
     if s.schedule and not serve and d_name != "cronjob":
-        if d_name == "job" or not s.is_set("deployer") and not deployer:
+        if d_name == "job" or not s.is_set("deployer") and not d_name_given:
             d_name = "cronjob"
         else:
             raise ConfigError(f"--schedule needs the cronjob deployer, not {d_name!r}",
@@ -239,7 +244,7 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
         from .checks import unused_cluster_options, unused_local_options
         from .deployers.local import resolve_mode
 
-        fell_back = not s.deployer and not deployer  # local because no cluster was found, not chosen
+        fell_back = not s.deployer and not d_name_given  # local because no cluster was found, not chosen
         # No option silently dropped; judged before the engine probe (nothing contacted yet), and
         # again after it for a registry that a local process would not push to.
         refuse = unused_cluster_options if fell_back else unused_local_options
@@ -287,7 +292,7 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
         if b_name == "docker":
             b_kw.setdefault("docker_host", engine or s.docker_host)
         b_kw["base_image"] = base_image
-        b_spec = (b_name, b_kw)
+        b_spec = Stage(b_name, b_kw)
 
     if where == "cluster":
         for key in ("namespace", "context", "kubeconfig"):
@@ -304,24 +309,26 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
     if s.dry_run:
         d_kw["dry_run"] = True
 
-    pre_spec: tuple[str, dict] | None = None
+    pre_spec: Stage | None = None
     if not runtime_model:
         reqs = settings_mod.requirements_list(s) or None
         if reqs is not None:
             pre_kw.setdefault("requirements", reqs)
-        pre_spec = (pre_name, pre_kw)
+        pre_spec = Stage(pre_name, pre_kw)
     return Plan(entry=entry, settings=s, preprocessor=pre_spec, builder=b_spec, target=target,
-                deployer=(d_name, d_kw), mode=mode, prepare_kw=dict(prepare_kw or {}), name=name, notes=notes,
-                deferred=deferred)
+                deployer=Stage(d_name, d_kw), mode=mode, prepare_kw=dict(req.prepare), name=name,
+                notes=tuple(notes), deferred=deferred)
 
 
 # --- running a plan ----------------------------------------------------------------------------
 
-def prepare(p: Plan, progress: Progress) -> BuildContext | None:
+def prepare(p: Plan, progress: Progress, *, extra_files: Mapping[str, bytes] | None = None) -> BuildContext | None:
+    """Package the entry; `extra_files` (path in the context -> bytes) are added to what the
+    preprocessor made (the KFP component shim)."""
     if p.preprocessor is None:
         p.raise_deferred()
         return None
-    name, kw = p.preprocessor
+    name, kw = p.preprocessor.name, p.preprocessor.options
     with progress.stage("package") as st:
         pre = registry.load("preprocessor", name)(**kw)
         ctx = pre.prepare(p.entry, **p.prepare_kw)
@@ -329,22 +336,28 @@ def prepare(p: Plan, progress: Progress) -> BuildContext | None:
 
         check_context(ctx)  # pickled objects vs the image's pins, warned before anything is built
         # Runtime mode marker: whatever runs this context knows it is the workload, not the author.
-        ctx = dataclasses.replace(ctx, env={**ctx.env, runtime.RUNTIME_ENV: "1"})
+        ctx = dataclasses.replace(ctx, env={**ctx.env, runtime.RUNTIME_ENV: "1"},
+                                  files={**ctx.files, **dict(extra_files or {})})
         st.detail = f"{name}: {len(ctx.files)} files, {human_bytes(ctx.size())}"
     p.raise_deferred()
     return ctx
 
 
 def make_builder(p: Plan):
-    name, kw = p.builder
-    return registry.load("builder", name)(**kw)
+    return registry.load("builder", p.builder.name)(**p.builder.options)
 
 
-def make_deployer(p: Plan):
-    name, kw = p.deployer
+def make_deployer(p: Plan, variant: Variant | None = None):
+    """The plan's deployer; a `variant` adds a name, mutators (after the plan's) and options."""
+    kw = dict(p.deployer.options)
     if p.name and "name" not in kw:
-        kw = {**kw, "name": p.name}
-    return registry.load("deployer", name)(**kw)
+        kw["name"] = p.name
+    if variant is not None:
+        kw["mutators"] = (*(kw.get("mutators") or ()), *variant.mutators)
+        if variant.name:
+            kw["name"] = variant.name
+        kw.update(variant.options)
+    return registry.load("deployer", p.deployer.name)(**kw)
 
 
 def context_image(ctx: BuildContext) -> BuiltImage:
@@ -362,12 +375,12 @@ def build(p: Plan, ctx: BuildContext | None, progress: Progress) -> BuiltImage |
         return context_image(ctx)
     builder = make_builder(p)
     with progress.stage("build") as st:
-        st.detail = f"{p.builder[0]} -> {p.target}"
+        st.detail = f"{p.builder.name} -> {p.target}"
         try:
             image = builder.build(ctx, p.target)
         except BuildError as e:
-            if p.deployer[0] == "local" and not p.settings.base_image \
-                    and p.builder[1].get("base_image") == default_base_image():
+            if p.deployer.name == "local" and not p.settings.base_image \
+                    and p.builder.options.get("base_image") == default_base_image():
                 # The default base image may be unreachable (offline engine): say how to get past it.
                 raise BuildError(e.message, hint=f"the default base image {default_base_image()} could not be used; "
                                  "pass --base-image IMAGE the engine can pull, or run without the engine with "
@@ -376,7 +389,7 @@ def build(p: Plan, ctx: BuildContext | None, progress: Progress) -> BuiltImage |
         if image.context is None:
             image = dataclasses.replace(image, context=ctx)
         stats = image.stats
-        st.detail = (f"{p.builder[0]}: {stats.layers_uploaded} layers pushed, {stats.layers_skipped} "
+        st.detail = (f"{p.builder.name}: {stats.layers_uploaded} layers pushed, {stats.layers_skipped} "
                      f"reused, {human_bytes(stats.bytes_uploaded)}")
     progress.note(image.ref)
     return image
@@ -417,7 +430,9 @@ def queue_and_nodes(s: settings_mod.Settings, d_name: str, d_kw: dict, notes: li
         d_kw.setdefault(key, s[key])
 
 
-def preflight(p: Plan, deployer: Any, ctx: BuildContext | None) -> None:
+
+
+def check_deploy(p: Plan, deployer: Any, ctx: BuildContext | None) -> None:
     """Everything the deployer can check before there is an image, so bad deploy input fails
     before a tag is pushed: the kubeconfig and context load (no API call), and the manifests
     render from a placeholder image (the context kind, the options against the pod template)."""
@@ -446,23 +461,55 @@ def build_plan(p: Plan, ctx: BuildContext | None) -> tuple[dict, BuiltImage | No
     return out, BuiltImage(ref=ref, digest="", pod_template=pod_template(ref, ctx), context=ctx)
 
 
-def dry_run(p: Plan, progress: Progress | None = None, *, image: BuiltImage | None = None) -> dict:
-    """The build plan and every manifest, without building or applying anything."""
+def dry_run(p: Plan, progress: Progress | None = None, *, image: BuiltImage | None = None,
+            variant: Variant | None = None, build_only: bool = False) -> dict:
+    """The build plan and every manifest (of the deployer with `variant`), without building or
+    applying anything. `build_only`: the build plan alone (`fair build --dry-run`)."""
     progress = progress or Progress(enabled=False)
+    if build_only:
+        ctx = prepare(p, progress)
+        return {"mode": "build", "build": make_builder(p).plan(ctx, p.target), "manifests": []}
     if image is not None:
         plan_out = {"builder": None, "image": image.ref}
     else:
         plan_out, image = build_plan(p, prepare(p, progress))
-    return {"mode": p.mode, "build": plan_out, "manifests": make_deployer(p).render(image)}
+    return {"mode": p.mode, "build": plan_out, "manifests": make_deployer(p, variant).render(image)}
 
 
-def execute(p: Plan, progress: Progress | None = None, *, wait: bool = False,
-            on_log: Callable[[str], None] | None = None, image: BuiltImage | None = None,
-            command: str = "train", parent: str | None = None, settle_later: bool = True) -> RunResult:
-    """Package, build, deploy; with `wait`, also wait for the workload (streaming logs to `on_log`).
-    `image` skips packaging and building (deploy an image built earlier). Every real run is
-    recorded (fairing.runs): `result.run` is its record. Without `wait`, the record is settled when
-    the handle is waited on later (`settle_later`; False for callers that call wait_for themselves)."""
+def build_image(p: Plan, progress: Progress, *, variant: Variant | None = None,
+                extra_files: Mapping[str, bytes] | None = None, run: Any = None,
+                preflight: bool = True) -> BuiltImage | None:
+    """Package and build only. With `preflight`, the deployer (with `variant`) renders a
+    placeholder first, so bad deploy options fail before anything is pushed; `run` (a record)
+    learns what was packaged and built."""
+    ctx = prepare(p, progress, extra_files=extra_files)
+    if run is not None and ctx is not None:
+        run.packaged(ctx)
+    if preflight:
+        check_deploy(p, make_deployer(p, variant), ctx)
+    image = build(p, ctx, progress)
+    if run is not None and image is not None:
+        run.built(image, **base_fields(p))
+    return image
+
+
+def base_fields(p: Plan) -> dict:
+    """The plan's base image (and its digest) as a run record's built() takes them."""
+    from .runs import hook
+
+    return dict(zip(("base_image", "base_digest"), hook.base_of(p)))
+
+
+def execute(p: Plan, progress: Progress | None = None, *, wait: Wait | bool | None = None,
+            image: BuiltImage | None = None, command: str = "train", parent: str | None = None) -> RunResult:
+    """Package, build, deploy; with `wait` (True, or a Wait saying how), also wait for the
+    workload. `image` skips packaging and building (deploy an image built earlier). Every real run
+    is recorded (fairing.runs): `result.run` is its record. Without `wait`, the handle is a
+    RunHandle: the record is settled when it is waited on later (serving handles excepted: an
+    endpoint's record is the facade's to finish)."""
+    from .runhandle import RunHandle, wait_for
+
+    policy = Wait() if wait is True else wait or None
     progress = progress or Progress()
     for note in p.notes:
         progress.note(note)
@@ -478,10 +525,10 @@ def execute(p: Plan, progress: Progress | None = None, *, wait: bool = False,
             ctx = prepare(p, progress)
             if ctx is not None:
                 run.packaged(ctx)
-            preflight(p, deployer, ctx)
+            check_deploy(p, deployer, ctx)
             image = build(p, ctx, progress)
             if image is not None:
-                run.built(image, **dict(zip(("base_image", "base_digest"), hook.base_of(p))))
+                run.built(image, **base_fields(p))
         else:
             p.raise_deferred()
             if ctx is not None:
@@ -491,33 +538,32 @@ def execute(p: Plan, progress: Progress | None = None, *, wait: bool = False,
         with progress.stage("deploy") as st:
             handle = deployer.deploy(image)
             mode = getattr(handle, "mode", None)
-            st.detail = f"{p.deployer[0]}: {getattr(handle, 'name', '')}" + (f" ({mode})" if mode else "")
-        run.deployed(handle, status="Deployed" if not wait else None)
+            st.detail = f"{p.deployer.name}: {getattr(handle, 'name', '')}" + (f" ({mode})" if mode else "")
+        run.deployed(handle, status="Deployed" if not policy else None)
     except BaseException as e:
         run.fail(e)
         raise
-    result = RunResult(image, handle, f"local {mode}" if p.deployer[0] == "local" and mode else p.mode, run=run)
     is_fn = ctx is not None and ctx.kind == "function"
-    if wait:
-        wait_for(handle, progress, timeout=p.settings.timeout, on_log=on_log, run=run, result=is_fn)
-    elif settle_later and not p.serving:
-        settle_on_wait(handle, run, result=is_fn)
+    if not p.serving:
+        handle = RunHandle(handle, run, result=is_fn)
+    result = RunResult(image, handle, f"local {mode}" if p.deployer.name == "local" and mode else p.mode, run=run)
+    if policy:
+        result.status, result.value = wait_for(
+            handle, progress, policy, timeout=p.settings.timeout, run=run, result=is_fn)
     result.stages = progress.summary()
     return result
 
 
-def build_recorded(p: Plan, progress: Progress, *, command: str = "build") -> tuple[BuiltImage | None, Any]:
-    """`fair build`: package and build only, recorded like any run; returns (image, record)."""
+def build_recorded(p: Plan, progress: Progress, *, command: str = "build",
+                   extra_files: Mapping[str, bytes] | None = None) -> tuple[BuiltImage | None, Any]:
+    """`fair build` (and `fair export kfp`, with its shim in `extra_files`): package and build
+    only, recorded like any run; returns (image, record)."""
     from .runs import hook
 
     run = hook.start_for_plan(command, p)
     try:
-        ctx = prepare(p, progress)
-        if ctx is not None:
-            run.packaged(ctx)
-        image = build(p, ctx, progress)
-        if image is not None:
-            run.built(image, **dict(zip(("base_image", "base_digest"), hook.base_of(p))))
+        # Nothing is deployed: no deployer to check beforehand.
+        image = build_image(p, progress, extra_files=extra_files, run=run, preflight=False)
     except BaseException as e:
         run.fail(e)
         raise
@@ -526,109 +572,9 @@ def build_recorded(p: Plan, progress: Progress, *, command: str = "build") -> tu
 
 
 def wait_for(handle: Any, progress: Progress, *, timeout: float | None = None,
-             on_log: Callable[[str], None] | None = None, run: Any = None, finish: bool = True,
-             result: bool = False) -> str:
-    """Wait for the workload; with `on_log`, stream its logs meanwhile (logs end when it ends).
-    With `run` (a record), metrics are taken from the log lines and, with `finish`, the record
-    gets the outcome (and, with `result`, the function's return value)."""
-    try:
-        with progress.stage("wait") as st:
-            if on_log is not None:
-                for line in log_lines(handle.logs(follow=True)):
-                    if run is not None:
-                        run.log(line)
-                    on_log(line)
-            status = handle.wait(timeout=timeout)
-            st.detail = str(status)
-    except BaseException as e:
-        if run is not None:
-            from .runs.hook import local_outputs
+             on_log: Callable[[str], None] | None = None, run: Any = None) -> str:
+    """Wait for a handle, streaming its logs to `on_log`, recording the outcome in `run`."""
+    from . import runhandle
 
-            _read_metrics(handle, run, streamed=on_log is not None)
-            run.fail(e, files=local_outputs(handle))  # a failed notebook's executed copy matters most
-        raise
-    if run is not None:
-        _read_metrics(handle, run, streamed=on_log is not None)
-        if finish:
-            from .runs.hook import local_outputs
-
-            value, has = _result_of(handle) if result else (None, False)
-            run.finish(str(status), result=value, has_result=has, files=local_outputs(handle))
+    status, _ = runhandle.wait_for(handle, progress, Wait(on_log=on_log), timeout=timeout, run=run)
     return status
-
-
-def settle_on_wait(handle: Any, run: Any, *, result: bool = False) -> None:
-    """A detached run (submit() without waiting): when the caller waits on the handle later, the
-    record gets the outcome, the metrics and the result then, as if the run had been waited for.
-    The handle's own wait is wrapped on this one instance, so every deployer's handle gets it."""
-    inner = getattr(handle, "wait", None)
-    if inner is None or run is None:
-        return
-    from .kube.wait import WaitTimeout
-
-    def wait(timeout: float | None = None) -> str:
-        try:
-            status = inner(timeout=timeout)
-        except WaitTimeout:
-            raise  # still running: nothing to record yet
-        except DeployError as e:
-            # Local handles say "still running after Ns" as a plain DeployError: only a workload
-            # that really ended Failed is recorded so.
-            if run.doc.get("status") not in ("Succeeded", "Failed") and _status_of(handle) == "Failed":
-                from .runs.hook import local_outputs
-
-                _read_metrics(handle, run, streamed=False)
-                run.fail(e, files=local_outputs(handle))
-            raise
-        if run.doc.get("status") not in ("Succeeded", "Failed") and status in ("Succeeded", "Failed"):
-            from .runs.hook import local_outputs
-
-            _read_metrics(handle, run, streamed=False)
-            value, has = _result_of(handle) if result else (None, False)
-            run.finish(str(status), result=value, has_result=has, files=local_outputs(handle))
-        return status
-
-    wait.__doc__ = inner.__doc__
-    try:
-        handle.wait = wait
-    except AttributeError:  # a handle with __slots__: it stays as it is (fair status settles later)
-        pass
-
-
-def _status_of(handle: Any) -> str | None:
-    try:
-        return handle.status()
-    except Exception:  # noqa: BLE001 - gone or unreachable: the outcome is not known
-        return None
-
-
-def _read_metrics(handle: Any, run: Any, *, streamed: bool) -> None:
-    """Metrics from the finished workload's log, when it was not streamed through the record."""
-    if streamed:
-        return
-    try:
-        for line in log_lines(handle.logs(follow=False)):
-            run.log(line)
-    except Exception:  # noqa: BLE001 - logs may be gone (cleanup); the record just has no metrics
-        pass
-
-
-def _result_of(handle: Any) -> tuple[Any, bool]:
-    try:
-        return handle.result(), True
-    except Exception:  # noqa: BLE001 - no result to record is not a failed run
-        return None, False
-
-
-def log_lines(logs: Any) -> Iterator[str]:
-    """A handle's logs (text, bytes, or an iterable of either) as lines without newlines."""
-    if logs is None:
-        return
-    if isinstance(logs, (str, bytes)):
-        logs = logs.decode(errors="replace") if isinstance(logs, bytes) else logs
-        yield from logs.splitlines()
-        return
-    for item in logs:
-        if isinstance(item, bytes):
-            item = item.decode(errors="replace")
-        yield item.rstrip("\n")

@@ -1,20 +1,20 @@
 """The one build of a tuning run, and the per-trial deployers that reuse it.
 
-Everything goes through fairing.pipeline (plan / prepare / build / preflight / make_deployer /
-dry_run), so a tuning run packages and builds exactly like `fair train`, once,
-and every trial runs the same digest. A trial differs only by its parameters, added to the pod
-template by `trial_mutator`: `--name value` arguments (scripts and notebooks) and
+Everything goes through fairing.pipeline (plan / build_image / dry_run / make_deployer), so a
+tuning run packages and builds exactly like `fair train`, once, and every trial runs the same
+digest. A trial is a Variant of the plan's deployer (fairing.request): its name, and its
+parameters added to the pod template by `trial_mutator`: `--name value` arguments (scripts and notebooks) and
 FAIRING_PARAM_<NAME> environment variables (everyone; the function wrapper reads them)."""
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 import re
 from typing import Any, Callable, Mapping
 
-from ..context import BuildContext, BuiltImage
+from ..context import BuiltImage
 from ..errors import ConfigError
+from ..request import Request, Stage, Variant
 from .space import Choice, IntRange, Param, env_name, value_text
 
 BACKENDS = ("katib", "jobs", "local")
@@ -95,23 +95,20 @@ def plan(entry: Any, settings: Any, space: Mapping[str, Param], objective: str, 
                               hint="drop --preprocessor / preprocessor= for a function")
         entry = make_trial_function(entry, function_spec(space), objective)
         # The wrapper's module is pickled by value: fairing is not installed in the image.
-        preprocessor = ("function", {"by_value": ("fairing.tune.trialfn",)})
+        preprocessor = Stage("function", {"by_value": ("fairing.tune.trialfn",)})
         prepare_kw = {"args": (), "kwargs": {}}
     elif args:
         prepare_kw = {"args": list(args)}
-    return pipeline.plan(entry, settings, preprocessor=preprocessor, deployer=(deployer, d_kw),
-                       prepare_kw=prepare_kw, name=name)
+    return pipeline.plan(Request(entry, settings, preprocessor=preprocessor, deployer=Stage(deployer, d_kw),
+                                 prepare=prepare_kw, name=name))
 
 
-def build_once(p: Any, progress: Any, mutators: tuple = ()) -> tuple[BuildContext, BuiltImage]:
-    """Package and build once. The trial deployer renders a placeholder first (preflight), so bad
-    deploy options fail before anything is pushed."""
+def build_once(p: Any, progress: Any, mutators: tuple = ()) -> BuiltImage:
+    """Package and build once. A trial's deployer renders a placeholder first, so bad deploy
+    options fail before anything is pushed."""
     from .. import pipeline
 
-    ctx = pipeline.prepare(p, progress)
-    pipeline.preflight(p, trial_deployer(p, "preflight", {}, with_args=False, mutators=mutators), ctx)
-    image = pipeline.build(p, ctx, progress)
-    return ctx, image
+    return pipeline.build_image(p, progress, variant=trial(p, "preflight", {}, with_args=False, mutators=mutators))
 
 
 def dry_run(p: Any, params: Mapping[str, Any], progress: Any, *, with_args: bool = True,
@@ -120,13 +117,17 @@ def dry_run(p: Any, params: Mapping[str, Any], progress: Any, *, with_args: bool
     building and applying nothing: pipeline.dry_run on the plan with the trial's deployer."""
     from .. import pipeline
 
-    d_name, d_kw = p.deployer
-    kw = dict(d_kw)
-    kw["mutators"] = tuple(kw.get("mutators") or ()) + tuple(mutators) + \
-        (trial_mutator(params, with_args=with_args, texts=texts),)
-    if name:
-        kw["name"] = name
-    return pipeline.dry_run(dataclasses.replace(p, deployer=(d_name, kw)), progress)
+    return pipeline.dry_run(p, progress, variant=trial(p, name, params, with_args=with_args, texts=texts,
+                                                       mutators=mutators))
+
+
+def trial(p: Any, trial_name: str | None, params: Mapping[str, Any], *, with_args: bool = True,
+          texts: Mapping[str, str] | None = None, extra: Mapping[str, Any] | None = None,
+          mutators: tuple = ()) -> Variant:
+    """One trial as a Variant of the plan's deployer: its name, and its parameters applied after
+    the settings' pod options and the caller's `mutators`."""
+    return Variant(name=trial_name, mutators=(*mutators, trial_mutator(params, with_args=with_args, texts=texts)),
+                   options=dict(extra or {}))
 
 
 def trial_mutator(params: Mapping[str, Any], *, with_args: bool = True, texts: Mapping[str, str] | None = None):
@@ -162,13 +163,8 @@ def trial_deployer(p: Any, trial_name: str, params: Mapping[str, Any], *, with_a
     the settings' pod options and the caller's `mutators`)."""
     from .. import pipeline
 
-    d_name, d_kw = p.deployer
-    kw = dict(d_kw)
-    kw["mutators"] = tuple(kw.get("mutators") or ()) + tuple(mutators) + \
-        (trial_mutator(params, with_args=with_args, texts=texts),)
-    kw["name"] = trial_name
-    kw.update(extra or {})
-    return pipeline.make_deployer(dataclasses.replace(p, deployer=(d_name, kw)))
+    return pipeline.make_deployer(p, trial(p, trial_name, params, with_args=with_args, texts=texts, extra=extra,
+                                           mutators=mutators))
 
 
 def experiment_name(entry: Any, name: str | None = None) -> str:
