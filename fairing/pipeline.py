@@ -17,7 +17,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 from . import registry, runtime
 from . import settings as settings_mod
@@ -28,7 +28,12 @@ from .request import Request, Stage, Variant, Wait
 from .runhandle import log_lines  # noqa: F401 - importable from here, where the CLI finds it
 
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
-SERVE = "serve"
+# The stages `plan` picks when nobody named one (rows of fairing.registry). Choosing is this
+# module's job; every other fact about a stage is in the table or on its class.
+PYTHON, NOTEBOOK, FUNCTION, SERVE = "python", "notebook", "function", "serve"
+APPEND, ENGINE_BUILD = "append", "docker"
+BATCH, SCHEDULED, SERVER, HERE = "job", "cronjob", "serving", "local"
+CLUSTER = "cluster"  # a deployer row's `where`: the other value is HERE
 
 
 # --- the result --------------------------------------------------------------------------------
@@ -96,17 +101,17 @@ class Plan:
 
     @property
     def on_cluster(self) -> bool:
-        return registry.stage("deployer", self.deployer.name).where == "cluster"
+        return registry.stage("deployer", self.deployer.name).where == CLUSTER
 
 
 def guess_preprocessor(entry: Any) -> str:
     if callable(entry) and not isinstance(entry, (str, os.PathLike)):
-        return "function"
+        return FUNCTION
     if entry is None:
-        return "notebook" if runtime.in_notebook() else "python"
+        return NOTEBOOK if runtime.in_notebook() else PYTHON
     if str(entry).endswith(".ipynb"):
-        return "notebook"
-    return "python"
+        return NOTEBOOK
+    return PYTHON
 
 
 def cluster_configured(settings: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> bool:
@@ -140,30 +145,6 @@ def repo_name(name: str) -> str:
     return re.sub(r"[^a-z0-9._/-]+", "-", name.lower()).strip("-._/") or "fairing-job"
 
 
-def mutators_from(s: Mapping[str, Any]) -> list[Callable]:
-    """Pod options from settings (--cpu/--memory/--gpus/--env), as the shared pod mutators."""
-    if not any(s.get(k) for k in ("cpu", "memory", "gpus", "env", "node_selector", "tolerations")):
-        return []
-    from .deployers import pod
-
-    out = []
-    if s.get("cpu"):
-        out.append(pod.cpu(s["cpu"]))
-    if s.get("memory"):
-        out.append(pod.memory(s["memory"]))
-    if s.get("gpus"):
-        out.append(pod.gpu(s["gpus"]))
-    if s.get("env"):
-        out.append(pod.env(dict(s["env"])))
-    if s.get("node_selector"):
-        out.append(pod.node_selector(dict(s["node_selector"])))
-    for item in s.get("tolerations") or ():
-        taint, _, effect = item.partition(":")
-        key, eq, value = taint.partition("=")
-        out.append(pod.toleration(key.strip(), value.strip() if eq else None, effect=effect or "NoSchedule"))
-    return out
-
-
 def serving_deployer(name: str) -> str:
     """The canonical name of a deployer that serves models; one-line error otherwise."""
     canon = registry.canonical("deployer", name)
@@ -186,16 +167,16 @@ def _choose_deployer(s, d_name, registry_url, serve: bool, notes: list[str]) -> 
     if s.deployer:
         return serving_deployer(s.deployer) if serve else registry.check("deployer", s.deployer)
     if serve:
-        return "serving" if registry_url and cluster_configured(s) else "local"
+        return SERVER if registry_url and cluster_configured(s) else HERE
     if s.schedule:
-        return "cronjob"
+        return SCHEDULED
     if registry_url and cluster_configured(s):
-        return "job"
+        return BATCH
     if registry_url:
         notes.append("no kubeconfig found: running locally (set --deployer job to use a cluster)")
     elif cluster_configured(s):
         notes.append("no registry configured: running locally (set --registry to use the cluster)")
-    return "local"
+    return HERE
 
 
 def plan(req: Request) -> Plan:
@@ -221,16 +202,16 @@ def plan(req: Request) -> Plan:
 
     d_name_given = d_name is not None
     d_name = _choose_deployer(s, d_name, registry_url, serve, notes)
-    if s.schedule and not serve and d_name != "cronjob":
-        if d_name == "job" or not s.is_set("deployer") and not d_name_given:
-            d_name = "cronjob"
+    if s.schedule and not serve and d_name != SCHEDULED:
+        if d_name == BATCH or not s.is_set("deployer") and not d_name_given:
+            d_name = SCHEDULED
         else:
             raise ConfigError(f"--schedule needs the cronjob deployer, not {d_name!r}",
                               hint="drop --deployer, or use --deployer cronjob")
     where = registry.DEPLOYERS[d_name].where
     runtime_model = serve and bool(d_kw.get("model_format"))  # a KServe runtime: no image at all
     no_build = runtime_model or prebuilt
-    if where == "cluster" and not no_build and not registry_url and not (target and not target.startswith("oci:")):
+    if where == CLUSTER and not no_build and not registry_url and not (target and not target.startswith("oci:")):
         what = "no registry: the" if serve else "the"
         raise ConfigError(f"{what} {d_name} deployer needs a registry the cluster can pull from",
                           hint="pass --registry HOST[:PORT]/PATH (or set registry in fairing.yaml), "
@@ -238,9 +219,9 @@ def plan(req: Request) -> Plan:
 
     mode = f"{d_name} on cluster"
     local_mode = engine = deferred = None
-    if where == "local" and build_only and (registry_url or target):
+    if where == HERE and build_only and (registry_url or target):
         local_mode = mode = "build"  # the image goes to the registry/target; nothing runs here
-    elif where == "local":
+    elif where == HERE:
         from .checks import unused_cluster_options, unused_local_options
         from .deployers.local import resolve_mode
 
@@ -277,37 +258,27 @@ def plan(req: Request) -> Plan:
             notes.append(f"local process mode: builder {s.builder!r} not used (no registry, no engine)")
         b_spec = None  # the local process runs the materialised context: nothing to build
     else:
-        b_name = registry.check("builder", b_name or s.builder or ("append" if registry_url or target else "docker"))
+        b_name = registry.check("builder", b_name or s.builder or (APPEND if registry_url or target else ENGINE_BUILD))
         image_base = image_name or "fairing-" + (name if serve and name else entry_name(entry))
         if not target:
             if registry_url:
                 target = registry_url.rstrip("/") + "/" + repo_name(image_base)
-            elif b_name == "docker":
+            elif b_name == ENGINE_BUILD:
                 # No registry: keep the image in the local engine (the local deployer runs it there).
                 target = "localhost/" + repo_name(image_base)
                 b_kw.setdefault("push", False)
             else:
                 raise ConfigError(f"the {b_name} builder needs somewhere to put the image",
                                   hint="pass --registry HOST[:PORT]/PATH")
-        if b_name == "docker":
+        if b_name == ENGINE_BUILD:
             b_kw.setdefault("docker_host", engine or s.docker_host)
         b_kw["base_image"] = base_image
         b_spec = Stage(b_name, b_kw)
 
-    if where == "cluster":
-        for key in ("namespace", "context", "kubeconfig"):
-            if s[key] and key not in d_kw:
-                d_kw[key] = s[key]
-        if d_name == "cronjob" and "schedule" not in d_kw:
-            if not s.schedule:
-                raise ConfigError("the cronjob deployer needs a schedule", hint='pass --schedule "0 3 * * *"')
-            d_kw["schedule"] = s.schedule
-    queue_and_nodes(s, d_name, d_kw, notes)
-    # Options from settings (cpu, memory, env, node_selector, ...) and the caller's own mutators
-    # both apply: deployer_options={"mutators": [...]} must not silently drop resources={...}.
-    d_kw["mutators"] = (*mutators_from(s), *d_kw.get("mutators", ()))
-    if s.dry_run:
-        d_kw["dry_run"] = True
+    # The deployer class says which settings it reads (namespace, queue, schedule, pod options...).
+    d_cls = registry.load("deployer", d_name)
+    d_kw = d_cls.options_from_settings(s, d_kw)
+    check_deployer_settings(s, d_name, d_cls, notes)
 
     pre_spec: Stage | None = None
     if not runtime_model:
@@ -379,7 +350,7 @@ def build(p: Plan, ctx: BuildContext | None, progress: Progress) -> BuiltImage |
         try:
             image = builder.build(ctx, p.target)
         except BuildError as e:
-            if p.deployer.name == "local" and not p.settings.base_image \
+            if not p.on_cluster and not p.settings.base_image \
                     and p.builder.options.get("base_image") == default_base_image():
                 # The default base image may be unreachable (offline engine): say how to get past it.
                 raise BuildError(e.message, hint=f"the default base image {default_base_image()} could not be used; "
@@ -405,31 +376,24 @@ def placeholder_ref(target: str, tag: str | None = None) -> str:
     return f"{repo}:{tag}@{PLACEHOLDER_DIGEST}" if tag else f"{repo}@{PLACEHOLDER_DIGEST}"
 
 
-QUEUE_DEPLOYERS = ("job", "tfjob", "pytorchjob", "trainjob", "cronjob")  # what Kueue can hold
-TRAINJOB_SETTINGS = ("nodes", "procs_per_node", "runtime")  # settings that are trainjob deployer options
-
-
-def queue_and_nodes(s: settings_mod.Settings, d_name: str, d_kw: dict, notes: list[str]) -> None:
-    """--queue and the trainjob options reach only the deployers that take them; given explicitly
-    to another one they are an error rather than silently ignored (a queue from fairing.yaml or
-    FAIRING_QUEUE only earns a note: it is meant for cluster runs)."""
-    if s.queue:
-        if d_name not in QUEUE_DEPLOYERS and s.source("queue") not in ("cli", "argument"):
+def check_deployer_settings(s: settings_mod.Settings, d_name: str, cls: type, notes: list[str]) -> None:
+    """Settings only some deployers take (--queue, the trainjob options: each deployer class says
+    which) reach only those; given explicitly to another deployer they are an error rather than
+    silently ignored (a queue from fairing.yaml or FAIRING_QUEUE only earns a note: it is meant
+    for cluster runs)."""
+    if s.queue and not cls.queueable():
+        if s.source("queue") not in ("cli", "argument"):
             notes.append(f"queue {s.queue!r} ({s.source('queue')}) not used: the {d_name} deployer is not queued")
-        elif d_name not in QUEUE_DEPLOYERS:
-            raise ConfigError(f"--queue needs a training deployer that Kueue can hold, not {d_name!r}",
-                              hint=f"use --deployer {' / '.join(QUEUE_DEPLOYERS)}, or drop --queue")
         else:
-            d_kw.setdefault("queue", s.queue)
-    for key in TRAINJOB_SETTINGS:
-        if s[key] is None:
-            continue
-        if d_name != "trainjob":
-            raise ConfigError(f"--{key.replace('_', '-')} is an option of the trainjob deployer, not {d_name!r}",
-                              hint="add --deployer trainjob (a Kubeflow TrainJob), or drop the option")
-        d_kw.setdefault(key, s[key])
-
-
+            queueable = [n for n, c in registry.deployer_classes() if c.queueable()]
+            raise ConfigError(f"--queue needs a training deployer that Kueue can hold, not {d_name!r}",
+                              hint=f"use --deployer {' / '.join(queueable)}, or drop --queue")
+    for owner, other in registry.deployer_classes():
+        for key in other.own_settings:
+            if s[key] is not None and key not in cls.own_settings:
+                what = f" ({other.title})" if other.title else ""
+                raise ConfigError(f"--{key.replace('_', '-')} is an option of the {owner} deployer, not {d_name!r}",
+                                  hint=f"add --deployer {owner}{what}, or drop the option")
 
 
 def check_deploy(p: Plan, deployer: Any, ctx: BuildContext | None) -> None:
@@ -543,10 +507,10 @@ def execute(p: Plan, progress: Progress | None = None, *, wait: Wait | bool | No
     except BaseException as e:
         run.fail(e)
         raise
-    is_fn = ctx is not None and ctx.kind == "function"
+    is_fn = ctx is not None and ctx.kind == FUNCTION
     if not p.serving:
         handle = RunHandle(handle, run, result=is_fn)
-    result = RunResult(image, handle, f"local {mode}" if p.deployer.name == "local" and mode else p.mode, run=run)
+    result = RunResult(image, handle, f"local {mode}" if not p.on_cluster and mode else p.mode, run=run)
     if policy:
         result.status, result.value = wait_for(
             handle, progress, policy, timeout=p.settings.timeout, run=run, result=is_fn)

@@ -1,8 +1,11 @@
 """The one table of pipeline stages by name, loaded lazily so `import fairing` stays light.
 
 A deployer's row also says where it runs ("cluster" or "local") and whether it serves models, so
-the pipeline, `fair list` and the CLI's help read these facts here instead of keeping their own
-lists. Adding a deployer is its own module plus one row below."""
+the pipeline, `fair list` and the CLI's help read these facts here, without importing anything.
+Every other fact about a deployer (other spellings of its name, whether Kueue can hold it, the
+settings it reads, tuning backends) is a class attribute of the deployer itself
+(fairing.deployers.base.Deployer), read through `deployer_classes()`. Adding a deployer is its own
+module plus one row below."""
 from __future__ import annotations
 
 import importlib
@@ -11,43 +14,50 @@ from typing import NamedTuple
 from .errors import ConfigError
 
 
-class Stage(NamedTuple):
+class Entry(NamedTuple):
     path: str             # "module:Class"
     where: str = ""       # deployers: "cluster" or "local"
     serves: bool = False  # deployers: runs a model server (serve preprocessor's images)
 
 
 PREPROCESSORS = {
-    "python": Stage("fairing.preprocessors.python:PythonPreprocessor"),
-    "notebook": Stage("fairing.preprocessors.notebook:NotebookPreprocessor"),
-    "function": Stage("fairing.preprocessors.function:FunctionPreprocessor"),
-    "full_notebook": Stage("fairing.preprocessors.full_notebook:FullNotebookPreprocessor"),
-    "serve": Stage("fairing.preprocessors.serve:ServePreprocessor"),
+    "python": Entry("fairing.preprocessors.python:PythonPreprocessor"),
+    "notebook": Entry("fairing.preprocessors.notebook:NotebookPreprocessor"),
+    "function": Entry("fairing.preprocessors.function:FunctionPreprocessor"),
+    "full_notebook": Entry("fairing.preprocessors.full_notebook:FullNotebookPreprocessor"),
+    "serve": Entry("fairing.preprocessors.serve:ServePreprocessor"),
 }
 BUILDERS = {
-    "append": Stage("fairing.builders.append:AppendBuilder"),
-    "docker": Stage("fairing.builders.docker:DockerBuilder"),
-    "cluster": Stage("fairing.builders.cluster:ClusterBuilder"),
+    "append": Entry("fairing.builders.append:AppendBuilder"),
+    "docker": Entry("fairing.builders.docker:DockerBuilder"),
+    "cluster": Entry("fairing.builders.cluster:ClusterBuilder"),
 }
 DEPLOYERS = {
-    "job": Stage("fairing.deployers.k8s.job:JobDeployer", "cluster"),
-    "cronjob": Stage("fairing.deployers.k8s.cronjob:CronJobDeployer", "cluster"),
-    "tfjob": Stage("fairing.deployers.k8s.kubeflow:TFJobDeployer", "cluster"),
-    "pytorchjob": Stage("fairing.deployers.k8s.kubeflow:PyTorchJobDeployer", "cluster"),
-    "trainjob": Stage("fairing.deployers.k8s.trainjob:TrainJobDeployer", "cluster"),
-    "pod": Stage("fairing.deployers.k8s.pod:PodDeployer", "cluster"),
-    "serving": Stage("fairing.deployers.k8s.serving:ServingDeployer", "cluster", serves=True),
-    "inferenceservice": Stage("fairing.deployers.k8s.kserve:InferenceServiceDeployer", "cluster",
+    "job": Entry("fairing.deployers.k8s.job:JobDeployer", "cluster"),
+    "cronjob": Entry("fairing.deployers.k8s.cronjob:CronJobDeployer", "cluster"),
+    "tfjob": Entry("fairing.deployers.k8s.kubeflow:TFJobDeployer", "cluster"),
+    "pytorchjob": Entry("fairing.deployers.k8s.kubeflow:PyTorchJobDeployer", "cluster"),
+    "trainjob": Entry("fairing.deployers.k8s.trainjob:TrainJobDeployer", "cluster"),
+    "pod": Entry("fairing.deployers.k8s.pod:PodDeployer", "cluster"),
+    "serving": Entry("fairing.deployers.k8s.serving:ServingDeployer", "cluster", serves=True),
+    "inferenceservice": Entry("fairing.deployers.k8s.kserve:InferenceServiceDeployer", "cluster",
                               serves=True),
-    "local": Stage("fairing.deployers.local:LocalDeployer", "local", serves=True),
+    "local": Entry("fairing.deployers.local:LocalDeployer", "local", serves=True),
 }
-# Other spellings of a name: derived from the table, never a second table.
-ALIASES = {"deployer": {"kserve": "inferenceservice"}}
 KINDS = {"preprocessor": PREPROCESSORS, "builder": BUILDERS, "deployer": DEPLOYERS}
 
 
+def aliases() -> dict[str, str]:
+    """Other spellings of deployer names ({"kserve": "inferenceservice"}), from each deployer
+    class's `aliases`: derived, never a second table."""
+    return {alias: name for name, cls in deployer_classes() for alias in cls.aliases}
+
+
 def canonical(kind: str, name: str) -> str:
-    return ALIASES.get(kind, {}).get(name, name)
+    # Only a name that is not in the table makes the deployer classes load.
+    if kind != "deployer" or name in KINDS[kind]:
+        return name
+    return aliases().get(name, name)
 
 
 def check(kind: str, name: str) -> str:
@@ -59,7 +69,7 @@ def check(kind: str, name: str) -> str:
     return name
 
 
-def stage(kind: str, name: str) -> Stage:
+def stage(kind: str, name: str) -> Entry:
     return KINDS[kind][check(kind, name)]
 
 
@@ -67,6 +77,12 @@ def load(kind: str, name: str):
     """Return the class registered as `name` for `kind` ("preprocessor", "builder", "deployer")."""
     module, _, attr = stage(kind, name).path.partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def deployer_classes() -> list[tuple[str, type]]:
+    """(name, class) of every deployer, in table order (imports them all: for facts that only
+    the classes know)."""
+    return [(name, load("deployer", name)) for name in DEPLOYERS]
 
 
 def deployers(*, where: str | None = None, serves: bool | None = None) -> list[str]:

@@ -8,22 +8,30 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from .errors import DeployError, FairingError
+from .deployers.base import Handle
+from .errors import DeployError, FairingError, WaitTimeout
 from .request import CLEANUP_ON_SUCCESS, Wait
 
 _DONE = ("Succeeded", "Failed")
 
 
-class RunHandle:
+class RunHandle(Handle):
     """A deployer's handle plus the run it belongs to. Every verb and attribute is the inner
     handle's; only `wait` also settles the record (once: a record that ended stays as it is)."""
 
     def __init__(self, inner: Any, run: Any, *, result: bool = False):
+        # Handle.__init__ is not called: name, namespace and dry_run are the inner handle's.
         self.inner, self.run, self._result = inner, run, result
 
     def __getattr__(self, name: str) -> Any:
-        # Only reached for names not set in __init__: url, client(), status_detail, mode, ...
+        # Only reached for names not found on this class: url, client(), status_detail, mode, ...
         return getattr(self.inner, name)
+
+    # Handle's class-level defaults would hide the inner handle's values: read them through.
+    name = property(lambda self: self.inner.name)
+    namespace = property(lambda self: getattr(self.inner, "namespace", None))
+    dry_run = property(lambda self: getattr(self.inner, "dry_run", False))
+    what = property(lambda self: getattr(self.inner, "what", "workload"))
 
     def __repr__(self) -> str:
         return repr(self.inner)
@@ -44,15 +52,13 @@ class RunHandle:
         return self.inner.manifests()
 
     def wait(self, timeout: float | None = None) -> str:
-        from .kube.wait import WaitTimeout
-
         run = self.run
         try:
             status = self.inner.wait(timeout=timeout)
         except WaitTimeout:
             raise  # still running: nothing to record yet
         except DeployError as e:
-            # Only a workload that really ended Failed is recorded so.
+            # Only a workload that really ended Failed is recorded so (not one gone unreachable).
             if run.doc.get("status") not in _DONE and _status_of(self.inner) == "Failed":
                 from .runs.hook import local_outputs
 

@@ -66,7 +66,7 @@ def list_workloads(settings: Mapping[str, Any]) -> list[dict]:
         for obj in items:
             meta = obj.get("metadata", {})
             out.append({"name": meta.get("name"), "kind": cls.kind, "deployer": name,
-                        "namespace": meta.get("namespace"), "status": queue.state(obj, cls.state(obj)),
+                        "namespace": meta.get("namespace"), "status": queue.state(obj, cls.state(obj), cls.queue_suspend),
                         "created": meta.get("creationTimestamp"),
                         "run_id": (meta.get("labels") or {}).get(L.RUN_ID)})
     return out

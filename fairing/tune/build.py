@@ -18,10 +18,23 @@ from ..request import Request, Stage, Variant
 from .space import Choice, IntRange, Param, env_name, value_text
 
 BACKENDS = ("katib", "jobs", "local")
-# Which deployer a backend's trials use; Katib's trialSpec is the Job manifest too.
-BACKEND_DEPLOYER = {"local": "local", "jobs": "job", "katib": "job"}
-# A deployer the user named maps onto a backend; other deployers cannot run trials (yet).
-DEPLOYER_BACKEND = {"local": "local", "job": "jobs"}
+
+
+def backend_deployer(backend: str) -> str:
+    """The deployer a backend's trials run on: the first whose class lists the backend in its
+    `tune_backends` (Katib's trialSpec is the Job manifest too)."""
+    from .. import registry
+
+    return next(name for name, cls in registry.deployer_classes() if backend in cls.tune_backends)
+
+
+def deployer_backend(deployer: str) -> str | None:
+    """The backend a deployer the user named implies (its class's first `tune_backends`), or None:
+    that deployer cannot run trials (yet)."""
+    from .. import registry
+
+    backends = registry.load("deployer", deployer).tune_backends if deployer in registry.DEPLOYERS else ()
+    return backends[0] if backends else None
 
 
 def is_function(entry: Any) -> bool:
@@ -53,14 +66,14 @@ def choose_backend(backend: str | None, settings: Any, *, probe: Callable[[], bo
     if backend is not None and backend not in BACKENDS:
         raise ConfigError(f"unknown tuning backend {backend!r}", hint=f"choose one of: {', '.join(BACKENDS)}")
     if dep:
-        if dep not in DEPLOYER_BACKEND:
+        implied = deployer_backend(dep)
+        if implied is None:
             raise ConfigError(f"tuning trials cannot run on the {dep} deployer",
                               hint="use --backend katib|jobs|local (trials run as batch Jobs or locally)")
-        implied = DEPLOYER_BACKEND[dep]
         if backend is None:
             return implied, f"backend {implied} (from deployer {dep})"
-        if BACKEND_DEPLOYER[backend] != dep:
-            raise ConfigError(f"--backend {backend} runs trials as {BACKEND_DEPLOYER[backend]}, but --deployer is {dep}",
+        if backend_deployer(backend) != dep:
+            raise ConfigError(f"--backend {backend} runs trials as {backend_deployer(backend)}, but --deployer is {dep}",
                               hint="drop --deployer; --backend decides where trials run")
         return backend, None
     if backend is not None:
@@ -77,15 +90,16 @@ def plan(entry: Any, settings: Any, space: Mapping[str, Param], objective: str, 
          name: str | None = None, args: list[str] | None = None, job_options: Mapping[str, Any] | None = None):
     """The pipeline plan of the one build: the entry (a function wrapped to read its parameters)
     packaged by its preprocessor, built by the configured builder, with the backend's deployer."""
-    from .. import pipeline
+    from .. import pipeline, registry
     from .trialfn import make_trial_function
 
     if settings.schedule:
         raise ConfigError("a tuning run cannot be scheduled (--schedule makes a CronJob)",
                           hint="drop --schedule / schedule: for fair tune")
-    deployer = BACKEND_DEPLOYER[backend]
+    deployer = backend_deployer(backend)
     d_kw: dict[str, Any] = {}
-    if deployer == "job":
+    if registry.stage("deployer", deployer).where == "cluster":
+        # A failed trial is a result, not something to retry.
         d_kw = {"backoff_limit": 0, **dict(job_options or {})}
     preprocessor = None
     prepare_kw: dict[str, Any] = {}

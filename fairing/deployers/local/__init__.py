@@ -54,6 +54,7 @@ class LocalDeployer(Deployer):
     deployers freely."""
 
     deployer_name = "local"
+    tune_backends = ("local",)
     serves = True
     kind_options = ("mode", "docker_host", "python", "pull", "host_port", "replicas")
 

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 from ...context import OUTPUT_DIR, RESULT_MARKER, BuildContext, BuiltImage
 from ...engine import containers as engine
 from ...engine import discover
-from ...errors import DeployError
+from ...errors import DeployError, WaitTimeout
 from .. import labels as L
 from ..base import Handle
 from . import spec
@@ -78,7 +78,7 @@ class ContainerHandle(Handle):
         try:
             rc = self.container.wait(timeout=timeout)["StatusCode"] if timeout else self._wait_forever()
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-            raise DeployError(f"{self.name} is still running after {timeout:g}s",
+            raise WaitTimeout(f"{self.name} is still running after {timeout:g}s",
                               hint=f"wait longer (--timeout) or stop it with `fair delete {self.name}`") from None
         if rc != 0:
             raise DeployError(f"{self.name} failed with exit code {rc}: "

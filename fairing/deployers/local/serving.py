@@ -13,7 +13,7 @@ from typing import Any, Iterator
 from ...context import BuiltImage, ServeSpec
 from ...engine import containers as engine
 from ...engine import discover
-from ...errors import ConfigError, DeployError
+from ...errors import ConfigError, DeployError, WaitTimeout
 from .. import labels as L
 from ..base import Deployer, Handle, check_port, serve_spec
 from . import spec
@@ -208,7 +208,7 @@ class LocalServingHandle(Handle):
                 except DeployError:
                     pass  # not listening yet
             if deadline is not None and time.monotonic() > deadline:
-                raise DeployError(f"model {self.model_name!r} in {self.name} is not ready after {timeout:g}s",
+                raise WaitTimeout(f"model {self.model_name!r} in {self.name} is not ready after {timeout:g}s",
                                   hint="a slow load() needs a bigger timeout; handle.logs() shows where it is")
             time.sleep(delay)
             delay = min(delay * 1.5, 1.0)
