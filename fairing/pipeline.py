@@ -17,7 +17,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from . import registry, runtime
 from . import settings as settings_mod
@@ -26,6 +26,9 @@ from .errors import BuildError, ConfigError, DeployError
 from .progress import Progress, human_bytes
 from .request import Request, Stage, Variant, Wait
 from .runhandle import log_lines  # noqa: F401 - importable from here, where the CLI finds it
+
+if TYPE_CHECKING:
+    from .publish.target import Target
 
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
 # The stages `plan` picks when nobody named one (rows of fairing.registry). Choosing is this
@@ -80,7 +83,7 @@ class Plan:
     settings: settings_mod.Settings
     preprocessor: Stage | None  # None: nothing to package (a KServe runtime)
     builder: Stage | None       # None: no image (local process mode, KServe runtime)
-    target: str | None
+    target: Target | None       # where the image goes (fairing.publish.target), parsed once
     deployer: Stage
     mode: str
     prepare_kw: Mapping[str, Any] = field(default_factory=dict)  # passed to prepare(entry, **prepare_kw)
@@ -274,6 +277,10 @@ def plan(req: Request) -> Plan:
             b_kw.setdefault("docker_host", engine or s.docker_host)
         b_kw["base_image"] = base_image
         b_spec = Stage(b_name, b_kw)
+        # Parsed once, here, for the kinds this builder can publish to; every stage after gets the value.
+        from .publish.target import parse
+
+        target = parse(target, builder=b_name, accepts=registry.load("builder", b_name).accepts_for(b_kw))
 
     # The deployer class says which settings it reads (namespace, queue, schedule, pod options...).
     d_cls = registry.load("deployer", d_name)
@@ -286,7 +293,7 @@ def plan(req: Request) -> Plan:
         if reqs is not None:
             pre_kw.setdefault("requirements", reqs)
         pre_spec = Stage(pre_name, pre_kw)
-    return Plan(entry=entry, settings=s, preprocessor=pre_spec, builder=b_spec, target=target,
+    return Plan(entry=entry, settings=s, preprocessor=pre_spec, builder=b_spec, target=target if b_spec else None,
                 deployer=Stage(d_name, d_kw), mode=mode, prepare_kw=dict(req.prepare), name=name,
                 notes=tuple(notes), deferred=deferred)
 
@@ -346,9 +353,9 @@ def build(p: Plan, ctx: BuildContext | None, progress: Progress) -> BuiltImage |
         return context_image(ctx)
     builder = make_builder(p)
     with progress.stage("build") as st:
-        st.detail = f"{p.builder.name} -> {p.target}"
+        st.detail = f"{p.builder.name} -> {p.target.text}"
         try:
-            image = builder.build(ctx, p.target)
+            image = build_and_publish(builder, ctx, p.target)
         except BuildError as e:
             if not p.on_cluster and not p.settings.base_image \
                     and p.builder.options.get("base_image") == default_base_image():
@@ -366,12 +373,30 @@ def build(p: Plan, ctx: BuildContext | None, progress: Progress) -> BuiltImage |
     return image
 
 
-def placeholder_ref(target: str, tag: str | None = None) -> str:
+def build_and_publish(builder: Any, ctx: BuildContext, target: Target) -> BuiltImage:
+    """The builder makes the image value; publishing it is a stage of its own, whose publisher
+    fairing.publish.pick chooses (ko's build, then publish). Timed as one build."""
+    import time
+
+    from .publish.pick import publish
+
+    t0 = time.monotonic()
+    t = builder.target(target, ctx)  # tagged with the context hash when the target has no tag
+    image = builder.image(ctx, t)
+    t1 = time.monotonic()
+    built = builder.published(publish(image, t, builder.publish_needs()), time.monotonic() - t1)
+    return dataclasses.replace(built, context=ctx, stats=dataclasses.replace(built.stats, seconds=time.monotonic() - t0))
+
+
+def placeholder_ref(target: "Target | str", tag: str | None = None) -> str:
     """`target` pinned to PLACEHOLDER_DIGEST: deployers insist on digest-pinned images, and the
     real digest exists only after the build."""
     from .oci.reference import split_tag
 
-    repo, target_tag = split_tag(target)
+    if isinstance(target, str):
+        repo, target_tag = split_tag(target)
+    else:
+        repo, target_tag = target.name, target.tag
     tag = tag or target_tag
     return f"{repo}:{tag}@{PLACEHOLDER_DIGEST}" if tag else f"{repo}@{PLACEHOLDER_DIGEST}"
 

@@ -19,16 +19,14 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
 from .. import templates
-from ..context import BuildContext, BuiltImage
+from ..context import BuildContext
 from ..errors import BuildError, ConfigError, one_line
-from ..publish.engine import EngineImage, EnginePublisher
+from ..publish.engine import EngineImage
 from ..publish.target import ENGINE, REGISTRY, Target
 from .base import Builder, context_hash
 
@@ -306,10 +304,14 @@ class DockerBuilder(Builder):
         self.push, self.pull, self.nocache = push, pull, nocache
         self.output = output or (lambda line: log.info("%s", line))
 
+    @classmethod
+    def accepts_for(cls, options) -> tuple[str, ...]:
+        # The engine tags the image under the target's name; pushing makes it a registry target.
+        return (REGISTRY, ENGINE) if options.get("push", True) else (ENGINE,)
+
     @property
     def accepts(self) -> tuple[str, ...]:
-        # The engine tags the image under the target's name; pushing makes it a registry target.
-        return (REGISTRY, ENGINE) if self.push else (ENGINE,)
+        return self.accepts_for({"push": self.push})
 
     def _python(self, ctx: BuildContext) -> str:
         return self.python or ctx.python or f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -366,19 +368,12 @@ class DockerBuilder(Builder):
     def image(self, ctx: BuildContext, target) -> EngineImage:
         """Build `ctx` in the engine, tagged with the target's name (nothing pushed)."""
         t = self.target(target, ctx)
+        self.plan(ctx, t)  # all input checks happen before the engine is contacted
         with self._engine(t) as client:
             return self._engine_build(client, ctx, t)
 
-    def publish(self, image: EngineImage, target) -> BuiltImage:
-        """Keep `image` in the engine (push=False) or have the engine push it to the registry."""
-        t = self.target(target)
-        with self._engine(t) as client:
-            return EnginePublisher(client, self.output).publish(image, t)
+    def publish_needs(self):
+        """The engine keeps the image (push=False) or pushes it: the publisher needs a connection."""
+        from ..publish.pick import Needs
 
-    def build(self, ctx: BuildContext, target) -> BuiltImage:
-        t0 = time.monotonic()
-        t = self.target(target, ctx)
-        self.plan(ctx, t)  # all input checks happen before the engine is contacted
-        with self._engine(t) as client:  # one connection for the build and the push
-            built = EnginePublisher(client, self.output).publish(self._engine_build(client, ctx, t), t)
-        return replace(built, context=ctx, stats=replace(built.stats, seconds=time.monotonic() - t0))
+        return Needs(engine=self._engine, say=self.output)

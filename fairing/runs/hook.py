@@ -55,7 +55,7 @@ def how_of(p) -> dict:
                            "deployer": {"name": p.deployer.name, "options": dict(d_kw)}, "mode": p.mode}
     if p.builder is not None:
         how["builder"] = {"name": p.builder.name, "options": dict(p.builder.options)}
-        how["target"] = p.target
+        how["target"] = p.target.text if p.target is not None else None
     for key in ("namespace", "context"):
         if d_kw.get(key):
             how[key] = d_kw[key]
