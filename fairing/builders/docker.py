@@ -250,9 +250,9 @@ def parse_build_stream(events: Iterable[dict], emit: Callable[[str], None]) -> s
 # ---------------------------------------------------------------------------------------------
 
 def engine_host(docker_host: str | None = None) -> str:
-    from ..engine.discover import default_host  # the same sockets the local deployers try
+    from ..engine.discover import resolve  # the same sockets the local deployers try
 
-    return default_host(docker_host)
+    return resolve(docker_host, probe=False)
 
 
 def connect(docker_host: str | None = None, timeout: int = 3600):

@@ -20,10 +20,9 @@ from . import spec
 
 
 def engine_url(docker_host: str | None) -> str:
-    url = docker_host or discover.find_engine()
+    url = docker_host or discover.resolve()
     if not url:
-        tried = ", ".join(discover.candidates()) or "no DOCKER_HOST and no default socket"
-        raise DeployError(f"no Docker/Podman API answered ({tried})",
+        raise DeployError(f"no Docker/Podman API answered ({discover.tried()})",
                           hint="start one (e.g. `podman system service`) and set DOCKER_HOST")
     return url
 
