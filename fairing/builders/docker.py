@@ -25,7 +25,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
 from .. import templates
 from ..context import BuildContext
-from ..errors import BuildError, ConfigError, one_line
+from ..errors import BuildError, ConfigError
 from ..publish.engine import EngineImage
 from ..publish.target import ENGINE, REGISTRY, Target
 from .base import Builder, context_hash
@@ -259,17 +259,16 @@ def connect(docker_host: str | None = None, timeout: int = 3600):
     """A docker.APIClient for `docker_host` (default $DOCKER_HOST, else the first default socket
     present), after checking an engine answers there (fairing.engine: the API version comes from
     /_ping, since version="auto" asks /version, which costs Podman ~0.4 s per call)."""
-    from docker.errors import DockerException
-    from requests.exceptions import RequestException
-
     from ..engine.discover import api_client
+    from ..engine.errors import EngineFailure, typed
 
     host = engine_host(docker_host)
     try:
-        return api_client(host, timeout)
-    except (DockerException, RequestException) as e:
+        with typed():
+            return api_client(host, timeout)
+    except EngineFailure as e:
         raise BuildError(f"no Docker engine at {host}; start one or use --builder append",
-                         hint=f"set DOCKER_HOST to a running Docker or Podman API socket; cause: {one_line(e)}") from None
+                         hint=f"set DOCKER_HOST to a running Docker or Podman API socket; cause: {e.message}") from None
 
 
 def host_arch() -> str:
@@ -319,19 +318,15 @@ class DockerBuilder(Builder):
     @contextmanager
     def _engine(self, target: Target) -> Iterator[Any]:
         """A connected engine client, closed afterwards; engine failures become one BuildError."""
+        from ..engine.errors import EngineFailure, typed
+
         client = connect(self.docker_host)
         try:
-            yield client
-        except BuildError:
-            raise
-        except Exception as e:
-            from docker.errors import DockerException
-            from requests.exceptions import RequestException
-
-            if isinstance(e, (DockerException, RequestException)):
-                raise BuildError(f"the engine at {engine_host(self.docker_host)} failed while building {target}: {one_line(e)}",
-                                 hint="check the engine is healthy (docker info) and retry") from None
-            raise
+            with typed():
+                yield client
+        except EngineFailure as e:
+            raise BuildError(f"the engine at {engine_host(self.docker_host)} failed while building {target}: {e.message}",
+                             hint="check the engine is healthy (docker info) and retry") from None
         finally:
             client.close()
 
