@@ -13,11 +13,11 @@ from .errors import ConfigError
 def cluster_only() -> list[str]:
     """Options that only mean something to a cluster deployer, as the cluster deployer classes
     declare them (`Deployer.cluster_only`: namespace, context, queue, the trainjob options...)."""
-    from . import registry
+    from . import stages
 
     out: list[str] = []
-    for name, cls in registry.deployer_classes():
-        if registry.stage("deployer", name).where == "cluster":
+    for name, cls in stages.deployer_classes():
+        if stages.stage("deployer", name).where == "cluster":
             out += [k for k in cls.cluster_only() if k not in out]
     return out
 

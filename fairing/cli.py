@@ -17,7 +17,7 @@ from typing import Annotated, Any, Callable, List, Optional
 
 import typer
 
-from . import __version__, registry
+from . import __version__, stages
 from .errors import ConfigError, FairingError
 from .kfp import cli as export_cli
 from .runs import cli as runs_cli
@@ -58,7 +58,7 @@ SETTING_OPTIONS = [
     _param("base_image", Annotated[Optional[str], _opt("--base-image", help="image to add the code to")]),
     _param("registry", Annotated[Optional[str], _opt("--registry", help="push images here, e.g. 127.0.0.1:5000/team")]),
     _param("image_name", Annotated[Optional[str], _opt("--image-name", help="repository name for the image")]),
-    _param("deployer", Annotated[Optional[str], _opt("--deployer", help=", ".join(registry.DEPLOYERS))]),
+    _param("deployer", Annotated[Optional[str], _opt("--deployer", help=", ".join(stages.DEPLOYERS))]),
     _param("namespace", Annotated[Optional[str], _opt("--namespace", "-n", help="Kubernetes namespace")]),
     _param("context", Annotated[Optional[str], _opt("--context", help="kubeconfig context")]),
     _param("kubeconfig", Annotated[Optional[str], _opt("--kubeconfig", help="kubeconfig file")]),

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from . import pipeline, registry, runtime
+from . import pipeline, runtime, stages
 from . import settings as settings_mod
 from .pipeline import Plan, RunResult
 from .progress import Progress
@@ -42,15 +42,15 @@ class Config:
         self.deployer: Stage | None = None
 
     def set_preprocessor(self, name: str, **kw: Any) -> None:
-        registry.check("preprocessor", name)
+        stages.check("preprocessor", name)
         self.preprocessor = Stage(name, kw)
 
     def set_builder(self, name: str, **kw: Any) -> None:
-        registry.check("builder", name)
+        stages.check("builder", name)
         self.builder = Stage(name, kw)
 
     def set_deployer(self, name: str, **kw: Any) -> None:
-        registry.check("deployer", name)
+        stages.check("deployer", name)
         self.deployer = Stage(name, kw)
 
     def plan(self, entry: Any = None, *, settings: settings_mod.Settings | None = None,

@@ -6,7 +6,7 @@ running them. `config.run`, `TrainJob`, `PredictionEndpoint` and every `fair` co
     res = execute(p, wait=True)         # package -> build -> deploy (-> wait): a RunResult
 
 Serving is not a second pipeline: an entry packaged by the `serve` preprocessor (a model class)
-goes to a deployer that serves (registry.deployers(serves=True)); the context carries a typed
+goes to a deployer that serves (stages.deployers(serves=True)); the context carries a typed
 ServeSpec that the serving deployers read. A KServe runtime (`model_format=`) needs no image:
 the plan then has no preprocessor and no builder."""
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from . import registry, runtime
+from . import runtime, stages
 from . import settings as settings_mod
 from .context import BuildContext, BuiltImage, pod_template
 from .errors import BuildError, ConfigError, DeployError
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .publish.target import Target
 
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
-# The stages `plan` picks when nobody named one (rows of fairing.registry). Choosing is this
+# The stages `plan` picks when nobody named one (rows of fairing.stages). Choosing is this
 # module's job; every other fact about a stage is in the table or on its class.
 PYTHON, NOTEBOOK, FUNCTION, SERVE = "python", "notebook", "function", "serve"
 APPEND, ENGINE_BUILD = "append", "docker"
@@ -99,12 +99,12 @@ class Plan:
 
     @property
     def serving(self) -> bool:
-        return registry.stage("deployer", self.deployer.name).serves and (
+        return stages.stage("deployer", self.deployer.name).serves and (
             self.preprocessor is None or self.preprocessor.name == SERVE)
 
     @property
     def on_cluster(self) -> bool:
-        return registry.stage("deployer", self.deployer.name).where == CLUSTER
+        return stages.stage("deployer", self.deployer.name).where == CLUSTER
 
 
 def guess_preprocessor(entry: Any) -> str:
@@ -150,13 +150,13 @@ def repo_name(name: str) -> str:
 
 def serving_deployer(name: str) -> str:
     """The canonical name of a deployer that serves models; one-line error otherwise."""
-    canon = registry.canonical("deployer", name)
-    if canon not in registry.DEPLOYERS:
+    canon = stages.canonical("deployer", name)
+    if canon not in stages.DEPLOYERS:
         raise ConfigError(f"unknown serving deployer {name!r}",
                           hint="choose one of: serving (Deployment+Service), inferenceservice (KServe), local")
-    if not registry.DEPLOYERS[canon].serves:
+    if not stages.DEPLOYERS[canon].serves:
         raise ConfigError(f"the {name} deployer does not serve models",
-                          hint=f"use --deployer {', '.join(registry.deployers(serves=True))}")
+                          hint=f"use --deployer {', '.join(stages.deployers(serves=True))}")
     return canon
 
 
@@ -166,9 +166,9 @@ def _split(spec: Stage | None) -> tuple[str | None, dict]:
 
 def _choose_deployer(s, d_name, registry_url, serve: bool, notes: list[str]) -> str:
     if d_name:
-        return serving_deployer(d_name) if serve else registry.check("deployer", d_name)
+        return serving_deployer(d_name) if serve else stages.check("deployer", d_name)
     if s.deployer:
-        return serving_deployer(s.deployer) if serve else registry.check("deployer", s.deployer)
+        return serving_deployer(s.deployer) if serve else stages.check("deployer", s.deployer)
     if serve:
         return SERVER if registry_url and cluster_configured(s) else HERE
     if s.schedule:
@@ -191,7 +191,7 @@ def plan(req: Request) -> Plan:
     build_only, prebuilt, deployer = req.build_only, req.prebuilt, req.deployer
     notes: list[str] = []
     pre_name, pre_kw = _split(req.preprocessor)
-    pre_name = registry.check("preprocessor", pre_name or s.preprocessor or guess_preprocessor(entry))
+    pre_name = stages.check("preprocessor", pre_name or s.preprocessor or guess_preprocessor(entry))
     serve = pre_name == SERVE
     b_name, b_kw = _split(req.builder)
     d_name, d_kw = _split(deployer)
@@ -211,7 +211,7 @@ def plan(req: Request) -> Plan:
         else:
             raise ConfigError(f"--schedule needs the cronjob deployer, not {d_name!r}",
                               hint="drop --deployer, or use --deployer cronjob")
-    where = registry.DEPLOYERS[d_name].where
+    where = stages.DEPLOYERS[d_name].where
     runtime_model = serve and bool(d_kw.get("model_format"))  # a KServe runtime: no image at all
     no_build = runtime_model or prebuilt
     if where == CLUSTER and not no_build and not registry_url and not (target and not target.startswith("oci:")):
@@ -250,7 +250,7 @@ def plan(req: Request) -> Plan:
 
     base_image = b_kw.pop("base_image", None) or s.base_image or default_base_image()
     if b_name or s.builder:
-        registry.check("builder", b_name or s.builder)  # a typo fails even when nothing gets built
+        stages.check("builder", b_name or s.builder)  # a typo fails even when nothing gets built
     if no_build:
         b_spec = None
     elif local_mode == "process" and not b_name:
@@ -261,7 +261,7 @@ def plan(req: Request) -> Plan:
             notes.append(f"local process mode: builder {s.builder!r} not used (no registry, no engine)")
         b_spec = None  # the local process runs the materialised context: nothing to build
     else:
-        b_name = registry.check("builder", b_name or s.builder or (APPEND if registry_url or target else ENGINE_BUILD))
+        b_name = stages.check("builder", b_name or s.builder or (APPEND if registry_url or target else ENGINE_BUILD))
         image_base = image_name or "fairing-" + (name if serve and name else entry_name(entry))
         if not target:
             if registry_url:
@@ -280,10 +280,10 @@ def plan(req: Request) -> Plan:
         # Parsed once, here, for the kinds this builder can publish to; every stage after gets the value.
         from .publish.target import parse
 
-        target = parse(target, builder=b_name, accepts=registry.load("builder", b_name).accepts_for(b_kw))
+        target = parse(target, builder=b_name, accepts=stages.load("builder", b_name).accepts_for(b_kw))
 
     # The deployer class says which settings it reads (namespace, queue, schedule, pod options...).
-    d_cls = registry.load("deployer", d_name)
+    d_cls = stages.load("deployer", d_name)
     d_kw = d_cls.options_from_settings(s, d_kw)
     check_deployer_settings(s, d_name, d_cls, notes)
 
@@ -308,7 +308,7 @@ def prepare(p: Plan, progress: Progress, *, extra_files: Mapping[str, bytes] | N
         return None
     name, kw = p.preprocessor.name, p.preprocessor.options
     with progress.stage("package") as st:
-        pre = registry.load("preprocessor", name)(**kw)
+        pre = stages.load("preprocessor", name)(**kw)
         ctx = pre.prepare(p.entry, **p.prepare_kw)
         from .skew import check_context
 
@@ -322,7 +322,7 @@ def prepare(p: Plan, progress: Progress, *, extra_files: Mapping[str, bytes] | N
 
 
 def make_builder(p: Plan):
-    return registry.load("builder", p.builder.name)(**p.builder.options)
+    return stages.load("builder", p.builder.name)(**p.builder.options)
 
 
 def make_deployer(p: Plan, variant: Variant | None = None):
@@ -335,7 +335,7 @@ def make_deployer(p: Plan, variant: Variant | None = None):
         if variant.name:
             kw["name"] = variant.name
         kw.update(variant.options)
-    return registry.load("deployer", p.deployer.name)(**kw)
+    return stages.load("deployer", p.deployer.name)(**kw)
 
 
 def context_image(ctx: BuildContext) -> BuiltImage:
@@ -410,10 +410,10 @@ def check_deployer_settings(s: settings_mod.Settings, d_name: str, cls: type, no
         if s.source("queue") not in ("cli", "argument"):
             notes.append(f"queue {s.queue!r} ({s.source('queue')}) not used: the {d_name} deployer is not queued")
         else:
-            queueable = [n for n, c in registry.deployer_classes() if c.queueable()]
+            queueable = [n for n, c in stages.deployer_classes() if c.queueable()]
             raise ConfigError(f"--queue needs a training deployer that Kueue can hold, not {d_name!r}",
                               hint=f"use --deployer {' / '.join(queueable)}, or drop --queue")
-    for owner, other in registry.deployer_classes():
+    for owner, other in stages.deployer_classes():
         for key in other.own_settings:
             if s[key] is not None and key not in cls.own_settings:
                 what = f" ({other.title})" if other.title else ""

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 @dataclass(frozen=True)
 class Stage:
-    """A stage chosen by name (a row of fairing.registry) and the options it is made with."""
+    """A stage chosen by name (a row of fairing.stages) and the options it is made with."""
 
     name: str | None  # None: let the plan choose, with these options (e.g. builder_options only)
     options: Mapping[str, Any] = field(default_factory=dict)

@@ -40,7 +40,7 @@ class PredictionEndpoint:
                  image=None, out: Callable[[str], None] | None = print, settings=None,
                  progress: bool | None = None, **deployer_options):
         from . import pipeline
-        from . import registry as stages
+        from . import stages
         from .preprocessors.serve import check_name, default_name
 
         # KServe's own runtimes (deployer="inferenceservice", model_format="sklearn") need no image.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from fairing import checks, pipeline, registry
+from fairing import checks, pipeline, stages
 from fairing import settings as settings_mod
 from fairing.deployers.k8s.base import KubeDeployer
 from fairing.deployers.queue import QUEUE_LABEL
@@ -33,9 +33,9 @@ class TinyDeployer(KubeDeployer):
 
 @pytest.fixture
 def tiny(monkeypatch):
-    rows = {**registry.DEPLOYERS, "tiny": registry.Entry(f"{__name__}:TinyDeployer", "cluster")}
-    monkeypatch.setattr(registry, "DEPLOYERS", rows)
-    monkeypatch.setitem(registry.KINDS, "deployer", rows)
+    rows = {**stages.DEPLOYERS, "tiny": stages.Entry(f"{__name__}:TinyDeployer", "cluster")}
+    monkeypatch.setattr(stages, "DEPLOYERS", rows)
+    monkeypatch.setitem(stages.KINDS, "deployer", rows)
 
 
 def settings(**values):
@@ -60,7 +60,7 @@ def test_the_table_row_and_the_class_are_all_the_pipeline_needs(tiny, tmp_path):
 def test_its_facts_reach_the_checks_and_the_other_deployers_hints(tiny, tmp_path):
     script = tmp_path / "train.py"
     script.write_text("print('hi')\n")
-    assert registry.aliases()["mini"] == "tiny"
+    assert stages.aliases()["mini"] == "tiny"
     assert set(TinyDeployer.cluster_only()) <= set(checks.cluster_only())
     with pytest.raises(ConfigError) as e:  # a queue given to a deployer Kueue cannot hold
         pipeline.plan(Request(str(script), settings(deployer="pod", queue="q")))

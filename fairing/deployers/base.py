@@ -139,7 +139,7 @@ class Deployer:
         check_options(self.deployer_name, kind_specific, self.kind_options)
         if queue is not None:  # a Kueue LocalQueue (fairing.deployers.queue)
             if not self.queueable():
-                from ..registry import deployer_classes
+                from ..stages import deployer_classes
 
                 names = [n for n, c in deployer_classes() if c.queueable()]
                 raise ConfigError(f"the {self.deployer_name} deployer cannot submit to a Kueue queue",

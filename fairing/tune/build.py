@@ -23,17 +23,17 @@ BACKENDS = ("katib", "jobs", "local")
 def backend_deployer(backend: str) -> str:
     """The deployer a backend's trials run on: the first whose class lists the backend in its
     `tune_backends` (Katib's trialSpec is the Job manifest too)."""
-    from .. import registry
+    from .. import stages
 
-    return next(name for name, cls in registry.deployer_classes() if backend in cls.tune_backends)
+    return next(name for name, cls in stages.deployer_classes() if backend in cls.tune_backends)
 
 
 def deployer_backend(deployer: str) -> str | None:
     """The backend a deployer the user named implies (its class's first `tune_backends`), or None:
     that deployer cannot run trials (yet)."""
-    from .. import registry
+    from .. import stages
 
-    backends = registry.load("deployer", deployer).tune_backends if deployer in registry.DEPLOYERS else ()
+    backends = stages.load("deployer", deployer).tune_backends if deployer in stages.DEPLOYERS else ()
     return backends[0] if backends else None
 
 
@@ -90,7 +90,7 @@ def plan(entry: Any, settings: Any, space: Mapping[str, Param], objective: str, 
          name: str | None = None, args: list[str] | None = None, job_options: Mapping[str, Any] | None = None):
     """The pipeline plan of the one build: the entry (a function wrapped to read its parameters)
     packaged by its preprocessor, built by the configured builder, with the backend's deployer."""
-    from .. import pipeline, registry
+    from .. import pipeline, stages
     from .trialfn import make_trial_function
 
     if settings.schedule:
@@ -98,7 +98,7 @@ def plan(entry: Any, settings: Any, space: Mapping[str, Param], objective: str, 
                           hint="drop --schedule / schedule: for fair tune")
     deployer = backend_deployer(backend)
     d_kw: dict[str, Any] = {}
-    if registry.stage("deployer", deployer).where == "cluster":
+    if stages.stage("deployer", deployer).where == "cluster":
         # A failed trial is a result, not something to retry.
         d_kw = {"backoff_limit": 0, **dict(job_options or {})}
     preprocessor = None

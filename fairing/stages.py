@@ -1,4 +1,5 @@
-"""The one table of pipeline stages by name, loaded lazily so `import fairing` stays light.
+"""The one table of pipeline stages by name, loaded lazily so `import fairing` stays light. (Named
+`stages`, not `registry`: a registry is where images go, fairing.oci.registry.)
 
 A deployer's row also says where it runs ("cluster" or "local") and whether it serves models, so
 the pipeline, `fair list` and the CLI's help read these facts here, without importing anything.
