@@ -20,6 +20,7 @@ from . import pipeline
 from . import settings as settings_mod
 from .errors import ConfigError
 from .progress import Progress
+from .request import Request, Stage
 
 __all__ = ["TrainJob", "PredictionEndpoint"]
 
@@ -69,17 +70,17 @@ class TrainJob:
 
     def plan(self) -> pipeline.Plan:
         s = self.settings
-        pre = (s.preprocessor or pipeline.guess_preprocessor(self.entry_point), self._pre_kw)
+        pre = Stage(s.preprocessor or pipeline.guess_preprocessor(self.entry_point), self._pre_kw)
         # builder_options apply to the default builder too (the plan picks it when the name is None).
-        builder = (s.builder, self._builder_kw) if s.builder or self._builder_kw else None
-        deployer = (s.deployer, self._deployer_kw) if s.deployer else None
+        builder = Stage(s.builder, self._builder_kw) if s.builder or self._builder_kw else None
+        deployer = Stage(s.deployer, self._deployer_kw) if s.deployer else None
         prepare_kw = {}
-        if pre[0] == "function":
+        if pre.name == "function":
             prepare_kw = {"args": self.args, "kwargs": self.kwargs}
         elif self.args:
             prepare_kw = {"args": [str(a) for a in self.args]}
-        return pipeline.plan(self.entry_point, s, preprocessor=pre, builder=builder, deployer=deployer,
-                             prepare_kw=prepare_kw, name=self.name)
+        return pipeline.plan(Request(self.entry_point, s, preprocessor=pre, builder=builder, deployer=deployer,
+                                     prepare=prepare_kw, name=self.name))
 
     def dry_run(self) -> dict:
         """The build plan and the manifests, without building or applying anything."""

@@ -10,8 +10,16 @@ from typing import Any, Mapping, Sequence
 
 from .errors import ConfigError
 
-# Options that only mean something to a cluster deployer.
-CLUSTER_ONLY = ("namespace", "context", "queue", "nodes", "procs_per_node", "runtime")
+def cluster_only() -> list[str]:
+    """Options that only mean something to a cluster deployer, as the cluster deployer classes
+    declare them (`Deployer.cluster_only`: namespace, context, queue, the trainjob options...)."""
+    from . import stages
+
+    out: list[str] = []
+    for name, cls in stages.deployer_classes():
+        if stages.stage("deployer", name).where == "cluster":
+            out += [k for k in cls.cluster_only() if k not in out]
+    return out
 
 
 def option_name(settings: Any, key: str) -> str:
@@ -53,7 +61,7 @@ def unused_cluster_options(settings: Any, *, local_mode: str | None) -> None:
     """The deployer fell back to local because no cluster was found: refuse options that only a
     cluster would use (and a registry a local process would not use), naming them and the fix.
     `local_mode` None: called before the engine probe (only namespace/context can be judged)."""
-    unused = [k for k in CLUSTER_ONLY if settings.get(k)]
+    unused = [k for k in cluster_only() if settings.get(k)]
     if not unused and not (settings.get("registry") and local_mode == "process"):
         return  # a registry alone still serves a local container run (the image is pushed there)
     if settings.get("registry"):
@@ -77,7 +85,7 @@ def typed(settings: Any, key: str) -> bool:
 def unused_local_options(settings: Any, *, local_mode: str | None) -> None:
     """The local deployer was chosen explicitly: refuse cluster options typed for this run, and a
     registry a local process would not push to (`local_mode` None: before the engine probe)."""
-    names = [option_name(settings, k) for k in CLUSTER_ONLY if typed(settings, k)]
+    names = [option_name(settings, k) for k in cluster_only() if typed(settings, k)]
     if names:
         listed = " and ".join(names)
         raise ConfigError(f"{listed} {'means' if len(names) == 1 else 'mean'} nothing to the local deployer "

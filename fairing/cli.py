@@ -17,7 +17,7 @@ from typing import Annotated, Any, Callable, List, Optional
 
 import typer
 
-from . import __version__, registry
+from . import __version__, stages
 from .errors import ConfigError, FairingError
 from .kfp import cli as export_cli
 from .runs import cli as runs_cli
@@ -58,7 +58,7 @@ SETTING_OPTIONS = [
     _param("base_image", Annotated[Optional[str], _opt("--base-image", help="image to add the code to")]),
     _param("registry", Annotated[Optional[str], _opt("--registry", help="push images here, e.g. 127.0.0.1:5000/team")]),
     _param("image_name", Annotated[Optional[str], _opt("--image-name", help="repository name for the image")]),
-    _param("deployer", Annotated[Optional[str], _opt("--deployer", help=", ".join(registry.DEPLOYERS))]),
+    _param("deployer", Annotated[Optional[str], _opt("--deployer", help=", ".join(stages.DEPLOYERS))]),
     _param("namespace", Annotated[Optional[str], _opt("--namespace", "-n", help="Kubernetes namespace")]),
     _param("context", Annotated[Optional[str], _opt("--context", help="kubeconfig context")]),
     _param("kubeconfig", Annotated[Optional[str], _opt("--kubeconfig", help="kubeconfig file")]),
@@ -200,17 +200,17 @@ def build(entry: Annotated[str, typer.Argument(help="a .py file, a directory or 
           target: Annotated[Optional[str], typer.Option("--target", help="full image name, or oci:DIR for an OCI layout")] = None,
           opts: Any = None) -> None:
     from . import pipeline
+    from .request import Request, Stage
 
     s = opts.settings()
-    p = pipeline.plan(_entry(entry), s, builder=(s.builder, {"target": target}) if target else None,
-                      build_only=True)
+    p = pipeline.plan(Request(_entry(entry), s, builder=Stage(s.builder, {"target": target}) if target else None,
+                              build_only=True))
     if p.builder is None:
         raise ConfigError("nothing to build into: no registry and no container engine",
                           hint="pass --registry HOST/PATH, --target oci:DIR, or start Docker/Podman")
     progress = opts.progress()
     if opts.dry_run:
-        ctx = pipeline.prepare(p, progress)
-        _print_plan({"mode": "build", "build": pipeline.make_builder(p).plan(ctx, p.target), "manifests": []}, opts)
+        _print_plan(pipeline.dry_run(p, progress, build_only=True), opts)
         return
     image, run = pipeline.build_recorded(p, progress)
     if opts.json:
@@ -231,31 +231,28 @@ def train(entry: Annotated[str, typer.Argument(help="a .py file, a directory or 
           keep: Annotated[bool, typer.Option("--keep", help="keep a finished local container for `fair logs`")] = False,
           opts: Any = None) -> None:
     from . import pipeline
+    from .request import CLEANUP_NEVER, CLEANUP_ON_SUCCESS, Request, Wait
 
     s = opts.settings()
     prepare_kw = {"args": list(args)} if args else {}
-    p = pipeline.plan(_entry(entry), s, prepare_kw=prepare_kw, name=name)
+    p = pipeline.plan(Request(_entry(entry), s, prepare=prepare_kw, name=name))
     progress = opts.progress()
     if opts.dry_run:
         _print_plan(pipeline.dry_run(p, progress), opts)
         return
-    local = p.deployer[0] == "local"
+    local_mode = p.deployer.options.get("mode") if p.deployer.name == "local" else None
     if not opts.json:
         _info(f"fair: mode: {_mode_sentence(p)}")
-    if detach and local and p.deployer[1].get("mode") == "process":
+    if detach and local_mode == "process":
         raise ConfigError("--detach needs a container engine or a cluster: a local process ends with this command",
                           hint="drop --detach, or start Docker/Podman / configure a registry and cluster")
     # Logs go to stdout, except with --output json, where stdout holds only the JSON document.
-    on_log = None if detach else (_info if opts.json else _out)
-    res = pipeline.execute(p, progress, wait=False, settle_later=False)
+    # A finished local container is removed unless --keep (cluster workloads stay for `fair logs`).
+    wait = None if detach else Wait(on_log=_info if opts.json else _out,
+                                    cleanup=CLEANUP_ON_SUCCESS if local_mode == "container" and not keep else CLEANUP_NEVER)
+    res = pipeline.execute(p, progress, wait=wait)
     handle = res.handle
-    status = "Deployed"
-    if not detach:
-        try:
-            status = pipeline.wait_for(handle, progress, timeout=s.timeout, on_log=on_log, run=res.run)
-        finally:
-            if local and not keep and getattr(handle, "mode", None) == "container" and handle.status() == "Succeeded":
-                handle.delete()
+    status = res.status or "Deployed"
     if opts.json:
         out = res.as_dict()
         out["status"] = status
@@ -268,7 +265,7 @@ def train(entry: Annotated[str, typer.Argument(help="a .py file, a directory or 
 
 
 def _mode_sentence(p) -> str:
-    name, kw = p.deployer
+    name, kw = p.deployer.name, p.deployer.options
     if name == "local":
         from .checks import local_mode_sentence
 
@@ -306,7 +303,7 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
                   out=None if opts.json else _info)
     if opts.dry_run:
         p = ep.plan()
-        mode = "local container" if p.deployer[0] == "local" else p.mode
+        mode = "local container" if p.deployer.name == "local" else p.mode
         _print_plan({"mode": mode, "build": {"model": model, "name": ep.name}, "manifests": ep.render()}, opts)
         return
     ep.create()

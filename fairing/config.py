@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from . import pipeline, registry, runtime
+from . import pipeline, runtime, stages
 from . import settings as settings_mod
-from .errors import FairingError
 from .pipeline import Plan, RunResult
 from .progress import Progress
+from .request import CLEANUP_ON_SUCCESS, Request, Stage, Wait
 
 __all__ = ["Config", "RunResult", "set_preprocessor", "set_builder", "set_deployer", "reset", "run", "fn"]
 
@@ -37,21 +37,21 @@ class Config:
         self.reset()
 
     def reset(self) -> None:
-        self.preprocessor: tuple[str, dict] | None = None
-        self.builder: tuple[str, dict] | None = None
-        self.deployer: tuple[str, dict] | None = None
+        self.preprocessor: Stage | None = None
+        self.builder: Stage | None = None
+        self.deployer: Stage | None = None
 
     def set_preprocessor(self, name: str, **kw: Any) -> None:
-        registry.check("preprocessor", name)
-        self.preprocessor = (name, kw)
+        stages.check("preprocessor", name)
+        self.preprocessor = Stage(name, kw)
 
     def set_builder(self, name: str, **kw: Any) -> None:
-        registry.check("builder", name)
-        self.builder = (name, kw)
+        stages.check("builder", name)
+        self.builder = Stage(name, kw)
 
     def set_deployer(self, name: str, **kw: Any) -> None:
-        registry.check("deployer", name)
-        self.deployer = (name, kw)
+        stages.check("deployer", name)
+        self.deployer = Stage(name, kw)
 
     def plan(self, entry: Any = None, *, settings: settings_mod.Settings | None = None,
              prepare_kw: Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
@@ -61,14 +61,14 @@ class Config:
         pre = self.preprocessor
         if entry is None and pre is not None:
             # set_preprocessor("python", executable="train.py") style: the entry is one of its options
-            kw = dict(pre[1])
+            kw = dict(pre.options)
             for key in ("entry", "entry_point", "path", "notebook_file", "function"):
                 if key in kw:
                     entry = kw.pop(key)
                     break
-            pre = (pre[0], kw)
-        return pipeline.plan(entry, s, preprocessor=pre, builder=self.builder, deployer=self.deployer,
-                             prepare_kw=prepare_kw)
+            pre = Stage(pre.name, kw)
+        return pipeline.plan(Request(entry, s, preprocessor=pre, builder=self.builder, deployer=self.deployer,
+                                     prepare=dict(prepare_kw or {})))
 
     def run(self, entry: Any = None, *, wait: bool = False, progress: Progress | None = None,
             **overrides: Any) -> RunResult:
@@ -88,36 +88,18 @@ class Config:
         def remote(*args: Any, **kwargs: Any) -> Any:
             if runtime.in_runtime():
                 return f(*args, **kwargs)
-            pre = self.preprocessor if self.preprocessor and self.preprocessor[0] == "function" else None
+            pre = self.preprocessor if self.preprocessor and self.preprocessor.name == "function" else None
             s = settings_mod.load()
             if overrides:
                 s = s.with_overrides(overrides)
-            p = pipeline.plan(f, s, preprocessor=pre or ("function", {}), builder=self.builder,
-                              deployer=self.deployer, prepare_kw={"args": args, "kwargs": kwargs})
-            progress = Progress()
-            res = pipeline.execute(p, progress, wait=False, settle_later=False)
-            handle = res.handle
-            pipeline.wait_for(handle, progress, timeout=s.timeout, run=res.run, finish=False)
-            try:
-                value = handle.result()
-            except BaseException as e:
-                res.run.fail(e)
-                raise
-            from .runs.hook import local_outputs
-
-            res.run.finish("Succeeded", result=value, has_result=True, files=local_outputs(handle))
-            # Clean up only after success: a failed workload stays for `fair logs NAME`.
-            _cleanup(handle)
-            return value
+            p = pipeline.plan(Request(f, s, preprocessor=pre or Stage("function"), builder=self.builder,
+                                      deployer=self.deployer, prepare={"args": args, "kwargs": kwargs}))
+            # The return value is the point: one that cannot be read fails the run. Cleaned up
+            # only after success: a failed workload stays for `fair logs NAME`.
+            res = pipeline.execute(p, Progress(), wait=Wait(result="required", cleanup=CLEANUP_ON_SUCCESS))
+            return res.value
 
         return remote
-
-
-def _cleanup(handle: Any) -> None:
-    try:
-        handle.delete()
-    except FairingError:
-        pass  # the result is what the caller asked for; a failed cleanup is not worth hiding it
 
 
 _config = Config()

@@ -1,10 +1,11 @@
 """The values that flow through the pipeline: preprocessor -> BuildContext -> builder -> BuiltImage
--> deployer -> Handle. Plain frozen dataclasses so each stage is testable on its own."""
+-> deployer -> Handle (the one Handle interface is fairing.deployers.base.Handle). Plain frozen
+dataclasses so each stage is testable on its own."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping, Protocol, Union
+from typing import Any, Mapping, Union
 
 # A file in the build context comes from disk (Path) or is generated (bytes: pickles, shims).
 Source = Union[Path, bytes]
@@ -70,19 +71,6 @@ class BuiltImage:
     context: BuildContext | None = None
     # The requirements as pip resolved them ("name==version"), when the builder knows (append).
     resolved_requirements: tuple[str, ...] = ()
-
-
-class Handle(Protocol):
-    """What every deployer returns."""
-
-    name: str
-
-    def status(self) -> str: ...
-    def wait(self, timeout: float | None = None) -> str: ...
-    def logs(self, follow: bool = False): ...
-    def result(self) -> Any: ...
-    def delete(self) -> None: ...
-    def manifests(self) -> list[dict]: ...
 
 
 def write_context(ctx: BuildContext, root: Path) -> Path:

@@ -45,6 +45,11 @@ class DeployError(FairingError):
 
 
 # --- kinds of remote failure (no exit code of their own: the stage class gives it) ---------------
+class WaitTimeout(DeployError):
+    """The workload did not reach a final state in time (it is left running). Every handle's
+    wait() raises it, cluster or local."""
+
+
 class TransportError(FairingError):
     """A remote service failed at the connection or HTTP level."""
 

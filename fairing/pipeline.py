@@ -6,7 +6,7 @@ running them. `config.run`, `TrainJob`, `PredictionEndpoint` and every `fair` co
     res = execute(p, wait=True)         # package -> build -> deploy (-> wait): a RunResult
 
 Serving is not a second pipeline: an entry packaged by the `serve` preprocessor (a model class)
-goes to a deployer that serves (registry.deployers(serves=True)); the context carries a typed
+goes to a deployer that serves (stages.deployers(serves=True)); the context carries a typed
 ServeSpec that the serving deployers read. A KServe runtime (`model_format=`) needs no image:
 the plan then has no preprocessor and no builder."""
 from __future__ import annotations
@@ -17,17 +17,27 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from . import registry, runtime
+from . import runtime, stages
 from . import settings as settings_mod
 from .context import BuildContext, BuiltImage
 from .deployers.template import pod_template
 from .errors import BuildError, ConfigError, DeployError
 from .progress import Progress, human_bytes
+from .request import Request, Stage, Variant, Wait
+from .runhandle import log_lines  # noqa: F401 - importable from here, where the CLI finds it
+
+if TYPE_CHECKING:
+    from .publish.target import Target
 
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
-SERVE = "serve"
+# The stages `plan` picks when nobody named one (rows of fairing.stages). Choosing is this
+# module's job; every other fact about a stage is in the table or on its class.
+PYTHON, NOTEBOOK, FUNCTION, SERVE = "python", "notebook", "function", "serve"
+APPEND, ENGINE_BUILD = "append", "docker"
+BATCH, SCHEDULED, SERVER, HERE = "job", "cronjob", "serving", "local"
+CLUSTER = "cluster"  # a deployer row's `where`: the other value is HERE
 
 
 # --- the result --------------------------------------------------------------------------------
@@ -43,6 +53,8 @@ class RunResult:
     plan: dict | None = None  # dry run: {"build": ..., "manifests": [...]}
     stages: list[dict] = field(default_factory=list)
     run: Any = None  # the run record (fairing.runs.record.Run); None for dry runs
+    status: str | None = None  # how the workload ended, when execute waited for it
+    value: Any = None  # the function's return value, when execute waited with Wait(result=...)
 
     def __iter__(self):
         return iter((self.image, self.handle))
@@ -64,18 +76,20 @@ class RunResult:
 
 # --- the plan: which stages, with which options -------------------------------------------------
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
+    """What `plan` chose: the three stages with their final options, and the parsed target."""
+
     entry: Any
     settings: settings_mod.Settings
-    preprocessor: tuple[str, dict] | None  # None: nothing to package (a KServe runtime)
-    builder: tuple[str, dict] | None       # None: no image (local process mode, KServe runtime)
-    target: str | None
-    deployer: tuple[str, dict]
+    preprocessor: Stage | None  # None: nothing to package (a KServe runtime)
+    builder: Stage | None       # None: no image (local process mode, KServe runtime)
+    target: Target | None       # where the image goes (fairing.publish.target), parsed once
+    deployer: Stage
     mode: str
-    prepare_kw: dict = field(default_factory=dict)  # passed to prepare(entry, **prepare_kw)
+    prepare_kw: Mapping[str, Any] = field(default_factory=dict)  # passed to prepare(entry, **prepare_kw)
     name: str | None = None
-    notes: list[str] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
     # An error found while planning that must not come before the local checks (a missing engine
     # for an explicit --local-mode container): raised once the entry has been packaged.
     deferred: Exception | None = None
@@ -86,22 +100,22 @@ class Plan:
 
     @property
     def serving(self) -> bool:
-        return registry.stage("deployer", self.deployer[0]).serves and (
-            self.preprocessor is None or self.preprocessor[0] == SERVE)
+        return stages.stage("deployer", self.deployer.name).serves and (
+            self.preprocessor is None or self.preprocessor.name == SERVE)
 
     @property
     def on_cluster(self) -> bool:
-        return registry.stage("deployer", self.deployer[0]).where == "cluster"
+        return stages.stage("deployer", self.deployer.name).where == CLUSTER
 
 
 def guess_preprocessor(entry: Any) -> str:
     if callable(entry) and not isinstance(entry, (str, os.PathLike)):
-        return "function"
+        return FUNCTION
     if entry is None:
-        return "notebook" if runtime.in_notebook() else "python"
+        return NOTEBOOK if runtime.in_notebook() else PYTHON
     if str(entry).endswith(".ipynb"):
-        return "notebook"
-    return "python"
+        return NOTEBOOK
+    return PYTHON
 
 
 def cluster_configured(settings: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> bool:
@@ -135,78 +149,52 @@ def repo_name(name: str) -> str:
     return re.sub(r"[^a-z0-9._/-]+", "-", name.lower()).strip("-._/") or "fairing-job"
 
 
-def mutators_from(s: Mapping[str, Any]) -> list[Callable]:
-    """Pod options from settings (--cpu/--memory/--gpus/--env), as the shared pod mutators."""
-    if not any(s.get(k) for k in ("cpu", "memory", "gpus", "env", "node_selector", "tolerations")):
-        return []
-    from .deployers import pod
-
-    out = []
-    if s.get("cpu"):
-        out.append(pod.cpu(s["cpu"]))
-    if s.get("memory"):
-        out.append(pod.memory(s["memory"]))
-    if s.get("gpus"):
-        out.append(pod.gpu(s["gpus"]))
-    if s.get("env"):
-        out.append(pod.env(dict(s["env"])))
-    if s.get("node_selector"):
-        out.append(pod.node_selector(dict(s["node_selector"])))
-    for item in s.get("tolerations") or ():
-        taint, _, effect = item.partition(":")
-        key, eq, value = taint.partition("=")
-        out.append(pod.toleration(key.strip(), value.strip() if eq else None, effect=effect or "NoSchedule"))
-    return out
-
-
 def serving_deployer(name: str) -> str:
     """The canonical name of a deployer that serves models; one-line error otherwise."""
-    canon = registry.canonical("deployer", name)
-    if canon not in registry.DEPLOYERS:
+    canon = stages.canonical("deployer", name)
+    if canon not in stages.DEPLOYERS:
         raise ConfigError(f"unknown serving deployer {name!r}",
                           hint="choose one of: serving (Deployment+Service), inferenceservice (KServe), local")
-    if not registry.DEPLOYERS[canon].serves:
+    if not stages.DEPLOYERS[canon].serves:
         raise ConfigError(f"the {name} deployer does not serve models",
-                          hint=f"use --deployer {', '.join(registry.deployers(serves=True))}")
+                          hint=f"use --deployer {', '.join(stages.deployers(serves=True))}")
     return canon
 
 
-def _split(spec: tuple[str, dict] | None) -> tuple[str | None, dict]:
-    return (spec[0], dict(spec[1])) if spec else (None, {})
+def _split(spec: Stage | None) -> tuple[str | None, dict]:
+    return (spec.name, dict(spec.options)) if spec else (None, {})
 
 
 def _choose_deployer(s, d_name, registry_url, serve: bool, notes: list[str]) -> str:
     if d_name:
-        return serving_deployer(d_name) if serve else registry.check("deployer", d_name)
+        return serving_deployer(d_name) if serve else stages.check("deployer", d_name)
     if s.deployer:
-        return serving_deployer(s.deployer) if serve else registry.check("deployer", s.deployer)
+        return serving_deployer(s.deployer) if serve else stages.check("deployer", s.deployer)
     if serve:
-        return "serving" if registry_url and cluster_configured(s) else "local"
+        return SERVER if registry_url and cluster_configured(s) else HERE
     if s.schedule:
-        return "cronjob"
+        return SCHEDULED
     if registry_url and cluster_configured(s):
-        return "job"
+        return BATCH
     if registry_url:
         notes.append("no kubeconfig found: running locally (set --deployer job to use a cluster)")
     elif cluster_configured(s):
         notes.append("no registry configured: running locally (set --registry to use the cluster)")
-    return "local"
+    return HERE
 
 
-def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str, dict] | None = None,
-         builder: tuple[str, dict] | None = None, deployer: tuple[str, dict] | None = None,
-         prepare_kw: Mapping[str, Any] | None = None, name: str | None = None,
-         build_only: bool = False, prebuilt: bool = False) -> Plan:
-    """Choose the three stages (with `build_only`, for `fair build`: always an image; with
-    `prebuilt`, an image exists already: nothing to package or build). Explicit (name, kwargs)
-    pairs win over settings; settings over guesses. Only validates; nothing is built or contacted
-    except a quick engine probe for the local deployer."""
-    s = settings
+def plan(req: Request) -> Plan:
+    """Choose the three stages for a request (with `build_only`, for `fair build`: always an image;
+    with `prebuilt`, an image exists already: nothing to package or build). Explicit stages win
+    over settings; settings over guesses. Only validates; nothing is built or contacted except a
+    quick engine probe for the local deployer."""
+    s, entry, name = req.settings, req.entry, req.name
+    build_only, prebuilt, deployer = req.build_only, req.prebuilt, req.deployer
     notes: list[str] = []
-    pre_name, pre_kw = _split(preprocessor)
-    pre_name = registry.check("preprocessor", pre_name or s.preprocessor or guess_preprocessor(entry))
+    pre_name, pre_kw = _split(req.preprocessor)
+    pre_name = stages.check("preprocessor", pre_name or s.preprocessor or guess_preprocessor(entry))
     serve = pre_name == SERVE
-    b_name, b_kw = _split(builder)
+    b_name, b_kw = _split(req.builder)
     d_name, d_kw = _split(deployer)
     registry_url = b_kw.pop("registry", None) or s.registry
     if registry_url and "://" in registry_url:
@@ -216,17 +204,18 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
     image_name = b_kw.pop("image_name", None) or s.image_name
     target = b_kw.pop("target", None)
 
+    d_name_given = d_name is not None
     d_name = _choose_deployer(s, d_name, registry_url, serve, notes)
-    if s.schedule and not serve and d_name != "cronjob":
-        if d_name == "job" or not s.is_set("deployer") and not deployer:
-            d_name = "cronjob"
+    if s.schedule and not serve and d_name != SCHEDULED:
+        if d_name == BATCH or not s.is_set("deployer") and not d_name_given:
+            d_name = SCHEDULED
         else:
             raise ConfigError(f"--schedule needs the cronjob deployer, not {d_name!r}",
                               hint="drop --deployer, or use --deployer cronjob")
-    where = registry.DEPLOYERS[d_name].where
+    where = stages.DEPLOYERS[d_name].where
     runtime_model = serve and bool(d_kw.get("model_format"))  # a KServe runtime: no image at all
     no_build = runtime_model or prebuilt
-    if where == "cluster" and not no_build and not registry_url and not (target and not target.startswith("oci:")):
+    if where == CLUSTER and not no_build and not registry_url and not (target and not target.startswith("oci:")):
         what = "no registry: the" if serve else "the"
         raise ConfigError(f"{what} {d_name} deployer needs a registry the cluster can pull from",
                           hint="pass --registry HOST[:PORT]/PATH (or set registry in fairing.yaml), "
@@ -234,13 +223,13 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
 
     mode = f"{d_name} on cluster"
     local_mode = engine = deferred = None
-    if where == "local" and build_only and (registry_url or target):
+    if where == HERE and build_only and (registry_url or target):
         local_mode = mode = "build"  # the image goes to the registry/target; nothing runs here
-    elif where == "local":
+    elif where == HERE:
         from .checks import unused_cluster_options, unused_local_options
         from .deployers.local import resolve_mode
 
-        fell_back = not s.deployer and not deployer  # local because no cluster was found, not chosen
+        fell_back = not s.deployer and not d_name_given  # local because no cluster was found, not chosen
         # No option silently dropped; judged before the engine probe (nothing contacted yet), and
         # again after it for a registry that a local process would not push to.
         refuse = unused_cluster_options if fell_back else unused_local_options
@@ -262,7 +251,7 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
 
     base_image = b_kw.pop("base_image", None) or s.base_image or default_base_image()
     if b_name or s.builder:
-        registry.check("builder", b_name or s.builder)  # a typo fails even when nothing gets built
+        stages.check("builder", b_name or s.builder)  # a typo fails even when nothing gets built
     if no_build:
         b_spec = None
     elif local_mode == "process" and not b_name:
@@ -273,81 +262,83 @@ def plan(entry: Any, settings: settings_mod.Settings, *, preprocessor: tuple[str
             notes.append(f"local process mode: builder {s.builder!r} not used (no registry, no engine)")
         b_spec = None  # the local process runs the materialised context: nothing to build
     else:
-        b_name = registry.check("builder", b_name or s.builder or ("append" if registry_url or target else "docker"))
+        b_name = stages.check("builder", b_name or s.builder or (APPEND if registry_url or target else ENGINE_BUILD))
         image_base = image_name or "fairing-" + (name if serve and name else entry_name(entry))
         if not target:
             if registry_url:
                 target = registry_url.rstrip("/") + "/" + repo_name(image_base)
-            elif b_name == "docker":
+            elif b_name == ENGINE_BUILD:
                 # No registry: keep the image in the local engine (the local deployer runs it there).
                 target = "localhost/" + repo_name(image_base)
                 b_kw.setdefault("push", False)
             else:
                 raise ConfigError(f"the {b_name} builder needs somewhere to put the image",
                                   hint="pass --registry HOST[:PORT]/PATH")
-        if b_name == "docker":
+        if b_name == ENGINE_BUILD:
             b_kw.setdefault("docker_host", engine or s.docker_host)
         if b_name == "append" and s.ca_file:
             b_kw.setdefault("ca_file", s.ca_file)
         b_kw["base_image"] = base_image
-        b_spec = (b_name, b_kw)
+        b_spec = Stage(b_name, b_kw)
+        # Parsed once, here, for the kinds this builder can publish to; every stage after gets the value.
+        from .publish.target import parse
 
-    if where == "cluster":
-        for key in ("namespace", "context", "kubeconfig"):
-            if s[key] and key not in d_kw:
-                d_kw[key] = s[key]
-        if d_name == "cronjob" and "schedule" not in d_kw:
-            if not s.schedule:
-                raise ConfigError("the cronjob deployer needs a schedule", hint='pass --schedule "0 3 * * *"')
-            d_kw["schedule"] = s.schedule
-    queue_and_nodes(s, d_name, d_kw, notes)
-    # Options from settings (cpu, memory, env, node_selector, ...) and the caller's own mutators
-    # both apply: deployer_options={"mutators": [...]} must not silently drop resources={...}.
-    d_kw["mutators"] = (*mutators_from(s), *d_kw.get("mutators", ()))
-    if s.dry_run:
-        d_kw["dry_run"] = True
+        target = parse(target, builder=b_name, accepts=stages.load("builder", b_name).accepts_for(b_kw))
 
-    pre_spec: tuple[str, dict] | None = None
+    # The deployer class says which settings it reads (namespace, queue, schedule, pod options...).
+    d_cls = stages.load("deployer", d_name)
+    d_kw = d_cls.options_from_settings(s, d_kw)
+    check_deployer_settings(s, d_name, d_cls, notes)
+
+    pre_spec: Stage | None = None
     if not runtime_model:
         reqs = settings_mod.requirements_list(s) or None
         if reqs is not None:
             pre_kw.setdefault("requirements", reqs)
-        pre_spec = (pre_name, pre_kw)
-    return Plan(entry=entry, settings=s, preprocessor=pre_spec, builder=b_spec, target=target,
-                deployer=(d_name, d_kw), mode=mode, prepare_kw=dict(prepare_kw or {}), name=name, notes=notes,
-                deferred=deferred)
+        pre_spec = Stage(pre_name, pre_kw)
+    return Plan(entry=entry, settings=s, preprocessor=pre_spec, builder=b_spec, target=target if b_spec else None,
+                deployer=Stage(d_name, d_kw), mode=mode, prepare_kw=dict(req.prepare), name=name,
+                notes=tuple(notes), deferred=deferred)
 
 
 # --- running a plan ----------------------------------------------------------------------------
 
-def prepare(p: Plan, progress: Progress) -> BuildContext | None:
+def prepare(p: Plan, progress: Progress, *, extra_files: Mapping[str, bytes] | None = None) -> BuildContext | None:
+    """Package the entry; `extra_files` (path in the context -> bytes) are added to what the
+    preprocessor made (the KFP component shim)."""
     if p.preprocessor is None:
         p.raise_deferred()
         return None
-    name, kw = p.preprocessor
+    name, kw = p.preprocessor.name, p.preprocessor.options
     with progress.stage("package") as st:
-        pre = registry.load("preprocessor", name)(**kw)
+        pre = stages.load("preprocessor", name)(**kw)
         ctx = pre.prepare(p.entry, **p.prepare_kw)
         from .skew import check_context
 
         check_context(ctx)  # pickled objects vs the image's pins, warned before anything is built
         # Runtime mode marker: whatever runs this context knows it is the workload, not the author.
-        ctx = dataclasses.replace(ctx, env={**ctx.env, runtime.RUNTIME_ENV: "1"})
+        ctx = dataclasses.replace(ctx, env={**ctx.env, runtime.RUNTIME_ENV: "1"},
+                                  files={**ctx.files, **dict(extra_files or {})})
         st.detail = f"{name}: {len(ctx.files)} files, {human_bytes(ctx.size())}"
     p.raise_deferred()
     return ctx
 
 
 def make_builder(p: Plan):
-    name, kw = p.builder
-    return registry.load("builder", name)(**kw)
+    return stages.load("builder", p.builder.name)(**p.builder.options)
 
 
-def make_deployer(p: Plan):
-    name, kw = p.deployer
+def make_deployer(p: Plan, variant: Variant | None = None):
+    """The plan's deployer; a `variant` adds a name, mutators (after the plan's) and options."""
+    kw = dict(p.deployer.options)
     if p.name and "name" not in kw:
-        kw = {**kw, "name": p.name}
-    return registry.load("deployer", name)(**kw)
+        kw["name"] = p.name
+    if variant is not None:
+        kw["mutators"] = (*(kw.get("mutators") or ()), *variant.mutators)
+        if variant.name:
+            kw["name"] = variant.name
+        kw.update(variant.options)
+    return stages.load("deployer", p.deployer.name)(**kw)
 
 
 def context_image(ctx: BuildContext) -> BuiltImage:
@@ -365,12 +356,12 @@ def build(p: Plan, ctx: BuildContext | None, progress: Progress) -> BuiltImage |
         return context_image(ctx)
     builder = make_builder(p)
     with progress.stage("build") as st:
-        st.detail = f"{p.builder[0]} -> {p.target}"
+        st.detail = f"{p.builder.name} -> {p.target.text}"
         try:
-            image = builder.build(ctx, p.target)
+            image = build_and_publish(builder, ctx, p.target)
         except BuildError as e:
-            if p.deployer[0] == "local" and not p.settings.base_image \
-                    and p.builder[1].get("base_image") == default_base_image():
+            if not p.on_cluster and not p.settings.base_image \
+                    and p.builder.options.get("base_image") == default_base_image():
                 # The default base image may be unreachable (offline engine): say how to get past it.
                 raise BuildError(e.message, hint=f"the default base image {default_base_image()} could not be used; "
                                  "pass --base-image IMAGE the engine can pull, or run without the engine with "
@@ -379,48 +370,61 @@ def build(p: Plan, ctx: BuildContext | None, progress: Progress) -> BuiltImage |
         if image.context is None:
             image = dataclasses.replace(image, context=ctx)
         stats = image.stats
-        st.detail = (f"{p.builder[0]}: {stats.layers_uploaded} layers pushed, {stats.layers_skipped} "
+        st.detail = (f"{p.builder.name}: {stats.layers_uploaded} layers pushed, {stats.layers_skipped} "
                      f"reused, {human_bytes(stats.bytes_uploaded)}")
     progress.note(image.ref)
     return image
 
 
-def placeholder_ref(target: str, tag: str | None = None) -> str:
+def build_and_publish(builder: Any, ctx: BuildContext, target: Target) -> BuiltImage:
+    """The builder makes the image value; publishing it is a stage of its own, whose publisher
+    fairing.publish.pick chooses (ko's build, then publish). Timed as one build."""
+    import time
+
+    from .publish.pick import publish
+
+    t0 = time.monotonic()
+    t = builder.target(target, ctx)  # tagged with the context hash when the target has no tag
+    image = builder.image(ctx, t)
+    t1 = time.monotonic()
+    built = builder.published(publish(image, t, builder.publish_needs()), time.monotonic() - t1)
+    return dataclasses.replace(built, context=ctx, stats=dataclasses.replace(built.stats, seconds=time.monotonic() - t0))
+
+
+def placeholder_ref(target: "Target | str", tag: str | None = None) -> str:
     """`target` pinned to PLACEHOLDER_DIGEST: deployers insist on digest-pinned images, and the
     real digest exists only after the build."""
     from .oci.reference import split_tag
 
-    repo, target_tag = split_tag(target)
+    if isinstance(target, str):
+        repo, target_tag = split_tag(target)
+    else:
+        repo, target_tag = target.name, target.tag
     tag = tag or target_tag
     return f"{repo}:{tag}@{PLACEHOLDER_DIGEST}" if tag else f"{repo}@{PLACEHOLDER_DIGEST}"
 
 
-QUEUE_DEPLOYERS = ("job", "tfjob", "pytorchjob", "trainjob", "cronjob")  # what Kueue can hold
-TRAINJOB_SETTINGS = ("nodes", "procs_per_node", "runtime")  # settings that are trainjob deployer options
-
-
-def queue_and_nodes(s: settings_mod.Settings, d_name: str, d_kw: dict, notes: list[str]) -> None:
-    """--queue and the trainjob options reach only the deployers that take them; given explicitly
-    to another one they are an error rather than silently ignored (a queue from fairing.yaml or
-    FAIRING_QUEUE only earns a note: it is meant for cluster runs)."""
-    if s.queue:
-        if d_name not in QUEUE_DEPLOYERS and s.source("queue") not in ("cli", "argument"):
+def check_deployer_settings(s: settings_mod.Settings, d_name: str, cls: type, notes: list[str]) -> None:
+    """Settings only some deployers take (--queue, the trainjob options: each deployer class says
+    which) reach only those; given explicitly to another deployer they are an error rather than
+    silently ignored (a queue from fairing.yaml or FAIRING_QUEUE only earns a note: it is meant
+    for cluster runs)."""
+    if s.queue and not cls.queueable():
+        if s.source("queue") not in ("cli", "argument"):
             notes.append(f"queue {s.queue!r} ({s.source('queue')}) not used: the {d_name} deployer is not queued")
-        elif d_name not in QUEUE_DEPLOYERS:
-            raise ConfigError(f"--queue needs a training deployer that Kueue can hold, not {d_name!r}",
-                              hint=f"use --deployer {' / '.join(QUEUE_DEPLOYERS)}, or drop --queue")
         else:
-            d_kw.setdefault("queue", s.queue)
-    for key in TRAINJOB_SETTINGS:
-        if s[key] is None:
-            continue
-        if d_name != "trainjob":
-            raise ConfigError(f"--{key.replace('_', '-')} is an option of the trainjob deployer, not {d_name!r}",
-                              hint="add --deployer trainjob (a Kubeflow TrainJob), or drop the option")
-        d_kw.setdefault(key, s[key])
+            queueable = [n for n, c in stages.deployer_classes() if c.queueable()]
+            raise ConfigError(f"--queue needs a training deployer that Kueue can hold, not {d_name!r}",
+                              hint=f"use --deployer {' / '.join(queueable)}, or drop --queue")
+    for owner, other in stages.deployer_classes():
+        for key in other.own_settings:
+            if s[key] is not None and key not in cls.own_settings:
+                what = f" ({other.title})" if other.title else ""
+                raise ConfigError(f"--{key.replace('_', '-')} is an option of the {owner} deployer, not {d_name!r}",
+                                  hint=f"add --deployer {owner}{what}, or drop the option")
 
 
-def preflight(p: Plan, deployer: Any, ctx: BuildContext | None) -> None:
+def check_deploy(p: Plan, deployer: Any, ctx: BuildContext | None) -> None:
     """Everything the deployer can check before there is an image, so bad deploy input fails
     before a tag is pushed: the kubeconfig and context load (no API call), and the manifests
     render from a placeholder image (the context kind, the options against the pod template)."""
@@ -449,23 +453,55 @@ def build_plan(p: Plan, ctx: BuildContext | None) -> tuple[dict, BuiltImage | No
     return out, BuiltImage(ref=ref, digest="", pod_template=pod_template(ref, ctx), context=ctx)
 
 
-def dry_run(p: Plan, progress: Progress | None = None, *, image: BuiltImage | None = None) -> dict:
-    """The build plan and every manifest, without building or applying anything."""
+def dry_run(p: Plan, progress: Progress | None = None, *, image: BuiltImage | None = None,
+            variant: Variant | None = None, build_only: bool = False) -> dict:
+    """The build plan and every manifest (of the deployer with `variant`), without building or
+    applying anything. `build_only`: the build plan alone (`fair build --dry-run`)."""
     progress = progress or Progress(enabled=False)
+    if build_only:
+        ctx = prepare(p, progress)
+        return {"mode": "build", "build": make_builder(p).plan(ctx, p.target), "manifests": []}
     if image is not None:
         plan_out = {"builder": None, "image": image.ref}
     else:
         plan_out, image = build_plan(p, prepare(p, progress))
-    return {"mode": p.mode, "build": plan_out, "manifests": make_deployer(p).render(image)}
+    return {"mode": p.mode, "build": plan_out, "manifests": make_deployer(p, variant).render(image)}
 
 
-def execute(p: Plan, progress: Progress | None = None, *, wait: bool = False,
-            on_log: Callable[[str], None] | None = None, image: BuiltImage | None = None,
-            command: str = "train", parent: str | None = None, settle_later: bool = True) -> RunResult:
-    """Package, build, deploy; with `wait`, also wait for the workload (streaming logs to `on_log`).
-    `image` skips packaging and building (deploy an image built earlier). Every real run is
-    recorded (fairing.runs): `result.run` is its record. Without `wait`, the record is settled when
-    the handle is waited on later (`settle_later`; False for callers that call wait_for themselves)."""
+def build_image(p: Plan, progress: Progress, *, variant: Variant | None = None,
+                extra_files: Mapping[str, bytes] | None = None, run: Any = None,
+                preflight: bool = True) -> BuiltImage | None:
+    """Package and build only. With `preflight`, the deployer (with `variant`) renders a
+    placeholder first, so bad deploy options fail before anything is pushed; `run` (a record)
+    learns what was packaged and built."""
+    ctx = prepare(p, progress, extra_files=extra_files)
+    if run is not None and ctx is not None:
+        run.packaged(ctx)
+    if preflight:
+        check_deploy(p, make_deployer(p, variant), ctx)
+    image = build(p, ctx, progress)
+    if run is not None and image is not None:
+        run.built(image, **base_fields(p))
+    return image
+
+
+def base_fields(p: Plan) -> dict:
+    """The plan's base image (and its digest) as a run record's built() takes them."""
+    from .runs import hook
+
+    return dict(zip(("base_image", "base_digest"), hook.base_of(p)))
+
+
+def execute(p: Plan, progress: Progress | None = None, *, wait: Wait | bool | None = None,
+            image: BuiltImage | None = None, command: str = "train", parent: str | None = None) -> RunResult:
+    """Package, build, deploy; with `wait` (True, or a Wait saying how), also wait for the
+    workload. `image` skips packaging and building (deploy an image built earlier). Every real run
+    is recorded (fairing.runs): `result.run` is its record. Without `wait`, the handle is a
+    RunHandle: the record is settled when it is waited on later (serving handles excepted: an
+    endpoint's record is the facade's to finish)."""
+    from .runhandle import RunHandle, wait_for
+
+    policy = Wait() if wait is True else wait or None
     progress = progress or Progress()
     for note in p.notes:
         progress.note(note)
@@ -481,10 +517,10 @@ def execute(p: Plan, progress: Progress | None = None, *, wait: bool = False,
             ctx = prepare(p, progress)
             if ctx is not None:
                 run.packaged(ctx)
-            preflight(p, deployer, ctx)
+            check_deploy(p, deployer, ctx)
             image = build(p, ctx, progress)
             if image is not None:
-                run.built(image, **dict(zip(("base_image", "base_digest"), hook.base_of(p))))
+                run.built(image, **base_fields(p))
         else:
             p.raise_deferred()
             if ctx is not None:
@@ -494,33 +530,32 @@ def execute(p: Plan, progress: Progress | None = None, *, wait: bool = False,
         with progress.stage("deploy") as st:
             handle = deployer.deploy(image)
             mode = getattr(handle, "mode", None)
-            st.detail = f"{p.deployer[0]}: {getattr(handle, 'name', '')}" + (f" ({mode})" if mode else "")
-        run.deployed(handle, status="Deployed" if not wait else None)
+            st.detail = f"{p.deployer.name}: {getattr(handle, 'name', '')}" + (f" ({mode})" if mode else "")
+        run.deployed(handle, status="Deployed" if not policy else None)
     except BaseException as e:
         run.fail(e)
         raise
-    result = RunResult(image, handle, f"local {mode}" if p.deployer[0] == "local" and mode else p.mode, run=run)
-    is_fn = ctx is not None and ctx.kind == "function"
-    if wait:
-        wait_for(handle, progress, timeout=p.settings.timeout, on_log=on_log, run=run, result=is_fn)
-    elif settle_later and not p.serving:
-        settle_on_wait(handle, run, result=is_fn)
+    is_fn = ctx is not None and ctx.kind == FUNCTION
+    if not p.serving:
+        handle = RunHandle(handle, run, result=is_fn)
+    result = RunResult(image, handle, f"local {mode}" if not p.on_cluster and mode else p.mode, run=run)
+    if policy:
+        result.status, result.value = wait_for(
+            handle, progress, policy, timeout=p.settings.timeout, run=run, result=is_fn)
     result.stages = progress.summary()
     return result
 
 
-def build_recorded(p: Plan, progress: Progress, *, command: str = "build") -> tuple[BuiltImage | None, Any]:
-    """`fair build`: package and build only, recorded like any run; returns (image, record)."""
+def build_recorded(p: Plan, progress: Progress, *, command: str = "build",
+                   extra_files: Mapping[str, bytes] | None = None) -> tuple[BuiltImage | None, Any]:
+    """`fair build` (and `fair export kfp`, with its shim in `extra_files`): package and build
+    only, recorded like any run; returns (image, record)."""
     from .runs import hook
 
     run = hook.start_for_plan(command, p)
     try:
-        ctx = prepare(p, progress)
-        if ctx is not None:
-            run.packaged(ctx)
-        image = build(p, ctx, progress)
-        if image is not None:
-            run.built(image, **dict(zip(("base_image", "base_digest"), hook.base_of(p))))
+        # Nothing is deployed: no deployer to check beforehand.
+        image = build_image(p, progress, extra_files=extra_files, run=run, preflight=False)
     except BaseException as e:
         run.fail(e)
         raise
@@ -529,109 +564,9 @@ def build_recorded(p: Plan, progress: Progress, *, command: str = "build") -> tu
 
 
 def wait_for(handle: Any, progress: Progress, *, timeout: float | None = None,
-             on_log: Callable[[str], None] | None = None, run: Any = None, finish: bool = True,
-             result: bool = False) -> str:
-    """Wait for the workload; with `on_log`, stream its logs meanwhile (logs end when it ends).
-    With `run` (a record), metrics are taken from the log lines and, with `finish`, the record
-    gets the outcome (and, with `result`, the function's return value)."""
-    try:
-        with progress.stage("wait") as st:
-            if on_log is not None:
-                for line in log_lines(handle.logs(follow=True)):
-                    if run is not None:
-                        run.log(line)
-                    on_log(line)
-            status = handle.wait(timeout=timeout)
-            st.detail = str(status)
-    except BaseException as e:
-        if run is not None:
-            from .runs.hook import local_outputs
+             on_log: Callable[[str], None] | None = None, run: Any = None) -> str:
+    """Wait for a handle, streaming its logs to `on_log`, recording the outcome in `run`."""
+    from . import runhandle
 
-            _read_metrics(handle, run, streamed=on_log is not None)
-            run.fail(e, files=local_outputs(handle))  # a failed notebook's executed copy matters most
-        raise
-    if run is not None:
-        _read_metrics(handle, run, streamed=on_log is not None)
-        if finish:
-            from .runs.hook import local_outputs
-
-            value, has = _result_of(handle) if result else (None, False)
-            run.finish(str(status), result=value, has_result=has, files=local_outputs(handle))
+    status, _ = runhandle.wait_for(handle, progress, Wait(on_log=on_log), timeout=timeout, run=run)
     return status
-
-
-def settle_on_wait(handle: Any, run: Any, *, result: bool = False) -> None:
-    """A detached run (submit() without waiting): when the caller waits on the handle later, the
-    record gets the outcome, the metrics and the result then, as if the run had been waited for.
-    The handle's own wait is wrapped on this one instance, so every deployer's handle gets it."""
-    inner = getattr(handle, "wait", None)
-    if inner is None or run is None:
-        return
-    from .kube.wait import WaitTimeout
-
-    def wait(timeout: float | None = None) -> str:
-        try:
-            status = inner(timeout=timeout)
-        except WaitTimeout:
-            raise  # still running: nothing to record yet
-        except DeployError as e:
-            # Local handles say "still running after Ns" as a plain DeployError: only a workload
-            # that really ended Failed is recorded so.
-            if run.doc.get("status") not in ("Succeeded", "Failed") and _status_of(handle) == "Failed":
-                from .runs.hook import local_outputs
-
-                _read_metrics(handle, run, streamed=False)
-                run.fail(e, files=local_outputs(handle))
-            raise
-        if run.doc.get("status") not in ("Succeeded", "Failed") and status in ("Succeeded", "Failed"):
-            from .runs.hook import local_outputs
-
-            _read_metrics(handle, run, streamed=False)
-            value, has = _result_of(handle) if result else (None, False)
-            run.finish(str(status), result=value, has_result=has, files=local_outputs(handle))
-        return status
-
-    wait.__doc__ = inner.__doc__
-    try:
-        handle.wait = wait
-    except AttributeError:  # a handle with __slots__: it stays as it is (fair status settles later)
-        pass
-
-
-def _status_of(handle: Any) -> str | None:
-    try:
-        return handle.status()
-    except Exception:  # noqa: BLE001 - gone or unreachable: the outcome is not known
-        return None
-
-
-def _read_metrics(handle: Any, run: Any, *, streamed: bool) -> None:
-    """Metrics from the finished workload's log, when it was not streamed through the record."""
-    if streamed:
-        return
-    try:
-        for line in log_lines(handle.logs(follow=False)):
-            run.log(line)
-    except Exception:  # noqa: BLE001 - logs may be gone (cleanup); the record just has no metrics
-        pass
-
-
-def _result_of(handle: Any) -> tuple[Any, bool]:
-    try:
-        return handle.result(), True
-    except Exception:  # noqa: BLE001 - no result to record is not a failed run
-        return None, False
-
-
-def log_lines(logs: Any) -> Iterator[str]:
-    """A handle's logs (text, bytes, or an iterable of either) as lines without newlines."""
-    if logs is None:
-        return
-    if isinstance(logs, (str, bytes)):
-        logs = logs.decode(errors="replace") if isinstance(logs, bytes) else logs
-        yield from logs.splitlines()
-        return
-    for item in logs:
-        if isinstance(item, bytes):
-            item = item.decode(errors="replace")
-        yield item.rstrip("\n")

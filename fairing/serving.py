@@ -40,7 +40,7 @@ class PredictionEndpoint:
                  image=None, out: Callable[[str], None] | None = print, settings=None,
                  progress: bool | None = None, **deployer_options):
         from . import pipeline
-        from . import registry as stages
+        from . import stages
         from .preprocessors.serve import check_name, default_name
 
         # KServe's own runtimes (deployer="inferenceservice", model_format="sklearn") need no image.
@@ -79,6 +79,7 @@ class PredictionEndpoint:
         """The pipeline's plan for this endpoint: the serve preprocessor, the builder, the deployer."""
         from . import pipeline
         from . import settings as settings_mod
+        from .request import Request, Stage
 
         s = self.settings if self.settings is not None else settings_mod.explicit()
         if self.registry:
@@ -94,14 +95,13 @@ class PredictionEndpoint:
         prepare_kw = {"name": self.name, "files": self.files, "storage_uri": self.storage_uri}
         if self.requirements is not None:
             prepare_kw["requirements"] = self.requirements
-        deployer = (self.deployer_name, self.deployer_options) if self.deployer_name else None
-        p = pipeline.plan(self.model, s, preprocessor=("serve", {}),
-                          builder=(builder_name, builder_kw) if builder_name or builder_kw else None,
-                          deployer=deployer, prepare_kw=prepare_kw, name=self.name,
-                          prebuilt=self.image is not None)
-        if deployer is None and self.deployer_options:  # the plan chose the deployer: add the options
-            p.deployer = (p.deployer[0], {**p.deployer[1], **self.deployer_options})
-        return p
+        # With no deployer name the plan chooses one, and the options still go to it.
+        deployer = Stage(self.deployer_name, self.deployer_options) \
+            if self.deployer_name or self.deployer_options else None
+        return pipeline.plan(Request(self.model, s, preprocessor=Stage("serve"),
+                                     builder=Stage(builder_name, builder_kw) if builder_name or builder_kw else None,
+                                     deployer=deployer, prepare=prepare_kw, name=self.name,
+                                     prebuilt=self.image is not None))
 
     def _progress(self):
         from .progress import Progress
@@ -117,7 +117,7 @@ class PredictionEndpoint:
         self._check_base()
         p = plan or self.plan()
         progress = progress or self._progress()
-        self.image = pipeline.build(p, pipeline.prepare(p, progress), progress)
+        self.image = pipeline.build_image(p, progress, preflight=False)
         return self.image
 
     def _check_base(self) -> None:

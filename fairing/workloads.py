@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from . import registry
+from . import stages
 from .deployers import queue
 from .deployers import labels as L
 from .deployers.base import selector_matches
@@ -19,7 +19,7 @@ def where(settings: Mapping[str, Any]) -> str:
     """"local" or "cluster": where status/logs/delete/list look."""
     d = settings.get("deployer")
     if d:
-        return registry.stage("deployer", d).where
+        return stages.stage("deployer", d).where
     return "cluster" if cluster_configured(settings) else "local"
 
 
@@ -38,7 +38,7 @@ def _kube(settings: Mapping[str, Any]):
 
 def cluster_deployers() -> list[tuple[str, type]]:
     """(name, class) of every cluster deployer, in the registry's order."""
-    return [(name, registry.load("deployer", name)) for name in registry.deployers(where="cluster")]
+    return [(name, stages.load("deployer", name)) for name in stages.deployers(where="cluster")]
 
 
 def _deployer(name: str, cls: type, kube, settings: Mapping[str, Any], obj: dict | None = None):
@@ -66,7 +66,7 @@ def list_workloads(settings: Mapping[str, Any]) -> list[dict]:
         for obj in items:
             meta = obj.get("metadata", {})
             out.append({"name": meta.get("name"), "kind": cls.kind, "deployer": name,
-                        "namespace": meta.get("namespace"), "status": queue.state(obj, cls.state(obj)),
+                        "namespace": meta.get("namespace"), "status": queue.state(obj, cls.state(obj), cls.queue_suspend),
                         "created": meta.get("creationTimestamp"),
                         "run_id": (meta.get("labels") or {}).get(L.RUN_ID)})
     return out
@@ -84,7 +84,7 @@ def attach(name: str, settings: Mapping[str, Any]):
         return local.attach(name)
     kube = _kube(settings)
     wanted = settings.get("deployer")
-    wanted = registry.canonical("deployer", wanted) if wanted else None
+    wanted = stages.canonical("deployer", wanted) if wanted else None
     from .kube.client import CRDNotInstalled
 
     for deployer, cls in cluster_deployers():

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from fairing import registry, workloads
+from fairing import stages, workloads
 from fairing.deployers import pod
 from fairing.deployers.k8s.job import JobDeployer
 from fairing.deployers.k8s.pod import PodDeployer
@@ -19,7 +19,7 @@ from tests.rig.kube import fake_image
 
 
 def test_pod_is_one_registry_row_and_renders_without_a_cluster():
-    assert registry.load("deployer", "pod") is PodDeployer
+    assert stages.load("deployer", "pod") is PodDeployer
     image = fake_image("bare-render")
     [m] = PodDeployer("team", name="one-off", active_deadline_seconds=60, mutators=[pod.memory("1Gi")]).render(image)
     assert (m["apiVersion"], m["kind"], m["metadata"]["name"], m["metadata"]["namespace"]) == ("v1", "Pod", "one-off", "team")

@@ -50,8 +50,9 @@ def _run_two(kube, make, cleanup):
             # `fair status` while one runs and the other waits.
             queued = b if sb == "Queued" else a
             obj = queued.get()
-            if queue_lib.suspended(obj):  # still held back: `fair list` says so too
-                assert queue_lib.state(obj, type(queued.deployer).state(obj)) == "Queued"
+            path = queued.deployer.queue_suspend
+            if queue_lib.suspended(obj, path):  # still held back: `fair list` says so too
+                assert queue_lib.state(obj, type(queued.deployer).state(obj), path) == "Queued"
             cli_seen.append(_fair_status(kube, queued.name))
         if sa == sb == "Succeeded":
             break

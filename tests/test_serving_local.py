@@ -175,11 +175,11 @@ def test_a_model_whose_load_raises(engine, base_image, registry):
 
 
 def test_the_local_plugin_hands_serving_images_to_local_serving(iris_endpoint, engine):
-    """`fair deploy --deployer local` goes through the registry's LocalDeployer, which must give a
+    """`fair deploy --deployer local` goes through the stage table's LocalDeployer, which must give a
     serving image to LocalServingDeployer (same image, another container, another port)."""
-    from fairing import registry
+    from fairing import stages
 
-    deployer = registry.load("deployer", "local")(name="iris-via-plugin", docker_host=engine.docker_host)
+    deployer = stages.load("deployer", "local")(name="iris-via-plugin", docker_host=engine.docker_host)
     handle = deployer.deploy(iris_endpoint.image)
     try:
         assert isinstance(handle, LocalServingHandle)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -155,17 +154,10 @@ class AppendBuilder(Builder):
             "config": {"WorkingDir": ctx.workdir, "Entrypoint": list(ctx.entrypoint), "Cmd": None, "Env": env},
         }
 
-    def build(self, ctx: BuildContext, target) -> BuiltImage:
-        """Builder.build, plus the requirements as they were resolved (run records show them)."""
-        from dataclasses import replace
-
-        self._resolved: tuple[str, ...] = ()
-        built = super().build(ctx, target)
-        return replace(built, resolved_requirements=self._resolved)
-
     def image(self, ctx: BuildContext, target=None) -> Image:
         """The image value for `ctx` (layers built into the local cache, nothing pushed)."""
         self.phases = {}
+        self._resolved: tuple[str, ...] = ()  # the requirements as resolved (run records show them)
         base = self._load_base()
         if self.compression.name == "zstd":
             base = base.to_oci()  # Docker manifests have no zstd layer type
@@ -234,21 +226,19 @@ class AppendBuilder(Builder):
                       f"(pods compile on import; install python{python} for faster starts)")
         return self._interp
 
-    def publish(self, image: Image, target) -> BuiltImage:
-        """Send `image` to `target` (a registry or an OCI layout); only missing blobs move."""
+    def publish_needs(self):
+        """A registry or an OCI layout target: the clients this build used (shared ping and
+        token), base layers fetched through the cache; only missing blobs move."""
         from ..oci.registry import fetch_to_cache
-        from ..publish.layout import LayoutPublisher
-        from ..publish.registry import RegistryPublisher
+        from ..publish.pick import Needs
 
-        fetch = fetch_to_cache(self.cache, self._client)
-        if target.kind == LAYOUT:
-            publisher = LayoutPublisher(fetch, progress=self._say)
-        else:
-            publisher = RegistryPublisher(self._client, fetch, jobs=self.jobs, progress=self._say)
-        t0 = time.monotonic()
-        built = publisher.publish(image, target)
-        self.phases["upload"] = time.monotonic() - t0
+        return Needs(clients=self._client, fetch=fetch_to_cache(self.cache, self._client), jobs=self.jobs,
+                     say=self._say)
+
+    def published(self, built: BuiltImage, seconds: float) -> BuiltImage:
+        self.phases["upload"] = seconds
         s = built.stats
         self._say(f"built {built.ref} ({s.layers_uploaded} layers uploaded, {s.layers_skipped} skipped, {s.bytes_uploaded} bytes)")
         self._say("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.phases.items()))
-        return replace(built, stats=replace(s, phases=dict(self.phases)))
+        return replace(built, stats=replace(s, phases=dict(self.phases)),
+                       resolved_requirements=getattr(self, "_resolved", ()))

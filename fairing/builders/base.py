@@ -9,30 +9,40 @@ import re
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ..context import BuildContext, BuiltImage
 from ..oci.reference import split_tag  # noqa: F401 - importable from here, where config.py finds it
 
 if TYPE_CHECKING:
+    from ..publish.pick import Needs
     from ..publish.target import Target
 
 
 class Builder:
-    """Builds a BuildContext into an image value, then publishes it (ko's build vs publish):
+    """Builds a BuildContext into an image value (ko's build, beside publish):
 
         target(target, ctx) -> Target      the target string parsed once (publish.target), tagged
                                            with the context hash when it has no tag
         image(ctx, target)  -> image       an image value: layers + config (append), an image in
                                            an engine (docker), or one the build pushed (cluster)
-        publish(image, target) -> BuiltImage   sent to a registry, an OCI layout or an engine,
-                                           pinned by digest (or engine image ID)
-        build(ctx, target)  -> BuiltImage  the three in a row, timed
+        publish_needs()     -> Needs       what the publisher may use (clients, engine, fetch)
+        published(built, s) -> BuiltImage  the builder's last word on what was published (stats)
+
+    Publishing is not the builder's: fairing.publish.pick picks the publisher for the image value
+    and the target (the pipeline calls it). `publish(image, target)` and `build(ctx, target)` are
+    that same choice, for callers that use a builder on its own.
 
     Builders make images, not workloads: the pod template that runs an image is the deployers'."""
 
     name = "builder"
     accepts: tuple[str, ...] = ("registry",)  # the target kinds publish() can send to
+
+    @classmethod
+    def accepts_for(cls, options: Mapping[str, Any]) -> tuple[str, ...]:
+        """The target kinds a builder made with `options` can publish to (the plan parses the
+        target with them before any builder exists)."""
+        return cls.accepts
 
     def target(self, target: "str | Target", ctx: BuildContext | None = None) -> "Target":
         from ..publish.target import parse
@@ -43,10 +53,25 @@ class Builder:
     def image(self, ctx: BuildContext, target: "Target"):  # pragma: no cover - interface
         raise NotImplementedError
 
-    def publish(self, image, target: "Target") -> BuiltImage:  # pragma: no cover - interface
-        raise NotImplementedError
+    def publish_needs(self) -> "Needs":
+        from ..publish.pick import Needs
+
+        return Needs()
+
+    def published(self, built: BuiltImage, seconds: float) -> BuiltImage:
+        """Called with what was published and how long publishing took."""
+        return built
+
+    def publish(self, image, target: "str | Target") -> BuiltImage:
+        """Send `image` to `target`, by the publisher fairing.publish.pick chooses."""
+        from ..publish.pick import publish
+
+        t = self.target(target)
+        t0 = time.monotonic()
+        return self.published(publish(image, t, self.publish_needs()), time.monotonic() - t0)
 
     def build(self, ctx: BuildContext, target: "str | Target") -> BuiltImage:
+        """image() then publish(), timed (what the pipeline does, for a builder used on its own)."""
         t0 = time.monotonic()
         t = self.target(target, ctx)
         built = self.publish(self.image(ctx, t), t)

@@ -21,9 +21,9 @@ import secrets as _secrets
 import time
 from typing import Any, Callable, Sequence
 
-from ..context import BuildContext, BuiltImage
+from ..context import BuildContext
 from ..errors import BuildError, ConfigError, one_line
-from ..publish.registry import Pushed, RegistryPublisher
+from ..publish.registry import Pushed
 from .base import Builder, context_hash
 from .docker import (
     check_requirements,
@@ -332,10 +332,6 @@ class ClusterBuilder(Builder):
                 _delete(kube, "Secret", secret["metadata"]["name"])
             if created_pod:
                 _delete(kube, "Pod", name)
-
-    def publish(self, image: Pushed, target) -> BuiltImage:
-        """The executor already pushed: publishing only pins the target by the digest."""
-        return RegistryPublisher(clients=None).publish(image, self.target(target))
 
 
 def _container_running(pod: dict) -> bool:

@@ -19,16 +19,14 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
 from .. import templates
-from ..context import BuildContext, BuiltImage
-from ..errors import BuildError, ConfigError, one_line
-from ..publish.engine import EngineImage, EnginePublisher
+from ..context import BuildContext
+from ..errors import BuildError, ConfigError
+from ..publish.engine import EngineImage
 from ..publish.target import ENGINE, REGISTRY, Target
 from .base import Builder, context_hash
 
@@ -252,26 +250,25 @@ def parse_build_stream(events: Iterable[dict], emit: Callable[[str], None]) -> s
 # ---------------------------------------------------------------------------------------------
 
 def engine_host(docker_host: str | None = None) -> str:
-    from ..engine.discover import default_host  # the same sockets the local deployers try
+    from ..engine.discover import resolve  # the same sockets the local deployers try
 
-    return default_host(docker_host)
+    return resolve(docker_host, probe=False)
 
 
 def connect(docker_host: str | None = None, timeout: int = 3600):
     """A docker.APIClient for `docker_host` (default $DOCKER_HOST, else the first default socket
     present), after checking an engine answers there (fairing.engine: the API version comes from
     /_ping, since version="auto" asks /version, which costs Podman ~0.4 s per call)."""
-    from docker.errors import DockerException
-    from requests.exceptions import RequestException
-
     from ..engine.discover import api_client
+    from ..engine.errors import EngineFailure, typed
 
     host = engine_host(docker_host)
     try:
-        return api_client(host, timeout)
-    except (DockerException, RequestException) as e:
+        with typed():
+            return api_client(host, timeout)
+    except EngineFailure as e:
         raise BuildError(f"no Docker engine at {host}; start one or use --builder append",
-                         hint=f"set DOCKER_HOST to a running Docker or Podman API socket; cause: {one_line(e)}") from None
+                         hint=f"set DOCKER_HOST to a running Docker or Podman API socket; cause: {e.message}") from None
 
 
 def host_arch() -> str:
@@ -306,10 +303,14 @@ class DockerBuilder(Builder):
         self.push, self.pull, self.nocache = push, pull, nocache
         self.output = output or (lambda line: log.info("%s", line))
 
+    @classmethod
+    def accepts_for(cls, options) -> tuple[str, ...]:
+        # The engine tags the image under the target's name; pushing makes it a registry target.
+        return (REGISTRY, ENGINE) if options.get("push", True) else (ENGINE,)
+
     @property
     def accepts(self) -> tuple[str, ...]:
-        # The engine tags the image under the target's name; pushing makes it a registry target.
-        return (REGISTRY, ENGINE) if self.push else (ENGINE,)
+        return self.accepts_for({"push": self.push})
 
     def _python(self, ctx: BuildContext) -> str:
         return self.python or ctx.python or f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -317,19 +318,15 @@ class DockerBuilder(Builder):
     @contextmanager
     def _engine(self, target: Target) -> Iterator[Any]:
         """A connected engine client, closed afterwards; engine failures become one BuildError."""
+        from ..engine.errors import EngineFailure, typed
+
         client = connect(self.docker_host)
         try:
-            yield client
-        except BuildError:
-            raise
-        except Exception as e:
-            from docker.errors import DockerException
-            from requests.exceptions import RequestException
-
-            if isinstance(e, (DockerException, RequestException)):
-                raise BuildError(f"the engine at {engine_host(self.docker_host)} failed while building {target}: {one_line(e)}",
-                                 hint="check the engine is healthy (docker info) and retry") from None
-            raise
+            with typed():
+                yield client
+        except EngineFailure as e:
+            raise BuildError(f"the engine at {engine_host(self.docker_host)} failed while building {target}: {e.message}",
+                             hint="check the engine is healthy (docker info) and retry") from None
         finally:
             client.close()
 
@@ -366,19 +363,12 @@ class DockerBuilder(Builder):
     def image(self, ctx: BuildContext, target) -> EngineImage:
         """Build `ctx` in the engine, tagged with the target's name (nothing pushed)."""
         t = self.target(target, ctx)
+        self.plan(ctx, t)  # all input checks happen before the engine is contacted
         with self._engine(t) as client:
             return self._engine_build(client, ctx, t)
 
-    def publish(self, image: EngineImage, target) -> BuiltImage:
-        """Keep `image` in the engine (push=False) or have the engine push it to the registry."""
-        t = self.target(target)
-        with self._engine(t) as client:
-            return EnginePublisher(client, self.output).publish(image, t)
+    def publish_needs(self):
+        """The engine keeps the image (push=False) or pushes it: the publisher needs a connection."""
+        from ..publish.pick import Needs
 
-    def build(self, ctx: BuildContext, target) -> BuiltImage:
-        t0 = time.monotonic()
-        t = self.target(target, ctx)
-        self.plan(ctx, t)  # all input checks happen before the engine is contacted
-        with self._engine(t) as client:  # one connection for the build and the push
-            built = EnginePublisher(client, self.output).publish(self._engine_build(client, ctx, t), t)
-        return replace(built, context=ctx, stats=replace(built.stats, seconds=time.monotonic() - t0))
+        return Needs(engine=self._engine, say=self.output)

@@ -480,3 +480,24 @@ __all__ = ["Mutator", "apply", "check", "cpu", "memory", "gpu", "env", "env_from
            "pvc", "secret_volume", "configmap_volume", "empty_dir", "node_selector", "toleration", "tolerations",
            "service_account", "image_pull_secret", "labels", "annotations", "find_container", "quantity",
            "strip_gpus", "dockerconfigjson", "pull_secret_name"]
+
+
+def from_settings(s: Mapping[str, Any]) -> list[Mutator]:
+    """Pod options from settings (--cpu/--memory/--gpus/--env/--node-selector/--toleration) as
+    the mutators above, in that order."""
+    out = []
+    if s.get("cpu"):
+        out.append(cpu(s["cpu"]))
+    if s.get("memory"):
+        out.append(memory(s["memory"]))
+    if s.get("gpus"):
+        out.append(gpu(s["gpus"]))
+    if s.get("env"):
+        out.append(env(dict(s["env"])))
+    if s.get("node_selector"):
+        out.append(node_selector(dict(s["node_selector"])))
+    for item in s.get("tolerations") or ():
+        taint, _, effect = item.partition(":")
+        key, eq, value = taint.partition("=")
+        out.append(toleration(key.strip(), value.strip() if eq else None, effect=effect or "NoSchedule"))
+    return out

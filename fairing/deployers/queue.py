@@ -1,9 +1,12 @@
 """Kueue: submit a training workload to a LocalQueue, and read back what Kueue decided.
 
-    enqueue(manifest, "team-queue")         # the queue-name label, and created suspended
+    enqueue(manifest, "team-queue", path)   # the queue-name label, and created suspended
     check_queue(kube, "team", "team-queue") # an error naming the LocalQueues that do exist
-    state(obj, "Pending")                   # "Queued" while Kueue holds it, "Admitted" once released
-    describe(kube, "team", obj)             # "queued in team-queue (waiting for quota): <Kueue's message>"
+    state(obj, "Pending", path)             # "Queued" while Kueue holds it, "Admitted" once released
+    describe(kube, "team", obj, path)       # "queued in team-queue (waiting for quota): <Kueue's message>"
+
+`path` is where the workload's kind keeps its suspend flag: the deployer's `queue_suspend` fact
+(fairing.deployers.base.Deployer), e.g. ("spec", "runPolicy") for a TFJob.
 
 Kueue admits a workload by un-suspending it. Its admission webhook would suspend a labelled Job on
 creation, but fairing creates the workload suspended itself, so a cluster without that webhook
@@ -19,9 +22,6 @@ from ..errors import ConfigError
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"  # on the Workload Kueue makes for a job
 KUEUE_API = "kueue.x-k8s.io/v1beta2"
-# The kinds fairing can put in a queue, and where each keeps its suspend flag.
-KINDS = {"Job": ("spec",), "CronJob": ("spec", "jobTemplate", "spec"), "TFJob": ("spec", "runPolicy"),
-         "PyTorchJob": ("spec", "runPolicy"), "TrainJob": ("spec",)}
 _LABEL_VALUE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -32,19 +32,13 @@ def validate_queue(name: str) -> str:
     return name
 
 
-def check_kind(kind: str, deployer: str) -> None:
-    if kind not in KINDS:
-        raise ConfigError(f"the {deployer} deployer cannot submit to a Kueue queue",
-                          hint="queues take job, cronjob, tfjob, pytorchjob and trainjob workloads; drop --queue")
-
-
 def _dig(obj: dict, path: tuple[str, ...]) -> dict:
     for key in path:
         obj = obj.setdefault(key, {})
     return obj
 
 
-def enqueue(manifest: dict, queue: str) -> dict:
+def enqueue(manifest: dict, queue: str, path: tuple[str, ...]) -> dict:
     """Label `manifest` for `queue` and create it suspended (in place; returns it). A CronJob's
     Jobs are what Kueue admits, so the label and the suspend go into its job template."""
     kind = manifest["kind"]
@@ -52,7 +46,7 @@ def enqueue(manifest: dict, queue: str) -> dict:
         tpl = manifest["spec"]["jobTemplate"]
         tpl.setdefault("metadata", {}).setdefault("labels", {})[QUEUE_LABEL] = queue
     manifest["metadata"].setdefault("labels", {})[QUEUE_LABEL] = queue
-    _dig(manifest, KINDS[kind])["suspend"] = True
+    _dig(manifest, path)["suspend"] = True
     return manifest
 
 
@@ -60,8 +54,7 @@ def queue_of(obj: dict | None) -> str | None:
     return (((obj or {}).get("metadata") or {}).get("labels") or {}).get(QUEUE_LABEL)
 
 
-def suspended(obj: dict) -> bool:
-    path = KINDS.get(obj.get("kind", ""))
+def suspended(obj: dict, path: tuple[str, ...] | None) -> bool:
     if path is None or obj.get("kind") == "CronJob":
         return False  # a CronJob is never queued itself; its Jobs are
     spec = obj
@@ -70,12 +63,12 @@ def suspended(obj: dict) -> bool:
     return bool(spec.get("suspend"))
 
 
-def state(obj: dict | None, base: str) -> str:
+def state(obj: dict | None, base: str, path: tuple[str, ...] | None) -> str:
     """The handle's word for a queued workload: "Queued" while Kueue keeps it suspended,
     "Admitted" once released but before anything runs; otherwise `base` unchanged."""
     if not obj or base in ("Succeeded", "Failed") or not queue_of(obj):
         return base
-    if suspended(obj):
+    if suspended(obj, path):
         return "Queued"
     return "Admitted" if base in ("Pending", "Suspended") else base
 
@@ -93,11 +86,11 @@ def _cond(wl: dict | None, ctype: str) -> dict | None:
     return next((c for c in ((wl or {}).get("status") or {}).get("conditions") or [] if c.get("type") == ctype), None)
 
 
-def describe(kube, namespace: str, obj: dict | None) -> str | None:
+def describe(kube, namespace: str, obj: dict | None, path: tuple[str, ...] | None) -> str | None:
     """One sentence on where a queued workload stands, with Kueue's own message; None when it is
     not in a queue or has finished."""
     q = queue_of(obj)
-    if not q or state(obj, "Pending") not in ("Queued", "Admitted"):
+    if not q or state(obj, "Pending", path) not in ("Queued", "Admitted"):
         return None
     from ..errors import FairingError
 
@@ -105,7 +98,7 @@ def describe(kube, namespace: str, obj: dict | None) -> str | None:
         wl = workload(kube, namespace, obj)
     except FairingError as e:  # e.g. no right to read Workloads: still say which queue it is in
         return f"queued in {q} (Kueue's Workload is not readable: {e.message})"
-    if suspended(obj):
+    if suspended(obj, path):
         if wl is None:
             return f"queued in {q} (waiting for Kueue to create its Workload)"
         reserved = _cond(wl, "QuotaReserved")
@@ -126,7 +119,8 @@ def _time(text: str | None) -> datetime.datetime | None:
         return None
 
 
-def queued_seconds(kube, namespace: str, obj: dict, since: datetime.datetime) -> float | None:
+def queued_seconds(kube, namespace: str, obj: dict, since: datetime.datetime,
+                   path: tuple[str, ...] | None) -> float | None:
     """How long, since `since`, the workload waited in its queue (None: not queued)."""
     if not queue_of(obj):
         return None
@@ -139,7 +133,7 @@ def queued_seconds(kube, namespace: str, obj: dict, since: datetime.datetime) ->
         wl = None
     created = _time(((wl or obj).get("metadata") or {}).get("creationTimestamp")) or since
     admitted = _time((_cond(wl, "QuotaReserved") or {}).get("lastTransitionTime")) \
-        if (_cond(wl, "QuotaReserved") or {}).get("status") == "True" and not suspended(obj) else None
+        if (_cond(wl, "QuotaReserved") or {}).get("status") == "True" and not suspended(obj, path) else None
     start = max(created, since)
     end = admitted or now
     return max(0.0, (end - start).total_seconds())
@@ -156,5 +150,5 @@ def check_queue(kube, namespace: str, queue: str) -> None:
                       f"namespace {namespace} has no LocalQueues; ask a cluster admin for one, or drop --queue")
 
 
-__all__ = ["QUEUE_LABEL", "KINDS", "validate_queue", "check_kind", "enqueue", "queue_of", "suspended", "state",
+__all__ = ["QUEUE_LABEL", "validate_queue", "enqueue", "queue_of", "suspended", "state",
            "workload", "describe", "queued_seconds", "check_queue"]

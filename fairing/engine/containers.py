@@ -168,3 +168,21 @@ def logs(container, follow: bool = False) -> Iterator[str]:
             yield line.decode(errors="replace")
     if buf:
         yield buf.decode(errors="replace")
+
+
+def wait(container, timeout: float | None) -> int | None:
+    """The container's exit code once it ends; None when `timeout` seconds passed first (or the
+    connection dropped meanwhile). No timeout: as long as it takes (the SDK's wait has a
+    client-side read timeout, so it keeps asking)."""
+    import requests
+
+    if timeout:
+        try:
+            return container.wait(timeout=timeout)["StatusCode"]
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            return None
+    while True:
+        try:
+            return container.wait(timeout=3600)["StatusCode"]
+        except requests.exceptions.ReadTimeout:
+            continue

@@ -75,6 +75,19 @@ def find_engine(docker_host: str | None = None, timeout: float = 10) -> str | No
     return next((url for url in candidates(docker_host) if answers(url, timeout)), None)
 
 
+def resolve(docker_host: str | None = None, *, probe: bool = True) -> str | None:
+    """The engine to use, decided here for every caller (local deployers, docker builder).
+    probe=True: the first candidate that answers now, or None. probe=False (the docker builder,
+    which reports its own connection failure): the first candidate without asking, else Docker's
+    default socket."""
+    return find_engine(docker_host) if probe else default_host(docker_host)
+
+
+def tried(docker_host: str | None = None) -> str:
+    """Where `resolve` looked, for an error message."""
+    return ", ".join(candidates(docker_host)) or "no DOCKER_HOST and no default socket"
+
+
 def api_client(url: str, timeout: float = 3600):
     """A low-level docker.APIClient (what the docker builder streams builds and pushes with)."""
     import docker

@@ -14,11 +14,10 @@ the function's signature (or `params=["epochs:int=3"]` for a script); outputs ar
 `pip install --no-deps kfp==2.17.3` (kfp pins kubernetes<31, older than the client fairing needs)."""
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Sequence
 
 from ..errors import ConfigError
 
@@ -67,7 +66,7 @@ def build_spec(entry: Any, *, params: Sequence[str] = (), name: str | None = Non
     from .. import settings as settings_mod
     from ..preprocessors.base import RUNTIME_DIR
     from ..progress import Progress
-    from ..runs import hook
+    from ..request import Request, Stage
     from .spec import SHIM_NAME, component_spec, inputs_of_function, parse_params
 
     entry = _load_entry(entry)
@@ -84,31 +83,22 @@ def build_spec(entry: Any, *, params: Sequence[str] = (), name: str | None = Non
             raise ConfigError("--param is for scripts; a function's inputs are its parameters",
                               hint="drop --param, or change the function's signature")
         inputs = inputs_of_function(entry)
-        pre = ("function", {})
+        pre = Stage("function")
     else:
         if not Path(str(entry)).exists():
             raise ConfigError(f"{entry} does not exist", hint="pass FILE.py:FUNCTION, a .py script or a directory")
         inputs = parse_params(params)
-        pre = ("python", {})
-    p = pipeline.plan(entry, s, preprocessor=pre, build_only=True)
-    progress = progress or Progress(enabled=False)
-    run = hook.start_for_plan("export", p)
-    try:
-        ctx = pipeline.prepare(p, progress)
-        shim = (Path(__file__).parent / SHIM_NAME).read_bytes()
-        ctx = dataclasses.replace(ctx, files={**ctx.files, f"{RUNTIME_DIR}/{SHIM_NAME}": shim})
-        run.packaged(ctx)
-        image = pipeline.build(p, ctx, progress)
-        run.built(image, **dict(zip(("base_image", "base_digest"), hook.base_of(p))))
-        doc = component_spec(name=name or _name_of(entry), image=image.ref, inputs=inputs,
-                             mode="function" if is_fn else "script", workdir=ctx.workdir,
-                             command=ctx.entrypoint,
-                             description=description or (inspect.getdoc(entry) or "").split("\n")[0] or None
-                             if is_fn else description)
-    except BaseException as e:
-        run.fail(e)
-        raise
-    run.finish("Succeeded")
+        pre = Stage("python")
+    p = pipeline.plan(Request(entry, s, preprocessor=pre, build_only=True))
+    shim = (Path(__file__).parent / SHIM_NAME).read_bytes()
+    image, run = pipeline.build_recorded(p, progress or Progress(enabled=False), command="export",
+                                         extra_files={f"{RUNTIME_DIR}/{SHIM_NAME}": shim})
+    ctx = image.context
+    doc = component_spec(name=name or _name_of(entry), image=image.ref, inputs=inputs,
+                         mode="function" if is_fn else "script", workdir=ctx.workdir,
+                         command=ctx.entrypoint,
+                         description=description or (inspect.getdoc(entry) or "").split("\n")[0] or None
+                         if is_fn else description)
     doc.setdefault("metadata", {})["annotations"] = {"fairing.dev/run-id": run.id,
                                                      "fairing.dev/source-digest": run.doc["source"]["digest"]}
     return doc

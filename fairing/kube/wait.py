@@ -12,17 +12,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from ..errors import DeployError
+from ..errors import DeployError, WaitTimeout
 from .client import Kube
 from .errors import NotFound
 from .reasons import Diagnosis, diagnose_pod
 
 # Pod problems that end a wait immediately, even while the owner object still looks active.
 IMMEDIATE = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CreateContainerConfigError"}
-
-
-class WaitTimeout(DeployError):
-    """The workload did not reach a final state in time (it is left running)."""
 
 
 @dataclass

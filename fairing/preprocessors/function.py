@@ -10,7 +10,6 @@ checks the Python version before unpickling, runs the function, writes the resul
 """
 from __future__ import annotations
 
-import base64
 import contextlib
 import inspect
 import json
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..context import OUTPUT_DIR, RESULT_MARKER, BuildContext
-from ..errors import BuildError, ConfigError, FairingError
+from ..errors import BuildError, ConfigError
 from .. import requirements as reqs_mod
 from .base import PYTHON, RUNTIME_DIR, Preprocessor, host_python
 
@@ -298,32 +297,6 @@ def describe(obj) -> tuple[str, str]:
     return full.removeprefix("builtins."), "create it inside the function instead"
 
 
-# -- reading the result back ------------------------------------------------------------------------
-
-def parse_result(log_text: str | bytes) -> Any:
-    """The function's return value from the workload's log (the last FAIRING_RESULT line). Raises
-    FairingError with the shim's own message when the run failed or printed no result."""
-    import cloudpickle
-
-    if isinstance(log_text, bytes):
-        log_text = log_text.decode("utf-8", "replace")
-    lines = log_text.splitlines()
-    for line in reversed(lines):
-        i = line.find(RESULT_MARKER)
-        if i < 0:
-            continue
-        body = line[i + len(RESULT_MARKER):].strip()
-        if body.startswith("too-large:"):
-            _, size, path = body.split(":", 2)
-            raise FairingError(f"the function's result ({int(size)} bytes) is too large for the log",
-                               hint=f"fetch {path} from the workload's output instead")
-        try:
-            return cloudpickle.loads(base64.b64decode(body, validate=True))
-        except Exception as e:
-            raise FairingError(f"cannot read the function's result from the log: {type(e).__name__}: {e}",
-                               hint="the log line may be truncated; fetch result.pkl from the output directory") from None
-    reason = next((ln.strip() for ln in reversed(lines) if ln.lstrip().startswith("fairing: ")), None)
-    if reason is None and any(ln.startswith("Traceback (most recent call last)") for ln in lines):
-        reason = "the function raised " + next(ln.strip() for ln in reversed(lines) if ln.strip() and not ln.startswith(" "))
-    raise FairingError(reason or "the workload's log has no function result (the run did not finish)",
-                       hint="read the full log for details")
+# The result is read back by fairing.results (deployers read it too, without importing a
+# preprocessor); re-exported here, where the README has always imported it from.
+from ..results import parse_result  # noqa: E402,F401

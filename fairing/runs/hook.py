@@ -49,13 +49,13 @@ def params_of(entry: Any, prepare_kw: Mapping[str, Any]) -> dict:
 
 def how_of(p) -> dict:
     """Stage names and options from a plan (fairing.config.Plan); redacted by start()."""
-    pre_name, pre_kw = p.preprocessor or (None, {})  # None: a KServe runtime, nothing packaged
-    d_name, d_kw = p.deployer
-    how: dict[str, Any] = {"preprocessor": {"name": pre_name, "options": dict(pre_kw)},
-                           "deployer": {"name": d_name, "options": dict(d_kw)}, "mode": p.mode}
+    pre = p.preprocessor  # None: a KServe runtime, nothing packaged
+    d_kw = p.deployer.options
+    how: dict[str, Any] = {"preprocessor": {"name": pre.name if pre else None, "options": dict(pre.options) if pre else {}},
+                           "deployer": {"name": p.deployer.name, "options": dict(d_kw)}, "mode": p.mode}
     if p.builder is not None:
-        how["builder"] = {"name": p.builder[0], "options": dict(p.builder[1])}
-        how["target"] = p.target
+        how["builder"] = {"name": p.builder.name, "options": dict(p.builder.options)}
+        how["target"] = p.target.text if p.target is not None else None
     for key in ("namespace", "context"):
         if d_kw.get(key):
             how[key] = d_kw[key]
@@ -94,19 +94,19 @@ def base_of(p) -> tuple[str | None, str | None]:
     image's registry (one HEAD, as the append builder does); None when it cannot be known."""
     if p.builder is None:
         return None, None
-    base = p.builder[1].get("base_image")
+    base = p.builder.options.get("base_image")
     if not base:
         return None, None
     if "@sha256:" in base:
         return base, base.split("@", 1)[1]
-    if base.startswith("oci:") or p.builder[0] == "docker":
+    if base.startswith("oci:") or p.builder.name == "docker":
         return base, None  # a layout or the engine's own copy: no registry to ask
     try:
         from ..oci import reference
         from ..oci.registry import client_for
 
         ref = reference.parse(base)
-        opts = {k: v for k, v in p.builder[1].items() if k in ("insecure", "ca_file")}
+        opts = {k: v for k, v in p.builder.options.items() if k in ("insecure", "ca_file")}
         return base, client_for(ref.registry, retries=0, timeout=(3.0, 10.0), **opts).manifest_digest(ref.repository, ref.identifier)
     except Exception:  # noqa: BLE001 - unreachable or private base: the record just lacks the digest
         return base, None

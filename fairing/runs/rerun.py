@@ -53,7 +53,7 @@ def plan(doc: dict) -> tuple[str, dict, Any]:
 def rerun(run_id: str, *, store=None, warn: Callable[[str], None] | None = None,
           mutators: tuple = (), settings=None) -> tuple[Run, Any]:
     """Deploy the recorded image again; returns (the new record, the handle). The caller waits."""
-    from .. import registry
+    from .. import stages
     from . import hook
     from .store import Store
 
@@ -62,7 +62,7 @@ def rerun(run_id: str, *, store=None, warn: Callable[[str], None] | None = None,
     name, opts, image = plan(old)
     if mutators:
         opts["mutators"] = tuple(mutators)
-    deployer = registry.load("deployer", name)(**opts)
+    deployer = stages.load("deployer", name)(**opts)
     run = start("rerun", entry=old.get("entry"), how=old.get("how"), params=old.get("params"), store=st,
                 git=False, warn=warn, settings=settings)
     for key in ("source", "requirements", "git", "artifacts"):

@@ -102,8 +102,8 @@ def run(entry: Any, params: Mapping[str, Any], *, settings: Any, objective: str,
     rec = TuneRecorder(entry, p, settings, common)
     result = None
     try:
-        ctx, image = build_mod.build_once(p, progress, mutators)
-        rec.built(ctx, image, p)
+        image = build_mod.build_once(p, progress, mutators)
+        rec.built(image.context, image, p)
         result = TuneResult(objective=objective, goal=goal, space=space, image=image.ref, backend=backend,
                             algorithm=algorithm, experiment=exp_name, run=rec.id)
         from .progress import TrialTable

@@ -1,27 +1,40 @@
 """The one build of a tuning run, and the per-trial deployers that reuse it.
 
-Everything goes through fairing.pipeline (plan / prepare / build / preflight / make_deployer /
-dry_run), so a tuning run packages and builds exactly like `fair train`, once,
-and every trial runs the same digest. A trial differs only by its parameters, added to the pod
-template by `trial_mutator`: `--name value` arguments (scripts and notebooks) and
+Everything goes through fairing.pipeline (plan / build_image / dry_run / make_deployer), so a
+tuning run packages and builds exactly like `fair train`, once, and every trial runs the same
+digest. A trial is a Variant of the plan's deployer (fairing.request): its name, and its
+parameters added to the pod template by `trial_mutator`: `--name value` arguments (scripts and notebooks) and
 FAIRING_PARAM_<NAME> environment variables (everyone; the function wrapper reads them)."""
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 import re
 from typing import Any, Callable, Mapping
 
-from ..context import BuildContext, BuiltImage
+from ..context import BuiltImage
 from ..errors import ConfigError
+from ..request import Request, Stage, Variant
 from .space import Choice, IntRange, Param, env_name, value_text
 
 BACKENDS = ("katib", "jobs", "local")
-# Which deployer a backend's trials use; Katib's trialSpec is the Job manifest too.
-BACKEND_DEPLOYER = {"local": "local", "jobs": "job", "katib": "job"}
-# A deployer the user named maps onto a backend; other deployers cannot run trials (yet).
-DEPLOYER_BACKEND = {"local": "local", "job": "jobs"}
+
+
+def backend_deployer(backend: str) -> str:
+    """The deployer a backend's trials run on: the first whose class lists the backend in its
+    `tune_backends` (Katib's trialSpec is the Job manifest too)."""
+    from .. import stages
+
+    return next(name for name, cls in stages.deployer_classes() if backend in cls.tune_backends)
+
+
+def deployer_backend(deployer: str) -> str | None:
+    """The backend a deployer the user named implies (its class's first `tune_backends`), or None:
+    that deployer cannot run trials (yet)."""
+    from .. import stages
+
+    backends = stages.load("deployer", deployer).tune_backends if deployer in stages.DEPLOYERS else ()
+    return backends[0] if backends else None
 
 
 def is_function(entry: Any) -> bool:
@@ -53,14 +66,14 @@ def choose_backend(backend: str | None, settings: Any, *, probe: Callable[[], bo
     if backend is not None and backend not in BACKENDS:
         raise ConfigError(f"unknown tuning backend {backend!r}", hint=f"choose one of: {', '.join(BACKENDS)}")
     if dep:
-        if dep not in DEPLOYER_BACKEND:
+        implied = deployer_backend(dep)
+        if implied is None:
             raise ConfigError(f"tuning trials cannot run on the {dep} deployer",
                               hint="use --backend katib|jobs|local (trials run as batch Jobs or locally)")
-        implied = DEPLOYER_BACKEND[dep]
         if backend is None:
             return implied, f"backend {implied} (from deployer {dep})"
-        if BACKEND_DEPLOYER[backend] != dep:
-            raise ConfigError(f"--backend {backend} runs trials as {BACKEND_DEPLOYER[backend]}, but --deployer is {dep}",
+        if backend_deployer(backend) != dep:
+            raise ConfigError(f"--backend {backend} runs trials as {backend_deployer(backend)}, but --deployer is {dep}",
                               hint="drop --deployer; --backend decides where trials run")
         return backend, None
     if backend is not None:
@@ -77,15 +90,16 @@ def plan(entry: Any, settings: Any, space: Mapping[str, Param], objective: str, 
          name: str | None = None, args: list[str] | None = None, job_options: Mapping[str, Any] | None = None):
     """The pipeline plan of the one build: the entry (a function wrapped to read its parameters)
     packaged by its preprocessor, built by the configured builder, with the backend's deployer."""
-    from .. import pipeline
+    from .. import pipeline, stages
     from .trialfn import make_trial_function
 
     if settings.schedule:
         raise ConfigError("a tuning run cannot be scheduled (--schedule makes a CronJob)",
                           hint="drop --schedule / schedule: for fair tune")
-    deployer = BACKEND_DEPLOYER[backend]
+    deployer = backend_deployer(backend)
     d_kw: dict[str, Any] = {}
-    if deployer == "job":
+    if stages.stage("deployer", deployer).where == "cluster":
+        # A failed trial is a result, not something to retry.
         d_kw = {"backoff_limit": 0, **dict(job_options or {})}
     preprocessor = None
     prepare_kw: dict[str, Any] = {}
@@ -95,23 +109,20 @@ def plan(entry: Any, settings: Any, space: Mapping[str, Param], objective: str, 
                               hint="drop --preprocessor / preprocessor= for a function")
         entry = make_trial_function(entry, function_spec(space), objective)
         # The wrapper's module is pickled by value: fairing is not installed in the image.
-        preprocessor = ("function", {"by_value": ("fairing.tune.trialfn",)})
+        preprocessor = Stage("function", {"by_value": ("fairing.tune.trialfn",)})
         prepare_kw = {"args": (), "kwargs": {}}
     elif args:
         prepare_kw = {"args": list(args)}
-    return pipeline.plan(entry, settings, preprocessor=preprocessor, deployer=(deployer, d_kw),
-                       prepare_kw=prepare_kw, name=name)
+    return pipeline.plan(Request(entry, settings, preprocessor=preprocessor, deployer=Stage(deployer, d_kw),
+                                 prepare=prepare_kw, name=name))
 
 
-def build_once(p: Any, progress: Any, mutators: tuple = ()) -> tuple[BuildContext, BuiltImage]:
-    """Package and build once. The trial deployer renders a placeholder first (preflight), so bad
-    deploy options fail before anything is pushed."""
+def build_once(p: Any, progress: Any, mutators: tuple = ()) -> BuiltImage:
+    """Package and build once. A trial's deployer renders a placeholder first, so bad deploy
+    options fail before anything is pushed."""
     from .. import pipeline
 
-    ctx = pipeline.prepare(p, progress)
-    pipeline.preflight(p, trial_deployer(p, "preflight", {}, with_args=False, mutators=mutators), ctx)
-    image = pipeline.build(p, ctx, progress)
-    return ctx, image
+    return pipeline.build_image(p, progress, variant=trial(p, "preflight", {}, with_args=False, mutators=mutators))
 
 
 def dry_run(p: Any, params: Mapping[str, Any], progress: Any, *, with_args: bool = True,
@@ -120,13 +131,17 @@ def dry_run(p: Any, params: Mapping[str, Any], progress: Any, *, with_args: bool
     building and applying nothing: pipeline.dry_run on the plan with the trial's deployer."""
     from .. import pipeline
 
-    d_name, d_kw = p.deployer
-    kw = dict(d_kw)
-    kw["mutators"] = tuple(kw.get("mutators") or ()) + tuple(mutators) + \
-        (trial_mutator(params, with_args=with_args, texts=texts),)
-    if name:
-        kw["name"] = name
-    return pipeline.dry_run(dataclasses.replace(p, deployer=(d_name, kw)), progress)
+    return pipeline.dry_run(p, progress, variant=trial(p, name, params, with_args=with_args, texts=texts,
+                                                       mutators=mutators))
+
+
+def trial(p: Any, trial_name: str | None, params: Mapping[str, Any], *, with_args: bool = True,
+          texts: Mapping[str, str] | None = None, extra: Mapping[str, Any] | None = None,
+          mutators: tuple = ()) -> Variant:
+    """One trial as a Variant of the plan's deployer: its name, and its parameters applied after
+    the settings' pod options and the caller's `mutators`."""
+    return Variant(name=trial_name, mutators=(*mutators, trial_mutator(params, with_args=with_args, texts=texts)),
+                   options=dict(extra or {}))
 
 
 def trial_mutator(params: Mapping[str, Any], *, with_args: bool = True, texts: Mapping[str, str] | None = None):
@@ -162,13 +177,8 @@ def trial_deployer(p: Any, trial_name: str, params: Mapping[str, Any], *, with_a
     the settings' pod options and the caller's `mutators`)."""
     from .. import pipeline
 
-    d_name, d_kw = p.deployer
-    kw = dict(d_kw)
-    kw["mutators"] = tuple(kw.get("mutators") or ()) + tuple(mutators) + \
-        (trial_mutator(params, with_args=with_args, texts=texts),)
-    kw["name"] = trial_name
-    kw.update(extra or {})
-    return pipeline.make_deployer(dataclasses.replace(p, deployer=(d_name, kw)))
+    return pipeline.make_deployer(p, trial(p, trial_name, params, with_args=with_args, texts=texts, extra=extra,
+                                           mutators=mutators))
 
 
 def experiment_name(entry: Any, name: str | None = None) -> str:

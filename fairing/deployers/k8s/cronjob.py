@@ -17,7 +17,8 @@ from typing import Any
 
 from ...errors import ConfigError, DeployError
 from .. import labels as L
-from ..base import KubeDeployer, KubeHandle, nonneg_int
+from ..base import nonneg_int
+from .base import KubeDeployer, KubeHandle
 from .job import JOB_OPTIONS, JobDeployer, check_job_options, job_spec
 
 _FIELDS = (("minute", 0, 59, None), ("hour", 0, 23, None), ("day of month", 1, 31, None),
@@ -94,10 +95,21 @@ class CronJobDeployer(KubeDeployer):
     api_version = "batch/v1"
     kind = "CronJob"
     deployer_name = "cronjob"
+    # Kueue admits the Jobs a CronJob makes: the label and the suspend go into its job template.
+    queue_suspend = ("spec", "jobTemplate", "spec")
     # The controller appends an 11-character suffix to Job names, which must stay <= 63.
     name_max = 52
     kind_options = JOB_OPTIONS + ("schedule", "time_zone", "concurrency_policy", "successful_jobs_history_limit",
                                   "failed_jobs_history_limit", "suspend", "starting_deadline_seconds")
+
+    @classmethod
+    def options_from_settings(cls, settings, options=None) -> dict:
+        kw = super().options_from_settings(settings, options)
+        if "schedule" not in kw:
+            if not settings.get("schedule"):
+                raise ConfigError("the cronjob deployer needs a schedule", hint='pass --schedule "0 3 * * *"')
+            kw["schedule"] = settings["schedule"]
+        return kw
 
     def configure(self, **opts) -> None:
         if "schedule" not in opts:

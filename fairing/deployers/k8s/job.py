@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 from ...errors import ConfigError
-from ..base import KubeDeployer, finished_outcome, nonneg_int
+from ..base import nonneg_int
+from .base import KubeDeployer, finished_outcome
 
 JOB_OPTIONS = ("backoff_limit", "ttl_seconds_after_finished", "active_deadline_seconds", "completions",
                "parallelism", "completion_mode")
@@ -56,6 +57,8 @@ class JobDeployer(KubeDeployer):
     api_version = "batch/v1"
     kind = "Job"
     deployer_name = "job"
+    queue_suspend = ("spec",)
+    tune_backends = ("jobs", "katib")  # Katib's trialSpec is this deployer's Job manifest
     kind_options = JOB_OPTIONS
 
     def configure(self, **opts) -> None:

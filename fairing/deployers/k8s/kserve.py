@@ -18,7 +18,8 @@ from ...context import BuiltImage
 from ...errors import ConfigError, DeployError
 from .. import labels as L
 from .. import pod as podlib
-from ..base import Deployer, KubeAccess, check_pinned, check_replicas
+from ..base import Deployer, check_replicas
+from .base import KubeAccess, check_pinned
 from .serving import (
     CONTAINER, ServedModelHandle, conditions, endpoint_name, model_of, probes, serving_pod_template,
 )
@@ -43,6 +44,7 @@ class InferenceServiceDeployer(KubeAccess, Deployer):
     (+ protocol_version, runtime) for a KServe runtime instead of a fairing image, dry_run."""
 
     deployer_name = "inferenceservice"
+    aliases = ("kserve",)
     serves = True
     api_version = API_VERSION
     kind = KIND

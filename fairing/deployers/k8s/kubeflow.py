@@ -14,7 +14,8 @@ import copy
 from ...errors import ConfigError
 from .. import pod as podlib
 from .. import labels as L
-from ..base import KubeDeployer, nonneg_int
+from ..base import nonneg_int
+from .base import KubeDeployer
 
 KUBEFLOW_OPTIONS = ("gpus", "gpu_vendor", "clean_pod_policy", "backoff_limit", "ttl_seconds_after_finished",
                     "active_deadline_seconds", "restart_policy")
@@ -32,6 +33,7 @@ def kubeflow_state(obj: dict) -> str:
 
 
 class KubeflowDeployer(KubeDeployer):
+    queue_suspend = ("spec", "runPolicy")
     api_version = "kubeflow.org/v1"
     # Pod and Service names are <name>-<replica>-<index>, and must stay DNS-1035 labels (<= 63).
     name_max = 48

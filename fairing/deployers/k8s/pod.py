@@ -3,12 +3,13 @@ and history are not wanted; the pod is the whole workload (restartPolicy Never).
 
     PodDeployer(namespace="team", active_deadline_seconds=600, mutators=[pod.cpu("1")]).deploy(image)
 
-Adding it took this file and one row in fairing/registry.py: the base (deployers/base.py) does the
+Adding it took this file and one row in fairing/stages.py: the base (deployers/k8s/base.py) does the
 options, labels, mutators, prepare hooks, watching, logs, result and delete."""
 from __future__ import annotations
 
 from .. import labels as L
-from ..base import KubeDeployer, nonneg_int
+from ..base import nonneg_int
+from .base import KubeDeployer
 
 
 def pod_state(obj: dict | None) -> str:

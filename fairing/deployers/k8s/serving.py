@@ -23,8 +23,9 @@ from ...errors import ConfigError, DeployError
 from ...kube.reasons import NEVER_STARTS
 from .. import labels as L
 from .. import pod as podlib
-from ..base import Deployer, Handle, KubeAccess, check_pinned, check_port, check_replicas, serve_spec, wait_gone
+from ..base import Deployer, Handle, check_port, check_replicas, serve_spec
 from ..template import template_of
+from .base import KubeAccess, check_pinned, wait_gone
 
 CONTAINER = podlib.MAIN
 PORT_NAME = "http"

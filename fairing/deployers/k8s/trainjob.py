@@ -25,7 +25,7 @@ from ...errors import ConfigError
 from ...kube.errors import Forbidden
 from .. import labels as L
 from .. import pod as podlib
-from ..base import KubeDeployer, KubeHandle, finished_outcome
+from .base import KubeDeployer, KubeHandle, finished_outcome
 
 API_VERSION = "trainer.kubeflow.org/v1alpha1"
 RUNTIME_KINDS = ("ClusterTrainingRuntime", "TrainingRuntime")
@@ -76,6 +76,9 @@ class TrainJobDeployer(KubeDeployer):
     api_version = API_VERSION
     kind = "TrainJob"
     deployer_name = "trainjob"
+    title = "a Kubeflow TrainJob"
+    queue_suspend = ("spec",)
+    own_settings = ("nodes", "procs_per_node", "runtime")  # --nodes / --procs-per-node / --runtime
     container_name = TRAINER_JOB
     # The JobSet, its Jobs, pods and headless Service are named after the TrainJob
     # (<name>-node-0-1.<name> must stay a DNS label).

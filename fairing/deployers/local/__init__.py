@@ -33,12 +33,11 @@ def resolve_mode(setting: str = "auto", docker_host: str | None = None) -> tuple
         raise ConfigError(f"unknown local mode {setting!r}", hint="use auto, container or process")
     if setting == "process":
         return "process", None
-    url = discover.find_engine(docker_host)
+    url = discover.resolve(docker_host)
     if url:
         return "container", url
     if setting == "container":
-        tried = ", ".join(discover.candidates(docker_host)) or "no DOCKER_HOST and no default socket"
-        raise DeployError(f"no Docker/Podman API answered ({tried})",
+        raise DeployError(f"no Docker/Podman API answered ({discover.tried(docker_host)})",
                           hint="start one (e.g. `podman system service`) and set DOCKER_HOST, "
                                "or use local_mode=process")
     return "process", None
@@ -55,6 +54,7 @@ class LocalDeployer(Deployer):
     deployers freely."""
 
     deployer_name = "local"
+    tune_backends = ("local",)
     serves = True
     kind_options = ("mode", "docker_host", "python", "pull", "host_port", "replicas")
 

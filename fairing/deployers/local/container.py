@@ -13,7 +13,7 @@ from typing import Any, Iterator
 from ...context import OUTPUT_DIR, RESULT_MARKER, BuildContext, BuiltImage
 from ...engine import containers as engine
 from ...engine import discover
-from ...errors import DeployError
+from ...errors import DeployError, WaitTimeout
 from .. import labels as L
 from ..base import Handle
 from . import spec
@@ -73,27 +73,15 @@ class ContainerHandle(Handle):
         return engine.state(self.container.attrs) if engine.reload(self.container) else "Deleted"
 
     def wait(self, timeout: float | None = None) -> str:
-        import requests
-
-        try:
-            rc = self.container.wait(timeout=timeout)["StatusCode"] if timeout else self._wait_forever()
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-            raise DeployError(f"{self.name} is still running after {timeout:g}s",
-                              hint=f"wait longer (--timeout) or stop it with `fair delete {self.name}`") from None
+        rc = engine.wait(self.container, timeout)
+        if rc is None:
+            raise WaitTimeout(f"{self.name} is still running after {timeout:g}s",
+                              hint=f"wait longer (--timeout) or stop it with `fair delete {self.name}`")
         if rc != 0:
             raise DeployError(f"{self.name} failed with exit code {rc}: "
                               f"{engine.last_line(self.container, skip=RESULT_MARKER)}",
                               hint=f"see the output with `fair logs {self.name}`")
         return "Succeeded"
-
-    def _wait_forever(self) -> int:
-        import requests
-
-        while True:  # the SDK's wait has a client-side read timeout; keep asking until it returns
-            try:
-                return self.container.wait(timeout=3600)["StatusCode"]
-            except requests.exceptions.ReadTimeout:
-                continue
 
     def logs(self, follow: bool = False) -> Iterator[str]:
         yield from engine.logs(self.container, follow)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from ...context import OUTPUT_DIR, RESULT_MARKER, BuildContext, BuiltImage, write_context
-from ...errors import BuildError, ConfigError, DeployError
+from ...errors import BuildError, ConfigError, DeployError, WaitTimeout
 from ..base import Handle
 from . import spec
 
@@ -186,7 +186,7 @@ class ProcessHandle(Handle):
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise DeployError(f"{self.name} is still running after {timeout:g}s",
+            raise WaitTimeout(f"{self.name} is still running after {timeout:g}s",
                               hint="wait longer (--timeout) or stop it with handle.delete()") from None
         _live_procs.pop(self.proc.pid, None)
         if rc != 0:
@@ -250,8 +250,8 @@ def _remap(s: str, workdir: str, app: str, out_in: str, out_local: str) -> str:
 
 def read_result(ctx: BuildContext | None, output_dir: Path | None, log_text: str) -> Any:
     """The function's return value: the result.pkl the shim wrote, else its FAIRING_RESULT log line
-    (the format belongs to the function preprocessor)."""
-    from ...preprocessors.function import parse_result
+    (the format is fairing.results)."""
+    from ...results import parse_result
 
     if ctx is not None and ctx.kind != "function":
         raise ConfigError(f"a {ctx.kind} workload has no return value", hint="read its output with logs()")

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 from ...context import BuiltImage, ServeSpec
 from ...engine import containers as engine
 from ...engine import discover
-from ...errors import ConfigError, DeployError
+from ...errors import ConfigError, DeployError, WaitTimeout
 from .. import labels as L
 from ..base import Deployer, Handle, check_port, serve_spec
 from ..template import template_of
@@ -21,10 +21,9 @@ from . import spec
 
 
 def engine_url(docker_host: str | None) -> str:
-    url = docker_host or discover.find_engine()
+    url = docker_host or discover.resolve()
     if not url:
-        tried = ", ".join(discover.candidates()) or "no DOCKER_HOST and no default socket"
-        raise DeployError(f"no Docker/Podman API answered ({tried})",
+        raise DeployError(f"no Docker/Podman API answered ({discover.tried()})",
                           hint="start one (e.g. `podman system service`) and set DOCKER_HOST")
     return url
 
@@ -209,7 +208,7 @@ class LocalServingHandle(Handle):
                 except DeployError:
                     pass  # not listening yet
             if deadline is not None and time.monotonic() > deadline:
-                raise DeployError(f"model {self.model_name!r} in {self.name} is not ready after {timeout:g}s",
+                raise WaitTimeout(f"model {self.model_name!r} in {self.name} is not ready after {timeout:g}s",
                                   hint="a slow load() needs a bigger timeout; handle.logs() shows where it is")
             time.sleep(delay)
             delay = min(delay * 1.5, 1.0)

@@ -1,0 +1,171 @@
+"""Waiting for a workload as part of a run: the run record learns how it ended.
+
+`wait_for` is what `pipeline.execute` does when asked to wait (fairing.request.Wait): stream the
+logs, wait, take metrics from the log lines, keep the function's result, clean up. `RunHandle` is
+the handle `execute` returns for a detached run (submit() without waiting): waiting on it later
+settles the record the same way, as if the run had been waited for."""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from .deployers.base import Handle
+from .errors import DeployError, FairingError, WaitTimeout
+from .request import CLEANUP_ON_SUCCESS, Wait
+
+_DONE = ("Succeeded", "Failed")
+
+
+class RunHandle(Handle):
+    """A deployer's handle plus the run it belongs to. Every verb and attribute is the inner
+    handle's; only `wait` also settles the record (once: a record that ended stays as it is)."""
+
+    def __init__(self, inner: Any, run: Any, *, result: bool = False):
+        # Handle.__init__ is not called: name, namespace and dry_run are the inner handle's.
+        self.inner, self.run, self._result = inner, run, result
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names not found on this class: url, client(), status_detail, mode, ...
+        return getattr(self.inner, name)
+
+    # Handle's class-level defaults would hide the inner handle's values: read them through.
+    name = property(lambda self: self.inner.name)
+    namespace = property(lambda self: getattr(self.inner, "namespace", None))
+    dry_run = property(lambda self: getattr(self.inner, "dry_run", False))
+    what = property(lambda self: getattr(self.inner, "what", "workload"))
+
+    def __repr__(self) -> str:
+        return repr(self.inner)
+
+    def status(self) -> str:
+        return self.inner.status()
+
+    def logs(self, *args: Any, **kwargs: Any):
+        return self.inner.logs(*args, **kwargs)
+
+    def result(self) -> Any:
+        return self.inner.result()
+
+    def delete(self, *args: Any, **kwargs: Any) -> None:
+        return self.inner.delete(*args, **kwargs)
+
+    def manifests(self) -> list[dict]:
+        return self.inner.manifests()
+
+    def wait(self, timeout: float | None = None) -> str:
+        run = self.run
+        try:
+            status = self.inner.wait(timeout=timeout)
+        except WaitTimeout:
+            raise  # still running: nothing to record yet
+        except DeployError as e:
+            # Only a workload that really ended Failed is recorded so (not one gone unreachable).
+            if run.doc.get("status") not in _DONE and _status_of(self.inner) == "Failed":
+                from .runs.hook import local_outputs
+
+                read_metrics(self.inner, run, streamed=False)
+                run.fail(e, files=local_outputs(self.inner))
+            raise
+        if run.doc.get("status") not in _DONE and status in _DONE:
+            finish(self.inner, run, status, streamed=False, result=self._result)
+        return status
+
+
+def unwrap(handle: Any) -> Any:
+    """The deployer's own handle inside a RunHandle (or `handle` itself)."""
+    return handle.inner if isinstance(handle, RunHandle) else handle
+
+
+def wait_for(handle: Any, progress: Any, policy: Wait, *, timeout: float | None = None, run: Any = None,
+             result: bool = False) -> tuple[str, Any]:
+    """Wait for the workload as `policy` says; returns (status, the function's return value or
+    None). With `run` (a record), metrics are taken from the log lines and the record gets the
+    outcome (and, for a function, its return value: `result`)."""
+    inner = unwrap(handle)
+    on_log = policy.on_log
+    timeout = policy.timeout if policy.timeout is not None else timeout
+    try:
+        with progress.stage("wait") as st:
+            if on_log is not None:
+                for line in log_lines(inner.logs(follow=True)):
+                    if run is not None:
+                        run.log(line)
+                    on_log(line)
+            status = inner.wait(timeout=timeout)
+            st.detail = str(status)
+    except BaseException as e:
+        if run is not None:
+            from .runs.hook import local_outputs
+
+            read_metrics(inner, run, streamed=on_log is not None)
+            run.fail(e, files=local_outputs(inner))  # a failed notebook's executed copy matters most
+        raise
+    value = None
+    if run is not None:
+        value = finish(inner, run, status, streamed=on_log is not None,
+                       result=policy.result or result, required=policy.result == "required")
+    elif policy.result:
+        value = inner.result()
+    if policy.cleanup == CLEANUP_ON_SUCCESS and status == "Succeeded":
+        try:
+            inner.delete()
+        except FairingError:
+            pass  # the outcome is what the caller asked for; a failed cleanup is not worth hiding it
+    return status, value
+
+
+def finish(handle: Any, run: Any, status: str, *, streamed: bool, result: Any = False, required: bool = False) -> Any:
+    """Record a workload that ended: its metrics, and its result when `result`. `required`: a
+    result that cannot be read fails the run (and raises)."""
+    from .runs.hook import local_outputs
+
+    read_metrics(handle, run, streamed=streamed)
+    value, has = None, False
+    if required:
+        try:
+            value, has = handle.result(), True
+        except BaseException as e:
+            run.fail(e)
+            raise
+    elif result:
+        value, has = _result_of(handle)
+    run.finish(str(status), result=value, has_result=has, files=local_outputs(handle))
+    return value
+
+
+def _status_of(handle: Any) -> str | None:
+    try:
+        return handle.status()
+    except Exception:  # noqa: BLE001 - gone or unreachable: the outcome is not known
+        return None
+
+
+def read_metrics(handle: Any, run: Any, *, streamed: bool) -> None:
+    """Metrics from the finished workload's log, when it was not streamed through the record."""
+    if streamed:
+        return
+    try:
+        for line in log_lines(handle.logs(follow=False)):
+            run.log(line)
+    except Exception:  # noqa: BLE001 - logs may be gone (cleanup); the record just has no metrics
+        pass
+
+
+def _result_of(handle: Any) -> tuple[Any, bool]:
+    try:
+        return handle.result(), True
+    except Exception:  # noqa: BLE001 - no result to record is not a failed run
+        return None, False
+
+
+def log_lines(logs: Any) -> Iterator[str]:
+    """A handle's logs (text, bytes, or an iterable of either) as lines without newlines."""
+    if logs is None:
+        return
+    if isinstance(logs, (str, bytes)):
+        logs = logs.decode(errors="replace") if isinstance(logs, bytes) else logs
+        yield from logs.splitlines()
+        return
+    for item in logs:
+        if isinstance(item, bytes):
+            item = item.decode(errors="replace")
+        yield item.rstrip("\n")
