@@ -8,7 +8,8 @@ import pytest
 
 from fairing import pipeline
 from fairing import settings as settings_mod
-from fairing.context import BuildContext, BuiltImage, pod_template
+from fairing.context import BuildContext, BuiltImage
+from fairing.deployers.template import pod_template
 from fairing.deployers.base import Handle
 from fairing.deployers.local import LocalDeployer
 from fairing.errors import DeployError, WaitTimeout
