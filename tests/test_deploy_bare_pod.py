@@ -12,7 +12,7 @@ import pytest
 from fairing import stages, workloads
 from fairing.deployers import pod
 from fairing.deployers.k8s.job import JobDeployer
-from fairing.deployers.k8s.pod import PodDeployer
+from fairing.deployers.k8s.barepod import PodDeployer
 from fairing.errors import ConfigError, DeployError
 from fairing.kube.client import Kube
 from tests.rig.kube import fake_image

@@ -219,7 +219,7 @@ def test_a_container_that_cannot_start_is_removed(engine, base_image):
 def test_attach_to_a_local_model_server_gives_the_serving_handle(engine, base_image):
     """`fair status/delete NAME` go through LocalDeployer.attach: for a served model that must be the
     serving handle (readiness, url, predict), not a bare container handle that says "Running"."""
-    from fairing.deployers.local.serving import LocalServingDeployer, LocalServingHandle
+    from fairing.deployers.local.endpoint import LocalServingDeployer, LocalServingHandle
     from fairing.preprocessors.serve import ServePreprocessor
 
     class Echo:

@@ -13,8 +13,8 @@ import yaml
 from fairing.context import BuiltImage
 from fairing.deployers.template import pod_template
 from fairing.deployers.k8s.kserve import InferenceServiceDeployer
-from fairing.deployers.local.serving import LocalServingDeployer
-from fairing.deployers.k8s.serving import ServingDeployer
+from fairing.deployers.local.endpoint import LocalServingDeployer
+from fairing.deployers.k8s.deployment import ServingDeployer
 from fairing.errors import ConfigError
 from fairing.preprocessors.serve import ServePreprocessor
 from fairing.serving import (

@@ -18,7 +18,7 @@ from fairing.deployers import pod
 from fairing.context import BuiltImage
 from fairing.deployers.template import pod_template
 from fairing.deployers.k8s.kserve import InferenceServiceDeployer
-from fairing.deployers.k8s.serving import ServingDeployer
+from fairing.deployers.k8s.deployment import ServingDeployer
 from fairing.errors import DeployError
 from fairing.preprocessors.serve import ServePreprocessor
 from fairing.serving import PredictionEndpoint, PredictionError

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from fairing.deployers.local.serving import LocalServingHandle
+from fairing.deployers.local.endpoint import LocalServingHandle
 from fairing.errors import DeployError
 from fairing.serving import PredictionEndpoint, PredictionError
 
@@ -209,7 +209,7 @@ def test_the_example_script_runs_end_to_end(tmp_path, engine, base_image, regist
 
 
 def test_deploying_again_replaces_the_local_endpoint_but_not_foreign_containers(iris_endpoint, engine, base_image):
-    from fairing.deployers.local.serving import LocalServingDeployer
+    from fairing.deployers.local.endpoint import LocalServingDeployer
 
     client = engine.client()
     d = LocalServingDeployer(name="iris-again", docker_host=engine.docker_host)

@@ -20,7 +20,7 @@ from .. import labels as L
 from .. import pod as podlib
 from ..base import Deployer, check_replicas
 from .base import KubeAccess, check_pinned
-from .serving import (
+from .deployment import (
     CONTAINER, ServedModelHandle, conditions, endpoint_name, model_of, probes, serving_pod_template,
 )
 

@@ -1,7 +1,7 @@
 """The `local` deployer: the default when there is no cluster and no registry. One name, one
 class; what it runs on depends on the machine and on what the image is:
 
-- a serving context (context.serve set) is a model server: local/serving.py, in a container with
+- a serving context (context.serve set) is a model server: local/endpoint.py, in a container with
   a published loopback port;
 - otherwise, with a Docker/Podman API reachable: local/container.py, a container labelled
   app.kubernetes.io/managed-by=fairing, so `fair status/logs/delete/list` find it again later;
@@ -84,7 +84,7 @@ class LocalDeployer(Deployer):
 
     def serving(self):
         """The deployer for a model server (same name, mutators, labels, engine)."""
-        from .serving import LocalServingDeployer
+        from .endpoint import LocalServingDeployer
 
         return LocalServingDeployer(name=self.name, mutators=self.mutators, labels=self.labels,
                                     annotations=self.annotations, dry_run=self.dry_run,
