@@ -282,14 +282,18 @@ class Kube:
         import urllib3
         from kubernetes.client.exceptions import ApiException
 
-        from ..errors import tls_failure
+        from ..errors import tls_untrusted
 
         verb, res, ns, name = what
+        original = exc
         if isinstance(exc, ApiException) and not exc.status:  # the client wraps SSL errors this way
             exc = urllib3.exceptions.SSLError(exc.reason)
         if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
             text = str(exc)
-            if tls_failure(exc):  # by type, anywhere in the chain (MaxRetryError wraps it)
+            # By type, anywhere in the chain (MaxRetryError wraps it; kubernetes<31 raises its
+            # ApiException while handling it). Only a certificate that did not verify: a server
+            # that drops the handshake is unreachable, not misconfigured.
+            if tls_untrusted(original):
                 return DeployError(f"TLS verification of the API server {self.server} failed",
                                    hint="the kubeconfig's certificate-authority does not match the server; "
                                         "refresh the kubeconfig for this cluster")
