@@ -596,12 +596,16 @@ def _sync_operator_certs(kube) -> bool:
     if not data.get("tls.crt"):
         return False
     OPERATOR_CERT_DIR.mkdir(parents=True, exist_ok=True)
-    for key, value in data.items():
+    # The key before the certificate, each renamed into place whole: the operator watches the
+    # files and must never read a half-written one.
+    for key, value in sorted(data.items(), key=lambda kv: not kv[0].endswith(".key")):
         f = OPERATOR_CERT_DIR / key
         raw = base64.b64decode(value)
         if not f.exists() or f.read_bytes() != raw:
-            f.write_bytes(raw)
-            f.chmod(0o600)
+            tmp = f.with_name(f".{key}.tmp")
+            tmp.write_bytes(raw)
+            tmp.chmod(0o600)
+            os.replace(tmp, f)
     return True
 
 
@@ -832,6 +836,12 @@ def _ensure() -> ControlPlane:
     if kube.get("v1", "Secret", "training-operator-webhook-cert", OPERATOR_NAMESPACE) is None:
         kube.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                      "metadata": {"name": "training-operator-webhook-cert", "namespace": OPERATOR_NAMESPACE}})
+    if not operator.alive():
+        # Files left in /tmp by an earlier cluster (not under FAIRING_CACHE, so emptying the cache
+        # keeps them) are another CA's pair: the operator would start on them and exit with "tls:
+        # private key does not match public key" while the sync below replaces them one by one.
+        # Started with none, it waits for this cluster's pair.
+        shutil.rmtree(OPERATOR_CERT_DIR, ignore_errors=True)
     ensure_service(operator, lambda: _sync_operator_certs(kube) and http_ok(f"http://127.0.0.1:{OPERATOR_PORTS[1]}/readyz"),
                 port=OPERATOR_PORTS[1], timeout=120)
     token = setup_namespace(kube)
