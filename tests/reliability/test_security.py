@@ -307,8 +307,8 @@ def test_trainjob_builder_options_reach_the_default_builder(tmp_path, secure_reg
     proj = training_dir(tmp_path)
     job = TrainJob(str(proj), registry=f"{secure_registry.host}/reliability", base_image="127.0.0.1:5000/x:1",
                    deployer="job", namespace="default", builder_options={"ca_file": secure_registry.ca_file})
-    name, kw = job.plan().builder
-    assert name == "append" and kw.get("ca_file") == secure_registry.ca_file
+    builder = job.plan().builder
+    assert builder.name == "append" and builder.options.get("ca_file") == secure_registry.ca_file
 
 
 # --- run records, MLflow and exported pipeline components ----------------------------------------
