@@ -33,8 +33,7 @@ def _uv() -> str:
 
 
 def run(cmd, *, timeout=1200, **kw) -> subprocess.CompletedProcess:
-    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, **kw)
-    return p
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, **kw)
 
 
 def ok(p: subprocess.CompletedProcess) -> str:

@@ -46,10 +46,6 @@ class Index:
     trusted_hosts: tuple[str, ...] = ()  # pip's `trusted-host`: no TLS verification for these
     sources: dict = field(default_factory=dict, compare=False)  # key -> where it was set
 
-    @property
-    def configured(self) -> bool:
-        return self.index_url != PYPI or bool(self.extra_urls or self.cert or self.trusted_hosts)
-
     def is_trusted(self, url: str) -> bool:
         """True when pip would skip TLS verification for `url` (trusted-host, host or host:port)."""
         parts = urlsplit(url)

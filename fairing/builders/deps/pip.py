@@ -48,6 +48,9 @@ def fix_scripts(bin_dir: Path) -> None:
 # all there is to go on; pip then goes on to say "no matching distribution", which would mislead).
 _UNTRUSTED = re.compile(r"invalid peer certificate|UnknownIssuer|CERTIFICATE_VERIFY_FAILED|certificate verify failed|"
                         r"problem confirming the ssl certificate", re.IGNORECASE)
+# One hint for every way an untrusted index shows up (uv, pip, the wheel downloader).
+UNTRUSTED_HINT = ("set PIP_CERT (or `cert` in pip.conf) to the CA that signs it, e.g. your company's or "
+                  "mirror's CA; fairing adds it to the default roots")
 _URL = re.compile(r"https://[^\s/'\"]+")
 
 
@@ -58,9 +61,7 @@ def untrusted_index(out: str) -> BuildError | None:
     # Only host:port: an index URL may carry user:token@, which never goes into an error.
     url = next(iter(_URL.findall(out)), None)
     where = urlsplit(url).netloc.rpartition("@")[2] if url else "the package index"
-    return BuildError(f"the TLS certificate of {where} is not trusted",
-                      hint="set PIP_CERT (or `cert` in pip.conf) to the CA that signs it, e.g. your company's or "
-                           "mirror's CA; fairing adds it to the default roots")
+    return BuildError(f"the TLS certificate of {where} is not trusted", hint=UNTRUSTED_HINT)
 
 
 def pip_error(out: str, python: str, tags: Sequence[str]) -> BuildError:

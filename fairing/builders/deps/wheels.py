@@ -31,6 +31,7 @@ from ...oci.cache import Cache, touch
 from ...oci.layer import Member, Source
 from . import index
 from .index import Access
+from .pip import UNTRUSTED_HINT
 from .resolve import Wheel
 
 INSTALLER = "fairing-2"  # bump when the unpacked files change for the same wheel
@@ -100,8 +101,7 @@ def download(wheels: Iterable[Wheel], cache: Cache, *, jobs: int = 4, progress: 
 
                     if tls_untrusted(e):
                         raise BuildError(f"downloading {w.filename} failed: the package index's TLS certificate is not trusted",
-                                         hint="set PIP_CERT (or `cert` in pip.conf) to the CA that signs it (a proxy's or "
-                                              "mirror's CA); fairing adds it to the default roots") from None
+                                         hint=UNTRUSTED_HINT) from None
                     if last:
                         raise BuildError(f"downloading {w.filename} failed ({type(e).__name__}, {DOWNLOAD_TRIES} tries)",
                                          hint="check the package index and network, then retry") from None
