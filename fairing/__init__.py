@@ -5,7 +5,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 __all__ = ["config", "runs", "kfp", "TrainJob", "PredictionEndpoint", "FairingError", "__version__", "tune", "report",
-           "uniform", "loguniform", "intrange", "choice"]
+           "uniform", "loguniform", "intrange", "choice", "outputs_dir"]
 _TUNE = ("tune", "report", "uniform", "loguniform", "intrange", "choice")
 
 
@@ -21,6 +21,8 @@ def __getattr__(name: str):
     if name in _TUNE:  # hyperparameter tuning (fairing.tune); optuna loads only when a study runs
         module = importlib.import_module(f"{__name__}.tune")
         return module if name == "tune" else getattr(module, name)  # the package is callable: tune(...)
+    if name == "outputs_dir":  # where a run writes what it keeps (fairing.outputs)
+        return importlib.import_module(f"{__name__}.outputs").outputs_dir
     if name == "FairingError":
         from .errors import FairingError
 

@@ -57,6 +57,7 @@ SETTING_OPTIONS = [
     _param("builder", Annotated[Optional[str], _opt("--builder", help="append, docker or cluster")]),
     _param("base_image", Annotated[Optional[str], _opt("--base-image", help="image to add the code to")]),
     _param("registry", Annotated[Optional[str], _opt("--registry", help="push images here, e.g. 127.0.0.1:5000/team")]),
+    _param("outputs", Annotated[Optional[str], _opt("--outputs", help="keep $FAIRING_OUTPUT_DIR here: oci://HOST/REPO, s3://BUCKET/PREFIX, pvc://CLAIM/PATH, a dir, or none")]),
     _param("image_name", Annotated[Optional[str], _opt("--image-name", help="repository name for the image")]),
     _param("deployer", Annotated[Optional[str], _opt("--deployer", help=", ".join(stages.DEPLOYERS))]),
     _param("namespace", Annotated[Optional[str], _opt("--namespace", "-n", help="Kubernetes namespace")]),

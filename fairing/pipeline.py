@@ -319,9 +319,28 @@ def prepare(p: Plan, progress: Progress, *, extra_files: Mapping[str, bytes] | N
         # Runtime mode marker: whatever runs this context knows it is the workload, not the author.
         ctx = dataclasses.replace(ctx, env={**ctx.env, runtime.RUNTIME_ENV: "1"},
                                   files={**ctx.files, **dict(extra_files or {})})
+        if ctx.serve is None:
+            ctx = with_outputs_shim(ctx)
         st.detail = f"{name}: {len(ctx.files)} files, {human_bytes(ctx.size())}"
     p.raise_deferred()
     return ctx
+
+
+def with_outputs_shim(ctx: BuildContext) -> BuildContext:
+    """The context's command, wrapped by the outputs shim (image_runtime/outputs.py): it keeps
+    $FAIRING_OUTPUT_DIR when the run names a store, and execs the command unchanged when not."""
+    from .preprocessors.base import RUNTIME_DIR
+
+    here = Path(__file__).parent / "image_runtime"
+    files = {f"{RUNTIME_DIR}/outputs.py": (here / "outputs.py").read_bytes(),
+             f"{RUNTIME_DIR}/outputs_s3.py": (here / "outputs_s3.py").read_bytes()} \
+        if (here / "outputs_s3.py").exists() else {f"{RUNTIME_DIR}/outputs.py": (here / "outputs.py").read_bytes()}
+    entry = tuple(ctx.entrypoint)
+    if not entry:
+        return ctx
+    python = entry[0] if Path(entry[0]).name.startswith("python") else "python3"
+    return dataclasses.replace(ctx, files={**ctx.files, **files},
+                               entrypoint=(python, f"{RUNTIME_DIR}/outputs.py", "--", *entry))
 
 
 def make_builder(p: Plan):
@@ -527,6 +546,8 @@ def execute(p: Plan, progress: Progress | None = None, *, wait: Wait | bool | No
                 run.packaged(ctx)
                 run.built(image)
         hook.tag(deployer, run, image)  # run id + source hash on every object; env for the model server
+        if not p.serving and image is not None:
+            keep_outputs(p, deployer, run, image, progress)
         with progress.stage("deploy") as st:
             handle = deployer.deploy(image)
             mode = getattr(handle, "mode", None)
@@ -544,6 +565,29 @@ def execute(p: Plan, progress: Progress | None = None, *, wait: Wait | bool | No
             handle, progress, policy, timeout=p.settings.timeout, run=run, result=is_fn)
     result.stages = progress.summary()
     return result
+
+
+def keep_outputs(p: Plan, deployer: Any, run: Any, image: BuiltImage, progress: Progress) -> None:
+    """Where the run's outputs are kept (fairing.outputs.store), in its record; a cluster
+    workload's pods get the store, and its credentials in the run's Secret (fairing.outputs.wire).
+    Local runs are saved by this process when they end (fairing.runs.hook.keep_local_outputs)."""
+    from .outputs import store as ostore
+
+    store, note = ostore.for_run(p.settings.outputs, image.ref, on_cluster=p.on_cluster)
+    if note:
+        progress.note(note)
+    run.note(outputs={"store": store.text if store else None})
+    deployer.outputs_store = store
+    if not p.on_cluster or not isinstance(getattr(deployer, "mutators", None), tuple):
+        return
+    from .outputs import wire
+
+    creds = ostore.credentials(store) if store is not None else {}
+    ca_pem = None
+    if creds and p.settings.ca_file:
+        ca_pem = Path(p.settings.ca_file).expanduser().read_bytes()
+    deployer.mutators = deployer.mutators + (
+        wire.mutator(store, run.id, creds=creds, ca_pem=ca_pem, per_job=type(deployer).per_job_runs),)
 
 
 def build_recorded(p: Plan, progress: Progress, *, command: str = "build",

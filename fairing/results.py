@@ -11,6 +11,17 @@ from .context import RESULT_MARKER
 from .errors import FairingError
 
 
+class ResultInOutputs(FairingError):
+    """The result was too large for the log: it is the run's output file `name` (result.pkl),
+    which a run handle fetches from the outputs store (fairing.runhandle.read_result)."""
+
+    def __init__(self, size: int, path: str):
+        self.size, self.name = size, path.rsplit("/", 1)[-1]
+        super().__init__(f"the function's result ({size} bytes) is kept in the run's outputs, not in its log",
+                         hint="read it with handle.result() from the run's handle, or fetch it: "
+                              "fair runs outputs RUN_ID --path result.pkl")
+
+
 def parse_result(log_text: str | bytes) -> Any:
     """The function's return value from the workload's log (the last FAIRING_RESULT line). Raises
     FairingError with the shim's own message when the run failed or printed no result."""
@@ -26,8 +37,7 @@ def parse_result(log_text: str | bytes) -> Any:
         body = line[i + len(RESULT_MARKER):].strip()
         if body.startswith("too-large:"):
             _, size, path = body.split(":", 2)
-            raise FairingError(f"the function's result ({int(size)} bytes) is too large for the log",
-                               hint=f"fetch {path} from the workload's output instead")
+            raise ResultInOutputs(int(size), path)
         try:
             return cloudpickle.loads(base64.b64decode(body, validate=True))
         except Exception as e:

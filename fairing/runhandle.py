@@ -43,7 +43,7 @@ class RunHandle(Handle):
         return self.inner.logs(*args, **kwargs)
 
     def result(self) -> Any:
-        return self.inner.result()
+        return read_result(self.inner, self.run)
 
     def delete(self, *args: Any, **kwargs: Any) -> None:
         return self.inner.delete(*args, **kwargs)
@@ -64,6 +64,7 @@ class RunHandle(Handle):
 
                 read_metrics(self.inner, run, streamed=False)
                 run.fail(e, files=local_outputs(self.inner))
+                settle_outputs(self.inner, run)
             raise
         if run.doc.get("status") not in _DONE and status in _DONE:
             finish(self.inner, run, status, streamed=False, result=self._result)
@@ -98,13 +99,15 @@ def wait_for(handle: Any, progress: Any, policy: Wait, *, timeout: float | None 
 
             read_metrics(inner, run, streamed=on_log is not None)
             run.fail(e, files=local_outputs(inner))  # a failed notebook's executed copy matters most
+            if not isinstance(e, (KeyboardInterrupt, WaitTimeout)):
+                settle_outputs(inner, run)  # a failed run's checkpoint is what its user needs most
         raise
     value = None
     if run is not None:
         value = finish(inner, run, status, streamed=on_log is not None,
                        result=policy.result or result, required=policy.result == "required")
     elif policy.result:
-        value = inner.result()
+        value = read_result(inner)
     if policy.cleanup == CLEANUP_ON_SUCCESS and status == "Succeeded":
         try:
             inner.delete()
@@ -122,14 +125,21 @@ def finish(handle: Any, run: Any, status: str, *, streamed: bool, result: Any = 
     value, has = None, False
     if required:
         try:
-            value, has = handle.result(), True
+            value, has = read_result(handle, run), True
         except BaseException as e:
             run.fail(e)
             raise
     elif result:
-        value, has = _result_of(handle)
+        value, has = _result_of(handle, run)
     run.finish(str(status), result=value, has_result=has, files=local_outputs(handle))
+    settle_outputs(handle, run)
     return value
+
+
+def settle_outputs(handle: Any, run: Any) -> None:
+    from .runs.hook import settle_outputs as settle
+
+    settle(handle, run)
 
 
 def _status_of(handle: Any) -> str | None:
@@ -150,9 +160,28 @@ def read_metrics(handle: Any, run: Any, *, streamed: bool) -> None:
         pass
 
 
-def _result_of(handle: Any) -> tuple[Any, bool]:
+def read_result(handle: Any, run: Any = None) -> Any:
+    """The function's return value: from the log when small, else from the run's outputs."""
+    from .results import ResultInOutputs
+
     try:
-        return handle.result(), True
+        return handle.result()
+    except ResultInOutputs as e:
+        run_id = getattr(run, "id", None) or getattr(handle, "run_id", None)
+        if not run_id:
+            raise
+        import cloudpickle
+
+        from . import runs
+        from .outputs.fetch import read_file
+
+        record = run.doc if run is not None else runs.get(run_id)
+        return cloudpickle.loads(read_file(record, e.name))
+
+
+def _result_of(handle: Any, run: Any = None) -> tuple[Any, bool]:
+    try:
+        return read_result(handle, run), True
     except Exception:  # noqa: BLE001 - no result to record is not a failed run
         return None, False
 

@@ -127,6 +127,9 @@ KEYS: dict[str, Key] = {k.name: k for k in (
         "registry.example.com/team"),
     Key("ca_file", _str, None, "CA certificate (PEM) of a private registry; added to the system's trust, "
         "not put in its place", "/etc/ssl/private-registry-ca.pem"),
+    Key("outputs", _str, None, "where runs keep what they write to $FAIRING_OUTPUT_DIR: oci://HOST/REPO, "
+        "s3://BUCKET/PREFIX, pvc://CLAIM/SUBPATH, a directory, or none (default: beside the image; "
+        "local runs: the cache)", "s3://ml-outputs/team"),
     Key("image_name", _str, None, "repository name for built images (default: fairing-<entry>)", "my-train"),
     Key("deployer", _str, None, "job, cronjob, tfjob, pytorchjob, trainjob, pod, serving, inferenceservice, local "
         "(default: job with a registry and a cluster, else local)", "job"),
@@ -516,3 +519,42 @@ def progress() -> bool | None:
 def debug() -> bool:
     """$FAIRING_DEBUG: the CLI prints tracebacks, as with --debug."""
     return os.environ.get("FAIRING_DEBUG", "") not in ("", "0")
+
+
+def output_dir() -> str | None:
+    """$FAIRING_OUTPUT_DIR: set in every workload fairing runs (fairing.outputs_dir() reads it)."""
+    return os.environ.get("FAIRING_OUTPUT_DIR") or None
+
+
+def s3_endpoint() -> str | None:
+    """The S3 endpoint for s3:// outputs stores: $AWS_ENDPOINT_URL_S3, else $AWS_ENDPOINT_URL (the
+    names the AWS SDKs read), else None (AWS itself)."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def aws_credentials() -> dict[str, str]:
+    """{access_key, secret_key[, session_token]} from $AWS_ACCESS_KEY_ID / $AWS_SECRET_ACCESS_KEY
+    (/ $AWS_SESSION_TOKEN), else ~/.aws/credentials' profile $AWS_PROFILE (default); {} if none."""
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    token = os.environ.get("AWS_SESSION_TOKEN")
+    if not (key and secret):
+        import configparser
+
+        path = Path(os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or Path.home() / ".aws" / "credentials")
+        conf = configparser.ConfigParser()
+        try:
+            conf.read(path)
+        except configparser.Error:
+            return {}
+        section = os.environ.get("AWS_PROFILE") or "default"
+        if not conf.has_section(section):
+            return {}
+        key = conf.get(section, "aws_access_key_id", fallback=None)
+        secret = conf.get(section, "aws_secret_access_key", fallback=None)
+        token = conf.get(section, "aws_session_token", fallback=None)
+        if not (key and secret):
+            return {}
+    out = {"access_key": key, "secret_key": secret}
+    if token:
+        out["session_token"] = token
+    return out

@@ -262,8 +262,9 @@ def test_parse_result_edge_cases():
     assert parse_result(log.encode()) == [1, 2]
     with pytest.raises(FairingError) as e:
         parse_result(f"{RESULT_MARKER}too-large:99999999:/tmp/fairing-output/result.pkl\n")
-    assert e.value.message == "the function's result (99999999 bytes) is too large for the log"
-    assert e.value.hint == "fetch /tmp/fairing-output/result.pkl from the workload's output instead"
+    # Too large for the log: the run handle reads it from the run's outputs (ResultInOutputs).
+    assert e.value.message == "the function's result (99999999 bytes) is kept in the run's outputs, not in its log"
+    assert "fair runs outputs RUN_ID --path result.pkl" in e.value.hint and e.value.name == "result.pkl"
     with pytest.raises(FairingError, match=r"^cannot read the function's result from the log"):
         parse_result(f"{RESULT_MARKER}{blob[:-6]}\n")
     with pytest.raises(FairingError) as e:

@@ -86,6 +86,7 @@ class Deployer:
 
     # -- facts the pipeline reads from the class (fairing.pipeline.plan, checks, tune); a new
     # deployer declares its own here and no other module names it --------------------------------
+    per_job_runs = False  # True: every Job the workload starts is a run of its own (a CronJob)
     title = ""  # what it makes, in a few words, for hints: "a Kubeflow TrainJob"
     aliases: tuple[str, ...] = ()  # other spellings of its name on the command line ("kserve")
     # Where its object keeps the suspend flag Kueue releases (e.g. ("spec",)); None: no queue.
@@ -193,6 +194,23 @@ class Deployer:
                 hook = getattr(m, "prepare", None)
                 if hook is not None:
                     hook(kube, namespace, tpl)
+
+    def created(self, kube, namespace: str, obj: dict) -> None:
+        """Mutators' hooks once the workload exists (the outputs Secret takes it as its owner)."""
+        for m in self.mutators:
+            hook = getattr(m, "created", None)
+            if hook is not None:
+                hook(kube, namespace, obj)
+
+    def discard(self, kube, namespace: str) -> None:
+        """Mutators' hooks when the create failed: undo what prepare made for this workload alone."""
+        for m in self.mutators:
+            hook = getattr(m, "discard", None)
+            if hook is not None:
+                try:
+                    hook(kube, namespace)
+                except Exception:  # noqa: BLE001 - the create's own error is the one to report
+                    pass
 
 
 def selector_matches(labels: Mapping[str, str] | None, selector: str) -> bool:

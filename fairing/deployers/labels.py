@@ -21,3 +21,9 @@ FIELD_MANAGER = "fairing"          # server-side apply
 
 def is_managed(labels: dict | None) -> bool:
     return (labels or {}).get(MANAGED_BY) == MANAGER
+
+
+def outputs_secret(run_id: str) -> str:
+    """The Secret holding a run's outputs-store credentials (fairing.outputs.wire makes it; the
+    handle that sees the run end deletes it; it is owned by the workload either way)."""
+    return f"fairing-outputs-{run_id}"

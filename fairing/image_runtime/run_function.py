@@ -64,7 +64,12 @@ def main():
     os.replace(path + ".tmp", path)
     sys.stdout.flush()
     encoded = base64.b64encode(data).decode("ascii")
-    if len(encoded) > int(header.get("log_limit", 4 << 20)):
+    limit = int(header.get("log_limit", 4 << 20))
+    if os.environ.get("FAIRING_OUTPUTS_STORE"):
+        # The outputs store keeps result.pkl (outputs.py saves it after this exits): only small
+        # values travel in the log too.
+        limit = min(limit, 64 << 10)
+    if len(encoded) > limit:
         # Too big for a log line; ':' never occurs in base64, so parse_result can tell them apart.
         print("%stoo-large:%d:%s" % (header["marker"], len(data), path), flush=True)
     else:

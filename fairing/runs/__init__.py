@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["list", "get", "diff", "start", "settle"]
+__all__ = ["list", "get", "diff", "start", "settle", "outputs", "sync"]
 
 
 def list(last: int | None = None, status: str | None = None, *, command: str | None = None,  # noqa: A001
@@ -70,3 +70,20 @@ def settle(run_id: str | None, status: str, *, store: Any = None) -> bool:
     except Exception:  # noqa: BLE001 - a record elsewhere (another machine's store) is not an error here
         return False
 
+
+
+def outputs(run_id: str, dest: Any = None, *, path: str | None = None, store: Any = None):
+    """The run's output files, fetched from its outputs store to `dest` (default
+    ./outputs/RUN_ID; only `path` when given); returns that directory (a pathlib.Path)."""
+    from ..outputs.fetch import fetch
+
+    return fetch(get(run_id, store=store), dest, path=path)
+
+
+def sync(stores: "Any" = None, *, store: Any = None) -> "list[str]":
+    """Import the runs an outputs store holds that this machine has no record of (a CronJob's
+    runs, a teammate's): each becomes a record here. `stores`: store URLs (default: the `outputs`
+    setting and every store a local record names). Returns the ids imported."""
+    from .sync import sync as _sync
+
+    return _sync(stores, store=store)

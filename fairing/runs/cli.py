@@ -93,7 +93,47 @@ def show(run_id: Annotated[str, typer.Argument(help="run id (a unique prefix is 
     files = (shown.get("source") or {}).get("files")
     if files:  # file hashes are for diff; the count says enough here
         shown["source"] = {**shown["source"], "files": sorted(files)}
+    kept = shown.pop("outputs", None) or {}
     _out(yaml.safe_dump(shown, sort_keys=False, default_flow_style=False).rstrip())
+    if kept.get("store"):
+        _out(f"outputs: {kept['store']}" + (f" (not read: {kept['error']})" if kept.get("error") else ""))
+        for f in kept.get("files") or []:
+            _out(f"  {f['path']}  {f['size']} bytes  {f['digest']}")
+        if kept.get("files") == []:
+            _out("  (no files)")
+
+
+@app.command(help="Fetch a run's output files (what it wrote to $FAIRING_OUTPUT_DIR) from its outputs store.")
+def outputs(run_id: Annotated[str, typer.Argument(help="run id (a unique prefix is enough)")],
+            dest: Annotated[Optional[str], typer.Option("--dest", "-d", help="directory to put them in (default ./outputs/RUN_ID)")] = None,
+            path: Annotated[Optional[str], typer.Option("--path", help="only this file, e.g. model.joblib")] = None,
+            output: Annotated[str, OUTPUT] = "text") -> None:
+    import fairing.runs as runs
+
+    as_json = _check_output(output)
+    d = runs.outputs(run_id, dest, path=path)
+    files = sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())
+    if path is not None:
+        files = [path]
+    if as_json:
+        _json({"dir": str(d), "files": files})
+        return
+    for f in files:
+        _out(str(d / f))
+
+
+@app.command(help="Import the runs an outputs store holds that have no record here (CronJob runs, trials, a teammate's).")
+def sync(store: Annotated[Optional[List[str]], typer.Option("--store", help="outputs store URL (repeatable; default: "
+                                                            "the outputs setting and the stores recorded runs name)")] = None,
+         output: Annotated[str, OUTPUT] = "text") -> None:
+    import fairing.runs as runs
+
+    as_json = _check_output(output)
+    ids = runs.sync(store or None)
+    if as_json:
+        _json({"imported": ids})
+        return
+    _info(f"fair: {len(ids)} run{'' if len(ids) == 1 else 's'} imported" + (": " + " ".join(ids) if ids else ""))
 
 
 @app.command(help="What changed between run A and run B: code files, requirements, params, base image, metrics.")

@@ -131,3 +131,40 @@ def local_outputs(handle: Any) -> dict[str, str]:
                 found[label] = str(local)
     return found
 
+
+
+def settle_outputs(handle: Any, run: Run) -> None:
+    """The run ended: a local run's output dir is saved to its store here (a cluster pod saves its
+    own), and the record lists what the store holds for it (path, size, digest per file). Never
+    fails the caller: a store that cannot be read leaves the record saying so."""
+    import contextlib
+
+    outputs = dict(run.doc.get("outputs") or {})
+    if not outputs.get("store") or outputs.get("files") is not None:
+        return
+    from ..outputs import store as ostore
+
+    try:
+        spec = ostore.parse(outputs["store"])
+        if spec is None or spec.claim is not None:
+            return  # a pvc:// store is read through a pod (fair runs outputs)
+        backend = ostore.open_backend(spec)
+        local = getattr(handle, "output_dir", None)
+        copy = getattr(handle, "copy_outputs", None)
+        if local is not None or copy is not None:
+            from ..image_runtime.outputs import save
+
+            with (contextlib.nullcontext(local) if local is not None else copy()) as d:
+                record = {"id": run.id, "status": run.doc.get("status"), "started": run.doc.get("started"),
+                          "finished": run.doc.get("finished"), "recorded_by": "client"}
+                doc = save(str(d) if d else "/nonexistent", backend, run.id, record, attempts=3)
+        else:
+            doc = backend.get_run(run.id)
+        if doc is not None:
+            outputs["files"] = doc.get("files") or []
+            if doc.get("refused"):
+                outputs["refused"] = doc["refused"]
+    except Exception as e:  # noqa: BLE001 - the run's outcome stands; the record says what is missing
+        outputs["error"] = redact.text(getattr(e, "message", None) or str(e))
+    run.doc["outputs"] = outputs
+    run.save()

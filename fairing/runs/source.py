@@ -35,6 +35,8 @@ def file_hashes(ctx) -> dict[str, str]:
     """{path in the code layer: sha256 of its bytes} (what `fair runs diff` compares)."""
     out = {}
     for dst, src in sorted(ctx.files.items()):
+        if dst.startswith(".fairing/outputs"):
+            continue  # fairing's own outputs shim, the same in every run: not the user's code
         data = src if isinstance(src, bytes) else Path(src).read_bytes()
         out[dst] = hashlib.sha256(data).hexdigest()
     return out

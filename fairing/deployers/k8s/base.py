@@ -15,7 +15,7 @@ import uuid
 from typing import Any, Iterator
 
 from ...context import BuiltImage
-from ...errors import ConfigError, DeployError
+from ...errors import ConfigError, DeployError, FairingError
 from .. import labels as L
 from .. import pod as podlib
 from .. import queue as queuelib
@@ -206,8 +206,14 @@ class KubeDeployer(KubeAccess, Deployer):
             # Server-side dry run: admission, RBAC and schema (CRD) validation, nothing persisted.
             applied = kube.create(manifest, dry_run=True)
             return self.handle_class(self, applied, dry_run=True)
-        self.prepare(kube, manifest["metadata"]["namespace"], self.templates_of(manifest))
-        created = kube.create(manifest)
+        ns = manifest["metadata"]["namespace"]
+        self.prepare(kube, ns, self.templates_of(manifest))
+        try:
+            created = kube.create(manifest)
+        except BaseException:
+            self.discard(kube, ns)  # what prepare made for this workload must not outlive its failed create
+            raise
+        self.created(kube, ns, created)
         return self.handle_class(self, created)
 
     def attach(self, name: str):
@@ -315,12 +321,15 @@ class KubeHandle(Handle):
                            container=self.deployer.container_name)
         except DeployError as e:
             err = self._queued_timeout(e, started) if isinstance(e, WaitTimeout) else e
+            if not isinstance(e, WaitTimeout):
+                self._drop_outputs_secret()
             if self.deployer.cleanup:
                 self._cleanup()
             if err is e:
                 raise
             raise err from None
         self._obj = out.obj
+        self._drop_outputs_secret()
         pods = list(out.pods.values()) or self.pods()
         if self.deployer.cleanup:
             self._cleanup(pods)
@@ -390,6 +399,15 @@ class KubeHandle(Handle):
 
         self._no_dry("read the result of")
         return parse_result(self.log_text())
+
+    def _drop_outputs_secret(self) -> None:
+        """The run is over: its outputs Secret (if it had one) is no longer needed. A CronJob's
+        is, for its next runs: it goes with the CronJob."""
+        if self.run_id and not self.deployer.per_job_runs:
+            try:
+                self.kube.delete("v1", "Secret", L.outputs_secret(self.run_id), self.namespace)
+            except FairingError:
+                pass  # owned by the workload: deleted with it anyway
 
     def delete(self, *, wait: bool = True, timeout: float = 120) -> None:
         """Delete with foreground propagation: the pods go first, then the object. With wait=True,

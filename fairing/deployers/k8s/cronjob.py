@@ -92,6 +92,7 @@ def validate_time_zone(tz: str) -> str:
 
 
 class CronJobDeployer(KubeDeployer):
+    per_job_runs = True  # each Job it starts is a run of its own (its outputs, its record)
     api_version = "batch/v1"
     kind = "CronJob"
     deployer_name = "cronjob"

@@ -3,6 +3,7 @@ container labelled app.kubernetes.io/managed-by=fairing, so `fair status/logs/de
 again later."""
 from __future__ import annotations
 
+import contextlib
 import io
 import shutil
 import tarfile
@@ -86,21 +87,26 @@ class ContainerHandle(Handle):
     def logs(self, follow: bool = False) -> Iterator[str]:
         yield from engine.logs(self.container, follow)
 
-    def result(self) -> Any:
-        out = None
+    @contextlib.contextmanager
+    def copy_outputs(self) -> Iterator[Path | None]:
+        """The container's output dir, copied to a temp dir for the block (None: it has none)."""
+        tmp = Path(tempfile.mkdtemp(prefix="fairing-output-"))
         try:
-            bits, _ = self.container.get_archive(OUTPUT_DIR)
-            tmp = Path(tempfile.mkdtemp(prefix="fairing-result-"))
-            with tarfile.open(fileobj=io.BytesIO(b"".join(bits))) as tar:
-                tar.extractall(tmp, filter="data")
-            out = tmp / Path(OUTPUT_DIR).name
-        except Exception:  # no output dir in the container: the stdout marker is the fallback
-            out = None
-        try:
-            return read_result(self.context, out, engine.read(self.container))
+            try:
+                bits, _ = self.container.get_archive(OUTPUT_DIR)
+                with tarfile.open(fileobj=io.BytesIO(b"".join(bits))) as tar:
+                    tar.extractall(tmp, filter="data")
+                out = tmp / Path(OUTPUT_DIR).name
+            except Exception:  # noqa: BLE001 - no output dir in the container
+                out = None
+            yield out
         finally:
-            if out is not None:
-                shutil.rmtree(out.parent, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def result(self) -> Any:
+        # No output dir in the container: the stdout marker is the fallback.
+        with self.copy_outputs() as out:
+            return read_result(self.context, out, engine.read(self.container))
 
     def delete(self) -> None:
         engine.remove(self.container)

@@ -1,0 +1,493 @@
+# Keeps a run's outputs: runs the workload's command, then saves whatever is in $FAIRING_OUTPUT_DIR
+# to the outputs store, on success and on failure. Runs inside the image, where fairing is not
+# installed: the stdlib only, and syntax Python 3.8 parses.
+#
+#   python .fairing/outputs.py -- python train.py --lr 0.1
+#
+# With no store configured ($FAIRING_OUTPUTS_STORE unset) it execs the command: nothing in between.
+# The store is content-addressed: a file's blob is uploaded only when the store lacks its digest,
+# and the run's index (its record and file list) is written last, so a run is either fully saved
+# or absent; an upload killed half-way leaves no index and the next try completes it.
+# Backends: "registry" (an OCI artifact tagged run-<id>), "dir" (a mounted volume: pvc://, or a
+# local directory), "s3" (outputs_s3.py). fairing's client reads the same stores with these classes.
+import base64
+import datetime
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+DEFAULT_DIR = "/tmp/fairing-output"
+ARTIFACT_TYPE = "application/vnd.fairing.run.outputs.v1"
+RECORD_MEDIA_TYPE = "application/vnd.fairing.run.v1+json"
+MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+FILE_MEDIA_TYPE = "application/octet-stream"
+# ModelPack (CNCF model-spec) media type for model weights: a KServe modelcar or a model registry
+# can tell the model files from logs and plots.
+MODEL_MEDIA_TYPE = "application/vnd.cncf.model.weight.v1.raw"
+MODEL_SUFFIXES = (".joblib", ".pkl", ".pickle", ".pt", ".pth", ".safetensors", ".onnx", ".h5", ".keras",
+                  ".bin", ".gguf", ".ckpt", ".pb", ".tflite", ".mar", ".ubj", ".cbm", ".model", ".npz")
+TITLE = "org.opencontainers.image.title"
+CHUNK = 1 << 20
+EXIT_NOT_SAVED = 3  # the command succeeded but its outputs could not be saved: the run failed
+
+
+class StoreError(Exception):
+    def __init__(self, message, retryable=False):
+        Exception.__init__(self, message)
+        self.retryable = retryable
+
+
+def media_type(path):
+    return MODEL_MEDIA_TYPE if path.lower().endswith(MODEL_SUFFIXES) else FILE_MEDIA_TYPE
+
+
+def file_digest(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+# --- backends --------------------------------------------------------------------------------------
+
+class DirBackend(object):
+    """A directory (a mounted PVC in a pod, or a local cache dir): blobs/sha256/<hex>, runs/<id>.json."""
+
+    def __init__(self, root):
+        self.root = root
+
+    def describe(self):
+        return self.root
+
+    def _blob(self, digest):
+        return os.path.join(self.root, "blobs", "sha256", digest.split(":", 1)[1])
+
+    def has_blob(self, digest):
+        return os.path.isfile(self._blob(digest))
+
+    def put_blob(self, digest, size, path):
+        dst = self._blob(digest)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        tmp = "%s.%d.part" % (dst, os.getpid())
+        h = hashlib.sha256()
+        try:
+            with open(path, "rb") as src, open(tmp, "wb") as out:
+                for block in iter(lambda: src.read(CHUNK), b""):
+                    h.update(block)
+                    out.write(block)
+                out.flush()
+                os.fsync(out.fileno())
+            if "sha256:" + h.hexdigest() != digest:
+                raise Changed("%s changed while it was saved" % path)
+            os.replace(tmp, dst)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def get_blob(self, digest, dest_path):
+        _copy_checked(lambda: open(self._blob(digest), "rb"), digest, dest_path, self.describe())
+
+    def put_run(self, run_id, doc):
+        d = os.path.join(self.root, "runs")
+        os.makedirs(d, exist_ok=True)
+        tmp = os.path.join(d, ".%s.%d.tmp" % (run_id, os.getpid()))
+        with open(tmp, "w") as f:
+            json.dump(doc, f, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(d, run_id + ".json"))
+
+    def get_run(self, run_id):
+        try:
+            with open(os.path.join(self.root, "runs", run_id + ".json")) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+
+    def list_runs(self):
+        try:
+            names = os.listdir(os.path.join(self.root, "runs"))
+        except FileNotFoundError:
+            return []
+        return sorted(n[:-5] for n in names if n.endswith(".json") and not n.startswith("."))
+
+
+def _copy_checked(opener, digest, dest_path, where):
+    """Stream a blob to dest_path (via dest_path.part, renamed when its digest checks out)."""
+    tmp = dest_path + ".part"
+    h = hashlib.sha256()
+    try:
+        try:
+            src = opener()
+        except FileNotFoundError:
+            raise StoreError("%s has no blob %s" % (where, digest))
+        with src, open(tmp, "wb") as out:
+            for block in iter(lambda: src.read(CHUNK), b""):
+                h.update(block)
+                out.write(block)
+        if "sha256:" + h.hexdigest() != digest:
+            raise StoreError("blob %s from %s does not match its digest" % (digest, where), retryable=True)
+        os.replace(tmp, dest_path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class RegistryBackend(object):
+    """An OCI registry: each file one blob (layer), the run's index the config, the artifact tagged
+    run-<id> (the tag is the manifest PUT, the last request). Basic and Bearer-token auth."""
+
+    def __init__(self, url, repo, username=None, password=None, ca_file=None, timeout=60):
+        import urllib.parse
+        u = urllib.parse.urlsplit(url)
+        self.scheme, self.host, self.repo = u.scheme or "https", u.netloc, repo
+        self.username, self.password, self.ca_file, self.timeout = username, password, ca_file, timeout
+        self._auth = None  # the Authorization header once a challenge has been answered
+
+    def describe(self):
+        return "oci://%s/%s" % (self.host, self.repo)
+
+    def _conn(self):
+        import http.client
+        if self.scheme == "http":
+            return http.client.HTTPConnection(self.host, timeout=self.timeout)
+        import ssl
+        return http.client.HTTPSConnection(self.host, timeout=self.timeout,
+                                           context=ssl.create_default_context(cafile=self.ca_file))
+
+    def _request(self, method, path, body=None, headers=None, length=None, stream=False):
+        """One request (answering an auth challenge once). Returns (status, headers, body or the
+        response itself when `stream`). `body` may be a callable returning a fresh file object."""
+        for attempt in (0, 1):
+            h = dict(headers or {})
+            if self._auth:
+                h["Authorization"] = self._auth
+            data = body() if callable(body) else body
+            if length is not None:
+                h["Content-Length"] = str(length)
+            conn = self._conn()
+            try:
+                conn.request(method, path, body=data, headers=h)
+                r = conn.getresponse()
+            finally:
+                if hasattr(data, "close"):
+                    data.close()
+            if r.status == 401 and attempt == 0:
+                challenge = r.getheader("WWW-Authenticate") or ""
+                r.read()
+                conn.close()
+                self._auth = self._answer(challenge)
+                if self._auth:
+                    continue
+            if stream and r.status < 300:
+                return r.status, r, r
+            payload = r.read()
+            conn.close()
+            return r.status, r, payload
+        return r.status, r, payload  # pragma: no cover - the loop always returns
+
+    def _answer(self, challenge):
+        scheme, _, rest = challenge.partition(" ")
+        if scheme.lower() == "basic":
+            if self.username is None:
+                return None
+            return "Basic " + base64.b64encode(("%s:%s" % (self.username, self.password)).encode()).decode()
+        if scheme.lower() != "bearer":
+            return None
+        import re
+        import urllib.parse
+        import urllib.request
+        params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+        query = {"scope": "repository:%s:pull,push" % self.repo}
+        if params.get("service"):
+            query["service"] = params["service"]
+        req = urllib.request.Request(params["realm"] + "?" + urllib.parse.urlencode(query))
+        if self.username is not None:
+            req.add_header("Authorization", "Basic " + base64.b64encode(
+                ("%s:%s" % (self.username, self.password)).encode()).decode())
+        import ssl
+        ctx = ssl.create_default_context(cafile=self.ca_file) if params["realm"].startswith("https") else None
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=ctx) as r:
+                doc = json.loads(r.read().decode())
+        except Exception as e:  # noqa: BLE001 - reported as the registry's refusal below
+            code = getattr(e, "code", None)
+            raise StoreError("the token server of %s refused a token for %s (%s): check the credentials"
+                             % (self.host, self.repo, code or type(e).__name__), retryable=code is None or code >= 500)
+        return "Bearer " + (doc.get("token") or doc.get("access_token") or "")
+
+    def _check(self, status, resp, what, ok=(200, 201, 202)):
+        if status in ok:
+            return
+        retry = status >= 500 or status == 429
+        if status in (401, 403):
+            raise StoreError("%s refused %s (%d): the credentials may not push to %s"
+                             % (self.host, what, status, self.repo))
+        raise StoreError("%s answered %d to %s" % (self.host, status, what), retryable=retry)
+
+    def has_blob(self, digest):
+        status, _, _ = self._request("HEAD", "/v2/%s/blobs/%s" % (self.repo, digest))
+        if status == 200:
+            return True
+        if status == 404:
+            return False
+        self._check(status, None, "HEAD blob %s" % digest)
+        return False
+
+    def _upload(self, digest, size, body):
+        status, r, _ = self._request("POST", "/v2/%s/blobs/uploads/" % self.repo, length=0, body=b"")
+        self._check(status, r, "starting an upload")
+        loc = r.getheader("Location")
+        import urllib.parse
+        u = urllib.parse.urlsplit(loc)
+        path = (u.path or loc) + "?" + ((u.query + "&") if u.query else "") + "digest=" + digest
+        status, r, payload = self._request("PUT", path, body=body, length=size,
+                                           headers={"Content-Type": "application/octet-stream"})
+        if status == 400 and b"DIGEST_INVALID" in payload:
+            raise Changed("the upload of %s did not match its digest: the file changed" % digest)
+        self._check(status, r, "the upload of %s" % digest)
+
+    def put_blob(self, digest, size, path):
+        self._upload(digest, size, lambda: open(path, "rb"))
+
+    def get_blob(self, digest, dest_path):
+        status, r, body = self._request("GET", "/v2/%s/blobs/%s" % (self.repo, digest), stream=True)
+        if status == 404:
+            raise StoreError("%s has no blob %s" % (self.describe(), digest))
+        self._check(status, r, "GET blob %s" % digest)
+        _copy_checked(lambda: body, digest, dest_path, self.describe())
+
+    def put_run(self, run_id, doc):
+        config = json.dumps(doc, sort_keys=True).encode()
+        cdigest = "sha256:" + hashlib.sha256(config).hexdigest()
+        if not self.has_blob(cdigest):
+            self._upload(cdigest, len(config), config)
+        layers = []
+        for f in doc.get("files", []):
+            layers.append({"mediaType": f.get("mediaType") or FILE_MEDIA_TYPE, "digest": f["digest"],
+                           "size": f["size"], "annotations": {TITLE: f["path"]}})
+        manifest = {"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE, "artifactType": ARTIFACT_TYPE,
+                    "config": {"mediaType": RECORD_MEDIA_TYPE, "digest": cdigest, "size": len(config)},
+                    "layers": layers,
+                    "annotations": {"io.fairing.run.id": run_id,
+                                    "org.opencontainers.image.created": doc.get("record", {}).get("finished") or _now()}}
+        body = json.dumps(manifest, sort_keys=True).encode()
+        status, r, _ = self._request("PUT", "/v2/%s/manifests/run-%s" % (self.repo, run_id), body=body,
+                                     length=len(body), headers={"Content-Type": MANIFEST_MEDIA_TYPE})
+        self._check(status, r, "tagging run-%s" % run_id)
+
+    def get_run(self, run_id):
+        status, r, body = self._request("GET", "/v2/%s/manifests/run-%s" % (self.repo, run_id),
+                                        headers={"Accept": MANIFEST_MEDIA_TYPE})
+        if status == 404:
+            return None
+        self._check(status, r, "GET run-%s" % run_id)
+        manifest = json.loads(body.decode())
+        status, r, config = self._request("GET", "/v2/%s/blobs/%s" % (self.repo, manifest["config"]["digest"]))
+        self._check(status, r, "GET the record of run-%s" % run_id)
+        return json.loads(config.decode())
+
+    def list_runs(self):
+        out, path = [], "/v2/%s/tags/list?n=1000" % self.repo
+        while path:
+            status, r, body = self._request("GET", path)
+            if status == 404:
+                return out
+            self._check(status, r, "listing tags")
+            out += [t[4:] for t in (json.loads(body.decode()).get("tags") or []) if t.startswith("run-")]
+            link = r.getheader("Link") or ""
+            path = link[link.find("<") + 1:link.find(">")] if link.startswith("<") else None
+        return sorted(out)
+
+
+def backend(spec, creds=None):
+    """The backend a spec (FAIRING_OUTPUTS, a JSON object) names; `creds` from the run's Secret."""
+    creds = creds or {}
+    kind = spec.get("kind")
+    if kind == "dir":
+        return DirBackend(spec["path"])
+    if kind == "registry":
+        return RegistryBackend(spec["url"], spec["repo"], creds.get("username"), creds.get("password"),
+                               ca_file=creds.get("ca_file") or spec.get("ca_file"))
+    if kind == "s3":
+        try:
+            from outputs_s3 import S3Backend  # shipped beside this file
+        except ImportError:
+            from .outputs_s3 import S3Backend  # imported as fairing.image_runtime.outputs
+        return S3Backend(spec["endpoint"], spec["bucket"], spec.get("prefix", ""),
+                         creds.get("access_key"), creds.get("secret_key"), region=spec.get("region") or "us-east-1",
+                         ca_file=creds.get("ca_file") or spec.get("ca_file"), session_token=creds.get("session_token"))
+    raise StoreError("unknown outputs store kind %r" % kind)
+
+
+def retrying(fn, what, attempts=5, delay=0.5):
+    """fn() with retries on what can pass (5xx, 429, dropped connections), backing off."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except (StoreError, OSError) as e:
+            retry = getattr(e, "retryable", True) if isinstance(e, StoreError) else not isinstance(
+                e, (FileNotFoundError, PermissionError, IsADirectoryError)) and getattr(e, "errno", None) != 28
+            if not retry or i == attempts - 1:
+                raise
+            sys.stderr.write("fairing: %s: %s; retrying\n" % (what, e))
+            time.sleep(delay * (2 ** i))
+
+
+# --- saving ----------------------------------------------------------------------------------------
+
+def collect(out_dir):
+    """(files [(relpath, abspath)], refused [relpath]): regular files under out_dir; a symlink is
+    followed only while it stays inside out_dir (one pointing outside is refused, not copied)."""
+    files, refused = [], []
+    real_root = os.path.realpath(out_dir)
+    for root, dirs, names in os.walk(out_dir, followlinks=False):
+        dirs.sort()
+        for n in sorted(names) + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            p = os.path.join(root, n)
+            rel = os.path.relpath(p, out_dir).replace(os.sep, "/")
+            real = os.path.realpath(p)
+            if os.path.islink(p) and not (real + os.sep).startswith(real_root + os.sep):
+                refused.append(rel)
+                continue
+            if os.path.isfile(real) and not rel.endswith(".part"):
+                files.append((rel, real))
+    return files, refused
+
+
+class Changed(StoreError):
+    """A file's bytes did not match the digest taken just before: it is still being written."""
+
+
+def save(out_dir, store, run_id, record, log=sys.stderr, attempts=5, delay=0.5):
+    """Save out_dir's files and then the run's index; returns the index. Each file is hashed,
+    uploaded if the store lacks it, and checked unchanged afterwards (a file still being written
+    is hashed again, a few times, then refused with the run's failure)."""
+    files, refused = collect(out_dir) if os.path.isdir(out_dir) else ([], [])
+    for rel in refused:
+        log.write("fairing: %s points outside the outputs dir: not saved\n" % rel)
+    entries = []
+    for rel, path in files:
+        for tries in range(4):
+            before = os.stat(path)
+            digest = file_digest(path)
+            try:
+                if not retrying(lambda: store.has_blob(digest), "checking " + rel, attempts, delay):
+                    retrying(lambda: store.put_blob(digest, before.st_size, path), "saving " + rel, attempts, delay)
+            except Changed:
+                pass
+            else:
+                after = os.stat(path)
+                if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
+                    break
+            time.sleep(0.2 * (tries + 1))
+        else:
+            raise StoreError("%s kept changing while it was saved: stop writing it before the command ends" % rel)
+        entries.append({"path": rel, "digest": digest, "size": before.st_size, "mediaType": media_type(rel)})
+    doc = {"record": record, "files": entries, "refused": refused}
+    retrying(lambda: store.put_run(run_id, doc), "saving the run's index", attempts, delay)
+    return doc
+
+
+# --- the wrapper -----------------------------------------------------------------------------------
+
+def is_rank_zero(env):
+    """Multi-node runs save once, from rank 0 (PyTorch RANK / Trainer PET_NODE_RANK / TF_CONFIG's
+    chief, or worker 0 when there is no chief)."""
+    for key in ("PET_NODE_RANK", "RANK"):
+        if env.get(key, "0").strip() not in ("", "0"):
+            return False
+    tf = env.get("TF_CONFIG")
+    if tf:
+        try:
+            conf = json.loads(tf)
+            task, cluster = conf.get("task") or {}, conf.get("cluster") or {}
+            first = "chief" if "chief" in cluster else ("master" if "master" in cluster else "worker")
+            return task.get("type") == first and int(task.get("index", 0)) == 0
+        except (ValueError, TypeError):
+            return True
+    return True
+
+
+def run_id_of(env):
+    """The run id: given by fairing, or (a CronJob's runs, which no client starts) made from the
+    Job's name, so every pod of one scheduled Job is the same run and each Job its own."""
+    if env.get("FAIRING_RUN_ID"):
+        return env["FAIRING_RUN_ID"]
+    job = env.get("FAIRING_JOB_NAME") or socket.gethostname()
+    return hashlib.sha256(job.encode()).hexdigest()[:12]
+
+
+def _termination_message(text):
+    try:
+        with open("/dev/termination-log", "w") as f:
+            f.write(text[:4000])
+    except OSError:
+        pass
+
+
+def main(argv=None, env=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    env = os.environ if env is None else env
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        sys.stderr.write("fairing: outputs.py needs a command after --\n")
+        return 2
+    if argv[0] in ("python", "python3") or argv[0].startswith("python3."):
+        argv[0] = sys.executable  # the interpreter running this shim (a local run's venv)
+    out_dir = env.get("FAIRING_OUTPUT_DIR") or DEFAULT_DIR
+    os.makedirs(out_dir, exist_ok=True)
+    spec = env.get("FAIRING_OUTPUTS_STORE")
+    if not spec or not is_rank_zero(env):
+        os.execvp(argv[0], argv)  # nothing to keep here: the command runs as if unwrapped
+    spec = json.loads(spec)
+    run_id = run_id_of(env)
+    started, t0 = _now(), time.time()
+    child = subprocess.Popen(argv)
+    # The pod's SIGTERM (deletion, preemption) goes to the command; its outputs are still saved.
+    # Ctrl-C reaches the command from the terminal itself (same process group): not sent twice.
+    signal.signal(signal.SIGTERM, lambda s, f: child.send_signal(s))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    code = child.wait()
+    record = {"id": run_id, "status": "Succeeded" if code == 0 else "Failed", "exit_code": code,
+              "started": started, "finished": _now(), "seconds": round(time.time() - t0, 3),
+              "host": socket.gethostname(), "image": env.get("FAIRING_IMAGE"), "command": argv[1:],
+              "parent": env.get("FAIRING_RUN_PARENT"), "job": env.get("FAIRING_JOB_NAME"),
+              "recorded_by": "pod"}
+    try:
+        creds = {}
+        auth = env.get("FAIRING_OUTPUTS_AUTH")
+        if auth and os.path.isfile(auth):
+            with open(auth) as f:
+                creds = json.load(f)
+            ca = os.path.join(os.path.dirname(auth), "ca.pem")
+            if os.path.isfile(ca):
+                creds.setdefault("ca_file", ca)
+        store = backend(spec, creds)
+        doc = save(out_dir, store, run_id, record)
+        n = len(doc["files"])
+        size = sum(f["size"] for f in doc["files"])
+        sys.stderr.write("fairing: outputs saved: %d file%s, %d bytes -> %s (run %s)\n"
+                         % (n, "" if n == 1 else "s", size, store.describe(), run_id)
+                         if n else "fairing: no files in the outputs dir; the run's record is saved (run %s)\n" % run_id)
+    except Exception as e:  # noqa: BLE001 - any failure to save is the run's failure, said once
+        msg = "outputs not saved: %s" % e
+        sys.stderr.write("fairing: %s\n" % msg)
+        _termination_message(msg)
+        return code if code else EXIT_NOT_SAVED
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
