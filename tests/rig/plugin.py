@@ -137,7 +137,10 @@ def on_node(real_node, registry, base_image):
                 keep[k] = os.environ[k]
         return {**keep, "KUBECONFIG": str(real_node.sa_kubeconfig), **real_node.settings_env(), **extra}
 
-    return SimpleNamespace(node=real_node, registry=reg or f"{registry.host}/node-tests",
+    # Where pods keep their outputs: the plain registry by the node's address, which pods and this
+    # machine both reach (the loopback name the node pulls images by is not reachable from a pod).
+    outputs = os.environ.get("FAIRING_TEST_OUTPUTS") if ext else f"oci+http://{real_node.ip}:5000/node-tests/outputs"
+    return SimpleNamespace(node=real_node, registry=reg or f"{registry.host}/node-tests", outputs=outputs,
                            base=base or base_image.docker, namespace=real_node.namespace,
                            kubeconfig=real_node.sa_kubeconfig, admin_kubeconfig=real_node.kubeconfig,
                            mutators=real_node.mutators, cli_env=cli_env)
