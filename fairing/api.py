@@ -41,7 +41,7 @@ class TrainJob:
                  preprocessor_options: Mapping[str, Any] | None = None,
                  builder_options: Mapping[str, Any] | None = None,
                  deployer_options: Mapping[str, Any] | None = None,
-                 progress: bool | None = None):
+                 progress: bool | None = None, outputs: str | None = None):
         if entry_point is None:
             raise ConfigError("TrainJob needs an entry point", hint="pass a function, a .py file, a directory or a .ipynb")
         self.entry_point = entry_point
@@ -50,7 +50,7 @@ class TrainJob:
             "preprocessor": preprocessor, "requirements": requirements, "schedule": schedule,
             "namespace": namespace, "kubeconfig": kubeconfig, "context": context, "env": env, "image_name": image_name, "timeout": timeout,
             "queue": queue, "nodes": nodes, "procs_per_node": procs_per_node, "runtime": runtime,
-            "dry_run": dry_run or None,
+            "dry_run": dry_run or None, "outputs": outputs,
         }
         for k, v in (resources or {}).items():
             if k not in _RESOURCE_KEYS:

@@ -27,6 +27,12 @@ def _terminated(reason, code, **kw):
          "state": {"terminated": {"reason": reason, "exitCode": code}}}]}, **kw)
 
 
+def _not_saved(message):
+    return _pod({"phase": "Failed", "containerStatuses": [
+        {"name": "main", "image": IMAGE, "ready": False, "restartCount": 0,
+         "state": {"terminated": {"reason": "Error", "exitCode": 3, "message": message}}}]})
+
+
 def _unschedulable(message):
     return _pod({"phase": "Pending", "conditions": [
         {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]})
@@ -50,6 +56,8 @@ POD_SAMPLES = {
          "lastState": {"terminated": {"reason": "Error", "exitCode": 2}}}]}), ["exit code 2"]),
     "OOMKilled": (_terminated("OOMKilled", 137, resources={"limits": {"memory": "64Mi"}}), ["memory", "64Mi"]),
     "Error": (_terminated("Error", 3), ["exited with code 3"]),
+    "OutputsNotSaved": (_not_saved("outputs not saved: 10.0.0.1:5000 answered 503 to the upload of sha256:ab"),
+                        ["outputs not saved: 10.0.0.1:5000 answered 503", "exit code 3"]),
     "Unschedulable": (_unschedulable("0/2 nodes are available: 2 Insufficient cpu."), ["Insufficient cpu"]),
     "InsufficientGPU": (_unschedulable("0/2 nodes are available: 1 Insufficient nvidia.com/gpu, 1 node(s) had "
                                        "untolerated taint {nvidia.com/gpu: present}."), ["nvidia.com/gpu"]),

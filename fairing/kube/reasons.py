@@ -58,6 +58,11 @@ REASONS: dict[str, Reason] = {
                         "or make the program use less memory", True),
     "Error": Reason("container {container!r} of pod {pod} exited with code {exit_code}",
                     _LOGS, True),
+    # The outputs shim (image_runtime/outputs.py) could not keep the run's files: its own words,
+    # from the container's termination message, are the reason.
+    "OutputsNotSaved": Reason("{message} (pod {pod}, exit code {exit_code})",
+                              "check that pods can reach the outputs store and that its credentials may write; "
+                              "fair logs {workload} shows each attempt", True),
     "Unschedulable": Reason("pod {pod} cannot be scheduled: {message}",
                             "lower the cpu/memory requests or check node_selector/tolerations; "
                             "kubectl describe nodes shows what is free", False),
@@ -134,6 +139,9 @@ def diagnose_pod(pod: dict, container: str | None = None) -> Diagnosis | None:
         if term.get("reason") == "OOMKilled":
             return _oom(name, cname, specs)
         if term and term.get("exitCode", 0) != 0 and status.get("phase") == "Failed":
+            if (term.get("message") or "").startswith("outputs not saved:"):
+                return _diag("OutputsNotSaved", pod=name, container=cname, exit_code=term.get("exitCode"),
+                             workload=workload, message=_short(term["message"].strip()))
             return _diag("Error", pod=name, container=cname, exit_code=term.get("exitCode"), workload=workload)
     for cond in status.get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":

@@ -1,0 +1,118 @@
+"""Run outputs on the rig's real node (issue 21): a Job's files outlive its pod in the outputs store
+(the plain registry, by the node's address); function results of any size come back; each run of a
+CronJob is its own run, recorded by the pod with no client waiting, and imported by `fair runs sync`."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+
+import fairing
+from fairing.image_runtime import outputs as shim
+
+FAIR = [sys.executable, "-m", "fairing.cli"]
+
+
+def fair(*args, env, cwd, timeout=600):
+    return subprocess.run([*FAIR, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+SAVE = textwrap.dedent("""
+    import hashlib, os
+    d = os.environ["FAIRING_OUTPUT_DIR"]
+    data = hashlib.sha256(b"fairing").digest() * 40000
+    open(os.path.join(d, "model.joblib"), "wb").write(data)
+    print("wrote", len(data), "bytes to", d)
+""")
+EXPECT = hashlib.sha256(b"fairing").digest() * 40000
+
+
+def test_a_job_keeps_model_joblib_and_fair_runs_outputs_returns_the_same_bytes(on_node, tmp_path):
+    (tmp_path / "train_save.py").write_text(SAVE)
+    name = uid("node-out")
+    env = on_node.cli_env(FAIRING_RUNS=str(tmp_path / "runs.db"), FAIRING_OUTPUTS=on_node.outputs)
+    r = fair("train", "train_save.py", "--registry", on_node.registry, "--base-image", on_node.base,
+             "-n", on_node.namespace, "--name", name, cwd=tmp_path, env=env)
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "fairing: outputs saved: 1 file" in r.stdout + r.stderr  # the pod said so in its log
+        run = json.loads(fair("runs", "-o", "json", "--last", "1", cwd=tmp_path, env=env).stdout)[0]
+        assert run["outputs"]["store"] == on_node.outputs
+        assert [(f["path"], f["size"]) for f in run["outputs"]["files"]] == [("model.joblib", len(EXPECT))]
+    finally:
+        fair("delete", name, "-n", on_node.namespace, cwd=tmp_path, env=env)
+    # The pod is gone; the file is not.
+    got = fair("runs", "outputs", run["id"], "--dest", tmp_path / "got", cwd=tmp_path, env=env)
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "got" / "model.joblib").read_bytes() == EXPECT
+
+
+def test_function_results_of_8_mb_and_500_mb_round_trip(on_node, tmp_path):
+    def make(n_mb):
+        import os
+
+        return os.urandom(1 << 16) * (16 * n_mb)  # n_mb MiB, not compressible by accident
+
+    for n in (8, 500):
+        name = uid(f"node-res{n}")
+        job = fairing.TrainJob(make, args=(n,), registry=on_node.registry, base_image=on_node.base,
+                               kubeconfig=str(on_node.kubeconfig), namespace=on_node.namespace, name=name,
+                               deployer="job", deployer_options={"mutators": on_node.mutators()},
+                               progress=False, outputs=on_node.outputs)
+        h = job.submit()
+        try:
+            assert h.wait(timeout=600) == "Succeeded"
+            value = h.result()
+            assert isinstance(value, bytes) and len(value) == n << 20
+            assert value[: 1 << 16] * (16 * n) == value  # the pod's own bytes, whole
+        finally:
+            h.delete()
+
+
+def test_each_cronjob_run_is_its_own_run_recorded_by_the_pod(on_node, tmp_path):
+    (tmp_path / "nightly.py").write_text(SAVE)
+    name = uid("node-cron-out")
+    env = on_node.cli_env(FAIRING_RUNS=str(tmp_path / "runs.db"), FAIRING_OUTPUTS=on_node.outputs)
+    job = fairing.TrainJob(tmp_path / "nightly.py", registry=on_node.registry, base_image=on_node.base,
+                           kubeconfig=str(on_node.kubeconfig), namespace=on_node.namespace, name=name,
+                           deployer="cronjob", schedule="0 3 * * *",
+                           deployer_options={"mutators": on_node.mutators()}, progress=False, outputs=on_node.outputs)
+    os.environ["FAIRING_RUNS"] = str(tmp_path / "runs.db")
+    try:
+        h = job.submit()
+        parent = h.run.id
+        runs_done = []
+        for _ in range(2):
+            one = h.trigger()  # what the schedule does; no client waits on the Job it starts
+            assert one.wait(timeout=300) == "Succeeded"
+            runs_done.append(one.name)
+        be = shim.RegistryBackend("http://" + on_node.outputs.split("://", 1)[1].split("/", 1)[0],
+                                  on_node.outputs.split("://", 1)[1].split("/", 1)[1])
+        ids = [shim.run_id_of({"FAIRING_RUN_PER_JOB": "1", "FAIRING_JOB_NAME": j}) for j in runs_done]
+        assert len(set(ids)) == 2  # two Jobs, two runs
+        r = fair("runs", "sync", "--store", on_node.outputs, "-o", "json", cwd=tmp_path, env=env)
+        assert r.returncode == 0, r.stderr
+        assert set(ids) <= set(json.loads(r.stdout)["imported"])
+        for rid, jname in zip(ids, runs_done):
+            rec = fairing.runs.get(rid)
+            assert rec["status"] == "Succeeded" and rec["parent"] == parent and rec["workload"]["name"] == jname
+            assert be.get_run(rid)["record"]["job"] == jname
+            d = fairing.runs.outputs(rid, tmp_path / rid)
+            assert (d / "model.joblib").read_bytes() == EXPECT
+        # The run's Secret-free store needs none; a second sync imports nothing new.
+        again = fair("runs", "sync", "--store", on_node.outputs, "-o", "json", cwd=tmp_path, env=env)
+        assert not set(ids) & set(json.loads(again.stdout)["imported"])
+    finally:
+        os.environ.pop("FAIRING_RUNS", None)
+        try:
+            h.delete()
+        except Exception:  # noqa: BLE001 - submit may have failed before a handle existed
+            pass
