@@ -85,7 +85,7 @@ def run_facts(*, handle: Any = None, record: Mapping | None = None, status: Any 
     digest = getattr(image, "digest", None) or img.get("digest")
     if ref and digest and digest in ref:
         digest = None  # already pinned in the reference
-    pairs = [("status", status or record.get("status")), ("workload", f"{what} {ns + '/' if ns else ''}{name}" if name else None),
+    pairs = [("status", status or record.get("status")), ("name", f"{ns}/{name}" if name and ns else name),
              ("mode", mode), ("run id", record.get("id")), ("image", ref), ("digest", digest)]
     if record.get("reason"):
         pairs.append(("reason", record["reason"]))

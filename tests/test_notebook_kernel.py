@@ -166,7 +166,7 @@ def test_a_run_result_displays_as_html_with_what_to_follow(kernel, on_node):
     data = result[0]
     html, text = data["text/html"], data["text/plain"]
     name = f"fairing-{fname.replace('_', '-')}"
-    assert "Succeeded" in html and f"Job {on_node.namespace}/{name}" in html
+    assert "Succeeded" in html and f"Job {name}" in html and f"{on_node.namespace}/{name}" in html
     assert "@sha256:" in html and "run id" in html
     assert f"fair logs {name}" in html and "fairing.attach(&#x27;" in html  # escaped
     assert "<script" not in html
