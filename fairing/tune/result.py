@@ -143,9 +143,9 @@ class TuneResult:
         png, note = None, None
         if self.finished_trials:
             try:
-                from .plot import _png, figure
+                from .plot import figure
 
-                png = _png(figure(self))
+                png = figure(self)._repr_png_()  # the PNG a notebook would show for the figure
             except ConfigError:
                 note = "pip install matplotlib to see the plot here"
         title = f"tuning {self.experiment or ''} — {self.objective} ({self.goal}), {self.backend}, {self.algorithm}"
