@@ -86,12 +86,47 @@ class TrainJob:
         """The build plan and the manifests, without building or applying anything."""
         return pipeline.dry_run(self.plan())
 
-    def submit(self, *, wait: bool = False) -> Any:
-        """Package, build and deploy; returns the deployer's handle (status/wait/logs/result/delete)."""
-        res = pipeline.execute(self.plan(), Progress(enabled=self.progress), wait=wait)
+    def submit(self, *, wait: bool = False, quiet: bool | None = None, keep: bool = False) -> Any:
+        """Package, build and deploy; returns the deployer's handle (status/wait/logs/result/delete).
+        With `wait`, the log shows as it runs (unless `quiet`, or progress=False) and an interrupt
+        deletes the workload (`keep=True`: it keeps running)."""
+        from .config import waiting
+
+        if quiet is None and self.progress is False:
+            quiet = True
+        res = pipeline.execute(self.plan(), Progress(enabled=self.progress),
+                               wait=waiting(quiet, keep) if wait else None)
         self.image, self.handle = res.image, res.handle
         self.result_info = res
         return res.handle if res.handle is not None else res
+
+
+def attach(name: str, *, namespace: str | None = None, kubeconfig: str | None = None, context: str | None = None,
+           deployer: str | None = None, profile: str | None = None) -> Any:
+    """A handle for a workload started earlier (by `fair train`, or a call that was interrupted with
+    keep=True): `fairing.attach("train-ab12c").wait()` shows its log until it ends. Interrupting
+    that wait leaves the workload running (it was not started here); `.delete()` removes it."""
+    from . import workloads
+    from .runhandle import RunHandle
+
+    s = settings_mod.load({"namespace": namespace, "kubeconfig": kubeconfig, "context": context,
+                           "deployer": deployer}, profile=profile, cli_source="argument")
+    inner = workloads.attach(name, s)
+    return RunHandle(inner, _record_of(workloads.run_id_of(inner)), owned=False)
+
+
+def _record_of(run_id: str | None) -> Any:
+    """The run record (to settle when the wait ends) from this machine's store, or None."""
+    if not run_id:
+        return None
+    try:
+        from .runs.record import Run
+        from .runs.store import Store
+
+        store = Store()
+        return Run(store.get(run_id), store)
+    except Exception:  # noqa: BLE001 - started elsewhere: nothing to settle here
+        return None
 
 
 def endpoint(model: Any, settings: settings_mod.Settings, *, name: str | None = None,

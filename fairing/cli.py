@@ -249,7 +249,10 @@ def train(entry: Annotated[str, typer.Argument(help="a .py file, a directory or 
                           hint="drop --detach, or start Docker/Podman / configure a registry and cluster")
     # Logs go to stdout, except with --output json, where stdout holds only the JSON document.
     # A finished local container is removed unless --keep (cluster workloads stay for `fair logs`).
-    wait = None if detach else Wait(on_log=_info if opts.json else _out,
+    from .logview import LogView
+
+    # A tqdm bar (carriage returns) shows as one line, rewritten in place in a terminal.
+    wait = None if detach else Wait(on_log=_info if opts.json else LogView(),
                                     cleanup=CLEANUP_ON_SUCCESS if local_mode == "container" and not keep else CLEANUP_NEVER)
     res = pipeline.execute(p, progress, wait=wait)
     handle = res.handle
@@ -503,8 +506,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         code = e.exit_code
         if code == 130:  # typer turns Ctrl-C into Exit(130)
             _error("interrupted", "nothing further was started; `fair list` shows what is running", 130)
-    except (KeyboardInterrupt, abort_exc):
-        code = _error("interrupted", "nothing further was started; `fair list` shows what is running", 130)
+    except (KeyboardInterrupt, abort_exc) as e:
+        # A wait that was interrupted has said what it deleted (or kept) in its own `fair:` line,
+        # and carries that line: no hint to add then.
+        told = e if isinstance(e, KeyboardInterrupt) else e.__cause__ or e.__context__
+        told = bool(isinstance(told, KeyboardInterrupt) and told.args)
+        code = _error("interrupted", None if told else "nothing further was started; `fair list` shows what is running",
+                      130)
     except BrokenPipeError:
         code = 0  # `fair logs x | head`: the reader went away, which is fine
         try:

@@ -71,17 +71,21 @@ class Config:
                                      prepare=dict(prepare_kw or {})))
 
     def run(self, entry: Any = None, *, wait: bool = False, progress: Progress | None = None,
-            **overrides: Any) -> RunResult:
+            quiet: bool | None = None, keep: bool = False, **overrides: Any) -> RunResult:
         """Package `entry` (default: the preprocessor's option, or the running notebook), build, deploy.
-        Returns a RunResult (unpacks as `image, handle`). Inside the built image: does nothing."""
+        Returns a RunResult (unpacks as `image, handle`). Inside the built image: does nothing.
+        With `wait`, the workload's output shows as it runs (`quiet=True`: not), and an interrupt
+        deletes it (`keep=True`: leaves it running and says how to reattach)."""
         if runtime.in_runtime():
             return RunResult(None, None, "skipped (runtime)")
         p = self.plan(entry, **overrides)
-        return pipeline.execute(p, progress or Progress(), wait=wait)
+        return pipeline.execute(p, progress or Progress(), wait=waiting(quiet, keep) if wait else None)
 
-    def fn(self, f: Callable, **overrides: Any) -> Callable:
+    def fn(self, f: Callable, *, quiet: bool | None = None, keep: bool = False, **overrides: Any) -> Callable:
         """`fn(f)(*args, **kw)` runs `f(*args, **kw)` as a workload and returns its return value.
-        Inside the built image it simply calls `f`."""
+        Inside the built image it simply calls `f`. What `f` prints shows as it runs (in a notebook
+        or a terminal; `quiet=True`: never); an interrupt deletes the workload (`keep=True`: it
+        keeps running)."""
         import functools
 
         @functools.wraps(f)
@@ -96,10 +100,19 @@ class Config:
                                       deployer=self.deployer, prepare={"args": args, "kwargs": kwargs}))
             # The return value is the point: one that cannot be read fails the run. Cleaned up
             # only after success: a failed workload stays for `fair logs NAME`.
-            res = pipeline.execute(p, Progress(), wait=Wait(result="required", cleanup=CLEANUP_ON_SUCCESS))
+            res = pipeline.execute(p, Progress(), wait=waiting(quiet, keep, result="required",
+                                                                 cleanup=CLEANUP_ON_SUCCESS))
             return res.value
 
         return remote
+
+
+def waiting(quiet: bool | None, keep: bool, **kw: Any) -> Wait:
+    """How a Python call waits: the log shown as it runs (fairing.logview; by default when a person
+    watches), "[replica] " prefixes only for multi-replica runs, an interrupt deletes unless `keep`."""
+    from .logview import LogView, wanted
+
+    return Wait(on_log=LogView() if wanted(quiet) else None, keep=keep, prefix=None, **kw)
 
 
 _config = Config()

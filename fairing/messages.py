@@ -62,3 +62,12 @@ def info(text: str) -> None:
     """A line for the person at the terminal (stderr), never part of the output."""
     sys.stderr.write(text + "\n")
     sys.stderr.flush()
+
+
+def tell(message: str) -> None:
+    """A line the person must see whatever the settings (e.g. what an interrupt deleted): the CLI's
+    `fair: ...` line, or one `fairing: ...` line on stderr in Python (a notebook cell shows it)."""
+    if _sink is not None:
+        _sink(message)
+    else:
+        info(f"fairing: {one_line(message)}")

@@ -59,6 +59,16 @@ class RunResult:
     def __iter__(self):
         return iter((self.image, self.handle))
 
+    def __repr__(self) -> str:  # a notebook shows this (or the HTML below) for `fairing.config.run()`
+        from .display import result_facts, run_text
+
+        return run_text(*result_facts(self))
+
+    def _repr_html_(self) -> str:
+        from .display import result_facts, run_html
+
+        return run_html(*result_facts(self))
+
     def as_dict(self) -> dict:
         out: dict[str, Any] = {"mode": self.mode, "stages": self.stages}
         if self.image is not None:

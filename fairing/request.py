@@ -63,9 +63,13 @@ class Wait:
     read the function's return value into the record and RunResult.value ("required": a missing
     value fails the run, as fairing.config.fn needs). `cleanup`: CLEANUP_ON_SUCCESS deletes the
     workload once it succeeded (a failed one stays for `fair logs NAME`). `timeout` None: the
-    settings' timeout."""
+    settings' timeout. `keep`: an interrupt (KeyboardInterrupt) leaves the workload running instead
+    of deleting it. `prefix`: "[replica] " on log lines (True: always, None: only when several
+    replicas run at once)."""
 
     on_log: Callable[[str], None] | None = None
     result: bool | str = False
     cleanup: str = CLEANUP_NEVER
     timeout: float | None = None
+    keep: bool = False
+    prefix: bool | None = True

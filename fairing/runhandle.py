@@ -6,7 +6,7 @@ the handle `execute` returns for a detached run (submit() without waiting): wait
 settles the record the same way, as if the run had been waited for."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .deployers.base import Handle
 from .errors import DeployError, FairingError, WaitTimeout
@@ -19,9 +19,11 @@ class RunHandle(Handle):
     """A deployer's handle plus the run it belongs to. Every verb and attribute is the inner
     handle's; only `wait` also settles the record (once: a record that ended stays as it is)."""
 
-    def __init__(self, inner: Any, run: Any, *, result: bool = False):
+    def __init__(self, inner: Any, run: Any, *, result: bool = False, owned: bool = True):
         # Handle.__init__ is not called: name, namespace and dry_run are the inner handle's.
-        self.inner, self.run, self._result = inner, run, result
+        # `owned`: this session created the workload (an interrupt deletes it); fairing.attach's
+        # handles are not owned, and keep what they were attached to.
+        self.inner, self.run, self._result, self.owned = inner, run, result, owned
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for names not found on this class: url, client(), status_detail, mode, ...
@@ -32,9 +34,6 @@ class RunHandle(Handle):
     namespace = property(lambda self: getattr(self.inner, "namespace", None))
     dry_run = property(lambda self: getattr(self.inner, "dry_run", False))
     what = property(lambda self: getattr(self.inner, "what", "workload"))
-
-    def __repr__(self) -> str:
-        return repr(self.inner)
 
     def status(self) -> str:
         return self.inner.status()
@@ -51,24 +50,52 @@ class RunHandle(Handle):
     def manifests(self) -> list[dict]:
         return self.inner.manifests()
 
-    def wait(self, timeout: float | None = None) -> str:
-        run = self.run
+    def wait(self, timeout: float | None = None, *, quiet: bool | None = None, keep: bool = False) -> str:
+        """Wait for the workload, showing its log as it runs (unless `quiet`; by default when a
+        person watches: a notebook or a terminal). An interrupt (Ctrl-C, a notebook's stop
+        button) deletes the workload, or with `keep=True` leaves it running and says how to
+        reattach."""
+        from .logview import LogView, wanted
+
+        done = self.run is not None and self.run.doc.get("status") in _DONE
+        run = None if done else self.run  # the record to settle, if any
+        view = LogView() if wanted(quiet) and not done else None
+        streamed = False
         try:
+            if view is not None:
+                try:
+                    stream(self.inner, view, prefix=None, run=run)
+                    streamed = True
+                except DeployError:
+                    pass  # a log that cannot be followed: the wait below still says how it ends
             status = self.inner.wait(timeout=timeout)
+        except KeyboardInterrupt:
+            raise interrupted(self.inner, run, keep=keep or not self.owned) from None
         except WaitTimeout:
             raise  # still running: nothing to record yet
         except DeployError as e:
             # Only a workload that really ended Failed is recorded so (not one gone unreachable).
-            if run.doc.get("status") not in _DONE and _status_of(self.inner) == "Failed":
+            if run is not None and _status_of(self.inner) == "Failed":
                 from .runs.hook import local_outputs
 
-                read_metrics(self.inner, run, streamed=False)
+                read_metrics(self.inner, run, streamed=streamed)
                 run.fail(e, files=local_outputs(self.inner))
                 settle_outputs(self.inner, run)
             raise
-        if run.doc.get("status") not in _DONE and status in _DONE:
-            finish(self.inner, run, status, streamed=False, result=self._result)
+        if run is not None and status in _DONE:
+            finish(self.inner, run, status, streamed=streamed, result=self._result)
         return status
+
+    # -- in a notebook ---------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        from .display import handle_text
+
+        return handle_text(self)
+
+    def _repr_html_(self) -> str:
+        from .display import handle_html
+
+        return handle_html(self)
 
 
 def unwrap(handle: Any) -> Any:
@@ -87,12 +114,11 @@ def wait_for(handle: Any, progress: Any, policy: Wait, *, timeout: float | None 
     try:
         with progress.stage("wait") as st:
             if on_log is not None:
-                for line in log_lines(inner.logs(follow=True)):
-                    if run is not None:
-                        run.log(line)
-                    on_log(line)
+                stream(inner, on_log, prefix=policy.prefix, run=run)
             status = inner.wait(timeout=timeout)
             st.detail = str(status)
+    except KeyboardInterrupt:
+        raise interrupted(inner, run, keep=policy.keep) from None
     except BaseException as e:
         if run is not None:
             from .runs.hook import local_outputs
@@ -114,6 +140,97 @@ def wait_for(handle: Any, progress: Any, policy: Wait, *, timeout: float | None 
         except FairingError:
             pass  # the outcome is what the caller asked for; a failed cleanup is not worth hiding it
     return status, value
+
+
+def stream(inner: Any, on_log: Callable[[str], Any], *, prefix: bool | None = True, run: Any = None) -> None:
+    """Follow the workload's log until it ends, each line to `on_log` (and to the record's metrics).
+    A LogView (fairing.logview) learns the workload's name first and is closed at the end."""
+    bind = getattr(on_log, "bind", None)
+    if bind is not None:
+        bind(inner)
+    logs = inner.logs(follow=True, prefix=prefix) if prefix is not True and _takes_prefix(inner) \
+        else inner.logs(follow=True)
+    from .context import RESULT_MARKER
+
+    try:
+        for line in log_lines(logs):
+            if run is not None:
+                run.log(line)
+            if RESULT_MARKER not in line[:120]:  # a function's return value is for fairing to read
+                on_log(line)
+    finally:
+        close = getattr(logs, "close", None)
+        if close is not None:
+            close()  # a follow stream's threads and connections end now, also on an interrupt
+        done = getattr(on_log, "close", None)
+        if done is not None:
+            done()
+
+
+def _takes_prefix(inner: Any) -> bool:
+    import inspect
+
+    try:
+        return "prefix" in inspect.signature(inner.logs).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def interrupted(inner: Any, run: Any, *, keep: bool = False) -> KeyboardInterrupt:
+    """A KeyboardInterrupt arrived while waiting: delete the workload (shielded: a second interrupt
+    does not stop the delete half way), or with `keep` leave it running; record and say which, in
+    one line. Returns the KeyboardInterrupt to raise, carrying that line."""
+    from .messages import tell
+
+    name = getattr(inner, "name", None) or "?"
+    ns = getattr(inner, "namespace", None)
+    label = f"{getattr(inner, 'what', 'workload')} {ns + '/' if ns else ''}{name}"
+    with shield_interrupts():
+        if keep:
+            msg = (f"interrupted: {label} keeps running; follow it with `fair logs {name} -f` "
+                   f"or fairing.attach({name!r}), stop it with `fair delete {name}`")
+            if run is not None and run.doc.get("status") not in _DONE:
+                run.note(status="Deployed", reason="interrupted; kept running")  # settled later by fair status
+        else:
+            try:
+                inner.delete()  # a cluster workload: returns once the object and its pods are gone
+                msg = f"interrupted: deleted {label}"
+            except Exception as e:  # noqa: BLE001 - say what is left, never hide the interrupt
+                msg = (f"interrupted: could not delete {label} ({getattr(e, 'message', None) or e}); "
+                       f"delete it with `fair delete {name}`")
+            if run is not None and run.doc.get("status") not in _DONE:
+                run.finish("Failed", "interrupted" + (f"; {label} deleted" if msg.startswith("interrupted: deleted")
+                                                      else f"; {label} may still exist"))
+        tell(msg)
+    return KeyboardInterrupt(msg)
+
+
+class shield_interrupts:
+    """`with shield_interrupts():` a SIGINT (Ctrl-C, a kernel interrupt) arriving inside the block
+    is held back until it ends, so a cleanup finishes. Only the main thread receives signals; in
+    any other thread this does nothing."""
+
+    def __enter__(self) -> "shield_interrupts":
+        import signal
+        import threading
+
+        self.hits = 0
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            def hold(signum, frame):
+                self.hits += 1
+
+            try:
+                self._old = signal.signal(signal.SIGINT, hold)
+            except ValueError:  # pragma: no cover - not the main interpreter
+                self._old = None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            import signal
+
+            signal.signal(signal.SIGINT, self._old)
 
 
 def finish(handle: Any, run: Any, status: str, *, streamed: bool, result: Any = False, required: bool = False) -> Any:

@@ -153,6 +153,11 @@ class PredictionEndpoint:
         if wait:
             try:
                 self.handle.wait(self.timeout)
+            except KeyboardInterrupt:
+                # The endpoint being created goes (shielded from a second interrupt), in one line.
+                from .runhandle import interrupted
+
+                raise interrupted(self.handle, run, keep=keep_on_failure) from None
             except BaseException as exc:
                 if isinstance(exc, FairingError):
                     self._print_log_tail()
@@ -200,6 +205,26 @@ class PredictionEndpoint:
     def delete(self) -> None:
         if self.handle is not None:
             self.handle.delete()
+
+    def __repr__(self) -> str:
+        from .display import endpoint_facts, text_fields
+
+        return text_fields(*endpoint_facts(self, *self._seen()))
+
+    def _repr_html_(self) -> str:
+        from .display import endpoint_html
+
+        return endpoint_html(self, *self._seen())
+
+    def _seen(self) -> tuple:
+        """(its /metrics summary or None, its status) for the reprs; never raises."""
+        if self.handle is None:
+            return None, None
+        from .display import live_status
+        from .telemetry import scrape
+
+        status = live_status(self.handle)
+        return (scrape(self.handle) if status in ("Ready", "Running") else None), status
 
     def _require_handle(self):
         if self.handle is None:

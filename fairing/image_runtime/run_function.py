@@ -19,8 +19,18 @@ def fail(msg, code=2):
     return code
 
 
+def exit_on_sigterm():
+    # As a container's PID 1, Python ignores SIGTERM (PID 1 gets no default signal action): a
+    # deleted pod (an interrupted run) would go on for its whole grace period. Exit as any process.
+    if os.getpid() == 1:
+        import signal
+
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main():
     # Modules shipped next to the function (the context root) import by reference.
+    exit_on_sigterm()
     sys.path.insert(0, os.path.dirname(HERE))
     with open(os.path.join(HERE, "function.pkl"), "rb") as f:
         header = json.loads(f.readline().decode("utf-8"))

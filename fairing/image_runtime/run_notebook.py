@@ -67,7 +67,17 @@ def echo(cell=None, **_):
                 print(text, flush=True)
 
 
+def exit_on_sigterm():
+    # As a container's PID 1, Python ignores SIGTERM (PID 1 gets no default signal action): a
+    # deleted pod (an interrupted run) would go on for its whole grace period. Exit as any process.
+    if os.getpid() == 1:
+        import signal
+
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main():
+    exit_on_sigterm()
     with open(os.path.join(HERE, "notebook.json")) as f:
         meta = json.load(f)
     root = os.path.dirname(HERE)

@@ -24,9 +24,21 @@ def _reqs(doc: dict, which: str) -> dict:
     return {_req_name(r): r for r in ((doc.get("requirements") or {}).get(which) or [])}
 
 
-def diff(a: dict, b: dict) -> dict:
+class Diff(dict):
+    """A diff is a plain dict ({section: changes}); in a notebook it shows as a table."""
+
+    def __repr__(self) -> str:
+        return "\n".join(lines(self))
+
+    def _repr_html_(self) -> str:
+        from ..display import diff_html
+
+        return diff_html(self)
+
+
+def diff(a: dict, b: dict) -> Diff:
     """{section: changes} between records `a` and `b`; empty sections are left out."""
-    out: dict[str, Any] = {"a": a["id"], "b": b["id"]}
+    out: Diff = Diff({"a": a["id"], "b": b["id"]})
     fa = (a.get("source") or {}).get("files") or {}
     fb = (b.get("source") or {}).get("files") or {}
     files = {"added": sorted(set(fb) - set(fa)), "removed": sorted(set(fa) - set(fb)),

@@ -193,14 +193,18 @@ def run_study(result: TuneResult, runner: Runner, *, name: str, trials: int, par
                         other.error = "stopped: too many failed trials"
                         runner.stop(other)
     except BaseException:
-        # Ctrl-C (or anything unexpected): delete what is running, then let it propagate.
-        for _, t in list(running.values()):
-            t.state = STOPPED
-            t.error = "interrupted"
-            try:
-                runner.stop(t)
-            except Exception:  # noqa: BLE001 - keep deleting the others
-                pass
+        # Ctrl-C (or anything unexpected): delete what is running, then let it propagate; a second
+        # Ctrl-C meanwhile does not leave half the trials behind.
+        from ..runhandle import shield_interrupts
+
+        with shield_interrupts():
+            for _, t in list(running.values()):
+                t.state = STOPPED
+                t.error = "interrupted"
+                try:
+                    runner.stop(t)
+                except Exception:  # noqa: BLE001 - keep deleting the others
+                    pass
         result.status, result.reason = "Interrupted", "interrupted"
         pool.shutdown(wait=True, cancel_futures=True)
         update(result, None)

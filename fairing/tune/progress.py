@@ -93,5 +93,16 @@ class TrialTable:
             return
         if self._live is not None:
             self._live.update(table(result, limit=30))
-        elif trial is not None and trial.state in (SUCCEEDED, FAILED, STOPPED):
-            self.console.print(trial_line(result, trial), markup=False)
+            return
+        # A notebook or a log: one line per trial state change (not every trial's log).
+        seen = self.__dict__.setdefault("_seen", {})
+        changed = [trial] if trial is not None else list(result.trials)
+        for tr in changed:
+            if seen.get(tr.name) != tr.state:
+                seen[tr.name] = tr.state
+                self.console.print(trial_line(result, tr), markup=False)
+        if trial is None and result.status == "Interrupted" and not seen.get("\0interrupted"):
+            seen["\0interrupted"] = True
+            stopped = sum(1 for t in result.trials if t.state == STOPPED and t.error == "interrupted")
+            self.console.print(f"interrupted: stopped and deleted {stopped} running trial{'s' if stopped != 1 else ''}",
+                               markup=False)

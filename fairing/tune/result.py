@@ -117,6 +117,41 @@ class TuneResult:
         best = f"best={b.value:g} {b.params}" if b else "no finished trial"
         return f"<TuneResult {self.status} {len(self.finished_trials)}/{len(self.trials)} trials, {best}>"
 
+    def best_text(self, fmt: Any = str) -> str:
+        b = self.best
+        if b is None:
+            return f"no trial finished ({self.reason or self.status})"
+        params = ", ".join(f"{n}={fmt(v)}" for n, v in b.params.items())
+        return f"best: trial {b.number} ({b.name}) {self.objective}={fmt(b.value)} with {params}"
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: one row per trial (the best starred), the best line, and the plot
+        inline when matplotlib is installed."""
+        from ..display import tune_html
+        from .space import value_text
+
+        def _fmt(v: Any) -> str:
+            return f"{v:.4g}" if isinstance(v, float) else value_text(v)
+
+        names = list(self.space)
+        header = ["#", *names, "state", self.objective, "time", "note"]
+        rows = [[str(t.number), *(_fmt(t.params.get(n)) for n in names), t.state,
+                 "" if t.value is None else _fmt(t.value), "" if t.seconds is None else f"{t.seconds:.1f}s",
+                 t.error or ""] for t in self.trials]
+        best = self.best
+        best_row = next((i for i, t in enumerate(self.trials) if t is best), None)
+        png, note = None, None
+        if self.finished_trials:
+            try:
+                from .plot import figure
+
+                png = figure(self)._repr_png_()  # the PNG a notebook would show for the figure
+            except ConfigError:
+                note = "pip install matplotlib to see the plot here"
+        title = f"tuning {self.experiment or ''} — {self.objective} ({self.goal}), {self.backend}, {self.algorithm}"
+        return tune_html(title, self.status, header, rows, best_row=best_row, best=self.best_text(_fmt), png=png,
+                         note=note)
+
 
 class TuneFailed(FairingError):
     """The tuning run stopped (too many failed trials, or none finished). `.result` has the trials."""
