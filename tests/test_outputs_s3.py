@@ -75,6 +75,7 @@ def test_server_refuses_a_body_that_is_not_its_digest(store, tmp_path):
     with pytest.raises(S3Error) as e:
         store.put_blob(wrong, 1000, str(src))
     assert not e.value.retryable and "XAmzContentSHA256Mismatch" in str(e.value), e.value
+    assert "changed after the digest was taken" in str(e.value)
     assert not store.has_blob(wrong)
 
 
@@ -94,12 +95,17 @@ def test_get_verifies_what_it_receives(store, tmp_path):
 def test_runs(store, s3_server, bucket):
     assert store.get_run("absent") is None
     assert store.list_runs() == []
-    ids = [f"run-{i}" for i in range(5)]
-    for i, run_id in enumerate(ids):
+    # The same store through the address pods on the real node use (the gateway listens on 0.0.0.0).
+    pods_view = S3Backend(s3_server.pod_endpoint, bucket, store.prefix, access_key=s3_server.access_key,
+                          secret_key=s3_server.secret_key)
+    pods_view.put_run("from-node-address", {"via": "node"})
+    assert store.get_run("from-node-address") == {"via": "node"}
+    ids = ["from-node-address"] + [f"run-{i}" for i in range(5)]
+    for i, run_id in enumerate(ids[1:]):
         store.put_run(run_id, {"id": run_id, "outputs": {"model.bin": f"sha256:{i:064x}"}})
     assert store.get_run("run-3") == {"id": "run-3", "outputs": {"model.bin": f"sha256:{3:064x}"}}
     assert sorted(store.list_runs()) == ids
-    assert sorted(store.list_runs(page_size=2)) == ids          # three pages
+    assert sorted(store.list_runs(page_size=2)) == ids          # three pages of two
     # A prefix that merely starts like this one is another store.
     assert s3_server.backend(bucket, store.prefix + "x").list_runs() == []
     with pytest.raises(ValueError):

@@ -69,6 +69,8 @@ class S3Backend:
 
     # --- the store --------------------------------------------------------------------------------
     def has_blob(self, digest):
+        # A missing bucket looks like a missing blob here (HEAD answers carry no error code); the
+        # put that follows says which it is.
         status, _, _ = self._call("HEAD", self._blob_key(digest), what="checking blob " + digest, ok=(200, 404))
         return status == 200
 
@@ -91,7 +93,11 @@ class S3Backend:
             def sink(resp):
                 for chunk in iter(lambda: resp.read(CHUNK), b""):
                     sha.update(chunk)
-                    out.write(chunk)
+                    try:
+                        out.write(chunk)
+                    except OSError as e:   # a local failure, not the network's: no retry will help
+                        raise S3Error("cannot write %s (%s): free disk space or fix its permissions"
+                                      % (part, e.strerror or e)) from None
                 # http.client ends a body cut short quietly; .length is what Content-Length still promised.
                 missing[0] = resp.length or 0
             try:
@@ -191,7 +197,7 @@ class S3Backend:
             done = ("<CompleteMultipartUpload>%s</CompleteMultipartUpload>" % xml).encode("utf-8")
             _, _, body = self._call("POST", key, query={"uploadId": upload_id}, body=done, size=len(done),
                                     payload_hash=hashlib.sha256(done).hexdigest(), what=what)
-            if b"<Error>" in body:   # S3 may fail a completion inside a 200 response
+            if _code(body):   # S3 may fail a completion inside a 200 response: an Error document
                 raise self._error(500, body, what)
         except BaseException:
             try:   # best effort: parts left behind cost storage until a lifecycle rule removes them
@@ -270,6 +276,9 @@ class S3Backend:
             text, retry = "S3 rejected the credentials for %s (%s): check the access key" % (where, tag), False
         elif code == "SignatureDoesNotMatch":
             text, retry = "S3 rejected the credentials for %s (%s): check the secret key" % (where, tag), False
+        elif code in ("XAmzContentSHA256Mismatch", "BadDigest"):
+            text, retry = "S3 refused %s (%s): the file's bytes are not its digest; it changed after " \
+                          "the digest was taken" % (what, tag), False
         elif code in ("RequestTimeTooSkewed", "RequestExpired"):
             text, retry = "S3 refused %s (%s): this machine's clock is off; fix the time" % (what, tag), False
         elif status == 403:
