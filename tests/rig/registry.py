@@ -84,8 +84,8 @@ def write_htpasswd(path: Path, username: str, password: str) -> None:
 
 
 def registry_config(data_dir: Path, port: int, *, secret: str, tls: tuple[Path, Path] | None = None,
-                    htpasswd: Path | None = None, token: dict | None = None) -> dict:
-    http: dict = {"addr": f"127.0.0.1:{port}", "secret": secret,
+                    htpasswd: Path | None = None, token: dict | None = None, bind: str = "127.0.0.1") -> dict:
+    http: dict = {"addr": f"{bind}:{port}", "secret": secret,
                   "headers": {"X-Content-Type-Options": ["nosniff"]}}
     if tls:
         http["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
@@ -156,7 +156,8 @@ def ensure_plain() -> Registry:
         creds = credentials()
         d = _instance_dir("plain")
         url = f"http://127.0.0.1:{PLAIN_PORT}"
-        _ensure("plain", PLAIN_PORT, registry_config(d / "data", PLAIN_PORT, secret=creds["secret"]),
+        # On every address (from main): pods keep their outputs in it at NODE_IP:5000.
+        _ensure("plain", PLAIN_PORT, registry_config(d / "data", PLAIN_PORT, secret=creds["secret"], bind="0.0.0.0"),
                 lambda: _is_registry(url, 200))
     return Registry(host=f"127.0.0.1:{PLAIN_PORT}", url=url)
 

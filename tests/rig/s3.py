@@ -8,7 +8,7 @@ One `weed server -s3` process (master, volume server, filer and S3 gateway in on
 the rig dir, listening on 0.0.0.0:S3_PORT so pods on the real node reach it at NODE_IP:S3_PORT.
 Two identities, generated once per machine: an admin one, and one that may only read, write and
 list SCOPED_BUCKET (for the scoped-credentials test). Small on purpose: 64 MB volumes, nothing
-preallocated.
+preallocated, garbage vacuumed every minute, no read cache.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .gobuild import go_build
-from .state import RigError, Service, cache_dir, rig_dir, rig_lock, write_if_changed
+from .state import Service, cache_dir, rig_dir, rig_lock, service_env, write_if_changed
 
 SEAWEEDFS = ("github.com/seaweedfs/seaweedfs", "v0.0.0-20261109003541-7506e5f91cd6")
 # The S3 port is the one clients use; the others are SeaweedFS's internal servers, pinned so they
@@ -112,13 +112,21 @@ def _service() -> Service:
         "-s3", f"-s3.port={S3_PORT}", f"-s3.port.grpc={S3_PORT + GRPC}", f"-s3.config={d / 's3.json'}",
         "-s3.port.iceberg=0", "-s3.port.lance=0",  # catalogs the tests never use: two ports fewer
         "-s3.autoCreateBucket=false",  # as on AWS: a write to a missing bucket fails (the tests check how)
-        # Small: 64 MB volumes, sparse files, a bounded count (each bucket is a collection of its own).
-        "-master.volumeSizeLimitMB=64", "-master.volumePreallocate=false", "-volume.max=64",
+        # Small: 64 MB volumes, sparse files, as many as the disk holds (each bucket is a collection
+        # that grows 7 at a time). The tests overwrite the same 300 MB blob on every run, so garbage
+        # is reclaimed every minute, and volumes left empty are deleted.
+        "-master.volumeSizeLimitMB=64", "-master.volumePreallocate=false", "-volume.max=0",
+        "-master.vacuumIntervalSeconds=60", "-master.garbageThreshold=0.1",
+        "-master.vacuumDeleteEmptyAfterSeconds=120", "-volume.index=leveldb",
+        # Memory: no chunk cache, bounded reader and upload buffers, and a Go heap limit below
+        # (without them the process kept ~650 MB after the tests' 300 MB PUT and GET).
+        "-s3.cacheCapacityMB=0", "-s3.readerCacheSizeMB=32", "-s3.concurrentUploadLimitMB=64",
+        "-filer.concurrentUploadLimitMB=64",
         "-master.telemetry=false",
         # A lone master: a restart with its saved raft state otherwise waits 10 s to elect itself,
         # and the volume server lingers 10 s after SIGTERM for peers that do not exist.
         "-master.electionTimeout=1s", "-volume.preStopSeconds=0",
-    ])
+    ], env={**service_env(), "GOMEMLIMIT": "256MiB"})
 
 
 def _healthy() -> bool:
@@ -138,7 +146,7 @@ def ensure_s3() -> S3Server:
     with rig_lock():
         svc = _service()
         changed = write_if_changed(_dir() / "s3.json", json.dumps(identities(creds), indent=1), mode=0o600)
-        changed |= write_if_changed(_dir() / "argv.json", json.dumps(svc.argv))
+        changed |= write_if_changed(_dir() / "argv.json", json.dumps([svc.argv, svc.env.get("GOMEMLIMIT")]))
         if changed:
             svc.stop()  # identities and flags are read at start
         (_dir() / "data").mkdir(exist_ok=True)
