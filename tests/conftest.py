@@ -20,7 +20,7 @@ def pytest_report_header(config):
 # is a service test when it asks for one of these fixtures, directly or through another fixture,
 # so the marker follows the code and cannot be forgotten.
 SERVICE_FIXTURES = {"registry", "secure_registry", "token_registry", "registry_factory", "engine",
-                    "base_image", "kube"}
+                    "base_image", "kube", "s3_server"}
 
 
 def pytest_configure(config):
@@ -39,8 +39,9 @@ def pytest_collection_modifyitems(config, items):
     # Tests on the Trainer/JobSet/Kueue controllers run last: scripts/test builds those controllers
     # in the background while the rest of the suite runs (about 15 minutes of Go builds on a fresh
     # machine), and their fixture waits on the same build lock if the build is still going.
-    # Katib's controllers build the same way (tests/rig/katib.py) and their tests run last too.
-    late = {"trainer", "katib"}
+    # Katib's controllers build the same way (tests/rig/katib.py) and their tests run last too, as
+    # do the S3 tests: SeaweedFS's `weed` is the first build of that background job (~5 minutes).
+    late = {"trainer", "katib", "s3_server"}
     items.sort(key=lambda item: bool(late & set(getattr(item, "fixturenames", ()))))
     for item in items:
         if late & set(getattr(item, "fixturenames", ())):

@@ -1,6 +1,7 @@
 """fairing's test rig: real services for tests and benchmarks, provisioned on demand and cached.
 
-    python -m tests.rig up      # start/verify everything (registries, podman API, base image)
+    python -m tests.rig up      # start/verify everything (registries, podman API, base image;
+                                # --kube, --node, --s3 add the control plane, real node, S3 server)
     python -m tests.rig env     # print shell exports for the running rig (eval "$(...)")
     python -m tests.rig down    # stop the rig's services (state under ~/.cache/fairing/rig stays)
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def up(*, base: bool = True, kube: bool = False, node: bool = False) -> dict[str, Any]:
+def up(*, base: bool = True, kube: bool = False, node: bool = False, s3: bool = False) -> dict[str, Any]:
     """Ensure every rig service is running and healthy; returns the handles by name."""
     from .base import ensure_base_image
     from .engine import ensure_engine
@@ -34,6 +35,10 @@ def up(*, base: bool = True, kube: bool = False, node: bool = False) -> dict[str
         from .node import real_node
 
         out["node"] = real_node()
+    if s3:
+        from .s3 import ensure_s3
+
+        out["s3"] = ensure_s3()
     return out
 
 
@@ -42,9 +47,13 @@ def down() -> list[str]:
     from .engine import stop_engine
     from .registry import stop_shared
 
+    from .s3 import stop as stop_s3
+
     stopped = stop_shared()
     if stop_engine():
         stopped.append("podman")
+    if stop_s3():
+        stopped.append("s3 (seaweedfs)")
     try:
         from . import kube as kube_rig  # owned by the kubernetes helper
     except ImportError:

@@ -28,6 +28,11 @@ def exports(services: dict) -> dict[str, str]:
         b = services["base_image"]
         env.update(FAIRING_RIG_BASE_IMAGE=b.docker, FAIRING_RIG_BASE_IMAGE_OCI=b.oci,
                    FAIRING_RIG_BASE_IMAGE_INDEX=b.index, FAIRING_RIG_BASE_PYTHON=b.python)
+    if "s3" in services:
+        s3 = services["s3"]
+        env.update(FAIRING_RIG_S3_ENDPOINT=s3.endpoint, FAIRING_RIG_S3_POD_ENDPOINT=s3.pod_endpoint,
+                   FAIRING_RIG_S3_ACCESS_KEY=s3.access_key, FAIRING_RIG_S3_SECRET_KEY=s3.secret_key,
+                   FAIRING_RIG_S3_REGION=s3.region)
     if "kube" in services:
         k = services["kube"]
         env.update(KUBECONFIG=str(k.kubeconfig), FAIRING_RIG_KUBE_NAMESPACE=str(k.namespace))
@@ -44,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--kube", action="store_true", help="also start the Kubernetes control plane")
         s.add_argument("--node", action="store_true",
                        help="also start the real node (kubelet + containerd; implies --kube)")
+        s.add_argument("--s3", action="store_true",
+                       help="also start the S3 server (SeaweedFS; builds `weed` the first time, ~5 minutes)")
     sub.add_parser("down", help="stop the rig's services (cached data is kept)")
     args = p.parse_args(argv)
     try:
@@ -51,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             stopped = down()
             print("stopped: " + (", ".join(stopped) or "nothing was running"))
             return 0
-        services = up(base=not args.no_base, kube=args.kube, node=args.node)
+        services = up(base=not args.no_base, kube=args.kube, node=args.node, s3=args.s3)
     except RigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -61,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"export {k}={shlex.quote(v)}")
     else:
         for k, v in env.items():
-            shown = "***" if k.endswith("PASSWORD") else v
+            shown = "***" if k.endswith(("PASSWORD", "SECRET_KEY")) else v
             print(f"{k:32} {shown}")
     return 0
 

@@ -28,10 +28,12 @@ def _go(argv: list[str], *, cwd: str, log, env: dict, what: str) -> None:
         raise RigError(f"building {what} failed at `{' '.join(argv[:3])}`\n{log_tail(Path(log.name))}")
 
 
-def go_build(name: str, module: str, version: str, package: str, *, install: bool) -> Path:
+def go_build(name: str, module: str, version: str, package: str, *, install: bool | str) -> Path:
     """One controller binary, cached by version. `go install pkg@version` where the module allows
     it; otherwise (replace directives, or a proxy that hides the version list) as a dependency of
-    a throwaway module, as the rig does for etcd."""
+    a throwaway module, as the rig does for etcd; or, with install="source", `go build` inside the
+    module's own source tree (a module whose replace directives name a dependency the proxy no
+    longer serves under its old path: only its own go.mod and go.sum resolve it)."""
     out = cache_dir() / name / version / name
     if out.exists():
         return out
@@ -46,10 +48,18 @@ def go_build(name: str, module: str, version: str, package: str, *, install: boo
     return out
 
 
-def _build_locked(out: Path, name: str, module: str, version: str, package: str, *, install: bool) -> None:
+def _build_locked(out: Path, name: str, module: str, version: str, package: str, *, install: bool | str) -> None:
     env = dict(os.environ, CGO_ENABLED="0")
     with tempfile.TemporaryDirectory() as tmp, open(_build_log(name), "ab") as log:
-        if install:
+        if install == "source":
+            from .kube import module_source
+
+            # The module cache is read-only, which suits a build that must not edit go.mod.
+            pkg = "./" + package[len(module):].lstrip("/") if package != module else "."
+            _go(["go", "build", "-mod=readonly", "-trimpath", "-ldflags=-s -w", "-o", str(out) + ".tmp", pkg],
+                cwd=str(module_source(module, version)), log=log, env=dict(env, GOFLAGS="-buildvcs=false"),
+                what=f"{name} {version}")
+        elif install:
             _go(["go", "install", "-trimpath", "-ldflags=-s -w", f"{package}@{version}"], cwd=tmp, log=log,
                 env=dict(env, GOBIN=tmp), what=f"{name} {version}")
             shutil.copy2(Path(tmp) / package.rsplit("/", 1)[-1], str(out) + ".tmp")

@@ -43,6 +43,18 @@ def engine():
 
 
 @pytest.fixture(scope="session")
+def s3_server():
+    """SeaweedFS's S3 gateway (tests/rig/s3.py): .endpoint "http://127.0.0.1:18333", .pod_endpoint
+    (the node's address, for pods), .access_key .secret_key .region, .create_bucket(name),
+    .backend(bucket, prefix, scoped=False) -> S3Backend; .scoped_bucket and .scoped_access_key /
+    .scoped_secret_key: an identity that may only use that bucket. Waits for a `weed` build that
+    scripts/test started in the background (same build lock)."""
+    from .s3 import ensure_s3
+
+    return ensure_s3()
+
+
+@pytest.fixture(scope="session")
 def base_image(registry, secure_registry, token_registry, engine):
     """Debian bookworm + Python 3.11: .docker (v2s2) .oci .index (OCI index) .docker_list
     .python "3.11" .python_version .secure .token .digests."""
