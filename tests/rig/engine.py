@@ -91,6 +91,10 @@ def merge_toml(text: str, settings: dict[str, dict[str, str]]) -> str:
     return out
 
 
+def _real_conmon() -> str | None:
+    return next((p for p in CONMON_PATHS if os.access(p, os.X_OK)), None) or shutil.which("conmon")
+
+
 def conmon_wrapper(real: str) -> str:
     """conmon, with the exit command of an auto-removed container replaced by EXIT_HELPER.
 
@@ -145,7 +149,7 @@ def configure_host() -> bool:
     """Write the podman configuration; True if anything changed (the service must restart)."""
     changed = False
     engine = {"runtime": '"runc"'}
-    real = next((p for p in CONMON_PATHS if os.access(p, os.X_OK)), None) or shutil.which("conmon")
+    real = _real_conmon()
     if real:
         changed |= write_if_changed(EXIT_HELPER, exit_helper(), mode=0o755)
         changed |= write_if_changed(CONMON_WRAPPER, conmon_wrapper(real), mode=0o755)
@@ -192,6 +196,9 @@ def _probe_driver(driver: str, work: Path) -> str | None:
     store = work / driver
     base = ["podman", "--root", str(store / "root"), "--runroot", str(store / "run"),
             "--storage-driver", driver]
+    real = _real_conmon()
+    if real:  # not the wrapper: its delayed removal would recreate the store after it is deleted
+        base += ["--conmon", real]
     try:
         run(base + ["import", "-q", str(_probe_tar(work)), "localhost/fairing-rig/probe:1"],
             what=f"rig: podman import ({driver} probe)", timeout=120)
