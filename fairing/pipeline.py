@@ -12,12 +12,13 @@ the plan then has no preprocessor and no builder."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from . import runtime, stages
 from . import settings as settings_mod
@@ -313,9 +314,12 @@ def plan(req: Request) -> Plan:
 
 # --- running a plan ----------------------------------------------------------------------------
 
-def prepare(p: Plan, progress: Progress, *, extra_files: Mapping[str, bytes] | None = None) -> BuildContext | None:
+def prepare(p: Plan, progress: Progress, *, extra_files: Mapping[str, bytes] | None = None,
+            launcher: Sequence[str] = ()) -> BuildContext | None:
     """Package the entry; `extra_files` (path in the context -> bytes) are added to what the
-    preprocessor made (the KFP component shim)."""
+    preprocessor made (the KFP component shim). With `launcher`, the image's entrypoint becomes
+    `[*launcher, JSON of the preprocessor's command]`: a program that runs the command it is
+    given, else that one (the KFP shim: kfp.local passes a component's command as arguments)."""
     if p.preprocessor is None:
         p.raise_deferred()
         return None
@@ -329,7 +333,9 @@ def prepare(p: Plan, progress: Progress, *, extra_files: Mapping[str, bytes] | N
         # Runtime mode marker: whatever runs this context knows it is the workload, not the author.
         ctx = dataclasses.replace(ctx, env={**ctx.env, runtime.RUNTIME_ENV: "1"},
                                   files={**ctx.files, **dict(extra_files or {})})
-        if ctx.serve is None:
+        if launcher:  # an exported KFP component: KFP's artifact is its outputs dir
+            ctx = dataclasses.replace(ctx, entrypoint=(*launcher, json.dumps(list(ctx.entrypoint))))
+        elif ctx.serve is None:
             ctx = with_outputs_shim(ctx)
         st.detail = f"{name}: {len(ctx.files)} files, {human_bytes(ctx.size())}"
     p.raise_deferred()
@@ -498,12 +504,12 @@ def dry_run(p: Plan, progress: Progress | None = None, *, image: BuiltImage | No
 
 
 def build_image(p: Plan, progress: Progress, *, variant: Variant | None = None,
-                extra_files: Mapping[str, bytes] | None = None, run: Any = None,
-                preflight: bool = True) -> BuiltImage | None:
+                extra_files: Mapping[str, bytes] | None = None, launcher: Sequence[str] = (),
+                run: Any = None, preflight: bool = True) -> BuiltImage | None:
     """Package and build only. With `preflight`, the deployer (with `variant`) renders a
     placeholder first, so bad deploy options fail before anything is pushed; `run` (a record)
     learns what was packaged and built."""
-    ctx = prepare(p, progress, extra_files=extra_files)
+    ctx = prepare(p, progress, extra_files=extra_files, launcher=launcher)
     if run is not None and ctx is not None:
         run.packaged(ctx)
     if preflight:
@@ -601,15 +607,16 @@ def keep_outputs(p: Plan, deployer: Any, run: Any, image: BuiltImage, progress: 
 
 
 def build_recorded(p: Plan, progress: Progress, *, command: str = "build",
-                   extra_files: Mapping[str, bytes] | None = None) -> tuple[BuiltImage | None, Any]:
-    """`fair build` (and `fair export kfp`, with its shim in `extra_files`): package and build
-    only, recorded like any run; returns (image, record)."""
+                   extra_files: Mapping[str, bytes] | None = None,
+                   launcher: Sequence[str] = ()) -> tuple[BuiltImage | None, Any]:
+    """`fair build` (and `fair export kfp`, with its shim in `extra_files` and as `launcher`):
+    package and build only, recorded like any run; returns (image, record)."""
     from .runs import hook
 
     run = hook.start_for_plan(command, p)
     try:
         # Nothing is deployed: no deployer to check beforehand.
-        image = build_image(p, progress, extra_files=extra_files, run=run, preflight=False)
+        image = build_image(p, progress, extra_files=extra_files, launcher=launcher, run=run, preflight=False)
     except BaseException as e:
         run.fail(e)
         raise

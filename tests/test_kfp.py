@@ -1,7 +1,10 @@
 """Kubeflow Pipelines v2 export: `fair export kfp` and fairing.kfp.component build the image, pin
 it by digest, and write a component kfp itself loads and compiles into a pipeline. The component's
-container is then run for real in the rig's engine, the way KFP's launcher runs it."""
+container is then run for real in the rig's engine, the way KFP's launcher runs it, and by KFP's
+own local executor (kfp.local.DockerRunner on the rig's Podman), model artifact included."""
+import hashlib
 import json
+import pickle
 import textwrap
 import uuid
 from pathlib import Path
@@ -56,6 +59,8 @@ def run_component(engine, doc: dict, values: dict, tmp_path: Path) -> tuple[str,
             args.append(str(values[a["inputValue"]]))
         elif isinstance(a, dict) and "outputPath" in a:
             args.append(f"/kfp-out/{a['outputPath']}/data")
+        elif isinstance(a, dict) and "executorInput" in a:
+            args.append(json.dumps({"outputs": {"outputFile": "/kfp-out/executor_output.json"}}))
         else:
             args.append(a)
     client = engine.client()
@@ -75,7 +80,8 @@ def test_exported_functions_load_compile_and_run_pinned_by_digest(steps, registr
     assert image.startswith(f"{registry.host}/fairing-kfp/") and "@sha256:" in image
     assert [(i["name"], i["type"], i.get("default")) for i in train["inputs"]] == \
         [("epochs", "Integer", "3"), ("lr", "Float", "0.1"), ("tags", "JsonArray", '["a"]')]
-    assert [o["name"] for o in train["outputs"]] == ["result", "metrics"]
+    assert [(o["name"], o["type"]) for o in train["outputs"]] == [
+        ("result", "String"), ("metrics", "JsonObject"), ("outputs", "Artifact")]
     assert train["description"] == "Fit a tiny model."
     assert evaluate["inputs"][0] == {"name": "model", "type": "String"}  # no default: required
 
@@ -155,6 +161,112 @@ def test_component_in_python_is_a_kfp_component(tmp_path, registry, base_image, 
     assert rec["command"] == "export" and rec["image"]["ref"] == ex["container"]["image"]
 
 
+MODEL_STEPS = textwrap.dedent('''
+    import os
+    import pickle
+
+    def fit(n: int = 3) -> dict:
+        """Fit a model and save it with the run's outputs."""
+        model = {"weights": list(range(n))}
+        with open(os.path.join(os.environ["FAIRING_OUTPUT_DIR"], "model.joblib"), "wb") as f:
+            pickle.dump(model, f, protocol=4)
+        print(f"step=1 loss={1 / n:.3f}")
+        return {"n": n}
+
+    def broken(n: int = 1) -> int:
+        raise ValueError(f"no model for n={n}")
+''')
+
+
+@pytest.fixture
+def kfp_local(engine, tmp_path, monkeypatch):
+    """kfp.local on the rig's Podman: kfp's DockerRunner connects with docker.from_env()."""
+    from kfp import local
+
+    monkeypatch.setenv("DOCKER_HOST", engine.docker_host)
+    root = tmp_path / "pipeline-root"
+    local.init(runner=local.DockerRunner(), pipeline_root=str(root))
+    yield root
+    local.config.LocalExecutionConfig.instance = None  # the next test starts uninitialised
+
+
+def test_kfp_local_runs_an_exported_component_and_keeps_its_model(tmp_path, registry, base_image, kfp_local):
+    (tmp_path / "model_steps.py").write_text(MODEL_STEPS)
+    doc = export(tmp_path, registry, base_image, "model_steps.py:fit", "fit.yaml", "--outputs-type", "model")
+    assert doc["outputs"][-1] == {"name": "outputs", "type": "Model",
+                                  "description": "the files the code wrote to $FAIRING_OUTPUT_DIR"}
+    from kfp import components, dsl
+    from kfp.dsl import Input, Model, OutputPath
+
+    fit = components.load_component_from_file(str(tmp_path / "fit.yaml"))
+    expected = pickle.dumps({"weights": [0, 1, 2, 3]}, protocol=4)
+
+    # One task, run by KFP's own executor: the model lands where KFP says its artifact is.
+    task = fit(n=4)
+    model = task.outputs["outputs"]
+    assert isinstance(model, Model) and model.name == "outputs"
+    path = Path(model.path)
+    assert path.is_relative_to(kfp_local) and path.parts[-2:] == ("fit", "outputs")
+    assert (path / "model.joblib").read_bytes() == expected
+    assert json.loads(task.outputs["result"]) == {"n": 4} and task.outputs["metrics"] == {"loss": 0.25}
+
+    # A pipeline: the next step takes the artifact as Input[Model] and reads the same bytes.
+    @dsl.container_component
+    def check(model: Input[Model], digest: OutputPath(str)):
+        return dsl.ContainerSpec(image=base_image.docker, command=["python3", "-c", textwrap.dedent("""
+            import hashlib, os, sys
+            folder, out = sys.argv[1:]
+            data = open(os.path.join(folder, "model.joblib"), "rb").read()
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            open(out, "w").write(hashlib.sha256(data).hexdigest())
+        """)], args=[model.path, digest])
+
+    @dsl.pipeline(name="fit-and-check")
+    def pipeline(n: int = 4) -> str:
+        return check(model=fit(n=n).outputs["outputs"]).output
+
+    assert pipeline(n=4).output == hashlib.sha256(expected).hexdigest()
+
+
+def test_kfp_local_reports_a_failed_component(tmp_path, registry, base_image, kfp_local, capsys):
+    (tmp_path / "model_steps.py").write_text(MODEL_STEPS)
+    export(tmp_path, registry, base_image, "model_steps.py:broken", "broken.yaml")
+    from kfp import components
+
+    broken = components.load_component_from_file(str(tmp_path / "broken.yaml"))
+    with pytest.raises(RuntimeError, match="FAILURE"):
+        broken(n=2)
+    assert "no model for n=2" in capsys.readouterr().out  # the log, streamed by kfp
+
+
+def test_the_outputs_artifact_wires_into_a_downstream_model_input(tmp_path, registry, base_image):
+    """Compiled for a cluster: the artifact is a system.Model output and the next step's input."""
+    (tmp_path / "model_steps.py").write_text(MODEL_STEPS)
+    export(tmp_path, registry, base_image, "model_steps.py:fit", "fit.yaml", "--outputs-type", "model")
+    from kfp import compiler, components, dsl
+    from kfp.dsl import Input, Model
+
+    fit = components.load_component_from_file(str(tmp_path / "fit.yaml"))
+
+    @dsl.component(base_image=base_image.docker)
+    def serve(model: Input[Model]) -> str:
+        return model.path
+
+    @dsl.pipeline(name="fit-and-serve")
+    def pipeline():
+        serve(model=fit(n=3).outputs["outputs"])
+
+    compiler.Compiler().compile(pipeline, str(tmp_path / "p.yaml"))
+    ir = yaml.safe_load((tmp_path / "p.yaml").read_text())
+    assert ir["components"]["comp-fit"]["outputDefinitions"]["artifacts"]["outputs"]["artifactType"][
+        "schemaTitle"] == "system.Model"
+    assert ir["root"]["dag"]["tasks"]["serve"]["inputs"]["artifacts"]["model"] == {
+        "taskOutputArtifact": {"outputArtifactKey": "outputs", "producerTask": "fit"}}
+    args = ir["deploymentSpec"]["executors"]["exec-fit"]["container"]["args"]
+    assert args[args.index("--outputs") + 1] == "{{$.outputs.artifacts['outputs'].path}}"
+    assert args[args.index("--executor-input") + 1] == "{{$}}"
+
+
 def test_export_errors(tmp_path):
     (tmp_path / "fit.py").write_text("print(1)\n")
     env = clean_env(FAIRING_RUNS=tmp_path / "runs.db")
@@ -163,6 +275,8 @@ def test_export_errors(tmp_path):
                           cwd=tmp_path, env=env), 2, "invalid --param '1x'")
     assert_one_error(fair("export", "kfp", "fit.py:nope", "-o", "x.yaml", "--registry", "r.example/t",
                           cwd=tmp_path, env=env), 2, "has no function 'nope'")
+    assert_one_error(fair("export", "kfp", "fit.py", "-o", "x.yaml", "--registry", "r.example/t",
+                          "--outputs-type", "weights", cwd=tmp_path, env=env), 2, "unknown outputs type 'weights'")
     assert not (tmp_path / "x.yaml").exists()
 
 

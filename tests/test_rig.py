@@ -185,6 +185,23 @@ def test_engine_runs_python_in_the_base_image(engine, base_image):
     assert base_image.python_version.startswith(base_image.python + ".")
 
 
+def test_an_auto_removed_container_keeps_its_log_and_exit_code_until_read(engine, base_image):
+    """What kfp.local's DockerRunner does (auto_remove, then logs, then wait): on Podman 4.3 the
+    container was gone before either was read (tests/rig/engine.py, conmon_wrapper)."""
+    client = engine.client()
+    try:
+        c = client.containers.run(base_image.docker, ["python3", "-c", "import sys; print('bye'); sys.exit(3)"],
+                                  detach=True, auto_remove=True)
+        assert b"".join(c.logs(stream=True)) == b"bye\n"
+        assert c.wait()["StatusCode"] == 3
+        deadline = time.monotonic() + 60
+        while any(x.id == c.id for x in client.containers.list(all=True)):  # removed a little later
+            assert time.monotonic() < deadline, "the auto-removed container was never removed"
+            time.sleep(0.5)
+    finally:
+        client.close()
+
+
 def test_engine_pulls_from_the_tls_registry_with_credentials(engine, base_image, secure_registry):
     client = engine.client()
     image = client.images.pull(base_image.secure, auth_config={

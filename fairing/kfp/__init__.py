@@ -9,12 +9,15 @@
         train_op(epochs=3, lr=lr)
 
 `export(entry, path)` writes the component YAML (what `fair export kfp` does). Inputs come from
-the function's signature (or `params=["epochs:int=3"]` for a script); outputs are `result` and
-`metrics`. The `kfp` package is needed only by `component()`: `pip install 'fairing[kfp]'` then
+the function's signature (or `params=["epochs:int=3"]` for a script); outputs are `result` (the
+return value as JSON), `metrics` and the `outputs` artifact: the files the code writes to
+`$FAIRING_OUTPUT_DIR`, typed `system.Artifact`, or `system.Model` / `system.Dataset` with
+`outputs_type="model"` / `"dataset"` (`--outputs-type`). The `kfp` package is needed only by `component()`: `pip install 'fairing[kfp]'` then
 `pip install --no-deps kfp==2.17.3` (kfp pins kubernetes<31, older than the client fairing needs)."""
 from __future__ import annotations
 
 import inspect
+import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -59,16 +62,19 @@ def _name_of(entry: Any) -> str:
 
 
 def build_spec(entry: Any, *, params: Sequence[str] = (), name: str | None = None, description: str | None = None,
-               settings: Any = None, progress: Any = None, **overrides: Any) -> dict:
+               outputs_type: str = "artifact", settings: Any = None, progress: Any = None,
+               **overrides: Any) -> dict:
     """Build (or reuse: same content, same digest) the image for `entry` and return the component
-    document. `overrides` are settings (registry, base_image, requirements, builder, ...)."""
+    document. `outputs_type` ("artifact", "model" or "dataset") types the `outputs` artifact;
+    `overrides` are settings (registry, base_image, requirements, builder, ...)."""
     from .. import pipeline
     from .. import settings as settings_mod
-    from ..preprocessors.base import RUNTIME_DIR
+    from ..preprocessors.base import PYTHON, RUNTIME_DIR
     from ..progress import Progress
     from ..request import Request, Stage
-    from .spec import SHIM_NAME, component_spec, inputs_of_function, parse_params
+    from .spec import SHIM_NAME, component_spec, inputs_of_function, output_type, parse_params
 
+    output_type(outputs_type)  # a typo fails before the build
     entry = _load_entry(entry)
     s = settings or settings_mod.load()
     overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -91,12 +97,15 @@ def build_spec(entry: Any, *, params: Sequence[str] = (), name: str | None = Non
         pre = Stage("python")
     p = pipeline.plan(Request(entry, s, preprocessor=pre, build_only=True))
     shim = (Path(__file__).parent / SHIM_NAME).read_bytes()
+    # The shim is also the image's entrypoint (a launcher): kfp.local's DockerRunner gives the
+    # component's command as arguments, where KFP on a cluster replaces the entrypoint with it.
+    launcher = (PYTHON, "-u", f"{RUNTIME_DIR}/{SHIM_NAME}", "--image-default")
     image, run = pipeline.build_recorded(p, progress or Progress(enabled=False), command="export",
-                                         extra_files={f"{RUNTIME_DIR}/{SHIM_NAME}": shim})
+                                         extra_files={f"{RUNTIME_DIR}/{SHIM_NAME}": shim}, launcher=launcher)
     ctx = image.context
     doc = component_spec(name=name or _name_of(entry), image=image.ref, inputs=inputs,
                          mode="function" if is_fn else "script", workdir=ctx.workdir,
-                         command=ctx.entrypoint,
+                         command=json.loads(ctx.entrypoint[-1]), outputs_type=outputs_type,
                          description=description or (inspect.getdoc(entry) or "").split("\n")[0] or None
                          if is_fn else description)
     doc.setdefault("metadata", {})["annotations"] = {"fairing.dev/run-id": run.id,

@@ -18,6 +18,8 @@ def kfp(entry: Annotated[str, typer.Argument(help="FILE.py:FUNCTION, a .py scrip
         image_name: Annotated[Optional[str], typer.Option("--image-name", help="repository name for the image")] = None,
         param: Annotated[Optional[List[str]], typer.Option("--param", help="script input NAME[:TYPE][=DEFAULT] (repeatable)")] = None,
         name: Annotated[Optional[str], typer.Option("--name", help="component name (default: from the entry)")] = None,
+        outputs_type: Annotated[str, typer.Option("--outputs-type", help="type of the `outputs` artifact (what the code "
+                                                  "writes to $FAIRING_OUTPUT_DIR): artifact, model or dataset")] = "artifact",
         profile: Annotated[Optional[str], typer.Option("--profile", "-p", help="config file profile")] = None) -> None:
     import sys
 
@@ -27,6 +29,7 @@ def kfp(entry: Annotated[str, typer.Argument(help="FILE.py:FUNCTION, a .py scrip
 
     s = settings_mod.load({"registry": registry, "base_image": base_image, "requirements": requirements,
                            "image_name": image_name}, profile=profile)
-    doc = export(entry, output, params=param or (), name=name, settings=s, progress=Progress())
+    doc = export(entry, output, params=param or (), name=name, outputs_type=outputs_type, settings=s,
+                 progress=Progress())
     image = doc["implementation"]["container"]["image"]
     sys.stderr.write(f"fair: wrote {output} (component {doc['name']!r}, image {image})\n")

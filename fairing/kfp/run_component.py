@@ -2,12 +2,24 @@
 # with only the standard library (and cloudpickle, for functions).
 #
 #   run_component.py --mode function|script --types JSON --result PATH --metrics PATH
-#                    [--exec JSON] -- --NAME VALUE ...
+#                    [--outputs DIR] [--executor-input JSON] [--exec JSON] -- --NAME VALUE ...
 #
 # The inputs arrive as text (KFP's inputValue); --types converts them. A function is called with
 # them as keyword arguments and its return value, as JSON, is the `result` output; a script gets
 # them as --NAME VALUE arguments and its last output line is the result. Both print through a tee
-# that collects `name=value` metrics into the `metrics` output.
+# that collects `name=value` metrics into the `metrics` output. --outputs is the local path KFP
+# gives the `outputs` artifact: it is created as a directory and set as FAIRING_OUTPUT_DIR (the
+# outputs contract of every fairing workload), so what the code writes there is the artifact.
+# --executor-input is KFP's executor input ({{$}}): after a successful run the executor output
+# file it names lists the `outputs` artifact (its name, uri and metadata, as KFP gave them), the
+# way kfp's own Python components report artifacts; kfp.local reads artifacts only from there.
+#
+#   run_component.py --image-default JSON [COMMAND ...]
+#
+# The image's ENTRYPOINT (pipeline.prepare's `launcher`): runs COMMAND, or without one the image's
+# default command (JSON). KFP on a cluster replaces the ENTRYPOINT with the component's command;
+# kfp.local's DockerRunner passes that command as arguments (Docker's CMD) instead, so without
+# this the image's own entrypoint would run and ignore it.
 import json
 import os
 import re
@@ -119,18 +131,42 @@ def run_script(command, params, metrics):
     return last
 
 
+def launch(argv):
+    command = argv[2:] or json.loads(argv[1])
+    os.execvp(command[0], command)
+
+
 def main():
+    if sys.argv[1:2] == ["--image-default"]:
+        return launch(sys.argv[1:])
     opts, raw = parse(sys.argv[1:])
     types = json.loads(opts.get("types") or "{}")
     params = {k: convert(v, types.get(k, "String")) for k, v in raw.items()}
     metrics = Metrics()
+    if opts.get("outputs"):
+        os.makedirs(opts["outputs"], exist_ok=True)
+        os.environ["FAIRING_OUTPUT_DIR"] = opts["outputs"]
     if opts["mode"] == "function":
         result = run_function(params, metrics)
     else:
         result = run_script(json.loads(opts["exec"]), params, metrics)
     write(opts["result"], result)
     write(opts["metrics"], json.dumps(metrics.values, sort_keys=True))
+    if opts.get("executor-input"):
+        write_executor_output(json.loads(opts["executor-input"]))
     return 0
+
+
+def write_executor_output(executor_input):
+    outputs = executor_input.get("outputs") or {}
+    path = outputs.get("outputFile")
+    if not path:
+        return
+    artifacts = {}
+    for name, entry in (outputs.get("artifacts") or {}).items():
+        artifacts[name] = {"artifacts": [{k: a[k] for k in ("name", "uri", "metadata") if k in a}
+                                         for a in entry.get("artifacts") or []]}
+    write(path, json.dumps({"artifacts": artifacts}))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,15 @@
 """The KFP component document (the component YAML format kfp's load_component_from_file reads):
-inputs from a function's signature or declared params, outputs `result` and `metrics`, and a
-container pinned by digest that runs fairing's component shim (run_component.py) in the image.
-No kfp import here: writing the YAML needs none."""
+inputs from a function's signature or declared params, outputs `result`, `metrics` and the
+`outputs` artifact, and a container pinned by digest that runs fairing's component shim
+(run_component.py) in the image. No kfp import here: writing the YAML needs none.
+
+`outputs` is what the code writes to `$FAIRING_OUTPUT_DIR`: the shim points that variable at the
+artifact's local path (KFP's `{outputPath: outputs}`), so the files land where KFP uploads them
+from and downstream steps take them as `Input[Model]` / `Input[Artifact]` / `Input[Dataset]`.
+It is always declared, so a step's interface does not depend on what one run wrote (a run that
+writes nothing leaves an empty directory); its type says what it holds (OUTPUT_TYPES). The shim
+also gets KFP's executor input and writes the executor output naming the artifact, as kfp's own
+Python components do: kfp.local reports (and passes downstream) only artifacts named there."""
 from __future__ import annotations
 
 import inspect
@@ -16,6 +24,9 @@ TYPES = {int: "Integer", float: "Float", bool: "Boolean", str: "String", dict: "
 TYPE_NAMES = {"int": "Integer", "integer": "Integer", "float": "Float", "bool": "Boolean", "boolean": "Boolean",
               "str": "String", "string": "String", "dict": "JsonObject", "json": "JsonObject", "list": "JsonArray"}
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# --outputs-type -> the v1 component type of `outputs` (kfp reads them as system.Artifact, ...)
+OUTPUT_TYPES = {"artifact": "Artifact", "model": "Model", "dataset": "Dataset"}
+OUTPUTS = "outputs"
 
 
 def _type_of(annotation: Any, default: Any) -> str:
@@ -95,16 +106,27 @@ def _guess(text: str) -> str:
     return "Boolean" if text.lower() in ("true", "false") else "String"
 
 
+def output_type(kind: str) -> str:
+    """`artifact` / `model` / `dataset` -> the component type of the `outputs` artifact."""
+    t = OUTPUT_TYPES.get(str(kind).strip().lower())
+    if t is None:
+        raise ConfigError(f"unknown outputs type {kind!r}", hint="use --outputs-type " + " | ".join(OUTPUT_TYPES))
+    return t
+
+
 def component_spec(*, name: str, image: str, inputs: Sequence[Mapping[str, Any]], mode: str,
-                   workdir: str, command: Sequence[str] = (), description: str | None = None) -> dict:
+                   workdir: str, command: Sequence[str] = (), description: str | None = None,
+                   outputs_type: str = "artifact") -> dict:
     """The component document. `image` must be pinned by digest (registry/repo@sha256:...)."""
     if "@sha256:" not in image or image.startswith("oci:"):
         raise ConfigError(f"a pipeline component needs an image in a registry pinned by digest, not {image!r}",
                           hint="build with --registry HOST[:PORT]/PATH")
+    kind = output_type(outputs_type)
     types = {i["name"]: i["type"] for i in inputs}
     shim = f"{workdir.rstrip('/')}/.fairing/{SHIM_NAME}"
     args: list[Any] = ["--mode", mode, "--types", json.dumps(types, sort_keys=True),
-                       "--result", {"outputPath": "result"}, "--metrics", {"outputPath": "metrics"}]
+                       "--result", {"outputPath": "result"}, "--metrics", {"outputPath": "metrics"},
+                       "--outputs", {"outputPath": OUTPUTS}, "--executor-input", {"executorInput": None}]
     if mode == "script":
         args += ["--exec", json.dumps(list(command))]
     args.append("--")
@@ -115,6 +137,7 @@ def component_spec(*, name: str, image: str, inputs: Sequence[Mapping[str, Any]]
         doc["description"] = description
     doc["inputs"] = [dict(i) for i in inputs]
     doc["outputs"] = [{"name": "result", "type": "String", "description": "the return value as JSON (scripts: the last line printed)"},
-                      {"name": "metrics", "type": "JsonObject", "description": "name=value metrics from the log"}]
+                      {"name": "metrics", "type": "JsonObject", "description": "name=value metrics from the log"},
+                      {"name": OUTPUTS, "type": kind, "description": "the files the code wrote to $FAIRING_OUTPUT_DIR"}]
     doc["implementation"] = {"container": {"image": image, "command": ["python3", "-u", shim], "args": args}}
     return doc

@@ -5,7 +5,9 @@ Host configuration the rig owns (merged into existing files, never clobbering ot
   ulimits the sandbox permits (runc cannot raise RLIMIT_NOFILE/NPROC to the host defaults here);
 - /etc/containers/registries.conf.d/50-fairing-rig.conf: the plain-HTTP rig registries insecure;
 - /etc/containers/certs.d/127.0.0.1:5443/ca.crt: trust the rig CA for the TLS registry;
-- storage driver: overlay when a real `podman run` works with it, else vfs.
+- storage driver: overlay when a real `podman run` works with it, else vfs;
+- /etc/containers/fairing-rig/conmon (named first in `engine.conmon_path`): conmon, with an
+  auto-removed container removed EXIT_DELAY seconds after its cleanup (see `conmon_wrapper`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import tempfile
@@ -27,6 +30,11 @@ from .state import RigError, Service, rig_dir, rig_lock, run, run_dir, write_if_
 CONTAINERS_CONF = Path(os.environ.get("FAIRING_RIG_CONTAINERS_DIR", "/etc/containers"))
 ULIMITS = ["nofile=1024:1024", "nproc=1024:1024"]
 INSECURE = [f"127.0.0.1:{PLAIN_PORT}", f"localhost:{PLAIN_PORT}", f"127.0.0.1:{TOKEN_PORT}"]
+CONMON_WRAPPER = CONTAINERS_CONF / "fairing-rig" / "conmon"
+EXIT_HELPER = CONTAINERS_CONF / "fairing-rig" / "exit-then-remove"
+CONMON_PATHS = ["/usr/libexec/podman/conmon", "/usr/local/libexec/podman/conmon", "/usr/local/lib/podman/conmon",
+                "/usr/bin/conmon", "/usr/sbin/conmon", "/usr/local/bin/conmon", "/usr/local/sbin/conmon"]
+EXIT_DELAY = 5
 
 
 @dataclass(frozen=True)
@@ -83,13 +91,74 @@ def merge_toml(text: str, settings: dict[str, dict[str, str]]) -> str:
     return out
 
 
+def _real_conmon() -> str | None:
+    return next((p for p in CONMON_PATHS if os.access(p, os.X_OK)), None) or shutil.which("conmon")
+
+
+def conmon_wrapper(real: str) -> str:
+    """conmon, with the exit command of an auto-removed container replaced by EXIT_HELPER.
+
+    Why: kfp.local's DockerRunner (kfp 2.x) runs every task with `auto_remove=True`, then asks
+    for the container's logs (docker-py inspects it first) and waits for its exit code. Podman 4.3
+    (Debian 12) has conmon run `podman container cleanup --rm ID` the moment such a container
+    exits, and its Docker-compatible `wait` answers only once that cleanup ran (the "stopped" state
+    before it does not count as not running), so:
+    - a task that exits before kfp asks for its logs fails with `500 ... container ... does not
+      exist in database` (the inspect races the removal; kfp catches only a 404);
+    - every wait finds the container removed, so a failed task reads as exit code 0 (kfp's
+      fallback for a 404; after a 200 Podman sends `{"StatusCode": 0, "Error": ...}`).
+    EXIT_HELPER cleans up at once (the container becomes "exited": wait returns its real exit
+    code, logs and inspect work) and removes it EXIT_DELAY seconds later. Other containers (all
+    of fairing's; docker-py's `remove=True`, which the client removes; exec sessions, which
+    already have their own delay) keep conmon's own exit command."""
+    return (f"#!/bin/sh\n# Written by fairing's test rig (tests/rig/engine.py): conmon, with the exit command of\n"
+            f"# auto-removed containers run through {EXIT_HELPER.name} (see conmon_wrapper() there).\n"
+            f'case " $* " in\n'
+            f'  *" --exit-command-arg --exec "*) ;;\n'
+            f'  *" --exit-command-arg --rm "*)\n'
+            f"    n=$# prev=\n"
+            f'    while [ "$n" -gt 0 ]; do\n'
+            f'      a=$1; shift; n=$((n - 1))\n'
+            f'      if [ "$prev" = --exit-command ]; then set -- "$@" {shlex.quote(str(EXIT_HELPER))} '
+            f'--exit-command-arg "$a"; else set -- "$@" "$a"; fi\n'
+            f"      prev=$a\n"
+            f"    done ;;\n"
+            f"esac\n"
+            f'exec {shlex.quote(real)} "$@"\n')
+
+
+def exit_helper() -> str:
+    """Run by conmon when an auto-removed container exits, with podman's exit command as its
+    arguments (`podman ... container cleanup --rm ID`): the cleanup now, the removal later."""
+    return (f"#!/bin/sh\n# Written by fairing's test rig (tests/rig/engine.py): clean up an auto-removed\n"
+            f"# container now and remove it {EXIT_DELAY}s later (see conmon_wrapper() there).\n"
+            f"without_rm() {{\n"
+            f"  n=$#\n"
+            f'  while [ "$n" -gt 0 ]; do\n'
+            f'    a=$1; shift; n=$((n - 1))\n'
+            f'    [ "$a" = --rm ] || set -- "$@" "$a"\n'
+            f"  done\n"
+            f'  "$@"\n'
+            f"}}\n"
+            f'without_rm "$@"\n'
+            f"sleep {EXIT_DELAY}\n"
+            f'exec "$@"\n')
+
+
 def configure_host() -> bool:
     """Write the podman configuration; True if anything changed (the service must restart)."""
     changed = False
+    engine = {"runtime": '"runc"'}
+    real = _real_conmon()
+    if real:
+        changed |= write_if_changed(EXIT_HELPER, exit_helper(), mode=0o755)
+        changed |= write_if_changed(CONMON_WRAPPER, conmon_wrapper(real), mode=0o755)
+        # The wrapper first; podman takes the first path that exists, so the stock ones follow.
+        engine["conmon_path"] = json.dumps([str(CONMON_WRAPPER)] + CONMON_PATHS)
     conf = CONTAINERS_CONF / "containers.conf"
     old = conf.read_text() if conf.exists() else ""
     changed |= write_if_changed(conf, merge_toml(old, {
-        "engine": {"runtime": '"runc"'},
+        "engine": engine,
         "containers": {"default_ulimits": json.dumps(ULIMITS)},
     }))
     dropin = "# Written by fairing's test rig (tests/rig/engine.py): local plain-HTTP registries.\n"
@@ -127,6 +196,9 @@ def _probe_driver(driver: str, work: Path) -> str | None:
     store = work / driver
     base = ["podman", "--root", str(store / "root"), "--runroot", str(store / "run"),
             "--storage-driver", driver]
+    real = _real_conmon()
+    if real:  # not the wrapper: its delayed removal would recreate the store after it is deleted
+        base += ["--conmon", real]
     try:
         run(base + ["import", "-q", str(_probe_tar(work)), "localhost/fairing-rig/probe:1"],
             what=f"rig: podman import ({driver} probe)", timeout=120)
