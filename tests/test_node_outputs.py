@@ -116,3 +116,67 @@ def test_each_cronjob_run_is_its_own_run_recorded_by_the_pod(on_node, tmp_path):
             h.delete()
         except Exception:  # noqa: BLE001 - submit may have failed before a handle existed
             pass
+
+
+def test_s3_store_from_a_pod_with_a_per_run_secret_that_is_gone_after(on_node, s3_server, tmp_path):
+    """The pod writes SeaweedFS with credentials it gets only from the run's Secret (scoped to one
+    bucket); the Secret is owned by the Job, never in the manifest, and deleted when the run ends."""
+    from fairing.kube.client import Kube
+
+    bucket = s3_server.scoped_bucket
+    s3_server.create_bucket(bucket)
+    (tmp_path / "train_save.py").write_text(SAVE)
+    name = uid("node-s3")
+    store = f"s3://{bucket}/runs-{uuid.uuid4().hex[:6]}"
+    env = on_node.cli_env(FAIRING_RUNS=str(tmp_path / "runs.db"), FAIRING_OUTPUTS=store,
+                          AWS_ENDPOINT_URL=s3_server.pod_endpoint, AWS_ACCESS_KEY_ID=s3_server.scoped_access_key,
+                          AWS_SECRET_ACCESS_KEY=s3_server.scoped_secret_key)
+    dry = fair("train", "train_save.py", "--registry", on_node.registry, "--base-image", on_node.base,
+               "-n", on_node.namespace, "--name", name, "--dry-run", cwd=tmp_path, env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert s3_server.scoped_secret_key not in dry.stdout + dry.stderr
+    r = fair("train", "train_save.py", "--registry", on_node.registry, "--base-image", on_node.base,
+             "-n", on_node.namespace, "--name", name, cwd=tmp_path, env=env)
+    kube = Kube(on_node.admin_kubeconfig, namespace=on_node.namespace)
+    try:
+        out = r.stdout + r.stderr
+        assert r.returncode == 0, out
+        assert s3_server.scoped_secret_key not in out
+        run = json.loads(fair("runs", "-o", "json", "--last", "1", cwd=tmp_path, env=env).stdout)[0]
+        assert s3_server.scoped_secret_key not in json.dumps(run)
+        secret = f"fairing-outputs-{run['id']}"
+        assert kube.get("v1", "Secret", secret, on_node.namespace) is None  # deleted when the run ended
+        job = kube.get("batch/v1", "Job", name, on_node.namespace)
+        assert s3_server.scoped_secret_key not in json.dumps(job)
+        assert [(f["path"], f["size"]) for f in run["outputs"]["files"]] == [("model.joblib", len(EXPECT))]
+    finally:
+        fair("delete", name, "-n", on_node.namespace, cwd=tmp_path, env=env)
+    got = fair("runs", "outputs", run["id"], "--dest", tmp_path / "got", cwd=tmp_path, env=env)
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "got" / "model.joblib").read_bytes() == EXPECT
+
+
+def test_a_2_gb_file_is_saved_from_a_pod_limited_to_512_mi(on_node, tmp_path):
+    (tmp_path / "big.py").write_text(textwrap.dedent("""
+        import hashlib, os
+        block = hashlib.sha256(b"big").digest() * 32768  # 1 MiB
+        with open(os.path.join(os.environ["FAIRING_OUTPUT_DIR"], "weights.bin"), "wb") as f:
+            for _ in range(2048):
+                f.write(block)
+        print("wrote 2 GiB")
+    """))
+    name = uid("node-2g")
+    env = on_node.cli_env(FAIRING_RUNS=str(tmp_path / "runs.db"), FAIRING_OUTPUTS=on_node.outputs)
+    r = fair("train", "big.py", "--registry", on_node.registry, "--base-image", on_node.base, "--memory", "512Mi",
+             "-n", on_node.namespace, "--name", name, cwd=tmp_path, env=env, timeout=900)
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        run = json.loads(fair("runs", "-o", "json", "--last", "1", cwd=tmp_path, env=env).stdout)[0]
+        block = hashlib.sha256(b"big").digest() * 32768
+        h = hashlib.sha256()
+        for _ in range(2048):
+            h.update(block)
+        assert run["outputs"]["files"] == [{"path": "weights.bin", "size": 2 << 30, "digest": "sha256:" + h.hexdigest(),
+                                            "mediaType": shim.MODEL_MEDIA_TYPE}]
+    finally:
+        fair("delete", name, "-n", on_node.namespace, cwd=tmp_path, env=env)
