@@ -180,3 +180,25 @@ def test_a_2_gb_file_is_saved_from_a_pod_limited_to_512_mi(on_node, tmp_path):
                                             "mediaType": shim.MODEL_MEDIA_TYPE}]
     finally:
         fair("delete", name, "-n", on_node.namespace, cwd=tmp_path, env=env)
+
+
+def test_job_trials_keep_their_outputs_and_best_outputs_fetches_the_best_model(on_node, tmp_path, monkeypatch):
+    (tmp_path / "train.py").write_text(textwrap.dedent("""
+        import argparse, os
+        p = argparse.ArgumentParser(); p.add_argument("--x", type=float); x = p.parse_args().x
+        open(os.path.join(os.environ["FAIRING_OUTPUT_DIR"], "model.txt"), "w").write(repr(x))
+        print(f"score={-(x - 3) ** 2}")
+    """))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FAIRING_RUNS", str(tmp_path / "runs.db"))
+    r = fairing.tune(str(tmp_path / "train.py"), params={"x": fairing.uniform(0, 6)}, objective="score",
+                     goal="maximize", trials=2, parallel=2, algorithm="grid", backend="jobs", name=uid("tune-out"),
+                     registry=f"{on_node.registry}/tuneout", base_image=on_node.base, kubeconfig=str(on_node.kubeconfig),
+                     namespace=on_node.namespace, mutators=on_node.mutators(), progress=False, timeout=300,
+                     outputs=on_node.outputs)
+    assert r.status == "Succeeded"
+    for t in r.trials:
+        assert float((t.outputs / "model.txt").read_text()) == t.params["x"]  # each trial its own model
+        rec = fairing.runs.get(t.run_id)
+        assert [f["path"] for f in rec["outputs"]["files"]] == ["model.txt"]
+    assert float((r.best.outputs / "model.txt").read_text()) == r.best.params["x"]

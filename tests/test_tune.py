@@ -425,3 +425,26 @@ def test_a_tuning_run_is_recorded_with_its_trials_nested_under_it(tmp_path):
     assert trial["status"] == "Failed" and "bad input" in trial["reason"]
     tune = json.loads(fair("runs", "show", failed["run"], "-o", "json", env=e, check=0).stdout)
     assert tune["status"] == "Failed" and tune["reason"].startswith("no trial finished")
+
+
+def scored_model(x):
+    import os
+
+    with open(os.path.join(os.environ["FAIRING_OUTPUT_DIR"], "model.txt"), "w") as f:
+        f.write(repr(x))  # the "model" each trial trains: its own parameter
+    return {"score": -(x - 3) ** 2}
+
+
+def test_each_trial_keeps_its_outputs_and_best_outputs_is_the_best_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAIRING_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FAIRING_RUNS", str(tmp_path / "runs.db"))
+    monkeypatch.chdir(tmp_path)
+    r = fairing.tune(scored_model, params={"x": fairing.uniform(0, 6)}, objective="score", trials=3, parallel=1,
+                     seed=3, local_mode="process", progress=False)
+    assert r.status == "Succeeded"
+    d = r.best.outputs
+    assert d == tmp_path / "outputs" / r.best.run_id
+    assert float((d / "model.txt").read_text()) == r.best.params["x"]
+    others = [t for t in r.trials if t is not r.best]
+    assert float((others[0].outputs / "model.txt").read_text()) == others[0].params["x"]
+    assert fairing.runs.get(r.best.run_id)["parent"] == r.run

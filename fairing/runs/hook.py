@@ -155,7 +155,13 @@ def settle_outputs(handle: Any, run: Run) -> None:
             from ..image_runtime.outputs import save
 
             with (contextlib.nullcontext(local) if local is not None else copy()) as d:
-                record = {"id": run.id, "status": run.doc.get("status"), "started": run.doc.get("started"),
+                status = run.doc.get("status")
+                if status not in ("Succeeded", "Failed"):  # a trial settles before its record ends
+                    try:
+                        status = handle.status()
+                    except Exception:  # noqa: BLE001 - unknown: the index says so
+                        status = None
+                record = {"id": run.id, "status": status, "started": run.doc.get("started"),
                           "finished": run.doc.get("finished"), "recorded_by": "client"}
                 doc = save(str(d) if d else "/nonexistent", backend, run.id, record, attempts=3)
         else:

@@ -118,6 +118,7 @@ def run(entry: Any, params: Mapping[str, Any], *, settings: Any, objective: str,
                           with_args=not is_fn, timeout=settings.timeout, on_update=on_update,
                           mutators=mutators, tag=rec.run)
         else:
+            from .. import pipeline
             from ..runs import hook
             from .driver import DeployerRunner, run_study
 
@@ -126,9 +127,15 @@ def run(entry: Any, params: Mapping[str, Any], *, settings: Any, objective: str,
                 # The trial's run id on its workload (labels, FAIRING_RUN_ID): its record was made
                 # when the driver first reported it, before this runs.
                 hook.tag(d, rec.trials[trial.name], image)
+                # Each trial keeps its own outputs (a model per trial): result.best.outputs.
+                pipeline.keep_outputs(p, d, rec.trials[trial.name], image, Progress(enabled=False))
                 return d
 
-            runner = DeployerRunner(deployer_for, image, timeout=settings.timeout, objective=objective)
+            def trial_ended(trial, handle):
+                hook.settle_outputs(handle, rec.trials[trial.name])
+
+            runner = DeployerRunner(deployer_for, image, timeout=settings.timeout, objective=objective,
+                                    on_end=trial_ended)
             with view:
                 run_study(result, runner, name=exp_name, trials=trials, parallel=parallel,
                           max_failed=max_failed, seed=seed, on_update=on_update)
@@ -148,7 +155,7 @@ def _example(p: Any) -> Any:
 # Settings a tune() call may set, as TrainJob takes them.
 _SETTING_ARGS = ("base_image", "registry", "builder", "image_name", "namespace", "kubeconfig", "context",
                  "requirements", "env", "cpu", "memory", "gpus", "local_mode", "docker_host", "timeout",
-                 "preprocessor", "deployer")
+                 "preprocessor", "deployer", "outputs")
 
 
 def tune(entry: Any, params: Mapping[str, Any], *, objective: str, goal: str = "maximize", trials: int = 12,

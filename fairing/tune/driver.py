@@ -235,7 +235,8 @@ class DeployerRunner(Runner):
     the one built image; its log is read when it ends, then it is deleted."""
 
     def __init__(self, make_deployer: Callable[[Trial], Any], image: Any, *, timeout: float | None = None,
-                 keep: bool = False, objective: str | None = None):
+                 keep: bool = False, objective: str | None = None,
+                 on_end: Callable[[Trial, Any], None] | None = None):
         import threading
 
         self.make_deployer = make_deployer
@@ -243,6 +244,7 @@ class DeployerRunner(Runner):
         self.timeout = timeout
         self.keep = keep
         self.objective = objective
+        self.on_end = on_end  # called once the trial's workload ended, before it is deleted
         self.handles: dict[int, Any] = {}
         self._lock = threading.Lock()
 
@@ -265,6 +267,8 @@ class DeployerRunner(Runner):
                 text, log_error = self._final_log(handle, ok)
                 if ok and log_error and not text:
                     ok, error = False, f"its log could not be read: {log_error}"
+                if self.on_end is not None:
+                    self.on_end(trial, handle)
         finally:
             if not self.keep or trial.state == STOPPED:
                 with self._lock:

@@ -57,6 +57,7 @@ class TuneRecorder:
             run.doc.update(fields, workload={"name": t.name}, trial=t.number)
             run.save()
             self.trials[t.name] = run
+        t.run_id = run.id
         return run
 
     def update(self, result: TuneResult, t: Trial | None) -> None:

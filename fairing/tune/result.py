@@ -26,6 +26,20 @@ class Trial:
     value: float | None = None  # the objective metric, when the trial printed it
     error: str | None = None  # why it failed (one line)
     seconds: float | None = None
+    run_id: str | None = None  # the trial's run record (fairing.runs), when it was recorded
+
+    @property
+    def outputs(self):
+        """The trial's output files (what it wrote to $FAIRING_OUTPUT_DIR), fetched from the
+        outputs store to ./outputs/RUN_ID: a pathlib.Path. `result.best.outputs` is the best model."""
+        from ..errors import ConfigError
+
+        if not self.run_id:
+            raise ConfigError(f"trial {self.name} has no run record to fetch outputs by",
+                              hint="trials are recorded when tuning runs from fairing.tune (not a dry run)")
+        from .. import runs
+
+        return runs.outputs(self.run_id)
 
     @property
     def finished(self) -> bool:
