@@ -79,8 +79,8 @@ class RunHandle(Handle):
                 from .runs.hook import local_outputs
 
                 read_metrics(self.inner, run, streamed=streamed)
+                settle_outputs(self.inner, run)  # first: the trackers get the outputs with the outcome
                 run.fail(e, files=local_outputs(self.inner))
-                settle_outputs(self.inner, run)
             raise
         if run is not None and status in _DONE:
             finish(self.inner, run, status, streamed=streamed, result=self._result)
@@ -124,9 +124,9 @@ def wait_for(handle: Any, progress: Any, policy: Wait, *, timeout: float | None 
             from .runs.hook import local_outputs
 
             read_metrics(inner, run, streamed=on_log is not None)
-            run.fail(e, files=local_outputs(inner))  # a failed notebook's executed copy matters most
-            if not isinstance(e, (KeyboardInterrupt, WaitTimeout)):
+            if not isinstance(e, WaitTimeout):
                 settle_outputs(inner, run)  # a failed run's checkpoint is what its user needs most
+            run.fail(e, files=local_outputs(inner))  # a failed notebook's executed copy matters most
         raise
     value = None
     if run is not None:
@@ -248,8 +248,8 @@ def finish(handle: Any, run: Any, status: str, *, streamed: bool, result: Any = 
             raise
     elif result:
         value, has = _result_of(handle, run)
+    settle_outputs(handle, run)  # first: the trackers get the outputs with the outcome
     run.finish(str(status), result=value, has_result=has, files=local_outputs(handle))
-    settle_outputs(handle, run)
     return value
 
 

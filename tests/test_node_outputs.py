@@ -202,3 +202,27 @@ def test_job_trials_keep_their_outputs_and_best_outputs_fetches_the_best_model(o
         rec = fairing.runs.get(t.run_id)
         assert [f["path"] for f in rec["outputs"]["files"]] == ["model.txt"]
     assert float((r.best.outputs / "model.txt").read_text()) == r.best.params["x"]
+
+
+def test_a_cluster_runs_outputs_become_its_mlflow_runs_artifacts(on_node, tmp_path, tmp_path_factory):
+    from mlflow.tracking import MlflowClient
+
+    from tests.rig.mlflow import start
+
+    server = start(tmp_path_factory.mktemp("mlflow"))
+    try:
+        (tmp_path / "train_save.py").write_text(SAVE)
+        name = uid("node-mlf")
+        env = on_node.cli_env(FAIRING_RUNS=str(tmp_path / "runs.db"), FAIRING_OUTPUTS=on_node.outputs,
+                              MLFLOW_TRACKING_URI=server.uri)
+        r = fair("train", "train_save.py", "--registry", on_node.registry, "--base-image", on_node.base,
+                 "-n", on_node.namespace, "--name", name, cwd=tmp_path, env=env)
+        fair("delete", name, "-n", on_node.namespace, cwd=tmp_path, env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        rec = json.loads(fair("runs", "-o", "json", "--last", "1", cwd=tmp_path, env=env).stdout)[0]
+        c = MlflowClient(tracking_uri=server.uri)
+        assert {a.path for a in c.list_artifacts(rec["mlflow"]["run_id"], "outputs")} == {"outputs/model.joblib"}
+        got = c.download_artifacts(rec["mlflow"]["run_id"], "outputs/model.joblib", str(tmp_path / "dl"))
+        assert open(got, "rb").read() == EXPECT
+    finally:
+        server.stop()

@@ -155,6 +155,12 @@ def settle_outputs(handle: Any, run: Run) -> None:
             from ..image_runtime.outputs import save
 
             with (contextlib.nullcontext(local) if local is not None else copy()) as d:
+                if d and run.trackers:
+                    import shutil
+                    import tempfile
+
+                    run.outputs_local = tempfile.mkdtemp(prefix="fairing-outputs-")
+                    shutil.copytree(d, run.outputs_local, dirs_exist_ok=True)
                 status = run.doc.get("status")
                 if status not in ("Succeeded", "Failed"):  # a trial settles before its record ends
                     try:
@@ -166,6 +172,12 @@ def settle_outputs(handle: Any, run: Run) -> None:
                 doc = save(str(d) if d else "/nonexistent", backend, run.id, record, attempts=3)
         else:
             doc = backend.get_run(run.id)
+            if doc and doc.get("files") and run.trackers:  # MLflow gets a cluster run's files too
+                import tempfile
+
+                from ..outputs.fetch import fetch
+
+                run.outputs_local = str(fetch({**run.doc, "outputs": outputs}, tempfile.mkdtemp(prefix="fairing-outputs-")))
         if doc is not None:
             outputs["files"] = doc.get("files") or []
             if doc.get("refused"):

@@ -121,6 +121,9 @@ class MlflowTracker(Tracker):
         for label, path in run.files.items():  # outputs a local run left here (result.pkl, executed notebook)
             c.log_artifact(rid, path, f"fairing/{label}")
             doc.setdefault("artifacts", {})[label] = f"{mr.info.artifact_uri}/fairing/{label}/{Path(path).name}"
+        if getattr(run, "outputs_local", None):  # what the run kept in $FAIRING_OUTPUT_DIR, local or cluster
+            c.log_artifacts(rid, run.outputs_local, "outputs")
+            doc.setdefault("artifacts", {})["outputs"] = f"{mr.info.artifact_uri}/outputs"
         ok = doc.get("status") in ("Succeeded", "Ready", "Deployed")
         c.set_terminated(rid, "FINISHED" if ok else "FAILED", end_time=now)
 

@@ -58,6 +58,7 @@ class Run:
         self._t0 = time.monotonic()
         self.trackers: list[Any] = []  # MLflow etc.: get the same calls (see fairing.runs.mlflow)
         self.files: dict[str, str] = {}  # local output files for trackers (see finish)
+        self.outputs_local: str | None = None  # a temp copy of the run's outputs dir, for trackers
 
     @property
     def id(self) -> str:
@@ -157,6 +158,11 @@ class Run:
             t.call("finished", self)
         if self.trackers:
             self.save()  # trackers may have added their ids (mlflow run id)
+        if self.outputs_local:
+            import shutil
+
+            shutil.rmtree(self.outputs_local, ignore_errors=True)
+            self.outputs_local = None
 
     def fail(self, exc: BaseException, *, files: Mapping[str, str] | None = None) -> None:
         if isinstance(exc, KeyboardInterrupt):
