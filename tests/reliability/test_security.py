@@ -387,3 +387,56 @@ def test_no_secret_in_run_records_mlflow_or_exported_components(tmp_path, secure
         assert arg_secret in ok.stdout  # the secret argument really reached the workload
     finally:
         server.stop()
+
+
+# --- the outputs store's credentials (issue 21) ------------------------------------------------------
+def test_the_outputs_credentials_reach_only_the_runs_secret(tmp_path, on_node, s3_server):
+    """A run that keeps its outputs in S3: the secret key is in the run's Secret while the run lives
+    (mounted as a file, never an env value), and nowhere else: not in the Job, its pods, the
+    handle's manifests, the dry run, the record, the pod's log, nor the command's output; the
+    Secret is gone once the run ended and the outputs are in the bucket."""
+    from fairing.api import TrainJob
+    from fairing.kube.client import Kube
+
+    bucket = s3_server.scoped_bucket
+    s3_server.create_bucket(bucket)
+    key, secret = s3_server.scoped_access_key, s3_server.scoped_secret_key
+    (tmp_path / "save.py").write_text("import os\nopen(os.path.join(os.environ['FAIRING_OUTPUT_DIR'], 'm.bin'), 'wb').write(b'm')\n")
+    name = f"rel-out-{uuid.uuid4().hex[:6]}"
+    admin = Kube(on_node.admin_kubeconfig, namespace=on_node.namespace)
+    seen: dict[str, bytes] = {}
+    env = {"AWS_ENDPOINT_URL": s3_server.pod_endpoint, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret,
+           "FAIRING_RUNS": str(tmp_path / "runs.db")}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        job = TrainJob(str(tmp_path / "save.py"), registry=on_node.registry, base_image=on_node.base, deployer="job",
+                       namespace=on_node.namespace, kubeconfig=str(on_node.kubeconfig), name=name, progress=False,
+                       outputs=f"s3://{bucket}/scan", deployer_options={"mutators": on_node.mutators()})
+        seen["TrainJob.dry_run()"] = json.dumps(job.dry_run(), default=str).encode()
+        h = job.submit()
+        try:
+            secret_obj = admin.get("v1", "Secret", f"fairing-outputs-{h.run.id}", on_node.namespace)
+            seen["the Job"] = json.dumps(admin.get("batch/v1", "Job", name, on_node.namespace)).encode()
+            assert h.wait(timeout=300) == "Succeeded"
+            seen["the pods"] = json.dumps(admin.list("v1", "Pod", on_node.namespace,
+                                                     label_selector=f"job-name={name}")["items"]).encode()
+            seen["handle.manifests()"] = json.dumps(h.manifests()).encode()
+            seen["the pod's log"] = "\n".join(h.logs()).encode()
+            seen["the run record"] = json.dumps(h.run.doc).encode()
+            gone = admin.get("v1", "Secret", f"fairing-outputs-{h.run.id}", on_node.namespace)
+        finally:
+            h.delete()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    assert _scan(seen, {"S3 secret key": _forms(secret)}) == []
+    # Positive controls: the Secret held the key (as a file), the pod mounted it, the upload happened.
+    assert secret_obj is not None and secret.encode() in base64.b64decode(secret_obj["data"]["auth.json"])
+    assert secret_obj["metadata"]["ownerReferences"][0]["name"] == name
+    assert b"fairing-outputs-" in seen["the Job"] and b'"secretKeyRef"' not in seen["the Job"]
+    assert gone is None
+    assert [f["path"] for f in json.loads(seen["the run record"])["outputs"]["files"]] == ["m.bin"]
