@@ -123,18 +123,44 @@ class DirBackend(object):
 
 
 def _copy_checked(opener, digest, dest_path, where):
-    """Stream a blob to dest_path (via dest_path.part, renamed when its digest checks out)."""
+    """Stream a blob to dest_path (via dest_path.part, renamed when its digest checks out). The
+    network (or source file) is read in a thread while this one hashes and writes: sha256 and the
+    write release the GIL, so the three overlap instead of taking turns."""
+    import queue
+    import threading
+
     tmp = dest_path + ".part"
     h = hashlib.sha256()
+    blocks = queue.Queue(maxsize=8)
+    failed = []
+
+    def read(src):
+        try:
+            with src:
+                for block in iter(lambda: src.read(CHUNK), b""):
+                    blocks.put(block)
+        except BaseException as e:  # noqa: BLE001 - handed to the writer, raised there
+            failed.append(e)
+        finally:
+            blocks.put(None)
+
     try:
         try:
             src = opener()
         except FileNotFoundError:
             raise StoreError("%s has no blob %s" % (where, digest))
-        with src, open(tmp, "wb") as out:
-            for block in iter(lambda: src.read(CHUNK), b""):
+        reader = threading.Thread(target=read, args=(src,), daemon=True)
+        reader.start()
+        with open(tmp, "wb") as out:
+            while True:
+                block = blocks.get()
+                if block is None:
+                    break
                 h.update(block)
                 out.write(block)
+        reader.join()
+        if failed:
+            raise failed[0]
         if "sha256:" + h.hexdigest() != digest:
             raise StoreError("blob %s from %s does not match its digest" % (digest, where), retryable=True)
         os.replace(tmp, dest_path)
