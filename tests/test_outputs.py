@@ -232,18 +232,28 @@ def test_a_file_still_being_written_is_not_kept_half_written(tmp_path):
     assert shim.DirBackend(str(tmp_path / "store")).get_run("r1") is None  # no index: no half run
 
 
-def test_an_upload_killed_half_way_leaves_no_tag_and_the_next_try_completes(tmp_path, registry):
+def test_an_upload_killed_half_way_leaves_no_tag_and_the_next_try_completes(tmp_path, registry_factory):
+    reg = registry_factory()  # a private registry: its upload directory shows when bytes are arriving
     out = tmp_path / "out"
     out.mkdir()
-    (out / "big.bin").write_bytes(os.urandom(1 << 20) * 200)  # 200 MiB: takes a while to push
-    spec = {"kind": "registry", "url": registry.url, "repo": f"outputs-test/kill-{os.getpid()}"}
+    (out / "big.bin").write_bytes(os.urandom(1 << 20) * 200)  # 200 MiB
+    spec = {"kind": "registry", "url": reg.url, "repo": f"outputs-test/kill-{os.getpid()}"}
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAIRING_")}
     env.update(FAIRING_OUTPUT_DIR=str(out), FAIRING_OUTPUTS_STORE=json.dumps(spec), FAIRING_RUN_ID="k1")
     p = subprocess.Popen([sys.executable, str(SHIM), "--", "true"], env=env, stderr=subprocess.PIPE)
-    time.sleep(1.0)  # hashing done or under way; the upload has started or is about to
-    p.kill()
+
+    def uploading() -> bool:
+        try:
+            return any(d.stat().st_size > 0 for d in reg.data_dir.rglob("_uploads/*/data"))
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 60
+    while not uploading() and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    p.kill()  # half-way: the blob's bytes are on the wire, the run's index is not written yet
     p.wait()
-    be = shim.RegistryBackend(registry.url, spec["repo"])
+    be = shim.RegistryBackend(reg.url, spec["repo"])
     assert be.get_run("k1") is None and "k1" not in be.list_runs()
     r = subprocess.run([sys.executable, str(SHIM), "--", "true"], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
