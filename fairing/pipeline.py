@@ -348,9 +348,7 @@ def with_outputs_shim(ctx: BuildContext) -> BuildContext:
     from .preprocessors.base import RUNTIME_DIR
 
     here = Path(__file__).parent / "image_runtime"
-    files = {f"{RUNTIME_DIR}/outputs.py": (here / "outputs.py").read_bytes(),
-             f"{RUNTIME_DIR}/outputs_s3.py": (here / "outputs_s3.py").read_bytes()} \
-        if (here / "outputs_s3.py").exists() else {f"{RUNTIME_DIR}/outputs.py": (here / "outputs.py").read_bytes()}
+    files = {f"{RUNTIME_DIR}/{n}": (here / n).read_bytes() for n in ("outputs.py", "outputs_s3.py")}
     entry = tuple(ctx.entrypoint)
     if not entry:
         return ctx
