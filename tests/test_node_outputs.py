@@ -35,6 +35,13 @@ SAVE = textwrap.dedent("""
 EXPECT = hashlib.sha256(b"fairing").digest() * 40000
 
 
+def assert_fetched(run_id: str, env: dict, tmp_path) -> None:
+    """`fair runs outputs` returns the model the pod wrote, byte for byte."""
+    got = fair("runs", "outputs", run_id, "--dest", tmp_path / "got", cwd=tmp_path, env=env)
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "got" / "model.joblib").read_bytes() == EXPECT
+
+
 def test_a_job_keeps_model_joblib_and_fair_runs_outputs_returns_the_same_bytes(on_node, tmp_path):
     (tmp_path / "train_save.py").write_text(SAVE)
     name = uid("node-out")
@@ -50,9 +57,7 @@ def test_a_job_keeps_model_joblib_and_fair_runs_outputs_returns_the_same_bytes(o
     finally:
         fair("delete", name, "-n", on_node.namespace, cwd=tmp_path, env=env)
     # The pod is gone; the file is not.
-    got = fair("runs", "outputs", run["id"], "--dest", tmp_path / "got", cwd=tmp_path, env=env)
-    assert got.returncode == 0, got.stderr
-    assert (tmp_path / "got" / "model.joblib").read_bytes() == EXPECT
+    assert_fetched(run["id"], env, tmp_path)
 
 
 def test_function_results_of_8_mb_and_500_mb_round_trip(on_node, tmp_path):
@@ -151,9 +156,7 @@ def test_s3_store_from_a_pod_with_a_per_run_secret_that_is_gone_after(on_node, s
         assert [(f["path"], f["size"]) for f in run["outputs"]["files"]] == [("model.joblib", len(EXPECT))]
     finally:
         fair("delete", name, "-n", on_node.namespace, cwd=tmp_path, env=env)
-    got = fair("runs", "outputs", run["id"], "--dest", tmp_path / "got", cwd=tmp_path, env=env)
-    assert got.returncode == 0, got.stderr
-    assert (tmp_path / "got" / "model.joblib").read_bytes() == EXPECT
+    assert_fetched(run["id"], env, tmp_path)
 
 
 def test_a_2_gb_file_is_saved_from_a_pod_limited_to_512_mi(on_node, tmp_path):
