@@ -20,6 +20,7 @@ import typer
 from . import __version__, stages
 from .errors import ConfigError, FairingError
 from .kfp import cli as export_cli
+from .models import cli as models_cli
 from .runs import cli as runs_cli
 
 EXIT_CODES = {0: "success", 1: "error", 2: "usage or configuration error", 3: "build error",
@@ -38,6 +39,7 @@ config_app = typer.Typer(help="Show the effective configuration.", no_args_is_he
 app.add_typer(config_app, name="config")
 app.add_typer(runs_cli.app, name="runs")
 app.add_typer(export_cli.app, name="export")
+app.add_typer(models_cli.app, name="models")
 cache_app = typer.Typer(help="Look after the local build cache (wheels, unpacked packages, layers).", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 
