@@ -297,6 +297,8 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
                                     "(repeatable; relative to the current directory, else to MODEL's)")] = None,
            storage_uri: Annotated[Optional[str], typer.Option(
                "--storage-uri", help="http(s):// or file: URI fetched into the model dir when the server starts")] = None,
+           model_ref: Annotated[Optional[str], typer.Option(
+               "--model", help="serve a registered model's files: iris@champion, iris:3, run:ID or best:TUNE_RUN_ID")] = None,
            opts: Any = None) -> None:
     from .api import endpoint
     from .checks import deploy_inputs
@@ -306,7 +308,11 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
     # (The pickle skew check runs once, in pipeline.prepare.)
     deploy_inputs(model, s, name=name, files=_model_files(files), storage_uri=storage_uri)
     ep = endpoint(model, s, name=name, replicas=replicas, files=_model_files(files), storage_uri=storage_uri,
-                  out=None if opts.json else _info)
+                  out=None if opts.json else _info, model_ref=model_ref)
+    if model_ref is not None:
+        from .models.serve import describe
+
+        _info(f"fair: model {describe(ep.resolve_model())}")
     if opts.dry_run:
         p = ep.plan()
         mode = "local container" if p.deployer.name == "local" else p.mode
@@ -315,7 +321,8 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
     ep.create()
     if opts.json:
         _print_json({"name": ep.handle.name if hasattr(ep.handle, "name") else ep.name, "url": ep.url,
-                     "run_id": ep.run.id if ep.run else None})
+                     "run_id": ep.run.id if ep.run else None,
+                     **({"model": ep.model_files.labels()} if ep.model_files else {})})
     else:
         _out(ep.url)
 

@@ -324,3 +324,75 @@ def test_on_a_registry_a_version_is_an_artifact_of_the_runs_blobs_and_an_alias_t
     assert be._tag_digest("model.iris.champion") == be._tag_digest("model.iris.v1")
     got = models.files("iris@champion", tmp_path / "m", store=model_store)
     assert (got / "model.joblib").stat().st_size == 300_000
+
+
+# --- serving a model by name ----------------------------------------------------------------------
+
+READER = textwrap.dedent("""
+    import os
+
+    class Reader:
+        def load(self, model_dir):
+            self.weights = open(os.path.join(model_dir, "model.joblib"), "rb").read()[:9].decode()
+
+        def predict(self, instances):
+            return [self.weights for _ in instances]
+""")
+
+
+def test_fair_deploy_model_alias_serves_that_versions_files_and_names_it(tmp_path, local_env, engine, base_image):
+    """train twice -> register -> promote -> fair deploy --model iris@champion -> predict; the
+    endpoint's /metrics, `fair status` and the deploy's run record name the version and its run."""
+    import requests
+
+    r1, r2 = train(tmp_path, local_env, "0.1"), train(tmp_path, local_env, "0.3")
+    for rid in (r1, r2):
+        fair("models", "register", "iris", "--run", rid, "--path", "model.joblib", env=local_env, cwd=tmp_path)
+    fair("models", "promote", "iris", "1", env=local_env, cwd=tmp_path)
+    (tmp_path / "model.py").write_text(READER)
+    env = {**local_env, "DOCKER_HOST": engine.docker_host}
+    name = f"iris-{uuid.uuid4().hex[:6]}"
+    # Bad references: one line and a hint, before anything is built.
+    bad = fair("deploy", "model.py:Reader", "--name", name, "--model", "iris@prod", "--base-image", base_image.docker,
+               env=env, cwd=tmp_path)
+    assert bad.returncode == 2 and "error: model iris has no alias 'prod'" in bad.stderr and "hint: " in bad.stderr
+    bad = fair("deploy", "model.py:Reader", "--name", name, "--model", "run:ffffffffffff", "--base-image",
+               base_image.docker, env=env, cwd=tmp_path)
+    assert bad.returncode == 2 and "error: no run 'ffffffffffff'" in bad.stderr
+
+    r = fair("deploy", "model.py:Reader", "--name", name, "--model", "iris@champion", "--base-image", base_image.docker,
+             "-o", "json", env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    try:
+        assert data["model"]["resolved"] == "iris:1" and data["model"]["run"] == r1
+        resp = requests.post(f"{data['url']}/v1/models/{name}:predict", json={"instances": [[1]]}, timeout=30)
+        assert resp.json() == {"predictions": ["model-0.1"]}
+        metrics = requests.get(f"{data['url']}/metrics", timeout=30).text
+        assert f'model_run="{r1}"' in metrics and 'model_version="iris:1"' in metrics
+        st = fair("status", data["name"], env=env, cwd=tmp_path)
+        assert f"model: iris:1 from run {r1}" in st.stdout, st.stdout + st.stderr
+        rec = json.loads(fair("runs", "show", data["run_id"], "-o", "json", env=env, cwd=tmp_path).stdout)
+        assert rec["model"]["ref"] == "iris@champion" and rec["model"]["version"] == "1" and rec["model"]["run"] == r1
+    finally:
+        fair("delete", data["name"], env=env, cwd=tmp_path)
+
+    # The alias moves: a new deploy serves the new version; run:ID serves a run's outputs directly.
+    fair("models", "promote", "iris", "2", env=local_env, cwd=tmp_path)
+    r = fair("deploy", "model.py:Reader", "--name", name, "--model", f"run:{r1}", "--base-image", base_image.docker,
+             "-o", "json", env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    try:
+        resp = requests.post(f"{data['url']}/v1/models/{name}:predict", json={"instances": [[1]]}, timeout=30)
+        assert resp.json() == {"predictions": ["model-0.1"]}
+        assert data["model"]["resolved"] == f"run:{r1}"
+    finally:
+        fair("delete", data["name"], env=env, cwd=tmp_path)
+    import fairing.models
+
+    os.environ["FAIRING_CACHE"], os.environ["FAIRING_RUNS"] = local_env["FAIRING_CACHE"], local_env["FAIRING_RUNS"]
+    try:
+        assert fairing.models.get("iris@champion")["version"] == 2
+    finally:
+        del os.environ["FAIRING_CACHE"], os.environ["FAIRING_RUNS"]
