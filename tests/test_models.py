@@ -396,3 +396,32 @@ def test_fair_deploy_model_alias_serves_that_versions_files_and_names_it(tmp_pat
         assert fairing.models.get("iris@champion")["version"] == 2
     finally:
         del os.environ["FAIRING_CACHE"], os.environ["FAIRING_RUNS"]
+
+
+def test_best_of_a_tuning_run_is_a_model_each_trial_keeping_its_outputs(tmp_path, local_env):
+    (tmp_path / "tr.py").write_text(textwrap.dedent("""
+        import argparse, os
+        p = argparse.ArgumentParser(); p.add_argument("--lr", type=float); a = p.parse_args()
+        open(os.path.join(os.environ["FAIRING_OUTPUT_DIR"], "model.joblib"), "w").write(f"lr={a.lr}")
+        print(f"accuracy={1 - abs(a.lr - 0.3)}")
+    """))
+    t = fair("tune", "tr.py", "--param", "lr=0.1..0.5", "--objective", "accuracy", "--maximize", "--trials", "3",
+             "--parallel", "2", "--backend", "local", "--local-mode", "process", "-o", "json", env=local_env, cwd=tmp_path)
+    assert t.returncode == 0 and "warning" not in t.stderr, t.stderr
+    tune = json.loads(t.stdout)
+    trials = json.loads(fair("runs", "--parent", tune["run"], "-o", "json", env=local_env, cwd=tmp_path).stdout)
+    assert len(trials) == 3 and all(r["outputs"]["files"][0]["path"] == "model.joblib" for r in trials)
+    r = fair("models", "register", "iris", "--run", f"best:{tune['run']}", "--path", "model.joblib", "-o", "json",
+             env=local_env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    v = json.loads(r.stdout)
+    best = next(x for x in trials if x["params"]["lr"] == tune["best"]["params"]["lr"])
+    assert v["run"]["id"] == best["id"] and v["run"]["via"] == f"best:{tune['run']}"
+    os.environ["FAIRING_CACHE"], os.environ["FAIRING_RUNS"] = local_env["FAIRING_CACHE"], local_env["FAIRING_RUNS"]
+    try:
+        import fairing
+
+        d = fairing.models.files(f"best:{tune['run']}", tmp_path / "b")
+        assert (d / "model.joblib").read_text() == f"lr={tune['best']['params']['lr']}"
+    finally:
+        del os.environ["FAIRING_CACHE"], os.environ["FAIRING_RUNS"]

@@ -131,9 +131,19 @@ def run(entry: Any, params: Mapping[str, Any], *, settings: Any, objective: str,
                 # The trial's run id on its workload (labels, FAIRING_RUN_ID): its record was made
                 # when the driver first reported it, before this runs.
                 hook.tag(d, rec.trials[trial.name], image)
+                # Each trial keeps its outputs like any run, so best:TUNE_RUN_ID has files to serve.
+                from .. import pipeline
+
+                pipeline.keep_outputs(p, d, rec.trials[trial.name], image, progress, save=False)
                 return d
 
-            runner = DeployerRunner(deployer_for, image, timeout=settings.timeout, objective=objective)
+            def trial_ended(trial, handle):
+                # In the runner's thread: the record is saved by the calling thread when the
+                # trial is reported (TuneRecorder.update), not here.
+                hook.settle_outputs(handle, rec.trials[trial.name], persist=False)
+
+            runner = DeployerRunner(deployer_for, image, timeout=settings.timeout, objective=objective,
+                                    on_ended=trial_ended)
             with view:
                 run_study(result, runner, name=exp_name, trials=trials, parallel=parallel,
                           max_failed=max_failed, seed=seed, on_update=on_update)

@@ -235,8 +235,11 @@ class DeployerRunner(Runner):
     the one built image; its log is read when it ends, then it is deleted."""
 
     def __init__(self, make_deployer: Callable[[Trial], Any], image: Any, *, timeout: float | None = None,
-                 keep: bool = False, objective: str | None = None):
+                 keep: bool = False, objective: str | None = None,
+                 on_ended: Callable[[Trial, Any], None] | None = None):
         import threading
+
+        self.on_ended = on_ended  # (trial, handle) once it ended, before it is deleted: its outputs are kept
 
         self.make_deployer = make_deployer
         self.image = image
@@ -265,6 +268,8 @@ class DeployerRunner(Runner):
                 text, log_error = self._final_log(handle, ok)
                 if ok and log_error and not text:
                     ok, error = False, f"its log could not be read: {log_error}"
+                if self.on_ended is not None:
+                    self.on_ended(trial, handle)
         finally:
             if not self.keep or trial.state == STOPPED:
                 with self._lock:
