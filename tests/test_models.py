@@ -100,6 +100,18 @@ def test_register_promote_show_diff_list_on_the_local_store(tmp_path, local_env)
         del os.environ["FAIRING_CACHE"], os.environ["FAIRING_RUNS"]
 
 
+@pytest.fixture(scope="module")
+def one_model(tmp_path_factory):
+    """One trained run registered as iris:1, promoted to champion: the state every bad input meets."""
+    d = tmp_path_factory.mktemp("bad")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAIRING_", "KUBECONFIG", "MLFLOW_"))}
+    env.update(FAIRING_CACHE=str(d / "cache"), FAIRING_RUNS=str(d / "runs.db"), KUBECONFIG="", PYTHONPATH=str(ROOT))
+    rid = train(d, env, "0.1")
+    fair("models", "register", "iris", "--run", rid, env=env, cwd=d)
+    fair("models", "promote", "iris", "1", env=env, cwd=d)
+    return d, env, rid
+
+
 @pytest.mark.parametrize("args, message, hint", [
     (["show", "wine"], "no model 'wine'", "models here: iris"),
     (["show", "iris@prod"], "model iris has no alias 'prod'", "its aliases: champion"),
@@ -112,18 +124,16 @@ def test_register_promote_show_diff_list_on_the_local_store(tmp_path, local_env)
     (["promote", "iris", "3"], "model iris has no version 3", "its versions: 1"),
     (["promote", "iris", "1", "--alias", "v2"], "bad alias 'v2'", "not v<number>"),
 ])
-def test_bad_input_is_one_line_with_a_hint_and_writes_nothing(tmp_path, local_env, args, message, hint):
-    rid = train(tmp_path, local_env, "0.1")
-    fair("models", "register", "iris", "--run", rid, env=local_env, cwd=tmp_path)
-    fair("models", "promote", "iris", "1", env=local_env, cwd=tmp_path)
-    before = docs(tmp_path)
-    r = fair("models", *[a.replace("RUN", rid) for a in args], env=local_env, cwd=tmp_path)
+def test_bad_input_is_one_line_with_a_hint_and_writes_nothing(one_model, args, message, hint):
+    d, env, rid = one_model
+    before = docs(d)
+    r = fair("models", *[a.replace("RUN", rid) for a in args], env=env, cwd=d)
     assert r.returncode == 2, (r.returncode, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert lines[0].startswith("error: ") and message in lines[0], r.stderr
     assert lines[1].startswith("hint: ") and hint in lines[1], r.stderr
     assert len(lines) == 2 and "Traceback" not in r.stderr
-    assert docs(tmp_path) == before  # nothing half-made
+    assert docs(d) == before  # nothing half-made
 
 
 # --- the race, in each real store -----------------------------------------------------------------
@@ -252,6 +262,7 @@ def mlflow_server(tmp_path_factory):
     srv.stop()
 
 
+@pytest.mark.slow  # a real MLflow server starts (~20 s)
 def test_mlflow_models_uri_resolves_to_the_same_files(tmp_path, local_env, mlflow_server):
     r1, r2 = train(tmp_path, local_env, "0.1"), train(tmp_path, local_env, "0.3")
     env = {**local_env, "MLFLOW_TRACKING_URI": mlflow_server.uri}

@@ -68,7 +68,10 @@ def test_train_register_promote_serve_the_champion_on_the_node(on_node, tmp_path
     try:
         assert ep.predict([[1]]) == ["weights-0.3"]
         assert ep.run.doc["model"]["resolved"] == "iris:2" and ep.run.doc["model"]["run"] == runs[1]["id"]
-        st = fair("status", name, "-n", on_node.namespace, cwd=tmp_path, env=env)
+        # The admin kubeconfig: `fair status` looks through every kind it knows, and the test
+        # ServiceAccount may not get trainjobs (a limit of `fair status`, not of serving).
+        st = fair("status", name, "-n", on_node.namespace, cwd=tmp_path,
+                  env={**env, "KUBECONFIG": str(on_node.admin_kubeconfig)})
         assert f"model: iris:2 from run {runs[1]['id']}" in st.stdout, st.stdout + st.stderr
     finally:
         ep.delete()
