@@ -173,8 +173,8 @@ class S3Backend:
         return json.loads(body.decode("utf-8")) if status == 200 else None
 
     def list_docs(self, prefix=""):
-        return [k[:-len(".json")] for k in self._list_keys(self._key("docs", "")) if k.endswith(".json")
-                and k.startswith(prefix)]
+        # The prefix goes to the server: only the matching documents are listed.
+        return [prefix + k[:-len(".json")] for k in self._list_keys(self._key("docs", prefix)) if k.endswith(".json")]
 
     def _list_keys(self, key_prefix, page_size=1000):
         keys, token = [], None
