@@ -101,7 +101,8 @@ class PredictionEndpoint:
         if self.model_ref is not None:
             m = self.resolve_model()
             # The version's files, fetched and checked by digest, go where load(model_dir) looks.
-            prepare_kw["files"] = {f["path"]: str(m.dir / f["path"]) for f in m.files}
+            # Their own image layer (append builder), not the code layer: no context size cap.
+            prepare_kw["model_files"] = {f["path"]: str(m.dir / f["path"]) for f in m.files}
             prepare_kw["env"] = {"FAIRING_MODEL_REF": m.ref, "FAIRING_MODEL_VERSION": m.resolved,
                                  "FAIRING_MODEL_RUN": m.run or "", "FAIRING_MODEL_DIGEST": m.digest}
         if self.requirements is not None:

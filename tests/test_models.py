@@ -436,3 +436,42 @@ def test_best_of_a_tuning_run_is_a_model_each_trial_keeping_its_outputs(tmp_path
         assert (d / "model.joblib").read_text() == f"lr={tune['best']['params']['lr']}"
     finally:
         del os.environ["FAIRING_CACHE"], os.environ["FAIRING_RUNS"]
+
+
+def test_the_models_files_are_a_layer_of_their_own_not_held_by_the_context_cap(tmp_path, local_env, base_image, engine,
+                                                                                monkeypatch):
+    """With the append builder the version's files are one layer, beside the code layer: the same
+    digest however the code changes (pushed once), and not counted against the context size cap."""
+    big = tmp_path / "big.py"
+    big.write_text(textwrap.dedent("""
+        import os
+        open(os.path.join(os.environ["FAIRING_OUTPUT_DIR"], "model.joblib"), "wb").write(os.urandom(400_000))
+    """))
+    r = fair("train", "big.py", "--local-mode", "process", env=local_env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rid = json.loads(fair("runs", "-o", "json", "--last", "1", env=local_env, cwd=tmp_path).stdout)[0]["id"]
+    fair("models", "register", "big", "--run", rid, env=local_env, cwd=tmp_path)
+    for k in ("FAIRING_CACHE", "FAIRING_RUNS"):
+        monkeypatch.setenv(k, local_env[k])
+    monkeypatch.setenv("FAIRING_MAX_CONTEXT_BYTES", "300000")  # the code fits, the model alone would not
+    from fairing.serving import PredictionEndpoint
+
+    (tmp_path / "model.py").write_text(READER)
+    digests = []
+    for n, extra in enumerate(("", "\n# changed code\n")):
+        (tmp_path / "model.py").write_text(READER + extra)
+        layout = tmp_path / f"layout{n}"
+        ep = PredictionEndpoint(f"{tmp_path / 'model.py'}:Reader", name="big", base_image=base_image.docker,
+                                target=f"oci:{layout}:v1", deployer="local", docker_host=engine.docker_host,
+                                model_ref="big:1", out=lambda s: None)
+        img = ep.build()
+        index = json.loads((layout / "index.json").read_text())
+        manifest = json.loads((layout / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]).read_text())
+        config = json.loads((layout / "blobs" / "sha256" / manifest["config"]["digest"][7:]).read_text())
+        created = [h.get("created_by", "") for h in config["history"] if not h.get("empty_layer")]
+        assert created[-2] == "fairing: copy 1 model files to /app (big:1)", created
+        model_layer, code_layer = manifest["layers"][-2:]
+        assert model_layer["size"] > 400_000 > code_layer["size"]
+        digests.append((model_layer["digest"], code_layer["digest"], img.digest))
+    assert digests[0][0] == digests[1][0]  # the model layer: the same bytes, reused
+    assert digests[0][1] != digests[1][1] and digests[0][2] != digests[1][2]  # the code and the image changed
