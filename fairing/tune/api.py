@@ -123,8 +123,15 @@ def run(entry: Any, params: Mapping[str, Any], *, settings: Any, objective: str,
                           with_args=not is_fn, timeout=settings.timeout, on_update=on_update,
                           mutators=mutators, tag=rec.run)
         else:
+            from .. import pipeline
+            from ..outputs import store as ostore
             from ..runs import hook
             from .driver import DeployerRunner, run_study
+
+            # Where every trial keeps its outputs: chosen once (a loopback registry's note said once).
+            trial_store, why_not = ostore.for_run(settings.outputs, image.ref, on_cluster=p.on_cluster)
+            if why_not:
+                progress.note(why_not)
 
             def deployer_for(trial):
                 d = build_mod.trial_deployer(p, trial.name, trial.params, with_args=not is_fn, mutators=mutators)
@@ -132,9 +139,7 @@ def run(entry: Any, params: Mapping[str, Any], *, settings: Any, objective: str,
                 # when the driver first reported it, before this runs.
                 hook.tag(d, rec.trials[trial.name], image)
                 # Each trial keeps its outputs like any run, so best:TUNE_RUN_ID has files to serve.
-                from .. import pipeline
-
-                pipeline.keep_outputs(p, d, rec.trials[trial.name], image, progress, save=False)
+                pipeline.keep_outputs(p, d, rec.trials[trial.name], image, None, save=False, store=trial_store)
                 return d
 
             def trial_ended(trial, handle):
