@@ -65,8 +65,8 @@ class PredictionEndpoint:
         self.registry, self.target, self.builder = registry, target, builder
         self.requirements, self.files, self.storage_uri = requirements, files, storage_uri
         if model_ref is not None and (files or storage_uri):
-            raise ConfigError("model_ref and files/storage_uri both say what goes into the model dir",
-                              hint="give one: model_ref='iris@champion' (a registered model or run:ID), or files=[...]")
+            raise ConfigError("--model (model_ref=) and --file/--storage-uri both say what goes into the model dir",
+                              hint="give one: --model iris@champion (a registered model, run:ID, best:ID), or --file")
         self.model_ref = model_ref
         self.model_files = None  # fairing.models.serve.ModelFiles, once resolved
         self.builder_options, self.deployer_options = dict(builder_options or {}), dict(deployer_options)
