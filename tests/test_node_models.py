@@ -76,3 +76,33 @@ def test_train_register_promote_serve_the_champion_on_the_node(on_node, tmp_path
         assert f"model: {model}:2 from run {runs[1]['id']}" in st.stdout, st.stdout + st.stderr
     finally:
         ep.delete()
+
+
+def test_the_best_trial_of_a_jobs_tuning_run_on_the_node_is_a_model(on_node, tmp_path, monkeypatch):
+    """Each trial Job keeps its outputs in the store (its pod's shim saves them under the trial's run
+    id); best:TUNE_RUN_ID registers the best trial's files."""
+    import fairing
+
+    (tmp_path / "tr.py").write_text(textwrap.dedent("""
+        import argparse, os
+        p = argparse.ArgumentParser(); p.add_argument("--lr", type=float); a = p.parse_args()
+        open(os.path.join(os.environ["FAIRING_OUTPUT_DIR"], "model.joblib"), "w").write(f"lr={a.lr}")
+        print(f"accuracy={1 - abs(a.lr - 0.3)}")
+    """))
+    monkeypatch.chdir(tmp_path)
+    for k, v in {"FAIRING_RUNS": str(tmp_path / "runs.db"), "FAIRING_OUTPUTS": on_node.outputs}.items():
+        monkeypatch.setenv(k, v)
+    r = fairing.tune(str(tmp_path / "tr.py"), params={"lr": fairing.uniform(0.1, 0.5)}, objective="accuracy",
+                     goal="maximize", trials=3, parallel=2, algorithm="random", backend="jobs",
+                     name=f"node-best-{uuid.uuid4().hex[:5]}", registry=f"{on_node.registry}/tunebest",
+                     base_image=on_node.base, kubeconfig=str(on_node.kubeconfig), namespace=on_node.namespace,
+                     mutators=on_node.mutators(), progress=False, timeout=300)
+    assert r.status == "Succeeded", r.reason
+    trials = fairing.runs.list(parent=r.run)
+    assert len(trials) == 3 and all(t["outputs"]["store"] == on_node.outputs for t in trials)
+    assert all([f["path"] for f in t["outputs"]["files"]] == ["model.joblib"] for t in trials), trials
+    model = f"best-{uuid.uuid4().hex[:6]}"
+    v = fairing.models.register(model, f"best:{r.run}", path="model.joblib")
+    assert v["run"]["params"]["lr"] == r.best.params["lr"]
+    d = fairing.models.files(f"{model}:1", tmp_path / "m")
+    assert (d / "model.joblib").read_text() == f"lr={r.best.params['lr']}"
