@@ -220,7 +220,8 @@ def test_a_file_still_being_written_is_not_kept_half_written(tmp_path):
     cmd = writer(tmp_path, f"""
         import subprocess, sys, time
         subprocess.Popen([sys.executable, "-c", "import time\\nf = open({str(out / 'live.log')!r}, 'ab', 0)\\n"
-                          "while True:\\n    f.write(b'x' * 65536)\\n    time.sleep(0.01)"], start_new_session=True,
+                          "t = time.time()\\nwhile time.time() - t < 60 and f.tell() < 1 << 30:\\n    f.write(b'x' * 65536)\\n    time.sleep(0.001)"],
+                         start_new_session=True,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.3)
     """)
