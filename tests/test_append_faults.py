@@ -90,14 +90,24 @@ def test_registry_restarted_mid_push_build_retries_and_the_image_is_complete(reg
 
 
 def test_registry_gone_mid_push_fails_clearly_and_leaves_no_tag(registry, base_image, registry_factory, cache):
-    reg = registry_factory()
-    progress, fired, done = _stop_on_first_upload(reg, restart_after=None)
-    builder = AppendBuilder(base_image.docker, cache_dir=cache, progress=progress, retries=2)
-    with pytest.raises(BuildError) as e:
-        builder.build(_ctx(), f"{reg.host}/team/job:v1")
+    # On a loaded machine the watcher thread can be starved until the whole push is done: then the
+    # registry never went away mid-push and the scenario did not happen. Try it on a fresh registry
+    # again (up to 3 times); the assertions below are only about a push the registry died under.
+    for attempt in range(3):
+        reg = registry_factory()
+        progress, fired, done = _stop_on_first_upload(reg, restart_after=None)
+        builder = AppendBuilder(base_image.docker, cache_dir=cache, progress=progress, retries=2)
+        try:
+            builder.build(_ctx(), f"{reg.host}/team/job:v1")
+        except BuildError as err:
+            e = err
+            break
+        done.wait(15)
+    else:
+        pytest.fail("the push finished before the registry could be stopped, 3 times")
     assert fired.is_set()
-    assert reg.host in str(e.value) and e.value.hint  # names the registry and says what to do
-    assert "Traceback" not in str(e.value)
+    assert reg.host in str(e) and e.hint  # names the registry and says what to do
+    assert "Traceback" not in str(e)
     reg.start()
     r = requests.get(f"{reg.url}/v2/team/job/manifests/v1", headers={"Accept": ACCEPT})
     assert r.status_code == 404  # no tag at all, so none pointing at missing blobs
