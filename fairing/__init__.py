@@ -4,7 +4,7 @@ Kept tiny on purpose: heavy modules load only when an attribute below is first u
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["config", "runs", "kfp", "TrainJob", "PredictionEndpoint", "attach", "FairingError", "__version__", "tune", "report",
+__all__ = ["config", "runs", "models", "kfp", "TrainJob", "PredictionEndpoint", "attach", "FairingError", "__version__", "tune", "report",
            "uniform", "loguniform", "intrange", "choice", "outputs_dir"]
 _TUNE = ("tune", "report", "uniform", "loguniform", "intrange", "choice")
 
@@ -14,7 +14,7 @@ def __getattr__(name: str):
     # which would call __getattr__ again and recurse.
     import importlib
 
-    if name in ("config", "runs", "kfp"):
+    if name in ("config", "runs", "models", "kfp"):
         return importlib.import_module(f"{__name__}.{name}")
     if name in ("TrainJob", "PredictionEndpoint", "attach"):
         return getattr(importlib.import_module(f"{__name__}.api"), name)

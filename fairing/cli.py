@@ -20,6 +20,7 @@ import typer
 from . import __version__, stages
 from .errors import ConfigError, FairingError
 from .kfp import cli as export_cli
+from .models import cli as models_cli
 from .runs import cli as runs_cli
 
 EXIT_CODES = {0: "success", 1: "error", 2: "usage or configuration error", 3: "build error",
@@ -38,6 +39,7 @@ config_app = typer.Typer(help="Show the effective configuration.", no_args_is_he
 app.add_typer(config_app, name="config")
 app.add_typer(runs_cli.app, name="runs")
 app.add_typer(export_cli.app, name="export")
+app.add_typer(models_cli.app, name="models")
 cache_app = typer.Typer(help="Look after the local build cache (wheels, unpacked packages, layers).", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 
@@ -295,6 +297,8 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
                                     "(repeatable; relative to the current directory, else to MODEL's)")] = None,
            storage_uri: Annotated[Optional[str], typer.Option(
                "--storage-uri", help="http(s):// or file: URI fetched into the model dir when the server starts")] = None,
+           model_ref: Annotated[Optional[str], typer.Option(
+               "--model", help="serve a registered model's files: iris@champion, iris:3, run:ID or best:TUNE_RUN_ID")] = None,
            opts: Any = None) -> None:
     from .api import endpoint
     from .checks import deploy_inputs
@@ -304,7 +308,11 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
     # (The pickle skew check runs once, in pipeline.prepare.)
     deploy_inputs(model, s, name=name, files=_model_files(files), storage_uri=storage_uri)
     ep = endpoint(model, s, name=name, replicas=replicas, files=_model_files(files), storage_uri=storage_uri,
-                  out=None if opts.json else _info)
+                  out=None if opts.json else _info, model_ref=model_ref)
+    if model_ref is not None:
+        from .models.serve import describe
+
+        _info(f"fair: model {describe(ep.resolve_model())}")
     if opts.dry_run:
         p = ep.plan()
         mode = "local container" if p.deployer.name == "local" else p.mode
@@ -313,7 +321,8 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
     ep.create()
     if opts.json:
         _print_json({"name": ep.handle.name if hasattr(ep.handle, "name") else ep.name, "url": ep.url,
-                     "run_id": ep.run.id if ep.run else None})
+                     "run_id": ep.run.id if ep.run else None,
+                     **({"model": ep.model_files.labels()} if ep.model_files else {})})
     else:
         _out(ep.url)
 

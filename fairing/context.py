@@ -41,6 +41,10 @@ class BuildContext:
     # Files the workload writes that a user can fetch afterwards, e.g. {"result": ".../result.pkl"}.
     outputs: Mapping[str, str] = field(default_factory=dict)
     serve: ServeSpec | None = None  # set by the serve preprocessor: this context is a model server
+    # A model's files (fair deploy --model), placed under `workdir` like `files` but kept out of the
+    # code: the append builder makes them a layer of their own (cached and reused by digest, not
+    # counted against the context size limit); other builders copy them with the code.
+    model_files: Mapping[str, Source] = field(default_factory=dict)
 
     def size(self) -> int:
         return sum(len(s) if isinstance(s, bytes) else Path(s).stat().st_size for s in self.files.values())
@@ -82,12 +86,13 @@ def write_context(ctx: BuildContext, root: Path) -> Path:
     root = Path(root)
     # Checked before writing anything: pathlib would put '../x' beside the root and let an
     # absolute path replace it. Preprocessors never make such paths; hand-built contexts might.
-    for dst in ctx.files:
+    every = {**ctx.model_files, **ctx.files}
+    for dst in every:
         p = PurePosixPath(dst)
         if not dst or p.is_absolute() or ".." in p.parts:
             raise ConfigError(f"context path {dst!r} must be relative and inside the context",
                               hint="use a path like 'src/train.py', without a leading '/' or '..'")
-    for dst, src in sorted(ctx.files.items()):
+    for dst, src in sorted(every.items()):
         out = root / dst
         out.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(src, bytes):

@@ -581,16 +581,24 @@ def execute(p: Plan, progress: Progress | None = None, *, wait: Wait | bool | No
     return result
 
 
-def keep_outputs(p: Plan, deployer: Any, run: Any, image: BuiltImage, progress: Progress) -> None:
+def keep_outputs(p: Plan, deployer: Any, run: Any, image: BuiltImage, progress: Progress | None, *,
+                 save: bool = True, store: Any = False) -> None:
     """Where the run's outputs are kept (fairing.outputs.store), in its record; a cluster
     workload's pods get the store, and its credentials in the run's Secret (fairing.outputs.wire).
-    Local runs are saved by this process when they end (fairing.runs.hook.keep_local_outputs)."""
+    Local runs are saved by this process when they end (fairing.runs.hook.keep_local_outputs).
+    `save=False`: the record is only updated in memory (a tuning trial, prepared in a worker
+    thread; the calling thread saves it). `store`: already chosen (many trials of one build; the
+    note said once)."""
     from .outputs import store as ostore
 
-    store, note = ostore.for_run(p.settings.outputs, image.ref, on_cluster=p.on_cluster)
-    if note:
-        progress.note(note)
-    run.note(outputs={"store": store.text if store else None})
+    if store is False:
+        store, note = ostore.for_run(p.settings.outputs, image.ref, on_cluster=p.on_cluster)
+        if note and progress is not None:
+            progress.note(note)
+    if save:
+        run.note(outputs={"store": store.text if store else None})
+    else:
+        run.doc["outputs"] = {"store": store.text if store else None}
     deployer.outputs_store = store
     if not p.on_cluster or not isinstance(getattr(deployer, "mutators", None), tuple):
         return

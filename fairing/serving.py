@@ -38,7 +38,7 @@ class PredictionEndpoint:
                  builder: str = "append", requirements=None, files=None, storage_uri: str | None = None,
                  protocol: str = "v1", timeout: float = 600.0, builder_options: Mapping | None = None,
                  image=None, out: Callable[[str], None] | None = print, settings=None,
-                 progress: bool | None = None, **deployer_options):
+                 progress: bool | None = None, model_ref: str | None = None, **deployer_options):
         from . import pipeline
         from . import stages
         from .preprocessors.serve import check_name, default_name
@@ -64,6 +64,11 @@ class PredictionEndpoint:
         self.base_image = base_image or (settings.base_image or pipeline.default_base_image() if settings else None)
         self.registry, self.target, self.builder = registry, target, builder
         self.requirements, self.files, self.storage_uri = requirements, files, storage_uri
+        if model_ref is not None and (files or storage_uri):
+            raise ConfigError("--model (model_ref=) and --file/--storage-uri both say what goes into the model dir",
+                              hint="give one: --model iris@champion (a registered model, run:ID, best:ID), or --file")
+        self.model_ref = model_ref
+        self.model_files = None  # fairing.models.serve.ModelFiles, once resolved
         self.builder_options, self.deployer_options = dict(builder_options or {}), dict(deployer_options)
         self.image, self.timeout, self.progress = image, timeout, progress
         self.out = out or (lambda s: None)
@@ -93,6 +98,13 @@ class PredictionEndpoint:
         if self.settings is not None and not s.builder and self.builder == "append":
             builder_name = None  # let the plan choose (docker into the engine when there is no registry)
         prepare_kw = {"name": self.name, "files": self.files, "storage_uri": self.storage_uri}
+        if self.model_ref is not None:
+            m = self.resolve_model()
+            # The version's files, fetched and checked by digest, go where load(model_dir) looks.
+            # Their own image layer (append builder), not the code layer: no context size cap.
+            prepare_kw["model_files"] = {f["path"]: str(m.dir / f["path"]) for f in m.files}
+            prepare_kw["env"] = {"FAIRING_MODEL_REF": m.ref, "FAIRING_MODEL_VERSION": m.resolved,
+                                 "FAIRING_MODEL_RUN": m.run or "", "FAIRING_MODEL_DIGEST": m.digest}
         if self.requirements is not None:
             prepare_kw["requirements"] = self.requirements
         # With no deployer name the plan chooses one, and the options still go to it.
@@ -102,6 +114,15 @@ class PredictionEndpoint:
                                      builder=Stage(builder_name, builder_kw) if builder_name or builder_kw else None,
                                      deployer=deployer, prepare=prepare_kw, name=self.name,
                                      prebuilt=self.image is not None))
+
+    def resolve_model(self):
+        """The model files `model_ref` names (NAME, NAME:N, NAME@ALIAS, run:ID, best:TUNE_ID), on
+        this machine; resolved once per endpoint, so the plan and the record agree."""
+        if self.model_files is None and self.model_ref is not None:
+            from .models.serve import fetch_model
+
+            self.model_files = fetch_model(self.model_ref)
+        return self.model_files
 
     def _progress(self):
         from .progress import Progress
@@ -150,6 +171,8 @@ class PredictionEndpoint:
         self.run_result = pipeline.execute(p, progress, image=self.image, command="deploy")
         self.image, self.handle, self.run = self.run_result.image, self.run_result.handle, self.run_result.run
         run = self.run
+        if self.model_files is not None and run is not None:
+            run.note(model=self.model_files.labels())
         if wait:
             try:
                 self.handle.wait(self.timeout)

@@ -65,7 +65,7 @@ def summarize(text: str) -> dict[str, Any]:
             le = float(labels.get("le", "inf").replace("+Inf", "inf"))
             buckets[le] = buckets.get(le, 0.0) + value
         elif name == "fairing_model_info":
-            info = {k: labels.get(k, "") for k in ("model", "image_digest", "run_id")}
+            info = {k: labels.get(k, "") for k in ("model", "image_digest", "run_id", "model_version", "model_run")}
     b = list(buckets.items())
     return {"requests": int(requests), "errors": int(errors),
             "error_rate": (errors / requests) if requests else 0.0,
@@ -92,6 +92,8 @@ def lines(s: dict[str, Any]) -> list[str]:
     def ms(v):
         return "-" if v is None else f"{v * 1000:.1f} ms"
 
-    return [f"requests: {s['requests']} ({', '.join(f'{k} {v}' for k, v in s['by_protocol'].items()) or 'none'})",
+    served = ([f"model: {s['model_version']}" + (f" from run {s['model_run']}" if s.get("model_run") else "")]
+              if s.get("model_version") else [])
+    return served + [f"requests: {s['requests']} ({', '.join(f'{k} {v}' for k, v in s['by_protocol'].items()) or 'none'})",
             f"errors: {s['errors']} ({s['error_rate'] * 100:.1f}%)",
             f"latency: p50 {ms(s['p50_seconds'])}, p95 {ms(s['p95_seconds'])}"]

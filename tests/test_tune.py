@@ -306,7 +306,9 @@ def test_dry_run_katib_prints_the_experiment(tmp_path, registry):
     assert (spec["maxTrialCount"], spec["parallelTrialCount"], spec["maxFailedTrialCount"]) == (6, 2, 2)
     assert spec["objective"] == {"type": "maximize", "objectiveMetricName": "accuracy",
                                  "metricStrategies": [{"name": "accuracy", "value": "latest"}]}
-    assert spec["algorithm"] == {"algorithmName": "random"}
+    # A fresh seed for Katib's suggestion, named in the header: another run tries other points.
+    seed = int(r.stdout.split(", seed ", 1)[1].split()[0])
+    assert spec["algorithm"] == {"algorithmName": "random", "algorithmSettings": [{"name": "random_state", "value": str(seed)}]}
     assert spec["metricsCollectorSpec"] == {"collector": {"kind": "StdOut"}}
     assert [p["name"] for p in spec["parameters"]] == ["x", "lr", "layers"]
     assert spec["parameters"][1]["feasibleSpace"]["distribution"] == "logUniform"

@@ -361,3 +361,34 @@ def test_real_grid_on_katibs_optuna_suggestion(katib, on_node, tmp_path, monkeyp
         assert r.best.params["x"] == pytest.approx(3.0) and r.best.value == 0
     finally:
         admin.delete("kubeflow.org/v1beta1", "Experiment", name, katib.namespace)
+
+
+def test_katib_random_search_takes_a_fresh_seed_per_run_and_repeats_with_the_same_seed(katib, on_node, tmp_path, monkeypatch):
+    """Issue 22: twice the same random search on Katib tried the same points (its goptuna suggestion
+    seeds itself with a constant). Now each run sends a fresh `random_state`, recorded; seed= repeats."""
+    script, name, admin, kw = _prologue(katib, on_node, tmp_path, monkeypatch, "seed", TRAIN)
+    xs, seeds = {}, {}
+    for run, seed in (("a", 1234), ("b", 1234), ("c", None)):
+        exp = f"{name}-{run}"
+        try:
+            r = fairing.tune(script, params={"x": fairing.uniform(0, 6)}, trials=3, parallel=1, algorithm="random",
+                             seed=seed, **{**kw, "name": exp})
+            assert r.status == "Succeeded", f"{r.reason}\n{katib.controller_log()}"
+            sent = admin.get("kubeflow.org/v1beta1", "Experiment", exp, katib.namespace)["spec"]["algorithm"]
+            assert sent["algorithmSettings"] == [{"name": "random_state", "value": str(r.seed)}]
+            assert fairing.runs.get(r.run)["params"]["seed"] == r.seed  # recorded in the tuning run
+            xs[run] = [t.params["x"] for t in sorted(r.trials, key=lambda t: t.number)]
+            seeds[run] = r.seed
+        finally:
+            admin.delete("kubeflow.org/v1beta1", "Experiment", exp, katib.namespace)
+    assert seeds["a"] == seeds["b"] == 1234 and seeds["c"] != 1234
+    assert xs["a"] == xs["b"], xs                    # the same seed: the same points, in order
+    assert set(xs["c"]).isdisjoint(xs["a"]), xs      # a fresh seed: other points
+
+
+def test_every_seeded_katib_algorithm_gets_random_state_and_grid_none():
+    from fairing.tune.katib import algorithm_spec
+
+    for algorithm in ("random", "tpe", "cmaes"):
+        assert algorithm_spec(algorithm, 7)["algorithmSettings"] == [{"name": "random_state", "value": "7"}]
+    assert algorithm_spec("grid", 7) == {"algorithmName": "grid"}  # its points are fixed

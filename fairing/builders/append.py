@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable
 
 from ..context import BuildContext, BuiltImage
@@ -140,6 +141,10 @@ class AppendBuilder(Builder):
                 if known:
                     dep["layers"] = known
             layers.append(dep)
+        if ctx.model_files:
+            layers.append({"name": "model", "path": ctx.workdir, "files": len(ctx.model_files),
+                           "bytes": sum(len(s) if isinstance(s, bytes) else Path(s).stat().st_size
+                                        for s in ctx.model_files.values())})
         layers.append({"name": "code", "path": ctx.workdir, "files": len(ctx.files), "bytes": ctx.size()})
         env = dict(ctx.env)
         if ctx.requirements:
@@ -199,6 +204,18 @@ class AppendBuilder(Builder):
                     )
             prepend = {"PYTHONPATH": SITE_DIR, "PATH": f"{SITE_DIR}/bin"}
         workdir = ctx.workdir.strip("/")
+        if ctx.model_files:
+            # The model's files: a layer of their own, made once per set of files (the cache keeps
+            # it by content) and skipped at push when the repository has it, however the code changes.
+            model = self.cache.build_layer({f"{workdir}/{dst}" if workdir else dst: src
+                                            for dst, src in ctx.model_files.items()},
+                                           compression=self.compression, timings=self.phases)
+            img = img.append(
+                Layer(model.digest, model.size, layer_type, model.diff_id, path=model.path),
+                created_by=f"fairing: copy {len(ctx.model_files)} model files to {ctx.workdir}"
+                           + (f" ({ctx.env['FAIRING_MODEL_VERSION']})" if ctx.env.get("FAIRING_MODEL_VERSION") else ""),
+                created=created,
+            )
         entries: dict = {f"{workdir}/{dst}" if workdir else dst: src for dst, src in ctx.files.items()}
         if workdir:
             entries.setdefault(workdir, None)  # the working directory exists even with no files

@@ -98,6 +98,8 @@ def context_hash(ctx: BuildContext, length: int = 12) -> str:
         data = src if isinstance(src, bytes) else Path(src).read_bytes()
         executable = not isinstance(src, bytes) and os.access(src, os.X_OK)
         put("file", dst, "x" if executable else "-", hashlib.sha256(data).digest())
+    for dst, src in sorted(ctx.model_files.items()):
+        put("model", dst, _file_sha256(src))
     return h.hexdigest()[:length]
 
 
@@ -109,3 +111,12 @@ def default_image_name(registry: str, name: str, ctx: BuildContext | None = None
     return f"{ref}:{context_hash(ctx)}" if ctx is not None else ref
 
 
+def _file_sha256(src) -> bytes:
+    """A model file's sha256, streamed (model files can be gigabytes)."""
+    if isinstance(src, bytes):
+        return hashlib.sha256(src).digest()
+    h = hashlib.sha256()
+    with open(src, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.digest()

@@ -85,7 +85,7 @@ def context_entries(ctx: BuildContext, dockerfile_text: str, deps: Path | None) 
     from ..oci.layer import clean_path, tree
 
     out: dict[str, bytes | Path] = {"Dockerfile": dockerfile_text.encode()}
-    for dst, src in ctx.files.items():
+    for dst, src in {**ctx.model_files, **ctx.files}.items():  # the model's files go with the code here
         path = f"{APP_DIR}/{clean_path(dst)}"
         if isinstance(src, bytes):
             out[path] = src

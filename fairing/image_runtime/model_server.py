@@ -449,8 +449,12 @@ class Telemetry:
 
     def __init__(self, model: str, env: dict[str, str]):
         image = env.get("FAIRING_IMAGE") or ""
+        # model_version / model_run: the registered version (iris:3, or run:ID) whose files were
+        # placed in the model dir, and the run that made them (fair deploy --model).
         self.constant = {"model": model, "image_digest": image.rpartition("@")[2] if "@" in image else image,
-                         "run_id": env.get("FAIRING_RUN_ID") or ""}
+                         "run_id": env.get("FAIRING_RUN_ID") or "",
+                         "model_version": env.get("FAIRING_MODEL_VERSION") or "",
+                         "model_run": env.get("FAIRING_MODEL_RUN") or ""}
         try:
             import prometheus_client as prom
         except ImportError:

@@ -33,6 +33,13 @@ MODEL_SUFFIXES = (".joblib", ".pkl", ".pickle", ".pt", ".pth", ".safetensors", "
                   ".bin", ".gguf", ".ckpt", ".pb", ".tflite", ".mar", ".ubj", ".cbm", ".model", ".npz")
 TITLE = "org.opencontainers.image.title"
 CHUNK = 1 << 20
+# Small named documents beside the runs (the model registry's versions and aliases: fairing.models).
+# A document may list "files" ({path, digest, size, mediaType}) that the store already holds: on a
+# registry they become the artifact's layers (referenced by digest, never uploaded again).
+DOC_MEDIA_TYPE = "application/vnd.fairing.doc.v1+json"
+DOC_ARTIFACT_TYPE = "application/vnd.fairing.doc.v1"
+# How long an exclusive put on a registry waits before reading its tag back (see put_doc).
+REGISTRY_SETTLE_S = 0.5
 EXIT_NOT_SAVED = 3  # the command succeeded but its outputs could not be saved: the run failed
 
 
@@ -52,6 +59,23 @@ def file_digest(path):
         for block in iter(lambda: f.read(CHUNK), b""):
             h.update(block)
     return "sha256:" + h.hexdigest()
+
+
+def canonical(doc):
+    """A document's bytes: the same doc always gives the same bytes (and digest)."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def doc_digest(doc):
+    return "sha256:" + hashlib.sha256(canonical(doc)).hexdigest()
+
+
+def check_doc_name(name):
+    """Document names are OCI tags (the strictest of the three stores): [A-Za-z0-9_][A-Za-z0-9._-]{0,127}."""
+    import re
+    if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$", name):
+        raise ValueError("document name %r is not [A-Za-z0-9_][A-Za-z0-9._-]{0,127}" % (name,))
+    return name
 
 
 def _now():
@@ -120,6 +144,47 @@ class DirBackend(object):
         except FileNotFoundError:
             return []
         return sorted(n[:-5] for n in names if n.endswith(".json") and not n.startswith("."))
+
+    # --- named documents: docs/<name>.json ---
+    def put_doc(self, name, doc, exclusive=False):
+        """Write `doc` under `name`; returns its digest. `exclusive`: only if `name` is free, atomically
+        (the whole file is written aside, then hard-linked into place: link(2) fails with EEXIST if
+        the name exists, so of two writers exactly one wins and no reader sees half a document)."""
+        d = os.path.join(self.root, "docs")
+        os.makedirs(d, exist_ok=True)
+        body = canonical(doc)
+        final = os.path.join(d, check_doc_name(name) + ".json")
+        tmp = os.path.join(d, ".%s.%d.%s.tmp" % (name, os.getpid(), base64.b32encode(os.urandom(5)).decode()))
+        try:
+            with open(tmp, "wb") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            if exclusive:
+                try:
+                    os.link(tmp, final)
+                except FileExistsError:
+                    raise Exists("%s already holds %s" % (self.describe(), name))
+            else:
+                os.replace(tmp, final)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return "sha256:" + hashlib.sha256(body).hexdigest()
+
+    def get_doc(self, name):
+        try:
+            with open(os.path.join(self.root, "docs", check_doc_name(name) + ".json"), "rb") as f:
+                return json.loads(f.read().decode("utf-8"))
+        except FileNotFoundError:
+            return None
+
+    def list_docs(self, prefix=""):
+        try:
+            names = os.listdir(os.path.join(self.root, "docs"))
+        except FileNotFoundError:
+            return []
+        return sorted(n[:-5] for n in names if n.endswith(".json") and not n.startswith(".") and n.startswith(prefix))
 
 
 def _copy_checked(opener, digest, dest_path, where):
@@ -335,6 +400,97 @@ class RegistryBackend(object):
             path = link[link.find("<") + 1:link.find(">")] if link.startswith("<") else None
         return sorted(out)
 
+    def _tags(self):
+        out, path = [], "/v2/%s/tags/list?n=1000" % self.repo
+        while path:
+            status, r, body = self._request("GET", path)
+            if status == 404:
+                return out
+            self._check(status, r, "listing tags")
+            out += json.loads(body.decode()).get("tags") or []
+            link = r.getheader("Link") or ""
+            path = link[link.find("<") + 1:link.find(">")] if link.startswith("<") else None
+        return out
+
+    # --- named documents: a small OCI artifact per name, tagged <name> ---
+    def _tag_digest(self, tag):
+        status, r, _ = self._request("HEAD", "/v2/%s/manifests/%s" % (self.repo, tag),
+                                     headers={"Accept": MANIFEST_MEDIA_TYPE})
+        if status == 404:
+            return None
+        self._check(status, r, "HEAD %s" % tag)
+        return r.getheader("Docker-Content-Digest")
+
+    def put_doc(self, name, doc, exclusive=False):
+        """The doc is the artifact's config; its "files" (blobs this repository holds) its layers, so
+        pulling the tag (oras, a KServe modelcar, crane) gets the files. Returns the manifest digest.
+
+        `exclusive`: an OCI registry has no compare-and-swap on tags. So: HEAD the tag (taken:
+        Exists), PUT, wait REGISTRY_SETTLE_S, read the tag back; another digest there means another
+        writer's PUT landed after ours: we lost (Exists), they won. Writers put unique documents (the
+        caller adds a nonce), so two manifests never share a digest. This is not a strict guarantee:
+        a writer that stalls for longer than REGISTRY_SETTLE_S between its HEAD and its PUT (a
+        suspended laptop) can overwrite a winner that has already read its tag back. For people
+        promoting by hand the gap between the two requests is milliseconds against half a second;
+        where that is not enough, keep the model registry in an s3:// store (conditional PUT) or a
+        directory (link(2))."""
+        config = canonical(doc)
+        cdigest = "sha256:" + hashlib.sha256(config).hexdigest()
+        check_doc_name(name)
+        if exclusive and self._tag_digest(name) is not None:
+            raise Exists("%s already holds %s" % (self.describe(), name))
+        if not self.has_blob(cdigest):
+            self._upload(cdigest, len(config), config)
+        layers = [{"mediaType": f.get("mediaType") or FILE_MEDIA_TYPE, "digest": f["digest"], "size": f["size"],
+                   "annotations": {TITLE: f["path"]}} for f in doc.get("files") or []]
+        manifest = {"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE,
+                    "artifactType": doc.get("artifactType") or DOC_ARTIFACT_TYPE,
+                    "config": {"mediaType": DOC_MEDIA_TYPE, "digest": cdigest, "size": len(config)},
+                    "layers": layers}
+        body = json.dumps(manifest, sort_keys=True).encode()
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        status, r, payload = self._request("PUT", "/v2/%s/manifests/%s" % (self.repo, name), body=body,
+                                           length=len(body), headers={"Content-Type": MANIFEST_MEDIA_TYPE})
+        if status == 400 and b"BLOB_UNKNOWN" in payload:
+            raise StoreError("%s lacks a file of %s: its blobs must be in %s first" % (self.describe(), name, self.repo))
+        self._check(status, r, "tagging %s" % name)
+        if exclusive:
+            time.sleep(REGISTRY_SETTLE_S)
+            if self._tag_digest(name) != digest:
+                raise Exists("%s: another writer put %s at the same time and won" % (self.describe(), name))
+        return digest
+
+    def get_doc(self, name):
+        status, r, body = self._request("GET", "/v2/%s/manifests/%s" % (self.repo, check_doc_name(name)),
+                                        headers={"Accept": MANIFEST_MEDIA_TYPE})
+        if status == 404:
+            return None
+        self._check(status, r, "GET %s" % name)
+        manifest = json.loads(body.decode())
+        status, r, config = self._request("GET", "/v2/%s/blobs/%s" % (self.repo, manifest["config"]["digest"]))
+        self._check(status, r, "GET the document %s" % name)
+        return json.loads(config.decode())
+
+    def list_docs(self, prefix=""):
+        return sorted(t for t in self._tags() if t.startswith(prefix) and not t.startswith("run-"))
+
+    def mount_blob(self, digest, from_repo):
+        """Cross-repository blob mount (same registry): True when the registry mounted it, False
+        when it would not (then the caller copies the bytes)."""
+        import urllib.parse
+        q = urllib.parse.urlencode({"mount": digest, "from": from_repo})
+        status, r, _ = self._request("POST", "/v2/%s/blobs/uploads/?%s" % (self.repo, q), length=0, body=b"")
+        if status == 201:
+            return True
+        if status == 202:  # an upload session instead: cancel it
+            loc = r.getheader("Location") or ""
+            u = urllib.parse.urlsplit(loc)
+            try:
+                self._request("DELETE", (u.path or loc) + ("?" + u.query if u.query else ""))
+            except OSError:
+                pass
+        return False
+
 
 def backend(spec, creds=None):
     """The backend a spec (FAIRING_OUTPUTS, a JSON object) names; `creds` from the run's Secret."""
@@ -393,6 +549,10 @@ def collect(out_dir):
 
 class Changed(StoreError):
     """A file's bytes did not match the digest taken just before: it is still being written."""
+
+
+class Exists(StoreError):
+    """put_doc(..., exclusive=True): the name is taken (someone else wrote it first, or won the race)."""
 
 
 def save(out_dir, store, run_id, record, log=sys.stderr, attempts=5, delay=0.5):

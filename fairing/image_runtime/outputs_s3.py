@@ -4,6 +4,9 @@ Content-addressed, so a put is idempotent and a half-written run is never visibl
 
     {prefix}/blobs/sha256/{hex}     one object per output file, named by its sha256
     {prefix}/runs/{run_id}.json     the run's document, written last by the caller (the commit marker)
+    {prefix}/docs/{name}.json       small named documents (the model registry: fairing.models); an
+                                    exclusive put is a conditional PUT (If-None-Match: *), which
+                                    S3 (since 2024), SeaweedFS, MinIO and Ceph RGW honour
 
 Stdlib only: this runs inside user images, where fairing is not installed (and on Python 3.8).
 Each method makes ONE attempt; the caller retries an `S3Error` whose `.retryable` is true.
@@ -33,6 +36,10 @@ class S3Error(Exception):
     def __init__(self, message, retryable=False):
         super().__init__(message)
         self.retryable = retryable
+
+
+class Exists(S3Error):
+    """put_doc(..., exclusive=True): the name is taken (the conditional PUT was refused)."""
 
 
 def _hmac(key, text):
@@ -145,6 +152,50 @@ class S3Backend:
             if _child(root, "IsTruncated") != "true" or not token:
                 return ids
 
+    # --- named documents ----------------------------------------------------------------------
+    def put_doc(self, name, doc, exclusive=False):
+        body = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        what = "writing document " + name
+        # If-None-Match: * makes the PUT create-only: of two writers one gets 200, the other 412
+        # (or 409 while the first one's write is still in flight). Atomic on the server.
+        status, _, data = self._call("PUT", self._doc_key(name), body=body, size=len(body), what=what,
+                                     payload_hash=hashlib.sha256(body).hexdigest(), content_type="application/json",
+                                     ok=(200, 204, 409, 412), headers={"If-None-Match": "*"} if exclusive else None)
+        if status in (409, 412):
+            raise Exists("%s already holds %s" % (self.describe(), name))
+        return "sha256:" + hashlib.sha256(body).hexdigest()
+
+    def get_doc(self, name):
+        what = "reading document " + name
+        status, _, body = self._call("GET", self._doc_key(name), what=what, ok=(200, 404))
+        if status == 404 and _code(body) == "NoSuchBucket":
+            raise self._error(404, body, what)
+        return json.loads(body.decode("utf-8")) if status == 200 else None
+
+    def list_docs(self, prefix=""):
+        # The prefix goes to the server: only the matching documents are listed.
+        return [prefix + k[:-len(".json")] for k in self._list_keys(self._key("docs", prefix)) if k.endswith(".json")]
+
+    def _list_keys(self, key_prefix, page_size=1000):
+        keys, token = [], None
+        while True:
+            query = {"list-type": "2", "prefix": key_prefix, "max-keys": str(page_size)}
+            if token:
+                query["continuation-token"] = token
+            _, _, body = self._call("GET", "", query=query, what="listing " + key_prefix)
+            root = ET.fromstring(body)
+            for el in root.iter():
+                if el.tag.rsplit("}", 1)[-1] == "Key" and el.text:
+                    keys.append(el.text[len(key_prefix):])
+            token = _child(root, "NextContinuationToken")
+            if _child(root, "IsTruncated") != "true" or not token:
+                return sorted(keys)
+
+    def _doc_key(self, name):
+        if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$", name or ""):
+            raise ValueError("document name %r is not [A-Za-z0-9_][A-Za-z0-9._-]{0,127}" % (name,))
+        return self._key("docs", name + ".json")
+
     def create_bucket(self):
         """Make the bucket (fine if these credentials own it already); for setup, not for runs."""
         body = b""
@@ -208,13 +259,15 @@ class S3Backend:
 
     # --- one signed request -----------------------------------------------------------------------
     def _call(self, method, key, query=None, body=None, size=0, payload_hash=_EMPTY_SHA256, what="",
-              ok=(200, 204), sink=None, content_type=None):
+              ok=(200, 204), sink=None, content_type=None, headers=None):
         """Send one request; returns (status, headers, body) for an `ok` status, else raises S3Error.
         A 200 GET with `sink` hands the response to it instead of reading the body into memory."""
         path = "/" + urllib.parse.quote(self.bucket + ("/" + key if key else ""), safe="/~")
         qs = "&".join("%s=%s" % (urllib.parse.quote(k, safe="-_.~"), urllib.parse.quote(v, safe="-_.~"))
                       for k, v in sorted((query or {}).items()))
+        extra = headers
         headers = self._sign(method, path, qs, payload_hash)
+        headers.update(extra or {})   # unsigned (If-None-Match): SigV4 signs only the headers it names
         if body is not None:
             headers["Content-Length"] = str(size)
             headers["Content-Type"] = content_type or "application/octet-stream"

@@ -11,6 +11,11 @@ from ..errors import ConfigError, FairingError
 from . import store as ostore
 
 
+def store_of(record: dict, store_text: str | None = None) -> ostore.StoreSpec:
+    """The outputs store a run record names (or `store_text`); ConfigError when it kept none."""
+    return _store_of(record, store_text)
+
+
 def _store_of(record: dict, store_text: str | None) -> ostore.StoreSpec:
     text = store_text or (record.get("outputs") or {}).get("store")
     if not text:

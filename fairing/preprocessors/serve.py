@@ -141,7 +141,8 @@ class ServePreprocessor(Preprocessor):
     def prepare(self, model: Any, *, name: str | None = None,
                 files: Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike] | None = None,
                 requirements: reqs_mod.RequirementsSpec = None, storage_uri: str | None = None,
-                port: int | None = None, env: Mapping[str, str] | None = None) -> BuildContext:
+                port: int | None = None, env: Mapping[str, str] | None = None,
+                model_files: Mapping[str, str | os.PathLike] | None = None) -> BuildContext:
         name = check_name(name or default_name(model))
         port = int(port or self.port)
         storage_uri = storage_uri or self.storage_uri
@@ -195,7 +196,12 @@ class ServePreprocessor(Preprocessor):
         if storage_uri:
             env_all["FAIRING_STORAGE_URI"] = storage_uri
         env_all.update(env or {})
-        return self._context(
+        model_files = {str(k).strip("/"): Path(v) for k, v in (model_files or {}).items()}
+        clash = sorted(set(model_files) & set(ctx_files))
+        if clash:
+            raise ConfigError(f"the model's file {clash[0]} has the name of a file of the code",
+                              hint="rename the code file, or register the model with --path for only its model files")
+        ctx = self._context(
             ctx_files,
             [PYTHON, "-u", SERVER_PATH],
             requirements=reqs_mod.ensure(reqs, needed),
@@ -203,6 +209,11 @@ class ServePreprocessor(Preprocessor):
             env=env_all,
             serve=ServeSpec(model_name=name, port=port),
         )
+        if model_files:
+            import dataclasses
+
+            ctx = dataclasses.replace(ctx, model_files=model_files)
+        return ctx
 
 
 def _check_uri(uri: str) -> None:

@@ -133,7 +133,7 @@ def local_outputs(handle: Any) -> dict[str, str]:
 
 
 
-def settle_outputs(handle: Any, run: Run) -> None:
+def settle_outputs(handle: Any, run: Run, *, persist: bool = True) -> None:
     """The run ended: a local run's output dir is saved to its store here (a cluster pod saves its
     own), and the record lists what the store holds for it (path, size, digest per file). Never
     fails the caller: a store that cannot be read leaves the record saying so."""
@@ -185,4 +185,5 @@ def settle_outputs(handle: Any, run: Run) -> None:
     except Exception as e:  # noqa: BLE001 - the run's outcome stands; the record says what is missing
         outputs["error"] = redact.text(getattr(e, "message", None) or str(e))
     run.doc["outputs"] = outputs
-    run.save()
+    if persist:  # False: another thread owns the record's store (a tuning trial)
+        run.save()

@@ -63,13 +63,18 @@ def run(entry: Any, params: Mapping[str, Any], *, settings: Any, objective: str,
     backend, note = build_mod.choose_backend(backend, settings, probe=None if dry else katib_probe(settings))
     if note and notes:
         notes(note)
+    if seed is None:
+        # A fresh seed per run, recorded: a second run samples new points (Katib's suggestion
+        # would otherwise use a constant seed), and `seed=` repeats a run's points exactly.
+        import secrets
+
+        seed = secrets.randbelow(2**31 - 1)
+    elif isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be a whole number >= 0, not {seed!r}", hint="e.g. seed=42 (--seed 42)")
     if backend != "katib":
         from .driver import make_sampler
 
         make_sampler(algorithm, space, trials, parallel, seed)  # optuna/cmaes missing: fail before building
-    elif seed is not None:
-        raise ConfigError("--seed applies to the built-in tuner, not to Katib",
-                          hint="drop --seed, or use --backend jobs|local")
     exp_name = build_mod.experiment_name(entry, name)
     p = build_mod.plan(entry, settings, space, objective, backend, name=exp_name,
                        args=list(args) if args else None)
@@ -78,7 +83,7 @@ def run(entry: Any, params: Mapping[str, Any], *, settings: Any, objective: str,
 
     progress = progress or Progress()
     common = {"backend": backend, "algorithm": algorithm, "objective": objective, "goal": goal,
-              "trials": trials, "parallel": parallel, "max_failed": max_failed,
+              "trials": trials, "parallel": parallel, "max_failed": max_failed, "seed": seed,
               "space": describe_space(space), "name": exp_name}
     if dry:
         if backend == "katib":
@@ -89,7 +94,7 @@ def run(entry: Any, params: Mapping[str, Any], *, settings: Any, objective: str,
             job = planned["manifests"][0]
             exp = katib.experiment(exp_name, job, space, objective=objective, goal=goal, algorithm=algorithm,
                                    trials=trials, parallel=parallel, max_failed=max_failed,
-                                   with_args=not is_fn)
+                                   with_args=not is_fn, seed=seed)
             return {**common, "mode": planned["mode"], "build": planned["build"], "manifests": [exp]}
         example = {n: _example(v) for n, v in space.items()}
         planned = build_mod.dry_run(p, example, progress, with_args=not is_fn, name=f"{exp_name}-0",
@@ -105,7 +110,7 @@ def run(entry: Any, params: Mapping[str, Any], *, settings: Any, objective: str,
         image = build_mod.build_once(p, progress, mutators)
         rec.built(image.context, image, p)
         result = TuneResult(objective=objective, goal=goal, space=space, image=image.ref, backend=backend,
-                            algorithm=algorithm, experiment=exp_name, run=rec.id)
+                            algorithm=algorithm, experiment=exp_name, run=rec.id, seed=seed)
         from .progress import TrialTable
 
         view = table if table is not None else TrialTable(progress.enabled)
@@ -119,23 +124,31 @@ def run(entry: Any, params: Mapping[str, Any], *, settings: Any, objective: str,
                           mutators=mutators, tag=rec.run)
         else:
             from .. import pipeline
+            from ..outputs import store as ostore
             from ..runs import hook
             from .driver import DeployerRunner, run_study
+
+            # Where every trial keeps its outputs: chosen once (a loopback registry's note said once).
+            trial_store, why_not = ostore.for_run(settings.outputs, image.ref, on_cluster=p.on_cluster)
+            if why_not:
+                progress.note(why_not)
 
             def deployer_for(trial):
                 d = build_mod.trial_deployer(p, trial.name, trial.params, with_args=not is_fn, mutators=mutators)
                 # The trial's run id on its workload (labels, FAIRING_RUN_ID): its record was made
                 # when the driver first reported it, before this runs.
                 hook.tag(d, rec.trials[trial.name], image)
-                # Each trial keeps its own outputs (a model per trial): result.best.outputs.
-                pipeline.keep_outputs(p, d, rec.trials[trial.name], image, Progress(enabled=False))
+                # Each trial keeps its outputs like any run, so best:TUNE_RUN_ID has files to serve.
+                pipeline.keep_outputs(p, d, rec.trials[trial.name], image, None, save=False, store=trial_store)
                 return d
 
             def trial_ended(trial, handle):
-                hook.settle_outputs(handle, rec.trials[trial.name])
+                # In the runner's thread: the record is saved by the calling thread when the
+                # trial is reported (TuneRecorder.update), not here.
+                hook.settle_outputs(handle, rec.trials[trial.name], persist=False)
 
             runner = DeployerRunner(deployer_for, image, timeout=settings.timeout, objective=objective,
-                                    on_end=trial_ended)
+                                    on_ended=trial_ended)
             with view:
                 run_study(result, runner, name=exp_name, trials=trials, parallel=parallel,
                           max_failed=max_failed, seed=seed, on_update=on_update)

@@ -24,7 +24,7 @@ def tune_command(
             "--backend", help="katib, jobs or local (default: katib if the cluster has it, jobs with a "
                               "registry and cluster, else local)")] = None,
         max_failed: Annotated[Optional[int], typer.Option("--max-failed", help="stop after more failed trials than this")] = None,
-        seed: Annotated[Optional[int], typer.Option("--seed", help="random seed of the built-in tuner")] = None,
+        seed: Annotated[Optional[int], typer.Option("--seed", help="the sampler's random seed (default: a fresh one per run, recorded; the same seed tries the same points)")] = None,
         name: Annotated[Optional[str], typer.Option("--name", help="experiment name (trials add -N)")] = None,
         plot: Annotated[Optional[str], typer.Option("--plot", help="save the tuning plot here, e.g. tune.png")] = None,
         opts: Any = None) -> None:
@@ -67,7 +67,7 @@ def tune_command(
             _out(json.dumps(out, indent=2, default=str, sort_keys=True))
             return
         _out(f"# tune: backend {out['backend']}, algorithm {out['algorithm']}, {out['trials']} trials, "
-             f"{out['parallel']} in parallel, {out['goal']} {out['objective']}")
+             f"{out['parallel']} in parallel, {out['goal']} {out['objective']}, seed {out['seed']}")
         _out("# search space")
         for n, d in out["space"].items():
             _out(f"#   {n}: {d}")
@@ -90,6 +90,7 @@ def tune_command(
         Console(file=sys.stdout, highlight=False, width=max(100, Console().width)).print(table(out))
         _out(best_line(out))
         _out(f"image: {out.image}")
+        _out(f"seed: {out.seed} (--seed {out.seed} tries the same points again)")
         if plot and out.finished_trials:
             _out(f"plot: {plot}")
     if out.status == "Failed":

@@ -236,15 +236,16 @@ class DeployerRunner(Runner):
 
     def __init__(self, make_deployer: Callable[[Trial], Any], image: Any, *, timeout: float | None = None,
                  keep: bool = False, objective: str | None = None,
-                 on_end: Callable[[Trial, Any], None] | None = None):
+                 on_ended: Callable[[Trial, Any], None] | None = None):
         import threading
+
+        self.on_ended = on_ended  # (trial, handle) once it ended, before it is deleted: its outputs are kept
 
         self.make_deployer = make_deployer
         self.image = image
         self.timeout = timeout
         self.keep = keep
         self.objective = objective
-        self.on_end = on_end  # called once the trial's workload ended, before it is deleted
         self.handles: dict[int, Any] = {}
         self._lock = threading.Lock()
 
@@ -267,8 +268,8 @@ class DeployerRunner(Runner):
                 text, log_error = self._final_log(handle, ok)
                 if ok and log_error and not text:
                     ok, error = False, f"its log could not be read: {log_error}"
-                if self.on_end is not None:
-                    self.on_end(trial, handle)
+                if self.on_ended is not None:
+                    self.on_ended(trial, handle)
         finally:
             if not self.keep or trial.state == STOPPED:
                 with self._lock:

@@ -43,6 +43,20 @@ _COLLECTOR_SAYS = ("Trial Name:", "Metrics reported", "Trial status is", "Traini
 KATIB_HINT = "install Katib (kubeflow/katib manifests), or use --backend jobs (no Katib needed)"
 
 
+# Katib's goptuna suggestion (random, tpe, cmaes) seeds its sampler from the `random_state`
+# algorithm setting, and with none from a constant: every Experiment would try the same points in
+# the same order. fairing sends a fresh seed unless one is given (and records it). grid is exact:
+# its points are fixed, so it takes none.
+SEEDED = ("random", "tpe", "cmaes")
+
+
+def algorithm_spec(algorithm: str, seed: int | None) -> dict:
+    spec: dict[str, Any] = {"algorithmName": ALGORITHM_NAMES[algorithm]}
+    if seed is not None and algorithm in SEEDED:
+        spec["algorithmSettings"] = [{"name": "random_state", "value": str(int(seed))}]
+    return spec
+
+
 def placeholders(space: Mapping[str, Param]) -> dict[str, str]:
     """The text Katib substitutes per trial: ${trialParameters.NAME}."""
     return {n: "${trialParameters.%s}" % n for n in space}
@@ -50,7 +64,7 @@ def placeholders(space: Mapping[str, Param]) -> dict[str, str]:
 
 def experiment(name: str, job: Mapping[str, Any], space: Mapping[str, Param], *, objective: str, goal: str,
                algorithm: str, trials: int, parallel: int, max_failed: int | None, with_args: bool = True,
-               namespace: str | None = None) -> dict:
+               namespace: str | None = None, seed: int | None = None) -> dict:
     """The Experiment manifest. `job` is the rendered trial Job (its main container already holds
     the ${trialParameters.*} placeholders)."""
     import copy
@@ -75,7 +89,7 @@ def experiment(name: str, job: Mapping[str, Any], space: Mapping[str, Param], *,
     spec: dict[str, Any] = {
         "objective": {"type": goal, "objectiveMetricName": objective,
                       "metricStrategies": [{"name": objective, "value": "latest"}]},
-        "algorithm": {"algorithmName": ALGORITHM_NAMES[algorithm]},
+        "algorithm": algorithm_spec(algorithm, seed),
         "maxTrialCount": trials,
         "parallelTrialCount": parallel,
         "parameters": parameters,
@@ -265,7 +279,7 @@ def run(p: Any, image: Any, result: TuneResult, *, trials: int, parallel: int, m
     ns = deployer.target_namespace()
     exp = experiment(result.experiment, job, result.space, objective=result.objective, goal=result.goal,
                      algorithm=result.algorithm, trials=trials, parallel=parallel, max_failed=max_failed,
-                     with_args=with_args, namespace=ns)
+                     with_args=with_args, namespace=ns, seed=result.seed)
     try:
         created = kube.create(exp, ns)
     except CRDNotInstalled:

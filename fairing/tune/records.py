@@ -21,8 +21,9 @@ class TuneRecorder:
         self.entry, self.settings = entry, settings
         self.how = hook.how_of(plan)
         params = {k: summary[k] for k in ("objective", "goal", "algorithm", "backend", "trials", "parallel")}
-        if summary.get("max_failed") is not None:
-            params["max_failed"] = summary["max_failed"]
+        for key in ("max_failed", "seed"):
+            if summary.get(key) is not None:
+                params[key] = summary[key]
         params.update({f"space.{n}": d for n, d in summary["space"].items()})
         self.run = start("tune", entry=entry, how=self.how, params=params, settings=settings)
         self.run.note(experiment=summary["name"])

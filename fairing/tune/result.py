@@ -65,6 +65,7 @@ class TuneResult:
     reason: str | None = None
     optimal_trial: str | None = None  # Katib's currentOptimalTrial name, when the backend has one
     run: str | None = None  # the tuning run's record id (fair runs show ID; trials are its children)
+    seed: int | None = None  # the sampler's seed (fresh per run unless given): the same seed, the same points
 
     @property
     def finished_trials(self) -> list[Trial]:
@@ -124,7 +125,7 @@ class TuneResult:
                 "status": self.status, "reason": self.reason,
                 "space": {k: getattr(v, "describe", lambda v=v: str(v))() for k, v in self.space.items()},
                 "best": best.as_dict() if best else None, "optimal_trial": self.optimal_trial,
-                "trials": [t.as_dict() for t in self.trials], "run": self.run}
+                "trials": [t.as_dict() for t in self.trials], "run": self.run, "seed": self.seed}
 
     def __repr__(self) -> str:
         b = self.best

@@ -1,0 +1,78 @@
+"""A model reference made into files on this machine, for serving: NAME, NAME:N, NAME@ALIAS (a
+registered version), run:ID (a run's outputs) or best:TUNE_RUN_ID (the best trial's). Each file is
+fetched once into a cache dir named by the version's digest and checked against its digest, so two
+deploys of iris@champion that resolve to the same version place the same bytes."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ..errors import FairingError
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    dir: Path
+    ref: str                  # what was asked for: iris@champion, run:3f2a9c, ...
+    resolved: str             # iris:3, or run:<id>
+    model: str | None
+    version: int | None
+    run: str | None
+    digest: str               # the version document's digest (or the run's file list's)
+    files: list = field(default_factory=list)
+
+    def labels(self) -> dict[str, str]:
+        """For the run record, the model server's metrics and `fair status`."""
+        out = {"ref": self.ref, "resolved": self.resolved, "digest": self.digest}
+        if self.model:
+            out["model"], out["version"] = self.model, str(self.version)
+        if self.run:
+            out["run"] = self.run
+        return out
+
+
+def fetch_model(ref: str, dest: str | Path | None = None, *, store: str | None = None) -> ModelFiles:
+    from ..image_runtime.outputs import file_digest
+    from ..outputs import store as ostore
+    from ..outputs.fetch import index, store_of
+    from ..settings import cache_dir
+    from . import resolve_run
+    from .registry import Registry
+
+    text = str(ref).strip()
+    if text.startswith(("run:", "best:")):
+        record = resolve_run(text)
+        _, doc = index(record)
+        files = doc.get("files") or []
+        if not files:
+            raise FairingError(f"run {record['id']} kept no files to serve",
+                               hint="write the model to $FAIRING_OUTPUT_DIR (fairing.outputs_dir()) in the run")
+        digest = "sha256:" + hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+        backend = ostore.open_backend(store_of(record))
+        model, version, run, resolved = None, None, record["id"], f"run:{record['id']}"
+    else:
+        reg = Registry(store)
+        v = reg.get(text)
+        files, digest, backend = v["files"], v["digest"], reg.backend
+        model, version, run, resolved = v["model"], v["version"], (v.get("run") or {}).get("id"), v["ref"]
+    d = Path(dest) if dest is not None else cache_dir() / "models" / digest.split(":", 1)[1][:24]
+    for f in files:
+        rel = PurePosixPath(f["path"])
+        if rel.is_absolute() or ".." in rel.parts:
+            raise FairingError(f"model {ref} names an unsafe path {f['path']!r}", hint="the store was written by hand")
+        out = d / rel
+        if out.is_file() and out.stat().st_size == f["size"] and file_digest(str(out)) == f["digest"]:
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            backend.get_blob(f["digest"], str(out))
+        except Exception as e:  # noqa: BLE001 - store errors of any backend: one line
+            raise FairingError(f"fetching {f['path']} of model {ref} failed: {e}", hint="check the store and try again") from None
+    return ModelFiles(d, text, resolved, model, version, run, digest, list(files))
+
+
+def describe(m: Any) -> str:
+    return f"{m.ref} = {m.resolved}" + (f" (run {m.run})" if m.run and m.model else "")
