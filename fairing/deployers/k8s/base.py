@@ -134,6 +134,10 @@ class KubeDeployer(KubeAccess, Deployer):
     def pod_container(self, pod: dict) -> str:
         return self.container_name
 
+    # How the workload ended, read from its pods before its controller says so (None: not known
+    # from the pods; the object's own state decides). Job: see job.job_pod_verdict.
+    verdict = None
+
     def replicas(self, obj: dict) -> int:
         """How many pods run at once at most (decides whether log lines get a replica prefix)."""
         return 1
@@ -276,7 +280,13 @@ class KubeHandle(Handle):
         if self.dry_run:
             return "DryRun"
         obj = self.get()
-        return "Deleted" if obj is None else self._state(obj)
+        if obj is None:
+            return "Deleted"
+        st = self._state(obj)
+        if st not in ("Succeeded", "Failed") and self.deployer.verdict is not None and st != "Queued":
+            # The pods may have ended it already; the controller writes its condition later.
+            st = self.deployer.verdict(obj, self.pods()) or st
+        return st
 
     def _state(self, obj: dict) -> str:
         # A workload in a Kueue queue reads "Queued", then "Admitted", before its own states.
@@ -318,7 +328,7 @@ class KubeHandle(Handle):
         try:
             out = wait_for(self.kube, self.namespace, api_version=self.api_version, kind=self.kind, name=self.name,
                            pod_selector=self.pod_selector, state=self._state, timeout=timeout,
-                           container=self.deployer.container_name)
+                           container=self.deployer.container_name, verdict=self.deployer.verdict)
         except DeployError as e:
             err = self._queued_timeout(e, started) if isinstance(e, WaitTimeout) else e
             if not isinstance(e, WaitTimeout):
@@ -335,10 +345,29 @@ class KubeHandle(Handle):
             self._cleanup(pods)
         if out.status == "Failed":
             d = diagnose_job(out.obj, pods, self.deployer.container_name)
+            if d is None and self._state(out.obj) != "Failed":
+                d = self._pods_failed(pods)  # ended by its pods (verdict); no Failed condition yet
             if d:
                 raise DeployError(d.message, hint=d.hint)
             raise DeployError(f"{self.kind} {self.name} failed", hint=f"see the logs: fair logs {self.name}")
         return out.status
+
+    def _pods_failed(self, pods: list[dict]):
+        """The diagnosis of a workload its pods ended (verdict) before its controller did."""
+        from ...kube.reasons import Diagnosis, diagnose_pod
+
+        for p in sorted(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp", ""), reverse=True):
+            st = p.get("status") or {}
+            terms = [(cs.get("state") or {}).get("terminated") for cs in st.get("containerStatuses") or []]
+            if st.get("phase") not in ("Succeeded", "Failed") and terms and None not in terms \
+                    and (p.get("spec") or {}).get("restartPolicy") == "Never":
+                # Read before the kubelet moved the phase (one status update later): what it will be.
+                failed = any(t.get("exitCode") != 0 for t in terms)
+                p = {**p, "status": {**st, "phase": "Failed" if failed else "Succeeded"}}
+            d = diagnose_pod(p, self.deployer.pod_container(p))
+            if d:
+                return Diagnosis(d.reason, f"{self.kind.lower()} {self.name} failed: {d.message}", d.hint, True)
+        return None
 
     def _queued_timeout(self, e, started):
         """The timeout counts time spent in a Kueue queue; say how much of it that was."""
@@ -379,7 +408,7 @@ class KubeHandle(Handle):
         if follow:
             return follow_logs(self.kube, self.namespace, api_version=self.api_version, kind=self.kind,
                                name=self.name, pod_selector=self.pod_selector, container=self.deployer.pod_container,
-                               state=self.deployer.state, prefix=prefix)
+                               state=self.deployer.state, prefix=prefix, verdict=self.deployer.verdict)
         return pod_logs(self.kube, self.namespace, self.pods(), self.deployer.pod_container, prefix=prefix)
 
     def log_text(self) -> str:
