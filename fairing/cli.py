@@ -295,6 +295,11 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
                                     "(repeatable; relative to the current directory, else to MODEL's)")] = None,
            storage_uri: Annotated[Optional[str], typer.Option(
                "--storage-uri", help="http(s):// or file: URI fetched into the model dir when the server starts")] = None,
+           max_batch_size: Annotated[Optional[int], typer.Option(
+               "--max-batch-size", help="adaptive batching: concurrent requests' rows share one predict() "
+                                        "of up to this many rows")] = None,
+           max_latency_ms: Annotated[Optional[float], typer.Option(
+               "--max-latency-ms", help="adaptive batching: how long a request may wait for others (default 5)")] = None,
            opts: Any = None) -> None:
     from .api import endpoint
     from .checks import deploy_inputs
@@ -304,7 +309,7 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
     # (The pickle skew check runs once, in pipeline.prepare.)
     deploy_inputs(model, s, name=name, files=_model_files(files), storage_uri=storage_uri)
     ep = endpoint(model, s, name=name, replicas=replicas, files=_model_files(files), storage_uri=storage_uri,
-                  out=None if opts.json else _info)
+                  out=None if opts.json else _info, max_batch_size=max_batch_size, max_latency_ms=max_latency_ms)
     if opts.dry_run:
         p = ep.plan()
         mode = "local container" if p.deployer.name == "local" else p.mode

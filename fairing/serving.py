@@ -37,6 +37,7 @@ class PredictionEndpoint:
                  registry: str | None = None, target: str | None = None, deployer: str | None = "serving",
                  builder: str = "append", requirements=None, files=None, storage_uri: str | None = None,
                  protocol: str = "v1", timeout: float = 600.0, builder_options: Mapping | None = None,
+                 max_batch_size: int | None = None, max_latency_ms: float | None = None,
                  image=None, out: Callable[[str], None] | None = print, settings=None,
                  progress: bool | None = None, **deployer_options):
         from . import pipeline
@@ -64,6 +65,10 @@ class PredictionEndpoint:
         self.base_image = base_image or (settings.base_image or pipeline.default_base_image() if settings else None)
         self.registry, self.target, self.builder = registry, target, builder
         self.requirements, self.files, self.storage_uri = requirements, files, storage_uri
+        from .preprocessors.serve import batching_env
+
+        batching_env(max_batch_size, max_latency_ms)  # checked now, before any build
+        self.max_batch_size, self.max_latency_ms = max_batch_size, max_latency_ms
         self.builder_options, self.deployer_options = dict(builder_options or {}), dict(deployer_options)
         self.image, self.timeout, self.progress = image, timeout, progress
         self.out = out or (lambda s: None)
@@ -93,6 +98,8 @@ class PredictionEndpoint:
         if self.settings is not None and not s.builder and self.builder == "append":
             builder_name = None  # let the plan choose (docker into the engine when there is no registry)
         prepare_kw = {"name": self.name, "files": self.files, "storage_uri": self.storage_uri}
+        if self.max_batch_size is not None:
+            prepare_kw.update(max_batch_size=self.max_batch_size, max_latency_ms=self.max_latency_ms)
         if self.requirements is not None:
             prepare_kw["requirements"] = self.requirements
         # With no deployer name the plan chooses one, and the options still go to it.
