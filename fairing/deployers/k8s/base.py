@@ -135,8 +135,13 @@ class KubeDeployer(KubeAccess, Deployer):
         return self.container_name
 
     # How the workload ended, read from its pods before its controller says so (None: not known
-    # from the pods; the object's own state decides). Job: see job.job_pod_verdict.
+    # from the pods; the object's own state decides). Job: see job.job_pod_verdict; `as_failed`
+    # gives the object and pods as the controllers will write them after a "Failed" verdict.
     verdict = None
+
+    @staticmethod
+    def as_failed(obj: dict, pods: list[dict]) -> tuple[dict, list[dict]]:
+        return obj, pods
 
     def replicas(self, obj: dict) -> int:
         """How many pods run at once at most (decides whether log lines get a replica prefix)."""
@@ -346,28 +351,12 @@ class KubeHandle(Handle):
         if out.status == "Failed":
             d = diagnose_job(out.obj, pods, self.deployer.container_name)
             if d is None and self._state(out.obj) != "Failed":
-                d = self._pods_failed(pods)  # ended by its pods (verdict); no Failed condition yet
+                # Ended by its pods (verdict): no Failed condition yet; explain it as it will read.
+                d = diagnose_job(*self.deployer.as_failed(out.obj, pods), self.deployer.container_name)
             if d:
                 raise DeployError(d.message, hint=d.hint)
             raise DeployError(f"{self.kind} {self.name} failed", hint=f"see the logs: fair logs {self.name}")
         return out.status
-
-    def _pods_failed(self, pods: list[dict]):
-        """The diagnosis of a workload its pods ended (verdict) before its controller did."""
-        from ...kube.reasons import Diagnosis, diagnose_pod
-
-        for p in sorted(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp", ""), reverse=True):
-            st = p.get("status") or {}
-            terms = [(cs.get("state") or {}).get("terminated") for cs in st.get("containerStatuses") or []]
-            if st.get("phase") not in ("Succeeded", "Failed") and terms and None not in terms \
-                    and (p.get("spec") or {}).get("restartPolicy") == "Never":
-                # Read before the kubelet moved the phase (one status update later): what it will be.
-                failed = any(t.get("exitCode") != 0 for t in terms)
-                p = {**p, "status": {**st, "phase": "Failed" if failed else "Succeeded"}}
-            d = diagnose_pod(p, self.deployer.pod_container(p))
-            if d:
-                return Diagnosis(d.reason, f"{self.kind.lower()} {self.name} failed: {d.message}", d.hint, True)
-        return None
 
     def _queued_timeout(self, e, started):
         """The timeout counts time spent in a Kueue queue; say how much of it that was."""

@@ -96,6 +96,24 @@ def job_pod_verdict(job: dict, pods: list[dict]) -> str | None:
     return None
 
 
+def as_failed(job: dict, pods: list[dict]) -> tuple[dict, list[dict]]:
+    """The Job and its pods as the controllers will write them once `job_pod_verdict` said
+    "Failed" from the containers' terminated states: the pods' phase moved, the Job's failed count
+    and its Failed condition (BackoffLimitExceeded) set. What `diagnose_job` explains, so the
+    message is the one the Job's own condition would give, a second earlier."""
+    done = []
+    for p in pods:
+        v = _ended(p)
+        st = p.get("status") or {}
+        done.append({**p, "status": {**st, "phase": v}} if v and st.get("phase") != v else p)
+    status = job.get("status") or {}
+    cond = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+            "message": "Job has reached the specified backoff limit"}
+    failed = sum(1 for p in done if _ended(p) == "Failed")
+    return {**job, "status": {**status, "failed": max(failed, status.get("failed") or 0),
+                              "conditions": [*(status.get("conditions") or []), cond]}}, done
+
+
 class JobDeployer(KubeDeployer):
     api_version = "batch/v1"
     kind = "Job"
@@ -114,6 +132,7 @@ class JobDeployer(KubeDeployer):
 
     state = staticmethod(job_state)
     verdict = staticmethod(job_pod_verdict)
+    as_failed = staticmethod(as_failed)
 
     def replicas(self, obj: dict) -> int:
         spec = obj.get("spec") or {}
