@@ -90,6 +90,9 @@ class Runner:
     def stop(self, trial: Trial) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def settle(self) -> None:
+        """Called once every trial has returned: finish what `run` left going (deletions)."""
+
 
 def check_counts(trials: int, parallel: int, max_failed: int | None) -> None:
     for what, v, lo in (("trials", trials, 1), ("parallel", parallel, 1)):
@@ -207,9 +210,12 @@ def run_study(result: TuneResult, runner: Runner, *, name: str, trials: int, par
                     pass
         result.status, result.reason = "Interrupted", "interrupted"
         pool.shutdown(wait=True, cancel_futures=True)
+        with shield_interrupts():
+            runner.settle()
         update(result, None)
         raise
     pool.shutdown(wait=True)
+    runner.settle()
     if stopping:
         result.status, result.reason = "Failed", stopping
     elif result.best is None:
@@ -244,6 +250,7 @@ class DeployerRunner(Runner):
         self.keep = keep
         self.objective = objective
         self.handles: dict[int, Any] = {}
+        self._deleting: list[Any] = []  # deleted without waiting; settle() waits until they are gone
         self._lock = threading.Lock()
 
     def run(self, trial: Trial) -> tuple[bool, str, str | None]:
@@ -269,7 +276,10 @@ class DeployerRunner(Runner):
             if not self.keep or trial.state == STOPPED:
                 with self._lock:
                     self.handles.pop(trial.number, None)
-                self._delete(handle)
+                # The trial is over once its log is read: its slot goes to the next trial now,
+                # while the cluster removes its pods (a foreground deletion takes a second or two);
+                # settle() waits for every deletion at the end of the run, all at once.
+                self._delete(handle, wait=False)
         return ok, text, error
 
     def _final_log(self, handle: Any, ok: bool) -> tuple[str, str | None]:
@@ -296,12 +306,28 @@ class DeployerRunner(Runner):
         if handle is not None:
             self._delete(handle)
 
-    @staticmethod
-    def _delete(handle: Any) -> None:
+    def _delete(self, handle: Any, *, wait: bool = True) -> None:
+        import inspect
+
         try:
-            handle.delete()
+            if not wait and "wait" in inspect.signature(handle.delete).parameters:
+                handle.delete(wait=False)
+                with self._lock:
+                    self._deleting.append(handle)
+            else:
+                handle.delete()
         except FairingError:
             pass  # already gone
+
+    def settle(self) -> None:
+        """Wait until every trial deleted without waiting is gone (nothing left behind)."""
+        with self._lock:
+            pending, self._deleting = self._deleting, []
+        for handle in pending:
+            try:
+                handle.delete()  # gone already: no wait; still going: waits until it is
+            except FairingError:
+                pass
 
 
 def log_text(handle: Any) -> tuple[str, str | None]:
