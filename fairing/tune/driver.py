@@ -276,9 +276,11 @@ class DeployerRunner(Runner):
             if not self.keep or trial.state == STOPPED:
                 with self._lock:
                     self.handles.pop(trial.number, None)
-                # The trial is over once its log is read: its slot goes to the next trial now,
-                # while the cluster removes its pods (a foreground deletion takes a second or two);
-                # settle() waits for every deletion at the end of the run, all at once.
+                # The trial is over once its log is read (and its outputs were kept by the
+                # container before it exited): its slot goes to the next trial now. Its Job goes
+                # at once and the garbage collector removes its finished pod after (a foreground
+                # deletion would hold the run for the pod's ~2 s of termination); settle() makes
+                # sure every such Job is gone before the run returns.
                 self._delete(handle, wait=False)
         return ok, text, error
 
@@ -310,8 +312,9 @@ class DeployerRunner(Runner):
         import inspect
 
         try:
-            if not wait and "wait" in inspect.signature(handle.delete).parameters:
-                handle.delete(wait=False)
+            params = inspect.signature(handle.delete).parameters
+            if not wait and "wait" in params:
+                handle.delete(wait=False, **({"propagation": "Background"} if "propagation" in params else {}))
                 with self._lock:
                     self._deleting.append(handle)
             else:
@@ -323,9 +326,13 @@ class DeployerRunner(Runner):
         """Wait until every trial deleted without waiting is gone (nothing left behind)."""
         with self._lock:
             pending, self._deleting = self._deleting, []
+        import inspect
+
         for handle in pending:
             try:
-                handle.delete()  # gone already: no wait; still going: waits until it is
+                # Gone already: no wait; still going: waits until it is (with the same propagation).
+                bg = "propagation" in inspect.signature(handle.delete).parameters
+                handle.delete(**({"propagation": "Background"} if bg else {}))
             except FairingError:
                 pass
 

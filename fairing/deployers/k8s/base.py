@@ -427,11 +427,13 @@ class KubeHandle(Handle):
             except FairingError:
                 pass  # owned by the workload: deleted with it anyway
 
-    def delete(self, *, wait: bool = True, timeout: float = 120) -> None:
+    def delete(self, *, wait: bool = True, timeout: float = 120, propagation: str = "Foreground") -> None:
         """Delete with foreground propagation: the pods go first, then the object. With wait=True,
-        returns once the object is gone (so nothing is left behind)."""
+        returns once the object is gone (so nothing is left behind). propagation="Background" (a
+        finished workload whose pods need no waiting for): the object goes at once and the
+        garbage collector removes its pods after."""
         self._no_dry("delete")
-        existed = self.kube.delete(self.api_version, self.kind, self.name, self.namespace, propagation="Foreground")
+        existed = self.kube.delete(self.api_version, self.kind, self.name, self.namespace, propagation=propagation)
         self._deleted = True
         if existed and wait:
             wait_gone(self.kube, self.api_version, self.kind, self.name, self.namespace, timeout)
