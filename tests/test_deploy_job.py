@@ -337,3 +337,19 @@ def test_job_pod_verdict_leaves_other_jobs_to_their_controller():
     # restartPolicy OnFailure: a failed container restarts in its pod; only the phase is final.
     assert job_pod_verdict({"spec": {"backoffLimit": 0}}, [_pod(3, restart="OnFailure")]) is None
     assert job_pod_verdict({"spec": {"backoffLimit": 0}}, [_pod(0, phase="Succeeded", restart="OnFailure")]) == "Succeeded"
+
+
+def test_job_pod_verdict_counts_only_the_jobs_own_pods():
+    """A run-id selector can match another Job's pods (a CronJob's runs share one run id): a pod
+    another Job owns neither ends nor fails this one."""
+    from fairing.deployers.k8s.job import job_pod_verdict
+
+    def owned(pod, uid):
+        pod["metadata"]["ownerReferences"] = [{"kind": "Job", "name": "j", "uid": uid}]
+        return pod
+
+    job = {"metadata": {"uid": "u-1"}, "spec": {"backoffLimit": 0}}
+    assert job_pod_verdict(job, [owned(_pod(0), "u-2")]) is None
+    assert job_pod_verdict(job, [owned(_pod(3), "u-2"), owned(_pod(None), "u-1")]) is None
+    assert job_pod_verdict(job, [owned(_pod(3), "u-2"), owned(_pod(0), "u-1")]) == "Succeeded"
+    assert job_pod_verdict(job, [owned(_pod(0), "u-2"), owned(_pod(3), "u-1")]) == "Failed"

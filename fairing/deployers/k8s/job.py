@@ -86,6 +86,11 @@ def job_pod_verdict(job: dict, pods: list[dict]) -> str | None:
             or spec.get("podFailurePolicy") or spec.get("backoffLimitPerIndex") is not None \
             or spec.get("successPolicy") or spec.get("completionMode") == "Indexed":
         return None
+    # Only this Job's own pods: a selector by run id can match another Job's (a CronJob's runs
+    # share one), whose end says nothing about this one.
+    uid = (job.get("metadata") or {}).get("uid")
+    if uid:
+        pods = [p for p in pods if any(o.get("uid") == uid for o in (p.get("metadata") or {}).get("ownerReferences") or [])]
     ended = [_ended(p) for p in pods]
     if "Succeeded" in ended:
         return "Succeeded"
