@@ -131,7 +131,8 @@ def _record_of(run_id: str | None) -> Any:
 
 def endpoint(model: Any, settings: settings_mod.Settings, *, name: str | None = None,
              replicas: int | None = None, files: Sequence[str] | None = None, storage_uri: str | None = None,
-             out: Callable[[str], None] | None = print, model_ref: str | None = None):
+             out: Callable[[str], None] | None = print, model_ref: str | None = None,
+             max_batch_size: int | None = None, max_latency_ms: float | None = None):
     """A PredictionEndpoint for `model` ("file.py:Class" or a class) configured from settings (what
     `fair deploy` uses). The pipeline's plan decides the deployer (`serving` with a registry and a
     cluster, else `local`), the builder and the target; `files` (model files to ship) and
@@ -140,7 +141,8 @@ def endpoint(model: Any, settings: settings_mod.Settings, *, name: str | None = 
 
     options = {"replicas": replicas} if replicas else {}
     return PredictionEndpoint(model, name=name, settings=settings, deployer=settings.deployer, files=list(files) if files else None,
-                              storage_uri=storage_uri, out=out, model_ref=model_ref, **options)
+                              storage_uri=storage_uri, out=out, model_ref=model_ref,
+                              max_batch_size=max_batch_size, max_latency_ms=max_latency_ms, **options)
 
 
 def __getattr__(name: str):

@@ -299,6 +299,11 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
                "--storage-uri", help="http(s):// or file: URI fetched into the model dir when the server starts")] = None,
            model_ref: Annotated[Optional[str], typer.Option(
                "--model", help="serve a registered model's files: iris@champion, iris:3, run:ID or best:TUNE_RUN_ID")] = None,
+           max_batch_size: Annotated[Optional[int], typer.Option(
+               "--max-batch-size", help="adaptive batching: concurrent requests' rows share one predict() "
+                                        "of up to this many rows")] = None,
+           max_latency_ms: Annotated[Optional[float], typer.Option(
+               "--max-latency-ms", help="adaptive batching: how long a request may wait for others (default 5)")] = None,
            opts: Any = None) -> None:
     from .api import endpoint
     from .checks import deploy_inputs
@@ -308,7 +313,8 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
     # (The pickle skew check runs once, in pipeline.prepare.)
     deploy_inputs(model, s, name=name, files=_model_files(files), storage_uri=storage_uri)
     ep = endpoint(model, s, name=name, replicas=replicas, files=_model_files(files), storage_uri=storage_uri,
-                  out=None if opts.json else _info, model_ref=model_ref)
+                  out=None if opts.json else _info, model_ref=model_ref,
+                  max_batch_size=max_batch_size, max_latency_ms=max_latency_ms)
     if model_ref is not None:
         from .models.serve import describe
 
@@ -536,7 +542,32 @@ def main(argv: Optional[List[str]] = None) -> None:
 
             traceback.print_exc()
         code = _error(f"unexpected {type(e).__name__}: {e}", "rerun with --debug for the traceback, and report it", 1)
+    if argv is None:
+        _exit_now(code)  # the `fair` process itself (not a caller running main in its own process)
     sys.exit(code)
+
+
+def _exit_now(code: int) -> None:
+    """End the `fair` process as soon as its work is done: what the interpreter does on exit that
+    anyone can see is done here, in its order (wait for non-daemon threads and their pools, run
+    atexit handlers, flush the output); what it would do after that (tear down every module and
+    collect the heap of the Kubernetes client, ~0.1 s, more on a loaded machine) is skipped."""
+    import atexit
+    import threading
+
+    try:
+        shutdown = getattr(threading, "_shutdown", None)
+        if shutdown is not None:
+            shutdown()
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+    except BaseException:  # noqa: BLE001 - anything odd: leave it to the normal exit
+        sys.exit(code)
+    os._exit(code if isinstance(code, int) else 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,6 +37,7 @@ class PredictionEndpoint:
                  registry: str | None = None, target: str | None = None, deployer: str | None = "serving",
                  builder: str = "append", requirements=None, files=None, storage_uri: str | None = None,
                  protocol: str = "v1", timeout: float = 600.0, builder_options: Mapping | None = None,
+                 max_batch_size: int | None = None, max_latency_ms: float | None = None,
                  image=None, out: Callable[[str], None] | None = print, settings=None,
                  progress: bool | None = None, model_ref: str | None = None, **deployer_options):
         from . import pipeline
@@ -69,6 +70,10 @@ class PredictionEndpoint:
                               hint="give one: --model iris@champion (a registered model, run:ID, best:ID), or --file")
         self.model_ref = model_ref
         self.model_files = None  # fairing.models.serve.ModelFiles, once resolved
+        from .preprocessors.serve import batching_env
+
+        batching_env(max_batch_size, max_latency_ms)  # checked now, before any build
+        self.max_batch_size, self.max_latency_ms = max_batch_size, max_latency_ms
         self.builder_options, self.deployer_options = dict(builder_options or {}), dict(deployer_options)
         self.image, self.timeout, self.progress = image, timeout, progress
         self.out = out or (lambda s: None)
@@ -105,6 +110,8 @@ class PredictionEndpoint:
             prepare_kw["model_files"] = {f["path"]: str(m.dir / f["path"]) for f in m.files}
             prepare_kw["env"] = {"FAIRING_MODEL_REF": m.ref, "FAIRING_MODEL_VERSION": m.resolved,
                                  "FAIRING_MODEL_RUN": m.run or "", "FAIRING_MODEL_DIGEST": m.digest}
+        if self.max_batch_size is not None:
+            prepare_kw.update(max_batch_size=self.max_batch_size, max_latency_ms=self.max_latency_ms)
         if self.requirements is not None:
             prepare_kw["requirements"] = self.requirements
         # With no deployer name the plan chooses one, and the options still go to it.

@@ -289,3 +289,67 @@ def test_wait_is_a_watch_that_sees_every_transition(deployer):
     for t in threads:
         t.join(130)
     assert results == ["Succeeded", "Succeeded"]
+
+
+# --- the outcome read from the pods (JobDeployer.verdict) ------------------------------------------
+
+def _pod(*exit_codes, phase="Pending", restart="Never", deleting=False):
+    cs = [{"name": f"c{i}", "state": {"terminated": {"exitCode": c}} if c is not None else {"running": {}}}
+          for i, c in enumerate(exit_codes)]
+    meta = {"name": "p", "creationTimestamp": "2026-01-01T00:00:00Z"}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:01Z"
+    return {"metadata": meta, "spec": {"restartPolicy": restart, "containers": [{"name": c["name"]} for c in cs]},
+            "status": {"phase": phase, "containerStatuses": cs}}
+
+
+def test_job_pod_verdict_reads_the_terminated_containers_before_the_phase_moves():
+    from fairing.deployers.k8s.job import job_pod_verdict
+
+    job = {"spec": {"backoffLimit": 0}}
+    assert job_pod_verdict(job, [_pod(None)]) is None
+    assert job_pod_verdict(job, [_pod(0)]) == "Succeeded"  # phase still Pending: the kubelet moves it later
+    assert job_pod_verdict(job, [_pod(3)]) == "Failed"
+    assert job_pod_verdict(job, [_pod(0, None)]) is None  # another regular container still runs
+    assert job_pod_verdict(job, [_pod(0, 0)]) == "Succeeded"
+    assert job_pod_verdict(job, [_pod(3, phase="Failed", deleting=True)]) is None
+
+
+def test_job_pod_verdict_a_job_that_will_retry_is_not_finished():
+    from fairing.deployers.k8s.job import job_pod_verdict
+
+    job = {"spec": {"backoffLimit": 1}}
+    assert job_pod_verdict(job, [_pod(3)]) is None  # one retry left
+    assert job_pod_verdict(job, [_pod(3), _pod(None)]) is None
+    assert job_pod_verdict(job, [_pod(3), _pod(0)]) == "Succeeded"
+    assert job_pod_verdict(job, [_pod(3), _pod(3)]) == "Failed"
+    assert job_pod_verdict({"spec": {}}, [_pod(3)] * 6) is None  # the API's default backoffLimit is 6
+    assert job_pod_verdict({"spec": {}}, [_pod(3)] * 7) == "Failed"
+
+
+def test_job_pod_verdict_leaves_other_jobs_to_their_controller():
+    from fairing.deployers.k8s.job import job_pod_verdict
+
+    for spec in ({"completions": 3}, {"parallelism": 2}, {"podFailurePolicy": {"rules": []}},
+                 {"backoffLimitPerIndex": 1, "completionMode": "Indexed"}, {"suspend": True},
+                 {"successPolicy": {"rules": []}}):
+        assert job_pod_verdict({"spec": {"backoffLimit": 0, **spec}}, [_pod(0)]) is None, spec
+    # restartPolicy OnFailure: a failed container restarts in its pod; only the phase is final.
+    assert job_pod_verdict({"spec": {"backoffLimit": 0}}, [_pod(3, restart="OnFailure")]) is None
+    assert job_pod_verdict({"spec": {"backoffLimit": 0}}, [_pod(0, phase="Succeeded", restart="OnFailure")]) == "Succeeded"
+
+
+def test_job_pod_verdict_counts_only_the_jobs_own_pods():
+    """A run-id selector can match another Job's pods (a CronJob's runs share one run id): a pod
+    another Job owns neither ends nor fails this one."""
+    from fairing.deployers.k8s.job import job_pod_verdict
+
+    def owned(pod, uid):
+        pod["metadata"]["ownerReferences"] = [{"kind": "Job", "name": "j", "uid": uid}]
+        return pod
+
+    job = {"metadata": {"uid": "u-1"}, "spec": {"backoffLimit": 0}}
+    assert job_pod_verdict(job, [owned(_pod(0), "u-2")]) is None
+    assert job_pod_verdict(job, [owned(_pod(3), "u-2"), owned(_pod(None), "u-1")]) is None
+    assert job_pod_verdict(job, [owned(_pod(3), "u-2"), owned(_pod(0), "u-1")]) == "Succeeded"
+    assert job_pod_verdict(job, [owned(_pod(0), "u-2"), owned(_pod(3), "u-1")]) == "Failed"

@@ -131,6 +131,12 @@ def test_storage_uri_goes_to_env(tmp_path):
     assert ctx.requirements[0] == "scikit-learn==1.5.2"
 
 
+def test_adaptive_batching_goes_to_env_only_when_asked_for(tmp_path):
+    assert not {"FAIRING_MAX_BATCH_SIZE", "FAIRING_MAX_LATENCY_MS"} & ServePreprocessor().prepare(Tripler, name="t").env.keys()
+    ctx = ServePreprocessor().prepare(Tripler, name="t", max_batch_size=32, max_latency_ms=2.5)
+    assert ctx.env["FAIRING_MAX_BATCH_SIZE"] == "32" and ctx.env["FAIRING_MAX_LATENCY_MS"] == "2.5"
+
+
 def test_default_names():
     assert default_name(Tripler) == "tripler"
     assert default_name("x/model.py:IrisModel") == "iris-model"
@@ -147,6 +153,9 @@ def test_default_names():
         (object, {}, "object has no predict() method"),
         (Tripler, {"files": ["nope.joblib"]}, "model file nope.joblib does not exist"),
         (Tripler, {"storage_uri": "s3://bucket/model"}, "is not http(s):// or file:"),
+        (Tripler, {"max_batch_size": 1}, "max_batch_size must be an integer of at least 2"),
+        (Tripler, {"max_batch_size": 8, "max_latency_ms": -1}, "max_latency_ms must be a number"),
+        (Tripler, {"max_latency_ms": 5}, "max_latency_ms needs max_batch_size"),
     ],
 )
 def test_bad_input_is_a_config_error(model, kw, words):

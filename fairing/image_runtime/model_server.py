@@ -18,8 +18,18 @@ Configuration comes from the environment (set by fairing's serve preprocessor):
   FAIRING_MODEL_DIR     directory given to `load(model_dir)` (default: the working directory)
   FAIRING_STORAGE_URI   http(s):// or file: URI fetched into FAIRING_MODEL_DIR before load()
   FAIRING_PYTHON        "3.11": the Python that pickled the model; a different one is a load error
+  FAIRING_MAX_BATCH_SIZE, FAIRING_MAX_LATENCY_MS   adaptive batching (off unless the size is > 1)
   FAIRING_RUN_ID        the fairing run that deployed it   FAIRING_IMAGE    its image ref@digest
                         (both label every metric, so live behaviour traces back to the run)
+
+Adaptive batching (opt-in, like Triton's dynamic batcher): with FAIRING_MAX_BATCH_SIZE=N (> 1), rows
+of concurrent requests (V1 instances, or a v2 request's one input) are queued and given to ONE
+predict() call, up to N rows, waiting at most FAIRING_MAX_LATENCY_MS (default 5) after the first
+queued request for others to join; each request gets its own rows of the output back, in order.
+preprocess/postprocess still run per request. A predict() whose output is not one row per input
+row (a dict, a scalar, another length) is called again for each request on its own, so batching
+never changes an answer. Requests larger than N rows, and v2 requests with several inputs, are
+not batched.
 
 GET /metrics is Prometheus text (prometheus_client, when the image has it): requests and errors by
 protocol and status code, latency and batch-size histograms, labelled with the model name, image
@@ -173,9 +183,16 @@ def _call_load(model: Any, model_dir: Path) -> None:
 class ModelState:
     """The one model this server serves, and where its loading stands."""
 
-    def __init__(self, name: str, factory=None, env: dict[str, str] | None = None):
+    def __init__(self, name: str, factory=None, env: dict[str, str] | None = None, *,
+                 max_batch_size: int | None = None, max_latency_ms: float | None = None):
         self.name = name
         self.env = dict(os.environ if env is None else env)
+        size = max_batch_size if max_batch_size is not None else int(self.env.get("FAIRING_MAX_BATCH_SIZE") or 0)
+        wait = max_latency_ms if max_latency_ms is not None else float(self.env.get("FAIRING_MAX_LATENCY_MS") or 5)
+        if size < 0 or wait < 0:
+            raise ValueError(f"max_batch_size ({size}) and max_latency_ms ({wait}) must not be negative")
+        self.max_batch_size = size if size > 1 else 0  # 0: no batching
+        self.max_latency_ms = wait
         self._factory = factory  # for in-process use: a class or instance instead of the env
         self.model: Any = None
         self.ready = False
@@ -514,13 +531,104 @@ async def _run(fn, *args):
     return await out if inspect.isawaitable(out) else out
 
 
-async def _predict(model: Any, payload: Any) -> Any:
+class Batcher:
+    """Adaptive batching (see the module docstring): `await submit(rows)` -> this request's rows of
+    one predict() call shared with the requests queued within `max_latency_ms` of the first, up to
+    `max_batch_size` rows. One batch runs at a time; the next one fills while it runs."""
+
+    def __init__(self, predict, max_batch_size: int, max_latency_ms: float):
+        self.predict, self.max_rows, self.delay = predict, max_batch_size, max_latency_ms / 1000.0
+        self._queue: list = []  # (rows, future), arrival order
+        self._wake = None  # asyncio.Event, made in the serving loop
+        self._task = None
+        self.batches: int = 0  # predict() calls made, for tests and /metrics readers
+
+    async def submit(self, rows: list) -> Any:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        fut = loop.create_future()
+        self._queue.append((rows, fut, loop.time()))
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._serve())
+        return await fut
+
+    async def _serve(self) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            deadline = self._queue[0][2] + self.delay  # the oldest waiting request's budget
+            while sum(len(q[0]) for q in self._queue) < self.max_rows and (left := deadline - loop.time()) > 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), left)
+                except asyncio.TimeoutError:
+                    break
+            batch, n = [], 0
+            while self._queue and (not batch or n + len(self._queue[0][0]) <= self.max_rows):
+                rows, fut, _ = self._queue.pop(0)
+                batch.append((rows, fut))
+                n += len(rows)
+            await self._run_batch(batch)
+
+    async def _run_batch(self, batch: list) -> None:
+        rows = [r for part, _ in batch for r in part]
+        self.batches += 1
+        try:
+            out = await _run(self.predict, rows)
+            if not _splittable(out, len(rows)):
+                # Not one output row per input row: the model's answer can't be shared out, so
+                # each request gets predict() on its own rows, as without batching.
+                for part, fut in batch:
+                    if not fut.done():
+                        fut.set_result(await _run(self.predict, part))
+                return
+            i = 0
+            for part, fut in batch:
+                if not fut.done():
+                    fut.set_result(out[i:i + len(part)])
+                i += len(part)
+        except BaseException as exc:  # noqa: BLE001 - every waiting request learns it
+            if len(batch) > 1 and isinstance(exc, (ValueError, TypeError, KeyError, IndexError)):
+                # One bad request must not fail the others: each is tried alone.
+                for part, fut in batch:
+                    try:
+                        res = await _run(self.predict, part)
+                    except BaseException as one:  # noqa: BLE001
+                        if not fut.done():
+                            fut.set_exception(one)
+                    else:
+                        if not fut.done():
+                            fut.set_result(res)
+                return
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+
+
+def _splittable(out: Any, n: int) -> bool:
+    if isinstance(out, (dict, str, bytes)) or not hasattr(out, "__getitem__"):
+        return False
+    try:
+        return len(out) == n
+    except TypeError:
+        return False
+
+
+async def _predict(model: Any, payload: Any, batcher: Batcher | None = None) -> Any:
     pre = getattr(model, "preprocess", None)
     post = getattr(model, "postprocess", None)
     try:
         if callable(pre):
             payload = await _run(pre, payload)
-        out = await _run(model.predict, payload)
+        if batcher is not None and isinstance(payload, list) and 0 < len(payload) <= batcher.max_rows:
+            out = await batcher.submit(payload)
+        else:
+            out = await _run(model.predict, payload)
         if callable(post):
             out = await _run(post, out)
         return out
@@ -537,6 +645,16 @@ def create_app(state: ModelState):
 
     name = state.name
     telemetry = Telemetry(name, state.env)
+    batchers: list[Batcher] = []  # made once the model is loaded: its predict is what batches call
+
+    def batcher() -> Batcher | None:
+        if not state.max_batch_size or state.model is None:
+            return None
+        if not batchers:
+            batchers.append(Batcher(state.model.predict, state.max_batch_size, state.max_latency_ms))
+        return batchers[0]
+
+    state.batcher = batcher  # tests and the bench read batches made
 
     def instrumented(protocol: str, handler):
         import time
@@ -615,7 +733,7 @@ def create_app(state: ModelState):
         if not isinstance(instances, list):
             raise PayloadError(f'"instances" must be a list, got {type(instances).__name__}')
         request.state.batch_size = len(instances)  # the batch histogram of /metrics
-        return {"predictions": to_jsonable(await _predict(state.model, instances))}
+        return {"predictions": to_jsonable(await _predict(state.model, instances, batcher()))}
 
     async def v1_predict(request: Request):
         return refuse(request, loaded=True) or await answer(request, "predict", v1_infer)
@@ -657,7 +775,7 @@ def create_app(state: ModelState):
             ):
                 raise PayloadError('"outputs" must be a list of objects with a "name"')
             wanted = [o["name"] for o in requested_outputs]
-        out = await _predict(state.model, payload)
+        out = await _predict(state.model, payload, batcher() if len(decoded) == 1 else None)
         response = {"model_name": name, "outputs": encode_v2_outputs(out, wanted)}
         if "id" in body:
             response["id"] = body["id"]

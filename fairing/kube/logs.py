@@ -120,8 +120,10 @@ def pod_logs(kube: Kube, namespace: str, pods: Iterable[dict], container: str | 
 def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name: str, pod_selector: str,
                 container: str | Callable[[dict], str], state: Callable[[dict], str],
                 terminal: tuple[str, ...] = ("Succeeded", "Failed"), prefix: bool = True,
-                timeout: float | None = None) -> Iterator[str]:
-    """Stream the logs of all replicas as they start, until the workload is finished."""
+                timeout: float | None = None,
+                verdict: Callable[[dict, list[dict]], str | None] | None = None) -> Iterator[str]:
+    """Stream the logs of all replicas as they start, until the workload is finished: its state
+    is terminal, or `verdict(obj, pods)` says its pods have ended it (see kube.wait.wait_for)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     streams = [Stream("owner", api_version, kind, name=name), Stream("pods", "v1", "Pod", label_selector=pod_selector)]
     stop = threading.Event()
@@ -129,6 +131,8 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
     started: set[str] = set()
     responses: dict[str, object] = {}
     finished_owner = False
+    owner: dict | None = None
+    pods: dict[str, dict] = {}
     drain_until: list[float] = []
     threads = []
 
@@ -150,6 +154,11 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
             finally:
                 mux.put(("logend", "END", pname))
 
+        def finish() -> None:
+            nonlocal finished_owner
+            finished_owner = True
+            drain_until.append(time.monotonic() + DRAIN_SECONDS)
+
         def start(pod: dict) -> None:
             pname = pod["metadata"]["name"]
             cname = container(pod) if callable(container) else container
@@ -170,14 +179,26 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                 if key == "logend":
                     active.discard(ev)
                 elif key == "owner":
+                    owner = ev
                     if not finished_owner and (etype == "DELETED" or state(ev) in terminal):
-                        finished_owner = True
-                        drain_until.append(time.monotonic() + DRAIN_SECONDS)
+                        finish()
                         # Watches are not ordered with each other: pick up pods we haven't seen.
                         for p in kube.list("v1", "Pod", namespace, label_selector=pod_selector).get("items", []):
                             start(p)
-                elif key == "pods" and etype != "DELETED":
-                    start(ev)
+                    elif not finished_owner and verdict is not None and pods \
+                            and verdict(ev, list(pods.values())) in terminal:
+                        finish()
+                elif key == "pods":
+                    pname = (ev.get("metadata") or {}).get("name")
+                    if etype == "DELETED":
+                        pods.pop(pname, None)
+                    else:
+                        pods[pname] = ev
+                        start(ev)
+                        # Every pod of the workload is on this watch: its verdict needs no list.
+                        if not finished_owner and verdict is not None and owner is not None \
+                                and verdict(owner, list(pods.values())) in terminal:
+                            finish()
                 if finished_owner and not active:
                     return
         finally:

@@ -96,8 +96,12 @@ class Outcome:
 
 def wait_for(kube: Kube, namespace: str, *, api_version: str, kind: str, name: str, pod_selector: str | None,
              state: Callable[[dict], str], terminal: tuple[str, ...] = ("Succeeded", "Failed"),
-             timeout: float | None = None, container: str | None = None) -> Outcome:
-    """Watch `kind/name` and the pods matching `pod_selector` until `state(obj)` is terminal.
+             timeout: float | None = None, container: str | None = None,
+             verdict: Callable[[dict, list[dict]], str | None] | None = None) -> Outcome:
+    """Watch `kind/name` and the pods matching `pod_selector` until `state(obj)` is terminal, or
+    until `verdict(obj, pods)` (the kind's reading of its pods, e.g. a Job's one container that
+    exited and will not be retried) says how it ended: the pods' status arrives on the watch
+    already open, often seconds before the owner's controller writes its condition.
     Raises WaitTimeout (with the latest pod diagnosis) or DeployError (pod problem that won't heal,
     or the object was deleted)."""
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -107,13 +111,18 @@ def wait_for(kube: Kube, namespace: str, *, api_version: str, kind: str, name: s
                        hint="check the name and namespace (fair list)")
     if state(obj) in terminal:
         return Outcome(state(obj), obj, {}, None)
+    pods: dict[str, dict] = {}
+    if verdict is not None and pod_selector:
+        listed = kube.list("v1", "Pod", namespace, label_selector=pod_selector).get("items", [])
+        pods = {p["metadata"]["name"]: p for p in listed}
+        if (v := verdict(obj, listed)) in terminal:
+            return Outcome(v, obj, pods, None)
     # Watch from the version just read: nothing between the read and the watch can be missed
     # (a fresh list instead could come back without the object and never see it change).
     streams = [Stream("owner", api_version, kind, name=name,
                       resource_version=obj["metadata"].get("resourceVersion"))]
     if pod_selector:
         streams.append(Stream("pods", "v1", "Pod", label_selector=pod_selector))
-    pods: dict[str, dict] = {}
     last: Diagnosis | None = None
     seen_owner = False
     with Mux(kube, namespace, streams) as mux:
@@ -138,6 +147,8 @@ def wait_for(kube: Kube, namespace: str, *, api_version: str, kind: str, name: s
                     pods.pop(pname, None)
                     continue
                 pods[pname] = ev
+                if verdict is not None and (v := verdict(obj, list(pods.values()))) in terminal:
+                    return Outcome(v, obj, pods, last)
                 d = diagnose_pod(ev, container)
                 if d:
                     last = d

@@ -118,6 +118,24 @@ def _find_class(path: Path, attr: str) -> None:
         )
 
 
+def batching_env(max_batch_size: int | None, max_latency_ms: float | None) -> dict[str, str]:
+    """The model server's adaptive batching settings as its env (nothing when not asked for)."""
+    if max_batch_size is None:
+        if max_latency_ms is not None:
+            raise ConfigError("max_latency_ms needs max_batch_size", hint="e.g. max_batch_size=32, max_latency_ms=5")
+        return {}
+    if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 2:
+        raise ConfigError(f"max_batch_size must be an integer of at least 2, got {max_batch_size!r}",
+                          hint="the most rows one predict() call gets, e.g. 32")
+    env = {"FAIRING_MAX_BATCH_SIZE": str(max_batch_size)}
+    if max_latency_ms is not None:
+        if isinstance(max_latency_ms, bool) or not isinstance(max_latency_ms, (int, float)) or not 0 <= max_latency_ms <= 10_000:
+            raise ConfigError(f"max_latency_ms must be a number of milliseconds from 0 to 10000, got {max_latency_ms!r}",
+                              hint="how long the first request of a batch may wait for others, e.g. 5")
+        env["FAIRING_MAX_LATENCY_MS"] = f"{max_latency_ms:g}"
+    return env
+
+
 class ServePreprocessor(Preprocessor):
     """`prepare(model, name=..., files=..., requirements=..., storage_uri=...)` -> BuildContext.
 
@@ -127,6 +145,9 @@ class ServePreprocessor(Preprocessor):
         working directory (/app), which is the `model_dir` given to `load(model_dir)`.
     storage_uri: http(s):// or file: URI fetched at start into model_dir (/mnt/models), which is
         then what `load(model_dir)` receives.
+    max_batch_size, max_latency_ms: adaptive batching in the server (opt-in; see
+        fairing/image_runtime/model_server.py): rows of concurrent requests share one predict()
+        call of up to max_batch_size rows, waiting at most max_latency_ms (default 5) for others.
     """
 
     kind = "serve"
@@ -142,8 +163,10 @@ class ServePreprocessor(Preprocessor):
                 files: Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike] | None = None,
                 requirements: reqs_mod.RequirementsSpec = None, storage_uri: str | None = None,
                 port: int | None = None, env: Mapping[str, str] | None = None,
-                model_files: Mapping[str, str | os.PathLike] | None = None) -> BuildContext:
+                model_files: Mapping[str, str | os.PathLike] | None = None,
+                max_batch_size: int | None = None, max_latency_ms: float | None = None) -> BuildContext:
         name = check_name(name or default_name(model))
+        batching = batching_env(max_batch_size, max_latency_ms)
         port = int(port or self.port)
         storage_uri = storage_uri or self.storage_uri
         if storage_uri:
@@ -192,7 +215,7 @@ class ServePreprocessor(Preprocessor):
         ctx_files.update(self.included_files(base_dir))
         ctx_files.update(_model_files(self.files if files is None else files, base_dir))
         ctx_files[SERVER_PATH] = server_source()
-        env_all = {"MODEL_NAME": name, "PORT": str(port), **model_env}
+        env_all = {"MODEL_NAME": name, "PORT": str(port), **model_env, **batching}
         if storage_uri:
             env_all["FAIRING_STORAGE_URI"] = storage_uri
         env_all.update(env or {})

@@ -90,6 +90,9 @@ class Runner:
     def stop(self, trial: Trial) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def settle(self) -> None:
+        """Called once every trial has returned: finish what `run` left going (deletions)."""
+
 
 def check_counts(trials: int, parallel: int, max_failed: int | None) -> None:
     for what, v, lo in (("trials", trials, 1), ("parallel", parallel, 1)):
@@ -207,9 +210,12 @@ def run_study(result: TuneResult, runner: Runner, *, name: str, trials: int, par
                     pass
         result.status, result.reason = "Interrupted", "interrupted"
         pool.shutdown(wait=True, cancel_futures=True)
+        with shield_interrupts():
+            runner.settle()
         update(result, None)
         raise
     pool.shutdown(wait=True)
+    runner.settle()
     if stopping:
         result.status, result.reason = "Failed", stopping
     elif result.best is None:
@@ -247,6 +253,7 @@ class DeployerRunner(Runner):
         self.keep = keep
         self.objective = objective
         self.handles: dict[int, Any] = {}
+        self._deleting: list[Any] = []  # deleted without waiting; settle() waits until they are gone
         self._lock = threading.Lock()
 
     def run(self, trial: Trial) -> tuple[bool, str, str | None]:
@@ -274,7 +281,12 @@ class DeployerRunner(Runner):
             if not self.keep or trial.state == STOPPED:
                 with self._lock:
                     self.handles.pop(trial.number, None)
-                self._delete(handle)
+                # The trial is over once its log is read (and its outputs were kept by the
+                # container before it exited): its slot goes to the next trial now. Its Job goes
+                # at once and the garbage collector removes its finished pod after (a foreground
+                # deletion would hold the run for the pod's ~2 s of termination); settle() makes
+                # sure every such Job is gone before the run returns.
+                self._delete(handle, wait=False)
         return ok, text, error
 
     def _final_log(self, handle: Any, ok: bool) -> tuple[str, str | None]:
@@ -301,12 +313,33 @@ class DeployerRunner(Runner):
         if handle is not None:
             self._delete(handle)
 
-    @staticmethod
-    def _delete(handle: Any) -> None:
+    def _delete(self, handle: Any, *, wait: bool = True) -> None:
+        import inspect
+
         try:
-            handle.delete()
+            params = inspect.signature(handle.delete).parameters
+            if not wait and "wait" in params:
+                handle.delete(wait=False, **({"propagation": "Background"} if "propagation" in params else {}))
+                with self._lock:
+                    self._deleting.append(handle)
+            else:
+                handle.delete()
         except FairingError:
             pass  # already gone
+
+    def settle(self) -> None:
+        """Wait until every trial deleted without waiting is gone (nothing left behind)."""
+        with self._lock:
+            pending, self._deleting = self._deleting, []
+        import inspect
+
+        for handle in pending:
+            try:
+                # Gone already: no wait; still going: waits until it is (with the same propagation).
+                bg = "propagation" in inspect.signature(handle.delete).parameters
+                handle.delete(**({"propagation": "Background"} if bg else {}))
+            except FairingError:
+                pass
 
 
 def log_text(handle: Any) -> tuple[str, str | None]:

@@ -23,6 +23,12 @@ def test_fifty_concurrent_training_jobs_all_complete_none_lost_or_duplicated(tmp
         assert sorted(sweep.handles) == list(range(TRIALS))
         assert {i: s for i, s in sweep.statuses.items() if s != "Succeeded"} == {}
         c = census(admin, kube.namespace, sweep.sweep_id)
+        # Each wait ended on its Job's pod (the container's end, read from the watched pod); the job
+        # controller writes the Job's Complete condition a moment later: it must follow.
+        deadline = time.monotonic() + 60
+        while c["states"] != {"Succeeded": TRIALS} and time.monotonic() < deadline:
+            time.sleep(1)
+            c = census(admin, kube.namespace, sweep.sweep_id)
         assert c["jobs"] == TRIALS  # none lost
         assert set(c["names"].values()) == {1} and set(c["trials"].values()) == {1}  # none duplicated
         assert set(c["trials"]) == {str(i) for i in range(TRIALS)}

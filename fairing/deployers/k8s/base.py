@@ -134,6 +134,15 @@ class KubeDeployer(KubeAccess, Deployer):
     def pod_container(self, pod: dict) -> str:
         return self.container_name
 
+    # How the workload ended, read from its pods before its controller says so (None: not known
+    # from the pods; the object's own state decides). Job: see job.job_pod_verdict; `as_failed`
+    # gives the object and pods as the controllers will write them after a "Failed" verdict.
+    verdict = None
+
+    @staticmethod
+    def as_failed(obj: dict, pods: list[dict]) -> tuple[dict, list[dict]]:
+        return obj, pods
+
     def replicas(self, obj: dict) -> int:
         """How many pods run at once at most (decides whether log lines get a replica prefix)."""
         return 1
@@ -276,7 +285,13 @@ class KubeHandle(Handle):
         if self.dry_run:
             return "DryRun"
         obj = self.get()
-        return "Deleted" if obj is None else self._state(obj)
+        if obj is None:
+            return "Deleted"
+        st = self._state(obj)
+        if st not in ("Succeeded", "Failed") and self.deployer.verdict is not None and st != "Queued":
+            # The pods may have ended it already; the controller writes its condition later.
+            st = self.deployer.verdict(obj, self.pods()) or st
+        return st
 
     def _state(self, obj: dict) -> str:
         # A workload in a Kueue queue reads "Queued", then "Admitted", before its own states.
@@ -318,7 +333,7 @@ class KubeHandle(Handle):
         try:
             out = wait_for(self.kube, self.namespace, api_version=self.api_version, kind=self.kind, name=self.name,
                            pod_selector=self.pod_selector, state=self._state, timeout=timeout,
-                           container=self.deployer.container_name)
+                           container=self.deployer.container_name, verdict=self.deployer.verdict)
         except DeployError as e:
             err = self._queued_timeout(e, started) if isinstance(e, WaitTimeout) else e
             if not isinstance(e, WaitTimeout):
@@ -335,6 +350,9 @@ class KubeHandle(Handle):
             self._cleanup(pods)
         if out.status == "Failed":
             d = diagnose_job(out.obj, pods, self.deployer.container_name)
+            if d is None and self._state(out.obj) != "Failed":
+                # Ended by its pods (verdict): no Failed condition yet; explain it as it will read.
+                d = diagnose_job(*self.deployer.as_failed(out.obj, pods), self.deployer.container_name)
             if d:
                 raise DeployError(d.message, hint=d.hint)
             raise DeployError(f"{self.kind} {self.name} failed", hint=f"see the logs: fair logs {self.name}")
@@ -379,7 +397,7 @@ class KubeHandle(Handle):
         if follow:
             return follow_logs(self.kube, self.namespace, api_version=self.api_version, kind=self.kind,
                                name=self.name, pod_selector=self.pod_selector, container=self.deployer.pod_container,
-                               state=self.deployer.state, prefix=prefix)
+                               state=self.deployer.state, prefix=prefix, verdict=self.deployer.verdict)
         return pod_logs(self.kube, self.namespace, self.pods(), self.deployer.pod_container, prefix=prefix)
 
     def log_text(self) -> str:
@@ -409,11 +427,13 @@ class KubeHandle(Handle):
             except FairingError:
                 pass  # owned by the workload: deleted with it anyway
 
-    def delete(self, *, wait: bool = True, timeout: float = 120) -> None:
+    def delete(self, *, wait: bool = True, timeout: float = 120, propagation: str = "Foreground") -> None:
         """Delete with foreground propagation: the pods go first, then the object. With wait=True,
-        returns once the object is gone (so nothing is left behind)."""
+        returns once the object is gone (so nothing is left behind). propagation="Background" (a
+        finished workload whose pods need no waiting for): the object goes at once and the
+        garbage collector removes its pods after."""
         self._no_dry("delete")
-        existed = self.kube.delete(self.api_version, self.kind, self.name, self.namespace, propagation="Foreground")
+        existed = self.kube.delete(self.api_version, self.kind, self.name, self.namespace, propagation=propagation)
         self._deleted = True
         if existed and wait:
             wait_gone(self.kube, self.api_version, self.kind, self.name, self.namespace, timeout)

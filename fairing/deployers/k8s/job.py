@@ -53,6 +53,72 @@ def job_state(obj: dict) -> str:
     return "Pending"
 
 
+def _ended(pod: dict) -> str | None:
+    """"Succeeded"/"Failed" for a pod whose attempt is over, else None. The containers'
+    terminated states say it first: the kubelet reports them one status update (~1 s) before it
+    moves the pod's phase."""
+    meta = pod.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return None  # going away (deleted, or the Job's own cleanup): not an attempt's outcome
+    status = pod.get("status") or {}
+    phase = status.get("phase")
+    if phase in ("Succeeded", "Failed"):
+        return phase
+    if (pod.get("spec") or {}).get("restartPolicy", "Always") != "Never":
+        return None  # a failed container restarts in place: only the phase is final
+    names = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+    states = {cs.get("name"): (cs.get("state") or {}).get("terminated") for cs in status.get("containerStatuses") or []}
+    if not names or any(states.get(n) is None for n in names):
+        return None  # a regular container still runs (native sidecars, init containers, don't count)
+    return "Succeeded" if all(states[n].get("exitCode") == 0 for n in names) else "Failed"
+
+
+def job_pod_verdict(job: dict, pods: list[dict]) -> str | None:
+    """How a one-pod Job ended, read from its pods before the job controller writes its Complete
+    or Failed condition (the controller batches pod updates, ~1-2 s later): "Succeeded" once a pod
+    succeeded; "Failed" once more pods failed than `backoffLimit` allows retries. A Job that will
+    retry (a failed pod within its backoff limit) is not finished: None. So is any Job whose
+    outcome the controller decides by rules beyond that (several completions or parallel pods, a
+    pod failure policy, per-index backoff, a success policy, suspended): their verdict is the
+    Job's own condition, read by `job_state`."""
+    spec = job.get("spec") or {}
+    if (spec.get("completions") or 1) != 1 or (spec.get("parallelism") or 1) != 1 or spec.get("suspend") \
+            or spec.get("podFailurePolicy") or spec.get("backoffLimitPerIndex") is not None \
+            or spec.get("successPolicy") or spec.get("completionMode") == "Indexed":
+        return None
+    # Only this Job's own pods: a selector by run id can match another Job's (a CronJob's runs
+    # share one), whose end says nothing about this one.
+    uid = (job.get("metadata") or {}).get("uid")
+    if uid:
+        pods = [p for p in pods if any(o.get("uid") == uid for o in (p.get("metadata") or {}).get("ownerReferences") or [])]
+    ended = [_ended(p) for p in pods]
+    if "Succeeded" in ended:
+        return "Succeeded"
+    limit = spec.get("backoffLimit")
+    limit = 6 if limit is None else limit  # the API's default
+    if ended.count("Failed") > limit:
+        return "Failed"
+    return None
+
+
+def as_failed(job: dict, pods: list[dict]) -> tuple[dict, list[dict]]:
+    """The Job and its pods as the controllers will write them once `job_pod_verdict` said
+    "Failed" from the containers' terminated states: the pods' phase moved, the Job's failed count
+    and its Failed condition (BackoffLimitExceeded) set. What `diagnose_job` explains, so the
+    message is the one the Job's own condition would give, a second earlier."""
+    done = []
+    for p in pods:
+        v = _ended(p)
+        st = p.get("status") or {}
+        done.append({**p, "status": {**st, "phase": v}} if v and st.get("phase") != v else p)
+    status = job.get("status") or {}
+    cond = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+            "message": "Job has reached the specified backoff limit"}
+    failed = sum(1 for p in done if _ended(p) == "Failed")
+    return {**job, "status": {**status, "failed": max(failed, status.get("failed") or 0),
+                              "conditions": [*(status.get("conditions") or []), cond]}}, done
+
+
 class JobDeployer(KubeDeployer):
     api_version = "batch/v1"
     kind = "Job"
@@ -70,6 +136,8 @@ class JobDeployer(KubeDeployer):
                 "spec": job_spec(template, self.options)}
 
     state = staticmethod(job_state)
+    verdict = staticmethod(job_pod_verdict)
+    as_failed = staticmethod(as_failed)
 
     def replicas(self, obj: dict) -> int:
         spec = obj.get("spec") or {}
