@@ -72,7 +72,7 @@ def fetch(record: dict, dest: str | Path | None = None, *, path: str | None = No
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 raise FairingError(f"no space left in {dest} for {f['path']} ({f['size']} bytes)",
-                                   hint="free some space, or fetch elsewhere with -o DIR") from None
+                                   hint="free some space, or fetch elsewhere with --dest DIR") from None
             raise FairingError(f"fetching {f['path']} of run {record['id']} failed: {e}", hint="try again") from None
     return dest
 
