@@ -68,7 +68,7 @@ class RunResult:
     def _repr_html_(self) -> str:
         from .display import result_facts, run_html
 
-        return run_html(*result_facts(self))
+        return run_html(*result_facts(self), record=getattr(self.run, "doc", None))
 
     def as_dict(self) -> dict:
         out: dict[str, Any] = {"mode": self.mode, "stages": self.stages}

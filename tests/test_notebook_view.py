@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -152,7 +153,8 @@ def test_fair_train_interrupted_deletes_too_and_exits_130(tmp_path):
 REPR_CELLS = [
     # a real local run's RunResult
     "import fairing\n"
-    "def fit():\n    print('loss=0.25')\n    return {'ok': True}\n"
+    "def fit():\n    for i in range(5):\n        print(f'step={i} loss={1 / (i + 1):.3f}')\n    print('loss=0.25')\n"
+    "    return {'ok': True}\n"
     "res = fairing.config.run(fit, wait=True, quiet=True, deployer='local', local_mode='process')\nres",
     # a TuneResult with the plot inline
     "from fairing.tune.result import TuneResult, Trial\nfrom fairing.tune.space import loguniform\n"
@@ -165,6 +167,8 @@ REPR_CELLS = [
     "fairing.runs.diff(a, b)",
     # an endpoint not yet created
     "from fairing.serving import PredictionEndpoint\nPredictionEndpoint('model.py:Iris', name='iris', deployer='local')",
+    # the run's record read back, with its metrics over steps
+    "fairing.runs.get(res.run.id)",
 ]
 
 
@@ -232,3 +236,20 @@ def test_an_endpoint_says_what_it_is(rendered):
     data = outputs(nb, 3)
     assert "endpoint iris" in data["text/html"] and "not created" in data["text/html"]
     assert "not created" in data["text/plain"]
+
+
+def test_a_runs_metrics_over_steps_are_a_small_chart(rendered):
+    """The run printed `step=N loss=...` five times: its result and its record read back show loss
+    over the steps as a line (an inline SVG), with the first and last values."""
+    nb, page = rendered
+    for i in (0, 4):
+        html = outputs(nb, i)["text/html"]
+        assert "metrics over steps" in html and "<svg" in html and "<polyline" in html, i
+        cells = re.findall(r"<td[^>]*>([^<]*)</td>", html[html.index("metrics over steps"):])
+        assert cells[:4] == ["loss", "5", "1.0", "0.2"], cells  # 5 steps, from 1.0 down to 0.2
+        # The line falls: the last point is lower on the page (larger y) than the first.
+        pts = re.search(r'points="([^"]+)"', html).group(1).split()
+        assert len(pts) == 5 and float(pts[-1].split(",")[1]) > float(pts[0].split(",")[1])
+    data = outputs(nb, 4)
+    assert data["text/plain"].startswith("{")  # the record is still a dict where there is no HTML
+    assert "<polyline" in page
