@@ -253,3 +253,57 @@ def test_a_runs_metrics_over_steps_are_a_small_chart(rendered):
     data = outputs(nb, 4)
     assert data["text/plain"].startswith("{")  # the record is still a dict where there is no HTML
     assert "<polyline" in page
+
+
+def test_wait_timeout_holds_while_the_log_streams_and_leaves_the_run_running(tmp_path):
+    """handle.wait(timeout=3) with the log shown: a workload whose log has gone silent cannot hold
+    the wait past its timeout (the log used to be followed to its end first); it raises
+    WaitTimeout and the workload keeps running."""
+    code = textwrap.dedent("""
+        import time
+        import fairing
+        from fairing.errors import WaitTimeout
+
+        def silent():
+            import os, time
+            print("pid", os.getpid(), flush=True)
+            time.sleep(120)
+
+        res = fairing.config.run(silent, wait=False, deployer="local", local_mode="process")
+        h = res.handle
+        t = time.monotonic()
+        try:
+            h.wait(timeout=3, quiet=False)
+        except WaitTimeout as e:
+            print("timeout after %.1f s:" % (time.monotonic() - t), e)
+        print("status", h.status())
+        h.delete()
+        print("status", h.status())
+    """)
+    rc, out, _ = run_py(code, tmp_path, interrupt_on="\0never")
+    assert rc == 0, out
+    line = next(ln for ln in out.splitlines() if ln.startswith("timeout after"))
+    assert 2.9 <= float(line.split()[2]) < 6, out
+    assert "did not finish within" in line and "fair logs fairing-" in line
+    statuses = [ln.split()[1] for ln in out.splitlines() if ln.startswith("status ")]
+    assert statuses[0] == "Running" and statuses[1] != "Running", out
+    assert "pid " in out  # its log was shown while waiting
+
+
+def test_the_keep_on_interrupt_setting_keeps_it_without_keep_true(tmp_path, monkeypatch):
+    """The setting (here FAIRING_KEEP_ON_INTERRUPT; `keep_on_interrupt: true` in fairing.yaml) is
+    keep=True for every call; keep=False in a call still deletes."""
+    monkeypatch.setenv("FAIRING_KEEP_ON_INTERRUPT", "1")
+    code = "import fairing\n" + SLOW + textwrap.dedent("""
+        try:
+            fairing.config.fn(slow, quiet=False, deployer="local", local_mode="process")(120)
+        except KeyboardInterrupt:
+            print("record", fairing.runs.list(last=1)[0]["reason"])
+    """)
+    rc, out, _ = run_py(code, tmp_path, interrupt_on="epoch 1")
+    said = [ln for ln in out.splitlines() if ln.startswith("fairing: interrupted")]
+    assert len(said) == 1 and "keeps running" in said[0], out
+    assert "record interrupted; kept running" in out, out
+    rc, out, _ = run_py(code.replace('local_mode="process")', 'local_mode="process", keep=False)'), tmp_path,
+                        interrupt_on="epoch 1")
+    assert "fairing: interrupted: deleted workload fairing-" in out, out
