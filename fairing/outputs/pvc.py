@@ -101,14 +101,14 @@ class PodStore:
             r.release_conn()
 
     def get_blob(self, digest: str, dest_path: str) -> None:
-        from ..image_runtime.outputs import StoreError, _copy_checked
+        from ..image_runtime.outputs import StoreError, copy_checked
 
         rel = "blobs/sha256/" + digest.split(":", 1)[1]
         r = self._open(rel)
         if r is None:
             raise StoreError(f"{self.describe()} has no blob {digest}")
 
-        class Body:  # what _copy_checked reads: a context manager with read(n)
+        class Body:  # what copy_checked reads: a context manager with read(n)
             def __enter__(self):
                 return self
 
@@ -118,7 +118,7 @@ class PodStore:
             def read(self, n):
                 return r.read(n)
 
-        _copy_checked(lambda: Body(), digest, dest_path, self.describe())
+        copy_checked(lambda: Body(), digest, dest_path, self.describe())
 
 
 class Reader:
