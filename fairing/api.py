@@ -86,16 +86,17 @@ class TrainJob:
         """The build plan and the manifests, without building or applying anything."""
         return pipeline.dry_run(self.plan())
 
-    def submit(self, *, wait: bool = False, quiet: bool | None = None, keep: bool = False) -> Any:
+    def submit(self, *, wait: bool = False, quiet: bool | None = None, keep: bool | None = None) -> Any:
         """Package, build and deploy; returns the deployer's handle (status/wait/logs/result/delete).
         With `wait`, the log shows as it runs (unless `quiet`, or progress=False) and an interrupt
         deletes the workload (`keep=True`: it keeps running)."""
-        from .config import waiting
+        from .config import kept, waiting
 
         if quiet is None and self.progress is False:
             quiet = True
-        res = pipeline.execute(self.plan(), Progress(enabled=self.progress),
-                               wait=waiting(quiet, keep) if wait else None)
+        p = self.plan()
+        res = pipeline.execute(p, Progress(enabled=self.progress),
+                               wait=waiting(quiet, kept(keep, p.settings)) if wait else None)
         self.image, self.handle = res.image, res.handle
         self.result_info = res
         return res.handle if res.handle is not None else res

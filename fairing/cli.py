@@ -254,7 +254,7 @@ def train(entry: Annotated[str, typer.Argument(help="a .py file, a directory or 
     from .logview import LogView
 
     # A tqdm bar (carriage returns) shows as one line, rewritten in place in a terminal.
-    wait = None if detach else Wait(on_log=_info if opts.json else LogView(),
+    wait = None if detach else Wait(on_log=_info if opts.json else LogView(), keep=bool(s.keep_on_interrupt),
                                     cleanup=CLEANUP_ON_SUCCESS if local_mode == "container" and not keep else CLEANUP_NEVER)
     res = pipeline.execute(p, progress, wait=wait)
     handle = res.handle

@@ -71,7 +71,7 @@ class Config:
                                      prepare=dict(prepare_kw or {})))
 
     def run(self, entry: Any = None, *, wait: bool = False, progress: Progress | None = None,
-            quiet: bool | None = None, keep: bool = False, **overrides: Any) -> RunResult:
+            quiet: bool | None = None, keep: bool | None = None, **overrides: Any) -> RunResult:
         """Package `entry` (default: the preprocessor's option, or the running notebook), build, deploy.
         Returns a RunResult (unpacks as `image, handle`). Inside the built image: does nothing.
         With `wait`, the workload's output shows as it runs (`quiet=True`: not), and an interrupt
@@ -79,9 +79,9 @@ class Config:
         if runtime.in_runtime():
             return RunResult(None, None, "skipped (runtime)")
         p = self.plan(entry, **overrides)
-        return pipeline.execute(p, progress or Progress(), wait=waiting(quiet, keep) if wait else None)
+        return pipeline.execute(p, progress or Progress(), wait=waiting(quiet, kept(keep, p.settings)) if wait else None)
 
-    def fn(self, f: Callable, *, quiet: bool | None = None, keep: bool = False, **overrides: Any) -> Callable:
+    def fn(self, f: Callable, *, quiet: bool | None = None, keep: bool | None = None, **overrides: Any) -> Callable:
         """`fn(f)(*args, **kw)` runs `f(*args, **kw)` as a workload and returns its return value.
         Inside the built image it simply calls `f`. What `f` prints shows as it runs (in a notebook
         or a terminal; `quiet=True`: never); an interrupt deletes the workload (`keep=True`: it
@@ -100,11 +100,16 @@ class Config:
                                       deployer=self.deployer, prepare={"args": args, "kwargs": kwargs}))
             # The return value is the point: one that cannot be read fails the run. Cleaned up
             # only after success: a failed workload stays for `fair logs NAME`.
-            res = pipeline.execute(p, Progress(), wait=waiting(quiet, keep, result="required",
+            res = pipeline.execute(p, Progress(), wait=waiting(quiet, kept(keep, s), result="required",
                                                                  cleanup=CLEANUP_ON_SUCCESS))
             return res.value
 
         return remote
+
+
+def kept(keep: bool | None, settings: Any) -> bool:
+    """keep= for one call, else the `keep_on_interrupt` setting."""
+    return bool(settings.keep_on_interrupt) if keep is None else bool(keep)
 
 
 def waiting(quiet: bool | None, keep: bool, **kw: Any) -> Wait:

@@ -107,12 +107,36 @@ def run_text(title: str, pairs: list, commands: list[str]) -> str:
     return out
 
 
-def run_html(title: str, pairs: list, commands: list[str]) -> str:
+def run_html(title: str, pairs: list, commands: list[str], record: Mapping | None = None) -> str:
+    """A run's facts, how to follow it, and its metrics over steps (a line per metric, with a
+    sparkline) when it printed `step=N name=value` lines."""
     status = dict(pairs).get("status")
     shown = [(k, v) for k, v in pairs if k != "status"]
     cmd = "".join(f"<div>{code(c)}</div>" for c in commands)
     extra = f'<div style="margin-top:4px;color:#57606a">follow it:</div>{cmd}' if cmd else ""
+    steps = metric_steps_html((record or {}).get("metric_steps") or {})
+    if steps:
+        extra += f'<div style="margin-top:4px;color:#57606a">metrics over steps:</div>{steps}'
     return box(title, fields(shown) + extra, status=status)
+
+
+def record_facts(record: Mapping) -> tuple[str, list, list[str]]:
+    """A run record read back (fairing.runs.get): what it ran, how it ended, what it measured."""
+    w = record.get("workload") or {}
+    img = record.get("image") or {}
+    metrics = record.get("metrics") or {}
+    pairs = [("status", record.get("status")), ("run id", record.get("id")), ("command", record.get("command")),
+             ("entry", record.get("entry")), ("workload", w.get("name")),
+             ("image", img.get("digest") or img.get("ref")),
+             ("params", ", ".join(f"{k}={v}" for k, v in (record.get("params") or {}).items()) or None),
+             ("metrics", ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()) or None),
+             ("error", record.get("error"))]
+    return f"run {record.get('id')}", [(k, v) for k, v in pairs if v not in (None, "")], \
+        [f"fair runs show {record.get('id')}"]
+
+
+def record_html(record: Mapping) -> str:
+    return run_html(*record_facts(record), record=record)
 
 
 def live_status(handle: Any) -> str | None:
@@ -132,7 +156,7 @@ def handle_text(h: Any) -> str:
 def handle_html(h: Any) -> str:
     record = getattr(getattr(h, "run", None), "doc", None)
     title, pairs, cmds = run_facts(handle=h, record=record, status=live_status(h))
-    return run_html(title, pairs, cmds)
+    return run_html(title, pairs, cmds, record=record)
 
 
 def result_facts(res: Any):

@@ -68,7 +68,7 @@ class RunResult:
     def _repr_html_(self) -> str:
         from .display import result_facts, run_html
 
-        return run_html(*result_facts(self))
+        return run_html(*result_facts(self), record=getattr(self.run, "doc", None))
 
     def as_dict(self) -> dict:
         out: dict[str, Any] = {"mode": self.mode, "stages": self.stages}
@@ -582,13 +582,14 @@ def execute(p: Plan, progress: Progress | None = None, *, wait: Wait | bool | No
 
 
 def keep_outputs(p: Plan, deployer: Any, run: Any, image: BuiltImage, progress: Progress | None, *,
-                 save: bool = True, store: Any = False) -> None:
+                 save: bool = True, store: Any = False, per_job: bool | None = None) -> None:
     """Where the run's outputs are kept (fairing.outputs.store), in its record; a cluster
     workload's pods get the store, and its credentials in the run's Secret (fairing.outputs.wire).
     Local runs are saved by this process when they end (fairing.runs.hook.keep_local_outputs).
     `save=False`: the record is only updated in memory (a tuning trial, prepared in a worker
     thread; the calling thread saves it). `store`: already chosen (many trials of one build; the
-    note said once)."""
+    note said once). `per_job`: each Job made from the workload is a run of its own, named from
+    the Job (a CronJob's runs; Katib's trials): default, the deployer's kind says."""
     from .outputs import store as ostore
 
     if store is False:
@@ -609,7 +610,8 @@ def keep_outputs(p: Plan, deployer: Any, run: Any, image: BuiltImage, progress: 
     if creds and p.settings.ca_file:
         ca_pem = Path(p.settings.ca_file).expanduser().read_bytes()
     deployer.mutators = deployer.mutators + (
-        wire.mutator(store, run.id, creds=creds, ca_pem=ca_pem, per_job=type(deployer).per_job_runs),)
+        wire.mutator(store, run.id, creds=creds, ca_pem=ca_pem,
+                     per_job=type(deployer).per_job_runs if per_job is None else per_job),)
 
 
 def build_recorded(p: Plan, progress: Progress, *, command: str = "build",

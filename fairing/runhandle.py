@@ -57,18 +57,23 @@ class RunHandle(Handle):
         reattach."""
         from .logview import LogView, wanted
 
+        import time
+
         done = self.run is not None and self.run.doc.get("status") in _DONE
         run = None if done else self.run  # the record to settle, if any
         view = LogView() if wanted(quiet) and not done else None
         streamed = False
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             if view is not None:
                 try:
-                    stream(self.inner, view, prefix=None, run=run)
+                    stream(self.inner, view, prefix=None, run=run, deadline=deadline)
                     streamed = True
+                except WaitTimeout:
+                    raise
                 except DeployError:
                     pass  # a log that cannot be followed: the wait below still says how it ends
-            status = self.inner.wait(timeout=timeout)
+            status = self.inner.wait(timeout=_left(deadline))
         except KeyboardInterrupt:
             raise interrupted(self.inner, run, keep=keep or not self.owned) from None
         except WaitTimeout:
@@ -98,6 +103,14 @@ class RunHandle(Handle):
         return handle_html(self)
 
 
+def _left(deadline: float | None) -> float | None:
+    """What is left of a wait's timeout after following the log (a moment at least: the workload
+    may have ended with its log, and its handle still has to say so)."""
+    import time
+
+    return None if deadline is None else max(deadline - time.monotonic(), 1.0)
+
+
 def unwrap(handle: Any) -> Any:
     """The deployer's own handle inside a RunHandle (or `handle` itself)."""
     return handle.inner if isinstance(handle, RunHandle) else handle
@@ -108,14 +121,17 @@ def wait_for(handle: Any, progress: Any, policy: Wait, *, timeout: float | None 
     """Wait for the workload as `policy` says; returns (status, the function's return value or
     None). With `run` (a record), metrics are taken from the log lines and the record gets the
     outcome (and, for a function, its return value: `result`)."""
+    import time
+
     inner = unwrap(handle)
     on_log = policy.on_log
     timeout = policy.timeout if policy.timeout is not None else timeout
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
         with progress.stage("wait") as st:
             if on_log is not None:
-                stream(inner, on_log, prefix=policy.prefix, run=run)
-            status = inner.wait(timeout=timeout)
+                stream(inner, on_log, prefix=policy.prefix, run=run, deadline=deadline)
+            status = inner.wait(timeout=_left(deadline))
             st.detail = str(status)
     except KeyboardInterrupt:
         raise interrupted(inner, run, keep=policy.keep) from None
@@ -142,9 +158,12 @@ def wait_for(handle: Any, progress: Any, policy: Wait, *, timeout: float | None 
     return status, value
 
 
-def stream(inner: Any, on_log: Callable[[str], Any], *, prefix: bool | None = True, run: Any = None) -> None:
+def stream(inner: Any, on_log: Callable[[str], Any], *, prefix: bool | None = True, run: Any = None,
+           deadline: float | None = None) -> None:
     """Follow the workload's log until it ends, each line to `on_log` (and to the record's metrics).
-    A LogView (fairing.logview) learns the workload's name first and is closed at the end."""
+    A LogView (fairing.logview) learns the workload's name first and is closed at the end.
+    `deadline` (time.monotonic()): WaitTimeout then, even while the log is silent; the workload
+    keeps running."""
     bind = getattr(on_log, "bind", None)
     if bind is not None:
         bind(inner)
@@ -153,7 +172,7 @@ def stream(inner: Any, on_log: Callable[[str], Any], *, prefix: bool | None = Tr
     from .context import RESULT_MARKER
 
     try:
-        for line in log_lines(logs):
+        for line in log_lines(logs) if deadline is None else _until(log_lines(logs), deadline, inner):
             if run is not None:
                 run.log(line)
             if RESULT_MARKER not in line[:120]:  # a function's return value is for fairing to read
@@ -161,10 +180,51 @@ def stream(inner: Any, on_log: Callable[[str], Any], *, prefix: bool | None = Tr
     finally:
         close = getattr(logs, "close", None)
         if close is not None:
-            close()  # a follow stream's threads and connections end now, also on an interrupt
+            try:
+                close()  # a follow stream's threads and connections end now, also on an interrupt
+            except ValueError:
+                pass  # a generator still running in _until's thread: it ends with the workload's log
         done = getattr(on_log, "close", None)
         if done is not None:
             done()
+
+
+def _until(lines: Iterator[str], deadline: float, inner: Any) -> Iterator[str]:
+    """`lines` read in a thread, yielded here until `deadline`: a silent log cannot hold a wait
+    past its timeout (the caller's finally closes the stream, which ends the thread). Lines are
+    handed to the caller's thread, where a notebook's output and an interrupt belong."""
+    import queue
+    import threading
+    import time
+
+    q: queue.Queue = queue.Queue(maxsize=1024)
+    end = object()
+
+    def pump() -> None:
+        try:
+            for line in lines:
+                q.put(line)
+        except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
+            q.put(e)
+        finally:
+            q.put(end)
+
+    threading.Thread(target=pump, name="fairing-log", daemon=True).start()
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            name = getattr(inner, "name", None) or "the workload"
+            raise WaitTimeout(f"{name} did not finish within the wait's timeout (its log is still open)",
+                              hint=f"it keeps running: fair logs {name} -f, or fairing.attach({name!r}).wait()")
+        try:
+            item = q.get(timeout=min(left, 0.25))
+        except queue.Empty:
+            continue
+        if item is end:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 def _takes_prefix(inner: Any) -> bool:

@@ -163,6 +163,8 @@ KEYS: dict[str, Key] = {k.name: k for k in (
         "(default: $MLFLOW_TRACKING_URI)", "http://127.0.0.1:5000"),
     Key("experiment", _str, None, "MLflow experiment name (default: the entry's name)", "my-model"),
     Key("dry_run", _bool, False, "print the plan and manifests, apply nothing", "false"),
+    Key("keep_on_interrupt", _bool, False, "an interrupt (Ctrl-C, a notebook's stop button) during a wait "
+        "leaves the workload running instead of deleting it (keep=True for one call)", "false"),
     Key("output", _choice("text", "json"), "text", "CLI output format", "text"),
 )}
 

@@ -229,3 +229,47 @@ def test_a_cluster_runs_outputs_become_its_mlflow_runs_artifacts(on_node, tmp_pa
         assert open(got, "rb").read() == EXPECT
     finally:
         server.stop()
+
+
+def test_a_pvc_store_keeps_the_model_and_fair_runs_outputs_reads_it_through_a_pod(on_node, real_node, tmp_path):
+    """pvc://CLAIM/SUBPATH: the Job's pod saves into the claim; `fair runs outputs` (no access to the
+    volume from here) reads it back through a short-lived reader Job and Service, under the
+    namespace's least-privilege role, and leaves nothing behind. The claim is a hostPath volume on
+    the rig's node, bound statically (the rig has no provisioner)."""
+    from fairing.kube.client import Kube, Resource, register
+
+    register(Resource("v1", "PersistentVolume", "persistentvolumes", False))
+    admin = Kube(real_node.kubeconfig, namespace=on_node.namespace)  # the cluster admin makes the volume
+    claim = uid("outputs-claim")
+    host_dir = tmp_path / "volume"
+    host_dir.mkdir()
+    os.chmod(host_dir, 0o777)
+    admin.create({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": claim},
+                  "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                           "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(host_dir)},
+                           "claimRef": {"namespace": on_node.namespace, "name": claim}}})
+    admin.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim},
+                  "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": claim,
+                           "resources": {"requests": {"storage": "1Gi"}}}}, on_node.namespace)
+    (tmp_path / "train_save.py").write_text(SAVE)
+    name = uid("node-pvc")
+    env = on_node.cli_env(FAIRING_RUNS=str(tmp_path / "runs.db"), FAIRING_OUTPUTS=f"pvc://{claim}/team")
+    try:
+        r = fair("train", "train_save.py", "--registry", on_node.registry, "--base-image", on_node.base,
+                 "-n", on_node.namespace, "--name", name, cwd=tmp_path, env=env)
+        fair("delete", name, "-n", on_node.namespace, cwd=tmp_path, env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "fairing: outputs saved: 1 file" in r.stdout + r.stderr
+        run = json.loads(fair("runs", "-o", "json", "--last", "1", cwd=tmp_path, env=env).stdout)[0]
+        assert run["outputs"]["store"] == f"pvc://{claim}/team"
+        # On the volume, under the sub-path: the content-addressed blob and the run's index.
+        assert (host_dir / "team" / "runs" / f"{run['id']}.json").is_file()
+        assert_fetched(run["id"], env, tmp_path)
+        # The reader is gone: no Job, Service or pod of it left.
+        left = [(k, o["metadata"]["name"]) for api, k in (("batch/v1", "Job"), ("v1", "Service"), ("v1", "Pod"))
+                for o in admin.list(api, k, on_node.namespace, label_selector="fairing.dev/outputs-reader")["items"]
+                if not o["metadata"].get("deletionTimestamp")]
+        assert left == []
+    finally:
+        admin.delete("v1", "PersistentVolumeClaim", claim, on_node.namespace, propagation="Background")
+        admin.delete("v1", "PersistentVolume", claim, propagation="Background")

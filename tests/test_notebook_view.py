@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -152,7 +153,8 @@ def test_fair_train_interrupted_deletes_too_and_exits_130(tmp_path):
 REPR_CELLS = [
     # a real local run's RunResult
     "import fairing\n"
-    "def fit():\n    print('loss=0.25')\n    return {'ok': True}\n"
+    "def fit():\n    for i in range(5):\n        print(f'step={i} loss={1 / (i + 1):.3f}')\n    print('loss=0.25')\n"
+    "    return {'ok': True}\n"
     "res = fairing.config.run(fit, wait=True, quiet=True, deployer='local', local_mode='process')\nres",
     # a TuneResult with the plot inline
     "from fairing.tune.result import TuneResult, Trial\nfrom fairing.tune.space import loguniform\n"
@@ -165,6 +167,8 @@ REPR_CELLS = [
     "fairing.runs.diff(a, b)",
     # an endpoint not yet created
     "from fairing.serving import PredictionEndpoint\nPredictionEndpoint('model.py:Iris', name='iris', deployer='local')",
+    # the run's record read back, with its metrics over steps
+    "fairing.runs.get(res.run.id)",
 ]
 
 
@@ -232,3 +236,74 @@ def test_an_endpoint_says_what_it_is(rendered):
     data = outputs(nb, 3)
     assert "endpoint iris" in data["text/html"] and "not created" in data["text/html"]
     assert "not created" in data["text/plain"]
+
+
+def test_a_runs_metrics_over_steps_are_a_small_chart(rendered):
+    """The run printed `step=N loss=...` five times: its result and its record read back show loss
+    over the steps as a line (an inline SVG), with the first and last values."""
+    nb, page = rendered
+    for i in (0, 4):
+        html = outputs(nb, i)["text/html"]
+        assert "metrics over steps" in html and "<svg" in html and "<polyline" in html, i
+        cells = re.findall(r"<td[^>]*>([^<]*)</td>", html[html.index("metrics over steps"):])
+        assert cells[:4] == ["loss", "5", "1.0", "0.2"], cells  # 5 steps, from 1.0 down to 0.2
+        # The line falls: the last point is lower on the page (larger y) than the first.
+        pts = re.search(r'points="([^"]+)"', html).group(1).split()
+        assert len(pts) == 5 and float(pts[-1].split(",")[1]) > float(pts[0].split(",")[1])
+    data = outputs(nb, 4)
+    assert data["text/plain"].startswith("{")  # the record is still a dict where there is no HTML
+    assert "<polyline" in page
+
+
+def test_wait_timeout_holds_while_the_log_streams_and_leaves_the_run_running(tmp_path):
+    """handle.wait(timeout=3) with the log shown: a workload whose log has gone silent cannot hold
+    the wait past its timeout (the log used to be followed to its end first); it raises
+    WaitTimeout and the workload keeps running."""
+    code = textwrap.dedent("""
+        import time
+        import fairing
+        from fairing.errors import WaitTimeout
+
+        def silent():
+            import os, time
+            print("pid", os.getpid(), flush=True)
+            time.sleep(120)
+
+        res = fairing.config.run(silent, wait=False, deployer="local", local_mode="process")
+        h = res.handle
+        t = time.monotonic()
+        try:
+            h.wait(timeout=3, quiet=False)
+        except WaitTimeout as e:
+            print("timeout after %.1f s:" % (time.monotonic() - t), e)
+        print("status", h.status())
+        h.delete()
+        print("status", h.status())
+    """)
+    rc, out, _ = run_py(code, tmp_path, interrupt_on="\0never")
+    assert rc == 0, out
+    line = next(ln for ln in out.splitlines() if ln.startswith("timeout after"))
+    assert 2.9 <= float(line.split()[2]) < 6, out
+    assert "did not finish within" in line and "fair logs fairing-" in line
+    statuses = [ln.split()[1] for ln in out.splitlines() if ln.startswith("status ")]
+    assert statuses[0] == "Running" and statuses[1] != "Running", out
+    assert "pid " in out  # its log was shown while waiting
+
+
+def test_the_keep_on_interrupt_setting_keeps_it_without_keep_true(tmp_path, monkeypatch):
+    """The setting (here FAIRING_KEEP_ON_INTERRUPT; `keep_on_interrupt: true` in fairing.yaml) is
+    keep=True for every call; keep=False in a call still deletes."""
+    monkeypatch.setenv("FAIRING_KEEP_ON_INTERRUPT", "1")
+    code = "import fairing\n" + SLOW + textwrap.dedent("""
+        try:
+            fairing.config.fn(slow, quiet=False, deployer="local", local_mode="process")(120)
+        except KeyboardInterrupt:
+            print("record", fairing.runs.list(last=1)[0]["reason"])
+    """)
+    rc, out, _ = run_py(code, tmp_path, interrupt_on="epoch 1")
+    said = [ln for ln in out.splitlines() if ln.startswith("fairing: interrupted")]
+    assert len(said) == 1 and "keeps running" in said[0], out
+    assert "record interrupted; kept running" in out, out
+    rc, out, _ = run_py(code.replace('local_mode="process")', 'local_mode="process", keep=False)'), tmp_path,
+                        interrupt_on="epoch 1")
+    assert "fairing: interrupted: deleted workload fairing-" in out, out

@@ -396,3 +396,41 @@ def test_every_seeded_katib_algorithm_gets_random_state_and_grid_none():
     for algorithm in ("random", "tpe", "cmaes"):
         assert algorithm_spec(algorithm, 7)["algorithmSettings"] == [{"name": "random_state", "value": "7"}]
     assert algorithm_spec("grid", 7) == {"algorithmName": "grid"}  # its points are fixed
+
+
+KEEP_TRAIN = """
+import argparse, os
+p = argparse.ArgumentParser(); p.add_argument("--x", type=float); x = p.parse_args().x
+open(os.path.join(os.environ["FAIRING_OUTPUT_DIR"], "model.txt"), "w").write(repr(x))
+print(f"score={-(x - 3) ** 2}")
+"""
+
+
+def test_katib_trials_keep_their_outputs_and_the_best_is_registered(katib, on_node, tmp_path, monkeypatch):
+    """Issue 21: every tuning trial keeps its outputs, Katib's too. Katib makes each trial's Job; its
+    pod names its run after the Job (the trial), saves $FAIRING_OUTPUT_DIR to the store, and the
+    trial's record lists the files by digest: best.outputs is the best trial's model, and
+    best:TUNE_RUN_ID registers it."""
+    script, name, admin, kw = _prologue(katib, on_node, tmp_path, monkeypatch, "kout", KEEP_TRAIN)
+    monkeypatch.setenv("FAIRING_RUNS", str(tmp_path / "runs.db"))
+    try:
+        r = fairing.tune(script, params={"x": fairing.uniform(0, 6)}, trials=2, parallel=2, algorithm="random",
+                         outputs=on_node.outputs, **kw)
+        assert r.status == "Succeeded", f"{r.reason}\n{katib.controller_log()}"
+        assert len({t.run_id for t in r.trials}) == 2
+        for t in r.trials:
+            assert float((t.outputs / "model.txt").read_text()) == t.params["x"]  # each trial its own model
+            rec = fairing.runs.get(t.run_id)
+            assert rec["parent"] == r.run and rec["status"] == "Succeeded"
+            assert [f["path"] for f in rec["outputs"]["files"]] == ["model.txt"]
+        assert float((r.best.outputs / "model.txt").read_text()) == r.best.params["x"]
+        model = f"kb-{uuid.uuid4().hex[:6]}"
+        v = fairing.models.register(model, f"best:{r.run}", store=on_node.outputs)
+        assert v["run"]["id"] == r.best.run_id
+        got = fairing.models.files(f"{model}:1", tmp_path / "model", store=on_node.outputs)
+        assert float((got / "model.txt").read_text()) == r.best.params["x"]
+        # The trials' credentials Secret (if any) went with the run; nothing is left for them.
+        assert not admin.list("v1", "Secret", katib.namespace,
+                              label_selector=f"fairing.dev/run-id={r.run}").get("items")
+    finally:
+        admin.delete("kubeflow.org/v1beta1", "Experiment", name, katib.namespace)

@@ -119,7 +119,7 @@ class DirBackend(object):
                 os.unlink(tmp)
 
     def get_blob(self, digest, dest_path):
-        _copy_checked(lambda: open(self._blob(digest), "rb"), digest, dest_path, self.describe())
+        copy_checked(lambda: open(self._blob(digest), "rb"), digest, dest_path, self.describe())
 
     def put_run(self, run_id, doc):
         d = os.path.join(self.root, "runs")
@@ -187,7 +187,7 @@ class DirBackend(object):
         return sorted(n[:-5] for n in names if n.endswith(".json") and not n.startswith(".") and n.startswith(prefix))
 
 
-def _copy_checked(opener, digest, dest_path, where):
+def copy_checked(opener, digest, dest_path, where):
     """Stream a blob to dest_path (via dest_path.part, renamed when its digest checks out). The
     network (or source file) is read in a thread while this one hashes and writes: sha256 and the
     write release the GIL, so the three overlap instead of taking turns."""
@@ -356,7 +356,7 @@ class RegistryBackend(object):
         if status == 404:
             raise StoreError("%s has no blob %s" % (self.describe(), digest))
         self._check(status, r, "GET blob %s" % digest)
-        _copy_checked(lambda: body, digest, dest_path, self.describe())
+        copy_checked(lambda: body, digest, dest_path, self.describe())
 
     def put_run(self, run_id, doc):
         config = json.dumps(doc, sort_keys=True).encode()

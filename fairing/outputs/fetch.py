@@ -3,6 +3,7 @@ store's index for the run lists the files, each is streamed to disk and checked 
 already there with the same digest is not fetched again."""
 from __future__ import annotations
 
+import contextlib
 import errno
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -28,11 +29,27 @@ def _store_of(record: dict, store_text: str | None) -> ostore.StoreSpec:
     return spec
 
 
+@contextlib.contextmanager
+def _opened(record: dict, spec: ostore.StoreSpec):
+    """The store's backend; a pvc:// store through a reader pod, for as long as this lasts."""
+    if spec.claim is None:
+        yield ostore.open_backend(spec)
+        return
+    from .pvc import Reader
+
+    with Reader(record, spec) as backend:
+        yield backend
+
+
 def index(record: dict, *, store_text: str | None = None) -> tuple[dict, dict]:
     """(record, the store's index of the run: {"record", "files": [{path, size, digest}]}).
     `record` is the run's record (fairing.runs.get), which names the store."""
     spec = _store_of(record, store_text)
-    backend = ostore.open_backend(spec)
+    with _opened(record, spec) as backend:
+        return _index(record, spec, backend)
+
+
+def _index(record: dict, spec: ostore.StoreSpec, backend: Any) -> tuple[dict, dict]:
     try:
         doc = backend.get_run(record["id"])
     except OSError as e:
@@ -48,7 +65,13 @@ def index(record: dict, *, store_text: str | None = None) -> tuple[dict, dict]:
 def fetch(record: dict, dest: str | Path | None = None, *, path: str | None = None,
           store_text: str | None = None) -> Path:
     """The run's files (or only `path`) under `dest` (default ./outputs/RUN_ID); returns dest."""
-    record, doc = index(record, store_text=store_text)
+    spec = _store_of(record, store_text)
+    with _opened(record, spec) as backend:
+        return _fetch(record, spec, backend, dest, path)
+
+
+def _fetch(record: dict, spec: ostore.StoreSpec, backend: Any, dest: str | Path | None, path: str | None) -> Path:
+    record, doc = _index(record, spec, backend)
     files = doc.get("files") or []
     if path is not None:
         want = str(PurePosixPath(path))
@@ -57,7 +80,6 @@ def fetch(record: dict, dest: str | Path | None = None, *, path: str | None = No
             have = ", ".join(f["path"] for f in (doc.get("files") or [])[:8]) or "none"
             raise ConfigError(f"run {record['id']} has no output {path!r}", hint=f"its outputs: {have}")
     dest = Path(dest if dest is not None else Path("outputs") / record["id"]).absolute()
-    backend = ostore.open_backend(_store_of(record, store_text))
     for f in files:
         rel = PurePosixPath(f["path"])
         if rel.is_absolute() or ".." in rel.parts:
@@ -72,7 +94,7 @@ def fetch(record: dict, dest: str | Path | None = None, *, path: str | None = No
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 raise FairingError(f"no space left in {dest} for {f['path']} ({f['size']} bytes)",
-                                   hint="free some space, or fetch elsewhere with -o DIR") from None
+                                   hint="free some space, or fetch elsewhere with --dest DIR") from None
             raise FairingError(f"fetching {f['path']} of run {record['id']} failed: {e}", hint="try again") from None
     return dest
 

@@ -20,6 +20,14 @@ SECRET_LABEL = "fairing.dev/outputs-secret"
 secret_name = L.outputs_secret
 
 
+def job_run_id(job_name: str) -> str:
+    """The run id the pod's shim takes for a Job no client started (a CronJob's run, a Katib
+    trial: `per_job` below): derived from the Job's name, so the client can find it too."""
+    from ..image_runtime.outputs import run_id_of
+
+    return run_id_of({"FAIRING_JOB_NAME": job_name})
+
+
 def env_for(store: StoreSpec | None, *, with_auth: bool = False) -> dict[str, str]:
     out = {"FAIRING_OUTPUT_DIR": OUTPUT_DIR}
     if store is not None:

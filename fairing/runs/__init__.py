@@ -23,10 +23,12 @@ def list(last: int | None = None, status: str | None = None, *, command: str | N
 
 
 def get(run_id: str, *, store: Any = None) -> dict:
-    """One record by id or unique id prefix."""
+    """One record by id or unique id prefix (a dict; in a notebook, its facts and its metrics
+    over steps as a small chart)."""
+    from .compare import Record
     from .store import Store
 
-    return (store or Store()).get(run_id)
+    return Record((store or Store()).get(run_id))
 
 
 def diff(a: str | dict, b: str | dict, *, store: Any = None) -> dict:

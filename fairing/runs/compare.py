@@ -24,6 +24,16 @@ def _reqs(doc: dict, which: str) -> dict:
     return {_req_name(r): r for r in ((doc.get("requirements") or {}).get(which) or [])}
 
 
+class Record(dict):
+    """A run record is a plain dict (and prints as one); in a notebook it shows its facts and,
+    when the run printed `step=N name=value` lines, each metric over its steps."""
+
+    def _repr_html_(self) -> str:
+        from ..display import record_html
+
+        return record_html(self)
+
+
 class Diff(dict):
     """A diff is a plain dict ({section: changes}); in a notebook it shows as a table."""
 

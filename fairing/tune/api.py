@@ -115,23 +115,34 @@ def run(entry: Any, params: Mapping[str, Any], *, settings: Any, objective: str,
 
         view = table if table is not None else TrialTable(progress.enabled)
         on_update = chain(rec.update, view.update)
+        from .. import pipeline
+        from ..outputs import store as ostore
+
+        # Where every trial keeps its outputs: chosen once (a loopback registry's note said once).
+        trial_store, why_not = ostore.for_run(settings.outputs, image.ref, on_cluster=p.on_cluster)
+        if why_not:
+            progress.note(why_not)
         if backend == "katib":
+            from ..outputs.wire import job_run_id
             from . import katib
+
+            # Katib makes each trial's Job, named after the trial: its pod names its run after the
+            # Job (as a CronJob's runs do), and the trial's record takes the same id.
+            rec.trial_ids = lambda t: job_run_id(t.name)
+            rec.trial_outputs = trial_store.text if trial_store is not None else None
+
+            def configure(d):
+                pipeline.keep_outputs(p, d, rec.run, image, None, save=False, store=trial_store, per_job=True)
+                # The store is the trials' (their records say so): the tuning run keeps no files.
+                rec.run.doc["trial_outputs"] = rec.run.doc.pop("outputs", None)
 
             with view:
                 katib.run(p, image, result, trials=trials, parallel=parallel, max_failed=max_failed,
                           with_args=not is_fn, timeout=settings.timeout, on_update=on_update,
-                          mutators=mutators, tag=rec.run)
+                          mutators=mutators, tag=rec.run, configure=configure)
         else:
-            from .. import pipeline
-            from ..outputs import store as ostore
             from ..runs import hook
             from .driver import DeployerRunner, run_study
-
-            # Where every trial keeps its outputs: chosen once (a loopback registry's note said once).
-            trial_store, why_not = ostore.for_run(settings.outputs, image.ref, on_cluster=p.on_cluster)
-            if why_not:
-                progress.note(why_not)
 
             def deployer_for(trial):
                 d = build_mod.trial_deployer(p, trial.name, trial.params, with_args=not is_fn, mutators=mutators)

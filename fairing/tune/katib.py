@@ -259,10 +259,11 @@ def _seconds(a: str, b: str) -> float | None:
 def run(p: Any, image: Any, result: TuneResult, *, trials: int, parallel: int, max_failed: int | None,
         with_args: bool, timeout: float | None = None,
         on_update: Callable[[TuneResult, Trial | None], None] | None = None, mutators: tuple = (),
-        tag: Any = None) -> TuneResult:
+        tag: Any = None, configure: Callable[[Any], None] | None = None) -> TuneResult:
     """Create the Experiment, follow it and its Trials by watch until it ends, read the optimum.
     Ctrl-C, or a trial pod that can never start, deletes the Experiment (its Trials, Jobs and pods follow). `tag`: the tuning
-    run's record, whose id labels the trial Jobs."""
+    run's record, whose id labels the trial Jobs. `configure(deployer)`: last word on the trial
+    Job's deployer before it is rendered (where the trials keep their outputs)."""
     from ..kube.client import CRDNotInstalled
     from ..kube.wait import Mux, Stream, WaitTimeout
     from .build import trial_deployer
@@ -274,16 +275,26 @@ def run(p: Any, image: Any, result: TuneResult, *, trials: int, parallel: int, m
         from ..runs import hook
 
         hook.tag(deployer, tag, image)
+    if configure is not None:
+        configure(deployer)
     job = deployer.render(image)[0]
     kube = deployer.kube
     ns = deployer.target_namespace()
+    # Katib creates the trial Jobs; what their pods need beforehand (a pull Secret, the outputs
+    # store's credentials) is made here, and owned by the Experiment once it exists.
+    deployer.prepare(kube, ns, deployer.templates_of(job))
     exp = experiment(result.experiment, job, result.space, objective=result.objective, goal=result.goal,
                      algorithm=result.algorithm, trials=trials, parallel=parallel, max_failed=max_failed,
                      with_args=with_args, namespace=ns, seed=result.seed)
     try:
         created = kube.create(exp, ns)
     except CRDNotInstalled:
+        deployer.discard(kube, ns)
         raise DeployError(f"the cluster has no Katib (no {API_VERSION} Experiment kind)", hint=KATIB_HINT) from None
+    except BaseException:
+        deployer.discard(kube, ns)
+        raise
+    deployer.created(kube, ns, created)
     by_name: dict[str, Trial] = {}
     printed: dict[str, str] = {}  # failed trial -> why, from its pod (read once)
 
@@ -359,11 +370,14 @@ def run(p: Any, image: Any, result: TuneResult, *, trials: int, parallel: int, m
             result.trials.append(t)
         update_trial(t, item, result)
         explain(t)
+        update(result, t)  # a trial's end seen only here is recorded too
     obj = kube.get(API_VERSION, "Experiment", result.experiment, ns) or obj
     optimal = (obj.get("status") or {}).get("currentOptimalTrial") or {}
     result.optimal_trial = optimal.get("bestTrialName") or None
     state = experiment_state(obj)
     result.status = state
+    if state != "Running":
+        deployer.discard(kube, ns)  # no trial will write outputs again: their credentials go
     if state == "Failed":
         c = _conditions(obj).get("Failed") or {}
         result.reason = c.get("message") or "the Experiment failed"

@@ -31,6 +31,11 @@ class TuneRecorder:
         self.run.open()
         self.trials: dict[str, Any] = {}
         self._closed: set[str] = set()
+        # Trials whose Jobs another controller makes (Katib): their pods name their run after the
+        # Job (fairing.outputs.wire.job_run_id), and keep outputs in `trial_outputs` (a store's
+        # text), read back into the trial's record when it ends.
+        self.trial_ids: Callable[[Trial], str] | None = None
+        self.trial_outputs: str | None = None
 
     @property
     def id(self) -> str:
@@ -52,10 +57,13 @@ class TuneRecorder:
             from ..runs.record import start
 
             run = start("trial", entry=self.entry, how=self.how, params=dict(t.params), parent=self.run.id,
-                        settings=self.settings, git=False)
+                        settings=self.settings, git=False,
+                        run_id=self.trial_ids(t) if self.trial_ids is not None else None)
             parent = self.run.doc
             fields = {k: parent[k] for k in ("source", "image", "requirements", "git") if k in parent}
             run.doc.update(fields, workload={"name": t.name}, trial=t.number)
+            if self.trial_outputs is not None:
+                run.doc["outputs"] = {"store": self.trial_outputs}
             run.save()
             self.trials[t.name] = run
         t.run_id = run.id
@@ -74,6 +82,10 @@ class TuneRecorder:
             run.log(f"{k}={v}")
         if t.seconds is not None:
             run.doc["trial_seconds"] = round(t.seconds, 3)
+        if self.trial_outputs is not None:
+            from ..runs import hook
+
+            hook.settle_outputs(None, run, persist=False)  # what the trial's pod saved, by digest
         status = SUCCEEDED if t.state == SUCCEEDED else FAILED
         run.finish(status, t.error if status == FAILED else None)
 
