@@ -47,6 +47,7 @@ def down() -> list[str]:
     from .engine import stop_engine
     from .registry import stop_shared
 
+    from .prometheus import stop as stop_prometheus
     from .s3 import stop as stop_s3
 
     stopped = stop_shared()
@@ -54,6 +55,8 @@ def down() -> list[str]:
         stopped.append("podman")
     if stop_s3():
         stopped.append("s3 (seaweedfs)")
+    if stop_prometheus():
+        stopped.append("prometheus")
     try:
         from . import kube as kube_rig  # owned by the kubernetes helper
     except ImportError:
