@@ -311,8 +311,8 @@ class ServedModelHandle(Handle):
                 row["error"] = str(exc).splitlines()[0][:200]
                 out.append(row)
                 continue
-            if code == 403 and b'"Forbidden"' in body[:2000]:
-                return None  # the API server's refusal (a Status object), not the model server's answer
+            if code == 403 and _api_forbidden(body):
+                return None  # the API server's refusal, not the model server's answer
             if code == 200:
                 row["metrics"] = body.decode("utf-8", "replace")
             else:
@@ -348,6 +348,17 @@ class ServedModelHandle(Handle):
 
     def manifests(self) -> list[dict]:
         return copy.deepcopy(self._manifests)
+
+
+def _api_forbidden(body: bytes) -> bool:
+    """Whether a 403 is the API server's RBAC refusal (a Status object with reason Forbidden)."""
+    import json
+
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and doc.get("kind") == "Status" and doc.get("reason") == "Forbidden"
 
 
 def _metrics_address(pod: dict, container: str) -> tuple[int | str, str]:
