@@ -344,7 +344,8 @@ def status(name: Annotated[str, typer.Argument(help="workload name (see `fair li
     st = h.status()
     rid = workloads.run_id_of(h)
     runs.settle(rid, st)  # a detached run's record learns how it ended
-    traffic = scrape(h) if st in ("Ready", "Running") else None  # a serving endpoint's /metrics
+    # A serving endpoint's /metrics, every replica; Pending too: mid-rollout, replicas serve two versions.
+    traffic = scrape(h) if st in ("Ready", "Running", "Pending") else None
     detail = h.status_detail() if hasattr(h, "status_detail") else None  # e.g. where it waits in a queue
     if opts.json:
         _print_json({"name": name, "status": st, **({"detail": detail} if detail else {}), "run_id": rid,

@@ -95,6 +95,16 @@ class ServiceProxyTransport:
             raise self.kube.translate(exc, ("proxy", None, self.namespace, self.service)) from None
 
 
+class PodProxyTransport(ServiceProxyTransport):
+    """Requests to one pod through the API server: /api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy/<path>
+    (needs `get` on pods/proxy). How `fair status` reads every replica's /metrics, not one the
+    Service picked."""
+
+    def __init__(self, kube, namespace: str, pod: str, port: int | str, *, timeout: float = 60.0):
+        super().__init__(kube, namespace, pod, port, timeout=timeout)
+        self.base_path = f"/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy"
+
+
 def _short(exc: Exception) -> str:
     text = str(exc)
     return "connection refused" if "refused" in text.lower() else text.split(":")[-1].strip()[:200] or type(exc).__name__

@@ -1,5 +1,6 @@
 """Reading a model server's /metrics (Prometheus text) into what `fair status` shows: requests,
-error rate and p50/p95 latency since the server started. A small parser of the text format, so the
+error rate and p50/p95 latency since each server started, added up over every replica, and the
+model version each replica serves. A small parser of the text format, so the
 client needs no prometheus_client."""
 from __future__ import annotations
 
@@ -73,9 +74,50 @@ def summarize(text: str) -> dict[str, Any]:
             "by_protocol": {k: int(v) for k, v in sorted(by_protocol.items())}, **info}
 
 
+VERSION_KEYS = ("model_version", "model_run", "image_digest")
+
+
+def aggregate(replicas: list[dict]) -> dict[str, Any] | None:
+    """One summary over every replica (counters and histogram buckets added up, as Prometheus' sum()
+    would), plus "replicas": each one's model version, run, image, requests and errors. The served
+    model's version is top-level only while every replica agrees; during a rollout they differ and
+    "mixed" is true. None when no replica answered."""
+    texts = [r["metrics"] for r in replicas if r.get("metrics")]
+    if not texts:
+        return None
+    total = summarize("\n".join(texts))
+    rows = []
+    for r in replicas:
+        row = {"pod": r["pod"], "ready": r.get("ready", False)}
+        if r.get("metrics"):
+            one = summarize(r["metrics"])
+            row.update({k: one.get(k, "") for k in VERSION_KEYS}, requests=one["requests"], errors=one["errors"])
+        else:
+            row["error"] = r.get("error") or "no metrics"
+        rows.append(row)
+    seen = {tuple(row.get(k, "") for k in VERSION_KEYS) for row in rows if "error" not in row}
+    if len(seen) > 1:
+        for k in VERSION_KEYS:
+            total[k] = ""
+    total["mixed"] = len(seen) > 1
+    total["replicas"] = rows
+    return total
+
+
 def scrape(handle: Any) -> dict[str, Any] | None:
     """The summary of a serving handle's /metrics, or None when it has none (not a model server,
-    no prometheus_client in its image, not reachable)."""
+    no prometheus_client in its image, not reachable). Every replica when the handle can read them
+    one by one (a cluster endpoint, through the pod proxy); else the one its client reaches."""
+    per_replica = getattr(handle, "replica_metrics", None)
+    note = None
+    if callable(per_replica):
+        try:
+            replicas = per_replica()
+        except Exception:  # noqa: BLE001 - status must still print when the cluster is unhappy
+            replicas = []
+        if replicas is not None:
+            return aggregate(replicas)
+        note = "one replica, through the Service: this kubeconfig may not get pods/proxy (README, Monitoring)"
     client = getattr(handle, "client", None)
     if not callable(client):
         return None
@@ -85,15 +127,29 @@ def scrape(handle: Any) -> dict[str, Any] | None:
         return None
     if status != 200:
         return None
-    return summarize(body.decode("utf-8", "replace"))
+    out = summarize(body.decode("utf-8", "replace"))
+    return {**out, "note": note} if note else out
 
 
 def lines(s: dict[str, Any]) -> list[str]:
     def ms(v):
         return "-" if v is None else f"{v * 1000:.1f} ms"
 
-    served = ([f"model: {s['model_version']}" + (f" from run {s['model_run']}" if s.get("model_run") else "")]
-              if s.get("model_version") else [])
+    def version(d):
+        return d["model_version"] + (f" from run {d['model_run']}" if d.get("model_run") else "")
+
+    served = [f"model: {version(s)}"] if s.get("model_version") else []
+    if s.get("mixed"):
+        served = ["model: differs between replicas (a rollout in progress)"]
+    for r in s.get("replicas") or []:
+        state = "ready" if r["ready"] else "not ready"
+        if "error" in r:
+            served.append(f"replica {r['pod']} ({state}): {r['error']}")
+        else:
+            what = version(r) if r.get("model_version") else f"image {r.get('image_digest') or '?'}"
+            served.append(f"replica {r['pod']} ({state}): {what}, {r['requests']} requests, {r['errors']} errors")
+    if s.get("note"):
+        served.append(f"({s['note']})")
     return served + [f"requests: {s['requests']} ({', '.join(f'{k} {v}' for k, v in s['by_protocol'].items()) or 'none'})",
             f"errors: {s['errors']} ({s['error_rate'] * 100:.1f}%)",
             f"latency: p50 {ms(s['p50_seconds'])}, p95 {ms(s['p95_seconds'])}"]

@@ -70,6 +70,9 @@ def test_serving_renders_a_deployment_and_service():
     assert svc["spec"]["selector"] == sel
     assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
     assert dep["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "fairing"
+    # Each replica says where Prometheus scrapes it (the README's scrape config keeps such pods).
+    assert spec["template"]["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "8080", "prometheus.io/path": "/metrics"}
     # Renders to YAML (what --dry-run prints) and never carries secrets in env values.
     assert "kind: Deployment" in yaml.safe_dump_all([dep, svc])
 
@@ -89,6 +92,16 @@ def test_inferenceservice_custom_predictor():
     assert kc["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
     assert kc["resources"]["limits"] == {"cpu": "1", "memory": "2Gi"}
     assert "restartPolicy" not in pred
+    assert pred["annotations"]["prometheus.io/port"] == "8080"  # KServe copies them to its pods
+
+
+def test_a_mutator_can_turn_scraping_off():
+    def no_scrape(t):
+        t.setdefault("metadata", {}).setdefault("annotations", {})["prometheus.io/scrape"] = "false"
+        return t
+
+    (dep, _) = ServingDeployer("ns", mutators=[no_scrape]).render(built())
+    assert dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "false"
 
 
 def test_inferenceservice_model_format_needs_no_image():

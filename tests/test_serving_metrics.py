@@ -76,6 +76,35 @@ def test_quantiles_follow_prometheus_histogram_quantile():
     assert telemetry.quantile(0.5, [(float("inf"), 0.0)]) is None
 
 
+def test_status_adds_up_every_replica_and_names_each_ones_model_version():
+    """Two real model servers of one endpoint mid-rollout (iris:1 and iris:2): the summary adds
+    their counters and histograms, and says which replica serves which version."""
+    texts = []
+    for version, rows in (("iris:1", [[[1, 2]], [[1, 2], [3, 4]]]), ("iris:2", [[[5, 6]]])):
+        with served({**ENV, "FAIRING_MODEL_VERSION": version, "FAIRING_MODEL_RUN": f"run-{version[-1]}"}) as c:
+            c.get("/v2/health/ready")
+            for instances in rows:
+                assert c.post("/v1/models/dbl:predict", json={"instances": instances}).status_code == 200
+            texts.append(c.get("/metrics").text)
+    replicas = [{"pod": "dbl-a", "ready": True, "metrics": texts[0]},
+                {"pod": "dbl-b", "ready": False, "metrics": texts[1]},
+                {"pod": "dbl-c", "ready": False, "metrics": None, "error": "/metrics answered 502"}]
+    s = telemetry.aggregate(replicas)
+    assert s["requests"] == 3 and s["by_protocol"] == {"v1": 3} and s["p50_seconds"] is not None
+    assert s["mixed"] and s["model_version"] == ""
+    assert [(r["pod"], r.get("model_version"), r.get("model_run"), r.get("requests")) for r in s["replicas"]] == [
+        ("dbl-a", "iris:1", "run-1", 2), ("dbl-b", "iris:2", "run-2", 1), ("dbl-c", None, None, None)]
+    shown = telemetry.lines(s)
+    assert shown[:4] == ["model: differs between replicas (a rollout in progress)",
+                         "replica dbl-a (ready): iris:1 from run run-1, 2 requests, 0 errors",
+                         "replica dbl-b (not ready): iris:2 from run run-2, 1 requests, 0 errors",
+                         "replica dbl-c (not ready): /metrics answered 502"]
+    # Once every replica serves one version, that version is the endpoint's.
+    same = telemetry.aggregate([{**replicas[1], "pod": "dbl-d"}, {**replicas[1], "ready": True}])
+    assert not same["mixed"] and telemetry.lines(same)[0] == "model: iris:2 from run run-2" and same["requests"] == 2
+    assert telemetry.aggregate([replicas[2]]) is None
+
+
 def test_without_prometheus_client_the_server_still_serves():
     # The one way to have the package absent in this interpreter: block its import (a real
     # serving image without it behaves the same).

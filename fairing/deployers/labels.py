@@ -17,6 +17,15 @@ IMAGE_ANNOTATION = "fairing.dev/image"
 SOURCE_HASH = "fairing.dev/source-hash"  # run records: first 12 hex digits (label values are <= 63 chars)
 SOURCE_DIGEST_ANNOTATION = "fairing.dev/source-digest"  # run records: the full sha256:...
 FIELD_MANAGER = "fairing"          # server-side apply
+# The prometheus.io/* pod annotations: not a Kubernetes API, a convention the usual Prometheus scrape
+# config relabels on (README "Monitoring" shows it). Model-server pods carry them, so a Prometheus
+# with that config finds every replica by itself.
+SCRAPE, SCRAPE_PORT, SCRAPE_PATH = "prometheus.io/scrape", "prometheus.io/port", "prometheus.io/path"
+METRICS_PATH = "/metrics"
+
+
+def scrape_annotations(port: int) -> dict[str, str]:
+    return {SCRAPE: "true", SCRAPE_PORT: str(port), SCRAPE_PATH: METRICS_PATH}
 
 
 def is_managed(labels: dict | None) -> bool:

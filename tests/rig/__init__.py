@@ -1,7 +1,8 @@
 """fairing's test rig: real services for tests and benchmarks, provisioned on demand and cached.
 
     python -m tests.rig up      # start/verify everything (registries, podman API, base image;
-                                # --kube, --node, --s3 add the control plane, real node, S3 server)
+                                # --kube, --node, --s3, --prometheus add the control plane, real
+                                # node, S3 server, Prometheus scraping the node's annotated pods)
     python -m tests.rig env     # print shell exports for the running rig (eval "$(...)")
     python -m tests.rig down    # stop the rig's services (state under ~/.cache/fairing/rig stays)
 
@@ -14,7 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 
-def up(*, base: bool = True, kube: bool = False, node: bool = False, s3: bool = False) -> dict[str, Any]:
+def up(*, base: bool = True, kube: bool = False, node: bool = False, s3: bool = False,
+       prometheus: bool = False) -> dict[str, Any]:
     """Ensure every rig service is running and healthy; returns the handles by name."""
     from .base import ensure_base_image
     from .engine import ensure_engine
@@ -27,14 +29,18 @@ def up(*, base: bool = True, kube: bool = False, node: bool = False, s3: bool = 
         if base:
             out["base_image"] = ensure_base_image(out["registry"], out["secure_registry"],
                                                   out["token_registry"])
-    if kube or node:
+    if kube or node or prometheus:
         from . import kube as kube_rig  # owned by the kubernetes helper
 
         out["kube"] = kube_rig.control_plane()
-    if node:
+    if node or prometheus:
         from .node import real_node
 
         out["node"] = real_node()
+    if prometheus:
+        from .prometheus import ensure_prometheus
+
+        out["prometheus"] = ensure_prometheus(out["node"].kubeconfig)
     if s3:
         from .s3 import ensure_s3
 
@@ -47,6 +53,7 @@ def down() -> list[str]:
     from .engine import stop_engine
     from .registry import stop_shared
 
+    from .prometheus import stop as stop_prometheus
     from .s3 import stop as stop_s3
 
     stopped = stop_shared()
@@ -54,6 +61,8 @@ def down() -> list[str]:
         stopped.append("podman")
     if stop_s3():
         stopped.append("s3 (seaweedfs)")
+    if stop_prometheus():
+        stopped.append("prometheus")
     try:
         from . import kube as kube_rig  # owned by the kubernetes helper
     except ImportError:

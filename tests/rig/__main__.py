@@ -33,6 +33,8 @@ def exports(services: dict) -> dict[str, str]:
         env.update(FAIRING_RIG_S3_ENDPOINT=s3.endpoint, FAIRING_RIG_S3_POD_ENDPOINT=s3.pod_endpoint,
                    FAIRING_RIG_S3_ACCESS_KEY=s3.access_key, FAIRING_RIG_S3_SECRET_KEY=s3.secret_key,
                    FAIRING_RIG_S3_REGION=s3.region)
+    if "prometheus" in services:
+        env["FAIRING_RIG_PROMETHEUS_URL"] = services["prometheus"].url
     if "kube" in services:
         k = services["kube"]
         env.update(KUBECONFIG=str(k.kubeconfig), FAIRING_RIG_KUBE_NAMESPACE=str(k.namespace))
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="also start the real node (kubelet + containerd; implies --kube)")
         s.add_argument("--s3", action="store_true",
                        help="also start the S3 server (SeaweedFS; builds `weed` the first time, ~5 minutes)")
+        s.add_argument("--prometheus", action="store_true",
+                       help="also start Prometheus scraping the real node's annotated pods (implies --node)")
     sub.add_parser("down", help="stop the rig's services (cached data is kept)")
     args = p.parse_args(argv)
     try:
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             stopped = down()
             print("stopped: " + (", ".join(stopped) or "nothing was running"))
             return 0
-        services = up(base=not args.no_base, kube=args.kube, node=args.node, s3=args.s3)
+        services = up(base=not args.no_base, kube=args.kube, node=args.node, s3=args.s3, prometheus=args.prometheus)
     except RigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -119,6 +119,18 @@ def real_node(kube):
     return ensure()
 
 
+@pytest.fixture(scope="session")
+def prometheus(real_node):
+    """The rig's Prometheus (tests/rig/prometheus.py): discovers pods through the API server and
+    scrapes those annotated prometheus.io/scrape=true: .url, .query(promql), .targets()."""
+    if real_node.external:
+        pytest.skip("the rig's Prometheus scrapes pod addresses on this machine's bridge; "
+                    "a user's cluster (FAIRING_TEST_KUBECONFIG) needs its own Prometheus")
+    from .prometheus import ensure_prometheus
+
+    return ensure_prometheus(real_node.kubeconfig)
+
+
 @pytest.fixture
 def on_node(real_node, registry, base_image):
     """Where real-node tests put their images and pods: .node (real_node), .registry (repo prefix the

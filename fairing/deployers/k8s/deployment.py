@@ -8,7 +8,10 @@ the cluster serving deployers share (the pod template, probes, the readiness wai
   applied to the builder's pod template, always on the container named "main".
 - Objects are applied server-side: deploying again under the same name rolls the Deployment to the
   new image instead of failing, and the Service stays put.
-- predict() goes through the API server's service proxy, so it works wherever kubectl works.
+- predict() goes through the API server's service proxy, so it works wherever kubectl works;
+  status reads every replica's /metrics through the pod proxy (telemetry.scrape).
+- Pods carry the prometheus.io/scrape, port and path annotations, so a Prometheus with the
+  README's scrape config finds every replica.
 """
 from __future__ import annotations
 
@@ -52,6 +55,8 @@ def serving_pod_template(image: BuiltImage, mutators: Sequence = ()) -> tuple[di
     c["ports"] = [{"name": PORT_NAME, "containerPort": spec.port, "protocol": "TCP"}, *ports]
     meta = t.setdefault("metadata", {})
     meta["labels"] = {**(meta.get("labels") or {}), **L.MANAGED, L.KIND: "serve"}
+    # Where Prometheus scrapes each replica's /metrics; annotations a mutator set win (scrape: "false").
+    meta["annotations"] = {**L.scrape_annotations(spec.port), **(meta.get("annotations") or {})}
     return t, spec
 
 
@@ -285,6 +290,36 @@ class ServedModelHandle(Handle):
         self._no_dry("predict with")
         return self.client(protocol).predict(data, **kw)
 
+    def replica_metrics(self, timeout: float = 10.0) -> list[dict] | None:
+        """Every replica's /metrics text, read pod by pod through the API server's pod proxy:
+        [{"pod", "ready", "metrics" (text or None), "error" (why not, or None)}], pods by name.
+        None when the kubeconfig may not use pods/proxy (the caller falls back to the Service)."""
+        from ...model_client import PodProxyTransport
+
+        out = []
+        for pod in sorted(self.pods(), key=lambda p: p["metadata"]["name"]):
+            meta, st = pod["metadata"], pod.get("status") or {}
+            if meta.get("deletionTimestamp") or st.get("phase") != "Running":
+                continue  # nothing to read yet, or going away
+            name = meta["name"]
+            ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or [])
+            port, path = _metrics_address(pod, self.pod_container(pod))
+            row = {"pod": name, "ready": ready, "metrics": None, "error": None}
+            try:
+                code, body = PodProxyTransport(self.kube, self.namespace, name, port, timeout=timeout).request("GET", path)
+            except Exception as exc:  # noqa: BLE001 - one unreachable replica must not hide the others
+                row["error"] = str(exc).splitlines()[0][:200]
+                out.append(row)
+                continue
+            if code == 403 and _api_forbidden(body):
+                return None  # the API server's refusal, not the model server's answer
+            if code == 200:
+                row["metrics"] = body.decode("utf-8", "replace")
+            else:
+                row["error"] = f"/metrics answered {code}"
+            out.append(row)
+        return out
+
     def logs(self, follow: bool = False, *, prefix: bool = True) -> Iterator[str]:
         """Every replica's model-server output, prefixed with the pod; with follow, new replicas
         join as they start, until the endpoint is deleted."""
@@ -313,6 +348,32 @@ class ServedModelHandle(Handle):
 
     def manifests(self) -> list[dict]:
         return copy.deepcopy(self._manifests)
+
+
+def _api_forbidden(body: bytes) -> bool:
+    """Whether a 403 is the API server's RBAC refusal (a Status object with reason Forbidden)."""
+    import json
+
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and doc.get("kind") == "Status" and doc.get("reason") == "Forbidden"
+
+
+def _metrics_address(pod: dict, container: str) -> tuple[int | str, str]:
+    """(port, path) of a pod's /metrics: its prometheus.io annotations (set at render), else the
+    container's http port."""
+    ann = pod["metadata"].get("annotations") or {}
+    if ann.get(L.SCRAPE_PORT):
+        return ann[L.SCRAPE_PORT], ann.get(L.SCRAPE_PATH) or L.METRICS_PATH
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        if c.get("name") == container:
+            ports = c.get("ports") or []
+            named = [p for p in ports if p.get("name") == PORT_NAME] or ports
+            if named:
+                return named[0]["containerPort"], L.METRICS_PATH
+    return ServeSpec.port, L.METRICS_PATH  # the model server's default
 
 
 class ServingHandle(ServedModelHandle):
