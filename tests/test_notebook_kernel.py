@@ -172,3 +172,36 @@ def test_a_run_result_displays_as_html_with_what_to_follow(kernel, on_node):
     assert "<script" not in html
     assert text.startswith(f"Job {name}") and "status" in text and "Succeeded" in text
     execute(kc, "res.handle.delete()")
+
+
+def test_kept_on_interrupt_then_attach_streams_the_rest_and_ends_succeeded(kernel, on_node):
+    """keep=True leaves the Job running; fairing.attach(NAME).wait() in the same kernel streams its
+    later lines into the cell while it runs and returns Succeeded; interrupting that wait leaves
+    the workload alone (it was not started by that call)."""
+    km, kc = kernel
+    fname = f"slow_{uuid.uuid4().hex[:6]}"
+    execute(kc, slow_source(fname, 12))
+    state = {"sent": False}
+
+    def interrupt_once_running(msg):
+        if not state["sent"] and msg["msg_type"] == "stream" and "epoch 1 " in msg["content"]["text"]:
+            km.interrupt_kernel()
+            state["sent"] = True
+
+    msgs = execute(kc, f"fairing.config.fn({fname}, keep=True)()", timeout=400, on_msg=interrupt_once_running)
+    said = [line for line in streams(msgs, "stderr").splitlines() if "interrupted" in line]
+    assert len(said) == 1 and "keeps running" in said[0], streams(msgs)
+    name = said[0].split("fairing.attach('")[1].split("'")[0]
+    assert jobs_named(on_node, name), "kept, yet the Job is gone"
+    msgs = execute(kc, f"h = fairing.attach({name!r})\nprint('status', h.wait(timeout=300))", timeout=400)
+    errors = [m["content"] for _, m in msgs if m["msg_type"] == "error"]
+    assert not errors, errors
+    out = streams(msgs)
+    later = [int(line.split()[1]) for line in out.splitlines() if line.startswith("epoch ")]
+    assert later and max(later) == 11, out  # the rest of the run streamed into this cell
+    assert "status Succeeded" in out
+    execute(kc, "h.delete()")
+    deadline = time.monotonic() + 30
+    while jobs_named(on_node, name) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert jobs_named(on_node, name) == []
