@@ -299,6 +299,9 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
                "--storage-uri", help="http(s):// or file: URI fetched into the model dir when the server starts")] = None,
            model_ref: Annotated[Optional[str], typer.Option(
                "--model", help="serve a registered model's files: iris@champion, iris:3, run:ID or best:TUNE_RUN_ID")] = None,
+           modelcar: Annotated[bool, typer.Option(
+               "--modelcar", help="with --deployer inferenceservice and --model: KServe mounts the model's files from "
+                                  "an OCI image (storageUri oci://), served by this model's image as a ServingRuntime")] = False,
            opts: Any = None) -> None:
     from .api import endpoint
     from .checks import deploy_inputs
@@ -308,7 +311,7 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
     # (The pickle skew check runs once, in pipeline.prepare.)
     deploy_inputs(model, s, name=name, files=_model_files(files), storage_uri=storage_uri)
     ep = endpoint(model, s, name=name, replicas=replicas, files=_model_files(files), storage_uri=storage_uri,
-                  out=None if opts.json else _info, model_ref=model_ref)
+                  out=None if opts.json else _info, model_ref=model_ref, modelcar=modelcar)
     if model_ref is not None:
         from .models.serve import describe
 

@@ -40,8 +40,9 @@ def pytest_collection_modifyitems(config, items):
     # in the background while the rest of the suite runs (about 15 minutes of Go builds on a fresh
     # machine), and their fixture waits on the same build lock if the build is still going.
     # Katib's controllers build the same way (tests/rig/katib.py) and their tests run last too, as
-    # do the S3 tests: SeaweedFS's `weed` is the first build of that background job (~5 minutes).
-    late = {"trainer", "katib", "s3_server"}
+    # do the S3 tests: SeaweedFS's `weed` is the first build of that background job (~5 minutes),
+    # and KServe's (tests/rig/kserve.py), its last.
+    late = {"trainer", "katib", "s3_server", "kserve"}
     items.sort(key=lambda item: bool(late & set(getattr(item, "fixturenames", ()))))
     for item in items:
         if late & set(getattr(item, "fixturenames", ())):
