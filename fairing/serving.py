@@ -203,7 +203,10 @@ class PredictionEndpoint:
         self.image, self.handle, self.run = self.run_result.image, self.run_result.handle, self.run_result.run
         run = self.run
         if self.model_files is not None and run is not None:
-            run.note(model=self.model_files.labels())
+            labels = self.model_files.labels()
+            if self.modelcar_image is not None:
+                labels["modelcar"] = self.modelcar_image.ref  # what KServe mounts at /mnt/models
+            run.note(model=labels)
         if wait:
             try:
                 self.handle.wait(self.timeout)

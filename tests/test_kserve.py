@@ -163,6 +163,9 @@ def test_modelcar_of_a_registered_version_serves_through_a_kserve_runtime(kserve
         isvc = admin.get(*ISVC, name)
         uri = isvc["spec"]["predictor"]["model"]["storageUri"]
         assert uri.startswith(f"oci://{on_node.registry}/") and "-modelcar@sha256:" in uri, uri
+        # The deploy's run record names the version and the modelcar that holds it.
+        record = json.loads(fair("runs", "show", json.loads(r.stdout)["run_id"], "-o", "json", env=env, cwd=tmp_path).stdout)
+        assert record["model"]["resolved"] == f"{model}:1" and record["model"]["modelcar"] == uri.removeprefix("oci://")
         dep = made_by_the_controller(admin, name)
         pod = dep["spec"]["template"]
         # KServe's modelcar injection: the sidecar runs the modelcar image, nothing copies the files.
