@@ -249,6 +249,10 @@ class InferenceServiceDeployer(KubeAccess, Deployer):
         if existing is not None and not L.is_managed(existing["metadata"].get("labels")):
             raise DeployError(f"InferenceService {name!r} in namespace {ns!r} exists and was not created by fairing",
                               hint="pick another name (name=...) or delete it first")
+        existing_rt = kube.get(RUNTIME_API_VERSION, RUNTIME_KIND, name, ns) if runtime else None
+        if existing_rt is not None and not L.is_managed(existing_rt["metadata"].get("labels")):
+            raise DeployError(f"ServingRuntime {name!r} in namespace {ns!r} exists and was not created by fairing",
+                              hint="pick another name (name=...) or delete it first")
         pod_view = {"metadata": {}, "spec": {"containers": [
             {**c, "name": CONTAINER if c.get("name") == KSERVE_CONTAINER else c.get("name")}
             for c in isvc["spec"]["predictor"].get("containers") or []]}}
@@ -260,10 +264,6 @@ class InferenceServiceDeployer(KubeAccess, Deployer):
         # The runtime first (the controller resolves it when it sees the InferenceService), then the
         # InferenceService, then the runtime is made the InferenceService's (garbage-collected with it).
         rt = runtime[0]
-        existing_rt = kube.get(RUNTIME_API_VERSION, RUNTIME_KIND, name, ns)
-        if existing_rt is not None and not L.is_managed(existing_rt["metadata"].get("labels")):
-            raise DeployError(f"ServingRuntime {name!r} in namespace {ns!r} exists and was not created by fairing",
-                              hint="pick another name (name=...) or delete it first")
         kube.apply(rt, ns, field_manager=L.FIELD_MANAGER)
         try:
             applied = kube.apply(isvc, ns, field_manager=L.FIELD_MANAGER)
