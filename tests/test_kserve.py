@@ -68,6 +68,16 @@ def made_by_the_controller(admin, name: str) -> dict:
     return dep
 
 
+def gone(admin, *objects, timeout: float = 60) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    for obj in objects:
+        while admin.get(*obj) is not None and time.monotonic() < deadline:
+            time.sleep(1)
+        assert admin.get(*obj) is None, f"{obj} still there {timeout:.0f} s after the delete"
+
+
 def triton(on_node, tmp_path, name: str):
     """tritonclient (not ours) on the Service KServe made, through the API server's proxy."""
     import tritonclient.http as httpclient
@@ -123,12 +133,7 @@ def test_own_image_inferenceservice_is_made_ready_by_kserve(kserve, on_node, tmp
         ep.delete()
     assert admin.get(*ISVC, name) is None
     # What the controller made goes with it (garbage collection of the owned objects).
-    import time
-
-    deadline = time.monotonic() + 60
-    while admin.get("apps/v1", "Deployment", f"{name}-predictor") is not None and time.monotonic() < deadline:
-        time.sleep(1)
-    assert admin.get("apps/v1", "Deployment", f"{name}-predictor") is None
+    gone(admin, ("apps/v1", "Deployment", f"{name}-predictor"))
 
 
 def test_modelcar_of_a_registered_version_serves_through_a_kserve_runtime(kserve, on_node, tmp_path, monkeypatch):
@@ -190,6 +195,8 @@ def test_modelcar_of_a_registered_version_serves_through_a_kserve_runtime(kserve
     finally:
         fair("delete", name, "-n", kserve.namespace, env=env, cwd=tmp_path)
     assert admin.get(*ISVC, name) is None
+    # The endpoint's ServingRuntime and the Deployment go with it (owned by the InferenceService).
+    gone(admin, ("serving.kserve.io/v1alpha1", "ServingRuntime", name), ("apps/v1", "Deployment", f"{name}-predictor"))
 
 
 @pytest.fixture(scope="module")
