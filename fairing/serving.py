@@ -157,14 +157,10 @@ class PredictionEndpoint:
         """KServe installed (the deployer's preflight) first, then the modelcar is built and
         pushed, and the plan is made again with its oci:// reference for the deployer."""
         from . import pipeline
-        from .models import modelcar
 
         if p.settings.dry_run:
             return p
-        pipeline.make_deployer(p).preflight()
-        builder = pipeline.make_builder(p)
-        with progress.stage("modelcar"):
-            built = modelcar.build(builder, p.target, self.resolve_model())
+        built = pipeline.build_modelcar(p, self.resolve_model(), progress)
         self.modelcar_image = built
         self.out(f"modelcar {built.ref} ({self.model_files.resolved})")
         self.deployer_options["modelcar"] = f"oci://{built.ref}"
