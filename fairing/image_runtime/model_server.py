@@ -18,7 +18,8 @@ Configuration comes from the environment (set by fairing's serve preprocessor):
   FAIRING_MODEL_DIR     directory given to `load(model_dir)` (default: the working directory)
   FAIRING_STORAGE_URI   http(s):// or file: URI fetched into FAIRING_MODEL_DIR before load()
   MODEL_INIT_MODE       "async" (set by KServe's modelcar injection): the model dir appears a moment
-                        after start (a link into the modelcar sidecar); load() waits for it
+                        after start (a link into the modelcar sidecar); load() waits for it, up to
+                        FAIRING_MODEL_DIR_TIMEOUT seconds (300)
   FAIRING_PYTHON        "3.11": the Python that pickled the model; a different one is a load error
   FAIRING_RUN_ID        the fairing run that deployed it   FAIRING_IMAGE    its image ref@digest
                         (both label every metric, so live behaviour traces back to the run)
