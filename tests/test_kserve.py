@@ -192,6 +192,10 @@ def test_modelcar_of_a_registered_version_serves_through_a_kserve_runtime(kserve
         handle = InferenceServiceDeployer(kserve.namespace, kubeconfig=str(kserve.kubeconfig)).attach(name)
         assert handle.status() == "Ready"
         assert handle.predict([[1, 1]]) == [[3.0, 3.0]]  # V1, plain HTTP through the Service KServe made
+        st = fair("status", name, "-n", kserve.namespace, env={**env, "KUBECONFIG": str(on_node.admin_kubeconfig)},
+                  cwd=tmp_path)
+        # `fair status` reads the replica's /metrics: the version and the run that made it, served here.
+        assert f"model: {model}:1 from run {run['id']}" in st.stdout and "requests: 2" in st.stdout, st.stdout + st.stderr
     finally:
         fair("delete", name, "-n", kserve.namespace, env=env, cwd=tmp_path)
     assert admin.get(*ISVC, name) is None
