@@ -203,6 +203,44 @@ def test_modelcar_of_a_registered_version_serves_through_a_kserve_runtime(kserve
     gone(admin, ("serving.kserve.io/v1alpha1", "ServingRuntime", name), ("apps/v1", "Deployment", f"{name}-predictor"))
 
 
+def test_a_serving_runtime_fairing_did_not_make_is_left_alone(kserve, on_node):
+    """The modelcar form makes a ServingRuntime named like the endpoint: one that someone else made
+    is refused before anything is applied (neither it nor an InferenceService changes)."""
+    from fairing.context import BuiltImage
+    from fairing.deployers.k8s.kserve import InferenceServiceDeployer
+    from fairing.deployers.template import pod_template
+    from fairing.errors import DeployError
+    from fairing.preprocessors.serve import ServePreprocessor
+
+    class Echo:
+        def predict(self, rows):
+            return rows
+
+    name = uid("ks-theirs")
+    admin = admin_kube(on_node)
+    theirs = {"apiVersion": "serving.kserve.io/v1alpha1", "kind": "ServingRuntime",
+              "metadata": {"name": name, "namespace": kserve.namespace},
+              "spec": {"supportedModelFormats": [{"name": "theirs"}],
+                       "containers": [{"name": "kserve-container", "image": "example.invalid/theirs:1"}]}}
+    admin.create(theirs)
+    try:
+        ctx = ServePreprocessor().prepare(Echo, name=name)
+        digest = "sha256:" + "ab" * 32
+        ref = f"{on_node.registry}/never-pulled@{digest}"
+        image = BuiltImage(ref=ref, digest=digest, context=ctx, pod_template=pod_template(ref, ctx))
+        d = InferenceServiceDeployer(kserve.namespace, kubeconfig=str(kserve.kubeconfig), name=name,
+                                     modelcar=f"oci://{on_node.registry}/never-pulled-modelcar@{digest}")
+        with pytest.raises(DeployError) as e:
+            d.deploy(image)
+        assert f"ServingRuntime {name!r} in namespace {kserve.namespace!r} exists and was not created by fairing" \
+            in e.value.message
+        assert admin.get(*ISVC, name) is None
+        kept = admin.get("serving.kserve.io/v1alpha1", "ServingRuntime", name)
+        assert kept["spec"]["containers"][0]["image"] == "example.invalid/theirs:1"
+    finally:
+        admin.delete("serving.kserve.io/v1alpha1", "ServingRuntime", name)
+
+
 @pytest.fixture(scope="module")
 def bare_apiserver(kube, tmp_path_factory):
     """A real kube-apiserver on the rig's etcd under its own key prefix: an empty cluster where
