@@ -43,7 +43,9 @@ def pytest_collection_modifyitems(config, items):
     # do the S3 tests: SeaweedFS's `weed` is the first build of that background job (~5 minutes),
     # and KServe's (tests/rig/kserve.py), its last.
     late = {"trainer", "katib", "s3_server", "kserve"}
-    items.sort(key=lambda item: bool(late & set(getattr(item, "fixturenames", ()))))
+    # KServe's build is the last of that job: its tests go last of all.
+    items.sort(key=lambda item: (bool(late & set(getattr(item, "fixturenames", ()))),
+                                 "kserve" in getattr(item, "fixturenames", ())))
     for item in items:
         if late & set(getattr(item, "fixturenames", ())):
             # The first of them may wait for that background build (a fixture counts in the test's time).
