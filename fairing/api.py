@@ -133,14 +133,17 @@ def _record_of(run_id: str | None) -> Any:
 def endpoint(model: Any, settings: settings_mod.Settings, *, name: str | None = None,
              replicas: int | None = None, files: Sequence[str] | None = None, storage_uri: str | None = None,
              out: Callable[[str], None] | None = print, model_ref: str | None = None,
-             max_batch_size: int | None = None, max_latency_ms: float | None = None):
+             max_batch_size: int | None = None, max_latency_ms: float | None = None, modelcar: bool = False):
     """A PredictionEndpoint for `model` ("file.py:Class" or a class) configured from settings (what
     `fair deploy` uses). The pipeline's plan decides the deployer (`serving` with a registry and a
     cluster, else `local`), the builder and the target; `files` (model files to ship) and
-    `storage_uri` (fetched when the server starts) go to the serve preprocessor."""
+    `storage_uri` (fetched when the server starts) go to the serve preprocessor; `modelcar` serves
+    `model_ref`'s files from a KServe modelcar (inferenceservice deployer)."""
     from .serving import PredictionEndpoint
 
     options = {"replicas": replicas} if replicas else {}
+    if modelcar:
+        options["modelcar"] = True
     return PredictionEndpoint(model, name=name, settings=settings, deployer=settings.deployer, files=list(files) if files else None,
                               storage_uri=storage_uri, out=out, model_ref=model_ref,
                               max_batch_size=max_batch_size, max_latency_ms=max_latency_ms, **options)

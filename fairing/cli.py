@@ -304,6 +304,9 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
                                         "of up to this many rows")] = None,
            max_latency_ms: Annotated[Optional[float], typer.Option(
                "--max-latency-ms", help="adaptive batching: how long a request may wait for others (default 5)")] = None,
+           modelcar: Annotated[bool, typer.Option(
+               "--modelcar", help="with --deployer inferenceservice and --model: KServe mounts the model's files from "
+                                  "an OCI image (storageUri oci://), served by this model's image as a ServingRuntime")] = False,
            opts: Any = None) -> None:
     from .api import endpoint
     from .checks import deploy_inputs
@@ -314,7 +317,7 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
     deploy_inputs(model, s, name=name, files=_model_files(files), storage_uri=storage_uri)
     ep = endpoint(model, s, name=name, replicas=replicas, files=_model_files(files), storage_uri=storage_uri,
                   out=None if opts.json else _info, model_ref=model_ref,
-                  max_batch_size=max_batch_size, max_latency_ms=max_latency_ms)
+                  max_batch_size=max_batch_size, max_latency_ms=max_latency_ms, modelcar=modelcar)
     if model_ref is not None:
         from .models.serve import describe
 

@@ -501,6 +501,17 @@ def dry_run(p: Plan, progress: Progress | None = None, *, image: BuiltImage | No
     return {"mode": p.mode, "build": plan_out, "manifests": make_deployer(p, variant).render(image)}
 
 
+def build_modelcar(p: Plan, model_files: Any, progress: Progress) -> BuiltImage:
+    """A KServe modelcar of `model_files` (fairing.models.serve.ModelFiles) for the plan's
+    inferenceservice deployer: the deployer's preflight first (KServe installed), so nothing is
+    pushed when it is not; then the plan's builder pushes it beside the serving image."""
+    from .models import modelcar
+
+    make_deployer(p).preflight()
+    with progress.stage("modelcar"):
+        return modelcar.build(make_builder(p), p.target, model_files)
+
+
 def build_image(p: Plan, progress: Progress, *, variant: Variant | None = None,
                 extra_files: Mapping[str, bytes] | None = None, launcher: Sequence[str] = (),
                 run: Any = None, preflight: bool = True) -> BuiltImage | None:

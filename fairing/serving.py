@@ -74,6 +74,16 @@ class PredictionEndpoint:
 
         batching_env(max_batch_size, max_latency_ms)  # checked now, before any build
         self.max_batch_size, self.max_latency_ms = max_batch_size, max_latency_ms
+        # modelcar=True (inferenceservice): the model's files go to KServe as an oci:// modelcar image
+        # built here before the deploy, not as a layer of the serving image.
+        self.modelcar = deployer_options.get("modelcar") is True
+        if self.modelcar and model_ref is None:
+            raise ConfigError("modelcar=True needs the model to put in it",
+                              hint="pass model_ref='iris@champion' (fair deploy --model iris@champion --modelcar)")
+        if self.modelcar and deployer != "inferenceservice":
+            raise ConfigError(f"a modelcar is served by KServe, not by the {deployer or 'default'} deployer",
+                              hint="add deployer='inferenceservice' (--deployer inferenceservice)")
+        self.modelcar_image = None  # its BuiltImage, once built
         self.builder_options, self.deployer_options = dict(builder_options or {}), dict(deployer_options)
         self.image, self.timeout, self.progress = image, timeout, progress
         self.out = out or (lambda s: None)
@@ -107,7 +117,9 @@ class PredictionEndpoint:
             m = self.resolve_model()
             # The version's files, fetched and checked by digest, go where load(model_dir) looks.
             # Their own image layer (append builder), not the code layer: no context size cap.
-            prepare_kw["model_files"] = {f["path"]: str(m.dir / f["path"]) for f in m.files}
+            # A modelcar holds them instead (KServe mounts it at /mnt/models).
+            if not self.modelcar:
+                prepare_kw["model_files"] = {f["path"]: str(m.dir / f["path"]) for f in m.files}
             prepare_kw["env"] = {"FAIRING_MODEL_REF": m.ref, "FAIRING_MODEL_VERSION": m.resolved,
                                  "FAIRING_MODEL_RUN": m.run or "", "FAIRING_MODEL_DIGEST": m.digest}
         if self.max_batch_size is not None:
@@ -148,6 +160,19 @@ class PredictionEndpoint:
         self.image = pipeline.build_image(p, progress, preflight=False)
         return self.image
 
+    def _build_modelcar(self, p, progress):
+        """KServe installed (the deployer's preflight) first, then the modelcar is built and
+        pushed, and the plan is made again with its oci:// reference for the deployer."""
+        from . import pipeline
+
+        if p.settings.dry_run:
+            return p
+        built = pipeline.build_modelcar(p, self.resolve_model(), progress)
+        self.modelcar_image = built
+        self.out(f"modelcar {built.ref} ({self.model_files.resolved})")
+        self.deployer_options["modelcar"] = f"oci://{built.ref}"
+        return self.plan()
+
     def _check_base(self) -> None:
         if not self.base_image and self.builder == "append" and self.registry:
             raise ConfigError("the append builder needs a base image with Python",
@@ -174,12 +199,17 @@ class PredictionEndpoint:
         p, progress = self.plan(), self._progress()
         if self.image is None and not self.model_format:
             self._check_base()
+        if self.modelcar and self.deployer_options.get("modelcar") is True:
+            p = self._build_modelcar(p, progress)
         # The pipeline packages, builds (unless an image was given) and deploys, recording the run.
         self.run_result = pipeline.execute(p, progress, image=self.image, command="deploy")
         self.image, self.handle, self.run = self.run_result.image, self.run_result.handle, self.run_result.run
         run = self.run
         if self.model_files is not None and run is not None:
-            run.note(model=self.model_files.labels())
+            labels = self.model_files.labels()
+            if self.modelcar_image is not None:
+                labels["modelcar"] = self.modelcar_image.ref  # what KServe mounts at /mnt/models
+            run.note(model=labels)
         if wait:
             try:
                 self.handle.wait(self.timeout)

@@ -41,9 +41,12 @@ def pytest_collection_modifyitems(config, items):
     # machine), and their fixture waits on the same build lock if the build is still going.
     # Katib's controllers build the same way (tests/rig/katib.py) and their tests run last too, as
     # do the S3 tests: SeaweedFS's `weed` is the first build of that background job (~5 minutes).
-    # Prometheus is built in the same background job (first, tests/rig/prometheus.py).
-    late = {"trainer", "katib", "s3_server", "prometheus"}
-    items.sort(key=lambda item: bool(late & set(getattr(item, "fixturenames", ()))))
+    # Prometheus is built in the same background job (first, tests/rig/prometheus.py), KServe's
+    # (tests/rig/kserve.py) last.
+    late = {"trainer", "katib", "s3_server", "prometheus", "kserve"}
+    # KServe's build is the last of that job: its tests go last of all.
+    items.sort(key=lambda item: (bool(late & set(getattr(item, "fixturenames", ()))),
+                                 "kserve" in getattr(item, "fixturenames", ())))
     for item in items:
         if late & set(getattr(item, "fixturenames", ())):
             # The first of them may wait for that background build (a fixture counts in the test's time).

@@ -248,6 +248,22 @@ def test_load_receives_the_model_dir(tmp_path):
         assert client.post("/v1/models/w:predict", json={"instances": [2]}).json() == {"predictions": [5.0]}
 
 
+def test_a_modelcar_dir_that_appears_late_is_waited_for(tmp_path):
+    """KServe's modelcar sidecar links /mnt/models after the server starts (MODEL_INIT_MODE=async):
+    load() runs once the directory has files; a dir that never comes is a load error naming it."""
+    import threading
+
+    models = tmp_path / "models"
+    threading.Timer(1.0, lambda: (models.mkdir(), (models / "weight.txt").write_text("3"))).start()
+    client, state = serve(DirModel, name="w", env={"FAIRING_MODEL_DIR": str(models), "MODEL_INIT_MODE": "async"})
+    with client:
+        assert state.ready and client.post("/v1/models/w:predict", json={"instances": [2]}).json() == {"predictions": [6.0]}
+    client, state = serve(DirModel, name="w", env={"FAIRING_MODEL_DIR": str(tmp_path / "never"), "MODEL_INIT_MODE": "async",
+                                                   "FAIRING_MODEL_DIR_TIMEOUT": "1"})
+    with client:
+        assert not state.ready and "still missing or empty after 1 s (is the modelcar sidecar running?)" in state.error
+
+
 def test_storage_uri_file_and_directory(tmp_path):
     src = tmp_path / "src"
     src.mkdir()

@@ -113,6 +113,26 @@ def test_inferenceservice_model_format_needs_no_image():
     assert "containers" not in isvc["spec"]["predictor"]
 
 
+def test_inferenceservice_modelcar_is_a_runtime_of_the_serving_image():
+    """The modelcar form: the predictor asks for fairing's model format from the endpoint's own
+    ServingRuntime, whose container is the serving image reading KServe's /mnt/models."""
+    car = "oci://127.0.0.1:5000/t/fairing-iris-modelcar@" + DIGEST
+    isvc, rt = InferenceServiceDeployer("ns", modelcar=car, mutators=resources("1", "1Gi")).render(built())
+    model = isvc["spec"]["predictor"]["model"]
+    assert model["modelFormat"] == {"name": "fairing"} and model["runtime"] == "iris" and model["storageUri"] == car
+    assert model["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
+    assert "containers" not in isvc["spec"]["predictor"]
+    assert rt["kind"] == "ServingRuntime" and rt["metadata"]["name"] == "iris" and rt["metadata"]["namespace"] == "ns"
+    assert rt["spec"]["supportedModelFormats"] == [{"name": "fairing", "version": "1", "autoSelect": False}]
+    (c,) = rt["spec"]["containers"]
+    assert c["name"] == "kserve-container" and c["image"].endswith(DIGEST) and "resources" not in c
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["FAIRING_MODEL_DIR"] == "/mnt/models" and env["MODEL_NAME"] == "iris"
+    # Before the modelcar exists (a dry run), the URI says what will be there.
+    isvc, _ = InferenceServiceDeployer("ns", modelcar=True).render(built())
+    assert isvc["spec"]["predictor"]["model"]["storageUri"].startswith("oci://<modelcar")
+
+
 def test_prediction_endpoint_render_is_a_dry_run():
     ep = PredictionEndpoint(Iris, name="iris", registry="127.0.0.1:5000", base_image="b:1", deployer="serving",
                             namespace="ns", replicas=2)
@@ -145,6 +165,13 @@ def test_prediction_endpoint_render_is_a_dry_run():
         (lambda: InferenceServiceDeployer("ns", deployment_mode="Fast"), "unknown KServe deployment mode"),
         (lambda: InferenceServiceDeployer("ns", model_format="sklearn"), "needs storage_uri"),
         (lambda: InferenceServiceDeployer("ns", storage_uri="gs://b/m"), "needs model_format"),
+        (lambda: InferenceServiceDeployer("ns", modelcar="127.0.0.1:5000/m@" + DIGEST), "is not an oci:// image reference"),
+        (lambda: InferenceServiceDeployer("ns", modelcar=True, model_format="sklearn", storage_uri="oci://r/m"),
+         "give one"),
+        (lambda: InferenceServiceDeployer("ns", modelcar=True).deploy(built()), "needs the modelcar built first"),
+        (lambda: PredictionEndpoint(Iris, deployer="inferenceservice", modelcar=True), "needs the model to put in it"),
+        (lambda: PredictionEndpoint(Iris, deployer="serving", model_ref="iris@champion", modelcar=True),
+         "served by KServe, not by the serving deployer"),
         (lambda: PredictionEndpoint(Iris, deployer="seldon"), "unknown serving deployer 'seldon'"),
         (lambda: PredictionEndpoint(Iris, deployer="serving", protocol="v3"), "unknown protocol 'v3'"),
         (lambda: PredictionEndpoint(deployer="serving"), "needs a model"),

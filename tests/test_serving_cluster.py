@@ -7,7 +7,6 @@ do with our objects: accepted and validated (including the KServe CRD schema), r
 kwok reports the pods ready, updated in place, and deleted without leftovers."""
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 
@@ -194,29 +193,7 @@ def test_inferenceservice_custom_predictor_on_the_crd(kube, admin):
         assert pred["minReplicas"] == 1 and pred["maxReplicas"] == 3
         assert stored["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
         assert handle.url.endswith(f"/services/{name}-predictor:80/proxy")
-        # No KServe controller runs on the test cluster: waiting says so instead of hanging.
-        with pytest.raises(DeployError) as e:
-            handle.wait(3)
-        assert "no KServe controller has reported any status" in e.value.message
-        assert handle.status() == "Pending"
-
-        # Stand-in for the KServe controller (not available here): write the Ready status it would
-        # write, through the status subresource, while wait() is watching.
-        def ready_later():
-            time.sleep(1)
-            obj = admin.get("serving.kserve.io/v1beta1", "InferenceService", name)
-            obj["status"] = {"observedGeneration": obj["metadata"]["generation"],
-                             "url": f"http://{name}.example.com",
-                             "conditions": [{"type": "PredictorReady", "status": "True", "lastTransitionTime": "2024-01-01T00:00:00Z"},
-                                            {"type": "Ready", "status": "True", "lastTransitionTime": "2024-01-01T00:00:00Z"}]}
-            admin.request("PUT", f"/apis/serving.kserve.io/v1beta1/namespaces/{kube.namespace}/inferenceservices/{name}/status",
-                          body=obj)
-
-        t = threading.Thread(target=ready_later)
-        t.start()
-        assert handle.wait(30) == "Ready"
-        t.join()
-        assert handle.external_url == f"http://{name}.example.com"
+        # Ready comes from KServe's controller, on the real node: tests/test_kserve.py.
     finally:
         handle.delete()
     assert admin.get("serving.kserve.io/v1beta1", "InferenceService", name) is None
@@ -229,7 +206,11 @@ def test_inferenceservice_model_format_and_schema_rejection(kube, admin):
     handle = d.deploy()
     try:
         model = admin.get("serving.kserve.io/v1beta1", "InferenceService", name)["spec"]["predictor"]["model"]
-        assert model == {"modelFormat": {"name": "sklearn"}, "storageUri": "pvc://models/iris", "protocolVersion": "v2"}
+        # What fairing wrote; KServe's defaulting webhook adds resources (and an empty name) when KServe's manager runs on
+        # the shared rig (tests/rig/kserve.py), so only these keys are compared.
+        mine = {k: model[k] for k in ("modelFormat", "storageUri", "protocolVersion")}
+        assert mine == {"modelFormat": {"name": "sklearn"}, "storageUri": "pvc://models/iris", "protocolVersion": "v2"}
+        assert set(model) <= {"modelFormat", "storageUri", "protocolVersion", "resources", "name"}, model
         assert handle.model_name == name
     finally:
         handle.delete()

@@ -17,6 +17,9 @@ Configuration comes from the environment (set by fairing's serve preprocessor):
   FAIRING_MODEL_PICKLE  path of a cloudpickled class (or instance)
   FAIRING_MODEL_DIR     directory given to `load(model_dir)` (default: the working directory)
   FAIRING_STORAGE_URI   http(s):// or file: URI fetched into FAIRING_MODEL_DIR before load()
+  MODEL_INIT_MODE       "async" (set by KServe's modelcar injection): the model dir appears a moment
+                        after start (a link into the modelcar sidecar); load() waits for it, up to
+                        FAIRING_MODEL_DIR_TIMEOUT seconds (300)
   FAIRING_PYTHON        "3.11": the Python that pickled the model; a different one is a load error
   FAIRING_MAX_BATCH_SIZE, FAIRING_MAX_LATENCY_MS   adaptive batching (off unless the size is > 1)
   FAIRING_RUN_ID        the fairing run that deployed it   FAIRING_IMAGE    its image ref@digest
@@ -180,6 +183,20 @@ def _call_load(model: Any, model_dir: Path) -> None:
     load(str(model_dir)) if params else load()
 
 
+def wait_for_dir(model_dir: Path, timeout: float) -> None:
+    """A KServe modelcar: the sidecar links its /models into this pod's /mnt/models once it runs,
+    which may be after this server started. Wait for a non-empty directory (not ready till then)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not (model_dir.is_dir() and any(model_dir.iterdir())):
+        if time.monotonic() > deadline:
+            raise FileNotFoundError(f"model dir {model_dir} still missing or empty after {timeout:.0f} s "
+                                    "(is the modelcar sidecar running?)")
+        time.sleep(0.5)
+    log.info("model dir %s is there", model_dir)
+
+
 class ModelState:
     """The one model this server serves, and where its loading stands."""
 
@@ -220,6 +237,8 @@ class ModelState:
             uri = self.env.get("FAIRING_STORAGE_URI")
             if uri:
                 model_dir = fetch_storage(uri, Path(self.env.get("FAIRING_MODEL_DIR") or DEFAULT_MODEL_DIR))
+            if self.env.get("MODEL_INIT_MODE") == "async":
+                wait_for_dir(model_dir, float(self.env.get("FAIRING_MODEL_DIR_TIMEOUT") or 300))
             _call_load(model, model_dir)
             self.model = model
             self.ready = True

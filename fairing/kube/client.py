@@ -72,7 +72,8 @@ class Resource:
 
 
 _TRAINING_HINT = "install the Kubeflow training operator (kubectl apply -k \"github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref=v1.8.1\")"
-_KSERVE_HINT = "install KServe (https://kserve.github.io/website/latest/admin/serverless/serverless/)"
+_KSERVE_HINT = ("install KServe, RawDeployment mode needs no Knative or Istio "
+                "(https://kserve.github.io/website/latest/admin/kubernetes_deployment/), or pick --deployer serving")
 _TRAINER_HINT = ("install Kubeflow Trainer v2 (kubectl apply --server-side -k \"https://github.com/kubeflow/trainer.git/"
                  "manifests/overlays/manager?ref=v2.3.0\", then its runtimes: .../manifests/overlays/runtimes?ref=v2.3.0)")
 _KUEUE_HINT = "install Kueue (kubectl apply --server-side -f https://github.com/kubernetes-sigs/kueue/releases/download/v0.17.0/manifests.yaml)"
@@ -92,12 +93,13 @@ _KINDS = {
     "admissionregistration.k8s.io/v1": ("ValidatingWebhookConfiguration",),
     "kubeflow.org/v1": ("TFJob", "PyTorchJob"),
     "serving.kserve.io/v1beta1": ("InferenceService",),
+    "serving.kserve.io/v1alpha1": ("ServingRuntime", "ClusterServingRuntime"),
     "trainer.kubeflow.org/v1alpha1": ("TrainJob", "TrainingRuntime", "ClusterTrainingRuntime"),
     "jobset.x-k8s.io/v1alpha2": ("JobSet",),
     "kueue.x-k8s.io/v1beta2": ("LocalQueue", "Workload"),
 }
 CLUSTER_SCOPED = {"Namespace", "Node", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
-                  "ValidatingWebhookConfiguration", "ClusterTrainingRuntime"}
+                  "ValidatingWebhookConfiguration", "ClusterTrainingRuntime", "ClusterServingRuntime"}
 
 
 def default_plural(kind: str) -> str:

@@ -68,11 +68,13 @@ def down() -> list[str]:
     except ImportError:
         return stopped
     from . import katib as katib_rig
+    from . import kserve as kserve_rig
     from .node import stop_node
 
     # Katib first: its webhooks are unregistered and its controller removed through the API
     # server, before the node its controller runs on goes.
     stopped += katib_rig.stop_all()
+    stopped += kserve_rig.stop_all()  # its webhooks too: with no manager they would refuse InferenceServices
     stopped += [f"node {name}" for name in stop_node()]  # before the API server its kubelet talks to
     if hasattr(kube_rig, "stop_all"):
         from . import trainer as trainer_rig  # Trainer/JobSet/Kueue controllers use the API server

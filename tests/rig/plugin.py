@@ -111,6 +111,17 @@ def katib(kube):
 
 
 @pytest.fixture(scope="session")
+def kserve(kube):
+    """KServe v0.15.2 (tests/rig/kserve.py): its controller manager (RawDeployment, modelcars on)
+    and webhooks, predictors on the real node: .namespace, .kubeconfig (its least-privilege
+    ServiceAccount, + ServingRuntimes), .controller_log(). Waits for a build scripts/test started
+    in the background (same build lock), or builds it."""
+    from .kserve import kserve_rig
+
+    return kserve_rig(kube)
+
+
+@pytest.fixture(scope="session")
 def real_node(kube):
     """The rig's real node (kubelet + containerd): .name, .mutators() puts a pod on it. On a user's
     own cluster (FAIRING_TEST_KUBECONFIG) its nodes are real already and .mutators() is empty."""

@@ -1,10 +1,16 @@
 """`inferenceservice` deployer: a KServe serving.kserve.io/v1beta1 InferenceService.
 
-Two shapes:
+Three shapes:
 - custom predictor (default): fairing's serving image as the predictor's `kserve-container`, with
   the same probes, env and pod mutators as the `serving` deployer;
+- modelcar (`modelcar="oci://registry/repo@sha256:..."`, made by PredictionEndpoint from
+  `model_ref`, see fairing/models/modelcar.py): KServe's runtime path. The model's files are an OCI
+  image (/models) that KServe mounts at /mnt/models by its modelcar sidecar (`storageUri: oci://`,
+  no storage initializer, no copy); the runtime is a ServingRuntime fairing makes per endpoint, named
+  like it and owned by it, whose container is fairing's serving image (the user's code; no public
+  runtime image is needed). So the code image and the model image are pinned by digest each;
 - model format: KServe's own runtime for a saved model (`model_format="sklearn"`,
-  `storage_uri="gs://..."|"pvc://..."|"https://..."`): no image is built at all.
+  `storage_uri="gs://..."|"pvc://..."|"https://..."|"oci://..."`): no image is built at all.
 
 Defaults to KServe's RawDeployment mode (a plain Deployment + Service, no Knative/Istio needed),
 which is also what makes predict() through the API server's service proxy possible
@@ -34,6 +40,12 @@ POD_FIELDS = ("volumes", "nodeSelector", "tolerations", "affinity", "serviceAcco
               "initContainers", "securityContext", "priorityClassName", "runtimeClassName",
               "terminationGracePeriodSeconds", "topologySpreadConstraints", "schedulerName", "hostAliases",
               "dnsConfig", "dnsPolicy")
+RUNTIME_API_VERSION = "serving.kserve.io/v1alpha1"
+RUNTIME_KIND = "ServingRuntime"
+# The model format fairing's own ServingRuntimes declare; the predictor asks for it by name.
+FAIRING_FORMAT = "fairing"
+MODELCAR_DIR = "/mnt/models"  # where KServe links the modelcar's /models into the runtime container
+MODELCAR_PLACEHOLDER = "oci://<modelcar: the model's files, pushed at deploy>"
 MODEL_FORMATS = ("sklearn", "xgboost", "lightgbm", "tensorflow", "pytorch", "onnx", "triton", "pmml",
                  "paddle", "huggingface", "mlflow")
 
@@ -41,7 +53,8 @@ MODEL_FORMATS = ("sklearn", "xgboost", "lightgbm", "tensorflow", "pytorch", "onn
 class InferenceServiceDeployer(KubeAccess, Deployer):
     """Options: namespace, kubeconfig, context, name, replicas (minReplicas, 1), max_replicas,
     mutators, labels, annotations, deployment_mode ("RawDeployment"), model_format + storage_uri
-    (+ protocol_version, runtime) for a KServe runtime instead of a fairing image, dry_run."""
+    (+ protocol_version, runtime) for a KServe runtime instead of a fairing image, modelcar (the
+    model's files as an oci:// image, served by fairing's image as a ServingRuntime), dry_run."""
 
     deployer_name = "inferenceservice"
     aliases = ("kserve",)
@@ -49,7 +62,7 @@ class InferenceServiceDeployer(KubeAccess, Deployer):
     api_version = API_VERSION
     kind = KIND
     kind_options = ("replicas", "max_replicas", "deployment_mode", "model_format", "model_format_version",
-                    "storage_uri", "protocol_version", "runtime", "max_surge")
+                    "storage_uri", "protocol_version", "runtime", "max_surge", "modelcar")
 
     @staticmethod
     def state(obj: dict | None) -> str:
@@ -61,7 +74,7 @@ class InferenceServiceDeployer(KubeAccess, Deployer):
 
     def configure(self, replicas=1, max_replicas=None, deployment_mode="RawDeployment", model_format=None,
                   model_format_version=None, storage_uri=None, protocol_version=None, runtime=None,
-                  max_surge="25%") -> None:
+                  max_surge="25%", modelcar=None) -> None:
         self.replicas = check_replicas(replicas)
         if max_replicas is not None and (check_replicas(max_replicas) < self.replicas or max_replicas == 0):
             raise ConfigError(f"max_replicas={max_replicas} is below replicas={self.replicas}",
@@ -82,6 +95,28 @@ class InferenceServiceDeployer(KubeAccess, Deployer):
         self.model_format, self.model_format_version = model_format, model_format_version
         self.storage_uri, self.protocol_version, self.runtime = storage_uri, protocol_version, runtime
         self.max_surge = max_surge
+        # True: "the endpoint's model, as a modelcar" (PredictionEndpoint builds it and passes its
+        # oci:// reference before deploying); a string: that reference.
+        if modelcar not in (None, False, True) and not (isinstance(modelcar, str) and modelcar.startswith("oci://")):
+            raise ConfigError(f"modelcar={modelcar!r} is not an oci:// image reference",
+                              hint="pass modelcar=True with model_ref='iris@champion' (fairing builds it), or 'oci://registry/repo@sha256:...'")
+        if modelcar and model_format:
+            raise ConfigError("modelcar and model_format are two ways to serve a model: give one",
+                              hint="KServe's own runtimes take an oci:// modelcar as storage_uri='oci://...' with model_format")
+        self.modelcar = modelcar or None
+
+    def preflight(self) -> None:
+        """KServe is installed: it serves InferenceServices and ServingRuntimes (a cluster with only
+        the InferenceService CRD and no KServe has no ServingRuntime API). Run before anything is
+        built or pushed, so a missing KServe leaves nothing behind."""
+        from ...kube.client import CRDNotInstalled, resource_for
+
+        kube = self.kube
+        for api_version, kind in ((API_VERSION, KIND), (RUNTIME_API_VERSION, RUNTIME_KIND)):
+            res = resource_for(api_version, kind)
+            if not kube.group_version_served(res):
+                raise CRDNotInstalled(f"KServe is not installed on {kube.server}: it serves no {kind} API ({api_version})",
+                                      hint=res.install_hint)
 
     # -- manifests ----------------------------------------------------------------------------------
     def _predictor_from_template(self, template: dict) -> dict:
@@ -126,6 +161,23 @@ class InferenceServiceDeployer(KubeAccess, Deployer):
                 if main.get(key):
                     model[key] = main[key]
             predictor["model"] = model
+        elif self.modelcar:
+            if image is None:
+                raise ConfigError("a modelcar InferenceService needs fairing's serving image (its runtime)",
+                                  hint="PredictionEndpoint(..., deployer='inferenceservice', model_ref=..., modelcar=True) builds both")
+            check_pinned(image)
+            template, spec = serving_pod_template(image, self.mutators)
+            model_name = spec.model_name
+            name = self.name or endpoint_name(model_name, "InferenceService name", max_len=45)
+            annotations[L.IMAGE_ANNOTATION] = image.ref
+            predictor = self._predictor_from_template(template)
+            main = podlib.find_container(template, CONTAINER)
+            uri = self.modelcar if isinstance(self.modelcar, str) else MODELCAR_PLACEHOLDER
+            model = {"modelFormat": {"name": FAIRING_FORMAT}, "runtime": name, "storageUri": uri}
+            if main.get("resources"):
+                model["resources"] = main["resources"]
+            predictor["model"] = model
+            runtime = self._runtime(name, ns, main, spec.port)
         else:
             if image is None:
                 raise ConfigError("the inferenceservice deployer needs an image, or model_format + storage_uri",
@@ -153,7 +205,27 @@ class InferenceServiceDeployer(KubeAccess, Deployer):
         meta = {"name": name, "labels": labels, "annotations": annotations}
         if ns:
             meta["namespace"] = ns
-        return [{"apiVersion": API_VERSION, "kind": KIND, "metadata": meta, "spec": {"predictor": predictor}}]
+        isvc = {"apiVersion": API_VERSION, "kind": KIND, "metadata": meta, "spec": {"predictor": predictor}}
+        return [isvc, runtime] if self.modelcar and not self.model_format else [isvc]
+
+    def _runtime(self, name: str, ns: str | None, main: dict, port: int) -> dict:
+        """The endpoint's own ServingRuntime: fairing's serving image reading the modelcar's files
+        from /mnt/models (load(model_dir) gets that path). One per endpoint, because the image holds
+        the user's code; owned by the InferenceService once it exists, so it goes with it."""
+        c = copy.deepcopy(main)
+        c["name"] = KSERVE_CONTAINER
+        c["env"] = [e for e in c.get("env") or [] if e.get("name") != "FAIRING_MODEL_DIR"] + \
+            [{"name": "FAIRING_MODEL_DIR", "value": MODELCAR_DIR}]
+        c["ports"] = [{"containerPort": port, "protocol": "TCP"}]
+        c.pop("resources", None)  # the predictor's model spec carries them (KServe merges the two)
+        for key, probe in probes(port).items():
+            c.setdefault(key, probe)
+        meta = {"name": name, "labels": {**L.MANAGED, L.KIND: "serve", L.APP_NAME: name, **self.labels}}
+        if ns:
+            meta["namespace"] = ns
+        return {"apiVersion": RUNTIME_API_VERSION, "kind": RUNTIME_KIND, "metadata": meta,
+                "spec": {"supportedModelFormats": [{"name": FAIRING_FORMAT, "version": "1", "autoSelect": False}],
+                         "protocolVersions": ["v1", "v2"], "containers": [c]}}
 
     def validate(self, image: BuiltImage | None = None) -> list[dict]:
         """Server-side dry run: the API server checks the object against the KServe CRD schema."""
@@ -165,20 +237,44 @@ class InferenceServiceDeployer(KubeAccess, Deployer):
                                       dry_run=dry_run)
 
     def deploy(self, image: BuiltImage | None = None) -> "InferenceServiceHandle":
-        (isvc,) = self.render(image, offline=False)
+        isvc, *runtime = self.render(image, offline=False)
+        if self.modelcar is True:
+            raise ConfigError("modelcar=True needs the modelcar built first",
+                              hint="PredictionEndpoint(..., model_ref='iris@champion', modelcar=True) builds and passes it")
         kube = self.kube
         name, ns = isvc["metadata"]["name"], isvc["metadata"]["namespace"]
         if self.dry_run:
-            return self.handle(name, ns, [kube.create(isvc, ns, dry_run=True)], dry_run=True)
+            return self.handle(name, ns, [kube.create(m, ns, dry_run=True) for m in (isvc, *runtime)], dry_run=True)
         existing = kube.get(API_VERSION, KIND, name, ns)
         if existing is not None and not L.is_managed(existing["metadata"].get("labels")):
             raise DeployError(f"InferenceService {name!r} in namespace {ns!r} exists and was not created by fairing",
                               hint="pick another name (name=...) or delete it first")
+        existing_rt = kube.get(RUNTIME_API_VERSION, RUNTIME_KIND, name, ns) if runtime else None
+        if existing_rt is not None and not L.is_managed(existing_rt["metadata"].get("labels")):
+            raise DeployError(f"ServingRuntime {name!r} in namespace {ns!r} exists and was not created by fairing",
+                              hint="pick another name (name=...) or delete it first")
         pod_view = {"metadata": {}, "spec": {"containers": [
             {**c, "name": CONTAINER if c.get("name") == KSERVE_CONTAINER else c.get("name")}
             for c in isvc["spec"]["predictor"].get("containers") or []]}}
+        if runtime:
+            pod_view["spec"]["containers"] = [{**c, "name": CONTAINER} for c in runtime[0]["spec"]["containers"]]
         self.prepare(kube, ns, [pod_view])
-        return self.handle(name, ns, [kube.apply(isvc, ns, field_manager=L.FIELD_MANAGER)])
+        if not runtime:
+            return self.handle(name, ns, [kube.apply(isvc, ns, field_manager=L.FIELD_MANAGER)])
+        # The runtime first (the controller resolves it when it sees the InferenceService), then the
+        # InferenceService, then the runtime is made the InferenceService's (garbage-collected with it).
+        rt = runtime[0]
+        kube.apply(rt, ns, field_manager=L.FIELD_MANAGER)
+        try:
+            applied = kube.apply(isvc, ns, field_manager=L.FIELD_MANAGER)
+        except BaseException:
+            if existing_rt is None:
+                kube.delete(RUNTIME_API_VERSION, RUNTIME_KIND, name, ns)
+            raise
+        rt["metadata"]["ownerReferences"] = [{"apiVersion": API_VERSION, "kind": KIND, "name": name,
+                                              "uid": applied["metadata"]["uid"]}]
+        kube.apply(rt, ns, field_manager=L.FIELD_MANAGER)
+        return self.handle(name, ns, [applied])
 
     def attach(self, name: str) -> "InferenceServiceHandle":
         ns = self.target_namespace()
