@@ -11,6 +11,8 @@
 #   model.NAME.ALIAS     a copy of the version ALIAS points to, for tools that read one tag
 import datetime
 import getpass
+import hashlib
+import json
 import os
 import re
 import socket
@@ -36,12 +38,20 @@ def who():
 
 
 def digest_of(doc):
-    """A version document's digest (what an alias move names), without the fields readers add."""
-    try:
-        from outputs import doc_digest  # shipped beside this file in the image
-    except ImportError:
-        from .outputs import doc_digest
-    return doc_digest({k: v for k, v in doc.items() if k not in ("ref", "digest")})
+    """A version document's digest (what an alias move names): of its canonical JSON (sorted keys,
+    no spaces, as the stores write it), without the fields readers add."""
+    body = json.dumps(dict((k, v) for k, v in doc.items() if k not in ("ref", "digest")),
+                      sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+class Raced(Exception):
+    """An alias moved between reading it and moving it: judged against a champion that is gone."""
+
+
+def lost_race(backend):
+    """The exceptions that mean another writer won: the backend's Exists, and Raced."""
+    return (getattr(backend, "Exists", Raced), Raced)
 
 
 # --- reading --------------------------------------------------------------------------------------
@@ -112,15 +122,11 @@ def move_alias(backend, name, alias, doc, expect_seq=None):
     """Point NAME@ALIAS at the version `doc`; returns the move document with "changed" (False when
     ALIAS already points there). `expect_seq`: the K the caller decided on (a gate compared against
     the champion of move K); another move since then is a lost race. Exists when another writer
-    took K+1 at the same moment (or moved it since `expect_seq`)."""
-    try:
-        from outputs import Exists
-    except ImportError:
-        from .outputs import Exists
+    took K+1 at the same moment; Raced when it was moved since `expect_seq`."""
     digest = digest_of(doc)
     k, previous = alias_move(backend, name, alias)
     if expect_seq is not None and k != expect_seq:
-        raise Exists("%s@%s was moved (move %d) since it was read (move %d)" % (name, alias, k, expect_seq))
+        raise Raced("%s@%s was moved (move %d) since it was read (move %d)" % (name, alias, k, expect_seq))
     if previous is not None and previous.get("digest") == digest:
         return dict(previous, changed=False)
     move = {"artifactType": ALIAS_TYPE, "kind": "model-alias", "model": name, "alias": alias,
@@ -156,7 +162,7 @@ OPS = {">=": lambda a, b: a >= b, ">": lambda a, b: a > b, "<=": lambda a, b: a 
        "<": lambda a, b: a < b, "==": lambda a, b: a == b}
 NEGATED = {">=": "<", ">": "<=", "<=": ">", "<": ">=", "==": "!="}
 GATE_HINT = 'write METRIC OP champion or METRIC OP NUMBER (OP: >=, >, <=, <, ==), joined by "and", e.g. "accuracy >= champion and loss < 0.5"'
-_TOKEN = re.compile(r"\s*(>=|<=|==|>|<|[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?![\w.])|[A-Za-z_][\w.\-/]*|\S+)")
+_TOKEN = re.compile(r"\s*([<>=!]+|[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?![\w.])|[A-Za-z_][\w.\-/]*|\S+)")
 _NUMBER = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$")
 _METRIC = re.compile(r"^[A-Za-z_][\w.\-/]*$")
 
@@ -250,3 +256,47 @@ def evaluate(clauses, metrics, champion=None):
     if champion is None and any(v[0] == "alias" for _, _, v in clauses):
         said.insert(0, "no %s yet: the first version is promoted" % gate_alias(clauses))
     return True, "promoted: " + ", ".join(said)
+
+
+# --- a retrain's pod: register, then promote when the gate holds -----------------------------------
+
+def _retrying_race(backend, fn, attempts=3):
+    """fn() again when another writer won an exclusive put: re-read, re-decide (a version number
+    is only the next free one; a gate is judged against the champion that is there now)."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except lost_race(backend):
+            if i == attempts - 1:
+                raise
+
+
+def register_and_gate(backend, name, gate_text, files, run):
+    """Version N+1 of `name` from a finished run's saved `files`, promoted to the gate's alias when
+    the gate holds (no gate: registered only). `run`: what the version knows of its run (its
+    "metrics" are what the gate reads). Returns the outcome for the run's record. GateError before
+    anything is written when the gate names a metric the run did not report."""
+    clauses = parse_gate(gate_text) if gate_text else None
+    metrics = run.get("metrics") or {}
+    if clauses:
+        check_metrics(clauses, metrics)
+    if not files:
+        raise GateError("the run kept no files to make a model of",
+                        hint="write the model to $FAIRING_OUTPUT_DIR (fairing.outputs_dir()) in the run")
+    doc = _retrying_race(backend, lambda: put_version(backend, name, new_version(name, files, run)))
+    out = {"name": name, "version": doc["version"], "registered": "%s:%d" % (name, doc["version"])}
+    if not clauses:
+        return out
+    alias = gate_alias(clauses)
+    out.update(alias=alias, gate=gate_text)
+
+    def decide():
+        k, move = alias_move(backend, name, alias)
+        champion = version(backend, name, move["version"]) if move else None
+        ok, reason = evaluate(clauses, metrics, champion)
+        if ok:
+            move_alias(backend, name, alias, doc, expect_seq=k)
+        return ok, reason
+
+    out["promoted"], out["reason"] = _retrying_race(backend, decide)
+    return out

@@ -109,7 +109,7 @@ class Registry:
 
         try:
             return fn(*args, **kw)
-        except (shim.Exists, outputs_s3.Exists):
+        except (shim.Exists, outputs_s3.Exists, docs.Raced):
             raise
         except (shim.StoreError, outputs_s3.S3Error, OSError) as e:
             raise FairingError(f"the model registry in {self.text} cannot be used: {e}",
@@ -218,7 +218,7 @@ class Registry:
 
         try:
             return self._call(write)
-        except (shim.Exists, outputs_s3.Exists):
+        except (shim.Exists, outputs_s3.Exists, docs.Raced):
             now = self._call(self.backend.get_doc, doc_name) or {}
             who = f" ({now.get('by')}, {now.get('created') or now.get('moved')})" if now.get("by") else ""
             raise ConcurrentUpdate(f"{lost.format(n=doc_name.rsplit('.', 1)[1].lstrip('v'))}{who}; nothing of yours was written",
