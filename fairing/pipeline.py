@@ -605,6 +605,9 @@ def execute(p: Plan, progress: Progress | None = None, *, wait: Wait | bool | No
         hook.tag(deployer, run, image)  # run id + source hash on every object; env for the model server
         if not p.serving and image is not None:
             keep_outputs(p, deployer, run, image, progress)
+        serve = ctx.serve if ctx is not None else None
+        if serve is not None and serve.follow_store and p.on_cluster:
+            follow_store(p, deployer, run, serve.follow_store)
         with progress.stage("deploy") as st:
             handle = deployer.deploy(image)
             mode = getattr(handle, "mode", None)
@@ -662,6 +665,20 @@ def keep_outputs(p: Plan, deployer: Any, run: Any, image: BuiltImage, progress: 
         ca_pem = Path(p.settings.ca_file).expanduser().read_bytes()
     deployer.mutators = deployer.mutators + (
         wire.mutator(store, run.id, creds=creds, ca_pem=ca_pem, per_job=type(deployer).per_job_runs),)
+
+
+def follow_store(p: Plan, deployer: Any, run: Any, store_text: str) -> None:
+    """A model server following an alias reads the model registry's store: the pod gets the store
+    and its credentials, in the run's Secret (owned by the Deployment), as a run's outputs do."""
+    from .outputs import store as ostore
+    from .outputs import wire
+
+    if not isinstance(getattr(deployer, "mutators", None), tuple):
+        return
+    store = ostore.parse(store_text)
+    creds = ostore.credentials(store)
+    ca_pem = Path(p.settings.ca_file).expanduser().read_bytes() if creds and p.settings.ca_file else None
+    deployer.mutators = deployer.mutators + (wire.mutator(store, run.id, creds=creds, ca_pem=ca_pem),)
 
 
 def build_recorded(p: Plan, progress: Progress, *, command: str = "build",

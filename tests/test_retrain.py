@@ -147,3 +147,54 @@ def test_bad_retrain_input_is_one_line_before_anything_is_built(tmp_path, args, 
     assert lines[0].startswith(line), p.stderr
     assert lines[1].startswith(hint) and len(lines) == 2 and "Traceback" not in p.stderr
     assert not (tmp_path / "runs.db").exists() or "train" not in (tmp_path / "runs.db").read_bytes().decode("latin-1")
+
+
+# --- a model server following an alias -------------------------------------------------------------
+
+class Echo:
+    """Answers with the bytes of its model file: which version it loaded shows in every answer."""
+
+    def load(self, model_dir):
+        text = (Path(model_dir) / "model.joblib").read_text()
+        if "broken" in text:
+            raise ValueError("cannot unpickle " + text)
+        self.text = text
+
+    def predict(self, instances):
+        return [self.text for _ in instances]
+
+
+def test_a_server_following_the_alias_switches_only_to_a_version_that_loads(tmp_path):
+    from fairing.image_runtime import model_server as ms
+
+    store = tmp_path / "store"
+    b = shim.DirBackend(str(store))
+    for run_id, acc in (("r1", 0.90), ("r2", 0.95)):
+        retrain(tmp_path, store, run_id, acc)
+    _, v2 = modeldocs.resolve_alias(b, "iris", "champion")
+    first = Path(tmp_path / "baked")
+    modeldocs.fetch_files(b, v2, str(first))
+    env = {"FAIRING_MODEL_DIR": str(first), "FAIRING_MODEL_VERSION": "iris:2", "FAIRING_MODEL_DIGEST": modeldocs.digest_of(v2),
+           "FAIRING_OUTPUTS_STORE": json.dumps({"kind": "dir", "path": str(store)}),
+           "FAIRING_MODEL_VERSIONS_DIR": str(tmp_path / "versions")}
+    state = ms.ModelState("iris", factory=Echo, env=env)
+    state._load()
+    assert state.model.predict([1]) == ["weights 0.95"]
+    follower = ms.Follower(state, "iris@champion")
+    assert follower.check() is False  # the alias still names what it serves
+    retrain(tmp_path, store, "r3", 0.97)  # promoted: v3
+    old = state.model
+    assert follower.check() is True
+    assert state.version == "iris:3" and state.model.predict([1]) == ["weights 0.97"]
+    assert old.predict([1]) == ["weights 0.95"]  # a request holding the old object finishes on it
+    # A version whose load() fails: the old one keeps serving, and it is not tried again each poll.
+    out = tmp_path / "out-r4"
+    out.mkdir()
+    (out / "model.joblib").write_text("broken 0.99")
+    files = [{"path": "model.joblib", "digest": shim.file_digest(str(out / "model.joblib")), "size": 11,
+              "mediaType": shim.MODEL_MEDIA_TYPE}]
+    b.put_blob(files[0]["digest"], 11, str(out / "model.joblib"))
+    modeldocs.register_and_gate(b, "iris", "accuracy >= champion", files, {"id": "r4", "metrics": {"accuracy": 0.99}})
+    assert follower.check() is False
+    assert state.version == "iris:3" and state.model.predict([1]) == ["weights 0.97"] and follower.failed
+    assert follower.check() is False
