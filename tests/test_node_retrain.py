@@ -13,10 +13,11 @@ import textwrap
 import threading
 import time
 import uuid
+from datetime import datetime
 
 import fairing
 from fairing.deployers import pod
-from fairing.image_runtime import outputs as shim
+from fairing.image_runtime import modeldocs, outputs as shim
 from fairing.kube.client import Kube
 
 FAIR = [sys.executable, "-m", "fairing.cli"]
@@ -144,7 +145,9 @@ def test_a_scheduled_retrain_promotes_a_better_model_and_the_endpoint_follows_un
             time.sleep(1)
         switched = load.first("weights-0.95")
         assert switched is not None, f"still serving {load.answers[-1][1] if load.answers else '?'} 3 minutes after the promotion"
-        follow_s = switched - r2["finished_seen"]
+        _, move = modeldocs.alias_move(store, model, "champion")
+        follow_s = switched - datetime.fromisoformat(move["moved"]).timestamp()  # from the alias move
+        assert follow_s < 180
         after = [a for t, a in load.answers if t >= switched]
         assert set(after) == {"weights-0.95"}  # never back to the old version
         st = fair("status", ep.name, "-n", on_node.namespace, cwd=tmp_path,
@@ -161,7 +164,7 @@ def test_a_scheduled_retrain_promotes_a_better_model_and_the_endpoint_follows_un
         load.thread.join(10)
         assert {a for t, a in load.answers if t >= r3["finished_seen"]} == {"weights-0.95"}
         total = len(load.answers) + len(load.failed)
-        print(f"\nfollow: served {model}:2 {follow_s:.0f} s after run 2 ended; failed requests {len(load.failed)}/{total}")
+        print(f"\nfollow: served {model}:2 {follow_s:.0f} s after the alias moved; failed requests {len(load.failed)}/{total}")
         assert load.failed == [], load.failed[:5]
         assert {a for _, a in load.answers} == {"weights-0.90", "weights-0.95"}
         assert total > 300  # a steady load, not a handful of requests
@@ -172,3 +175,35 @@ def test_a_scheduled_retrain_promotes_a_better_model_and_the_endpoint_follows_un
             ep.delete()
         h.delete()
         admin.delete("v1", "ConfigMap", cm, on_node.namespace)
+
+
+def test_fair_train_register_on_a_job_and_a_gate_naming_a_missing_metric(on_node, tmp_path):
+    """The CLI's flags on a Job: a gate naming a metric the run did not report fails the run in one
+    line and registers nothing; the right gate registers and promotes, and the run's record (this
+    machine's, settled from the pod's) says so."""
+    (tmp_path / "retrain.py").write_text(RETRAIN.replace('os.environ["ACC"]', '"0.93"'))
+    env = on_node.cli_env(FAIRING_RUNS=str(tmp_path / "runs.db"), FAIRING_OUTPUTS=on_node.outputs)
+    model = f"cli-{uuid.uuid4().hex[:6]}"
+    common = ["--registry", on_node.registry, "--base-image", on_node.base, "-n", on_node.namespace]
+    name = f"node-gate-{uuid.uuid4().hex[:6]}"
+    r = fair("train", "retrain.py", *common, "--name", name, "--register", model, "--promote-if", "f1 >= champion",
+             cwd=tmp_path, env=env)
+    fair("delete", name, "-n", on_node.namespace, cwd=tmp_path, env=env)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert ("fairing: model not registered: the promotion gate needs metric 'f1', which the run did not report "
+            "(it reported: accuracy, loss)") in out
+    assert "Traceback" not in out
+    assert fair("models", "show", model, cwd=tmp_path, env=env).returncode == 2  # nothing registered
+
+    name = f"node-gate-{uuid.uuid4().hex[:6]}"
+    r = fair("train", "retrain.py", *common, "--name", name, "--register", model, "--promote-if",
+             "accuracy >= champion and loss < 0.5", cwd=tmp_path, env=env)
+    fair("delete", name, "-n", on_node.namespace, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"fairing: registered {model}:1; promoted: no champion yet: the first version is promoted, loss 0.3 < 0.5" \
+        in r.stdout + r.stderr
+    run = json.loads(fair("runs", "-o", "json", "--last", "1", cwd=tmp_path, env=env).stdout)[0]
+    assert run["model"]["registered"] == f"{model}:1" and run["model"]["promoted"] is True
+    v = json.loads(fair("models", "show", f"{model}@champion", "-o", "json", cwd=tmp_path, env=env).stdout)
+    assert v["version"] == 1 and v["run"]["id"] == run["id"] and v["run"]["metrics"]["accuracy"] == 0.93
