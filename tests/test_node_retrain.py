@@ -7,8 +7,6 @@ ConfigMap the test changes between runs (the data a nightly retrain would read).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -19,8 +17,7 @@ import fairing
 from fairing.deployers import pod
 from fairing.image_runtime import modeldocs, outputs as shim
 from fairing.kube.client import Kube
-
-FAIR = [sys.executable, "-m", "fairing.cli"]
+from tests.test_node_models import READER, fair  # the model that answers with its file's bytes
 
 RETRAIN = textwrap.dedent("""
     import os
@@ -29,22 +26,6 @@ RETRAIN = textwrap.dedent("""
     print("epoch=1 loss=0.3")
     print("accuracy=" + acc)
 """)
-READER = textwrap.dedent("""
-    import os
-
-    class Reader:
-        def load(self, model_dir):
-            self.weights = open(os.path.join(model_dir, "model.joblib")).read()
-
-        def predict(self, instances):
-            return [self.weights for _ in instances]
-""")
-
-
-def fair(*args, env, cwd, timeout=600):
-    return subprocess.run([*FAIR, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
 class Load:
     """A steady request load on the endpoint: one request every `every` seconds, each answer kept
     with its time; an exception or an unknown answer is a failed request."""

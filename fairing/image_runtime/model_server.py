@@ -274,17 +274,7 @@ class Follower:
         log.info("following %s (every %.0f s); serving %s", self.ref, self.every, self.state.version or "?")
 
     def backend(self):
-        outputs = _sibling("outputs")
-        env = self.state.env
-        creds = {}
-        auth = env.get("FAIRING_OUTPUTS_AUTH")
-        if auth and os.path.isfile(auth):
-            with open(auth) as f:
-                creds = json.load(f)
-            ca = os.path.join(os.path.dirname(auth), "ca.pem")
-            if os.path.isfile(ca):
-                creds.setdefault("ca_file", ca)
-        return outputs.backend(json.loads(env["FAIRING_OUTPUTS_STORE"]), creds)
+        return _sibling("outputs").backend_from_env(self.state.env)
 
     def loop(self) -> None:
         import time

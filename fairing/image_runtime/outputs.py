@@ -511,6 +511,20 @@ def backend(spec, creds=None):
     raise StoreError("unknown outputs store kind %r" % kind)
 
 
+def backend_from_env(env, spec=None):
+    """The store a pod was given: $FAIRING_OUTPUTS_STORE, with the run's Secret ($FAIRING_OUTPUTS_AUTH:
+    auth.json, and ca.pem beside it) when there is one."""
+    creds = {}
+    auth = env.get("FAIRING_OUTPUTS_AUTH")
+    if auth and os.path.isfile(auth):
+        with open(auth) as f:
+            creds = json.load(f)
+        ca = os.path.join(os.path.dirname(auth), "ca.pem")
+        if os.path.isfile(ca):
+            creds.setdefault("ca_file", ca)
+    return backend(spec if spec is not None else json.loads(env["FAIRING_OUTPUTS_STORE"]), creds)
+
+
 def retrying(fn, what, attempts=5, delay=0.5):
     """fn() with retries on what can pass (5xx, 429, dropped connections), backing off."""
     for i in range(attempts):
@@ -662,15 +676,7 @@ def main(argv=None, env=None):
               "parent": env.get("FAIRING_RUN_PARENT"), "job": env.get("FAIRING_JOB_NAME"),
               "recorded_by": "pod"}
     try:
-        creds = {}
-        auth = env.get("FAIRING_OUTPUTS_AUTH")
-        if auth and os.path.isfile(auth):
-            with open(auth) as f:
-                creds = json.load(f)
-            ca = os.path.join(os.path.dirname(auth), "ca.pem")
-            if os.path.isfile(ca):
-                creds.setdefault("ca_file", ca)
-        store = backend(spec, creds)
+        store = backend_from_env(env, spec)
         outcome = {}
         finish = None
         if registering:
