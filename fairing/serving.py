@@ -105,22 +105,28 @@ class PredictionEndpoint:
             prepare_kw["model_files"] = {f["path"]: str(m.dir / f["path"]) for f in m.files}
             prepare_kw["env"] = {"FAIRING_MODEL_REF": m.ref, "FAIRING_MODEL_VERSION": m.resolved,
                                  "FAIRING_MODEL_RUN": m.run or "", "FAIRING_MODEL_DIGEST": m.digest}
-            if self.follows():
-                # NAME@ALIAS: the server follows the alias (the version above is where it starts).
-                prepare_kw["follow"] = (m.ref, m.store)
+
         if self.requirements is not None:
             prepare_kw["requirements"] = self.requirements
         # With no deployer name the plan chooses one, and the options still go to it.
         deployer = Stage(self.deployer_name, self.deployer_options) \
             if self.deployer_name or self.deployer_options else None
-        return pipeline.plan(Request(self.model, s, preprocessor=Stage("serve"),
-                                     builder=Stage(builder_name, builder_kw) if builder_name or builder_kw else None,
-                                     deployer=deployer, prepare=prepare_kw, name=self.name,
-                                     prebuilt=self.image is not None))
+        p = pipeline.plan(Request(self.model, s, preprocessor=Stage("serve"),
+                                  builder=Stage(builder_name, builder_kw) if builder_name or builder_kw else None,
+                                  deployer=deployer, prepare=prepare_kw, name=self.name,
+                                  prebuilt=self.image is not None))
+        if p.on_cluster and self.follows():
+            # NAME@ALIAS on a cluster: the server follows the alias (the version above is where it
+            # starts); the deploy gives its pod the registry's store.
+            import dataclasses
+
+            m = self.model_files
+            p = dataclasses.replace(p, prepare_kw={**p.prepare_kw, "follow": (m.ref, m.store)})
+        return p
 
     def follows(self) -> bool:
-        """Does the server follow the model's alias? When deployed as NAME@ALIAS from a registry
-        a pod can read (oci:// or s3://; a directory on this machine is not)."""
+        """Can the server follow the model's alias? When it is NAME@ALIAS in a registry a pod can
+        read (oci:// or s3://; a directory on this machine is not), deployed on a cluster."""
         m = self.resolve_model()
         if m is None or m.alias is None or not m.store:
             return False
@@ -183,7 +189,8 @@ class PredictionEndpoint:
         self.image, self.handle, self.run = self.run_result.image, self.run_result.handle, self.run_result.run
         run = self.run
         if self.model_files is not None and run is not None:
-            run.note(model={**self.model_files.labels(), **({"follows": self.model_ref} if self.follows() else {})})
+            follow = (p.prepare_kw.get("follow") or (None,))[0]
+            run.note(model={**self.model_files.labels(), **({"follows": follow} if follow else {})})
         if wait:
             try:
                 self.handle.wait(self.timeout)

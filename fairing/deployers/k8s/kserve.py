@@ -178,7 +178,13 @@ class InferenceServiceDeployer(KubeAccess, Deployer):
             {**c, "name": CONTAINER if c.get("name") == KSERVE_CONTAINER else c.get("name")}
             for c in isvc["spec"]["predictor"].get("containers") or []]}}
         self.prepare(kube, ns, [pod_view])
-        return self.handle(name, ns, [kube.apply(isvc, ns, field_manager=L.FIELD_MANAGER)])
+        try:
+            applied = kube.apply(isvc, ns, field_manager=L.FIELD_MANAGER)
+        except BaseException:
+            self.discard(kube, ns)
+            raise
+        self.created(kube, ns, applied)  # a following server's store Secret goes with the InferenceService
+        return self.handle(name, ns, [applied])
 
     def attach(self, name: str) -> "InferenceServiceHandle":
         ns = self.target_namespace()
