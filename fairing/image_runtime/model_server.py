@@ -264,6 +264,7 @@ class Follower:
         self.every = float(state.env.get("FAIRING_MODEL_FOLLOW_SECONDS") or 20)
         self.root = Path(state.env.get("FAIRING_MODEL_VERSIONS_DIR") or "/tmp/fairing-model-versions")
         self.failed: str | None = None  # the digest that would not load
+        self.seq = 0  # K of the alias move last read: a poll asks only whether move K+1 exists
 
     def start(self) -> None:
         spec = self.state.env.get("FAIRING_OUTPUTS_STORE")
@@ -290,7 +291,10 @@ class Follower:
         """One poll; True when the server switched to another version."""
         docs = _sibling("modeldocs")
         backend = self.backend()
+        if self.seq and backend.get_doc(f"model.{self.name}.{self.alias}.{self.seq + 1}") is None:
+            return False  # one small read per poll, not a listing of the store
         move, doc = docs.resolve_alias(backend, self.name, self.alias)
+        self.seq = int(move.get("seq") or 0) if move else 0
         if move is None or move["digest"] in (self.state.digest, self.failed):
             return False
         version = f"{self.name}:{doc['version']}"

@@ -668,8 +668,10 @@ def main(argv=None, env=None):
     # Ctrl-C reaches the command from the terminal itself (same process group): not sent twice.
     signal.signal(signal.SIGTERM, lambda s, f: child.send_signal(s))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    metrics = tee_metrics(child) if registering else {}
+    metrics, pumps = tee_metrics(child) if registering else ({}, [])
     code = child.wait()
+    for t in pumps:  # the rest of its output; a grandchild still holding the pipes is not waited for
+        t.join(10)
     record = {"id": run_id, "status": "Succeeded" if code == 0 else "Failed", "exit_code": code,
               "started": started, "finished": _now(), "seconds": round(time.time() - t0, 3),
               "host": socket.gethostname(), "image": env.get("FAIRING_IMAGE"), "command": argv[1:],
@@ -702,7 +704,8 @@ def main(argv=None, env=None):
 
 def tee_metrics(child):
     """Pass the child's stdout and stderr through as they come (bytes, unbuffered) while reading
-    `name=value` metrics from their lines; returns {name: last value} once both pipes close."""
+    `name=value` metrics from their lines. Returns ({name: last value}, the two pump threads): the
+    dict is complete once both have ended."""
     import threading
     try:
         from metriclines import parse_line  # shipped beside this file
@@ -732,9 +735,7 @@ def tee_metrics(child):
                threading.Thread(target=pump, args=(child.stderr, sys.stderr.buffer), daemon=True)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
-    return metrics
+    return metrics, threads
 
 
 def register(store, env, record, entries, code):
