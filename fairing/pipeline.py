@@ -326,7 +326,7 @@ def check_retrain(r: Retrain, s, *, serve: bool, where: str, target: Any) -> Non
         try:
             parse_gate(r.gate)
         except GateError as e:
-            raise ConfigError(f"--promote-if: {e.message}", hint=e.hint) from None
+            raise ConfigError(e.message, hint=e.hint) from None
     if serve:
         raise ConfigError("--register is for training runs, not for serving",
                           hint="serve a registered model with fair deploy ... --model NAME@ALIAS")

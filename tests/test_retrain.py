@@ -131,11 +131,13 @@ def fair(*args, cwd, env=None):
 
 @pytest.mark.parametrize("args, line, hint", [
     (["--register", "iris", "--promote-if", "accuracy >>= champion"],
-     "error: --promote-if: the promotion gate 'accuracy >>= champion': '>>=' is not a comparison", "hint: write METRIC OP"),
+     "error: the promotion gate 'accuracy >>= champion': '>>=' is not a comparison", "hint: write METRIC OP"),
     (["--promote-if", "accuracy >= champion"], "error: --promote-if needs --register NAME", "hint: e.g. --register iris"),
     (["--register", "Iris!", "--promote-if", "accuracy >= champion"], "error: bad model name 'Iris!'", "hint: a model name"),
     (["--register", "iris", "--deployer", "local", "--local-mode", "process"], "error: --register needs a cluster run",
      "hint: run on the cluster"),
+    (["--register", "iris", "--outputs", "none"], "error: --register iris needs an outputs store to keep the model in",
+     "hint: set outputs: oci://HOST/REPO"),
 ])
 def test_bad_retrain_input_is_one_line_before_anything_is_built(tmp_path, args, line, hint):
     (tmp_path / "train.py").write_text("print('accuracy=1')\n")
@@ -146,7 +148,28 @@ def test_bad_retrain_input_is_one_line_before_anything_is_built(tmp_path, args, 
     lines = p.stderr.strip().splitlines()
     assert lines[0].startswith(line), p.stderr
     assert lines[1].startswith(hint) and len(lines) == 2 and "Traceback" not in p.stderr
-    assert not (tmp_path / "runs.db").exists() or "train" not in (tmp_path / "runs.db").read_bytes().decode("latin-1")
+    # Nothing half-made: no run recorded, nothing built (the registry's host does not even resolve).
+    runs = fair("runs", "-o", "json", cwd=tmp_path, env={"FAIRING_RUNS": str(tmp_path / "runs.db")})
+    assert json.loads(runs.stdout or "[]") == [], runs.stdout + runs.stderr
+    assert not (cache / "layers").exists()
+
+
+def test_the_python_api_refuses_the_same_before_anything_is_built(tmp_path, monkeypatch):
+    import fairing
+    from fairing.errors import ConfigError
+
+    monkeypatch.setenv("FAIRING_RUNS", str(tmp_path / "runs.db"))
+    (tmp_path / "train.py").write_text("print('accuracy=1')\n")
+    with pytest.raises(ConfigError) as e:
+        fairing.TrainJob(str(tmp_path / "train.py"), promote_if="accuracy >= champion")
+    assert "promote_if needs register=NAME" in e.value.message
+    job = fairing.TrainJob(str(tmp_path / "train.py"), registry="registry.invalid:5000/team", deployer="job",
+                           kubeconfig=str(tmp_path / "kc"), register="iris", promote_if="accuracy => champion",
+                           progress=False)
+    with pytest.raises(ConfigError) as e:
+        job.submit()
+    assert e.value.message == "the promotion gate 'accuracy => champion': '=>' is not a comparison"
+    assert job.image is None and fairing.runs.list() == []
 
 
 # --- a model server following an alias -------------------------------------------------------------
