@@ -414,6 +414,12 @@ def make_deployer(p: Plan, variant: Variant | None = None):
         if variant.name:
             kw["name"] = variant.name
         kw.update(variant.options)
+    if p.retrain is not None:  # what the pod's outputs shim registers (shown by dry runs too)
+        from .deployers import pod
+        from .image_runtime.outputs import GATE_ENV, REGISTER_ENV
+
+        env = {REGISTER_ENV: p.retrain.model, **({GATE_ENV: p.retrain.gate} if p.retrain.gate else {})}
+        kw["mutators"] = (*(kw.get("mutators") or ()), pod.env(env))
     return stages.load("deployer", p.deployer.name)(**kw)
 
 
@@ -650,14 +656,8 @@ def keep_outputs(p: Plan, deployer: Any, run: Any, image: BuiltImage, progress: 
         return
     from .outputs import wire
 
-    if p.retrain is not None:
-        from .deployers import pod
-        from .image_runtime.outputs import GATE_ENV, REGISTER_ENV
-
-        env = {REGISTER_ENV: p.retrain.model, **({GATE_ENV: p.retrain.gate} if p.retrain.gate else {})}
-        deployer.mutators = deployer.mutators + (pod.env(env),)
-        if save:
-            run.note(model={"register": p.retrain.model, "gate": p.retrain.gate, "store": store.text})
+    if p.retrain is not None and save:
+        run.note(model={"register": p.retrain.model, "gate": p.retrain.gate, "store": store.text})
 
     creds = ostore.credentials(store) if store is not None else {}
     ca_pem = None

@@ -221,3 +221,18 @@ def test_a_server_following_the_alias_switches_only_to_a_version_that_loads(tmp_
     assert follower.check() is False
     assert state.version == "iris:3" and state.model.predict([1]) == ["weights 0.97"] and follower.failed
     assert follower.check() is False
+
+
+def test_a_dry_run_shows_what_the_pod_will_register(tmp_path):
+    (tmp_path / "train.py").write_text("print('accuracy=1')\n")
+    p = fair("train", "train.py", "--registry", "registry.invalid:5000/team", "--kubeconfig", str(tmp_path / "kc"),
+             "--schedule", "*/2 * * * *", "--register", "iris", "--promote-if", "accuracy >= champion", "--dry-run",
+             cwd=tmp_path, env={"FAIRING_CACHE": str(tmp_path / "cache"), "FAIRING_RUNS": str(tmp_path / "runs.db")})
+    assert p.returncode == 0, p.stderr
+    import yaml
+
+    cron = next(d for d in yaml.safe_load_all(p.stdout) if d and d.get("kind") == "CronJob")
+    c = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["FAIRING_REGISTER"] == "iris" and env["FAIRING_PROMOTE_IF"] == "accuracy >= champion"
+    assert cron["spec"]["schedule"] == "*/2 * * * *"
