@@ -3,7 +3,8 @@ schedule trains, and its pod registers a version on every run and moves `champio
 "accuracy >= champion" holds; an endpoint deployed with --model NAME@champion follows the alias
 under a steady request load, with no failed request; a gate that fails leaves the champion and the
 endpoint as they were, and the run's record says why. The accuracy each run reports comes from a
-ConfigMap the test changes between runs (the data a nightly retrain would read)."""
+ConfigMap the test changes between runs (the data a nightly retrain would read). A promoted version
+the endpoint's model refuses to load leaves it serving the version it had, and its log says why."""
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ import fairing
 from fairing.deployers import pod
 from fairing.image_runtime import modeldocs, outputs as shim
 from fairing.kube.client import Kube
-from tests.test_node_models import READER, fair  # the model that answers with its file's bytes
+from tests.test_node_models import fair
 
 RETRAIN = textwrap.dedent("""
     import os
@@ -26,6 +27,23 @@ RETRAIN = textwrap.dedent("""
     print("epoch=1 loss=0.3")
     print("accuracy=" + acc)
 """)
+# Answers with its model file's bytes (which version it loaded shows in every answer); refuses to
+# load a model trained on data it cannot trust (0.99: too good to be true), as a broken file would.
+PICKY = textwrap.dedent("""
+    import os
+
+    class Picky:
+        def load(self, model_dir):
+            weights = open(os.path.join(model_dir, "model.joblib")).read()
+            if weights.endswith("0.99"):
+                raise ValueError("refusing " + weights)
+            self.weights = weights
+
+        def predict(self, instances):
+            return [self.weights] * len(instances)
+""")
+
+
 class Load:
     """A steady request load on the endpoint: one request every `every` seconds, each answer kept
     with its time; an exception or an unknown answer is a failed request."""
@@ -52,7 +70,7 @@ class Load:
 
 def test_a_scheduled_retrain_promotes_a_better_model_and_the_endpoint_follows_under_load(on_node, tmp_path, monkeypatch):
     (tmp_path / "retrain.py").write_text(RETRAIN)
-    (tmp_path / "model.py").write_text(READER)
+    (tmp_path / "model.py").write_text(PICKY)
     uid = uuid.uuid4().hex[:6]
     model, name, cm = f"iris-{uid}", f"node-retrain-{uid}", f"retrain-data-{uid}"
     for k, v in on_node.cli_env(FAIRING_RUNS=str(tmp_path / "runs.db"), FAIRING_OUTPUTS=on_node.outputs).items():
@@ -106,7 +124,7 @@ def test_a_scheduled_retrain_promotes_a_better_model_and_the_endpoint_follows_un
 
         from fairing.serving import PredictionEndpoint
 
-        ep = PredictionEndpoint(f"{tmp_path / 'model.py'}:Reader", name=f"node-follow-{uid}", base_image=on_node.base,
+        ep = PredictionEndpoint(f"{tmp_path / 'model.py'}:Picky", name=f"node-follow-{uid}", base_image=on_node.base,
                                 registry=on_node.registry, deployer="serving", kubeconfig=str(on_node.kubeconfig),
                                 namespace=on_node.namespace, mutators=on_node.mutators(), timeout=300,
                                 out=lambda s: None, model_ref=f"{model}@champion")
@@ -140,10 +158,21 @@ def test_a_scheduled_retrain_promotes_a_better_model_and_the_endpoint_follows_un
         assert r3["model"] == {**r3["model"], "registered": f"{model}:3", "promoted": False,
                                "reason": f"not promoted: accuracy 0.91 < champion 0.95 ({model}:2)"}
         assert fairing.models.get(f"{model}@champion", store=on_node.outputs)["version"] == 2
-        time.sleep(25)  # longer than the server's poll: it has looked at the alias since
+        data("0.99")  # run 4: promoted, but its model will not load on the endpoint
+        r4 = next_run()
+        assert r4["model"]["registered"] == f"{model}:4" and r4["model"]["promoted"] is True
+        deadline = time.time() + 180
+        while time.time() < deadline and not any("failed to load" in line for line in ep.logs()):
+            time.sleep(3)
+        said = [line for line in ep.logs() if "failed to load" in line]
+        assert said and f"keeping {model}:2: {model}:4 failed to load: ValueError: refusing weights-0.99" in said[0], said
+        time.sleep(5)
         load.stop.set()
         load.thread.join(10)
-        assert {a for t, a in load.answers if t >= r3["finished_seen"]} == {"weights-0.95"}
+        assert {a for t, a in load.answers if t >= r3["finished_seen"]} == {"weights-0.95"}  # v2 all along
+        st = fair("status", ep.name, "-n", on_node.namespace, cwd=tmp_path,
+                  env={**on_node.cli_env(FAIRING_RUNS=str(tmp_path / "runs.db")), "KUBECONFIG": str(on_node.admin_kubeconfig)})
+        assert f"model: {model}:2 from run {r2['id']}" in st.stdout, st.stdout + st.stderr
         total = len(load.answers) + len(load.failed)
         print(f"\nfollow: served {model}:2 {follow_s:.0f} s after the alias moved; failed requests {len(load.failed)}/{total}")
         assert load.failed == [], load.failed[:5]
