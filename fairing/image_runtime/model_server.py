@@ -246,11 +246,16 @@ class ModelState:
 
 def _sibling(name: str):
     """A module shipped beside this file (outputs.py, modeldocs.py in the image's .fairing/ dir), or
-    fairing.image_runtime's when imported from the package."""
+    fairing.image_runtime's when imported from the package. This file's dir goes first for the
+    import: the working dir (the user's modules, put first by resolve_model) may hold an outputs.py."""
+    if __package__:
+        return importlib.import_module(f"{__package__}.{name}")
+    here = str(Path(__file__).resolve().parent)
+    sys.path.insert(0, here)
     try:
         return importlib.import_module(name)
-    except ImportError:
-        return importlib.import_module(f"{__package__}.{name}") if __package__ else None
+    finally:
+        sys.path.remove(here)
 
 
 class Follower:
