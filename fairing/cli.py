@@ -332,6 +332,9 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
         _print_plan({"mode": mode, "build": {"model": model, "name": ep.name}, "manifests": ep.render()}, opts)
         return
     ep.create()
+    follows = ((ep.run.doc.get("model") or {}).get("follows") if ep.run else None)
+    if follows and not opts.json:
+        _info(f"fair: the endpoint follows {follows}: when it moves, the new version is served (no restart)")
     if opts.json:
         _print_json({"name": ep.handle.name if hasattr(ep.handle, "name") else ep.name, "url": ep.url,
                      "run_id": ep.run.id if ep.run else None,
