@@ -41,7 +41,8 @@ class TrainJob:
                  preprocessor_options: Mapping[str, Any] | None = None,
                  builder_options: Mapping[str, Any] | None = None,
                  deployer_options: Mapping[str, Any] | None = None,
-                 progress: bool | None = None, outputs: str | None = None):
+                 progress: bool | None = None, outputs: str | None = None,
+                 register: str | None = None, promote_if: str | None = None):
         if entry_point is None:
             raise ConfigError("TrainJob needs an entry point", hint="pass a function, a .py file, a directory or a .ipynb")
         self.entry_point = entry_point
@@ -64,6 +65,12 @@ class TrainJob:
         self._pre_kw = dict(preprocessor_options or {})
         self._builder_kw = dict(builder_options or {})
         self._deployer_kw = dict(deployer_options or {})
+        if promote_if is not None and register is None:
+            raise ConfigError("promote_if needs register=NAME: the gate promotes a version of that model",
+                              hint='e.g. TrainJob(..., register="iris", promote_if="accuracy >= champion")')
+        from .request import Retrain
+
+        self.retrain = Retrain(register, promote_if) if register is not None else None
         self.progress = progress
         self.image = None
         self.handle = None
@@ -80,7 +87,7 @@ class TrainJob:
         elif self.args:
             prepare_kw = {"args": [str(a) for a in self.args]}
         return pipeline.plan(Request(self.entry_point, s, preprocessor=pre, builder=builder, deployer=deployer,
-                                     prepare=prepare_kw, name=self.name))
+                                     prepare=prepare_kw, name=self.name, retrain=self.retrain))
 
     def dry_run(self) -> dict:
         """The build plan and the manifests, without building or applying anything."""

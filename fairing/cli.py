@@ -232,13 +232,17 @@ def train(entry: Annotated[str, typer.Argument(help="a .py file, a directory or 
           detach: Annotated[bool, typer.Option("--detach", "-d", help="return once deployed, don't wait")] = False,
           name: Annotated[Optional[str], typer.Option("--name", help="workload name (default: generated)")] = None,
           keep: Annotated[bool, typer.Option("--keep", help="keep a finished local container for `fair logs`")] = False,
+          register: Annotated[Optional[str], typer.Option(
+              "--register", help="register the run's outputs as the next version of this model (in the pod, when it succeeds)")] = None,
+          promote_if: Annotated[Optional[str], typer.Option(
+              "--promote-if", help='move the alias to the new version when this holds, e.g. "accuracy >= champion"')] = None,
           opts: Any = None) -> None:
     from . import pipeline
     from .request import CLEANUP_NEVER, CLEANUP_ON_SUCCESS, Request, Wait
 
     s = opts.settings()
     prepare_kw = {"args": list(args)} if args else {}
-    p = pipeline.plan(Request(_entry(entry), s, prepare=prepare_kw, name=name))
+    p = pipeline.plan(Request(_entry(entry), s, prepare=prepare_kw, name=name, retrain=_retrain(register, promote_if)))
     progress = opts.progress()
     if opts.dry_run:
         _print_plan(pipeline.dry_run(p, progress), opts)
@@ -268,6 +272,15 @@ def train(entry: Annotated[str, typer.Argument(help="a .py file, a directory or 
     else:
         _info(f"fair: recorded as run {res.run.id} (fair runs show {res.run.id})")
         _info(f"fair: {getattr(handle, 'name', '')} {status} ({res.mode})")  # last: scripts read the outcome here
+
+
+def _retrain(register: Optional[str], promote_if: Optional[str]):
+    from .request import Retrain
+
+    if promote_if is not None and register is None:
+        raise ConfigError("--promote-if needs --register NAME: the gate promotes a version of that model",
+                          hint='e.g. --register iris --promote-if "accuracy >= champion"')
+    return Retrain(register, promote_if) if register is not None else None
 
 
 def _mode_sentence(p) -> str:
@@ -328,6 +341,9 @@ def deploy(model: Annotated[str, typer.Argument(help="file.py:ClassName")],
         _print_plan({"mode": mode, "build": {"model": model, "name": ep.name}, "manifests": ep.render()}, opts)
         return
     ep.create()
+    follows = ((ep.run.doc.get("model") or {}).get("follows") if ep.run else None)
+    if follows and not opts.json:
+        _info(f"fair: the endpoint follows {follows}: when it moves, the new version is served (no restart)")
     if opts.json:
         _print_json({"name": ep.handle.name if hasattr(ep.handle, "name") else ep.name, "url": ep.url,
                      "run_id": ep.run.id if ep.run else None,

@@ -25,6 +25,10 @@ class ServeSpec:
     model_name: str
     port: int = 8080
     protocol: str = "v1"
+    # A registered model the server follows (NAME@ALIAS), and the outputs store its registry is in:
+    # the deploy gives the pod that store (and its credentials, in the run's Secret).
+    follow: str | None = None
+    follow_store: str | None = None
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from .context import BuildContext, BuiltImage
 from .deployers.template import pod_template
 from .errors import BuildError, ConfigError, DeployError
 from .progress import Progress, human_bytes
-from .request import Request, Stage, Variant, Wait
+from .request import Request, Retrain, Stage, Variant, Wait
 from .runhandle import log_lines  # noqa: F401 - importable from here, where the CLI finds it
 
 if TYPE_CHECKING:
@@ -104,6 +104,7 @@ class Plan:
     # An error found while planning that must not come before the local checks (a missing engine
     # for an explicit --local-mode container): raised once the entry has been packaged.
     deferred: Exception | None = None
+    retrain: Retrain | None = None  # register the outputs as a model version (+ the gate), in the pod
 
     def raise_deferred(self) -> None:
         if self.deferred is not None:
@@ -307,9 +308,42 @@ def plan(req: Request) -> Plan:
         if reqs is not None:
             pre_kw.setdefault("requirements", reqs)
         pre_spec = Stage(pre_name, pre_kw)
+    if req.retrain is not None:
+        check_retrain(req.retrain, s, serve=serve, where=where, target=target if b_spec else None)
     return Plan(entry=entry, settings=s, preprocessor=pre_spec, builder=b_spec, target=target if b_spec else None,
                 deployer=Stage(d_name, d_kw), mode=mode, prepare_kw=dict(req.prepare), name=name,
-                notes=tuple(notes), deferred=deferred)
+                notes=tuple(notes), deferred=deferred, retrain=req.retrain)
+
+
+def check_retrain(r: Retrain, s, *, serve: bool, where: str, target: Any) -> None:
+    """--register / --promote-if, checked before anything is built or created: the model name, the
+    gate's grammar, and a store the pod can write the model to."""
+    from .image_runtime.modeldocs import GateError, parse_gate
+    from .models.registry import check_name
+
+    check_name(r.model)
+    if r.gate is not None:
+        try:
+            parse_gate(r.gate)
+        except GateError as e:
+            raise ConfigError(e.message, hint=e.hint) from None
+    if serve:
+        raise ConfigError("--register is for training runs, not for serving",
+                          hint="serve a registered model with fair deploy ... --model NAME@ALIAS")
+    if where != CLUSTER:
+        raise ConfigError("--register needs a cluster run: its pod registers the model when the run ends",
+                          hint=f"run on the cluster (--registry and a kubeconfig), or register afterwards: "
+                               f"fair models register {r.model} --run RUN_ID")
+    from .outputs import store as ostore
+
+    store, note = ostore.for_run(s.outputs, str(target) if target is not None else None, on_cluster=True)
+    if store is None:
+        raise ConfigError(f"--register {r.model} needs an outputs store to keep the model in"
+                          + (f" ({note.split(': ', 1)[1].split(';')[0]})" if note else ""),
+                          hint="set outputs: oci://HOST/REPO or s3://BUCKET/PREFIX (fairing.yaml, or --outputs)")
+    if store.claim is not None:
+        raise ConfigError(f"--register {r.model}: the model registry cannot live in {store.text}, which is not readable from here",
+                          hint="use oci://HOST/REPO or s3://BUCKET/PREFIX for --outputs")
 
 
 # --- running a plan ----------------------------------------------------------------------------
@@ -342,13 +376,22 @@ def prepare(p: Plan, progress: Progress, *, extra_files: Mapping[str, bytes] | N
     return ctx
 
 
+def runtime_files(names: Sequence[str]) -> dict[str, bytes]:
+    """{path in the context: bytes} of image_runtime modules shipped beside the command."""
+    from .preprocessors.base import RUNTIME_DIR
+
+    here = Path(__file__).parent / "image_runtime"
+    return {f"{RUNTIME_DIR}/{n}": (here / n).read_bytes() for n in names}
+
+
 def with_outputs_shim(ctx: BuildContext) -> BuildContext:
     """The context's command, wrapped by the outputs shim (image_runtime/outputs.py): it keeps
     $FAIRING_OUTPUT_DIR when the run names a store, and execs the command unchanged when not."""
     from .preprocessors.base import RUNTIME_DIR
 
-    here = Path(__file__).parent / "image_runtime"
-    files = {f"{RUNTIME_DIR}/{n}": (here / n).read_bytes() for n in ("outputs.py", "outputs_s3.py")}
+    from .image_runtime import SHIM_FILES
+
+    files = runtime_files(SHIM_FILES)
     entry = tuple(ctx.entrypoint)
     if not entry:
         return ctx
@@ -371,6 +414,12 @@ def make_deployer(p: Plan, variant: Variant | None = None):
         if variant.name:
             kw["name"] = variant.name
         kw.update(variant.options)
+    if p.retrain is not None:  # what the pod's outputs shim registers (shown by dry runs too)
+        from .deployers import pod
+        from .image_runtime.outputs import GATE_ENV, REGISTER_ENV
+
+        env = {REGISTER_ENV: p.retrain.model, **({GATE_ENV: p.retrain.gate} if p.retrain.gate else {})}
+        kw["mutators"] = (*(kw.get("mutators") or ()), pod.env(env))
     return stages.load("deployer", p.deployer.name)(**kw)
 
 
@@ -573,6 +622,9 @@ def execute(p: Plan, progress: Progress | None = None, *, wait: Wait | bool | No
         hook.tag(deployer, run, image)  # run id + source hash on every object; env for the model server
         if not p.serving and image is not None:
             keep_outputs(p, deployer, run, image, progress)
+        serve = ctx.serve if ctx is not None else None
+        if serve is not None and serve.follow_store and p.on_cluster:
+            follow_store(p, deployer, run, serve.follow_store)
         with progress.stage("deploy") as st:
             handle = deployer.deploy(image)
             mode = getattr(handle, "mode", None)
@@ -616,6 +668,9 @@ def keep_outputs(p: Plan, deployer: Any, run: Any, image: BuiltImage, progress: 
         return
     from .outputs import wire
 
+    if p.retrain is not None and save:
+        run.note(model={"register": p.retrain.model, "gate": p.retrain.gate, "store": store.text})
+
     creds = ostore.credentials(store) if store is not None else {}
     ca_pem = None
     if creds and p.settings.ca_file:
@@ -623,6 +678,20 @@ def keep_outputs(p: Plan, deployer: Any, run: Any, image: BuiltImage, progress: 
     deployer.mutators = deployer.mutators + (
         wire.mutator(store, run.id, creds=creds, ca_pem=ca_pem,
                      per_job=type(deployer).per_job_runs if per_job is None else per_job),)
+
+
+def follow_store(p: Plan, deployer: Any, run: Any, store_text: str) -> None:
+    """A model server following an alias reads the model registry's store: the pod gets the store
+    and its credentials, in the run's Secret (owned by the Deployment), as a run's outputs do."""
+    from .outputs import store as ostore
+    from .outputs import wire
+
+    if not isinstance(getattr(deployer, "mutators", None), tuple):
+        return
+    store = ostore.parse(store_text)
+    creds = ostore.credentials(store)
+    ca_pem = Path(p.settings.ca_file).expanduser().read_bytes() if creds and p.settings.ca_file else None
+    deployer.mutators = deployer.mutators + (wire.mutator(store, run.id, creds=creds, ca_pem=ca_pem),)
 
 
 def build_recorded(p: Plan, progress: Progress, *, command: str = "build",

@@ -27,6 +27,16 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class Retrain:
+    """A run that registers its outputs as version N+1 of `model` when it succeeds, and moves the
+    gate's alias to it when `gate` ("accuracy >= champion") holds. Done in the pod, after its
+    outputs are saved (a CronJob's runs have no client waiting)."""
+
+    model: str
+    gate: str | None = None
+
+
+@dataclass(frozen=True)
 class Request:
     """One run as a facade asks for it. Explicit stages win over settings, settings over guesses.
 
@@ -42,6 +52,7 @@ class Request:
     name: str | None = None
     build_only: bool = False
     prebuilt: bool = False
+    retrain: Retrain | None = None
 
 
 @dataclass(frozen=True)

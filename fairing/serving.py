@@ -129,10 +129,26 @@ class PredictionEndpoint:
         # With no deployer name the plan chooses one, and the options still go to it.
         deployer = Stage(self.deployer_name, self.deployer_options) \
             if self.deployer_name or self.deployer_options else None
-        return pipeline.plan(Request(self.model, s, preprocessor=Stage("serve"),
-                                     builder=Stage(builder_name, builder_kw) if builder_name or builder_kw else None,
-                                     deployer=deployer, prepare=prepare_kw, name=self.name,
-                                     prebuilt=self.image is not None))
+        p = pipeline.plan(Request(self.model, s, preprocessor=Stage("serve"),
+                                  builder=Stage(builder_name, builder_kw) if builder_name or builder_kw else None,
+                                  deployer=deployer, prepare=prepare_kw, name=self.name,
+                                  prebuilt=self.image is not None))
+        if p.on_cluster and self.follows():
+            # NAME@ALIAS on a cluster: the server follows the alias (the version above is where it
+            # starts); the deploy gives its pod the registry's store.
+            import dataclasses
+
+            m = self.model_files
+            p = dataclasses.replace(p, prepare_kw={**p.prepare_kw, "follow": (m.ref, m.store)})
+        return p
+
+    def follows(self) -> bool:
+        """Can the server follow the model's alias? When it is NAME@ALIAS in a registry a pod can
+        read (oci:// or s3://; a directory on this machine is not), deployed on a cluster."""
+        m = self.resolve_model()
+        if m is None or m.alias is None or not m.store:
+            return False
+        return m.store.startswith(("oci://", "oci+http://", "s3://"))
 
     def resolve_model(self):
         """The model files `model_ref` names (NAME, NAME:N, NAME@ALIAS, run:ID, best:TUNE_ID), on
@@ -209,6 +225,9 @@ class PredictionEndpoint:
             labels = self.model_files.labels()
             if self.modelcar_image is not None:
                 labels["modelcar"] = self.modelcar_image.ref  # what KServe mounts at /mnt/models
+            follow = (p.prepare_kw.get("follow") or (None,))[0]
+            if follow:
+                labels["follows"] = follow
             run.note(model=labels)
         if wait:
             try:

@@ -143,15 +143,19 @@ RACER = textwrap.dedent("""
     import fairing.models as models
     from fairing.models import registry
 
+    from fairing.image_runtime import outputs as shim, outputs_s3
+
     what, store, arg, t_put = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
-    real = registry.Registry._put_exclusive
 
-    def at_the_same_moment(self, *a, **kw):
-        # Both processes have read the current state by now; both write at t_put.
-        time.sleep(max(0.0, t_put - time.time()))
-        return real(self, *a, **kw)
+    def at_the_same_moment(real):
+        def put_doc(self, name, doc, exclusive=False):
+            if exclusive:  # both processes have read the current state by now; both write at t_put
+                time.sleep(max(0.0, t_put - time.time()))
+            return real(self, name, doc, exclusive=exclusive)
+        return put_doc
 
-    registry.Registry._put_exclusive = at_the_same_moment
+    for cls in (shim.DirBackend, shim.RegistryBackend, outputs_s3.S3Backend):
+        cls.put_doc = at_the_same_moment(cls.put_doc)
     try:
         if what == "promote":
             out = models.promote("race", int(arg), "champion", store=store)

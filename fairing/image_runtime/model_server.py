@@ -24,6 +24,14 @@ Configuration comes from the environment (set by fairing's serve preprocessor):
   FAIRING_MAX_BATCH_SIZE, FAIRING_MAX_LATENCY_MS   adaptive batching (off unless the size is > 1)
   FAIRING_RUN_ID        the fairing run that deployed it   FAIRING_IMAGE    its image ref@digest
                         (both label every metric, so live behaviour traces back to the run)
+  FAIRING_MODEL_VERSION the registered version in the image (iris:3), FAIRING_MODEL_DIGEST its digest
+  FAIRING_MODEL_FOLLOW  "iris@champion": follow the alias (fair deploy --model iris@champion). With
+                        FAIRING_OUTPUTS_STORE (+ FAIRING_OUTPUTS_AUTH, the run's Secret), the alias is
+                        read every FAIRING_MODEL_FOLLOW_SECONDS (20); when it moves, the new version's
+                        files are fetched (checked by digest) into a fresh dir, load() runs on a new
+                        model object, and only then does it replace the old one. Requests in flight
+                        finish on the old one; a version that fails to load is logged and the old
+                        one keeps serving.
 
 Adaptive batching (opt-in, like Triton's dynamic batcher): with FAIRING_MAX_BATCH_SIZE=N (> 1), rows
 of concurrent requests (V1 instances, or a v2 request's one input) are queued and given to ONE
@@ -198,7 +206,8 @@ def wait_for_dir(model_dir: Path, timeout: float) -> None:
 
 
 class ModelState:
-    """The one model this server serves, and where its loading stands."""
+    """The one model this server serves, and where its loading stands. `model` is replaced whole
+    (one attribute write) when a followed alias moves: a request reads it once and keeps it."""
 
     def __init__(self, name: str, factory=None, env: dict[str, str] | None = None, *,
                  max_batch_size: int | None = None, max_latency_ms: float | None = None):
@@ -217,6 +226,11 @@ class ModelState:
         self.loaded = threading.Event()
         self._started = False
         self._lock = threading.Lock()
+        # The registered version served now (iris:3), its document digest and run; a follower moves them.
+        self.version = self.env.get("FAIRING_MODEL_VERSION") or ""
+        self.digest = self.env.get("FAIRING_MODEL_DIGEST") or ""
+        self.model_run = self.env.get("FAIRING_MODEL_RUN") or ""
+        self.on_switch: list = []  # callbacks (version, run) after a switch: the metrics' labels
 
     def start(self) -> None:
         """Load once in a background thread; calling again is a no-op."""
@@ -248,12 +262,105 @@ class ModelState:
             log.error("%s\n%s", self.error, traceback.format_exc().rstrip())
         finally:
             self.loaded.set()
+        follow = self.env.get("FAIRING_MODEL_FOLLOW")
+        if follow and self.ready:
+            Follower(self, follow).start()
+
+    def switch(self, model: Any, version: str, digest: str, run: str) -> None:
+        """Serve `model` (loaded already) from now on."""
+        with self._lock:
+            self.model, self.version, self.digest, self.model_run = model, version, digest, run
+        for cb in self.on_switch:
+            cb(version, run)
 
     def unavailable(self) -> str | None:
         """Why predictions can't be served now, or None when ready."""
         if self.ready:
             return None
         return self.error or f"model {self.name!r} is still loading"
+
+
+def _sibling(name: str):
+    """A module shipped beside this file (outputs.py, modeldocs.py in the image's .fairing/ dir), or
+    fairing.image_runtime's when imported from the package. This file's dir goes first for the
+    import: the working dir (the user's modules, put first by resolve_model) may hold an outputs.py."""
+    if __package__:
+        return importlib.import_module(f"{__package__}.{name}")
+    here = str(Path(__file__).resolve().parent)
+    sys.path.insert(0, here)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(here)
+
+
+class Follower:
+    """Follows NAME@ALIAS in the model registry: polls the alias, and when it names another version,
+    fetches that version's files into a fresh dir, loads a new model object from them and switches
+    to it. A failed load keeps the old model serving and is not retried until the alias moves."""
+
+    def __init__(self, state: ModelState, ref: str):
+        self.state, self.ref = state, ref
+        self.name, _, self.alias = ref.partition("@")
+        self.every = float(state.env.get("FAIRING_MODEL_FOLLOW_SECONDS") or 20)
+        self.root = Path(state.env.get("FAIRING_MODEL_VERSIONS_DIR") or "/tmp/fairing-model-versions")
+        self.failed: str | None = None  # the digest that would not load
+        self.seq = 0  # K of the alias move last read: a poll asks only whether move K+1 exists
+
+    def start(self) -> None:
+        spec = self.state.env.get("FAIRING_OUTPUTS_STORE")
+        if not spec or not self.alias:
+            log.warning("not following %s: the server was not given the model registry's store", self.ref)
+            return
+        threading.Thread(target=self.loop, name="model-follow", daemon=True).start()
+        log.info("following %s (every %.0f s); serving %s", self.ref, self.every, self.state.version or "?")
+
+    def backend(self):
+        return _sibling("outputs").backend_from_env(self.state.env)
+
+    def loop(self) -> None:
+        import time
+
+        while True:
+            time.sleep(self.every)
+            try:
+                self.check()
+            except Exception as exc:  # noqa: BLE001 - the store may be down: keep serving, try later
+                log.warning("following %s: %s; still serving %s", self.ref, _error_text(exc), self.state.version)
+
+    def check(self) -> bool:
+        """One poll; True when the server switched to another version."""
+        docs = _sibling("modeldocs")
+        backend = self.backend()
+        if self.seq and backend.get_doc(f"model.{self.name}.{self.alias}.{self.seq + 1}") is None:
+            return False  # one small read per poll, not a listing of the store
+        move, doc = docs.resolve_alias(backend, self.name, self.alias)
+        self.seq = int(move.get("seq") or 0) if move else 0
+        if move is None or move["digest"] in (self.state.digest, self.failed):
+            return False
+        version = f"{self.name}:{doc['version']}"
+        run = (doc.get("run") or {}).get("id") or ""
+        log.info("%s moved to %s (serving %s): loading it", self.ref, version, self.state.version or "?")
+        dest = self.root / move["digest"].split(":", 1)[1][:24]
+        try:
+            if not dest.is_dir():
+                tmp = Path(f"{dest}.part")
+                shutil.rmtree(tmp, ignore_errors=True)
+                docs.fetch_files(backend, doc, str(tmp))
+                tmp.rename(dest)
+            obj = self.state._factory if self.state._factory is not None else resolve_model(self.state.env)
+            model = _instantiate(obj)
+            _call_load(model, dest)
+        except Exception as exc:  # noqa: BLE001 - a version that won't load must not stop the one serving
+            self.failed = move["digest"]
+            log.error("keeping %s: %s failed to load: %s\n%s", self.state.version or "the current model", version,
+                      _error_text(exc), traceback.format_exc().rstrip())
+            return False
+        old = self.state.version
+        self.state.switch(model, version, move["digest"], run)
+        self.failed = None
+        log.info("now serving %s (was %s)", version, old or "?")
+        return True
 
 
 # ----------------------------------------------------------------------------- JSON & tensors
@@ -508,7 +615,20 @@ class Telemetry:
                                       [*names, "protocol"], buckets=LATENCY_BUCKETS, **kw)
         self.batch = prom.Histogram("fairing_model_batch_size", "instances per prediction request",
                                     [*names, "protocol"], buckets=BATCH_BUCKETS, **kw)
-        prom.Gauge("fairing_model_info", "the served model, its image and run", names, **kw).labels(**self.constant).set(1)
+        self.info = prom.Gauge("fairing_model_info", "the served model, its image and run", names, **kw)
+        self.info.labels(**self.constant).set(1)
+
+    def switch(self, version: str, run: str) -> None:
+        """The model version changed (a followed alias moved): new requests count under it, and
+        fairing_model_info names it alone."""
+        old = self.constant
+        self.constant = {**old, "model_version": version, "model_run": run}
+        if self.prom is not None:
+            try:
+                self.info.remove(*old.values())
+            except KeyError:
+                pass
+            self.info.labels(**self.constant).set(1)
 
     def observe(self, protocol: str, code: int, seconds: float, batch: int | None) -> None:
         if self.prom is None:
@@ -664,16 +784,19 @@ def create_app(state: ModelState):
 
     name = state.name
     telemetry = Telemetry(name, state.env)
-    batchers: list[Batcher] = []  # made once the model is loaded: its predict is what batches call
+    batchers: list[Batcher] = []  # made once the model is loaded
 
     def batcher() -> Batcher | None:
         if not state.max_batch_size or state.model is None:
             return None
         if not batchers:
-            batchers.append(Batcher(state.model.predict, state.max_batch_size, state.max_latency_ms))
+            # The model served now: a followed alias may switch it (state.switch) after the batcher exists.
+            batchers.append(Batcher(lambda rows: state.model.predict(rows), state.max_batch_size,
+                                    state.max_latency_ms))
         return batchers[0]
 
     state.batcher = batcher  # tests and the bench read batches made
+    state.on_switch.append(telemetry.switch)
 
     def instrumented(protocol: str, handler):
         import time
@@ -739,6 +862,8 @@ def create_app(state: ModelState):
         if refused:
             return refused
         body = {"name": name, "ready": state.ready}
+        if state.version:
+            body["version"] = state.version
         if state.error:
             body["error"] = state.error
         return JSONResponse(body)
@@ -762,7 +887,7 @@ def create_app(state: ModelState):
 
     async def v2_model(request: Request):
         return refuse(request, loaded=False) or JSONResponse(
-            {"name": name, "versions": [], "platform": "fairing",  # state.model: None until load() returns
+            {"name": name, "versions": [state.version] if state.version else [], "platform": "fairing",  # state.model: None until load() returns
              "inputs": declared_tensors(state.model, "inputs"), "outputs": declared_tensors(state.model, "outputs")})
 
     async def v2_model_ready(request: Request):

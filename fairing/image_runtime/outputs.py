@@ -41,6 +41,9 @@ DOC_ARTIFACT_TYPE = "application/vnd.fairing.doc.v1"
 # How long an exclusive put on a registry waits before reading its tag back (see put_doc).
 REGISTRY_SETTLE_S = 0.5
 EXIT_NOT_SAVED = 3  # the command succeeded but its outputs could not be saved: the run failed
+EXIT_NOT_REGISTERED = 4  # saved, but the model could not be registered (a gate naming a missing metric)
+# A retrain (fair train --register NAME [--promote-if GATE]): the model name, and the gate.
+REGISTER_ENV, GATE_ENV = "FAIRING_REGISTER", "FAIRING_PROMOTE_IF"
 
 
 class StoreError(Exception):
@@ -64,10 +67,6 @@ def file_digest(path):
 def canonical(doc):
     """A document's bytes: the same doc always gives the same bytes (and digest)."""
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
-
-
-def doc_digest(doc):
-    return "sha256:" + hashlib.sha256(canonical(doc)).hexdigest()
 
 
 def check_doc_name(name):
@@ -512,6 +511,20 @@ def backend(spec, creds=None):
     raise StoreError("unknown outputs store kind %r" % kind)
 
 
+def backend_from_env(env, spec=None):
+    """The store a pod was given: $FAIRING_OUTPUTS_STORE, with the run's Secret ($FAIRING_OUTPUTS_AUTH:
+    auth.json, and ca.pem beside it) when there is one."""
+    creds = {}
+    auth = env.get("FAIRING_OUTPUTS_AUTH")
+    if auth and os.path.isfile(auth):
+        with open(auth) as f:
+            creds = json.load(f)
+        ca = os.path.join(os.path.dirname(auth), "ca.pem")
+        if os.path.isfile(ca):
+            creds.setdefault("ca_file", ca)
+    return backend(spec if spec is not None else json.loads(env["FAIRING_OUTPUTS_STORE"]), creds)
+
+
 def retrying(fn, what, attempts=5, delay=0.5):
     """fn() with retries on what can pass (5xx, 429, dropped connections), backing off."""
     for i in range(attempts):
@@ -555,10 +568,15 @@ class Exists(StoreError):
     """put_doc(..., exclusive=True): the name is taken (someone else wrote it first, or won the race)."""
 
 
-def save(out_dir, store, run_id, record, log=sys.stderr, attempts=5, delay=0.5):
+DirBackend.Exists = RegistryBackend.Exists = Exists  # what an exclusive put that lost raises
+
+
+def save(out_dir, store, run_id, record, log=sys.stderr, attempts=5, delay=0.5, before_index=None):
     """Save out_dir's files and then the run's index; returns the index. Each file is hashed,
     uploaded if the store lacks it, and checked unchanged afterwards (a file still being written
-    is hashed again, a few times, then refused with the run's failure)."""
+    is hashed again, a few times, then refused with the run's failure). `before_index(entries)`
+    runs once the files are in the store, before the index is written (a retrain registers its
+    model there, and its outcome goes into the record the index holds)."""
     files, refused = collect(out_dir) if os.path.isdir(out_dir) else ([], [])
     for rel in refused:
         log.write("fairing: %s points outside the outputs dir: not saved\n" % rel)
@@ -580,6 +598,8 @@ def save(out_dir, store, run_id, record, log=sys.stderr, attempts=5, delay=0.5):
         else:
             raise StoreError("%s kept changing while it was saved: stop writing it before the command ends" % rel)
         entries.append({"path": rel, "digest": digest, "size": before.st_size, "mediaType": media_type(rel)})
+    if before_index is not None:
+        before_index(entries)
     doc = {"record": record, "files": entries, "refused": refused}
     retrying(lambda: store.put_run(run_id, doc), "saving the run's index", attempts, delay)
     return doc
@@ -640,28 +660,32 @@ def main(argv=None, env=None):
     spec = json.loads(spec)
     run_id = run_id_of(env)
     started, t0 = _now(), time.time()
-    child = subprocess.Popen(argv)
+    registering = bool(env.get(REGISTER_ENV))
+    # A retrain's gate reads the command's metrics: its output is passed through, and read.
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE if registering else None,
+                             stderr=subprocess.PIPE if registering else None)
     # The pod's SIGTERM (deletion, preemption) goes to the command; its outputs are still saved.
     # Ctrl-C reaches the command from the terminal itself (same process group): not sent twice.
     signal.signal(signal.SIGTERM, lambda s, f: child.send_signal(s))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    metrics, pumps = tee_metrics(child) if registering else ({}, [])
     code = child.wait()
+    for t in pumps:  # the rest of its output; a grandchild still holding the pipes is not waited for
+        t.join(10)
     record = {"id": run_id, "status": "Succeeded" if code == 0 else "Failed", "exit_code": code,
               "started": started, "finished": _now(), "seconds": round(time.time() - t0, 3),
               "host": socket.gethostname(), "image": env.get("FAIRING_IMAGE"), "command": argv[1:],
               "parent": env.get("FAIRING_RUN_PARENT"), "job": env.get("FAIRING_JOB_NAME"),
               "recorded_by": "pod"}
     try:
-        creds = {}
-        auth = env.get("FAIRING_OUTPUTS_AUTH")
-        if auth and os.path.isfile(auth):
-            with open(auth) as f:
-                creds = json.load(f)
-            ca = os.path.join(os.path.dirname(auth), "ca.pem")
-            if os.path.isfile(ca):
-                creds.setdefault("ca_file", ca)
-        store = backend(spec, creds)
-        doc = save(out_dir, store, run_id, record)
+        store = backend_from_env(env, spec)
+        outcome = {}
+        finish = None
+        if registering:
+            if metrics:
+                record["metrics"] = metrics
+            finish = lambda entries: outcome.update(register(store, env, record, entries, code))  # noqa: E731
+        doc = save(out_dir, store, run_id, record, before_index=finish)
         n = len(doc["files"])
         size = sum(f["size"] for f in doc["files"])
         sys.stderr.write("fairing: outputs saved: %d file%s, %d bytes -> %s (run %s)\n"
@@ -672,7 +696,75 @@ def main(argv=None, env=None):
         sys.stderr.write("fairing: %s\n" % msg)
         _termination_message(msg)
         return code if code else EXIT_NOT_SAVED
+    if outcome.get("error"):
+        _termination_message(outcome["error"])
+        return code if code else EXIT_NOT_REGISTERED
     return code
+
+
+def tee_metrics(child):
+    """Pass the child's stdout and stderr through as they come (bytes, unbuffered) while reading
+    `name=value` metrics from their lines. Returns ({name: last value}, the two pump threads): the
+    dict is complete once both have ended."""
+    import threading
+    try:
+        from metriclines import parse_line  # shipped beside this file
+    except ImportError:
+        from .metriclines import parse_line
+    metrics = {}
+    lock = threading.Lock()
+
+    def pump(src, dst):
+        pending = b""
+        fd = src.fileno()
+        while True:
+            block = os.read(fd, 65536)
+            if not block:
+                break
+            dst.write(block)
+            dst.flush()
+            pending += block
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                found, _ = parse_line(line.decode("utf-8", "replace"))
+                with lock:
+                    metrics.update(found)
+            pending = pending[-65536:]  # a progress bar with no newline: keep the tail only
+
+    threads = [threading.Thread(target=pump, args=(child.stdout, sys.stdout.buffer), daemon=True),
+               threading.Thread(target=pump, args=(child.stderr, sys.stderr.buffer), daemon=True)]
+    for t in threads:
+        t.start()
+    return metrics, threads
+
+
+def register(store, env, record, entries, code):
+    """A retrain's model: version N+1 of $FAIRING_REGISTER from the saved files, promoted when
+    $FAIRING_PROMOTE_IF holds. Returns what the run's record keeps under "model" (why it was or
+    was not promoted; an error said once)."""
+    try:
+        import modeldocs  # shipped beside this file
+    except ImportError:
+        from . import modeldocs
+    name, gate = env.get(REGISTER_ENV), env.get(GATE_ENV) or None
+    if code != 0:
+        out = {"name": name, "registered": None, "reason": "not registered: the run failed (exit code %d)" % code}
+    else:
+        run = {"id": record["id"], "status": record["status"], "image": record.get("image"),
+               "store": store.describe(), "metrics": record.get("metrics") or {}, "finished": record["finished"],
+               "parent": record.get("parent"), "job": record.get("job")}
+        run = dict((k, v) for k, v in run.items() if v not in (None, {}))
+        try:
+            out = modeldocs.register_and_gate(store, name, gate, entries, run)
+        except modeldocs.GateError as e:
+            out = {"name": name, "registered": None, "error": "model not registered: %s (hint: %s)" % (e.message, e.hint)}
+        except (StoreError, OSError, ValueError) as e:
+            out = {"name": name, "registered": None, "error": "model not registered: %s" % e}
+    said = out.get("error") or "; ".join(x for x in ("registered %s" % out["registered"] if out.get("registered") else "",
+                                                    out.get("reason") or "") if x)
+    sys.stderr.write("fairing: %s\n" % said)
+    record["model"] = out
+    return out
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ def _hmac(key, text):
 
 
 class S3Backend:
+    Exists = Exists  # what an exclusive put that lost raises (modeldocs retries on it)
     # S3 refuses a single PUT over 5 GiB; parts may be 5 MiB..5 GiB and number at most 10000.
     multipart_threshold = 5 * GIB
     part_size = 64 << 20

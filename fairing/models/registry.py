@@ -18,22 +18,18 @@ ConcurrentUpdate error here: nothing is overwritten, nothing is lost (see each b
 for how exclusive it is: link(2), If-None-Match, a registry's read-back)."""
 from __future__ import annotations
 
-import getpass
 import os
 import re
-import socket
-import uuid
-from datetime import datetime, timezone
 from pathlib import PurePosixPath
 from typing import Any
 
 from ..errors import ConfigError, FairingError
+# The documents themselves are read and written by image_runtime.modeldocs (stdlib), which a
+# scheduled retrain's pod and a model server following an alias use too: one writer of the format.
+from ..image_runtime import modeldocs as docs
+from ..image_runtime.modeldocs import ALIAS_RE, VERSION_RE  # noqa: F401 - part of this module's API
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-VERSION_RE = re.compile(r"^v([0-9]+)$")
-VERSION_TYPE = "application/vnd.fairing.model.version.v1"
-ALIAS_TYPE = "application/vnd.fairing.model.alias.v1"
 NAME_HINT = "a model name is lowercase letters, digits, - and _ (e.g. iris, churn-v2)"
 
 
@@ -113,7 +109,7 @@ class Registry:
 
         try:
             return fn(*args, **kw)
-        except (shim.Exists, outputs_s3.Exists):
+        except (shim.Exists, outputs_s3.Exists, docs.Raced):
             raise
         except (shim.StoreError, outputs_s3.S3Error, OSError) as e:
             raise FairingError(f"the model registry in {self.text} cannot be used: {e}",
@@ -124,22 +120,12 @@ class Registry:
         return self._call(self.backend.list_docs, prefix)
 
     def versions(self, name: str) -> list[int]:
-        out = []
-        for n in self.names(f"model.{name}."):
-            m = VERSION_RE.match(n[len(f"model.{name}."):])
-            if m:
-                out.append(int(m.group(1)))
-        return sorted(out)
+        return self._call(docs.versions, self.backend, name)
 
     def aliases(self, name: str) -> dict[str, dict]:
         """{alias: its latest move document}."""
-        latest: dict[str, int] = {}
-        for n in self.names(f"model.{name}."):
-            rest = n[len(f"model.{name}."):]
-            parts = rest.split(".")
-            if len(parts) == 2 and ALIAS_RE.match(parts[0]) and parts[1].isdigit():
-                latest[parts[0]] = max(latest.get(parts[0], 0), int(parts[1]))
-        return {a: self._call(self.backend.get_doc, f"model.{name}.{a}.{k}") for a, k in sorted(latest.items())}
+        seqs = self._call(docs.alias_seqs, self.backend, name)
+        return {a: self._call(self.backend.get_doc, f"model.{name}.{a}.{k}") for a, k in sorted(seqs.items())}
 
     def models(self) -> list[str]:
         seen = set()
@@ -206,18 +192,13 @@ class Registry:
             raise ConfigError(f"run {run['id']} kept no files to make a model of",
                               hint="write the model to $FAIRING_OUTPUT_DIR (fairing.outputs_dir()) in the run")
         self._bring_blobs(run, files)
-        doc = {"artifactType": VERSION_TYPE, "kind": "model-version", "model": name,
-               "files": [{k: f[k] for k in ("path", "digest", "size", "mediaType") if k in f} for f in files],
-               "path": path, "run": run_summary(run, index_doc), "created": _now(), "by": _who(),
-               "nonce": uuid.uuid4().hex}
+        doc = docs.new_version(name, files, run_summary(run, index_doc), path=path)
         if run_ref and run_ref != run["id"]:
             doc["run"]["via"] = run_ref
-        have = self.versions(name)
-        n = (have[-1] if have else 0) + 1
-        doc["version"] = n
-        self._put_exclusive(f"model.{name}.v{n}", doc,
-                            f"{name} version {n} was registered by someone else at the same moment")
-        return {**doc, "ref": f"{name}:{n}", "digest": _digest(doc)}
+        doc = self._exclusive(lambda: docs.put_version(self.backend, name, doc),
+                              f"model.{name}.v{(self.versions(name) or [0])[-1] + 1}",
+                              f"{name} version {{n}} was registered by someone else at the same moment")
+        return {**doc, "ref": f"{name}:{doc['version']}", "digest": _digest(doc)}
 
     def promote(self, name: str, version: int | str, alias: str) -> dict:
         """Point `alias` of `name` at `version`; returns the move document (with "changed")."""
@@ -225,33 +206,22 @@ class Registry:
         check_alias(alias)
         n = _version_number(name, version)
         doc = self.version(name, n)
-        digest = _digest(doc)
-        history = [int(x.rsplit(".", 1)[1]) for x in self.names(f"model.{name}.{alias}.")
-                   if x.rsplit(".", 1)[1].isdigit() and x.count(".") == 3]
-        k = max(history) if history else 0
-        previous = self._call(self.backend.get_doc, f"model.{name}.{alias}.{k}") if k else None
-        if previous is not None and previous.get("digest") == digest:
-            return {**previous, "changed": False}
-        move = {"artifactType": ALIAS_TYPE, "kind": "model-alias", "model": name, "alias": alias, "version": n,
-                "digest": digest, "previous": previous.get("version") if previous else None, "seq": k + 1,
-                "moved": _now(), "by": _who(), "nonce": uuid.uuid4().hex}
-        self._put_exclusive(f"model.{name}.{alias}.{k + 1}", move,
-                            f"{name}@{alias} was moved by someone else at the same moment")
-        # The pointer tag, for tools that read one name (oras, a modelcar): the version itself.
-        # Advisory: a reader of this registry resolves through the history above.
-        self._call(self.backend.put_doc, f"model.{name}.{alias}", doc)
-        return {**move, "changed": True}
+        k = self._call(docs.alias_seqs, self.backend, name).get(alias, 0)
+        return self._exclusive(lambda: docs.move_alias(self.backend, name, alias, doc, expect_seq=k),
+                               f"model.{name}.{alias}.{k + 1}",
+                               f"{name}@{alias} was moved by someone else at the same moment")
 
-    def _put_exclusive(self, doc_name: str, doc: dict, lost: str) -> None:
+    def _exclusive(self, write, doc_name: str, lost: str):
+        """write() (an exclusive put of modeldocs); a lost race is ConcurrentUpdate, naming who won."""
         from ..image_runtime import outputs as shim
         from ..image_runtime import outputs_s3
 
         try:
-            self._call(self.backend.put_doc, doc_name, doc, exclusive=True)
-        except (shim.Exists, outputs_s3.Exists):
+            return self._call(write)
+        except (shim.Exists, outputs_s3.Exists, docs.Raced):
             now = self._call(self.backend.get_doc, doc_name) or {}
             who = f" ({now.get('by')}, {now.get('created') or now.get('moved')})" if now.get("by") else ""
-            raise ConcurrentUpdate(f"{lost}{who}; nothing of yours was written",
+            raise ConcurrentUpdate(f"{lost.format(n=doc_name.rsplit('.', 1)[1].lstrip('v'))}{who}; nothing of yours was written",
                                    hint="look again (fair models show) and run the command again if it still applies") from None
 
     def _bring_blobs(self, run: dict, files: list[dict]) -> None:
@@ -317,22 +287,8 @@ def _version_number(name: str, version: int | str) -> int:
 
 
 def _digest(doc: dict) -> str:
-    from ..image_runtime.outputs import doc_digest
-
-    return doc_digest({k: v for k, v in doc.items() if k not in ("ref", "digest")})
+    return docs.digest_of(doc)
 
 
 def _span(ns: list[int]) -> str:
     return ", ".join(map(str, ns)) if len(ns) <= 6 else f"{ns[0]}..{ns[-1]}"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _who() -> str:
-    try:
-        user = getpass.getuser()
-    except Exception:  # noqa: BLE001 - no passwd entry (a container): the host is enough
-        user = "?"
-    return f"{user}@{socket.gethostname()}"

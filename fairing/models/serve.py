@@ -23,6 +23,12 @@ class ModelFiles:
     run: str | None
     digest: str               # the version document's digest (or the run's file list's)
     files: list = field(default_factory=list)
+    store: str | None = None  # the model registry's store (a registered version)
+
+    @property
+    def alias(self) -> str | None:
+        """ALIAS when the reference is NAME@ALIAS (what a server can follow)."""
+        return self.ref.split("@", 1)[1] if self.model and "@" in self.ref else None
 
     def labels(self) -> dict[str, str]:
         """For the run record, the model server's metrics and `fair status`."""
@@ -53,10 +59,11 @@ def fetch_model(ref: str, dest: str | Path | None = None, *, store: str | None =
         digest = "sha256:" + hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
         backend = ostore.open_backend(store_of(record))
         model, version, run, resolved = None, None, record["id"], f"run:{record['id']}"
+        store_text = None
     else:
         reg = Registry(store)
         v = reg.get(text)
-        files, digest, backend = v["files"], v["digest"], reg.backend
+        files, digest, backend, store_text = v["files"], v["digest"], reg.backend, reg.text
         model, version, run, resolved = v["model"], v["version"], (v.get("run") or {}).get("id"), v["ref"]
     d = Path(dest) if dest is not None else cache_dir() / "models" / digest.split(":", 1)[1][:24]
     for f in files:
@@ -71,7 +78,7 @@ def fetch_model(ref: str, dest: str | Path | None = None, *, store: str | None =
             backend.get_blob(f["digest"], str(out))
         except Exception as e:  # noqa: BLE001 - store errors of any backend: one line
             raise FairingError(f"fetching {f['path']} of model {ref} failed: {e}", hint="check the store and try again") from None
-    return ModelFiles(d, text, resolved, model, version, run, digest, list(files))
+    return ModelFiles(d, text, resolved, model, version, run, digest, list(files), store_text)
 
 
 def describe(m: Any) -> str:

@@ -37,6 +37,12 @@ _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _REF = re.compile(r"^(?P<target>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*)$")
 
 
+def follower_files() -> dict[str, bytes]:
+    """What a server following an alias imports beside itself: the stores and the registry's documents."""
+    here = Path(__file__).resolve().parent.parent / "image_runtime"
+    return {f"{RUNTIME_DIR}/{n}": (here / n).read_bytes() for n in ("outputs.py", "outputs_s3.py", "modeldocs.py")}
+
+
 def server_source() -> bytes:
     return (Path(__file__).resolve().parent.parent / "image_runtime" / "model_server.py").read_bytes()
 
@@ -164,7 +170,10 @@ class ServePreprocessor(Preprocessor):
                 requirements: reqs_mod.RequirementsSpec = None, storage_uri: str | None = None,
                 port: int | None = None, env: Mapping[str, str] | None = None,
                 model_files: Mapping[str, str | os.PathLike] | None = None,
-                max_batch_size: int | None = None, max_latency_ms: float | None = None) -> BuildContext:
+                max_batch_size: int | None = None, max_latency_ms: float | None = None,
+                follow: tuple[str, str] | None = None) -> BuildContext:
+        """`follow`: (NAME@ALIAS, the registry's store): the server follows that alias (it gets the
+        outputs shim's store code beside it)."""
         name = check_name(name or default_name(model))
         batching = batching_env(max_batch_size, max_latency_ms)
         port = int(port or self.port)
@@ -215,6 +224,9 @@ class ServePreprocessor(Preprocessor):
         ctx_files.update(self.included_files(base_dir))
         ctx_files.update(_model_files(self.files if files is None else files, base_dir))
         ctx_files[SERVER_PATH] = server_source()
+        if follow is not None:
+            ctx_files.update(follower_files())
+            env = {**(env or {}), "FAIRING_MODEL_FOLLOW": follow[0]}
         env_all = {"MODEL_NAME": name, "PORT": str(port), **model_env, **batching}
         if storage_uri:
             env_all["FAIRING_STORAGE_URI"] = storage_uri
@@ -230,7 +242,8 @@ class ServePreprocessor(Preprocessor):
             requirements=reqs_mod.ensure(reqs, needed),
             python=python,
             env=env_all,
-            serve=ServeSpec(model_name=name, port=port),
+            serve=ServeSpec(model_name=name, port=port, follow=follow[0] if follow else None,
+                            follow_store=follow[1] if follow else None),
         )
         if model_files:
             import dataclasses

@@ -182,6 +182,9 @@ def settle_outputs(handle: Any, run: Run, *, persist: bool = True) -> None:
             outputs["files"] = doc.get("files") or []
             if doc.get("refused"):
                 outputs["refused"] = doc["refused"]
+            pod_model = (doc.get("record") or {}).get("model")
+            if pod_model:  # a retrain's pod registered (or not, and says why)
+                run.doc["model"] = {**(run.doc.get("model") or {}), **pod_model}
     except Exception as e:  # noqa: BLE001 - the run's outcome stands; the record says what is missing
         outputs["error"] = redact.text(getattr(e, "message", None) or str(e))
     run.doc["outputs"] = outputs

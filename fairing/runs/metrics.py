@@ -2,31 +2,7 @@
 A `step=N` (or `epoch=N`) on the same line makes the line's other metrics that step's values."""
 from __future__ import annotations
 
-import math
-import re
-
-PAIR = re.compile(r"(?<![\w.\-/])([A-Za-z_][\w.\-/]*)\s*=\s*(?=[-+.\d]|nan\b|inf\b)"
-                  r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf))(?![\w.:/-])", re.I)
-STEP_KEYS = ("step", "epoch", "iteration", "iter")
-# Only `=` counts: `name: value` would also match timestamps and "Epoch 1/3: ...".
-
-
-def parse_line(line: str) -> tuple[dict[str, float], int | None]:
-    """({name: value}, step or None) for one log line."""
-    found: dict[str, float] = {}
-    for m in PAIR.finditer(line):
-        try:
-            v = float(m.group(2))
-        except ValueError:
-            continue
-        found[m.group(1)] = v
-    step = None
-    for key in STEP_KEYS:
-        if key in found:
-            s = found.pop(key)
-            if step is None and not math.isnan(s) and s == int(s):
-                step = int(s)
-    return found, step
+from ..image_runtime.metriclines import PAIR, STEP_KEYS, parse_line  # noqa: F401 - one parser, also in the pod
 
 
 class MetricLog:
@@ -37,8 +13,6 @@ class MetricLog:
         self.steps: dict[str, list[tuple[int, float]]] = {}
 
     def feed(self, line: str) -> None:
-        if "FAIRING_RESULT:" in line:
-            return  # the function result marker carries a pickle, not metrics
         from .redact import SECRET_KEY
 
         values, step = parse_line(line)

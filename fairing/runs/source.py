@@ -1,6 +1,8 @@
 """Identity of what ran: the code layer's digest and file hashes, and the git state around it."""
 from __future__ import annotations
 
+from ..image_runtime import SHIM_FILES
+
 import hashlib
 import subprocess
 from pathlib import Path
@@ -31,11 +33,15 @@ def source_digest(ctx) -> str:
     return write_layer(code_layer_entries(ctx), _Null()).digest
 
 
+# The outputs shim's files, in the context's .fairing/ dir.
+_SHIM = {f".fairing/{n}" for n in SHIM_FILES}
+
+
 def file_hashes(ctx) -> dict[str, str]:
     """{path in the code layer: sha256 of its bytes} (what `fair runs diff` compares)."""
     out = {}
     for dst, src in sorted(ctx.files.items()):
-        if dst.startswith(".fairing/outputs"):
+        if dst in _SHIM:
             continue  # fairing's own outputs shim, the same in every run: not the user's code
         data = src if isinstance(src, bytes) else Path(src).read_bytes()
         out[dst] = hashlib.sha256(data).hexdigest()

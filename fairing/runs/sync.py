@@ -30,6 +30,9 @@ def record_from_index(doc: dict, store_text: str) -> dict:
            "workload": {"name": rec.get("job") or rec.get("host")},
            "image": {"ref": rec.get("image")}, "recorded_by": rec.get("recorded_by") or "pod",
            "outputs": {"store": store_text, "files": doc.get("files") or []}}
+    for key in ("metrics", "model"):  # a retrain's pod: what the gate read, and why it promoted or not
+        if rec.get(key):
+            out[key] = rec[key]
     if rec.get("exit_code"):
         out["reason"] = f"exit code {rec['exit_code']}"
     return out

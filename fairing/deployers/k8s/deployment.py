@@ -509,7 +509,9 @@ class ServingDeployer(KubeAccess, Deployer):
         except BaseException:
             if existing is None:  # nothing half-created: the Service alone is useless
                 kube.delete("v1", "Service", name, ns, propagation="Background")
+            self.discard(kube, ns)
             raise
+        self.created(kube, ns, applied[0])  # a following server's store Secret goes with the Deployment
         return self.handle(name, ns, applied)
 
     def attach(self, name: str) -> ServingHandle:

@@ -260,7 +260,13 @@ class InferenceServiceDeployer(KubeAccess, Deployer):
             pod_view["spec"]["containers"] = [{**c, "name": CONTAINER} for c in runtime[0]["spec"]["containers"]]
         self.prepare(kube, ns, [pod_view])
         if not runtime:
-            return self.handle(name, ns, [kube.apply(isvc, ns, field_manager=L.FIELD_MANAGER)])
+            try:
+                applied = kube.apply(isvc, ns, field_manager=L.FIELD_MANAGER)
+            except BaseException:
+                self.discard(kube, ns)
+                raise
+            self.created(kube, ns, applied)  # a following server's store Secret goes with the InferenceService
+            return self.handle(name, ns, [applied])
         # The runtime first (the controller resolves it when it sees the InferenceService), then the
         # InferenceService, then the runtime is made the InferenceService's (garbage-collected with it).
         rt = runtime[0]
@@ -270,10 +276,12 @@ class InferenceServiceDeployer(KubeAccess, Deployer):
         except BaseException:
             if existing_rt is None:
                 kube.delete(RUNTIME_API_VERSION, RUNTIME_KIND, name, ns)
+            self.discard(kube, ns)
             raise
         rt["metadata"]["ownerReferences"] = [{"apiVersion": API_VERSION, "kind": KIND, "name": name,
                                               "uid": applied["metadata"]["uid"]}]
         kube.apply(rt, ns, field_manager=L.FIELD_MANAGER)
+        self.created(kube, ns, applied)
         return self.handle(name, ns, [applied])
 
     def attach(self, name: str) -> "InferenceServiceHandle":
