@@ -217,3 +217,15 @@ def test_fair_train_register_on_a_job_and_a_gate_naming_a_missing_metric(on_node
     assert run["model"]["registered"] == f"{model}:1" and run["model"]["promoted"] is True
     v = json.loads(fair("models", "show", f"{model}@champion", "-o", "json", cwd=tmp_path, env=env).stdout)
     assert v["version"] == 1 and v["run"]["id"] == run["id"] and v["run"]["metrics"]["accuracy"] == 0.93
+
+    # `fair deploy --model NAME@champion` says that the endpoint follows, and serves version 1.
+    (tmp_path / "model.py").write_text(PICKY)
+    ep = f"node-cli-follow-{uuid.uuid4().hex[:5]}"
+    r = fair("deploy", "model.py:Picky", "--model", f"{model}@champion", "--name", ep, *common, cwd=tmp_path, env=env)
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"fair: the endpoint follows {model}@champion" in r.stderr
+        st = fair("status", ep, "-n", on_node.namespace, cwd=tmp_path, env={**env, "KUBECONFIG": str(on_node.admin_kubeconfig)})
+        assert f"model: {model}:1 from run {run['id']}" in st.stdout, st.stdout + st.stderr
+    finally:
+        fair("delete", ep, "-n", on_node.namespace, cwd=tmp_path, env=env)
