@@ -158,6 +158,12 @@ def test_a_scheduled_retrain_promotes_a_better_model_and_the_endpoint_follows_un
         assert r3["model"] == {**r3["model"], "registered": f"{model}:3", "promoted": False,
                                "reason": f"not promoted: accuracy 0.91 < champion 0.95 ({model}:2)"}
         assert fairing.models.get(f"{model}@champion", store=on_node.outputs)["version"] == 2
+        # What a user reads: the pod's record, imported by `fair runs sync`, says why.
+        cli_env = on_node.cli_env(FAIRING_RUNS=str(tmp_path / "runs.db"), FAIRING_OUTPUTS=on_node.outputs)
+        assert fair("runs", "sync", "--store", on_node.outputs, cwd=tmp_path, env=cli_env).returncode == 0
+        shown = json.loads(fair("runs", "show", r3["id"], "-o", "json", cwd=tmp_path, env=cli_env).stdout)
+        assert shown["model"]["reason"] == f"not promoted: accuracy 0.91 < champion 0.95 ({model}:2)", shown
+        assert shown["metrics"]["accuracy"] == 0.91 and shown["status"] == "Succeeded"
         data("0.99")  # run 4: promoted, but its model will not load on the endpoint
         r4 = next_run()
         assert r4["model"]["registered"] == f"{model}:4" and r4["model"]["promoted"] is True
