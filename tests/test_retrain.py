@@ -52,6 +52,9 @@ def test_the_reasons_name_both_values_and_the_champion():
         True, "promoted: accuracy 0.97 >= champion 0.95 (iris:3)")
     ok, why = modeldocs.evaluate(g, {"accuracy": 0.5}, None)
     assert ok and why == "promoted: no champion yet: the first version is promoted"
+    old = {"model": "iris", "version": 1, "run": {"metrics": {"f1": 0.7}}}  # registered before accuracy was printed
+    assert modeldocs.evaluate(g, {"accuracy": 0.99}, old) == (
+        False, "not promoted: champion iris:1 has no metric accuracy to compare with; promote by hand (fair models promote)")
     g = modeldocs.parse_gate("accuracy >= champion and loss < 0.2")
     assert modeldocs.evaluate(g, {"accuracy": 0.99, "loss": 0.3}, champ) == (False, "not promoted: loss 0.3 >= 0.2")
     with pytest.raises(modeldocs.GateError) as e:
