@@ -158,6 +158,12 @@ def test_a_scheduled_retrain_promotes_a_better_model_and_the_endpoint_follows_un
         assert r3["model"] == {**r3["model"], "registered": f"{model}:3", "promoted": False,
                                "reason": f"not promoted: accuracy 0.91 < champion 0.95 ({model}:2)"}
         assert fairing.models.get(f"{model}@champion", store=on_node.outputs)["version"] == 2
+        # What a user reads: the pod's record, imported by `fair runs sync`, says why.
+        cli_env = on_node.cli_env(FAIRING_RUNS=str(tmp_path / "runs.db"), FAIRING_OUTPUTS=on_node.outputs)
+        assert fair("runs", "sync", "--store", on_node.outputs, cwd=tmp_path, env=cli_env).returncode == 0
+        shown = json.loads(fair("runs", "show", r3["id"], "-o", "json", cwd=tmp_path, env=cli_env).stdout)
+        assert shown["model"]["reason"] == f"not promoted: accuracy 0.91 < champion 0.95 ({model}:2)", shown
+        assert shown["metrics"]["accuracy"] == 0.91 and shown["status"] == "Succeeded"
         data("0.99")  # run 4: promoted, but its model will not load on the endpoint
         r4 = next_run()
         assert r4["model"]["registered"] == f"{model}:4" and r4["model"]["promoted"] is True
@@ -217,3 +223,15 @@ def test_fair_train_register_on_a_job_and_a_gate_naming_a_missing_metric(on_node
     assert run["model"]["registered"] == f"{model}:1" and run["model"]["promoted"] is True
     v = json.loads(fair("models", "show", f"{model}@champion", "-o", "json", cwd=tmp_path, env=env).stdout)
     assert v["version"] == 1 and v["run"]["id"] == run["id"] and v["run"]["metrics"]["accuracy"] == 0.93
+
+    # `fair deploy --model NAME@champion` says that the endpoint follows, and serves version 1.
+    (tmp_path / "model.py").write_text(PICKY)
+    ep = f"node-cli-follow-{uuid.uuid4().hex[:5]}"
+    r = fair("deploy", "model.py:Picky", "--model", f"{model}@champion", "--name", ep, *common, cwd=tmp_path, env=env)
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"fair: the endpoint follows {model}@champion" in r.stderr
+        st = fair("status", ep, "-n", on_node.namespace, cwd=tmp_path, env={**env, "KUBECONFIG": str(on_node.admin_kubeconfig)})
+        assert f"model: {model}:1 from run {run['id']}" in st.stdout, st.stdout + st.stderr
+    finally:
+        fair("delete", ep, "-n", on_node.namespace, cwd=tmp_path, env=env)

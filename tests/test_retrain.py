@@ -52,6 +52,9 @@ def test_the_reasons_name_both_values_and_the_champion():
         True, "promoted: accuracy 0.97 >= champion 0.95 (iris:3)")
     ok, why = modeldocs.evaluate(g, {"accuracy": 0.5}, None)
     assert ok and why == "promoted: no champion yet: the first version is promoted"
+    old = {"model": "iris", "version": 1, "run": {"metrics": {"f1": 0.7}}}  # registered before accuracy was printed
+    assert modeldocs.evaluate(g, {"accuracy": 0.99}, old) == (
+        False, "not promoted: champion iris:1 has no metric accuracy to compare with; promote by hand (fair models promote)")
     g = modeldocs.parse_gate("accuracy >= champion and loss < 0.2")
     assert modeldocs.evaluate(g, {"accuracy": 0.99, "loss": 0.3}, champ) == (False, "not promoted: loss 0.3 >= 0.2")
     with pytest.raises(modeldocs.GateError) as e:
@@ -236,3 +239,40 @@ def test_a_dry_run_shows_what_the_pod_will_register(tmp_path):
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["FAIRING_REGISTER"] == "iris" and env["FAIRING_PROMOTE_IF"] == "accuracy >= champion"
     assert cron["spec"]["schedule"] == "*/2 * * * *"
+
+
+def test_two_retrains_at_once_in_the_pod_each_gets_its_version_and_the_gate_is_judged_again(tmp_path):
+    """Another retrain writes version N+1 and moves the champion between this pod's reads and its
+    writes: the exclusive put fails, the pod reads again, takes N+2, and judges its gate against
+    the champion that is there now (so a 0.93 does not replace the other pod's 0.96)."""
+    store = tmp_path / "store"
+    retrain(tmp_path, store, "r1", 0.90)
+
+    class Contended(shim.DirBackend):
+        """The other pod's writes land just before this pod's first exclusive put of each kind."""
+        def __init__(self, root):
+            super().__init__(root)
+            self.raced = set()
+
+        def put_doc(self, name, doc, exclusive=False):
+            kind = "alias" if ".champion." in name else "version"
+            if exclusive and kind not in self.raced:
+                self.raced.add(kind)
+                other = shim.DirBackend(self.root)
+                if kind == "version":
+                    modeldocs.put_version(other, "iris", modeldocs.new_version(
+                        "iris", [], {"id": "other", "metrics": {"accuracy": 0.96}}))
+                else:
+                    mine = modeldocs.version(other, "iris", 3)
+                    theirs = modeldocs.version(other, "iris", 2)
+                    assert mine["run"]["id"] == "r2" and theirs["run"]["id"] == "other"
+                    modeldocs.move_alias(other, "iris", "champion", theirs)
+            return super().put_doc(name, doc, exclusive=exclusive)
+
+    b = Contended(str(store))
+    files = shim.DirBackend(str(store)).get_run("r1")["files"]
+    out = modeldocs.register_and_gate(b, "iris", "accuracy >= champion", files, {"id": "r2", "metrics": {"accuracy": 0.93}})
+    assert out["registered"] == "iris:3"  # v2 was taken by the other pod: this one is v3, nothing lost
+    assert out["promoted"] is False and out["reason"] == "not promoted: accuracy 0.93 < champion 0.96 (iris:2)"
+    _, champ = modeldocs.resolve_alias(b, "iris", "champion")
+    assert champ["version"] == 2 and champ["run"]["id"] == "other"
