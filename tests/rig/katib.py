@@ -84,11 +84,9 @@ def _module() -> Path:
 
 
 def _yaml_docs(path: Path) -> list[dict]:
-    import yaml
+    from .kube import yaml_docs
 
-    if not path.exists():
-        raise RigError(f"expected file {path} is missing from Katib's module source")
-    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return yaml_docs(path, "Katib's module source")
 
 
 def crd_manifests() -> list[dict]:

@@ -80,11 +80,9 @@ def _module() -> Path:
 
 
 def _yaml_docs(path: Path) -> list[dict]:
-    import yaml
+    from .kube import yaml_docs
 
-    if not path.exists():
-        raise RigError(f"expected file {path} is missing from KServe's module source")
-    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return yaml_docs(path, "KServe's module source")
 
 
 def crd_manifests() -> list[dict]:

@@ -199,7 +199,11 @@ def module_source(module: str, version: str) -> Path:
     return Path(info["Dir"])
 
 
-def _load_yaml_docs(path: Path) -> list[dict]:
+def yaml_docs(path: Path, source: str = "the module source") -> list[dict]:
+    """The documents of a YAML file fetched with a module's source (Katib's, KServe's, kwok's...);
+    a file the pinned version lacks is one clear error."""
+    if not path.exists():
+        raise RigError(f"expected file {path} is missing from {source}")
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
@@ -218,7 +222,7 @@ def crd_manifests() -> list[dict]:
     for f in files:
         if not f.exists():
             raise RigError(f"expected CRD file {f} is missing from its module source")
-        docs += [d for d in _load_yaml_docs(f) if d.get("kind") == "CustomResourceDefinition"]
+        docs += [d for d in yaml_docs(f) if d.get("kind") == "CustomResourceDefinition"]
     return docs
 
 
@@ -262,12 +266,12 @@ def _terminated_stage(name: str, outcome: str, *, reason: str, exit_code: int, p
 def stage_documents() -> list[dict]:
     """kwok's own stages (from its module source), made quick, plus fairing's failure stages."""
     src = module_source(*KWOK_MODULE) / "kustomize" / "stage"
-    docs = _load_yaml_docs(src / "node" / "fast" / "node-initialize.yaml")
-    docs += _load_yaml_docs(src / "node" / "heartbeat-with-lease" / "node-heartbeat-with-lease.yaml")
+    docs = yaml_docs(src / "node" / "fast" / "node-initialize.yaml")
+    docs += yaml_docs(src / "node" / "heartbeat-with-lease" / "node-heartbeat-with-lease.yaml")
     general = src / "pod" / "general"
     for f in ["pod-create.yaml", "pod-init-container-running.yaml", "pod-init-container-completed.yaml",
               "pod-ready.yaml", "pod-complete.yaml", "pod-delete.yaml"]:
-        for d in _load_yaml_docs(general / f):
+        for d in yaml_docs(general / f):
             spec = d["spec"]
             # Seconds per step is realistic but slow for tests; keep the annotation overrides.
             if d["metadata"]["name"] == "pod-delete":
