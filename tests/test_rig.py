@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import json
@@ -371,3 +372,63 @@ def test_containers_conf_merge_keeps_unrelated_settings():
     assert parsed["engine"] == {"runtime": "runc"}
     assert "# site settings" in after
     assert merge_toml(after, {"engine": {"runtime": '"runc"'}}) == after  # idempotent
+
+
+def test_control_plane_drops_webhooks_whose_host_server_is_gone(kube, admin):
+    """etcd outlives the rig's host-run webhook servers (a reboot, a CI machine that keeps
+    FAIRING_CACHE): a registered `failurePolicy: Fail` webhook with nothing behind it refuses every
+    object it covers until the control plane's start-up drops it. One whose server listens stays."""
+    from fairing.errors import DeployError
+    from fairing.kube.client import Resource, register
+    from tests.rig.kube import drop_dead_webhooks
+    from tests.rig.state import free_port
+
+    register(Resource("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration",
+                      "mutatingwebhookconfigurations", False))
+    tag = hashlib.sha256(os.urandom(8)).hexdigest()[:8]
+    live = socket.socket()
+    live.bind(("127.0.0.1", 0))
+    live.listen()
+
+    def config(name, port):
+        return {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+                "metadata": {"name": name},
+                "webhooks": [{"name": f"{name}.fairing-rig.local",
+                              "clientConfig": {"url": f"https://127.0.0.1:{port}/mutate"},
+                              "objectSelector": {"matchLabels": {"fairing.test/webhook": tag}},
+                              "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                                         "resources": ["configmaps"]}],
+                              "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                              "failurePolicy": "Fail", "timeoutSeconds": 2}]}
+
+    dead_name, live_name = f"fairing-test-dead-{tag}", f"fairing-test-live-{tag}"
+    cm = {"apiVersion": "v1", "kind": "ConfigMap",
+          "metadata": {"name": f"wh-{tag}", "labels": {"fairing.test/webhook": tag}}, "data": {}}
+    try:
+        admin.create(config(dead_name, free_port()))
+        admin.create(config(live_name, live.getsockname()[1]))
+        dropped = drop_dead_webhooks(admin)
+        assert dead_name in dropped and live_name not in dropped
+        kind = ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration")
+        assert admin.get(*kind, dead_name) is None
+        assert admin.get(*kind, live_name) is not None
+        admin.delete(*kind, live_name)
+        # Nothing refuses it any more, once the API server's webhook cache has seen the deletions.
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                admin.create(cm)
+                break
+            except DeployError as e:
+                assert "failed calling webhook" in str(e)
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        assert admin.get("v1", "ConfigMap", cm["metadata"]["name"]) is not None
+    finally:
+        live.close()
+        for name in (dead_name, live_name):
+            with contextlib.suppress(Exception):
+                admin.delete("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", name)
+        with contextlib.suppress(Exception):
+            admin.delete("v1", "ConfigMap", cm["metadata"]["name"])

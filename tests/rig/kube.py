@@ -763,7 +763,30 @@ def control_plane() -> ControlPlane:
         return _cached
     with kube_lock():
         _cached = _reuse() or _ensure()
+        drop_dead_webhooks(_cached.kube())
     return _cached
+
+
+def drop_dead_webhooks(kube) -> list[str]:
+    """Delete the admission webhook configurations that point at a port of this host nothing
+    listens on. The rig registers its host-run webhook servers (KServe's manager, Katib's
+    controller, the placement webhook) by URL; etcd's data outlives those processes (a reboot, a
+    CI machine that keeps FAIRING_CACHE), and a dead `failurePolicy: Fail` webhook refuses every
+    object it covers, so an InferenceService dry run fails long before the KServe tests would
+    start the manager again. Each rig re-registers its own when it finds them missing."""
+    import urllib.parse
+
+    dropped = []
+    for plural in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
+        base = f"/apis/admissionregistration.k8s.io/v1/{plural}"
+        for item in kube.request("GET", base).get("items", []):
+            for hook in item.get("webhooks", []):
+                url = urllib.parse.urlsplit(hook.get("clientConfig", {}).get("url") or "")
+                if url.hostname == "127.0.0.1" and url.port and not port_open(url.port):
+                    kube.request("DELETE", f"{base}/{item['metadata']['name']}")
+                    dropped.append(item["metadata"]["name"])
+                    break
+    return dropped
 
 
 def _fingerprint() -> str:
