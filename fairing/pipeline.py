@@ -586,9 +586,12 @@ def base_fields(p: Plan) -> dict:
 
 
 def execute(p: Plan, progress: Progress | None = None, *, wait: Wait | bool | None = None,
-            image: BuiltImage | None = None, command: str = "train", parent: str | None = None) -> RunResult:
+            image: BuiltImage | None = None, command: str = "train", parent: str | None = None,
+            before_deploy: Callable[[Any], None] | None = None) -> RunResult:
     """Package, build, deploy; with `wait` (True, or a Wait saying how), also wait for the
-    workload. `image` skips packaging and building (deploy an image built earlier). Every real run
+    workload. `image` skips packaging and building (deploy an image built earlier).
+    `before_deploy(deployer)` runs once the image is built, before anything is applied (a modelcar
+    is pushed there: after the serving image, so a failed build leaves no modelcar tag). Every real run
     is recorded (fairing.runs): `result.run` is its record. Without `wait`, the handle is a
     RunHandle: the record is settled when it is waited on later (serving handles excepted: an
     endpoint's record is the facade's to finish)."""
@@ -625,6 +628,8 @@ def execute(p: Plan, progress: Progress | None = None, *, wait: Wait | bool | No
         serve = ctx.serve if ctx is not None else None
         if serve is not None and serve.follow_store and p.on_cluster:
             follow_store(p, deployer, run, serve.follow_store)
+        if before_deploy is not None:
+            before_deploy(deployer)
         with progress.stage("deploy") as st:
             handle = deployer.deploy(image)
             mode = getattr(handle, "mode", None)

@@ -176,18 +176,22 @@ class PredictionEndpoint:
         self.image = pipeline.build_image(p, progress, preflight=False)
         return self.image
 
-    def _build_modelcar(self, p, progress):
-        """KServe installed (the deployer's preflight) first, then the modelcar is built and
-        pushed, and the plan is made again with its oci:// reference for the deployer."""
+    def _modelcar_step(self, p, progress):
+        """The pipeline's before_deploy step that builds and pushes the modelcar and gives its
+        oci:// reference to the deployer: after the serving image is built (a failed build
+        pushes no modelcar, so no tag is left behind) and after the deployer's preflight
+        (KServe installed), before anything is applied. None when there is none to build."""
         from . import pipeline
 
-        if p.settings.dry_run:
-            return p
-        built = pipeline.build_modelcar(p, self.resolve_model(), progress)
-        self.modelcar_image = built
-        self.out(f"modelcar {built.ref} ({self.model_files.resolved})")
-        self.deployer_options["modelcar"] = f"oci://{built.ref}"
-        return self.plan()
+        if not self.modelcar or self.deployer_options.get("modelcar") is not True or p.settings.dry_run:
+            return None
+
+        def step(deployer):
+            built = pipeline.build_modelcar(p, self.resolve_model(), progress)
+            self.modelcar_image = built
+            self.out(f"modelcar {built.ref} ({self.model_files.resolved})")
+            deployer.modelcar = self.deployer_options["modelcar"] = f"oci://{built.ref}"
+        return step
 
     def _check_base(self) -> None:
         if not self.base_image and self.builder == "append" and self.registry:
@@ -215,10 +219,9 @@ class PredictionEndpoint:
         p, progress = self.plan(), self._progress()
         if self.image is None and not self.model_format:
             self._check_base()
-        if self.modelcar and self.deployer_options.get("modelcar") is True:
-            p = self._build_modelcar(p, progress)
         # The pipeline packages, builds (unless an image was given) and deploys, recording the run.
-        self.run_result = pipeline.execute(p, progress, image=self.image, command="deploy")
+        self.run_result = pipeline.execute(p, progress, image=self.image, command="deploy",
+                                           before_deploy=self._modelcar_step(p, progress))
         self.image, self.handle, self.run = self.run_result.image, self.run_result.handle, self.run_result.run
         run = self.run
         if self.model_files is not None and run is not None:

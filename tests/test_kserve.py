@@ -207,6 +207,28 @@ def test_modelcar_of_a_registered_version_serves_through_a_kserve_runtime(kserve
     gone(admin, ("serving.kserve.io/v1alpha1", "ServingRuntime", name), ("apps/v1", "Deployment", f"{name}-predictor"))
 
 
+def test_a_failed_serving_build_leaves_no_modelcar_tag(kserve, on_node, registry, tmp_path):
+    """`--modelcar` whose serving image cannot be built (a requirement no index has): the build's
+    error, and no modelcar tag in the registry (the modelcar is pushed only after the serving image
+    is built; it used to be pushed first and stay behind)."""
+    (tmp_path / "scaler.py").write_text(SCALER)
+    (tmp_path / "train.py").write_text("import os\nopen(os.path.join(os.environ['FAIRING_OUTPUT_DIR'], 'factor.txt'), 'w').write('3')\n")
+    env = on_node.cli_env(FAIRING_RUNS=str(tmp_path / "runs.db"), FAIRING_OUTPUTS=str(tmp_path / "store"),
+                          PYTHONPATH=str(ROOT))
+    assert fair("train", "train.py", "--local-mode", "process", env=env, cwd=tmp_path).returncode == 0
+    run = json.loads(fair("runs", "-o", "json", "--last", "1", env=env, cwd=tmp_path).stdout)[0]
+    assert fair("models", "register", "m", "--run", run["id"], env=env, cwd=tmp_path).returncode == 0
+    repo = f"kserve-nobuild-{uuid.uuid4().hex[:6]}"
+    env["KUBECONFIG"] = str(kserve.kubeconfig)
+    r = fair("deploy", "scaler.py:Scaler", "--deployer", "inferenceservice", "--model", "m:1", "--modelcar",
+             "--registry", f"{registry.host}/{repo}", "--base-image", on_node.base,
+             "-r", "no-such-package-fairing-test==0.0.1", "-n", kserve.namespace, env=env, cwd=tmp_path)
+    assert r.returncode != 0 and "error: no wheel of the requirements" in r.stderr, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and "modelcar" not in r.stdout + r.stderr, r.stdout + r.stderr
+    assert not has_tags(registry, f"{repo}/fairing-scaler-modelcar")
+    assert not has_tags(registry, f"{repo}/fairing-scaler")
+
+
 def test_a_serving_runtime_fairing_did_not_make_is_left_alone(kserve, on_node):
     """The modelcar form makes a ServingRuntime named like the endpoint: one that someone else made
     is refused before anything is applied (neither it nor an InferenceService changes)."""
