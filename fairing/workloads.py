@@ -54,22 +54,57 @@ def list_workloads(settings: Mapping[str, Any]) -> list[dict]:
             return _local(settings).list()
         except DeployError:
             return []  # no engine: local process runs never outlive the command that ran them
-    from .kube.client import CRDNotInstalled
+    from .kube.client import CRDNotInstalled, Forbidden
 
     kube = _kube(settings)
-    out = []
+    out, hidden = [], Hidden()
     for name, cls in cluster_deployers():
         try:
             items = kube.list(cls.api_version, cls.kind, label_selector=cls.list_selector).get("items", [])
         except CRDNotInstalled:
             continue
+        except Forbidden as e:
+            hidden.add(cls.kind, e)
+            continue
+        hidden.searched = True
         for obj in items:
             meta = obj.get("metadata", {})
             out.append({"name": meta.get("name"), "kind": cls.kind, "deployer": name,
                         "namespace": meta.get("namespace"), "status": queue.state(obj, cls.state(obj), cls.queue_suspend),
                         "created": meta.get("creationTimestamp"),
                         "run_id": (meta.get("labels") or {}).get(L.RUN_ID)})
+    hidden.settle(kube.namespace, quiet=False)
     return out
+
+
+class Hidden:
+    """The kinds a look through every kind could not search because the user's role does not
+    cover them (a least-privilege Role without TrainJobs once Trainer's CRDs are served): they are
+    skipped, not fatal, and said once."""
+
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
+        self.first: Exception | None = None
+        self.searched = False  # some kind could be searched
+
+    def add(self, kind: str, exc: Exception) -> None:
+        self.kinds.append(kind + "s")
+        self.first = self.first or exc
+
+    def said(self) -> str:
+        return f"{', '.join(self.kinds)} could not be searched (forbidden)"
+
+    def settle(self, namespace: str, *, quiet: bool = True) -> None:
+        """No kind searchable: the first Forbidden (with its RBAC hint) is the answer. Some: one
+        note, always (`quiet=False`: an incomplete list) or only with --debug."""
+        if not self.kinds:
+            return
+        if not self.searched:
+            raise self.first
+        from .messages import debugging, notice
+
+        if not quiet or debugging():
+            notice(f"{self.said()} in namespace {namespace}: skipped")
 
 
 def attach(name: str, settings: Mapping[str, Any]):
@@ -85,8 +120,9 @@ def attach(name: str, settings: Mapping[str, Any]):
     kube = _kube(settings)
     wanted = settings.get("deployer")
     wanted = stages.canonical("deployer", wanted) if wanted else None
-    from .kube.client import CRDNotInstalled
+    from .kube.client import CRDNotInstalled, Forbidden
 
+    hidden = Hidden()
     for deployer, cls in cluster_deployers():
         if wanted and deployer != wanted:
             continue
@@ -94,6 +130,12 @@ def attach(name: str, settings: Mapping[str, Any]):
             obj = kube.get(cls.api_version, cls.kind, name)
         except CRDNotInstalled:
             continue
+        except Forbidden as e:
+            if wanted:
+                raise  # the one kind asked for: its RBAC hint is the answer
+            hidden.add(cls.kind, e)
+            continue
+        hidden.searched = True
         if obj is None:
             continue
         if not L.is_managed(obj.get("metadata", {}).get("labels")):
@@ -105,7 +147,14 @@ def attach(name: str, settings: Mapping[str, Any]):
         if not hasattr(d, "attach"):
             raise ConfigError(f"the {deployer} deployer cannot re-attach to {name}",
                               hint="report this: deployers need an attach(name) method")
+        hidden.settle(kube.namespace)
         return d.attach(name)
+    hidden.settle(kube.namespace)
+    if hidden.kinds:
+        raise DeployError(f"no workload named {name!r} in namespace {kube.namespace} among the kinds you may "
+                          f"read; {hidden.said()}",
+                          hint=f"if it is one of those, ask for 'get' on them (or pass --deployer KIND); "
+                               "`fair list` shows what you may see")
     raise DeployError(f"no workload named {name!r} in namespace {kube.namespace}",
                       hint="`fair list` shows the workloads fairing created; pass --namespace if it is elsewhere")
 
