@@ -62,6 +62,9 @@ def test_register_promote_show_diff_list_on_the_local_store(tmp_path, local_env)
     a = fair("models", "register", "iris", "--run", r1[:6], "--path", "model.joblib", env=local_env, cwd=tmp_path)
     assert a.returncode == 0 and a.stdout.strip() == "iris:1", a.stderr
     assert "nothing uploaded" in a.stderr
+    again = fair("models", "register", "iris", "--run", r1, "--path", "model.joblib", env=local_env, cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.strip() == "iris:1", again.stderr
+    assert f"fair: iris:1 already registered from run {r1}: nothing written" in again.stderr
     b = fair("models", "register", "iris", "--run", r2, "--path", "model.joblib", "-o", "json", env=local_env, cwd=tmp_path)
     v2 = json.loads(b.stdout)
     assert v2["version"] == 2 and v2["run"]["id"] == r2 and v2["run"]["metrics"] == {"accuracy": 0.8}
@@ -232,7 +235,10 @@ def test_two_people_registering_and_promoting_at_once_one_wins_and_nothing_is_lo
     assert v1["run"]["id"] == won[0]["run"]  # the winner's version, whole
     loser = next(r for r in runs if r["id"] != won[0]["run"])
     assert models.register("race", loser, store=store)["version"] == 2  # trying again works
-    models.register("race", loser, store=store)  # v3: the same files, another version
+    again = models.register("race", loser, store=store)  # the same run and files: that version, not v3
+    assert again["version"] == 2 and again["already"] is True and "already" not in models.get("race:2", store=store)
+    third = saved_run(tmp_path, store, f"run2{uuid.uuid4().hex[:6]}", b"weights 2" * 500)
+    assert models.register("race", third, store=store)["version"] == 3
 
     # Promote: both read champion's history, both move it at once, to different versions.
     for rnd in range(2):

@@ -84,6 +84,8 @@ def retrain(tmp_path, store: Path, run_id: str, acc: float, gate="accuracy >= ch
     p = subprocess.run([sys.executable, str(ROOT / "fairing/image_runtime/outputs.py"), "--", sys.executable,
                         str(script), str(acc), *(["stderr"] if stderr else [])],
                        env=env, capture_output=True, text=True, timeout=60)
+    if not (store / "runs").is_dir():
+        return p, None  # no index could be written
     return p, shim.DirBackend(str(store)).get_run(run_id)["record"]
 
 
@@ -111,6 +113,45 @@ def test_each_run_registers_and_the_champion_moves_only_when_the_gate_holds(tmp_
     import fairing.models as models
 
     assert models.get("iris@champion", store=str(store))["version"] == 2
+
+
+def test_a_retried_pod_that_registered_but_lost_its_index_does_not_register_again(tmp_path):
+    """The first pod registers iris:1 and promotes it, then cannot write its index (here: the store's
+    runs/ is a file); the Job's retry (same run id, same files) finds iris:1 and registers nothing new."""
+    store = tmp_path / "store"
+    (store / "runs").parent.mkdir(parents=True)
+    (store / "runs").write_text("not a directory")
+    p, _ = retrain(tmp_path, store, "r1", 0.90)
+    assert "fairing: registered iris:1; promoted" in p.stderr and "outputs not saved" in p.stderr, p.stderr
+    assert p.returncode == shim.EXIT_NOT_SAVED
+    (store / "runs").unlink()
+    p, rec = retrain(tmp_path, store, "r1", 0.90)
+    assert p.returncode == 0, p.stderr
+    assert "fairing: iris:1 already registered from run r1; already champion" in p.stderr, p.stderr
+    assert rec["model"]["registered"] == "iris:1" and rec["model"]["already"] is True and rec["model"]["promoted"]
+    b = shim.DirBackend(str(store))
+    assert modeldocs.versions(b, "iris") == [1] and modeldocs.alias_seqs(b, "iris") == {"champion": 1}
+    # Another run with the same files is another version (the key is the run and its files).
+    assert retrain(tmp_path, store, "r2", 0.90)[1]["model"]["registered"] == "iris:2"
+
+
+def test_registering_a_run_again_in_a_registry_store_returns_its_version(tmp_path, registry):
+    """The pod's register_and_gate on the rig's registry (the store a cluster run keeps its outputs
+    in): the same run and files a second time is the same version, and the gate is not judged
+    against itself."""
+    import uuid
+
+    b = shim.RegistryBackend(registry.url, f"retrain-test/{uuid.uuid4().hex[:8]}")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.joblib").write_bytes(b"weights" * 100)
+    files = shim.save(str(out), b, "r1", {"id": "r1", "status": "Succeeded"})["files"]
+    run = {"id": "r1", "metrics": {"accuracy": 0.9}}
+    first = modeldocs.register_and_gate(b, "iris", "accuracy > champion", files, run)
+    again = modeldocs.register_and_gate(b, "iris", "accuracy > champion", files, run)
+    assert first["registered"] == again["registered"] == "iris:1" and "already" not in first
+    assert again["already"] is True and again["promoted"] and again["reason"] == "already champion"
+    assert modeldocs.versions(b, "iris") == [1] and modeldocs.alias_seqs(b, "iris") == {"champion": 1}
 
 
 def test_a_gate_naming_a_metric_the_run_lacks_registers_nothing_and_fails_the_run_in_one_line(tmp_path):

@@ -40,7 +40,7 @@ def who():
 def digest_of(doc):
     """A version document's digest (what an alias move names): of its canonical JSON (sorted keys,
     no spaces, as the stores write it), without the fields readers add."""
-    body = json.dumps(dict((k, v) for k, v in doc.items() if k not in ("ref", "digest")),
+    body = json.dumps(dict((k, v) for k, v in doc.items() if k not in ("ref", "digest", "already")),
                       sort_keys=True, separators=(",", ":")).encode("utf-8")
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
@@ -85,6 +85,25 @@ def alias_move(backend, name, alias):
 
 def version(backend, name, n):
     return backend.get_doc("model.%s.v%d" % (name, n))
+
+
+def files_digest(files):
+    """What a version holds, as one digest: its files' paths and contents (order does not matter)."""
+    body = json.dumps(sorted([f["path"], f["digest"]] for f in files), separators=(",", ":")).encode("utf-8")
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def registered_from(backend, name, run_id, files):
+    """The version of `name` already made from run `run_id` with these `files`, or None: registering
+    is idempotent per (run, files), so a Job's retry after its first pod registered but failed to
+    write its index does not make a second version of the same run. Newest first (a retry finds
+    its version at once); a run registered nowhere costs one read per version."""
+    want = files_digest(files)
+    for n in reversed(versions(backend, name)):
+        doc = version(backend, name, n)
+        if doc and (doc.get("run") or {}).get("id") == run_id and files_digest(doc.get("files") or []) == want:
+            return doc
+    return None
 
 
 def resolve_alias(backend, name, alias):
@@ -283,8 +302,14 @@ def register_and_gate(backend, name, gate_text, files, run):
     if not files:
         raise GateError("the run kept no files to make a model of",
                         hint="write the model to $FAIRING_OUTPUT_DIR (fairing.outputs_dir()) in the run")
-    doc = _retrying_race(backend, lambda: put_version(backend, name, new_version(name, files, run)))
+    def put():
+        had = registered_from(backend, name, run.get("id"), files)
+        return (had, True) if had else (put_version(backend, name, new_version(name, files, run)), False)
+
+    doc, already = _retrying_race(backend, put)
     out = {"name": name, "version": doc["version"], "registered": "%s:%d" % (name, doc["version"])}
+    if already:
+        out["already"] = True  # this run's files were registered before (a retried pod): not again
     if not clauses:
         return out
     alias = gate_alias(clauses)
@@ -292,6 +317,8 @@ def register_and_gate(backend, name, gate_text, files, run):
 
     def decide():
         k, move = alias_move(backend, name, alias)
+        if move is not None and move.get("digest") == digest_of(doc):
+            return True, "already %s" % alias  # promoted by the attempt that registered it
         champion = version(backend, name, move["version"]) if move else None
         ok, reason = evaluate(clauses, metrics, champion)
         if ok:

@@ -760,8 +760,11 @@ def register(store, env, record, entries, code):
             out = {"name": name, "registered": None, "error": "model not registered: %s (hint: %s)" % (e.message, e.hint)}
         except (StoreError, OSError, ValueError) as e:
             out = {"name": name, "registered": None, "error": "model not registered: %s" % e}
-    said = out.get("error") or "; ".join(x for x in ("registered %s" % out["registered"] if out.get("registered") else "",
-                                                    out.get("reason") or "") if x)
+    if out.get("already"):
+        done = "%s already registered from run %s" % (out["registered"], record["id"])
+    else:
+        done = "registered %s" % out["registered"] if out.get("registered") else ""
+    said = out.get("error") or "; ".join(x for x in (done, out.get("reason") or "") if x)
     sys.stderr.write("fairing: %s\n" % said)
     record["model"] = out
     return out

@@ -58,11 +58,13 @@ def resolve_run(ref: str, *, runs_store: Any = None) -> dict:
 def register(name: str, run: str | dict, *, path: str | None = None, store: str | None = None,
              mlflow: str | None = None) -> dict:
     """Version N+1 of model `name` from a run's outputs (`run`: id, run:ID, best:TUNE_ID, or a
-    record); only `path` (a file or directory of the outputs) when given. Returns the version."""
+    record); only `path` (a file or directory of the outputs) when given. Returns the version;
+    a run whose files (the same ones) are a version already gets that version ("already": True)."""
     record = run if isinstance(run, dict) else resolve_run(run)
     reg = _registry(store)
     v = reg.register(name, record, path=path, run_ref=None if isinstance(run, dict) else str(run))
-    _mirror(reg, mlflow, "version", v)
+    if not v.get("already"):  # mirrored when it was registered
+        _mirror(reg, mlflow, "version", v)
     return v
 
 

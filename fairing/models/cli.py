@@ -75,6 +75,10 @@ def register(name: Annotated[str, typer.Argument(help="model name, e.g. iris")],
         _json(v)
         return
     size = sum(f["size"] for f in v["files"])
+    if v.get("already"):
+        _info(f"fair: {v['ref']} already registered from run {v['run']['id']}: nothing written")
+        _out(v["ref"])
+        return
     _info(f"fair: registered {v['ref']} from run {v['run']['id']}: {len(v['files'])} file"
           f"{'' if len(v['files']) == 1 else 's'}, {size} bytes (nothing uploaded: referenced by digest)")
     _out(v["ref"])

@@ -175,7 +175,8 @@ class Registry:
 
     # --- writing ---
     def register(self, name: str, run: dict, *, path: str | None = None, run_ref: str | None = None) -> dict:
-        """Version N+1 of `name` from the run record `run` (its outputs in the store)."""
+        """Version N+1 of `name` from the run record `run` (its outputs in the store); the version
+        already made from the same run and files when there is one (with "already": True)."""
         from ..outputs.fetch import index
 
         check_name(name)
@@ -191,6 +192,9 @@ class Registry:
         if not files:
             raise ConfigError(f"run {run['id']} kept no files to make a model of",
                               hint="write the model to $FAIRING_OUTPUT_DIR (fairing.outputs_dir()) in the run")
+        had = self._call(docs.registered_from, self.backend, name, run["id"], files)
+        if had is not None:  # this run's files are a version already: registering again is a no-op
+            return {**had, "ref": f"{name}:{had['version']}", "digest": _digest(had), "already": True}
         self._bring_blobs(run, files)
         doc = docs.new_version(name, files, run_summary(run, index_doc), path=path)
         if run_ref and run_ref != run["id"]:
