@@ -265,6 +265,16 @@ def test_a_pvc_store_keeps_the_model_and_fair_runs_outputs_reads_it_through_a_po
         # On the volume, under the sub-path: the content-addressed blob and the run's index.
         assert (host_dir / "team" / "runs" / f"{run['id']}.json").is_file()
         assert_fetched(run["id"], env, tmp_path)
+        # `fair runs show` lists the files only once asked (reading a volume takes a pod); then the
+        # record keeps them, with size and digest like every store.
+        shown = fair("runs", "show", run["id"], cwd=tmp_path, env=env).stdout
+        assert f"(files not read yet: fair runs show {run['id']} --files reads them through a short-lived reader Job)" \
+            in shown, shown
+        line = f"  model.joblib  {len(EXPECT)} bytes  sha256:{hashlib.sha256(EXPECT).hexdigest()}"
+        asked = fair("runs", "show", run["id"], "--files", cwd=tmp_path, env=env)
+        assert asked.returncode == 0 and line in asked.stdout.splitlines(), asked.stdout + asked.stderr
+        kept = fair("runs", "show", run["id"], cwd=tmp_path, env={**env, "KUBECONFIG": "/nonexistent"})
+        assert line in kept.stdout.splitlines(), kept.stdout + kept.stderr  # no cluster needed now
         # The reader is gone: no Job, Service or pod of it left.
         left = [(k, o["metadata"]["name"]) for api, k in (("batch/v1", "Job"), ("v1", "Service"), ("v1", "Pod"))
                 for o in admin.list(api, k, on_node.namespace, label_selector="fairing.dev/outputs-reader")["items"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["list", "get", "diff", "start", "settle", "outputs", "sync"]
+__all__ = ["list", "get", "diff", "start", "settle", "outputs", "files", "sync"]
 
 
 def list(last: int | None = None, status: str | None = None, *, command: str | None = None,  # noqa: A001
@@ -80,6 +80,26 @@ def outputs(run_id: str, dest: Any = None, *, path: str | None = None, store: An
     from ..outputs.fetch import fetch
 
     return fetch(get(run_id, store=store), dest, path=path)
+
+
+def files(run_id: str, *, store: Any = None) -> "list[dict]":
+    """The run's output files [{path, size, digest, mediaType}] as its outputs store's index lists
+    them. A record that lists none yet (a pvc:// run: its volume is read only from a pod; a run
+    submitted and never waited on) has the index read now (for pvc://, by a short-lived reader
+    Job, see fairing.outputs.pvc) and keeps the list, so the next look needs no store or pod."""
+    from ..outputs.fetch import index, listing
+    from .store import Store
+
+    s = store or Store()
+    doc = s.get(run_id)
+    kept = doc.get("outputs") or {}
+    if kept.get("files") is None:
+        _, idx = index(doc)
+        kept = {k: v for k, v in kept.items() if k != "error"}
+        doc["outputs"] = {**kept, "files": idx.get("files") or [],
+                          **({"refused": idx["refused"]} if idx.get("refused") else {})}
+        s.put(doc)
+    return listing(doc)
 
 
 def sync(stores: "Any" = None, *, store: Any = None) -> "list[str]":

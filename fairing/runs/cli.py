@@ -79,10 +79,15 @@ def _short(s: Any, n: int = 40) -> str:
 
 @app.command(help="Print one run's record.")
 def show(run_id: Annotated[str, typer.Argument(help="run id (a unique prefix is enough)")],
+         files: Annotated[bool, typer.Option(
+             "--files", help="read the store's list of output files when the record has none yet "
+                             "(a pvc:// run's, through a short-lived reader Job) and keep it on the record")] = False,
          output: Annotated[str, OUTPUT] = "text") -> None:
     import fairing.runs as runs
 
     as_json = _check_output(output)
+    if files:
+        runs.files(run_id)
     doc = runs.get(run_id)
     if as_json:
         _json(doc)
@@ -101,6 +106,9 @@ def show(run_id: Annotated[str, typer.Argument(help="run id (a unique prefix is 
             _out(f"  {f['path']}  {f['size']} bytes  {f['digest']}")
         if kept.get("files") == []:
             _out("  (no files)")
+        elif kept.get("files") is None and not kept.get("error"):
+            how = "through a short-lived reader Job" if kept["store"].startswith("pvc://") else "from the store"
+            _out(f"  (files not read yet: fair runs show {doc['id']} --files reads them {how})")
 
 
 @app.command(help="Fetch a run's output files (what it wrote to $FAIRING_OUTPUT_DIR) from its outputs store.")
