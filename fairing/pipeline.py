@@ -547,7 +547,12 @@ def dry_run(p: Plan, progress: Progress | None = None, *, image: BuiltImage | No
         plan_out = {"builder": None, "image": image.ref}
     else:
         plan_out, image = build_plan(p, prepare(p, progress))
-    return {"mode": p.mode, "build": plan_out, "manifests": make_deployer(p, variant).render(image)}
+    deployer = make_deployer(p, variant)
+    # A training run on a cluster keeps its outputs: the env, volumes and Secret it would get.
+    # (A tuning variant's trials are wired by the tuner; serving keeps no outputs.)
+    secrets = dry_outputs(p, deployer, image) if p.on_cluster and not p.serving and variant is None \
+        and image is not None else []
+    return {"mode": p.mode, "build": plan_out, "manifests": secrets + deployer.render(image)}
 
 
 def build_modelcar(p: Plan, model_files: Any, progress: Progress) -> BuiltImage:
@@ -675,14 +680,43 @@ def keep_outputs(p: Plan, deployer: Any, run: Any, image: BuiltImage, progress: 
 
     if p.retrain is not None and save:
         run.note(model={"register": p.retrain.model, "gate": p.retrain.gate, "store": store.text})
+    wire_outputs(p, deployer, store, run.id, per_job=per_job)
+
+
+def wire_outputs(p: Plan, deployer: Any, store: Any, run_id: str, *, per_job: bool | None = None) -> Any:
+    """The outputs mutator (env, store volume, the run's credentials Secret) added to a cluster
+    deployer's pod options; returns it (its .secret() is the Secret it will create)."""
+    from .outputs import store as ostore
+    from .outputs import wire
 
     creds = ostore.credentials(store) if store is not None else {}
     ca_pem = None
     if creds and p.settings.ca_file:
         ca_pem = Path(p.settings.ca_file).expanduser().read_bytes()
-    deployer.mutators = deployer.mutators + (
-        wire.mutator(store, run.id, creds=creds, ca_pem=ca_pem,
-                     per_job=type(deployer).per_job_runs if per_job is None else per_job),)
+    m = wire.mutator(store, run_id, creds=creds, ca_pem=ca_pem,
+                     per_job=type(deployer).per_job_runs if per_job is None else per_job)
+    deployer.mutators = deployer.mutators + (m,)
+    return m
+
+
+def dry_outputs(p: Plan, deployer: Any, image: BuiltImage) -> list[dict]:
+    """A dry run's share of keep_outputs: the same outputs env and volumes on the pods, and the
+    run's Secret with placeholders for its values (never the credentials), so the printed
+    manifests are what a real run applies. The run id is the one the manifests show."""
+    from .deployers import labels as L
+    from .outputs import store as ostore
+
+    store, _ = ostore.for_run(p.settings.outputs, image.ref, on_cluster=True)
+    deployer.outputs_store = store
+    labels = getattr(deployer, "labels", None)
+    if not isinstance(getattr(deployer, "mutators", None), tuple) or not isinstance(labels, dict):
+        return []
+    import uuid
+
+    run_id = labels.setdefault(L.RUN_ID, uuid.uuid4().hex[:10])
+    ns = deployer.target_namespace() if hasattr(deployer, "target_namespace") else None
+    secret = wire_outputs(p, deployer, store, run_id).secret(ns, redacted=True)
+    return [secret] if secret else []
 
 
 def follow_store(p: Plan, deployer: Any, run: Any, store_text: str) -> None:

@@ -11,6 +11,8 @@ import sys
 import textwrap
 import uuid
 
+import yaml
+
 import fairing
 from fairing.image_runtime import outputs as shim
 
@@ -153,6 +155,21 @@ def test_s3_store_from_a_pod_with_a_per_run_secret_that_is_gone_after(on_node, s
         assert kube.get("v1", "Secret", secret, on_node.namespace) is None  # deleted when the run ended
         job = kube.get("batch/v1", "Job", name, on_node.namespace)
         assert s3_server.scoped_secret_key not in json.dumps(job)
+        # The dry run printed the outputs wiring the run applied: env, volume and Secret name (its
+        # run id aside), the Secret's values as placeholders.
+        dry_docs = [d for d in yaml.safe_load_all(dry.stdout) if d and "kind" in d]
+        dry_job = next(d for d in dry_docs if d["kind"] == "Job")
+        (dry_secret,) = [d for d in dry_docs if d["kind"] == "Secret"]
+        dry_id = dry_job["metadata"]["labels"]["fairing.dev/run-id"]
+
+        def wiring(j, rid):
+            spec = j["spec"]["template"]["spec"]
+            c = spec["containers"][0]
+            text = json.dumps([sorted((e["name"], e.get("value")) for e in c["env"] if e["name"].startswith("FAIRING_OUTPUT")),
+                               c.get("volumeMounts"), spec.get("volumes")], sort_keys=True)
+            return json.loads(text.replace(rid, "RUN"))
+        assert wiring(dry_job, dry_id) == wiring(job, run["id"])
+        assert dry_secret["metadata"]["name"] == f"fairing-outputs-{dry_id}" and list(dry_secret["data"]) == ["auth.json"]
         assert [(f["path"], f["size"]) for f in run["outputs"]["files"]] == [("model.joblib", len(EXPECT))]
     finally:
         fair("delete", name, "-n", on_node.namespace, cwd=tmp_path, env=env)

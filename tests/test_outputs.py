@@ -108,6 +108,53 @@ def test_bad_outputs_store_is_one_clear_error_before_anything_runs(tmp_path, loc
     assert "ran" not in r.stdout
 
 
+KUBECONFIG_NOWHERE = textwrap.dedent("""
+    apiVersion: v1
+    kind: Config
+    clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+    users: [{name: u, user: {token: not-a-real-token}}]
+    contexts: [{name: x, context: {cluster: c, user: u, namespace: team}}]
+    current-context: x
+""")
+
+
+@pytest.mark.parametrize("store", ["s3://bucket/runs", "pvc://claim/team"])
+def test_a_dry_run_shows_the_outputs_env_and_a_redacted_secret(tmp_path, local_env, store):
+    """`fair train --dry-run` on a cluster prints what the run would apply for its outputs: the
+    store's env and volumes on the pod, and the run's credentials Secret with placeholders (never a
+    value); a pvc:// store has no credentials, so no Secret, and the claim mounted. No API call (the
+    kubeconfig's server is a closed port)."""
+    import yaml
+
+    (tmp_path / "train.py").write_text("print('ran')\n")
+    (tmp_path / "kubeconfig").write_text(KUBECONFIG_NOWHERE)
+    secret_key = "s3cr3t-value-never-shown"
+    env = {**local_env, "KUBECONFIG": str(tmp_path / "kubeconfig"), "AWS_ACCESS_KEY_ID": "AKIDDRYRUN",
+           "AWS_SECRET_ACCESS_KEY": secret_key, "AWS_ENDPOINT_URL": "http://10.0.0.1:8333"}
+    r = fair("train", "train.py", "--dry-run", "--deployer", "job", "--registry", "registry.example.com/team",
+             "--base-image", "registry.example.com/python:3.11", "--outputs", store, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert secret_key not in r.stdout + r.stderr and "AKIDDRYRUN" not in r.stdout + r.stderr
+    docs = [d for d in yaml.safe_load_all(r.stdout) if d and "kind" in d]
+    job = next(d for d in docs if d["kind"] == "Job")
+    run_id = job["metadata"]["labels"]["fairing.dev/run-id"]
+    pod = job["spec"]["template"]["spec"]
+    env_of = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env_of["FAIRING_OUTPUT_DIR"] == "/tmp/fairing-output"
+    assert json.loads(env_of["FAIRING_OUTPUTS_STORE"])["kind"] == ("s3" if store.startswith("s3") else "dir")
+    secrets = [d for d in docs if d["kind"] == "Secret"]
+    if store.startswith("s3"):
+        (sec,) = secrets
+        assert docs.index(sec) < docs.index(job)  # created before the workload, as a real run does
+        assert sec["metadata"]["name"] == f"fairing-outputs-{run_id}" and sec["metadata"]["namespace"] == "team"
+        assert sec["data"] == {"auth.json": "<redacted: set at deploy from your store credentials>"}
+        assert env_of["FAIRING_OUTPUTS_AUTH"].endswith("/auth.json")
+        assert [v["secret"]["secretName"] for v in pod["volumes"]] == [f"fairing-outputs-{run_id}"]
+    else:
+        assert secrets == [] and "FAIRING_OUTPUTS_AUTH" not in env_of
+        assert [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]] == ["claim"]
+
+
 # --- the shim, against real stores -----------------------------------------------------------------
 
 def run_shim(tmp_path, command, *, spec, creds=None, out_dir=None, run_id="r1", timeout=120, extra_env=None):

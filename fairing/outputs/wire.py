@@ -15,6 +15,7 @@ from .store import AUTH_DIR, STORE_MOUNT, StoreSpec
 
 STORE_ENV, AUTH_ENV, PER_JOB_ENV = "FAIRING_OUTPUTS_STORE", "FAIRING_OUTPUTS_AUTH", "FAIRING_RUN_PER_JOB"
 SECRET_LABEL = "fairing.dev/outputs-secret"
+REDACTED = "<redacted: set at deploy from your store credentials>"
 
 
 secret_name = L.outputs_secret
@@ -65,16 +66,26 @@ def mutator(store: StoreSpec | None, run_id: str, *, creds: Mapping[str, Any] | 
 
     m.description = m.__name__ = m.__qualname__ = f"outputs({store.text if store else 'dir only'})"
 
-    def prepare(kube, namespace: str, template: dict) -> None:
+    def secret(namespace: str | None, *, redacted: bool = False) -> dict | None:
+        """The run's Secret (None: no credentials to carry). `redacted` (a dry run's manifests):
+        the same object with a placeholder for every value; the values are never encoded."""
         if not with_auth:
-            return
-        data = {"auth.json": base64.b64encode(json.dumps(dict(creds)).encode()).decode()}
-        if ca_pem:
-            data["ca.pem"] = base64.b64encode(ca_pem).decode()
-        kube.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                    "metadata": {"name": name, "namespace": namespace,
-                                 "labels": {**L.MANAGED, L.RUN_ID: run_id, SECRET_LABEL: "true"}},
-                    "data": data}, namespace)
+            return None
+        keys = ["auth.json"] + (["ca.pem"] if ca_pem else [])
+        if redacted:
+            data = {k: REDACTED for k in keys}
+        else:
+            data = {"auth.json": base64.b64encode(json.dumps(dict(creds)).encode()).decode()}
+            if ca_pem:
+                data["ca.pem"] = base64.b64encode(ca_pem).decode()
+        meta = {"name": name, "labels": {**L.MANAGED, L.RUN_ID: run_id, SECRET_LABEL: "true"}}
+        if namespace:
+            meta["namespace"] = namespace
+        return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": meta, "data": data}
+
+    def prepare(kube, namespace: str, template: dict) -> None:
+        if with_auth:
+            kube.apply(secret(namespace), namespace)
 
     def created(kube, namespace: str, obj: dict) -> None:
         """The Secret lives as long as the workload: Kubernetes deletes it with its owner."""
@@ -90,7 +101,7 @@ def mutator(store: StoreSpec | None, run_id: str, *, creds: Mapping[str, Any] | 
         if with_auth:
             drop_secret(kube, namespace, run_id)
 
-    m.prepare, m.created, m.discard = prepare, created, discard
+    m.prepare, m.created, m.discard, m.secret = prepare, created, discard, secret
     return m
 
 
