@@ -550,9 +550,13 @@ def dry_run(p: Plan, progress: Progress | None = None, *, image: BuiltImage | No
     deployer = make_deployer(p, variant)
     # A training run on a cluster keeps its outputs: the env, volumes and Secret it would get.
     # (A tuning variant's trials are wired by the tuner; serving keeps no outputs.)
-    secrets = dry_outputs(p, deployer, image) if p.on_cluster and not p.serving and variant is None \
-        and image is not None else []
-    return {"mode": p.mode, "build": plan_out, "manifests": secrets + deployer.render(image)}
+    wired = dry_outputs(p, deployer, image) if p.on_cluster and not p.serving and variant is None \
+        and image is not None else None
+    manifests = deployer.render(image)
+    # The Secret goes where the workload goes (the namespace as rendered: no kubeconfig needed).
+    secret = wired.secret(((manifests[0] if manifests else {}).get("metadata") or {}).get("namespace"),
+                          redacted=True) if wired is not None else None
+    return {"mode": p.mode, "build": plan_out, "manifests": ([secret] if secret else []) + manifests}
 
 
 def build_modelcar(p: Plan, model_files: Any, progress: Progress) -> BuiltImage:
@@ -699,10 +703,11 @@ def wire_outputs(p: Plan, deployer: Any, store: Any, run_id: str, *, per_job: bo
     return m
 
 
-def dry_outputs(p: Plan, deployer: Any, image: BuiltImage) -> list[dict]:
-    """A dry run's share of keep_outputs: the same outputs env and volumes on the pods, and the
-    run's Secret with placeholders for its values (never the credentials), so the printed
-    manifests are what a real run applies. The run id is the one the manifests show."""
+def dry_outputs(p: Plan, deployer: Any, image: BuiltImage) -> Any:
+    """A dry run's share of keep_outputs: the same outputs env and volumes on the pods (the
+    mutator, returned: its .secret(ns, redacted=True) is the run's Secret with placeholders for
+    its values, never the credentials), so the printed manifests are what a real run applies.
+    The run id is the one the manifests show. None when the deployer takes no pod options."""
     from .deployers import labels as L
     from .outputs import store as ostore
 
@@ -710,13 +715,10 @@ def dry_outputs(p: Plan, deployer: Any, image: BuiltImage) -> list[dict]:
     deployer.outputs_store = store
     labels = getattr(deployer, "labels", None)
     if not isinstance(getattr(deployer, "mutators", None), tuple) or not isinstance(labels, dict):
-        return []
+        return None
     import uuid
 
-    run_id = labels.setdefault(L.RUN_ID, uuid.uuid4().hex[:10])
-    ns = deployer.target_namespace() if hasattr(deployer, "target_namespace") else None
-    secret = wire_outputs(p, deployer, store, run_id).secret(ns, redacted=True)
-    return [secret] if secret else []
+    return wire_outputs(p, deployer, store, labels.setdefault(L.RUN_ID, uuid.uuid4().hex[:10]))
 
 
 def follow_store(p: Plan, deployer: Any, run: Any, store_text: str) -> None:

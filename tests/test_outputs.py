@@ -130,6 +130,7 @@ def test_a_dry_run_shows_the_outputs_env_and_a_redacted_secret(tmp_path, local_e
     (tmp_path / "kubeconfig").write_text(KUBECONFIG_NOWHERE)
     secret_key = "s3cr3t-value-never-shown"
     env = {**local_env, "KUBECONFIG": str(tmp_path / "kubeconfig"), "AWS_ACCESS_KEY_ID": "AKIDDRYRUN",
+           "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
            "AWS_SECRET_ACCESS_KEY": secret_key, "AWS_ENDPOINT_URL": "http://10.0.0.1:8333"}
     r = fair("train", "train.py", "--dry-run", "--deployer", "job", "--registry", "registry.example.com/team",
              "--base-image", "registry.example.com/python:3.11", "--outputs", store, env=env, cwd=tmp_path)
