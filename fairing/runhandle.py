@@ -314,14 +314,15 @@ def finish(handle: Any, run: Any, status: str, *, streamed: bool, result: Any = 
     return value
 
 
-def mirror_registered(run: Any) -> None:
+def mirror_registered(run: Any) -> list[dict]:
     """A retrain's pod registered (and maybe promoted) a model, with no MLflow client: this client,
     waiting and tracking to MLflow, mirrors it to MLflow's Model Registry now."""
     uri = next((t.uri for t in run.trackers if getattr(t, "name", None) == "mlflow"), None)
-    if uri and (run.doc.get("model") or {}).get("registered"):
-        from .models.mirror import after_runs
+    if not (uri and (run.doc.get("model") or {}).get("registered")):
+        return []
+    from .models.mirror import after_runs
 
-        after_runs([run.doc], uri)
+    return after_runs([run.doc], uri)
 
 
 def settle_outputs(handle: Any, run: Any) -> None:

@@ -327,7 +327,8 @@ def mirror_lines(err: str) -> list[str]:
 
 
 @pytest.mark.slow  # a real MLflow server (shared with the test above) and a dozen `fair` processes
-def test_what_a_retrains_pod_registers_and_promotes_reaches_mlflow_by_sync(tmp_path, local_env, mlflow_server):
+def test_what_a_retrains_pod_registers_and_promotes_reaches_mlflow_by_sync(tmp_path, local_env, mlflow_server,
+                                                                           monkeypatch):
     """The pod registers and promotes with no MLflow client (the shim wraps the command in a plain
     process, as in the image); `fair models sync` then makes MLflow's versions and moves its alias,
     twice is once, and `fair runs sync` / `fair models list` do it on the way, at no cost when
@@ -346,6 +347,7 @@ def test_what_a_retrains_pod_registers_and_promotes_reaches_mlflow_by_sync(tmp_p
     pod("r1", 0.90)
     r = fair("models", "sync", env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    assert "INFO" not in r.stderr, r.stderr  # MLflow's own chatter kept out: our lines say it
     assert mirror_lines(r.stderr) == [f"fair: mirrored {name}:1 to MLflow (its version 1)",
                                       f"fair: MLflow {name}@champion -> {name}:1 (its version 1)"], r.stderr
     assert pod("r2", 0.95)["model"]["promoted"] is True
@@ -386,6 +388,22 @@ def test_what_a_retrains_pod_registers_and_promotes_reaches_mlflow_by_sync(tmp_p
     assert quiet.returncode == 0 and name in quiet.stdout, quiet.stderr
     assert not mirror_lines(quiet.stderr) and " mlflow" not in quiet.stderr  # no import line for mlflow
     assert len(mlflow_state(mlflow_server.uri, name, tmp_path / "dl5", env)["versions"]) == 5
+
+    # A client that waited for the retrain (`fair train --register` on a Job) and tracks to MLflow
+    # mirrors on settling its record: the record as the wait settles it from the pod's index.
+    # (On the real node this costs an MLflow server beside the retrain test, about 4x its time.)
+    from fairing.runhandle import mirror_registered
+    from fairing.runs.record import Run, attach_trackers
+    from fairing.runs.sync import record_from_index
+
+    monkeypatch.setenv("FAIRING_CACHE", env["FAIRING_CACHE"])
+    pod("r6", 0.99)
+    run = Run(record_from_index(shim.DirBackend(str(store)).get_run("r6"), str(store)), store=None)
+    attach_trackers(run, {"mlflow": mlflow_server.uri})
+    assert mirror_registered(run) == [{"model": name, "versions": [[6, 6]], "aliases": [["champion", 6, 6, 4]],
+                                       "conflicts": []}]
+    assert mlflow_state(mlflow_server.uri, name, tmp_path / "dl6", env)["champion"]["fairing.run_id"] == "r6"
+    assert mirror_registered(run) == []  # nothing changed since: nothing to do
 
 
 def test_a_dead_mlflow_server_costs_a_warning_and_the_version_is_kept(tmp_path, local_env):

@@ -77,6 +77,7 @@ def run(reg: Any, uri: str, names: Iterable[str] | None = None, *, force: bool =
     with force=False those unchanged since this machine last did are skipped. Returns one report a
     model reconciled (fairing.models.mlflow.reconcile). Raises what the server or store raises."""
     import contextlib
+    import logging
     import sys
 
     now = state(reg.names("model."))
@@ -89,14 +90,22 @@ def run(reg: Any, uri: str, names: Iterable[str] | None = None, *, force: bool =
     from . import mlflow
 
     reports = []
-    # MLflow prints "View run ..." lines on stdout: they would break `-o json`.
+    # MLflow prints "View run ..." lines on stdout (they would break `-o json`) and logs "Waiting up
+    # to 300 seconds for model version to finish creation" at INFO: our lines say what happened.
     with contextlib.redirect_stdout(sys.stderr):
-        c = mlflow.client(uri)
-        for name in todo:
-            reports.append(mlflow.reconcile(c, reg, name))
-            # Conflicts are said each time they are looked for, but not looked for again until
-            # the model changes: MLflow's history is not rewritten, so they do not go away.
-            _write_marks(key, {name: now[name]})
+        c = mlflow.client(uri)  # imports mlflow, which sets up its logger: quieted after that
+    chatter = logging.getLogger("mlflow")
+    level = chatter.level
+    chatter.setLevel(max(level, logging.WARNING))
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            for name in todo:
+                reports.append(mlflow.reconcile(c, reg, name))
+                # Conflicts are said each time they are looked for, but not looked for again until
+                # the model changes: MLflow's history is not rewritten, so they do not go away.
+                _write_marks(key, {name: now[name]})
+    finally:
+        chatter.setLevel(level)
     return reports
 
 
