@@ -406,6 +406,33 @@ def test_what_a_retrains_pod_registers_and_promotes_reaches_mlflow_by_sync(tmp_p
     assert mirror_registered(run) == []  # nothing changed since: nothing to do
 
 
+@pytest.mark.slow  # the real MLflow server above
+def test_a_model_of_the_same_name_from_another_store_is_reported_and_mlflow_left_alone(tmp_path, local_env,
+                                                                                        mlflow_server):
+    """Two stores, one MLflow: the second store's iris:1 is not the first's (another digest).
+    Syncing it says so and changes nothing there; it never rewrites MLflow's history."""
+    from tests.test_retrain import retrain
+
+    name = f"clash-{uuid.uuid4().hex[:6]}"
+    env = {**local_env, "MLFLOW_TRACKING_URI": mlflow_server.uri}
+    for store, acc in (("a", 0.9), ("b", 0.8)):
+        p, rec = retrain(tmp_path, tmp_path / store, f"{store}1", acc, model=name)
+        assert p.returncode == 0 and rec["model"]["promoted"], p.stderr
+    assert fair("models", "sync", "--store", tmp_path / "a", env=env, cwd=tmp_path).returncode == 0
+    theirs = json.loads(fair("models", "show", name, "--store", tmp_path / "b", "-o", "json", env=env, cwd=tmp_path).stdout)
+    r = fair("models", "sync", name, "--store", tmp_path / "b", "-o", "json", env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    [report] = json.loads(r.stdout)
+    assert report["versions"] == [] and report["aliases"] == [] and len(report["conflicts"]) == 1
+    assert f"MLflow's {name} version 1 is fairing {name}:1 with digest" in report["conflicts"][0]
+    assert f"not {theirs['digest']}" in report["conflicts"][0] and "left as it is" in report["conflicts"][0]
+    assert "warning: MLflow's" in r.stderr  # said to the person too
+    got = mlflow_state(mlflow_server.uri, name, tmp_path / "dl", env)
+    assert len(got["versions"]) == 1 and got["champion"]["fairing.run_id"] == "a1"  # store a's, untouched
+    r = fair("models", "sync", "nosuch", "--store", tmp_path / "b", env=env, cwd=tmp_path)
+    assert r.returncode == 2 and "no model 'nosuch'" in r.stderr and name in r.stderr, r.stderr
+
+
 def test_a_dead_mlflow_server_costs_a_warning_and_the_version_is_kept(tmp_path, local_env):
     import socket
 

@@ -178,8 +178,8 @@ def sync(name: Annotated[Optional[str], typer.Argument(help="only this model (de
     reports = models.sync(name, store=store, mlflow=mlflow)
     if as_json:
         _json(reports)
-        return
-    if not reports:
+    elif not reports:
         _info("no models registered yet; fair models register NAME --run RUN_ID")
     for is_warning, line in lines(reports):
-        _info(("warning: " if is_warning else "fair: ") + line)
+        if is_warning or not as_json:  # a conflict is said to the person with -o json too
+            _info(("warning: " if is_warning else "fair: ") + line)
