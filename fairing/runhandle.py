@@ -310,7 +310,19 @@ def finish(handle: Any, run: Any, status: str, *, streamed: bool, result: Any = 
         value, has = _result_of(handle, run)
     settle_outputs(handle, run)  # first: the trackers get the outputs with the outcome
     run.finish(str(status), result=value, has_result=has, files=local_outputs(handle))
+    mirror_registered(run)
     return value
+
+
+def mirror_registered(run: Any) -> list[dict]:
+    """A retrain's pod registered (and maybe promoted) a model, with no MLflow client: this client,
+    waiting and tracking to MLflow, mirrors it to MLflow's Model Registry now."""
+    uri = next((t.uri for t in run.trackers if getattr(t, "name", None) == "mlflow"), None)
+    if not (uri and (run.doc.get("model") or {}).get("registered")):
+        return []
+    from .models.mirror import after_runs
+
+    return after_runs([run.doc], uri)
 
 
 def settle_outputs(handle: Any, run: Any) -> None:

@@ -305,6 +305,140 @@ def test_mlflow_models_uri_resolves_to_the_same_files(tmp_path, local_env, mlflo
     assert back.stdout.strip() == "1", back.stderr
 
 
+MLFLOW_STATE = textwrap.dedent("""
+    import hashlib, json, pathlib, sys, mlflow
+    uri, name, dest = sys.argv[1:4]
+    mlflow.set_tracking_uri(uri)
+    c = mlflow.MlflowClient()
+    vs = [{"version": int(mv.version), "tags": mv.tags} for mv in c.search_model_versions(f"name='{name}'")]
+    champ = c.get_model_version_by_alias(name, "champion")
+    d = pathlib.Path(mlflow.artifacts.download_artifacts(f"models:/{name}@champion", dst_path=dest))
+    print(json.dumps({"versions": sorted(vs, key=lambda v: v["version"]), "champion": champ.tags,
+                      "files": {str(p.relative_to(d)): "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest()
+                                for p in d.rglob("*") if p.is_file()}}))
+""")
+
+
+def mlflow_state(uri: str, name: str, dest: Path, env: dict) -> dict:
+    """MLflow's side, read by its own client in its own process: every version of `name` with its
+    tags, where champion points, and the files models:/NAME@champion downloads (their digests)."""
+    out = subprocess.run([sys.executable, "-c", MLFLOW_STATE, uri, name, str(dest)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def mirror_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if "MLflow" in line]
+
+
+@pytest.mark.slow  # a real MLflow server (shared with the test above) and a dozen `fair` processes
+def test_what_a_retrains_pod_registers_and_promotes_reaches_mlflow_by_sync(tmp_path, local_env, mlflow_server,
+                                                                           monkeypatch):
+    """The pod registers and promotes with no MLflow client (the shim wraps the command in a plain
+    process, as in the image); `fair models sync` then makes MLflow's versions and moves its alias,
+    twice is once, and `fair runs sync` / `fair models list` do it on the way, at no cost when
+    nothing changed."""
+    from tests.test_retrain import retrain
+
+    store = tmp_path / "store"
+    name = f"retrained-{uuid.uuid4().hex[:6]}"
+    env = {**local_env, "MLFLOW_TRACKING_URI": mlflow_server.uri, "FAIRING_OUTPUTS": str(store)}
+
+    def pod(run_id, acc):
+        p, rec = retrain(tmp_path, store, run_id, acc, model=name)
+        assert p.returncode == 0 and rec["model"]["registered"], p.stderr
+        return rec
+
+    pod("r1", 0.90)
+    r = fair("models", "sync", env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "INFO" not in r.stderr, r.stderr  # MLflow's own chatter kept out: our lines say it
+    assert mirror_lines(r.stderr) == [f"fair: mirrored {name}:1 to MLflow (its version 1)",
+                                      f"fair: MLflow {name}@champion -> {name}:1 (its version 1)"], r.stderr
+    assert pod("r2", 0.95)["model"]["promoted"] is True
+    assert pod("r3", 0.91)["model"]["promoted"] is False
+    r = fair("models", "sync", name, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert mirror_lines(r.stderr) == [f"fair: mirrored {name}:2 to MLflow (its version 2)",
+                                      f"fair: mirrored {name}:3 to MLflow (its version 3)",
+                                      f"fair: MLflow {name}@champion -> {name}:2 (its version 2, was 1)"], r.stderr
+    # Twice is once: nothing made, nothing moved.
+    r = fair("models", "sync", "-o", "json", env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [{"model": name, "versions": [], "aliases": [], "conflicts": []}]
+    assert f"MLflow is up to date with {name}" in fair("models", "sync", env=env, cwd=tmp_path).stderr
+
+    ours = {n: json.loads(fair("models", "show", f"{name}:{n}", "-o", "json", env=env, cwd=tmp_path).stdout)
+            for n in (1, 2, 3)}
+    got = mlflow_state(mlflow_server.uri, name, tmp_path / "dl", env)
+    assert [(v["tags"]["fairing.version"], v["tags"]["fairing.digest"], v["tags"]["fairing.run_id"])
+            for v in got["versions"]] == [(str(n), ours[n]["digest"], f"r{n}") for n in (1, 2, 3)]  # no duplicate
+    assert got["champion"]["fairing.version"] == "2" and got["champion"]["fairing.digest"] == ours[2]["digest"]
+    assert got["files"] == {f["path"]: f["digest"] for f in ours[2]["files"]}
+
+    # On the way: `fair runs sync` imports run 4, whose pod promoted it; MLflow follows.
+    pod("r4", 0.97)
+    r = fair("runs", "sync", "--store", store, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"fair: mirrored {name}:4 to MLflow (its version 4)" in r.stderr
+    assert f"fair: MLflow {name}@champion -> {name}:4 (its version 4, was 2)" in r.stderr
+    got = mlflow_state(mlflow_server.uri, name, tmp_path / "dl4", env)
+    assert len(got["versions"]) == 4 and got["champion"]["fairing.version"] == "4"
+    # ...and `fair models list`; when nothing changed it does not even import mlflow.
+    pod("r5", 0.50)
+    r = fair("models", env=env, cwd=tmp_path)
+    assert r.returncode == 0 and mirror_lines(r.stderr) == [f"fair: mirrored {name}:5 to MLflow (its version 5)"], r.stderr
+    quiet = subprocess.run([*FAIR[:1], "-X", "importtime", *FAIR[1:], "models"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0 and name in quiet.stdout, quiet.stderr
+    assert not mirror_lines(quiet.stderr) and " mlflow" not in quiet.stderr  # no import line for mlflow
+    assert len(mlflow_state(mlflow_server.uri, name, tmp_path / "dl5", env)["versions"]) == 5
+
+    # A client that waited for the retrain (`fair train --register` on a Job) and tracks to MLflow
+    # mirrors on settling its record: the record as the wait settles it from the pod's index.
+    # (On the real node this costs an MLflow server beside the retrain test, about 4x its time.)
+    from fairing.runhandle import mirror_registered
+    from fairing.runs.record import Run, attach_trackers
+    from fairing.runs.sync import record_from_index
+
+    monkeypatch.setenv("FAIRING_CACHE", env["FAIRING_CACHE"])
+    pod("r6", 0.99)
+    run = Run(record_from_index(shim.DirBackend(str(store)).get_run("r6"), str(store)), store=None)
+    attach_trackers(run, {"mlflow": mlflow_server.uri})
+    assert mirror_registered(run) == [{"model": name, "versions": [[6, 6]], "aliases": [["champion", 6, 6, 4]],
+                                       "conflicts": []}]
+    assert mlflow_state(mlflow_server.uri, name, tmp_path / "dl6", env)["champion"]["fairing.run_id"] == "r6"
+    assert mirror_registered(run) == []  # nothing changed since: nothing to do
+
+
+@pytest.mark.slow  # the real MLflow server above
+def test_a_model_of_the_same_name_from_another_store_is_reported_and_mlflow_left_alone(tmp_path, local_env,
+                                                                                        mlflow_server):
+    """Two stores, one MLflow: the second store's iris:1 is not the first's (another digest).
+    Syncing it says so and changes nothing there; it never rewrites MLflow's history."""
+    from tests.test_retrain import retrain
+
+    name = f"clash-{uuid.uuid4().hex[:6]}"
+    env = {**local_env, "MLFLOW_TRACKING_URI": mlflow_server.uri}
+    for store, acc in (("a", 0.9), ("b", 0.8)):
+        p, rec = retrain(tmp_path, tmp_path / store, f"{store}1", acc, model=name)
+        assert p.returncode == 0 and rec["model"]["promoted"], p.stderr
+    assert fair("models", "sync", "--store", tmp_path / "a", env=env, cwd=tmp_path).returncode == 0
+    theirs = json.loads(fair("models", "show", name, "--store", tmp_path / "b", "-o", "json", env=env, cwd=tmp_path).stdout)
+    r = fair("models", "sync", name, "--store", tmp_path / "b", "-o", "json", env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    [report] = json.loads(r.stdout)
+    assert report["versions"] == [] and report["aliases"] == [] and len(report["conflicts"]) == 1
+    assert f"MLflow's {name} version 1 is fairing {name}:1 with digest" in report["conflicts"][0]
+    assert f"not {theirs['digest']}" in report["conflicts"][0] and "left as it is" in report["conflicts"][0]
+    assert "warning: MLflow's" in r.stderr  # said to the person too
+    got = mlflow_state(mlflow_server.uri, name, tmp_path / "dl", env)
+    assert len(got["versions"]) == 1 and got["champion"]["fairing.run_id"] == "a1"  # store a's, untouched
+    r = fair("models", "sync", "nosuch", "--store", tmp_path / "b", env=env, cwd=tmp_path)
+    assert r.returncode == 2 and "no model 'nosuch'" in r.stderr and name in r.stderr, r.stderr
+
+
 def test_a_dead_mlflow_server_costs_a_warning_and_the_version_is_kept(tmp_path, local_env):
     import socket
 
@@ -316,6 +450,18 @@ def test_a_dead_mlflow_server_costs_a_warning_and_the_version_is_kept(tmp_path, 
     r = fair("models", "register", "iris", "--run", rid, "--mlflow", f"http://127.0.0.1:{port}", env=local_env, cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.strip() == "iris:1", r.stderr
     assert "warning: MLflow model registry at" in r.stderr and "not updated" in r.stderr
+    # On the way (`fair models list`) it is one warning too, and the command does its work.
+    dead = {**local_env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+    r = fair("models", env=dead, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("NAME") and "iris" in r.stdout, r.stderr
+    assert [line for line in r.stderr.splitlines() if line.startswith("warning:")] == [r.stderr.strip()], r.stderr
+    assert "fair models sync tries again" in r.stderr
+    # Asked for explicitly it is an error, in one line with its fix.
+    r = fair("models", "sync", env=dead, cwd=tmp_path)
+    assert r.returncode != 0 and "MLflow model registry at" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "fair models sync again" in r.stderr
+    r = fair("models", "sync", env=local_env, cwd=tmp_path)
+    assert r.returncode == 2 and "MLflow is not configured" in r.stderr and "MLFLOW_TRACKING_URI" in r.stderr, r.stderr
 
 
 def test_on_a_registry_a_version_is_an_artifact_of_the_runs_blobs_and_an_alias_the_same_digest(tmp_path, registry, monkeypatch):

@@ -72,7 +72,7 @@ print("accuracy=%s" % acc, file=sys.stderr if len(sys.argv) > 2 else sys.stdout)
 """
 
 
-def retrain(tmp_path, store: Path, run_id: str, acc: float, gate="accuracy >= champion", stderr=False):
+def retrain(tmp_path, store: Path, run_id: str, acc: float, gate="accuracy >= champion", stderr=False, model="iris"):
     """One retrain as its pod runs it: the shim wraps the command, saves, registers, gates."""
     script = tmp_path / "train.py"
     script.write_text(TRAIN)
@@ -80,7 +80,7 @@ def retrain(tmp_path, store: Path, run_id: str, acc: float, gate="accuracy >= ch
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("FAIRING_")},
            "FAIRING_OUTPUT_DIR": str(out), "FAIRING_RUN_ID": run_id,
            "FAIRING_OUTPUTS_STORE": json.dumps({"kind": "dir", "path": str(store)}),
-           "FAIRING_REGISTER": "iris", **({"FAIRING_PROMOTE_IF": gate} if gate else {})}
+           "FAIRING_REGISTER": model, **({"FAIRING_PROMOTE_IF": gate} if gate else {})}
     p = subprocess.run([sys.executable, str(ROOT / "fairing/image_runtime/outputs.py"), "--", sys.executable,
                         str(script), str(acc), *(["stderr"] if stderr else [])],
                        env=env, capture_output=True, text=True, timeout=60)

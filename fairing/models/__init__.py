@@ -7,17 +7,19 @@
     fairing.models.list()
     fairing.models.diff("iris:3", "iris:4")      # code, params, metrics, files
     fairing.models.files("iris@champion")        # the files, fetched and checked (a Path)
+    fairing.models.sync()                        # MLflow's Model Registry brought up to date
 
 A version is immutable and knows its run (image, code digest, params, metrics); an alias is a
 pointer to a version by digest. With MLflow configured (the `mlflow` setting or
-MLFLOW_TRACKING_URI) both are mirrored to MLflow's Model Registry. Nothing heavy is imported until
-one of these is called."""
+MLFLOW_TRACKING_URI) both are mirrored to MLflow's Model Registry: by register and promote here,
+and by sync for what a retrain's pod registered and promoted (fairing.models.mirror). Nothing heavy
+is imported until one of these is called."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register", "get", "promote", "list", "diff", "files", "resolve_run", "ConcurrentUpdate"]
+__all__ = ["register", "get", "promote", "list", "diff", "files", "resolve_run", "sync", "ConcurrentUpdate"]
 
 
 def __getattr__(name: str):
@@ -63,8 +65,7 @@ def register(name: str, run: str | dict, *, path: str | None = None, store: str 
     record = run if isinstance(run, dict) else resolve_run(run)
     reg = _registry(store)
     v = reg.register(name, record, path=path, run_ref=None if isinstance(run, dict) else str(run))
-    if not v.get("already"):  # mirrored when it was registered
-        _mirror(reg, mlflow, "version", v)
+    _mirror(reg, mlflow, name)  # also when "already": MLflow may lag what a pod registered
     return v
 
 
@@ -80,8 +81,7 @@ def promote(name: str, version: int | str, alias: str = "champion", *, store: st
     raises ConcurrentUpdate and changes nothing."""
     reg = _registry(store)
     move = reg.promote(name, version, alias)
-    if move.get("changed"):
-        _mirror(reg, mlflow, "alias", move)
+    _mirror(reg, mlflow, name)  # unchanged here, MLflow may still lag (a pod moved it before)
     return move
 
 
@@ -116,13 +116,34 @@ def files(ref: str, dest: str | Path | None = None, *, store: str | None = None)
     return fetch_model(ref, dest, store=store).dir
 
 
-def _mirror(reg, uri: str | None, what: str, doc: dict) -> None:
-    from ..runs.trackers import mlflow_uri
-    from ..settings import load
+def sync(name: str | None = None, *, store: str | None = None, mlflow: str | None = None) -> "list[dict]":
+    """Bring MLflow's Model Registry up to date with this one: the versions it lacks (a retrain's
+    pod registers with no MLflow client) made, its aliases moved to where they point here. Checks
+    every model (or `name`) on both sides; idempotent. Returns a report a model: {"model",
+    "versions": [[N, MLflow version]], "aliases": [[alias, N, MLflow version, was]], "conflicts"}."""
+    from ..errors import ConfigError, FairingError
+    from .mirror import not_updated, run, uri_of
+    from .registry import check_name
 
-    uri = uri or mlflow_uri(load())
+    uri = uri_of(mlflow)
     if not uri:
-        return
-    from .mlflow import mirror
+        raise ConfigError("MLflow is not configured: there is nothing to sync the models to",
+                          hint="set mlflow: in fairing.yaml or MLFLOW_TRACKING_URI, or pass --mlflow URI")
+    reg = _registry(store)
+    if name is not None:
+        reg.get(check_name(name))  # a model that is not there: one line naming the ones that are
+    try:
+        return run(reg, uri, None if name is None else [name], force=True)
+    except FairingError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the server's own error, in one line
+        raise FairingError(not_updated(uri, e),
+                           hint="check that the MLflow server answers, then run fair models sync again") from None
 
-    mirror(uri, reg, what, doc)
+
+def _mirror(reg, uri: str | None, name: str | None = None) -> "list[dict]":
+    """The sync on the way (register, promote, the CLI's list and show): skipped when nothing
+    changed, one warning when MLflow fails."""
+    from .mirror import on_the_way
+
+    return on_the_way(reg, uri, None if name is None else [name])

@@ -1,4 +1,4 @@
-"""`fair models`: register, list, show, diff and promote model versions. Registered in
+"""`fair models`: register, list, show, diff, promote and sync model versions. Registered in
 fairing.cli with one line; parsing and printing only (the work is in fairing.models)."""
 import json
 from typing import Annotated, Any, List, Optional
@@ -51,10 +51,24 @@ def list_models(ctx: typer.Context, store: Annotated[Optional[str], STORE] = Non
     rows = models.list(store=store)
     if as_json:
         _json(rows)
-        return
-    if not rows:
+    elif not rows:
         _info("no models registered yet; fair models register NAME --run RUN_ID")
-        return
+    else:
+        _rows(rows)
+    if rows:
+        _on_the_way(store)
+
+
+def _on_the_way(store: Optional[str], name: Optional[str] = None) -> None:
+    """What a retrain's pod registered or promoted, into MLflow (when configured; nothing when
+    nothing changed since this machine last looked)."""
+    from .mirror import on_the_way
+    from .registry import Registry
+
+    on_the_way(Registry(store), None, None if name is None else [name])
+
+
+def _rows(rows: List[dict]) -> None:
     _table([[r["name"], str(r["latest"]), str(len(r["versions"])),
              " ".join(f"{a}->{v}" for a, v in r["aliases"].items()) or "-", r.get("run") or "-",
              (r.get("created") or "")[:19].replace("T", " ")] for r in rows],
@@ -96,7 +110,12 @@ def show(ref: Annotated[str, typer.Argument(help="iris, iris:3 or iris@champion"
     v["aliases"] = sorted(a for a, n in aliases.items() if n == v["version"])
     if as_json:
         _json(v)
-        return
+    else:
+        _show(v)
+    _on_the_way(store, v["model"])
+
+
+def _show(v: dict) -> None:
     run = v.get("run") or {}
     _out(f"{v['ref']}" + (f"  ({', '.join('@' + a for a in v['aliases'])})" if v["aliases"] else ""))
     _out(f"  digest:      {v['digest']}")
@@ -149,3 +168,22 @@ def promote(name: Annotated[str, typer.Argument(help="model name")],
         return
     was = f" (was {move['previous']})" if move.get("previous") else ""
     _info(f"fair: {name}@{alias} -> version {move['version']}{was}")
+
+
+@app.command(help="Bring MLflow's Model Registry up to date: the versions and alias moves made where no "
+                  "MLflow client was (a retrain's pod), or while the server was down.")
+def sync(name: Annotated[Optional[str], typer.Argument(help="only this model (default: every model in the store)")] = None,
+         store: Annotated[Optional[str], STORE] = None, mlflow: Annotated[Optional[str], MLFLOW] = None,
+         output: Annotated[str, OUTPUT] = "text") -> None:
+    import fairing.models as models
+    from .mirror import lines
+
+    as_json = _check_output(output)
+    reports = models.sync(name, store=store, mlflow=mlflow)
+    if as_json:
+        _json(reports)
+    elif not reports:
+        _info("no models registered yet; fair models register NAME --run RUN_ID")
+    for is_warning, line in lines(reports):
+        if is_warning or not as_json:  # a conflict is said to the person with -o json too
+            _info(("warning: " if is_warning else "fair: ") + line)

@@ -137,11 +137,14 @@ def sync(store: Annotated[Optional[List[str]], typer.Option("--store", help="out
     import fairing.runs as runs
 
     as_json = _check_output(output)
+    from ..models.mirror import after_runs
+
     ids = runs.sync(store or None)
     if as_json:
         _json({"imported": ids})
-        return
-    _info(f"fair: {len(ids)} run{'' if len(ids) == 1 else 's'} imported" + (": " + " ".join(ids) if ids else ""))
+    else:
+        _info(f"fair: {len(ids)} run{'' if len(ids) == 1 else 's'} imported" + (": " + " ".join(ids) if ids else ""))
+    after_runs(runs.get(i) for i in ids)  # what their pods registered and promoted, into MLflow
 
 
 @app.command(help="What changed between run A and run B: code files, requirements, params, base image, metrics.")
