@@ -153,6 +153,8 @@ class PredictionEndpoint:
         from .models.serve import fetch, layer_for
 
         m = self.model_files
+        if self.image is not None:
+            return {}  # built already (or given): nothing is packaged, the files are not needed
         layer = layer_for(m, p.target) if p.builder is not None and p.builder.name == "append" else None
         if layer is not None:
             return {"model_layer": layer, "env": {**p.prepare_kw.get("env", {}), "FAIRING_MODEL_DIR": MODELS_DIR}}

@@ -26,10 +26,12 @@ READER = textwrap.dedent("""
 
     class Reader:
         def load(self, model_dir):
-            self.weights = open(os.path.join(model_dir, "model.joblib"), "rb").read()[:9]
+            import hashlib
+            self.where = model_dir
+            self.digest = hashlib.sha256(open(os.path.join(model_dir, "model.joblib"), "rb").read()).hexdigest()
 
         def predict(self, instances):
-            return [len(instances)]
+            return [[self.where, self.digest] for _ in instances]
 """)
 
 
@@ -185,6 +187,15 @@ def test_serving_a_registered_version_mounts_its_layer_nothing_fetched_nothing_u
         for f in v["files"]:
             data = tar.extractfile(f"models/{f['path']}").read()
             assert "sha256:" + hashlib.sha256(data).hexdigest() == f["digest"]
+
+    # The image runs (the rig's engine pulls it from the registry): load(model_dir) reads the
+    # version's file from /models.
+    ep.create()
+    try:
+        want = next(f["digest"][7:] for f in v["files"] if f["path"] == "model.joblib")
+        assert ep.predict([[1]]) == [["/models", want]]
+    finally:
+        ep.delete()
 
     # The modelcar of the same version (beside the serving image) mounts the same layer: the
     # version's layer is byte-identical in both images.
