@@ -21,6 +21,8 @@ import pytest
 
 from fairing.image_runtime import outputs as shim
 
+ROOT = Path(__file__).resolve().parent.parent
+
 READER = textwrap.dedent("""
     import os
 
@@ -149,6 +151,13 @@ def test_register_into_a_registry_writes_the_versions_layer_deterministically(re
         (d / rel).parent.mkdir(parents=True, exist_ok=True)
         (d / rel).write_bytes(data)
     assert modellayer.describe(v["files"], str(d)) == layer
+    # `fair models show` names it.
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "fairing.cli", "models", "show", "iris@champion", "--store", model_store],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert f"  layer:       {layer['digest']}  {layer['size']} bytes" in r.stdout, r.stdout + r.stderr
 
 
 def test_serving_a_registered_version_mounts_its_layer_nothing_fetched_nothing_uploaded(
