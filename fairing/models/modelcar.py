@@ -8,8 +8,8 @@ initializer, no copy, and the pod's image pull is the model's download, pinned b
 The image is the serving plan's base image (it has `sh`, which KServe's commands need) plus one
 layer of the files under /models: the version's own layer, written when it was registered into a
 registry store and mounted from there when the modelcar goes to the same registry (nothing fetched,
-nothing uploaded); else made here by the append builder from the fetched files. Either way the
-layer is the same one for the same files (one deterministic tar writer), so a modelcar of a version
+nothing uploaded); else made here by the append builder from the fetched files. On each path the
+layer is the same one for the same files (deterministic tar writers), so a modelcar of a version
 already pushed uploads nothing but a manifest, and the base's layers are mounted, never re-uploaded.
 No entrypoint: KServe gives the command."""
 from __future__ import annotations
