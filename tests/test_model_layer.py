@@ -275,3 +275,37 @@ def test_a_retrain_registering_in_its_pod_writes_the_layer_too(tmp_path, registr
     doc = backend.get_doc("model.iris.v1")
     assert doc["layer"] == modellayer.describe(doc["files"], str(out))
     assert backend.has_blob(doc["layer"]["digest"])
+
+
+def test_on_the_real_node_the_mounted_layer_is_the_model_dir(on_node, registry, tmp_path, monkeypatch):
+    """The same on the rig's real node (containerd pulls the image): a version registered into a
+    store on the registry the image goes to is served from its mounted layer, /models. (NAME:N,
+    not an alias: the store is the registry's loopback name, which a pod could not follow.)"""
+    import fairing.models as models
+    from fairing.serving import PredictionEndpoint
+
+    tag = uuid.uuid4().hex[:10]
+    host = on_node.registry.split("/", 1)[0]
+    runs_store, model_store = f"oci+http://{host}/node-tests/mlayer-runs-{tag}", f"oci+http://{host}/node-tests/mlayer-reg-{tag}"
+    for k, v in on_node.cli_env(FAIRING_RUNS=str(tmp_path / "runs.db"), FAIRING_OUTPUTS=model_store).items():
+        if k.startswith("FAIRING_"):
+            monkeypatch.setenv(k, v)
+    payload = os.urandom(300_000)
+    run = saved_run(tmp_path, runs_store, "n" + tag, {"model.joblib": payload})
+    v = models.register("iris", run, store=model_store)
+    (tmp_path / "model.py").write_text(READER)
+    name = f"node-mlayer-{tag[:6]}"
+    ep = PredictionEndpoint(f"{tmp_path / 'model.py'}:Reader", name=name, base_image=on_node.base,
+                            registry=on_node.registry, deployer="serving", kubeconfig=str(on_node.kubeconfig),
+                            namespace=on_node.namespace, mutators=on_node.mutators(), timeout=300,
+                            out=lambda s: None, model_ref="iris:1")
+    ep.create()
+    try:
+        manifest, _ = image_of(registry, ep.image.ref)
+        assert manifest["layers"][-2]["digest"] == v["layer"]["digest"]
+        assert ep.predict([[1]]) == [["/models", hashlib.sha256(payload).hexdigest()]]
+    finally:
+        ep.delete()
+    from fairing.settings import cache_dir
+
+    assert not (cache_dir() / "models" / v["digest"][7:31]).exists()  # the fetch cache of this version
