@@ -32,6 +32,19 @@ class ServeSpec:
 
 
 @dataclass(frozen=True)
+class ModelLayer:
+    """A registered model version's files as one layer already in a registry (written when the
+    version was registered: image_runtime/modellayer.py): an uncompressed tar of the files under
+    /models, mounted from `source` ("registry/repo") into the image's repository, never uploaded."""
+
+    digest: str
+    size: int
+    source: str
+    files: int = 0   # how many files it holds, and their bytes: for plans and messages
+    bytes: int = 0
+
+
+@dataclass(frozen=True)
 class BuildContext:
     """What to put in the image. `files` maps a POSIX path relative to `workdir` to its source."""
 
@@ -49,6 +62,8 @@ class BuildContext:
     # code: the append builder makes them a layer of their own (cached and reused by digest, not
     # counted against the context size limit); other builders copy them with the code.
     model_files: Mapping[str, Source] = field(default_factory=dict)
+    # Or the model's files as a layer in the registry, mounted (append builder, same registry).
+    model_layer: ModelLayer | None = None
 
     def size(self) -> int:
         return sum(len(s) if isinstance(s, bytes) else Path(s).stat().st_size for s in self.files.values())

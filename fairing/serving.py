@@ -115,11 +115,6 @@ class PredictionEndpoint:
         prepare_kw = {"name": self.name, "files": self.files, "storage_uri": self.storage_uri}
         if self.model_ref is not None:
             m = self.resolve_model()
-            # The version's files, fetched and checked by digest, go where load(model_dir) looks.
-            # Their own image layer (append builder), not the code layer: no context size cap.
-            # A modelcar holds them instead (KServe mounts it at /mnt/models).
-            if not self.modelcar:
-                prepare_kw["model_files"] = {f["path"]: str(m.dir / f["path"]) for f in m.files}
             prepare_kw["env"] = {"FAIRING_MODEL_REF": m.ref, "FAIRING_MODEL_VERSION": m.resolved,
                                  "FAIRING_MODEL_RUN": m.run or "", "FAIRING_MODEL_DIGEST": m.digest}
         if self.max_batch_size is not None:
@@ -133,6 +128,11 @@ class PredictionEndpoint:
                                   builder=Stage(builder_name, builder_kw) if builder_name or builder_kw else None,
                                   deployer=deployer, prepare=prepare_kw, name=self.name,
                                   prebuilt=self.image is not None))
+        if self.model_ref is not None and not self.modelcar:
+            import dataclasses
+
+            # A modelcar holds the files instead (KServe mounts it at /mnt/models).
+            p = dataclasses.replace(p, prepare_kw={**p.prepare_kw, **self._model_kw(p)})
         if p.on_cluster and self.follows():
             # NAME@ALIAS on a cluster: the server follows the alias (the version above is where it
             # starts); the deploy gives its pod the registry's store.
@@ -141,6 +141,25 @@ class PredictionEndpoint:
             m = self.model_files
             p = dataclasses.replace(p, prepare_kw={**p.prepare_kw, "follow": (m.ref, m.store)})
         return p
+
+    def _model_kw(self, p) -> dict:
+        """How the model's files get into the serving image. The version's registered layer,
+        mounted, when the append builder pushes to the registry the version is in: nothing is
+        fetched here or uploaded, and the files are at /models (FAIRING_MODEL_DIR, what
+        load(model_dir) gets). Else the files, fetched here and checked by digest, go where
+        load(model_dir) looks (the working dir), a layer of their own (append builder) not
+        counted against the context size cap."""
+        from .models.modelcar import MODELS_DIR
+        from .models.serve import fetch, layer_for
+
+        m = self.model_files
+        if self.image is not None:
+            return {}  # built already (or given): nothing is packaged, the files are not needed
+        layer = layer_for(m, p.target) if p.builder is not None and p.builder.name == "append" else None
+        if layer is not None:
+            return {"model_layer": layer, "env": {**p.prepare_kw.get("env", {}), "FAIRING_MODEL_DIR": MODELS_DIR}}
+        fetch(m)
+        return {"model_files": {f["path"]: str(m.dir / f["path"]) for f in m.files}}
 
     def follows(self) -> bool:
         """Can the server follow the model's alias? When it is NAME@ALIAS in a registry a pod can
@@ -151,12 +170,13 @@ class PredictionEndpoint:
         return m.store.startswith(("oci://", "oci+http://", "s3://"))
 
     def resolve_model(self):
-        """The model files `model_ref` names (NAME, NAME:N, NAME@ALIAS, run:ID, best:TUNE_ID), on
-        this machine; resolved once per endpoint, so the plan and the record agree."""
+        """The model files `model_ref` names (NAME, NAME:N, NAME@ALIAS, run:ID, best:TUNE_ID);
+        resolved once per endpoint, so the plan and the record agree (fetched here only when the
+        image cannot mount the version's layer)."""
         if self.model_files is None and self.model_ref is not None:
             from .models.serve import fetch_model
 
-            self.model_files = fetch_model(self.model_ref)
+            self.model_files = fetch_model(self.model_ref, download=False)  # fetched when needed
         return self.model_files
 
     def _progress(self):

@@ -107,7 +107,7 @@ def test_dry_run_prints_the_plan_and_needs_nothing(tmp_path):
 
     docs = list(yaml.safe_load_all(r.stdout))
     # The script, and the outputs shim that wraps its command in every image.
-    assert docs[0]["files"] == [".fairing/metriclines.py", ".fairing/modeldocs.py", ".fairing/outputs.py",
+    assert docs[0]["files"] == [".fairing/metriclines.py", ".fairing/modeldocs.py", ".fairing/modellayer.py", ".fairing/outputs.py",
                                 ".fairing/outputs_s3.py", "train.py"]
     assert docs[1]["kind"] == "LocalRun" and docs[1]["spec"]["command"][-1] == "train.py"
     assert "trained" not in r.stdout  # nothing ran

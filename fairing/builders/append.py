@@ -17,7 +17,7 @@ from ..context import BuildContext, BuiltImage
 from ..errors import BuildError, ConfigError
 from ..oci import layout, reference
 from ..oci.cache import Cache
-from ..oci.image import OCI_LAYER_ZSTD, OCI_MANIFEST, Image, Layer, timestamp
+from ..oci.image import OCI_LAYER_ZSTD, OCI_MANIFEST, Image, Layer, timestamp, uncompressed_layer_type
 from ..oci.layer import compression as layer_compression
 from ..oci.layer import source_date_epoch
 from ..publish.target import LAYOUT, REGISTRY
@@ -145,6 +145,10 @@ class AppendBuilder(Builder):
             layers.append({"name": "model", "path": ctx.workdir, "files": len(ctx.model_files),
                            "bytes": sum(len(s) if isinstance(s, bytes) else Path(s).stat().st_size
                                         for s in ctx.model_files.values())})
+        if ctx.model_layer:
+            ml = ctx.model_layer
+            layers.append({"name": "model", "path": "/models", "files": ml.files, "bytes": ml.bytes,
+                           "digest": ml.digest, "mounted_from": ml.source})
         layers.append({"name": "code", "path": ctx.workdir, "files": len(ctx.files), "bytes": ctx.size()})
         env = dict(ctx.env)
         if ctx.requirements:
@@ -214,6 +218,17 @@ class AppendBuilder(Builder):
                 Layer(model.digest, model.size, layer_type, model.diff_id, path=model.path),
                 created_by=f"fairing: copy {len(ctx.model_files)} model files to {ctx.workdir}"
                            + (f" ({ctx.env['FAIRING_MODEL_VERSION']})" if ctx.env.get("FAIRING_MODEL_VERSION") else ""),
+                created=created,
+            )
+        if ctx.model_layer:
+            # The version's layer as it was registered (files under /models): the push mounts it
+            # from the model registry's repository; it is an uncompressed tar, so its digest is
+            # its diff_id, and its bytes never come through this machine.
+            ml = ctx.model_layer
+            img = img.append(
+                Layer(ml.digest, ml.size, uncompressed_layer_type(img.media_type), ml.digest, source=ml.source),
+                created_by=f"fairing: mount the model layer of {ctx.env.get('FAIRING_MODEL_VERSION') or 'the model'}"
+                           f" ({ml.files} files at /models) from {ml.source}",
                 created=created,
             )
         entries: dict = {f"{workdir}/{dst}" if workdir else dst: src for dst, src in ctx.files.items()}

@@ -100,6 +100,8 @@ def context_hash(ctx: BuildContext, length: int = 12) -> str:
         put("file", dst, "x" if executable else "-", hashlib.sha256(data).digest())
     for dst, src in sorted(ctx.model_files.items()):
         put("model", dst, _file_sha256(src))
+    if ctx.model_layer is not None:
+        put("model-layer", ctx.model_layer.digest)
     return h.hexdigest()[:length]
 
 

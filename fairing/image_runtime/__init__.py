@@ -7,4 +7,4 @@ run before anything else can fail."""
 
 # The outputs shim and the modules it imports from beside itself (metrics for a retrain's gate, the
 # model registry's documents), shipped together into the context's .fairing/ dir.
-SHIM_FILES = ("outputs.py", "outputs_s3.py", "metriclines.py", "modeldocs.py")
+SHIM_FILES = ("outputs.py", "outputs_s3.py", "metriclines.py", "modeldocs.py", "modellayer.py")

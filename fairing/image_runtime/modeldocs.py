@@ -121,11 +121,25 @@ def resolve_alias(backend, name, alias):
 
 # --- writing --------------------------------------------------------------------------------------
 
-def new_version(name, files, run, path=None):
-    """A version document (without its number: put_version gives it one)."""
-    return {"artifactType": VERSION_TYPE, "kind": "model-version", "model": name,
-            "files": [dict((k, f[k]) for k in ("path", "digest", "size", "mediaType") if k in f) for f in files],
-            "path": path, "run": run, "created": now(), "by": who(), "nonce": uuid.uuid4().hex}
+def new_version(name, files, run, path=None, layer=None):
+    """A version document (without its number: put_version gives it one). `layer`: the files as
+    one image layer ({digest, size, mediaType}, modellayer.py), on a registry store."""
+    doc = {"artifactType": VERSION_TYPE, "kind": "model-version", "model": name,
+           "files": [dict((k, f[k]) for k in ("path", "digest", "size", "mediaType") if k in f) for f in files],
+           "path": path, "run": run, "created": now(), "by": who(), "nonce": uuid.uuid4().hex}
+    if layer:
+        doc["layer"] = layer
+    return doc
+
+
+def write_layer(backend, files, root):
+    """The files (in the local dir `root`) as one image layer in a registry store (modellayer.py),
+    or None for another store."""
+    try:
+        import modellayer  # shipped beside this file
+    except ImportError:
+        from . import modellayer
+    return modellayer.push(backend, files, root) if modellayer.wanted(backend) else None
 
 
 def put_version(backend, name, doc):
@@ -290,11 +304,12 @@ def _retrying_race(backend, fn, attempts=3):
                 raise
 
 
-def register_and_gate(backend, name, gate_text, files, run):
+def register_and_gate(backend, name, gate_text, files, run, root=None):
     """Version N+1 of `name` from a finished run's saved `files`, promoted to the gate's alias when
     the gate holds (no gate: registered only). `run`: what the version knows of its run (its
     "metrics" are what the gate reads). Returns the outcome for the run's record. GateError before
-    anything is written when the gate names a metric the run did not report."""
+    anything is written when the gate names a metric the run did not report. `root`: the local dir
+    holding `files` (the outputs dir): on a registry store the version gets its image layer."""
     clauses = parse_gate(gate_text) if gate_text else None
     metrics = run.get("metrics") or {}
     if clauses:
@@ -302,9 +317,15 @@ def register_and_gate(backend, name, gate_text, files, run):
     if not files:
         raise GateError("the run kept no files to make a model of",
                         hint="write the model to $FAIRING_OUTPUT_DIR (fairing.outputs_dir()) in the run")
+    layer = []  # written once, and only when the run is not a version yet
+
     def put():
         had = registered_from(backend, name, run.get("id"), files)
-        return (had, True) if had else (put_version(backend, name, new_version(name, files, run)), False)
+        if had:
+            return had, True
+        if not layer:
+            layer.append(write_layer(backend, files, root) if root else None)
+        return put_version(backend, name, new_version(name, files, run, layer=layer[0])), False
 
     doc, already = _retrying_race(backend, put)
     out = {"name": name, "version": doc["version"], "registered": "%s:%d" % (name, doc["version"])}

@@ -350,6 +350,10 @@ class RegistryBackend(object):
     def put_blob(self, digest, size, path):
         self._upload(digest, size, lambda: open(path, "rb"))
 
+    def put_blob_stream(self, digest, size, open_chunks):
+        """A blob made while it is sent (a model layer): `open_chunks()` gives its bytes in pieces."""
+        self._upload(digest, size, open_chunks)
+
     def get_blob(self, digest, dest_path):
         status, r, body = self._request("GET", "/v2/%s/blobs/%s" % (self.repo, digest), stream=True)
         if status == 404:
@@ -442,6 +446,8 @@ class RegistryBackend(object):
             self._upload(cdigest, len(config), config)
         layers = [{"mediaType": f.get("mediaType") or FILE_MEDIA_TYPE, "digest": f["digest"], "size": f["size"],
                    "annotations": {TITLE: f["path"]}} for f in doc.get("files") or []]
+        if doc.get("layer"):  # a model version's layer (modellayer.py): referenced, so kept by GC
+            layers.append(dict((k, doc["layer"][k]) for k in ("mediaType", "digest", "size")))
         manifest = {"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE,
                     "artifactType": doc.get("artifactType") or DOC_ARTIFACT_TYPE,
                     "config": {"mediaType": DOC_MEDIA_TYPE, "digest": cdigest, "size": len(config)},
@@ -684,7 +690,7 @@ def main(argv=None, env=None):
         if registering:
             if metrics:
                 record["metrics"] = metrics
-            finish = lambda entries: outcome.update(register(store, env, record, entries, code))  # noqa: E731
+            finish = lambda entries: outcome.update(register(store, env, record, entries, code, out_dir))  # noqa: E731
         doc = save(out_dir, store, run_id, record, before_index=finish)
         n = len(doc["files"])
         size = sum(f["size"] for f in doc["files"])
@@ -738,7 +744,7 @@ def tee_metrics(child):
     return metrics, threads
 
 
-def register(store, env, record, entries, code):
+def register(store, env, record, entries, code, out_dir=None):
     """A retrain's model: version N+1 of $FAIRING_REGISTER from the saved files, promoted when
     $FAIRING_PROMOTE_IF holds. Returns what the run's record keeps under "model" (why it was or
     was not promoted; an error said once)."""
@@ -755,7 +761,7 @@ def register(store, env, record, entries, code):
                "parent": record.get("parent"), "job": record.get("job")}
         run = dict((k, v) for k, v in run.items() if v not in (None, {}))
         try:
-            out = modeldocs.register_and_gate(store, name, gate, entries, run)
+            out = modeldocs.register_and_gate(store, name, gate, entries, run, root=out_dir)
         except modeldocs.GateError as e:
             out = {"name": name, "registered": None, "error": "model not registered: %s (hint: %s)" % (e.message, e.hint)}
         except (StoreError, OSError, ValueError) as e:

@@ -94,7 +94,9 @@ def register(name: Annotated[str, typer.Argument(help="model name, e.g. iris")],
         _out(v["ref"])
         return
     _info(f"fair: registered {v['ref']} from run {v['run']['id']}: {len(v['files'])} file"
-          f"{'' if len(v['files']) == 1 else 's'}, {size} bytes (nothing uploaded: referenced by digest)")
+          f"{'' if len(v['files']) == 1 else 's'}, {size} bytes (referenced by digest"
+          + (f"; written once as an image layer for serving, {v['layer']['size']} bytes)" if v.get("layer") else
+             ", nothing uploaded)"))
     _out(v["ref"])
 
 
@@ -133,6 +135,8 @@ def _show(v: dict) -> None:
     _out("  files:")
     for f in v["files"]:
         _out(f"    {f['path']}  {f['size']} bytes  {f['digest']}")
+    if v.get("layer"):  # what a serving image of this version mounts
+        _out(f"  layer:       {v['layer']['digest']}  {v['layer']['size']} bytes")
 
 
 @app.command(help="What changed between two versions: code, params, metrics, files.")

@@ -6,10 +6,12 @@ container checking that /models is not empty), so the runtime reads the files in
 initializer, no copy, and the pod's image pull is the model's download, pinned by digest.
 
 The image is the serving plan's base image (it has `sh`, which KServe's commands need) plus one
-layer of the files under /models, made by the append builder: the layer is the same one for the
-same files (one deterministic tar writer), so a modelcar of a version already pushed uploads
-nothing but a manifest, and the base's layers are mounted, never re-uploaded. No entrypoint: KServe
-gives the command."""
+layer of the files under /models: the version's own layer, written when it was registered into a
+registry store and mounted from there when the modelcar goes to the same registry (nothing fetched,
+nothing uploaded); else made here by the append builder from the fetched files. On each path the
+layer is the same one for the same files (deterministic tar writers), so a modelcar of a version
+already pushed uploads nothing but a manifest, and the base's layers are mounted, never re-uploaded.
+No entrypoint: KServe gives the command."""
 from __future__ import annotations
 
 from typing import Any
@@ -17,12 +19,20 @@ from typing import Any
 MODELS_DIR = "/models"  # where KServe's modelcar sidecar looks
 
 
-def context(m: Any):
-    """The build context of the modelcar of `m` (a fairing.models.serve.ModelFiles)."""
+def context(m: Any, target: Any = None):
+    """The build context of the modelcar of `m` (a fairing.models.serve.ModelFiles) pushed to
+    `target`: the version's registered layer (its files under /models) mounted when the target is
+    on the registry the version is in, so nothing is fetched or uploaded; else its files, fetched
+    here, made into that layer."""
     from ..context import BuildContext
+    from .serve import fetch, layer_for
 
-    return BuildContext(files={}, entrypoint=(), workdir=MODELS_DIR, kind="modelcar",
-                        env={"FAIRING_MODEL_VERSION": m.resolved, "FAIRING_MODEL_DIGEST": m.digest},
+    env = {"FAIRING_MODEL_VERSION": m.resolved, "FAIRING_MODEL_DIGEST": m.digest}
+    layer = layer_for(m, target)
+    if layer is not None:
+        return BuildContext(files={}, entrypoint=(), workdir=MODELS_DIR, kind="modelcar", env=env, model_layer=layer)
+    fetch(m)
+    return BuildContext(files={}, entrypoint=(), workdir=MODELS_DIR, kind="modelcar", env=env,
                         model_files={f["path"]: str(m.dir / f["path"]) for f in m.files})
 
 
@@ -46,4 +56,7 @@ def build(builder: Any, serving_target: Any, m: Any) -> Any:
     if getattr(builder, "name", None) != "append":
         raise ConfigError(f"a modelcar is made by the append builder, not {getattr(builder, 'name', builder)!r}",
                           hint="drop --builder (append is the default) or serve without --modelcar")
-    return builder.build(context(m), target_for(serving_target))
+    from ..publish.target import parse
+
+    target = target_for(serving_target)
+    return builder.build(context(m, parse(target)), target)

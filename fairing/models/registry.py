@@ -196,7 +196,7 @@ class Registry:
         if had is not None:  # this run's files are a version already: registering again is a no-op
             return {**had, "ref": f"{name}:{had['version']}", "digest": _digest(had), "already": True}
         self._bring_blobs(run, files)
-        doc = docs.new_version(name, files, run_summary(run, index_doc), path=path)
+        doc = docs.new_version(name, files, run_summary(run, index_doc), path=path, layer=self._layer(files))
         if run_ref and run_ref != run["id"]:
             doc["run"]["via"] = run_ref
         doc = self._exclusive(lambda: docs.put_version(self.backend, name, doc),
@@ -251,6 +251,21 @@ class Registry:
                 tmp = os.path.join(d, "blob")
                 self._call(src.get_blob, f["digest"], tmp)
                 self._call(self.backend.put_blob, f["digest"], f["size"], tmp)
+
+
+    def _layer(self, files: list[dict]) -> dict | None:
+        """On a registry store: the files as one image layer (image_runtime/modellayer.py), which a
+        serving image or a modelcar of this version mounts instead of uploading the files again.
+        The files come through this machine once, into a temporary dir, here and nowhere else."""
+        import tempfile
+
+        from ..image_runtime import modellayer
+
+        if not modellayer.wanted(self.backend):
+            return None
+        with tempfile.TemporaryDirectory(prefix="fairing-model-layer-") as d:
+            self._call(docs.fetch_files, self.backend, {"files": files}, d)
+            return self._call(docs.write_layer, self.backend, files, d)
 
 
 # --- helpers -------------------------------------------------------------------------------------

@@ -26,11 +26,18 @@ INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 ALL_MANIFEST_TYPES = MANIFEST_TYPES + INDEX_TYPES
 _CONFIG_FOR = {DOCKER_MANIFEST: DOCKER_CONFIG, OCI_MANIFEST: OCI_CONFIG}
 _LAYER_FOR = {DOCKER_MANIFEST: DOCKER_LAYER, OCI_MANIFEST: OCI_LAYER}
+_UNCOMPRESSED_FOR = {DOCKER_MANIFEST: "application/vnd.docker.image.rootfs.diff.tar",
+                     OCI_MANIFEST: "application/vnd.oci.image.layer.v1.tar"}
 _DOCKER_TO_OCI_LAYER = {
     DOCKER_LAYER: OCI_LAYER,
     "application/vnd.docker.image.rootfs.diff.tar": "application/vnd.oci.image.layer.v1.tar",
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
 }
+
+
+def uncompressed_layer_type(manifest_type: str) -> str:
+    """The media type of an uncompressed tar layer in a manifest of `manifest_type`."""
+    return _UNCOMPRESSED_FOR[manifest_type]
 
 
 def sha256(data: bytes) -> str:

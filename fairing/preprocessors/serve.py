@@ -171,9 +171,10 @@ class ServePreprocessor(Preprocessor):
                 port: int | None = None, env: Mapping[str, str] | None = None,
                 model_files: Mapping[str, str | os.PathLike] | None = None,
                 max_batch_size: int | None = None, max_latency_ms: float | None = None,
-                follow: tuple[str, str] | None = None) -> BuildContext:
+                follow: tuple[str, str] | None = None, model_layer: Any = None) -> BuildContext:
         """`follow`: (NAME@ALIAS, the registry's store): the server follows that alias (it gets the
-        outputs shim's store code beside it)."""
+        outputs shim's store code beside it). `model_layer`: a registered version's layer the
+        append builder mounts (fairing.context.ModelLayer), instead of `model_files`."""
         name = check_name(name or default_name(model))
         batching = batching_env(max_batch_size, max_latency_ms)
         port = int(port or self.port)
@@ -245,10 +246,10 @@ class ServePreprocessor(Preprocessor):
             serve=ServeSpec(model_name=name, port=port, follow=follow[0] if follow else None,
                             follow_store=follow[1] if follow else None),
         )
-        if model_files:
+        if model_files or model_layer is not None:
             import dataclasses
 
-            ctx = dataclasses.replace(ctx, model_files=model_files)
+            ctx = dataclasses.replace(ctx, model_files=model_files, model_layer=model_layer)
         return ctx
 
 
