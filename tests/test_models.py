@@ -90,6 +90,7 @@ def test_register_promote_show_diff_list_on_the_local_store(tmp_path, local_env)
     ls = json.loads(fair("models", "-o", "json", env=local_env, cwd=tmp_path).stdout)
     assert ls == [{"name": "iris", "versions": [1, 2], "latest": 2, "created": ls[0]["created"], "run": r2,
                    "aliases": {"champion": 2, "staging": 1}}]
+    assert json.loads(fair("models", "list", "-o", "json", env=local_env, cwd=tmp_path).stdout) == ls
 
     # Python: the same registry.
     os.environ["FAIRING_CACHE"], os.environ["FAIRING_RUNS"] = local_env["FAIRING_CACHE"], local_env["FAIRING_RUNS"]

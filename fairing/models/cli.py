@@ -43,8 +43,16 @@ def _metrics(m: dict, n: int = 3) -> str:
 @app.callback()
 def list_models(ctx: typer.Context, store: Annotated[Optional[str], STORE] = None,
                 output: Annotated[str, OUTPUT] = "text") -> None:
-    if ctx.invoked_subcommand is not None:
-        return
+    if ctx.invoked_subcommand is None:
+        _list(store, output)
+
+
+@app.command("list", help="Every model in the store: latest version, aliases (same as `fair models`).")
+def list_command(store: Annotated[Optional[str], STORE] = None, output: Annotated[str, OUTPUT] = "text") -> None:
+    _list(store, output)
+
+
+def _list(store: Optional[str], output: str) -> None:
     import fairing.models as models
 
     as_json = _check_output(output)
