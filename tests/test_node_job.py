@@ -181,6 +181,30 @@ def test_fair_logs_follow_a_live_pod_until_it_ends(on_node, tmp_path):
         fair("delete", name, "-n", on_node.namespace, cwd=tmp_path, env=env)
 
 
+def test_a_burst_of_lines_at_the_exit_arrives_whole_once_and_in_order(on_node, tmp_path):
+    """fair stops following a container's log as soon as its pod shows it terminated (the kubelet
+    would close the stream only at its next check, up to 1 s later) and reads what was still in
+    flight from the complete log: nothing lost, nothing twice, the unterminated last line too."""
+    (tmp_path / "burst.py").write_text(textwrap.dedent("""
+        import sys, time
+        print("warming up", flush=True)
+        time.sleep(1.5)  # the log is being followed by now
+        for i in range(5000):
+            print("line", i)
+        sys.stdout.write("last words, no newline")
+    """))
+    name = uid("node-burst")
+    env = on_node.cli_env()
+    r = fair("train", "burst.py", "--registry", on_node.registry, "--base-image", on_node.base,
+             "-n", on_node.namespace, "--name", name, cwd=tmp_path, env=env)
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        lines = [line.split("] ", 1)[-1] for line in r.stdout.splitlines() if line.startswith(f"[{name}")]
+        assert lines == ["warming up"] + [f"line {i}" for i in range(5000)] + ["last words, no newline"]
+    finally:
+        fair("delete", name, "-n", on_node.namespace, cwd=tmp_path, env=env)
+
+
 # --- the Python API: a function's value comes back from the pod -------------------------------------
 
 def test_trainjob_of_a_function_returns_its_value_from_the_pod(on_node):

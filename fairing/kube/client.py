@@ -482,13 +482,15 @@ class Kube:
             return False
 
     def pod_log(self, pod: str, namespace: str | None = None, *, container: str | None = None,
-                follow: bool = False, tail_lines: int | None = None):
+                follow: bool = False, tail_lines: int | None = None, timestamps: bool = False,
+                since_time: str | None = None):
         """Raw streaming response of a container's log (caller iterates and closes)."""
         res = resource_for("v1", "Pod")
         ns = self._ns(res, namespace)
         return self.request("GET", res.path(ns, pod, "log"), stream=True,
                             query={"container": container, "follow": "true" if follow else None,
-                                   "tailLines": tail_lines},
+                                   "tailLines": tail_lines, "timestamps": "true" if timestamps else None,
+                                   "sinceTime": since_time},
                             timeout=None if follow else READ_TIMEOUT,
                             what=("get", Resource("v1", "Pod", "pods/log"), ns, pod))
 
