@@ -1,32 +1,44 @@
-"""The edit-run loop on the rig's real node: `fair train loop.py` after a one-line code change,
-against a raw pod started by the same client (this process, fairing's Kube client: create the Pod,
-watch it until its container starts, follow its log).
+"""The edit-run loop on the rig's real node: `fair train loop.py` after a one-line code change, and
+`fairing.config.run(f, wait=True)` from a warm notebook kernel, against raw workloads started by
+this process's client (fairing's Kube: create, watch until the container starts, follow its log).
 
-    python bench/loop.py [-n 3]          (bench/run runs it too)
+    python bench/loop.py [-n 4] [--no-kernel]     (bench/run runs it too)
 
 The script is one line: `import time; print("loop", <iteration>, time.time(), flush=True)`. Its
 printed wall time marks when the container is about to exit (the API's finishedAt has one-second
 resolution; the interpreter's shutdown after the print, ~20 ms, makes the "return after exit" figure
 an over-estimate, never an under-estimate). Each iteration changes the script (the iteration
-number), so every `fair train` builds, pushes and pulls a new code layer, as after an edit.
+number, and a tag per bench run), so every run builds, pushes and pulls a new code layer, as after
+an edit.
 
 `fair` runs with bytecode, as an installed package would (this machine's shells set
 PYTHONDONTWRITEBYTECODE; the bench gives fair a pycache directory of its own, filled by an
 untimed warm-up run).
 
-The raw pod runs the same line with `python3 -c` in the base image (already on the node: the
-new image's only new layer is the code's, a few kB). Both pods run on the real node in its
-namespace; fair with its least-privilege ServiceAccount, the raw pod with the admin
-kubeconfig (that ServiceAccount may not create bare pods).
+Cases, each iteration, all on the real node in its namespace (fair and the kernel with its
+least-privilege ServiceAccount, the raw ones with the admin kubeconfig, which may create bare pods):
+- fair: `fair train loop.py`, timed from the command's start;
+- kernel: a python3 ipykernel (jupyter_client, as tests/test_notebook_kernel.py) with fairing
+  imported and one run done; the cell defines a new function (the edit, untimed) and the next cell,
+  `fairing.config.run(f, wait=True)`, is timed from its execute request to its idle status;
+- raw pod: a bare Pod of the base image (already on the node) running the line with `python3 -c`;
+- raw pod, new image: a bare Pod of an image `fair build` made just before (untimed) of a script
+  like fair's: the same image as fair runs, a new code layer the node pulls;
+- raw Job: a batch/v1 Job of the base image: the Job controller's part (Job to pod).
 
-The split, from the `fair` process's start (a watch on the namespace's pods and events in this
-process timestamps what the API says, as it arrives): package, build, push, create (fair's own
-stages, -o json), scheduled (pod bound), pulled (the kubelet's Pulled/ Pulling event), started
-(container running), first line (printed by fair), exit seen (the API shows the container
-terminated), returned (fair exits).
+The split, from the start (a watch on the namespace's pods, events and Jobs in this process
+timestamps what the API says, as it arrives): package, build, push, create (fair's own stages, -o
+json / RunResult.stages), job and pod (first seen), scheduled, pulled (the kubelet's event), started
+ev (the kubelet's Started event), exit (printed by the script), started (the pod's status shows the
+container running), first line, exit seen (the status shows it terminated), returned.
 
-Targets (issue 23): first line <= 1.2x the raw pod's; the command returns <= 0.3 s after the
-container exits."""
+The kubelet learns that a container started or exited by relisting the runtime every second, and
+only then shows it in the pod's status and serves its log: first lines and exits land on that 1 s
+grid. So each iteration starts every case at the same phase after a relist (seen as a status change
+on the watch), and the iterations sweep the phases; the figures are means over them.
+
+Targets (issue 23): first line <= 1.2x the raw pod's of the same image; the command (or cell)
+returns <= 0.3 s after the container exits."""
 from __future__ import annotations
 
 import argparse
@@ -289,7 +301,7 @@ def build_image(cwd: Path, env: dict, registry: str, base: str) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("-n", type=int, default=3, help="iterations (each: one of every case)")
+    ap.add_argument("-n", type=int, default=4, help="iterations (each: one of every case, at its own phase)")
     ap.add_argument("--no-kernel", dest="kernel", action="store_false",
                     help="skip fairing.config.run() in a warm notebook kernel")
     a = ap.parse_args()

@@ -32,6 +32,13 @@ def uid(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
 
+def train_on_node(on_node, tmp_path, entry: str, name: str):
+    """`fair train ENTRY` on the real node, waited for: (the finished process, the env it ran with)."""
+    env = on_node.cli_env()
+    return fair("train", entry, "--registry", on_node.registry, "--base-image", on_node.base,
+                "-n", on_node.namespace, "--name", name, cwd=tmp_path, env=env), env
+
+
 def left_behind(on_node, name: str) -> list[str]:
     """Objects fairing made for `name` that still exist (Jobs, pods, secrets by label/name)."""
     kube = Kube(on_node.admin_kubeconfig, namespace=on_node.namespace)
@@ -112,9 +119,7 @@ def test_fair_train_a_notebook_that_uses_ipython_display(on_node, tmp_path):
         "values = [3, 1, 4, 1, 5, 9, 2, 6]\ndisplay(statistics.mean(values))",
         "print('median', statistics.median(values))"]))
     name = uid("node-nb")
-    env = on_node.cli_env()
-    r = fair("train", "messy.ipynb", "--registry", on_node.registry, "--base-image", on_node.base,
-             "-n", on_node.namespace, "--name", name, cwd=tmp_path, env=env)
+    r, env = train_on_node(on_node, tmp_path, "messy.ipynb", name)
     try:
         assert r.returncode == 0, r.stdout + r.stderr
         assert "median 3.5" in r.stdout + r.stderr
@@ -194,9 +199,7 @@ def test_a_burst_of_lines_at_the_exit_arrives_whole_once_and_in_order(on_node, t
         sys.stdout.write("last words, no newline")
     """))
     name = uid("node-burst")
-    env = on_node.cli_env()
-    r = fair("train", "burst.py", "--registry", on_node.registry, "--base-image", on_node.base,
-             "-n", on_node.namespace, "--name", name, cwd=tmp_path, env=env)
+    r, env = train_on_node(on_node, tmp_path, "burst.py", name)
     try:
         assert r.returncode == 0, r.stdout + r.stderr
         lines = [line.split("] ", 1)[-1] for line in r.stdout.splitlines() if line.startswith(f"[{name}")]

@@ -60,7 +60,7 @@ def _ended(pod: dict, container: str) -> bool:
                for cs in (st.get("containerStatuses") or []) + (st.get("initContainerStatuses") or []))
 
 
-_STAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d) ")
+_STAMP = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(?:Z|([+-])(\d\d):(\d\d)) ")
 
 
 def _stamped(line: str) -> tuple[tuple[int, int] | None, str]:
@@ -69,9 +69,11 @@ def _stamped(line: str) -> tuple[tuple[int, int] | None, str]:
     m = _STAMP.match(line)
     if not m:
         return None, line
-    zone = "+00:00" if m.group(3) == "Z" else m.group(3)
-    when = datetime.datetime.strptime(m.group(1) + zone, "%Y-%m-%dT%H:%M:%S%z")
-    return (int(when.timestamp()), int((m.group(2) or "").ljust(9, "0"))), line[m.end():]
+    y, mo, d, h, mi, sec = (int(g) for g in m.groups()[:6])
+    seconds = int(datetime.datetime(y, mo, d, h, mi, sec, tzinfo=datetime.timezone.utc).timestamp())
+    if m.group(8):  # the runtime wrote local time with its offset
+        seconds -= (1 if m.group(8) == "+" else -1) * (int(m.group(9)) * 3600 + int(m.group(10)) * 60)
+    return (seconds, int((m.group(7) or "").ljust(9, "0"))), line[m.end():]
 
 
 def _since_time(seconds: int) -> str:
