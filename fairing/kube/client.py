@@ -1,9 +1,11 @@
 """Kubernetes client setup and a small REST layer over plain dicts.
 
 Manifests in fairing are plain dicts, so instead of the typed API classes we talk to the REST paths
-directly through the official client's ApiClient (auth, TLS, kubeconfig handling all stay theirs)
-and get dicts back. Every failure is translated once, here, into a FairingError with a fix:
-API server down, Forbidden (with the RBAC rule to add), namespace missing, CRD not installed.
+directly and get dicts back: for a kubeconfig with a token or client certificate through
+fairing.kube.plain (urllib3, no `import kubernetes`), for every other one (exec plugins,
+auth-providers, in-cluster) through the official client's ApiClient, whose auth, TLS and
+kubeconfig handling those need. Every failure is translated once, here, into a FairingError with a
+fix: API server down, Forbidden (with the RBAC rule to add), namespace missing, CRD not installed.
 """
 from __future__ import annotations
 
@@ -264,7 +266,8 @@ class Kube:
                 plain = None
         if plain is not None:
             # The plain kubeconfig (fairing.kube.plain): no `import kubernetes` (~0.2 s) on the way.
-            ctx_ns, self.server, self.source = plain.namespace, plain.server, f"kubeconfig {path} (context {plain.context})"
+            ctx_ns, self.server = plain.namespace, plain.server
+            self.source = f"kubeconfig {path} (context {plain.context})"
         else:
             cfg, ctx_ns, self.source = load_configuration(kubeconfig, context)
             self._configure(cfg)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,9 @@ class Plain:
     context: str
     ca: bytes | None
     verify: bool
-    token: str | None
-    cert: bytes | None
-    key: bytes | None
+    token: str | None = field(repr=False)  # secrets: never in a repr or a log line
+    cert: bytes | None = field(repr=False)
+    key: bytes | None = field(repr=False)
 
 
 def _named(items: Any, name: str | None, what: str) -> dict | None:
