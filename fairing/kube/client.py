@@ -265,7 +265,7 @@ class Kube:
             except Exception:  # noqa: BLE001 - e.g. a CA that does not load: the official loader says why
                 plain = None
         if plain is not None:
-            # The plain kubeconfig (fairing.kube.plain): no `import kubernetes` (~0.2 s) on the way.
+            # The plain kubeconfig (fairing.kube.plain): no `import kubernetes` on the way.
             ctx_ns, self.server = plain.namespace, plain.server
             self.source = f"kubeconfig {path} (context {plain.context})"
         else:
