@@ -1,7 +1,7 @@
 """The plain kubeconfig path (fairing.kube.plain): a token or client-certificate kubeconfig is read
-and spoken to without importing the `kubernetes` package (its import was ~0.15 s of a `fair list`;
-~0.07 s of `fair train`); every other kubeconfig still works through the official loader. Against the rig's real
-API server."""
+and spoken to without importing the `kubernetes` package (its import was ~0.15 s of a `fair list`,
+~0.07 s of `fair train`); every other kubeconfig still works through the official loader. Against
+the rig's real API server."""
 import base64
 import os
 import subprocess
