@@ -32,6 +32,13 @@ def uid(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
 
+def train_on_node(on_node, tmp_path, entry: str, name: str):
+    """`fair train ENTRY` on the real node, waited for: (the finished process, the env it ran with)."""
+    env = on_node.cli_env()
+    return fair("train", entry, "--registry", on_node.registry, "--base-image", on_node.base,
+                "-n", on_node.namespace, "--name", name, cwd=tmp_path, env=env), env
+
+
 def left_behind(on_node, name: str) -> list[str]:
     """Objects fairing made for `name` that still exist (Jobs, pods, secrets by label/name)."""
     kube = Kube(on_node.admin_kubeconfig, namespace=on_node.namespace)
@@ -112,9 +119,7 @@ def test_fair_train_a_notebook_that_uses_ipython_display(on_node, tmp_path):
         "values = [3, 1, 4, 1, 5, 9, 2, 6]\ndisplay(statistics.mean(values))",
         "print('median', statistics.median(values))"]))
     name = uid("node-nb")
-    env = on_node.cli_env()
-    r = fair("train", "messy.ipynb", "--registry", on_node.registry, "--base-image", on_node.base,
-             "-n", on_node.namespace, "--name", name, cwd=tmp_path, env=env)
+    r, env = train_on_node(on_node, tmp_path, "messy.ipynb", name)
     try:
         assert r.returncode == 0, r.stdout + r.stderr
         assert "median 3.5" in r.stdout + r.stderr
@@ -177,6 +182,28 @@ def test_fair_logs_follow_a_live_pod_until_it_ends(on_node, tmp_path):
         assert took > 1.0  # it waited for lines still to come, and returned once the pod ended
         st = fair("status", name, "-n", on_node.namespace, "-o", "json", cwd=tmp_path, env=env)
         assert json.loads(st.stdout)["status"] == "Succeeded"
+    finally:
+        fair("delete", name, "-n", on_node.namespace, cwd=tmp_path, env=env)
+
+
+def test_a_burst_of_lines_at_the_exit_arrives_whole_once_and_in_order(on_node, tmp_path):
+    """fair stops following a container's log as soon as its pod shows it terminated (the kubelet
+    would close the stream only at its next check, up to 1 s later) and reads what was still in
+    flight from the complete log: nothing lost, nothing twice, the unterminated last line too."""
+    (tmp_path / "burst.py").write_text(textwrap.dedent("""
+        import sys, time
+        print("warming up", flush=True)
+        time.sleep(1.5)  # the log is being followed by now
+        for i in range(5000):
+            print("line", i)
+        sys.stdout.write("last words, no newline")
+    """))
+    name = uid("node-burst")
+    r, env = train_on_node(on_node, tmp_path, "burst.py", name)
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        lines = [line.split("] ", 1)[-1] for line in r.stdout.splitlines() if line.startswith(f"[{name}")]
+        assert lines == ["warming up"] + [f"line {i}" for i in range(5000)] + ["last words, no newline"]
     finally:
         fair("delete", name, "-n", on_node.namespace, cwd=tmp_path, env=env)
 

@@ -1,15 +1,19 @@
 """Kubernetes client setup and a small REST layer over plain dicts.
 
 Manifests in fairing are plain dicts, so instead of the typed API classes we talk to the REST paths
-directly through the official client's ApiClient (auth, TLS, kubeconfig handling all stay theirs)
-and get dicts back. Every failure is translated once, here, into a FairingError with a fix:
-API server down, Forbidden (with the RBAC rule to add), namespace missing, CRD not installed.
+directly and get dicts back: for a kubeconfig with a token or client certificate through
+fairing.kube.plain (urllib3, no `import kubernetes`), for every other one (exec plugins,
+auth-providers, in-cluster) through the official client's ApiClient, whose auth, TLS and
+kubeconfig handling those need. Every failure is translated once, here, into a FairingError with a
+fix: API server down, Forbidden (with the RBAC rule to add), namespace missing, CRD not installed.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -18,6 +22,7 @@ from typing import Any, Iterator, Mapping
 
 from ..errors import ConfigError, DeployError
 from . import compat
+from . import plain as _plain
 # The error types live in errors.py; importable from here too, where callers have always found them.
 from .errors import (  # noqa: F401
     Conflict, CRDNotInstalled, Forbidden, Gone, HTTPStatusError, NotFound, TimedOut, Unauthorized, Unreachable,
@@ -180,12 +185,22 @@ def _in_cluster() -> bool:
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and (SA_DIR / "token").exists()
 
 
+def _existing_kubeconfig(kubeconfig) -> str | None:
+    """The kubeconfig path(s) to read, each checked to exist; None: none (in-cluster, or nothing)."""
+    path = _kubeconfig_path(kubeconfig)
+    for p in (path or "").split(os.pathsep):
+        if p and not Path(p).expanduser().exists():
+            raise ConfigError(f"kubeconfig {p} does not exist",
+                              hint="fix KUBECONFIG or the kubeconfig argument")
+    return path
+
+
 def load_configuration(kubeconfig=None, context: str | None = None):
     """(kubernetes.client.Configuration, namespace from the context or SA file, source description)."""
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
-    path = _kubeconfig_path(kubeconfig)
+    path = _existing_kubeconfig(kubeconfig)
     cfg = client.Configuration()
     if path is None:
         if not _in_cluster():
@@ -200,10 +215,6 @@ def load_configuration(kubeconfig=None, context: str | None = None):
         ns_file = SA_DIR / "namespace"
         ns = ns_file.read_text().strip() if ns_file.exists() else None
         return cfg, ns, "in-cluster service account"
-    for p in path.split(os.pathsep):
-        if p and not Path(p).expanduser().exists():
-            raise ConfigError(f"kubeconfig {p} does not exist",
-                              hint="fix KUBECONFIG or the kubeconfig argument")
     try:
         config.load_kube_config(config_file=path, context=context, client_configuration=cfg,
                                 persist_config=False)
@@ -243,16 +254,50 @@ class Kube:
     context, then the in-cluster service account file, then "default"."""
 
     def __init__(self, kubeconfig=None, context: str | None = None, namespace: str | None = None):
-        from kubernetes import client
-
-        cfg, ctx_ns, self.source = load_configuration(kubeconfig, context)
-        cfg.retries = 0  # urllib3 would otherwise retry a refused connection 3 times per call
-        self.configuration = cfg
-        self.api = client.ApiClient(cfg)
-        self.server = cfg.host
+        self._kubeconfig, self._context = kubeconfig, context
+        self._configuration = self._api = None
+        self.transport = None
+        path = _existing_kubeconfig(kubeconfig)
+        plain = _plain.load(path, context) if path else None
+        if plain is not None:
+            try:
+                self.transport = _plain.Transport(plain)
+            except Exception:  # noqa: BLE001 - e.g. a CA that does not load: the official loader says why
+                plain = None
+        if plain is not None:
+            # The plain kubeconfig (fairing.kube.plain): no `import kubernetes` on the way.
+            ctx_ns, self.server = plain.namespace, plain.server
+            self.source = f"kubeconfig {path} (context {plain.context})"
+        else:
+            cfg, ctx_ns, self.source = load_configuration(kubeconfig, context)
+            self._configure(cfg)
+            self.server = cfg.host
         self.namespace = validate_name(namespace or ctx_ns or "default", "namespace")
         self._group_ok: dict[str, bool] = {}
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _configure(cfg) -> None:
+        cfg.retries = 0  # urllib3 would otherwise retry a refused connection 3 times per call
+
+    @property
+    def configuration(self):
+        """The official client's Configuration for this kubeconfig (made on first use when the
+        plain path serves the requests)."""
+        if self._configuration is None:
+            cfg = load_configuration(self._kubeconfig, self._context)[0]
+            self._configure(cfg)
+            self._configuration = cfg
+        return self._configuration
+
+    @property
+    def api(self):
+        """The official client's ApiClient (for its typed APIs: attach, proxy), made on first use."""
+        if self._api is None:
+            from kubernetes import client
+
+            self._api = client.ApiClient(self.configuration)
+        return self._api
 
     # -- transport ----------------------------------------------------------------------------------
     def request(self, method: str, path: str, *, body: Any = None, query: Mapping | None = None,
@@ -268,8 +313,8 @@ class Kube:
         read = timeout if timeout is not None else READ_TIMEOUT
         query = [(k, v) for k, v in (query or {}).items() if v is not None]
         try:
-            resp = compat.send(self.api, method, path, query=query, headers=headers, body=body,
-                               timeout=(CONNECT_TIMEOUT, read))
+            send = self.transport.send if self.transport is not None else functools.partial(compat.send, self.api)
+            resp = send(method, path, query=query, headers=headers, body=body, timeout=(CONNECT_TIMEOUT, read))
         except Exception as e:  # noqa: BLE001 - translated below, re-raised if unknown
             raise self.translate(e, what or (method.lower(), None, None, None)) from None
         if stream:
@@ -282,9 +327,11 @@ class Kube:
     def translate(self, exc: Exception, what: tuple) -> Exception:
         """Turn a client/transport exception into a FairingError with a fix."""
         import urllib3
-        from kubernetes.client.exceptions import ApiException
 
         from ..errors import tls_untrusted
+
+        # Only the official client raises its ApiException; when it was never imported, nothing is one.
+        ApiException = getattr(sys.modules.get("kubernetes.client.exceptions"), "ApiException", HTTPStatusError)
 
         verb, res, ns, name = what
         original = exc
@@ -438,13 +485,15 @@ class Kube:
             return False
 
     def pod_log(self, pod: str, namespace: str | None = None, *, container: str | None = None,
-                follow: bool = False, tail_lines: int | None = None):
+                follow: bool = False, tail_lines: int | None = None, timestamps: bool = False,
+                since_time: str | None = None):
         """Raw streaming response of a container's log (caller iterates and closes)."""
         res = resource_for("v1", "Pod")
         ns = self._ns(res, namespace)
         return self.request("GET", res.path(ns, pod, "log"), stream=True,
                             query={"container": container, "follow": "true" if follow else None,
-                                   "tailLines": tail_lines},
+                                   "tailLines": tail_lines, "timestamps": "true" if timestamps else None,
+                                   "sinceTime": since_time},
                             timeout=None if follow else READ_TIMEOUT,
                             what=("get", Resource("v1", "Pod", "pods/log"), ns, pod))
 

@@ -7,6 +7,8 @@ the whole command.
 """
 from __future__ import annotations
 
+import datetime
+import re
 import threading
 import time
 from typing import Callable, Iterable, Iterator
@@ -51,6 +53,34 @@ def _started(pod: dict, container: str) -> bool:
     return st.get("phase") in ("Running", "Succeeded", "Failed")
 
 
+def _ended(pod: dict, container: str) -> bool:
+    """The pod's status shows `container` terminated (its log file is then complete)."""
+    st = pod.get("status") or {}
+    return any(cs.get("name") == container and "terminated" in (cs.get("state") or {})
+               for cs in (st.get("containerStatuses") or []) + (st.get("initContainerStatuses") or []))
+
+
+_STAMP = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(?:Z|([+-])(\d\d):(\d\d)) ")
+
+
+def _stamped(line: str) -> tuple[tuple[int, int] | None, str]:
+    """((epoch seconds, nanoseconds), text) of a line read with timestamps=true; (None, line) when
+    it has no time in front."""
+    m = _STAMP.match(line)
+    if not m:
+        return None, line
+    y, mo, d, h, mi, sec = (int(g) for g in m.groups()[:6])
+    seconds = int(datetime.datetime(y, mo, d, h, mi, sec, tzinfo=datetime.timezone.utc).timestamp())
+    if m.group(8):  # the runtime wrote local time with its offset
+        seconds -= (1 if m.group(8) == "+" else -1) * (int(m.group(9)) * 3600 + int(m.group(10)) * 60)
+    return (seconds, int((m.group(7) or "").ljust(9, "0"))), line[m.end():]
+
+
+def _since_time(seconds: int) -> str:
+    """The API's sinceTime (whole seconds, UTC) at or before `seconds`."""
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _finished(pod: dict) -> bool:
     return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
@@ -71,10 +101,14 @@ def _unavailable(e: DeployError, pod: str, container: str) -> LogsUnavailable:
 
 
 def read_log(kube: Kube, pod: str, namespace: str, container: str, *, follow: bool = False,
-             stop: threading.Event | None = None, on_open: Callable | None = None) -> Iterator[str]:
-    """Lines of one container's log. Raises LogsUnavailable with the reason."""
+             stop: threading.Event | None = None, on_open: Callable | None = None,
+             timestamps: bool = False, since_time: str | None = None) -> Iterator[str]:
+    """Lines of one container's log (`timestamps`: each starts with the runtime's RFC 3339 time
+    and a space). Once `stop` is set, a line still incomplete is dropped. Raises LogsUnavailable
+    with the reason."""
     try:
-        resp = kube.pod_log(pod, namespace, container=container, follow=follow)
+        resp = kube.pod_log(pod, namespace, container=container, follow=follow, timestamps=timestamps,
+                            since_time=since_time)
     except (Unreachable, Forbidden):
         raise  # the API server itself is the problem, not this pod's log
     except DeployError as e:
@@ -90,10 +124,10 @@ def read_log(kube: Kube, pod: str, namespace: str, container: str, *, follow: bo
                 yield line.decode("utf-8", "replace")
             if stop is not None and stop.is_set():
                 return
-        if buf:
+        if buf and not (stop is not None and stop.is_set()):  # a cut stream's last line may be a part
             yield buf.decode("utf-8", "replace")
     except Exception:  # noqa: BLE001 - a dropped follow stream ends that replica's log
-        if buf:
+        if buf and not (stop is not None and stop.is_set()):
             yield buf.decode("utf-8", "replace")
     finally:
         resp.close() if follow else resp.release_conn()
@@ -121,17 +155,22 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                 container: str | Callable[[dict], str], state: Callable[[dict], str],
                 terminal: tuple[str, ...] = ("Succeeded", "Failed"), prefix: bool = True,
                 timeout: float | None = None,
-                verdict: Callable[[dict, list[dict]], str | None] | None = None) -> Iterator[str]:
+                verdict: Callable[[dict, list[dict]], str | None] | None = None,
+                created: dict | None = None) -> Iterator[str]:
     """Stream the logs of all replicas as they start, until the workload is finished: its state
-    is terminal, or `verdict(obj, pods)` says its pods have ended it (see kube.wait.wait_for)."""
+    is terminal, or `verdict(obj, pods)` says its pods have ended it (see kube.wait.wait_for).
+    `created`: the workload as this process's create returned it; its pods are all younger, so
+    both watches start at its resourceVersion instead of listing first."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    streams = [Stream("owner", api_version, kind, name=name), Stream("pods", "v1", "Pod", label_selector=pod_selector)]
+    since = ((created or {}).get("metadata") or {}).get("resourceVersion")
+    streams = [Stream("owner", api_version, kind, name=name, resource_version=since),
+               Stream("pods", "v1", "Pod", label_selector=pod_selector, resource_version=since)]
     stop = threading.Event()
     active: set[str] = set()
     started: set[str] = set()
     responses: dict[str, object] = {}
     finished_owner = False
-    owner: dict | None = None
+    owner: dict | None = created if since else None
     pods: dict[str, dict] = {}
     drain_until: list[float] = []
     threads = []
@@ -140,13 +179,42 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
         ds = [d for d in (deadline, *drain_until) if d is not None]
         return min(ds) if ds else None
 
+    halts: dict[str, threading.Event] = {}  # per replica: its follow stream is to be cut
+
     with Mux(kube, namespace, streams) as mux:
+        def opened(pname: str, resp) -> None:
+            responses[pname] = resp
+            if halts[pname].is_set():  # cut before it opened
+                abort_response(resp)
+
         def pump(pname: str, label: str, cname: str) -> None:
             pre = f"[{label}] " if prefix else ""
+            halt = halts[pname]
+            # The newest line's time, how many lines had that very time, how many lines in all.
+            last, dups, received = None, 0, 0
             try:
-                for line in read_log(kube, pname, namespace, cname, follow=True, stop=stop,
-                                     on_open=lambda r: responses.__setitem__(pname, r)):
-                    mux.put(("log", "LINE", pre + line))
+                for line in read_log(kube, pname, namespace, cname, follow=True, stop=halt, timestamps=True,
+                                     on_open=lambda r: opened(pname, r)):
+                    stamp, text = _stamped(line)
+                    last, dups = (stamp, dups + 1) if stamp == last else (stamp, 1)
+                    received += 1
+                    mux.put(("log", "LINE", pre + text))
+                if halt.is_set() and not stop.is_set():
+                    # The container ended: its log file is complete, but the kubelet closes a follow
+                    # stream only at its next check (up to 1 s after the last write). The lines
+                    # after the last one received are read at once instead: from that line's
+                    # second on, skipping what came already (all of it, counted, when a server
+                    # gave no times).
+                    since = None if last is None else _since_time(last[0])
+                    for line in read_log(kube, pname, namespace, cname, timestamps=True, since_time=since, stop=stop):
+                        stamp, text = _stamped(line)
+                        if last is None and received > 0:
+                            received -= 1
+                            continue
+                        if last is not None and stamp is not None and (stamp < last or (stamp == last and dups > 0)):
+                            dups -= stamp == last
+                            continue
+                        mux.put(("log", "LINE", pre + text))
             except LogsUnavailable as e:
                 mux.put(("log", "LINE", f"{pre}({e.message}; {e.hint})"))
             except DeployError as e:
@@ -165,6 +233,7 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
             if pname not in started and _started(pod, cname):
                 started.add(pname)
                 active.add(pname)
+                halts[pname] = threading.Event()
                 t = threading.Thread(target=pump, args=(pname, replica_name(pod), cname), daemon=True)
                 threads.append(t)
                 t.start()
@@ -195,6 +264,9 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                     else:
                         pods[pname] = ev
                         start(ev)
+                        if pname in active and _ended(ev, container(ev) if callable(container) else container):
+                            halts[pname].set()  # its pump reads the rest at once (see pump)
+                            abort_response(responses.get(pname))
                         # Every pod of the workload is on this watch: its verdict needs no list.
                         if not finished_owner and verdict is not None and owner is not None \
                                 and verdict(owner, list(pods.values())) in terminal:
@@ -203,5 +275,7 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                     return
         finally:
             stop.set()
+            for halt in list(halts.values()):
+                halt.set()
             for resp in list(responses.values()):
                 abort_response(resp)

@@ -223,7 +223,9 @@ class KubeDeployer(KubeAccess, Deployer):
             self.discard(kube, ns)  # what prepare made for this workload must not outlive its failed create
             raise
         self.created(kube, ns, created)
-        return self.handle_class(self, created)
+        handle = self.handle_class(self, created)
+        handle._created = created  # made by this process: its watches may start from this version
+        return handle
 
     def attach(self, name: str):
         from ...kube.client import NotFound
@@ -253,6 +255,7 @@ class KubeHandle(Handle):
         self.dry_run = dry_run
         self._log_cache: str | None = None
         self._deleted = False
+        self._created: dict | None = None  # the object as this process created it (deploy)
 
     def __repr__(self) -> str:
         return f"<{self.deployer.kind} {self.namespace}/{self.name}>"
@@ -397,7 +400,8 @@ class KubeHandle(Handle):
         if follow:
             return follow_logs(self.kube, self.namespace, api_version=self.api_version, kind=self.kind,
                                name=self.name, pod_selector=self.pod_selector, container=self.deployer.pod_container,
-                               state=self.deployer.state, prefix=prefix, verdict=self.deployer.verdict)
+                               state=self.deployer.state, prefix=prefix, verdict=self.deployer.verdict,
+                               created=self._created)
         return pod_logs(self.kube, self.namespace, self.pods(), self.deployer.pod_container, prefix=prefix)
 
     def log_text(self) -> str:
