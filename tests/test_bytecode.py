@@ -116,3 +116,69 @@ def test_bytecode_setting_is_checked_once_and_can_be_turned_off(base_image, monk
     monkeypatch.setenv("FAIRING_BYTECODE", "off")
     assert AppendBuilder(base_image.docker).bytecode == "off"
     assert AppendBuilder(base_image.docker, bytecode=True).bytecode == "on"  # the explicit option wins
+
+
+def test_bytecode_bytes_do_not_depend_on_how_the_modules_are_cut_into_processes():
+    """The store compiles a wheel in units on several processes at once: the bytes must be those of
+    one process compiling everything."""
+    from fairing.builders.deps import store
+
+    interp = bytecode.interpreter("3.11")
+    modules = [(f"{SITE_DIR}/pkg/m{i:02d}.py", f"T = ({i}, 'x{i}', 2.5, b'y')\nclass C{i}:\n    def f(self):\n        return T\n".encode())
+               for i in range(30)]
+    whole = bytecode.compile_all(interp, modules)
+    cut = store.units(modules, 200)
+    assert len(cut) > 5 and [m for u in cut for m in u] == modules
+    parts: dict = {}
+    for u in cut:
+        parts.update(bytecode.compile_all(interp, u))
+    assert parts == whole
+
+
+def build_pyc(base_image, registry, cache, reqs, repo):
+    """One append build with its progress lines; (image, what it said about bytecode, digests of
+    the bytecode layers)."""
+    said: list[str] = []
+    c = BuildContext(files={"main.py": b"import six\n"}, entrypoint=("python3", "main.py"), requirements=reqs, python="3.11")
+    img = AppendBuilder(base_image.docker, cache_dir=cache, progress=said.append).build(c, f"{registry.host}/{repo}:v1")
+    m, lines = history(registry.url, repo, "v1")
+    pycs = [layer["digest"] for layer, line in zip(m["layers"], lines) if line.startswith("fairing: bytecode of")]
+    return img, [s for s in said if s.startswith("bytecode:")], pycs
+
+
+def test_a_build_with_an_emptied_layer_cache_takes_the_bytecode_from_the_store(registry, base_image, tmp_path):
+    import shutil
+
+    from fairing.builders.deps import store
+
+    cache = tmp_path / "cache"
+    repo = f"fairing-test/pycstore-{uuid.uuid4().hex[:8]}"
+    first, said, pycs = build_pyc(base_image, registry, cache, REQS, repo + "-a")
+    assert pycs and said and " 0 wheel(s) from the bytecode store" in said[0] and not said[0].startswith("bytecode: 0 modules")
+    assert first.stats.phases["compile"] > 0
+    entries = sorted((cache / store.AREA).rglob("*.zip"))
+    assert len(entries) == 2  # one per wheel: idna, six
+
+    # Layers and indexes gone (wheels and bytecode kept, as after `fair cache prune` of layers, or
+    # on another project's first build): nothing is compiled and the image is the same.
+    for area in ("layers", "keys"):
+        shutil.rmtree(cache / area)
+    again, said, pycs_again = build_pyc(base_image, registry, cache, REQS, repo + "-b")
+    assert said == ["bytecode: 0 modules of 0 wheel(s) compiled (0.00 CPU-s), 2 wheel(s) from the bytecode store"]
+    assert again.stats.phases.get("compile", 0) == 0
+    assert pycs_again == pycs and again.digest == first.digest
+
+    # Another project, whose small group holds six and tqdm (a new layer): only tqdm is compiled.
+    _, said, _ = build_pyc(base_image, registry, cache, ("six==1.16.0", "tqdm==4.66.4"), repo + "-c")
+    assert len(said) == 1 and " of 1 wheel(s) compiled" in said[0] and said[0].endswith(", 1 wheel(s) from the bytecode store")
+
+    # A damaged entry is compiled again, to the same bytes; a fresh cache compiles everything, to
+    # the same bytes too (the store holds exactly what compiling gives).
+    for area in ("layers", "keys"):
+        shutil.rmtree(cache / area)
+    entries[0].write_bytes(entries[0].read_bytes()[:-40])
+    fixed, said, pycs_fixed = build_pyc(base_image, registry, cache, REQS, repo + "-d")
+    assert " of 1 wheel(s) compiled" in said[0] and said[0].endswith(" 1 wheel(s) from the bytecode store")
+    assert pycs_fixed == pycs and fixed.digest == first.digest
+    fresh, said, pycs_fresh = build_pyc(base_image, registry, tmp_path / "fresh", REQS, repo + "-e")
+    assert " of 2 wheel(s) compiled" in said[0] and pycs_fresh == pycs and fresh.digest == first.digest

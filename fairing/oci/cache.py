@@ -7,6 +7,8 @@
     wheels/<file>.whl                    downloaded wheels (the file name says name, version,
                                          Python and platform), checked against their sha256;
                                          their installed form is their layer (keys/deplayer)
+    bytecode/<xx>/<key>.zip              what a wheel compiles to for one interpreter (the .pyc
+                                         files of its bytecode layer; builders/deps/store.py)
 
 `fair cache info` sums these up and `fair cache prune` removes the least recently used entries
 (every hit refreshes its mtime). Other things under the same root (rig state, tool binaries)
@@ -31,7 +33,7 @@ from .. import settings
 from ..errors import BuildError
 from .layer import GZIP, Compression, LayerInfo, Source, write_layer
 
-AREAS = ("layers", "blobs", "wheels", "keys")
+AREAS = ("layers", "blobs", "wheels", "bytecode", "keys")
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -371,7 +373,7 @@ def human(n: float) -> str:
 def info_lines(root: Path, summary: dict) -> list[str]:
     """`fair cache info` as text."""
     what = {"wheels": "downloaded wheels", "layers": "built layers (incl. installed packages)",
-            "blobs": "fetched blobs", "keys": "indexes"}
+            "blobs": "fetched blobs", "bytecode": "compiled wheels (.pyc files)", "keys": "indexes"}
     lines = [f"cache: {root}"]
     for area in AREAS:
         v = summary[area]

@@ -12,9 +12,10 @@ the same interpreter version then gives the same bytes, whatever this process ha
 interpreter's full version is part of the layer's cache key and of its history line. The source
 layers do not change at all, so they stay identical on every machine (and shared in the registry).
 
-The pycs are "unchecked hash" pycs (PEP 552): valid whatever the files' mtimes, never stat()ed
-against the source. Test directories (`tests/`, `test/`) are skipped: nothing imports them at run
-time, and they are half of the heavy set's modules."""
+The pycs are "unchecked hash" pycs (PEP 552) at optimization level 0: valid whatever the files'
+mtimes, never stat()ed against the source. Test directories (`tests/`, `test/`) are skipped:
+nothing imports them at run time, and they are half of the heavy set's modules. What a wheel
+compiles to is kept per wheel in the bytecode store (store.py), so it is compiled once per machine."""
 from __future__ import annotations
 
 import os
@@ -34,22 +35,25 @@ from ...oci.layer import Member, Source
 CHOICES = ("auto", "on", "off")
 _SKIP_DIRS = frozenset({"tests", "test"})
 
+OPTIMIZE = 0  # the level of a plain `python` (no -O): the .pyc name has no opt- tag
 # Runs in the image's Python X.Y with -I -S: stdlib only. Reads [(path in image, source bytes)]
-# and writes [(pyc path in image, pyc bytes)], both pickled (protocol 4 is read by 3.4+).
+# and writes ([(pyc path in image, pyc bytes)], CPU seconds of this process), both pickled
+# (protocol 4 is read by 3.4+).
 _COMPILER = r"""
-import importlib.util, pickle, sys
+import importlib.util, pickle, sys, time
 from importlib._bootstrap_external import _code_to_hash_pyc
 out = []
 for path, src in pickle.load(sys.stdin.buffer):
     try:
-        code = compile(src, path, "exec", dont_inherit=True)
+        code = compile(src, path, "exec", dont_inherit=True, optimize=%d)
     except (SyntaxError, ValueError):
         continue  # as compileall does: the module fails where it is imported, as it would anyway
     out.append((importlib.util.cache_from_source(path), _code_to_hash_pyc(code, importlib.util.source_hash(src), False)))
     del code
-pickle.dump(out, sys.stdout.buffer, protocol=4)
-"""
-_PROBE = "import sys; print('%d.%d.%d' % sys.version_info[:3], sys.implementation.cache_tag)"
+pickle.dump((out, time.process_time()), sys.stdout.buffer, protocol=4)
+""" % OPTIMIZE
+_PROBE = ("import sys, importlib.util; print('%d.%d.%d' % sys.version_info[:3], sys.implementation.cache_tag, "
+          "importlib.util.MAGIC_NUMBER.hex())")
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class Interpreter:
     path: str
     version: str  # "3.11.7": part of the bytecode layers' key
     cache_tag: str  # "cpython-311"
+    magic: str = ""  # importlib.util.MAGIC_NUMBER as hex: the pyc format this interpreter reads
 
 
 def setting(value) -> str:
@@ -101,8 +106,8 @@ def _find(python: str) -> Interpreter | None:
         except (OSError, subprocess.SubprocessError):
             continue
         parts = r.stdout.split()
-        if r.returncode == 0 and len(parts) == 2 and re.match(rf"^{re.escape(python)}\.\d+$", parts[0]):
-            return Interpreter(exe, parts[0], parts[1])
+        if r.returncode == 0 and len(parts) == 3 and re.match(rf"^{re.escape(python)}\.\d+$", parts[0]):
+            return Interpreter(exe, *parts)
     return None
 
 
@@ -131,8 +136,9 @@ def sources(entries: Mapping[str, Source]) -> list[tuple[str, bytes]]:
     return out
 
 
-def compile_all(interp: Interpreter, modules: list[tuple[str, bytes]]) -> dict[str, bytes]:
-    """{pyc path in the image: bytes} for `modules`, compiled by `interp` in a fresh process."""
+def compile_all(interp: Interpreter, modules: list[tuple[str, bytes]], stats: dict | None = None) -> dict[str, bytes]:
+    """{pyc path in the image: bytes} for `modules`, compiled by `interp` in a fresh process;
+    `stats` (if given) gets the process's CPU seconds ("cpu") and the modules ("modules") added."""
     if not modules:
         return {}
     env = {"PYTHONHASHSEED": "0", "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"}
@@ -146,4 +152,8 @@ def compile_all(interp: Interpreter, modules: list[tuple[str, bytes]]) -> dict[s
         last = (r.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
         raise BuildError(f"{interp.path} failed compiling the dependencies: {last}",
                          hint="pass bytecode=False (FAIRING_BYTECODE=off) to build without bytecode")
-    return {path.lstrip("/"): data for path, data in pickle.loads(r.stdout)}
+    out, cpu = pickle.loads(r.stdout)
+    if stats is not None:
+        stats["cpu"] = stats.get("cpu", 0.0) + cpu
+        stats["modules"] = stats.get("modules", 0) + len(modules)
+    return {path.lstrip("/"): data for path, data in out}

@@ -12,7 +12,9 @@ unpacked, tarred nor compressed again, and the registry already has its blob (pu
 Layers that must be made are made side by side on all cores.
 
 Given an interpreter of the image's Python (bytecode.py), each layer with modules also gets a
-companion layer of their bytecode, keyed like it plus that interpreter's version."""
+companion layer of their bytecode, keyed like it plus that interpreter's version. Its .pyc files
+come per wheel from the bytecode store (store.py), compiled only for wheels it does not hold yet,
+on all cores, starting as each wheel is on disk and while the layers are being written."""
 from __future__ import annotations
 
 import hashlib
@@ -26,11 +28,13 @@ from typing import Callable, Sequence
 
 from ...oci.cache import Cache, CachedLayer
 from ...oci.layer import GZIP, Compression, source_date_epoch, workers
-from .bytecode import Interpreter, compile_all, sources
+from .bytecode import Interpreter
 from .index import Access
 from .resolve import Wheel
+from .store import FORMAT as STORE_FORMAT
+from .store import Compiler
 from .target import SITE_DIR
-from .wheels import INSTALLER, download, installed
+from .wheels import INSTALLER, download, installed, start_download
 
 MAX_LAYERS = 20
 SMALL_GROUPS = 4
@@ -83,7 +87,8 @@ def cached_layer(g: Group, cache: Cache, compression: Compression) -> CachedLaye
 
 
 def bytecode_key(g: Group, compression: Compression, interp: Interpreter) -> str:
-    payload = {"layer": layer_key(g, compression), "python": interp.version, "cache_tag": interp.cache_tag, "v": 1}
+    payload = {"layer": layer_key(g, compression), "python": interp.version, "cache_tag": interp.cache_tag,
+               "magic": interp.magic, "store": STORE_FORMAT, "v": 2}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -98,29 +103,6 @@ def cached_bytecode(g: Group, cache: Cache, compression: Compression, interp: In
     if known.get("empty"):
         return _NO_MODULES
     return cache.get_layer(known.get("diff_id", ""), compression)
-
-
-class _Compile(threading.Thread):
-    """compile_all on a thread (the work is in a child process, so it runs beside ours)."""
-
-    def __init__(self, interp: Interpreter, modules: list) -> None:
-        super().__init__(daemon=True)
-        self.interp, self.modules, self.out, self.error, self.seconds = interp, modules, {}, None, 0.0
-        self.start()
-
-    def run(self) -> None:
-        t0 = time.perf_counter()
-        try:
-            self.out = compile_all(self.interp, self.modules)
-        except BaseException as e:  # re-raised in result(), on the caller's thread
-            self.error = e
-        self.seconds = time.perf_counter() - t0
-
-    def result(self) -> dict:
-        self.join()
-        if self.error is not None:
-            raise self.error
-        return self.out
 
 
 def dependency_layers(
@@ -152,45 +134,64 @@ def dependency_layers(
     pyc = {g.name: cached_bytecode(g, cache, compression, interp) if interp else _NO_MODULES for g in groups}
     todo = [g for g in groups if have[g.name] is None or pyc[g.name] is None]
     if todo:
-        t0 = time.perf_counter()
-        files.update(download([w for g in todo for w in g.wheels if w.sha256 not in files], cache, progress=progress, access=access))
-        timings["download"] = timings.get("download", 0.0) + time.perf_counter() - t0
         if progress:
             progress(f"making {len(todo)} of {len(groups)} dependency layers ({', '.join(g.name for g in todo)})")
+        t0 = time.perf_counter()
+        with ExitStack() as pools:
+            # Each layer starts as soon as its wheels are on disk (checked or downloaded on the
+            # download pool), and its modules' compiling starts before its tar is written.
+            fetching = pools.enter_context(ThreadPoolExecutor(max_workers=4, thread_name_prefix="fairing-download"))
+            pending = start_download([w for g in todo for w in g.wheels if w.sha256 not in files], cache, fetching,
+                                     progress=progress, access=access)
+            fetched: list[float] = []  # when each wheel was on disk
+            for f in pending.values():
+                f.add_done_callback(lambda _f: fetched.append(time.perf_counter()))
+            compiler = Compiler(interp, cache, workers()) if interp and any(pyc[g.name] is None for g in todo) else None
+            if compiler:
+                pools.callback(compiler.close)
 
-        def make(g: Group) -> tuple[CachedLayer, object]:
-            t1 = time.perf_counter()
-            layer, code = have[g.name], pyc[g.name]
-            with ExitStack() as open_wheels:
-                entries: dict = {}
-                for w in g.wheels:  # a later wheel's file wins, as it would with pip
-                    entries.update(open_wheels.enter_context(installed(files[w.sha256], SITE_DIR.lstrip("/"))))
-                with _timings_lock:
-                    timings["install"] = timings.get("install", 0.0) + time.perf_counter() - t1
-                compiling = None
-                if code is None:  # compiled in another process while this thread writes the layer
-                    compiling = _Compile(interp, sources(entries))
-                if layer is None:
-                    # Unzipping happens here, as the tar is written (counted as tar time).
-                    layer = cache.build_layer(entries, compression=compression, timings=timings)
-                    cache.put_key("deplayer", layer_key(g, compression), {
-                        "diff_id": layer.diff_id, "wheels": [w.filename for w in g.wheels]})
-            if compiling is not None:
-                compiled = compiling.result()
-                with _timings_lock:
-                    timings["compile"] = timings.get("compile", 0.0) + compiling.seconds
-                code = cache.build_layer(compiled, compression=compression, timings=timings) if compiled else _NO_MODULES
-                cache.put_key("pyclayer", bytecode_key(g, compression, interp), {
-                    "diff_id": getattr(code, "diff_id", ""), "empty": code is _NO_MODULES, "python": interp.version})
-            return layer, code
+            def make(g: Group) -> tuple[CachedLayer, object]:
+                local = {w.sha256: files.get(w.sha256) or pending[w.sha256].result() for w in g.wheels}
+                t1 = time.perf_counter()
+                layer, code = have[g.name], pyc[g.name]
+                with ExitStack() as open_wheels:
+                    entries: dict = {}
+                    per_wheel = []
+                    for w in g.wheels:  # a later wheel's file wins, as it would with pip (its .pyc too)
+                        mine = open_wheels.enter_context(installed(local[w.sha256], SITE_DIR.lstrip("/")))
+                        entries.update(mine)
+                        if code is None:
+                            per_wheel.append(compiler.wheel(w.sha256, mine))
+                    with _timings_lock:
+                        timings["install"] = timings.get("install", 0.0) + time.perf_counter() - t1
+                    if layer is None:
+                        # Unzipping happens here, as the tar is written (counted as tar time).
+                        layer = cache.build_layer(entries, compression=compression, timings=timings)
+                        cache.put_key("deplayer", layer_key(g, compression), {
+                            "diff_id": layer.diff_id, "wheels": [w.filename for w in g.wheels]})
+                if code is None:
+                    compiled: dict = {}
+                    for one in per_wheel:
+                        compiled.update(one.result())
+                    code = cache.build_layer(compiled, compression=compression, timings=timings) if compiled else _NO_MODULES
+                    cache.put_key("pyclayer", bytecode_key(g, compression, interp), {
+                        "diff_id": getattr(code, "diff_id", ""), "empty": code is _NO_MODULES, "python": interp.version})
+                return layer, code
 
-        t2 = time.perf_counter()
-        # Biggest first, so the longest layer starts at once and the small ones fill the gaps.
-        order = sorted(todo, key=lambda g: -sum(w.size or 0 for w in g.wheels))
-        with ThreadPoolExecutor(max_workers=max(1, min(workers(), len(order)))) as pool:
-            for g, (layer, code) in zip(order, pool.map(make, order)):
+            # Biggest first, so the longest layer starts at once and the small ones fill the gaps.
+            order = sorted(todo, key=lambda g: -sum(w.size or 0 for w in g.wheels))
+            layer_pool = pools.enter_context(ThreadPoolExecutor(max_workers=max(1, min(workers(), len(order)))))
+            for g, (layer, code) in zip(order, layer_pool.map(make, order)):
                 have[g.name], pyc[g.name] = layer, code
-        timings["layers"] = timings.get("layers", 0.0) + time.perf_counter() - t2
+            if fetched:
+                timings["download"] = timings.get("download", 0.0) + max(fetched) - t0
+        timings["layers"] = timings.get("layers", 0.0) + time.perf_counter() - t0
+        if compiler:
+            st = compiler.stats
+            timings["compile"] = timings.get("compile", 0.0) + st["cpu"]
+            if progress:
+                progress(f"bytecode: {st['modules']} modules of {st['compiled']} wheel(s) compiled "
+                         f"({st['cpu']:.2f} CPU-s), {st['reused']} wheel(s) from the bytecode store")
     made = {g.name for g in todo}
     return [DepLayer(g, have[g.name], g.name in made, bytecode=None if pyc[g.name] is _NO_MODULES else pyc[g.name])
             for g in groups]

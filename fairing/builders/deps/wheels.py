@@ -19,9 +19,10 @@ import csv
 import hashlib
 import io
 import posixpath
+import threading
 import time
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -59,60 +60,74 @@ def download(wheels: Iterable[Wheel], cache: Cache, *, jobs: int = 4, progress: 
              access: Access | None = None) -> dict[str, Path]:
     """{sha256: local wheel file} for `wheels`, downloading only those not in the cache, trusting
     what pip is configured to trust (`access`, read now when not given)."""
-    out: dict[str, Path] = {}
-    todo = []
-    for w in wheels:
+    wheels = list(wheels)
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(wheels)))) as pool:
+        pending = start_download(wheels, cache, pool, progress=progress, access=access)
+        return {sha: f.result() for sha, f in pending.items()}
+
+
+def start_download(wheels: Iterable[Wheel], cache: Cache, pool: Executor, *, progress: Callable[[str], None] | None = None,
+                   access: Access | None = None) -> dict[str, Future]:
+    """{sha256: future of the local wheel file}: each wheel checked against its sha256 (if in the
+    cache) or downloaded on `pool`, so a caller can start on a wheel as soon as it is there."""
+    wheels = list({w.sha256: w for w in wheels}.values())
+    todo = [w for w in wheels if not wheel_path(cache, w).exists()]
+    if progress and todo:
+        total = sum(w.size or 0 for w in todo)
+        progress(f"downloading {len(todo)} wheel(s)" + (f" ({total / 1e6:.1f} MB)" if total else ""))
+    lock = threading.Lock()
+    client: list = []  # (requests session, access), made once and only when something is fetched
+
+    def session():
+        with lock:
+            if not client:
+                import requests
+
+                client.append((requests.Session(), access or index.access(cache.root)))
+            return client[0]
+
+    def get(w: Wheel) -> Path:
         p = wheel_path(cache, w)
         if p.exists() and cache.verified(p, f"sha256:{w.sha256}", p.stat().st_size):
             touch(p)
-            out[w.sha256] = p
-        else:
-            todo.append(w)
-    if not todo:
-        return out
+            return p
+        return _fetch(w, cache, *session())
+
+    return {w.sha256: pool.submit(get, w) for w in wheels}
+
+
+def _fetch(w: Wheel, cache: Cache, session, access: Access) -> Path:
     import requests
 
-    access = access or index.access(cache.root)
-    session = requests.Session()
-    if progress:
-        total = sum(w.size or 0 for w in todo)
-        progress(f"downloading {len(todo)} wheel(s)" + (f" ({total / 1e6:.1f} MB)" if total else ""))
+    def write(f) -> None:
+        # A dropped connection or a TLS hiccup of a proxy mid-download is retried (a fresh cold
+        # build downloads dozens of wheels); an untrusted certificate or a 4xx is not.
+        for attempt in range(DOWNLOAD_TRIES):
+            last = attempt == DOWNLOAD_TRIES - 1
+            f.seek(0)
+            f.truncate()
+            try:
+                with session.get(w.url, stream=True, timeout=(10, 300), verify=access.verify(w.url)) as r:
+                    if r.status_code in RETRY_STATUS and not last:
+                        time.sleep(0.5 * 2**attempt)
+                        continue
+                    if r.status_code != 200:
+                        raise BuildError(f"downloading {w.filename} failed: HTTP {r.status_code}", hint="check the package index and network, then retry")
+                    for chunk in r.iter_content(1 << 20):
+                        f.write(chunk)
+                return
+            except requests.RequestException as e:
+                from ...errors import tls_untrusted  # by type, not by the message's words
 
-    def fetch(w: Wheel) -> Path:
-        def write(f) -> None:
-            # A dropped connection or a TLS hiccup of a proxy mid-download is retried (a fresh cold
-            # build downloads dozens of wheels); an untrusted certificate or a 4xx is not.
-            for attempt in range(DOWNLOAD_TRIES):
-                last = attempt == DOWNLOAD_TRIES - 1
-                f.seek(0)
-                f.truncate()
-                try:
-                    with session.get(w.url, stream=True, timeout=(10, 300), verify=access.verify(w.url)) as r:
-                        if r.status_code in RETRY_STATUS and not last:
-                            time.sleep(0.5 * 2**attempt)
-                            continue
-                        if r.status_code != 200:
-                            raise BuildError(f"downloading {w.filename} failed: HTTP {r.status_code}", hint="check the package index and network, then retry")
-                        for chunk in r.iter_content(1 << 20):
-                            f.write(chunk)
-                    return
-                except requests.RequestException as e:
-                    from ...errors import tls_untrusted  # by type, not by the message's words
+                if tls_untrusted(e):
+                    raise BuildError(f"downloading {w.filename} failed: the package index's TLS certificate is not trusted",
+                                     hint=UNTRUSTED_HINT) from None
+                if last:
+                    raise BuildError(f"downloading {w.filename} failed ({type(e).__name__}, {DOWNLOAD_TRIES} tries)",
+                                     hint="check the package index and network, then retry") from None
+                time.sleep(0.5 * 2**attempt)
 
-                    if tls_untrusted(e):
-                        raise BuildError(f"downloading {w.filename} failed: the package index's TLS certificate is not trusted",
-                                         hint=UNTRUSTED_HINT) from None
-                    if last:
-                        raise BuildError(f"downloading {w.filename} failed ({type(e).__name__}, {DOWNLOAD_TRIES} tries)",
-                                         hint="check the package index and network, then retry") from None
-                    time.sleep(0.5 * 2**attempt)
-
-        return cache.put_file(wheel_path(cache, w), f"sha256:{w.sha256}", write)
-
-    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(todo)))) as pool:
-        for w, p in zip(todo, pool.map(fetch, todo)):
-            out[w.sha256] = p
-    return out
+    return cache.put_file(wheel_path(cache, w), f"sha256:{w.sha256}", write)
 
 
 def _record_hash(data: bytes) -> str:
