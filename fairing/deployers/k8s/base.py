@@ -224,7 +224,7 @@ class KubeDeployer(KubeAccess, Deployer):
             raise
         self.created(kube, ns, created)
         handle = self.handle_class(self, created)
-        handle._created = created  # made by this process: its watches may start from this version
+        handle._created_obj = created  # made by this process: its watches may start from this version
         return handle
 
     def attach(self, name: str):
@@ -255,7 +255,7 @@ class KubeHandle(Handle):
         self.dry_run = dry_run
         self._log_cache: str | None = None
         self._deleted = False
-        self._created: dict | None = None  # the object as this process created it (deploy)
+        self._created_obj: dict | None = None  # the object as this process created it (deploy)
 
     def __repr__(self) -> str:
         return f"<{self.deployer.kind} {self.namespace}/{self.name}>"
@@ -401,7 +401,7 @@ class KubeHandle(Handle):
             return follow_logs(self.kube, self.namespace, api_version=self.api_version, kind=self.kind,
                                name=self.name, pod_selector=self.pod_selector, container=self.deployer.pod_container,
                                state=self.deployer.state, prefix=prefix, verdict=self.deployer.verdict,
-                               created=self._created)
+                               created=self._created_obj)
         return pod_logs(self.kube, self.namespace, self.pods(), self.deployer.pod_container, prefix=prefix)
 
     def log_text(self) -> str:
