@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Iterator
 from ..errors import DeployError
 from .client import Kube, abort_response
 from .errors import Forbidden, Unreachable
+from .reasons import container_statuses
 from .wait import Mux, Stream
 
 # After the workload finished, how long replica log streams may take to drain before they are
@@ -44,20 +45,24 @@ def replica_name(pod: dict) -> str:
     return meta.get("name", "?")
 
 
-def _started(pod: dict, container: str) -> bool:
-    st = pod.get("status") or {}
-    for cs in (st.get("containerStatuses") or []) + (st.get("initContainerStatuses") or []):
+def _state(pod: dict, container: str) -> dict | None:
+    """`container`'s state ({"running": ...}, {"terminated": ...}, ...), or None before it has a status."""
+    for cs in container_statuses(pod):
         if cs.get("name") == container:
-            state = cs.get("state") or {}
-            return "running" in state or "terminated" in state
-    return st.get("phase") in ("Running", "Succeeded", "Failed")
+            return cs.get("state") or {}
+    return None
+
+
+def _started(pod: dict, container: str) -> bool:
+    state = _state(pod, container)
+    if state is not None:
+        return "running" in state or "terminated" in state
+    return (pod.get("status") or {}).get("phase") in ("Running", "Succeeded", "Failed")
 
 
 def _ended(pod: dict, container: str) -> bool:
     """The pod's status shows `container` terminated (its log file is then complete)."""
-    st = pod.get("status") or {}
-    return any(cs.get("name") == container and "terminated" in (cs.get("state") or {})
-               for cs in (st.get("containerStatuses") or []) + (st.get("initContainerStatuses") or []))
+    return "terminated" in (_state(pod, container) or {})
 
 
 _STAMP = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(?:Z|([+-])(\d\d):(\d\d)) ")

@@ -104,7 +104,8 @@ def _containers(pod: dict) -> dict[str, dict]:
     return {c["name"]: c for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])}
 
 
-def _statuses(pod: dict) -> list[dict]:
+def container_statuses(pod: dict) -> list[dict]:
+    """The statuses of a pod's init and main containers (names are unique across both)."""
     st = pod.get("status") or {}
     return (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or [])
 
@@ -119,7 +120,7 @@ def diagnose_pod(pod: dict, container: str | None = None) -> Diagnosis | None:
     specs = _containers(pod)
     if status.get("reason") == "Evicted":
         return _diag("Evicted", pod=name, message=status.get("message", ""))
-    statuses = _statuses(pod)
+    statuses = container_statuses(pod)
     if container:
         statuses.sort(key=lambda s: s.get("name") != container)
     for cs in statuses:
