@@ -14,6 +14,24 @@ WORKDIR = "/app"
 # Where the function shim writes the return value inside the container; the deployer fetches it.
 OUTPUT_DIR = "/tmp/fairing-output"
 RESULT_MARKER = "FAIRING_RESULT:"
+# The outputs shim's last line on a Job, after the command ended and its outputs were saved:
+# FAIRING_EXIT:<nonce>:<exit code>. The nonce is the client's ($FAIRING_EXIT_MARK on the pod, taken
+# out of the command's own environment), so a script cannot end its wait by printing the line.
+EXIT_MARK_ENV = "FAIRING_EXIT_MARK"
+EXIT_PREFIX = "FAIRING_EXIT:"
+
+
+def exit_line(text: str) -> tuple[str, int] | None:
+    """(nonce, exit code) of the shim's exit line, else None. Such lines are never shown."""
+    if not text.startswith(EXIT_PREFIX):
+        return None
+    parts = text.rstrip("\r\n").split(":")
+    if len(parts) != 3 or len(parts[1]) != 16 or not all(c in "0123456789abcdef" for c in parts[1]):
+        return None
+    try:
+        return parts[1], int(parts[2])
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)

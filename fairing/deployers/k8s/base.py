@@ -138,6 +138,9 @@ class KubeDeployer(KubeAccess, Deployer):
     # from the pods; the object's own state decides). Job: see job.job_pod_verdict; `as_failed`
     # gives the object and pods as the controllers will write them after a "Failed" verdict.
     verdict = None
+    # The nonce of the outputs shim's exit line in a workload's pods when that line may end a
+    # wait (a Job one pod decides: job.exit_mark), else None.
+    exit_mark = None
 
     @staticmethod
     def as_failed(obj: dict, pods: list[dict]) -> tuple[dict, list[dict]]:
@@ -256,6 +259,7 @@ class KubeHandle(Handle):
         self._log_cache: str | None = None
         self._deleted = False
         self._created_obj: dict | None = None  # the object as this process created it (deploy)
+        self._exited: str | None = None  # the pod whose shim said its command exited 0 (logs)
 
     def __repr__(self) -> str:
         return f"<{self.deployer.kind} {self.namespace}/{self.name}>"
@@ -294,6 +298,8 @@ class KubeHandle(Handle):
         if st not in ("Succeeded", "Failed") and self.deployer.verdict is not None and st != "Queued":
             # The pods may have ended it already; the controller writes its condition later.
             st = self.deployer.verdict(obj, self.pods()) or st
+        if st not in ("Succeeded", "Failed") and self._exited is not None:
+            st = "Succeeded"  # what wait() returned on the shim's exit line, before the API says it
         return st
 
     def _state(self, obj: dict) -> str:
@@ -332,6 +338,14 @@ class KubeHandle(Handle):
         from ...kube.wait import WaitTimeout, wait_for
 
         self._no_dry("wait for")
+        if self._exited is not None:
+            # The log followed to the shim's exit line: the command exited 0 and its outputs are
+            # kept, ~0.5 s before the kubelet's relist shows it (image_runtime/outputs.py say_exit
+            # says what could still differ). A Job one pod decides is then Complete.
+            self._drop_outputs_secret()
+            if self.deployer.cleanup:
+                self._cleanup()
+            return "Succeeded"
         started = datetime.datetime.now(datetime.timezone.utc)
         try:
             out = wait_for(self.kube, self.namespace, api_version=self.api_version, kind=self.kind, name=self.name,
@@ -401,8 +415,12 @@ class KubeHandle(Handle):
             return follow_logs(self.kube, self.namespace, api_version=self.api_version, kind=self.kind,
                                name=self.name, pod_selector=self.pod_selector, container=self.deployer.pod_container,
                                state=self.deployer.state, prefix=prefix, verdict=self.deployer.verdict,
-                               created=self._created_obj)
+                               created=self._created_obj, on_exit=self._on_exit,
+                               exit_mark=self.deployer.exit_mark(self._obj) if self.deployer.exit_mark else None)
         return pod_logs(self.kube, self.namespace, self.pods(), self.deployer.pod_container, prefix=prefix)
+
+    def _on_exit(self, pod: str, code: int) -> None:
+        self._exited = pod
 
     def log_text(self) -> str:
         """The workload container's full log from the pod that carries the result."""
