@@ -21,15 +21,18 @@ EXIT_MARK_ENV = "FAIRING_EXIT_MARK"
 EXIT_PREFIX = "FAIRING_EXIT:"
 
 
-def exit_line(text: str) -> tuple[str, int] | None:
-    """(nonce, exit code) of the shim's exit line, else None. Such lines are never shown."""
-    if not text.startswith(EXIT_PREFIX):
+def exit_line(text: str) -> tuple[str, int, str] | None:
+    """(nonce, exit code, what came before it on the line) of the shim's exit line, else None.
+    A command's last output without a newline shares the line (the runtime ends a line at the
+    newline the shim writes). Exit lines are never shown; what came before them is."""
+    i = text.rfind(EXIT_PREFIX)
+    if i < 0:
         return None
-    parts = text.rstrip("\r\n").split(":")
+    parts = text[i:].rstrip("\r\n").split(":")
     if len(parts) != 3 or len(parts[1]) != 16 or not all(c in "0123456789abcdef" for c in parts[1]):
         return None
     try:
-        return parts[1], int(parts[2])
+        return parts[1], int(parts[2]), text[:i]
     except ValueError:
         return None
 

@@ -103,19 +103,25 @@ def _unavailable(e: DeployError, pod: str, container: str) -> LogsUnavailable:
 
 def read_log(kube: Kube, pod: str, namespace: str, container: str, *, follow: bool = False,
              stop: threading.Event | None = None, on_open: Callable | None = None,
-             timestamps: bool = False, since_time: str | None = None, exit_lines: bool = False) -> Iterator[str]:
+             timestamps: bool = False, since_time: str | None = None, exit_lines: bool = False,
+             tail_lines: int | None = None) -> Iterator[str]:
     """Lines of one container's log (`timestamps`: each starts with the runtime's RFC 3339 time
     and a space). Once `stop` is set, a line still incomplete is dropped. The outputs shim's exit
     line (fairing.context.exit_line) is left out unless `exit_lines`. Raises LogsUnavailable
     with the reason."""
     if not exit_lines:
         lines = read_log(kube, pod, namespace, container, follow=follow, stop=stop, on_open=on_open,
-                         timestamps=timestamps, since_time=since_time, exit_lines=True)
-        yield from (ln for ln in lines if exit_line(_stamped(ln)[1] if timestamps else ln) is None)
+                         timestamps=timestamps, since_time=since_time, exit_lines=True, tail_lines=tail_lines)
+        for ln in lines:
+            said = exit_line(_stamped(ln)[1] if timestamps else ln)
+            if said is None:
+                yield ln
+            elif said[2]:
+                yield ln[:len(ln) - len(_stamped(ln)[1]) if timestamps else 0] + said[2]
         return
     try:
         resp = kube.pod_log(pod, namespace, container=container, follow=follow, timestamps=timestamps,
-                            since_time=since_time)
+                            since_time=since_time, **({"tail_lines": tail_lines} if tail_lines else {}))
     except (Unreachable, Forbidden):
         raise  # the API server itself is the problem, not this pod's log
     except DeployError as e:
@@ -209,6 +215,8 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                     last, dups = (stamp, dups + 1) if stamp == last else (stamp, 1)
                     received += 1
                     if (said := exit_line(text)) is not None:
+                        if said[2]:
+                            mux.put(("log", "LINE", pre + said[2]))
                         if exit_mark is not None and said[0] == exit_mark:
                             mux.put(("exit", str(said[1]), pname))
                         continue
@@ -229,8 +237,9 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                         if last is not None and stamp is not None and (stamp < last or (stamp == last and dups > 0)):
                             dups -= stamp == last
                             continue
-                        if exit_line(text) is None:
-                            mux.put(("log", "LINE", pre + text))
+                        said = exit_line(text)
+                        if said is None or said[2]:
+                            mux.put(("log", "LINE", pre + (text if said is None else said[2])))
             except LogsUnavailable as e:
                 mux.put(("log", "LINE", f"{pre}({e.message}; {e.hint})"))
             except DeployError as e:

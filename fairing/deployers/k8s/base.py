@@ -297,10 +297,33 @@ class KubeHandle(Handle):
         st = self._state(obj)
         if st not in ("Succeeded", "Failed") and self.deployer.verdict is not None and st != "Queued":
             # The pods may have ended it already; the controller writes its condition later.
-            st = self.deployer.verdict(obj, self.pods()) or st
-        if st not in ("Succeeded", "Failed") and self._exited is not None:
-            st = "Succeeded"  # what wait() returned on the shim's exit line, before the API says it
+            pods = self.pods()
+            st = self.deployer.verdict(obj, pods) or st
+            if st == "Running" and (self._exited is not None or self._said_exit(obj, pods)):
+                st = "Succeeded"  # what a wait returned on the shim's exit line, before the API says it
         return st
+
+    def _said_exit(self, obj: dict, pods: list[dict]) -> bool:
+        """A running pod of a Job one pod decides whose log ends with the shim's exit line, code 0
+        (its command exited and the kubelet has not reported it yet; see KubeHandle.wait)."""
+        from ...context import exit_line
+        from ...kube.logs import read_log
+
+        mark = self.deployer.exit_mark(obj) if self.deployer.exit_mark else None
+        if not mark:
+            return False
+        for p in pods:
+            if (p.get("status") or {}).get("phase") != "Running":
+                continue
+            try:
+                tail = list(read_log(self.kube, p["metadata"]["name"], self.namespace, self.deployer.pod_container(p),
+                                     exit_lines=True, tail_lines=1))
+            except DeployError:
+                continue
+            said = exit_line(tail[-1]) if tail else None
+            if said is not None and said[0] == mark and said[1] == 0:
+                return True
+        return False
 
     def _state(self, obj: dict) -> str:
         # A workload in a Kueue queue reads "Queued", then "Admitted", before its own states.
