@@ -299,7 +299,8 @@ class KubeHandle(Handle):
             # The pods may have ended it already; the controller writes its condition later.
             pods = self.pods()
             st = self.deployer.verdict(obj, pods) or st
-            if st == "Running" and (self._exited is not None or self._said_exit(obj, pods)):
+            # The Job's counts lag its pod's (Pending until the controller counts it ready).
+            if st in ("Pending", "Running") and (self._exited is not None or self._said_exit(obj, pods)):
                 st = "Succeeded"  # what a wait returned on the shim's exit line, before the API says it
         return st
 
