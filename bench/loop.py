@@ -2,7 +2,7 @@
 `fairing.config.run(f, wait=True)` from a warm notebook kernel, against raw workloads started by
 this process's client (fairing's Kube: create, watch until the container starts, follow its log).
 
-    python bench/loop.py [-n 4] [--no-kernel]     (bench/run runs it too)
+    python bench/loop.py [-n 4] [--no-kernel] [--sleep S]     (bench/run runs it too)
 
 The script is one line: `import time; print("loop", <iteration>, time.time(), flush=True)`. Its
 printed wall time marks when the container is about to exit (the API's finishedAt has one-second
@@ -263,9 +263,10 @@ class Kernel:
                 return t0, out
         raise RuntimeError(f"kernel cell did not finish within {timeout}s")
 
-    def define(self, tag: str, i: int) -> None:
+    def define(self, tag: str, i: int, sleep: float = 0.0) -> None:
         """The edit: a new function in the kernel."""
-        self.execute(f"def loop_{tag}():\n    import time\n    print('loop', {i}, time.time(), flush=True)\n")
+        pre = f"    time.sleep({sleep:g})\n" if sleep else ""
+        self.execute(f"def loop_{tag}():\n    import time\n{pre}    print('loop', {i}, time.time(), flush=True)\n")
 
     def run(self, tag: str, i: int) -> dict:
         fname = f"loop_{tag}"
@@ -304,7 +305,11 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=4, help="iterations (each: one of every case, at its own phase)")
     ap.add_argument("--no-kernel", dest="kernel", action="store_false",
                     help="skip fairing.config.run() in a warm notebook kernel")
+    ap.add_argument("--sleep", type=float, default=0.0,
+                    help="the script sleeps this long before its line: a container that lives across a relist "
+                         "of the kubelet (a real script's), whose log can be followed before it exits")
     a = ap.parse_args()
+    pre = f"time.sleep({a.sleep:g}); " if a.sleep else ""
     import tests.rig
     from fairing.kube.client import Kube
     from tests.rig.node import real_node
@@ -338,7 +343,7 @@ def main() -> int:
         # One untimed warm-up of each: the base image and the dependency-free layers are in the
         # registry and on the node, as in an edit-run loop after the first run.
         for i in range(a.n + 1):
-            line = f'import time; print("loop", {i}, time.time(), flush=True)'
+            line = f'import time; {pre}print("loop", {i}, time.time(), flush=True)'
             # The tag makes every image new to the node (a script seen in an earlier run would not be pulled).
             (cwd / "loop.py").write_text(f"{line}  # {tag}\n")
             name = f"loop-{tag}-{i}"
@@ -351,7 +356,7 @@ def main() -> int:
             subprocess.run([sys.executable, "-m", "fairing.cli", "delete", name, "-n", ns], cwd=cwd, env=env,
                            capture_output=True)
             if kernel is not None:
-                kernel.define(f"{tag}_{i}", i)
+                kernel.define(f"{tag}_{i}", i, a.sleep)
                 clock.at_phase(phase)
                 k = kernel.run(f"{tag}_{i}", i)
                 k["marks"], k["job"] = clock.of_prefix(k["job_name"]), clock.job(k["job_name"])
@@ -363,7 +368,7 @@ def main() -> int:
                 raw["job"] = clock.job(raw["name"].rsplit("-", 1)[0]) if kind == "Job" else {}
                 got[key] = raw
             # The same kind of image fair runs: the base plus a code layer the node has not pulled.
-            (cwd2 / "loop.py").write_text(f'import time; print("loop", {1000 + i}, time.time(), flush=True)  # {tag}\n')
+            (cwd2 / "loop.py").write_text(f'import time; {pre}print("loop", {1000 + i}, time.time(), flush=True)  # {tag}\n')
             image = build_image(cwd2, env, registry, base)
             clock.at_phase(phase)
             raw = run_raw(admin, ns, image, node.mutators(), None)

@@ -14,6 +14,27 @@ WORKDIR = "/app"
 # Where the function shim writes the return value inside the container; the deployer fetches it.
 OUTPUT_DIR = "/tmp/fairing-output"
 RESULT_MARKER = "FAIRING_RESULT:"
+# The outputs shim's last line on a Job, after the command ended and its outputs were saved:
+# FAIRING_EXIT:<nonce>:<exit code>. The nonce is the client's ($FAIRING_EXIT_MARK on the pod, taken
+# out of the command's own environment), so a script cannot end its wait by printing the line.
+EXIT_MARK_ENV = "FAIRING_EXIT_MARK"
+EXIT_PREFIX = "FAIRING_EXIT:"
+
+
+def exit_line(text: str) -> tuple[str, int, str] | None:
+    """(nonce, exit code, what came before it on the line) of the shim's exit line, else None.
+    A command's last output without a newline shares the line (the runtime ends a line at the
+    newline the shim writes). Exit lines are never shown; what came before them is."""
+    i = text.rfind(EXIT_PREFIX)
+    if i < 0:
+        return None
+    parts = text[i:].rstrip("\r\n").split(":")
+    if len(parts) != 3 or len(parts[1]) != 16 or not all(c in "0123456789abcdef" for c in parts[1]):
+        return None
+    try:
+        return parts[1], int(parts[2]), text[:i]
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,8 @@ def test_fair_train_a_script_runs_it_in_a_pod_and_streams_its_real_log(on_node, 
         assert json.loads(st.stdout)["status"] == "Succeeded", st.stdout + st.stderr
         logs = fair("logs", name, "-n", on_node.namespace, cwd=tmp_path, env=env)
         assert f"digest {expect}" in logs.stdout, logs.stdout + logs.stderr
+        # The outputs shim's exit line (it ended the wait) is for fairing: shown by neither.
+        assert "FAIRING_EXIT" not in out and "FAIRING_EXIT" not in logs.stdout, out + logs.stdout
     finally:
         d = fair("delete", name, "-n", on_node.namespace, cwd=tmp_path, env=env)
     assert d.returncode == 0, d.stderr

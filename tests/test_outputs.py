@@ -336,3 +336,39 @@ def test_only_rank_zero_saves():
     chief = json.dumps({"cluster": {"chief": ["a"], "worker": ["b"]}, "task": {"type": "chief", "index": 0}})
     worker0 = json.dumps({"cluster": {"chief": ["a"], "worker": ["b"]}, "task": {"type": "worker", "index": 0}})
     assert shim.is_rank_zero({"TF_CONFIG": chief}) and not shim.is_rank_zero({"TF_CONFIG": worker0})
+
+
+MARK = "0123456789abcdef"
+
+
+def test_on_a_job_the_exit_line_comes_last_after_the_outputs_are_saved(tmp_path):
+    """$FAIRING_EXIT_MARK (set on a Job's pod): the shim's very last output is
+    FAIRING_EXIT:<nonce>:<code>, after the save said so; the command never sees the nonce."""
+    store = tmp_path / "store"
+    cmd = writer(tmp_path, """
+        import os, sys
+        print("mark seen by the command:", os.environ.get("FAIRING_EXIT_MARK"), flush=True)
+        open(os.path.join(os.environ["FAIRING_OUTPUT_DIR"], "model.pkl"), "w").write("m")
+        sys.stdout.write("no newline")
+    """)
+    r = run_shim(tmp_path, cmd, spec={"kind": "dir", "path": str(store)}, extra_env={"FAIRING_EXIT_MARK": MARK})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"mark seen by the command: None\nno newlineFAIRING_EXIT:{MARK}:0\n"
+    assert "outputs saved: 1 file" in r.stderr
+    assert shim.DirBackend(str(store)).get_run("r1")["record"]["status"] == "Succeeded"
+
+
+def test_without_a_store_the_exit_line_carries_the_command_code(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAIRING_")}
+    env.update(FAIRING_OUTPUT_DIR=str(tmp_path / "out"), FAIRING_EXIT_MARK=MARK)
+    for command, code in ((["python3", "-c", "raise SystemExit(3)"], 3),
+                          (["python3", "-c", "import os; os.kill(os.getpid(), 9)"], 137)):
+        r = subprocess.run([sys.executable, str(SHIM), "--", *command], env=env, capture_output=True, text=True,
+                           timeout=60, cwd=tmp_path)
+        assert r.returncode == code
+        assert r.stdout.splitlines()[-1] == f"FAIRING_EXIT:{MARK}:{code}"
+    # No mark (every other kind): the command is exec'd, nothing printed after it.
+    del env["FAIRING_EXIT_MARK"]
+    r = subprocess.run([sys.executable, str(SHIM), "--", "python3", "-c", "print('x')"], env=env,
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.stdout == "x\n" and r.returncode == 0

@@ -44,6 +44,8 @@ EXIT_NOT_SAVED = 3  # the command succeeded but its outputs could not be saved: 
 EXIT_NOT_REGISTERED = 4  # saved, but the model could not be registered (a gate naming a missing metric)
 # A retrain (fair train --register NAME [--promote-if GATE]): the model name, and the gate.
 REGISTER_ENV, GATE_ENV = "FAIRING_REGISTER", "FAIRING_PROMOTE_IF"
+# A Job's exit line (fairing.context.exit_line reads it): $FAIRING_EXIT_MARK is the client's nonce.
+EXIT_MARK_ENV, EXIT_PREFIX = "FAIRING_EXIT_MARK", "FAIRING_EXIT:"
 
 
 class StoreError(Exception):
@@ -661,9 +663,52 @@ def main(argv=None, env=None):
     out_dir = env.get("FAIRING_OUTPUT_DIR") or DEFAULT_DIR
     os.makedirs(out_dir, exist_ok=True)
     spec = env.get("FAIRING_OUTPUTS_STORE")
+    mark = env.get(EXIT_MARK_ENV)
+    if mark:
+        # The client's nonce for the exit line (see say_exit): the command must not know it.
+        env = dict(env)
+        del env[EXIT_MARK_ENV]
+        os.environ.pop(EXIT_MARK_ENV, None)
     if not spec or not is_rank_zero(env):
-        os.execvp(argv[0], argv)  # nothing to keep here: the command runs as if unwrapped
-    spec = json.loads(spec)
+        if not mark:
+            os.execvp(argv[0], argv)  # nothing to keep here: the command runs as if unwrapped
+        return say_exit(mark, run_plain(argv))
+    code = keep(argv, env, out_dir, json.loads(spec))
+    return say_exit(mark, code) if mark else code
+
+
+def run_plain(argv):
+    """The command as a child (not exec'd: the exit line comes after it), signals passed on as
+    `keep` does. Its exit code; 128+N when signal N ended it, as a shell (and the kubelet) say."""
+    child = subprocess.Popen(argv)
+    signal.signal(signal.SIGTERM, lambda s, f: child.send_signal(s))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    code = child.wait()
+    return 128 - code if code < 0 else code
+
+
+def say_exit(mark, code):
+    """The shim's very last act on a Job: one line, FAIRING_EXIT:<nonce>:<code>, flushed. The
+    client reading the log ends its wait on it (code 0, a Job the pods' verdict applies to)
+    without waiting ~0.5 s for the kubelet's next relist to report the exit. Nothing may be
+    written or done after it: the command has ended and its outputs are saved (or failed, and the
+    code says so). What could still differ from what the API will say: the container killed
+    between this line and the process's exit (an OOM kill of this small shim, the Job's
+    activeDeadlineSeconds, a node lost); the command itself succeeded and its outputs are kept,
+    which is what the run's record says."""
+    code = 128 - code if code < 0 else code
+    try:
+        sys.stderr.flush()
+        sys.stdout.write("%s%s:%d\n" % (EXIT_PREFIX, mark, code))
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass  # no stdout: the client falls back to the API's verdict
+    return code
+
+
+def keep(argv, env, out_dir, spec):
+    """Run the command and save $FAIRING_OUTPUT_DIR to the store `spec` names. Its exit code
+    (EXIT_NOT_SAVED / EXIT_NOT_REGISTERED when the command succeeded and that failed)."""
     run_id = run_id_of(env)
     started, t0 = _now(), time.time()
     registering = bool(env.get(REGISTER_ENV))

@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Callable, Iterable, Iterator
 
+from ..context import exit_line
 from ..errors import DeployError
 from .client import Kube, abort_response
 from .errors import Forbidden, Unreachable
@@ -107,13 +108,25 @@ def _unavailable(e: DeployError, pod: str, container: str) -> LogsUnavailable:
 
 def read_log(kube: Kube, pod: str, namespace: str, container: str, *, follow: bool = False,
              stop: threading.Event | None = None, on_open: Callable | None = None,
-             timestamps: bool = False, since_time: str | None = None) -> Iterator[str]:
+             timestamps: bool = False, since_time: str | None = None, exit_lines: bool = False,
+             tail_lines: int | None = None) -> Iterator[str]:
     """Lines of one container's log (`timestamps`: each starts with the runtime's RFC 3339 time
-    and a space). Once `stop` is set, a line still incomplete is dropped. Raises LogsUnavailable
+    and a space). Once `stop` is set, a line still incomplete is dropped. The outputs shim's exit
+    line (fairing.context.exit_line) is left out unless `exit_lines`. Raises LogsUnavailable
     with the reason."""
+    if not exit_lines:
+        lines = read_log(kube, pod, namespace, container, follow=follow, stop=stop, on_open=on_open,
+                         timestamps=timestamps, since_time=since_time, exit_lines=True, tail_lines=tail_lines)
+        for ln in lines:
+            said = exit_line(_stamped(ln)[1] if timestamps else ln)
+            if said is None:
+                yield ln
+            elif said[2]:
+                yield ln[:len(ln) - len(_stamped(ln)[1]) if timestamps else 0] + said[2]
+        return
     try:
         resp = kube.pod_log(pod, namespace, container=container, follow=follow, timestamps=timestamps,
-                            since_time=since_time)
+                            since_time=since_time, **({"tail_lines": tail_lines} if tail_lines else {}))
     except (Unreachable, Forbidden):
         raise  # the API server itself is the problem, not this pod's log
     except DeployError as e:
@@ -161,9 +174,12 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                 terminal: tuple[str, ...] = ("Succeeded", "Failed"), prefix: bool = True,
                 timeout: float | None = None,
                 verdict: Callable[[dict, list[dict]], str | None] | None = None,
-                created: dict | None = None) -> Iterator[str]:
+                created: dict | None = None, exit_mark: str | None = None,
+                on_exit: Callable[[str, int], None] | None = None) -> Iterator[str]:
     """Stream the logs of all replicas as they start, until the workload is finished: its state
-    is terminal, or `verdict(obj, pods)` says its pods have ended it (see kube.wait.wait_for).
+    is terminal, or `verdict(obj, pods)` says its pods have ended it (see kube.wait.wait_for), or
+    (`exit_mark`, a Job's nonce) the outputs shim's exit line with code 0 came: `on_exit(pod,
+    code)` is told, and the stream ends without waiting for the kubelet to report the exit.
     `created`: the workload as this process's create returned it; its pods are all younger, so
     both watches start at its resourceVersion instead of listing first."""
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -199,10 +215,16 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
             last, dups, received = None, 0, 0
             try:
                 for line in read_log(kube, pname, namespace, cname, follow=True, stop=halt, timestamps=True,
-                                     on_open=lambda r: opened(pname, r)):
+                                     on_open=lambda r: opened(pname, r), exit_lines=True):
                     stamp, text = _stamped(line)
                     last, dups = (stamp, dups + 1) if stamp == last else (stamp, 1)
                     received += 1
+                    if (said := exit_line(text)) is not None:
+                        if said[2]:
+                            mux.put(("log", "LINE", pre + said[2]))
+                        if exit_mark is not None and said[0] == exit_mark:
+                            mux.put(("exit", str(said[1]), pname))
+                        continue
                     mux.put(("log", "LINE", pre + text))
                 if halt.is_set() and not stop.is_set():
                     # The container ended: its log file is complete, but the kubelet closes a follow
@@ -211,7 +233,8 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                     # second on, skipping what came already (all of it, counted, when a server
                     # gave no times).
                     since = None if last is None else _since_time(last[0])
-                    for line in read_log(kube, pname, namespace, cname, timestamps=True, since_time=since, stop=stop):
+                    for line in read_log(kube, pname, namespace, cname, timestamps=True, since_time=since, stop=stop,
+                                         exit_lines=True):
                         stamp, text = _stamped(line)
                         if last is None and received > 0:
                             received -= 1
@@ -219,7 +242,9 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                         if last is not None and stamp is not None and (stamp < last or (stamp == last and dups > 0)):
                             dups -= stamp == last
                             continue
-                        mux.put(("log", "LINE", pre + text))
+                        said = exit_line(text)
+                        if said is None or said[2]:
+                            mux.put(("log", "LINE", pre + (text if said is None else said[2])))
             except LogsUnavailable as e:
                 mux.put(("log", "LINE", f"{pre}({e.message}; {e.hint})"))
             except DeployError as e:
@@ -249,6 +274,17 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                     return
                 if key == "log":
                     yield ev
+                    continue
+                if key == "exit":
+                    # The shim's last line: the command ended with this code and its outputs are
+                    # kept (see image_runtime/outputs.py say_exit). Code 0 ends a Job that one pod
+                    # decides; any other code waits for the Job's verdict (a retry may follow).
+                    if etype == "0" and not finished_owner:
+                        if on_exit is not None:
+                            on_exit(ev, 0)
+                        finish()
+                        halts[ev].set()  # its pump reads what is left at once (see pump)
+                        abort_response(responses.get(ev))
                     continue
                 if key == "logend":
                     active.discard(ev)

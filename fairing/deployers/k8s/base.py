@@ -138,6 +138,9 @@ class KubeDeployer(KubeAccess, Deployer):
     # from the pods; the object's own state decides). Job: see job.job_pod_verdict; `as_failed`
     # gives the object and pods as the controllers will write them after a "Failed" verdict.
     verdict = None
+    # The nonce of the outputs shim's exit line in a workload's pods when that line may end a
+    # wait (a Job one pod decides: job.exit_mark), else None.
+    exit_mark = None
 
     @staticmethod
     def as_failed(obj: dict, pods: list[dict]) -> tuple[dict, list[dict]]:
@@ -256,6 +259,7 @@ class KubeHandle(Handle):
         self._log_cache: str | None = None
         self._deleted = False
         self._created_obj: dict | None = None  # the object as this process created it (deploy)
+        self._exited: str | None = None  # the pod whose shim said its command exited 0 (logs)
 
     def __repr__(self) -> str:
         return f"<{self.deployer.kind} {self.namespace}/{self.name}>"
@@ -293,8 +297,34 @@ class KubeHandle(Handle):
         st = self._state(obj)
         if st not in ("Succeeded", "Failed") and self.deployer.verdict is not None and st != "Queued":
             # The pods may have ended it already; the controller writes its condition later.
-            st = self.deployer.verdict(obj, self.pods()) or st
+            pods = self.pods()
+            st = self.deployer.verdict(obj, pods) or st
+            # The Job's counts lag its pod's (Pending until the controller counts it ready).
+            if st in ("Pending", "Running") and (self._exited is not None or self._said_exit(obj, pods)):
+                st = "Succeeded"  # what a wait returned on the shim's exit line, before the API says it
         return st
+
+    def _said_exit(self, obj: dict, pods: list[dict]) -> bool:
+        """A running pod of a Job one pod decides whose log ends with the shim's exit line, code 0
+        (its command exited and the kubelet has not reported it yet; see KubeHandle.wait)."""
+        from ...context import exit_line
+        from ...kube.logs import read_log
+
+        mark = self.deployer.exit_mark(obj) if self.deployer.exit_mark else None
+        if not mark:
+            return False
+        for p in pods:
+            if (p.get("status") or {}).get("phase") != "Running":
+                continue
+            try:
+                tail = list(read_log(self.kube, p["metadata"]["name"], self.namespace, self.deployer.pod_container(p),
+                                     exit_lines=True, tail_lines=1))
+            except DeployError:
+                continue
+            said = exit_line(tail[-1]) if tail else None
+            if said is not None and said[0] == mark and said[1] == 0:
+                return True
+        return False
 
     def _state(self, obj: dict) -> str:
         # A workload in a Kueue queue reads "Queued", then "Admitted", before its own states.
@@ -332,6 +362,14 @@ class KubeHandle(Handle):
         from ...kube.wait import WaitTimeout, wait_for
 
         self._no_dry("wait for")
+        if self._exited is not None:
+            # The log followed to the shim's exit line: the command exited 0 and its outputs are
+            # kept, ~0.5 s before the kubelet's relist shows it (image_runtime/outputs.py say_exit
+            # says what could still differ). A Job one pod decides is then Complete.
+            self._drop_outputs_secret()
+            if self.deployer.cleanup:
+                self._cleanup()
+            return "Succeeded"
         started = datetime.datetime.now(datetime.timezone.utc)
         try:
             out = wait_for(self.kube, self.namespace, api_version=self.api_version, kind=self.kind, name=self.name,
@@ -401,8 +439,12 @@ class KubeHandle(Handle):
             return follow_logs(self.kube, self.namespace, api_version=self.api_version, kind=self.kind,
                                name=self.name, pod_selector=self.pod_selector, container=self.deployer.pod_container,
                                state=self.deployer.state, prefix=prefix, verdict=self.deployer.verdict,
-                               created=self._created_obj)
+                               created=self._created_obj, on_exit=self._on_exit,
+                               exit_mark=self.deployer.exit_mark(self._obj) if self.deployer.exit_mark else None)
         return pod_logs(self.kube, self.namespace, self.pods(), self.deployer.pod_container, prefix=prefix)
+
+    def _on_exit(self, pod: str, code: int) -> None:
+        self._exited = pod
 
     def log_text(self) -> str:
         """The workload container's full log from the pod that carries the result."""

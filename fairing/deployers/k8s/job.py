@@ -6,7 +6,11 @@
 """
 from __future__ import annotations
 
+import secrets
+
+from ...context import EXIT_MARK_ENV
 from ...errors import ConfigError
+from .. import pod as podlib
 from ..base import nonneg_int
 from .base import KubeDeployer, finished_outcome
 
@@ -73,6 +77,29 @@ def _ended(pod: dict) -> str | None:
     return "Succeeded" if all(states[n].get("exitCode") == 0 for n in names) else "Failed"
 
 
+def one_pod_job(job: dict | None) -> bool:
+    """A Job whose outcome its one pod's end decides (one completion, no parallelism, no rules
+    beyond backoffLimit): the kind `job_pod_verdict` and the shim's exit line apply to."""
+    spec = (job or {}).get("spec") or {}
+    return job is not None and (spec.get("completions") or 1) == 1 and (spec.get("parallelism") or 1) == 1 \
+        and not spec.get("suspend") and not spec.get("podFailurePolicy") \
+        and spec.get("backoffLimitPerIndex") is None and not spec.get("successPolicy") \
+        and spec.get("completionMode") != "Indexed"
+
+
+def exit_mark(job: dict | None) -> str | None:
+    """The nonce of the outputs shim's exit line (FAIRING_EXIT:<nonce>:<code>) in this Job's pods,
+    when the Job is one its one pod decides (see KubeHandle.wait): else None."""
+    from ...context import EXIT_MARK_ENV
+
+    if not one_pod_job(job):
+        return None
+    containers = (((job or {}).get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
+    if len(containers) != 1 or containers[0].get("name") != podlib.MAIN:
+        return None  # another regular container must end too before the pod does (job_pod_verdict)
+    return next((e.get("value") for e in containers[0].get("env") or [] if e.get("name") == EXIT_MARK_ENV), None)
+
+
 def job_pod_verdict(job: dict, pods: list[dict]) -> str | None:
     """How a one-pod Job ended, read from its pods before the job controller writes its Complete
     or Failed condition (the controller batches pod updates, ~1-2 s later): "Succeeded" once a pod
@@ -82,9 +109,7 @@ def job_pod_verdict(job: dict, pods: list[dict]) -> str | None:
     pod failure policy, per-index backoff, a success policy, suspended): their verdict is the
     Job's own condition, read by `job_state`."""
     spec = job.get("spec") or {}
-    if (spec.get("completions") or 1) != 1 or (spec.get("parallelism") or 1) != 1 or spec.get("suspend") \
-            or spec.get("podFailurePolicy") or spec.get("backoffLimitPerIndex") is not None \
-            or spec.get("successPolicy") or spec.get("completionMode") == "Indexed":
+    if not one_pod_job(job):
         return None
     # Only this Job's own pods: a selector by run id can match another Job's (a CronJob's runs
     # share one), whose end says nothing about this one.
@@ -132,11 +157,17 @@ class JobDeployer(KubeDeployer):
 
     def build(self, name, namespace, meta, template) -> dict:
         template.setdefault("spec", {})["restartPolicy"] = "Never"
+        # A fresh nonce for the outputs shim's exit line (fairing.context.exit_line): the client
+        # that reads it in the log ends its wait then. An image without the shim never says it.
+        main = podlib.find_container(template, podlib.MAIN)
+        main["env"] = [*(e for e in main.get("env") or [] if e.get("name") != EXIT_MARK_ENV),
+                       {"name": EXIT_MARK_ENV, "value": secrets.token_hex(8)}]
         return {"apiVersion": self.api_version, "kind": self.kind, "metadata": meta,
                 "spec": job_spec(template, self.options)}
 
     state = staticmethod(job_state)
     verdict = staticmethod(job_pod_verdict)
+    exit_mark = staticmethod(exit_mark)
     as_failed = staticmethod(as_failed)
 
     def replicas(self, obj: dict) -> int:
