@@ -90,8 +90,6 @@ def one_pod_job(job: dict | None) -> bool:
 def exit_mark(job: dict | None) -> str | None:
     """The nonce of the outputs shim's exit line (FAIRING_EXIT:<nonce>:<code>) in this Job's pods,
     when the Job is one its one pod decides (see KubeHandle.wait): else None."""
-    from ...context import EXIT_MARK_ENV
-
     if not one_pod_job(job):
         return None
     containers = (((job or {}).get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
