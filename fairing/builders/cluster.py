@@ -123,21 +123,14 @@ def secret_manifest(name: str, namespace: str, config_json: bytes, owner: dict |
 
 def digest_from_pod(pod: dict) -> str | None:
     """The pushed digest from the kaniko container's termination message, if it wrote one."""
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-        if cs.get("name") != CONTAINER:
-            continue
-        term = (cs.get("state") or {}).get("terminated") or {}
-        m = _DIGEST.search(term.get("message") or "")
-        if m:
-            return m.group(1)
-    return None
+    m = _DIGEST.search(_terminated(pod).get("message") or "")
+    return m.group(1) if m else None
 
 
 def _terminated(pod: dict) -> dict:
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-        if cs.get("name") == CONTAINER:
-            return (cs.get("state") or {}).get("terminated") or {}
-    return {}
+    from ..kube.reasons import container_state
+
+    return container_state(pod, CONTAINER).get("terminated") or {}
 
 
 def wait_for_pod(kube, name: str, *, until: Callable[[dict], bool], timeout: float, poll: float = 0.5) -> dict:
@@ -335,10 +328,9 @@ class ClusterBuilder(Builder):
 
 
 def _container_running(pod: dict) -> bool:
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-        if cs.get("name") == CONTAINER and (cs.get("state") or {}).get("running"):
-            return True
-    return False
+    from ..kube.reasons import container_state
+
+    return bool(container_state(pod, CONTAINER).get("running"))
 
 
 def _early_exit(pod: dict) -> tuple[str, str]:

@@ -110,6 +110,12 @@ def container_statuses(pod: dict) -> list[dict]:
     return (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or [])
 
 
+def container_state(pod: dict, name: str) -> dict:
+    """One container's state as the kubelet last reported it ({"running": ...}, {"terminated":
+    ...}, ...); {} before it reports that container."""
+    return next((cs.get("state") or {} for cs in container_statuses(pod) if cs.get("name") == name), {})
+
+
 def diagnose_pod(pod: dict, container: str | None = None) -> Diagnosis | None:
     """Why this pod is not progressing or failed; None if nothing is wrong (yet).
     With `container`, that container's state is preferred (sidecars are not the workload)."""
