@@ -536,22 +536,31 @@ def build_plan(p: Plan, ctx: BuildContext | None) -> tuple[dict, BuiltImage | No
 
 
 def dry_run(p: Plan, progress: Progress | None = None, *, image: BuiltImage | None = None,
-            variant: Variant | None = None, build_only: bool = False) -> dict:
+            variant: Variant | None = None, build_only: bool = False, per_job: bool | None = None) -> dict:
     """The build plan and every manifest (of the deployer with `variant`), without building or
-    applying anything. `build_only`: the build plan alone (`fair build --dry-run`)."""
+    applying anything. `build_only`: the build plan alone (`fair build --dry-run`). `per_job`:
+    as keep_outputs takes it (Katib's trials)."""
     progress = progress or Progress(enabled=False)
     if build_only:
         ctx = prepare(p, progress)
         return {"mode": "build", "build": make_builder(p).plan(ctx, p.target), "manifests": []}
+    ctx = image.context if image is not None else None
     if image is not None:
         plan_out = {"builder": None, "image": image.ref}
     else:
-        plan_out, image = build_plan(p, prepare(p, progress))
+        ctx = prepare(p, progress)
+        plan_out, image = build_plan(p, ctx)
     deployer = make_deployer(p, variant)
-    # A training run on a cluster keeps its outputs: the env, volumes and Secret it would get.
-    # (A tuning variant's trials are wired by the tuner; serving keeps no outputs.)
-    wired = dry_outputs(p, deployer, image) if p.on_cluster and not p.serving and variant is None \
-        and image is not None else None
+    # What a real run (or tuning trial) puts on its objects: run id and source hash labels,
+    # FAIRING_RUN_ID and FAIRING_IMAGE, from a record that is never saved (a dry run makes no run).
+    from .runs import hook
+
+    run = hook.unsaved(ctx)
+    hook.tag(deployer, run, image)
+    # A training run (or trial) on a cluster keeps its outputs: the env, volumes and Secret it
+    # would get. Serving keeps no outputs.
+    wired = dry_outputs(p, deployer, image, run.id, per_job=per_job) \
+        if p.on_cluster and not p.serving and image is not None else None
     manifests = deployer.render(image)
     # The Secret goes where the workload goes (the namespace as rendered: no kubeconfig needed).
     secret = wired.secret(((manifests[0] if manifests else {}).get("metadata") or {}).get("namespace"),
@@ -703,22 +712,18 @@ def wire_outputs(p: Plan, deployer: Any, store: Any, run_id: str, *, per_job: bo
     return m
 
 
-def dry_outputs(p: Plan, deployer: Any, image: BuiltImage) -> Any:
+def dry_outputs(p: Plan, deployer: Any, image: BuiltImage, run_id: str, *, per_job: bool | None = None) -> Any:
     """A dry run's share of keep_outputs: the same outputs env and volumes on the pods (the
     mutator, returned: its .secret(ns, redacted=True) is the run's Secret with placeholders for
     its values, never the credentials), so the printed manifests are what a real run applies.
-    The run id is the one the manifests show. None when the deployer takes no pod options."""
-    from .deployers import labels as L
+    `run_id`: the one the manifests show. None when the deployer takes no pod options."""
     from .outputs import store as ostore
 
     store, _ = ostore.for_run(p.settings.outputs, image.ref, on_cluster=True)
     deployer.outputs_store = store
-    labels = getattr(deployer, "labels", None)
-    if not isinstance(getattr(deployer, "mutators", None), tuple) or not isinstance(labels, dict):
+    if not isinstance(getattr(deployer, "mutators", None), tuple):
         return None
-    import uuid
-
-    return wire_outputs(p, deployer, store, labels.setdefault(L.RUN_ID, uuid.uuid4().hex[:10]))
+    return wire_outputs(p, deployer, store, run_id, per_job=per_job)
 
 
 def follow_store(p: Plan, deployer: Any, run: Any, store_text: str) -> None:

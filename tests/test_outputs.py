@@ -143,6 +143,11 @@ def test_a_dry_run_shows_the_outputs_env_and_a_redacted_secret(tmp_path, local_e
     env_of = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env_of["FAIRING_OUTPUT_DIR"] == "/tmp/fairing-output"
     assert json.loads(env_of["FAIRING_OUTPUTS_STORE"])["kind"] == ("s3" if store.startswith("s3") else "dir")
+    # The run's identity as a real run puts it on the pod and objects (no record is made).
+    assert env_of["FAIRING_RUN_ID"] == run_id == job["spec"]["template"]["metadata"]["labels"]["fairing.dev/run-id"]
+    assert env_of["FAIRING_IMAGE"] == pod["containers"][0]["image"]
+    source_hash = job["metadata"]["labels"]["fairing.dev/source-hash"]
+    assert job["metadata"]["annotations"]["fairing.dev/source-digest"].startswith("sha256:" + source_hash)
     secrets = [d for d in docs if d["kind"] == "Secret"]
     if store.startswith("s3"):
         (sec,) = secrets
@@ -154,6 +159,29 @@ def test_a_dry_run_shows_the_outputs_env_and_a_redacted_secret(tmp_path, local_e
     else:
         assert secrets == [] and "FAIRING_OUTPUTS_AUTH" not in env_of
         assert [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]] == ["claim"]
+
+
+def test_a_dry_run_labels_its_manifests_as_a_run_would_and_records_nothing(tmp_path, local_env):
+    """The source hash a dry run shows is the code's (the same code, the same hash; an edit, another),
+    each dry run has its own run id, and no run record is made."""
+    import yaml
+
+    (tmp_path / "kubeconfig").write_text(KUBECONFIG_NOWHERE)
+    env = {**local_env, "KUBECONFIG": str(tmp_path / "kubeconfig"), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+
+    def dry(code):
+        (tmp_path / "train.py").write_text(code)
+        r = fair("train", "train.py", "--dry-run", "--deployer", "job", "--registry", "registry.example.com/team",
+                 "--base-image", "registry.example.com/python:3.11", env=env, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        job = next(d for d in yaml.safe_load_all(r.stdout) if d and d.get("kind") == "Job")
+        return job["metadata"]["labels"]["fairing.dev/run-id"], job["metadata"]["labels"]["fairing.dev/source-hash"]
+
+    (id1, h1), (id2, h2), (_, h3) = dry("print('a')\n"), dry("print('a')\n"), dry("print('b')\n")
+    assert h1 == h2 != h3 and id1 != id2
+    runs = fair("runs", "-o", "json", env=env, cwd=tmp_path)
+    assert runs.returncode == 0, runs.stderr
+    assert json.loads(runs.stdout) == []
 
 
 # --- the shim, against real stores -----------------------------------------------------------------

@@ -336,6 +336,40 @@ def test_dry_run_jobs_prints_one_trial_job(tmp_path, registry):
     assert main["args"] == ["--x", "3.0"] and {"name": "FAIRING_PARAM_X", "value": "3.0"} in main["env"]
 
 
+@pytest.mark.parametrize("backend", ["jobs", "katib"])
+def test_dry_run_shows_the_trials_outputs_wiring(tmp_path, registry, backend):
+    """A tuning dry run prints what its trials would get to keep their outputs, as `fair train
+    --dry-run` does: the store's env on the trial pod, the credentials Secret (created before the
+    trials, values never shown) mounted into it, and the trial's run identity (a jobs trial: its
+    run id; a Katib trial: its run named after its Job, under the tuning run)."""
+    import yaml
+
+    (tmp_path / "train.py").write_text(TRAIN)
+    key = "dry-tune-secret-never-shown"
+    r = fair("tune", "train.py", "--param", "x=0..6", "--objective", "score", "--backend", backend,
+             "--registry", f"{registry.host}/team", "--name", "sweep", "--outputs", "s3://bucket/runs", "--dry-run",
+             cwd=tmp_path, env=env(AWS_ACCESS_KEY_ID="AKIDTUNE", AWS_SECRET_ACCESS_KEY=key,
+                                   AWS_ENDPOINT_URL="http://10.0.0.1:8333"), check=0)
+    assert r.returncode == 0, r.stderr
+    assert key not in r.stdout + r.stderr and "AKIDTUNE" not in r.stdout + r.stderr
+    docs = [d for d in yaml.safe_load_all(r.stdout) if d and "kind" in d]
+    assert [d["kind"] for d in docs] == ["Secret", "Job" if backend == "jobs" else "Experiment"]
+    secret, workload = docs
+    job = workload if backend == "jobs" else workload["spec"]["trialTemplate"]["trialSpec"]
+    run_id = job["metadata"]["labels"]["fairing.dev/run-id"]
+    assert secret["metadata"]["name"] == f"fairing-outputs-{run_id}"
+    assert secret["data"] == {"auth.json": "<redacted: set at deploy from your store credentials>"}
+    pod = job["spec"]["template"]["spec"]
+    env_of = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert json.loads(env_of["FAIRING_OUTPUTS_STORE"])["kind"] == "s3"
+    assert [v["secret"]["secretName"] for v in pod["volumes"]] == [secret["metadata"]["name"]]
+    assert env_of["FAIRING_IMAGE"] == pod["containers"][0]["image"]
+    if backend == "jobs":
+        assert env_of["FAIRING_RUN_ID"] == run_id
+    else:  # each trial's run is named after the Job Katib makes, its parent the tuning run
+        assert "FAIRING_RUN_ID" not in env_of and env_of["FAIRING_RUN_PARENT"] == run_id
+
+
 # --- local containers: the image is built and pushed once ----------------------------------------
 
 def manifest_puts(repo: str) -> int:

@@ -70,6 +70,21 @@ def start_for_plan(command: str, p, *, parent: str | None = None, warn: Callable
 RUN_ID_ENV, IMAGE_ENV = "FAIRING_RUN_ID", "FAIRING_IMAGE"
 
 
+def unsaved(ctx: Any = None) -> Run:
+    """A record that is never written (a dry run's): a fresh id and the source digest of `ctx`,
+    what `tag` puts on the manifests a real run would apply."""
+    from .record import new_id
+    from .source import source_digest
+
+    doc: dict[str, Any] = {"id": new_id()}
+    if ctx is not None:
+        try:
+            doc["source"] = {"digest": source_digest(ctx)}
+        except OSError:
+            pass  # a file vanished meanwhile: the manifests lack the source hash, as a record would
+    return Run(doc)
+
+
 def tag(deployer: Any, run: Run, image: Any = None) -> None:
     """Put the run id and source hash on everything the deployer creates (its labels/annotations
     options, which every fairing deployer applies to its objects and pod templates), and give the

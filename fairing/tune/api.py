@@ -90,12 +90,15 @@ def run(entry: Any, params: Mapping[str, Any], *, settings: Any, objective: str,
             from . import katib
 
             planned = build_mod.dry_run(p, {n: "" for n in space}, progress, with_args=not is_fn,
-                                        texts=katib.placeholders(space), mutators=mutators)
-            job = planned["manifests"][0]
+                                        texts=katib.placeholders(space), mutators=mutators, per_job=True)
+            # The trial Job's template goes into the Experiment; what the trials' pods need made
+            # beforehand (the outputs Secret) is printed before it, as a real run creates it first.
+            job = next(m for m in planned["manifests"] if m.get("kind") == "Job")
             exp = katib.experiment(exp_name, job, space, objective=objective, goal=goal, algorithm=algorithm,
                                    trials=trials, parallel=parallel, max_failed=max_failed,
                                    with_args=not is_fn, seed=seed)
-            return {**common, "mode": planned["mode"], "build": planned["build"], "manifests": [exp]}
+            before = [m for m in planned["manifests"] if m is not job]
+            return {**common, "mode": planned["mode"], "build": planned["build"], "manifests": [*before, exp]}
         example = {n: _example(v) for n, v in space.items()}
         planned = build_mod.dry_run(p, example, progress, with_args=not is_fn, name=f"{exp_name}-0",
                                     mutators=mutators)

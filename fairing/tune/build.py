@@ -126,13 +126,15 @@ def build_once(p: Any, progress: Any, mutators: tuple = ()) -> BuiltImage:
 
 
 def dry_run(p: Any, params: Mapping[str, Any], progress: Any, *, with_args: bool = True,
-            texts: Mapping[str, str] | None = None, name: str | None = None, mutators: tuple = ()) -> dict:
+            texts: Mapping[str, str] | None = None, name: str | None = None, mutators: tuple = (),
+            per_job: bool | None = None) -> dict:
     """The build plan and one trial's manifests (with `params`, or Katib placeholders in `texts`),
-    building and applying nothing: pipeline.dry_run on the plan with the trial's deployer."""
+    building and applying nothing: pipeline.dry_run on the plan with the trial's deployer, wired
+    for outputs as a trial is (`per_job`: Katib's trials name their runs after their Jobs)."""
     from .. import pipeline
 
     return pipeline.dry_run(p, progress, variant=trial(p, name, params, with_args=with_args, texts=texts,
-                                                       mutators=mutators))
+                                                       mutators=mutators), per_job=per_job)
 
 
 def trial(p: Any, trial_name: str | None, params: Mapping[str, Any], *, with_args: bool = True,
