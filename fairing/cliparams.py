@@ -5,14 +5,20 @@ pydantic TypeAdapter built on first use, even for an option left unset: for `fai
 pydantic import and ~40 adapters, ~0.09 s of every command at low load (more on a loaded machine),
 before anything of fairing's runs. `install()` puts a cheap step in front of typer's: an unset
 option, a str given a str, a list of str, an int given as plain decimal digits within its bounds,
-or a value already of its exact type give the value pydantic would give, at once. Anything else
-(paths, a custom parser, choices, a number out of bounds or not in plain digits, bytes, ...) goes to
-typer's own coercion, built on first use as before, so results and error messages stay typer's.
+a value already of its exact type, or a Path given a str (then typer's own path checks) give the
+value pydantic would give, at once. Anything else (a custom parser, choices, a number out of
+bounds or not in plain digits, bytes, ...) goes to typer's own coercion, built on first use as before, so results and error messages stay typer's.
 With a typer that coerces otherwise (older ones use click's types), `install()` does nothing."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, List
+
+try:  # typer's path checks after the conversion (no pydantic in them for a Path value)
+    from typer._param_types import coerce_cli_path as _path_checks
+except ImportError:  # pragma: no cover - another typer: its own coercion does it all
+    _path_checks = None
 
 # Plain decimal digits, short enough to be an ordinary int: pydantic parses these to int(text) too
 # (it also takes "+3", " 5", "1_000", "3.0"; those go to it).
@@ -65,6 +71,13 @@ class PlainFirst:
             got = plain(d.annotation, d.parameter_info, value)
             if got is not MISSING:
                 return got
+            if d.annotation is Path and type(value) is str and _path_checks is not None \
+                    and getattr(d.parameter_info, "path_type", None) in (None, Path):
+                # pydantic's Path of a str is Path(str); typer's own checks (exists, readable...) follow.
+                try:
+                    return _path_checks(Path(value), d.parameter_info, path_type=Path, param=param, ctx=ctx)
+                except ValueError:
+                    pass  # ("embedded null byte"): pydantic words it; typer's coercion below does
         if self._typers is None:
             self._typers = self._build(d)
         return self._typers.coerce(value, param=param, ctx=ctx)

@@ -34,7 +34,7 @@ def _outcome(runtime, value, param, ctx):
 
 
 VALUES = [None, "7", "0", "-1", "007", "+3", " 5", "1.5", "abc", "", "a\udcffb", 3, -2, 2.5, True, False,
-          ("a", "b"), ["x"], (), ("1", "2"), b"bytes"]
+          ("a", "b"), ["x"], (), ("1", "2"), b"bytes", ".", "/", "/no/such/file", "/etc/hostname", "a\x00b"]
 
 
 @pytest.mark.skipif(not getattr(typer.core, "build_runtime_param", None), reason="a typer that coerces with click's types")
@@ -55,11 +55,13 @@ def test_plain_values_coerce_as_typers_own_coercion_does():
 
 def test_a_command_with_plain_options_does_not_import_pydantic(tmp_path):
     (tmp_path / "x.py").write_text("print('x')\n")
+    (tmp_path / "team.yaml").write_text("cpu: 500m\n")
     r = subprocess.run([sys.executable, "-X", "importtime", "-m", "fairing.cli", "train", "x.py", "--dry-run",
-                        "--gpus", "2", "-e", "A=1", "-e", "B=2", "--memory", "1Gi", "-o", "json"],
+                        "--gpus", "2", "-e", "A=1", "-e", "B=2", "--memory", "1Gi", "--config", "team.yaml",
+                        "-o", "json"],
                        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0, r.stderr[-2000:]
-    assert '"memory": "1Gi"' in r.stdout and '"name": "B"' in r.stdout  # the options reached the plan
+    assert '"memory": "1Gi"' in r.stdout and '"cpu": "500m"' in r.stdout and '"name": "B"' in r.stdout  # all reached the plan
     assert "fairing.cli" in r.stderr and "pydantic" not in r.stderr  # importtime lists every module imported
 
 
