@@ -2,7 +2,7 @@
 
 typer >= 0.25 (it vendors its own click) coerces each parameter of the command being run with a
 pydantic TypeAdapter built on first use, even for an option left unset: for `fair train` that is the
-pydantic import and ~40 adapters, ~0.09 s of every command at low load (more on a loaded machine),
+pydantic import and ~40 adapters, ~0.06 s of every command at low load (0.1-0.14 s at load 3-11),
 before anything of fairing's runs. `install()` puts a cheap step in front of typer's: an unset
 option, a str given a str, a list of str, an int given as plain decimal digits within its bounds,
 a value already of its exact type, or a Path given a str (then typer's own path checks) give the
