@@ -1,14 +1,15 @@
 """`fair`'s parameters coerced without pydantic when the value is plain.
 
-typer 0.29 (its own vendored click, pydantic for coercion) coerces each parameter of the command run
-with a pydantic TypeAdapter built on first use, even for an option left unset: for `fair train` that is the
-pydantic import and ~40 adapters, ~0.06 s of every command at low load (0.1-0.14 s at load 3-11),
+typer 0.29 (its own vendored click, pydantic for coercion) coerces each parameter of the command
+run with a pydantic TypeAdapter built on first use, even for an option left unset: for `fair train`
+that is the pydantic import and ~40 adapters, ~0.06 s of every command at low load (0.1-0.14 s at load 3-11),
 before anything of fairing's runs. `install()` puts a cheap step in front of typer's: an unset
 option, a str given a str, a list of str, an int given as plain decimal digits within its bounds,
 a value already of its exact type, or a Path given a str (then typer's own path checks) give the
 value pydantic would give, at once. Anything else (a custom parser, choices, a number out of
 bounds or not in plain digits, bytes, ...) goes to typer's own coercion, built on first use as
-before, so results and error messages stay typer's. With a typer that coerces otherwise (older ones use click's types), `install()` does nothing."""
+before, so results and error messages stay typer's. With a typer that coerces otherwise (older
+ones use click's types), `install()` does nothing."""
 from __future__ import annotations
 
 import re
