@@ -213,15 +213,17 @@ def pickled_versions(data: bytes) -> dict[str, tuple[str, str]]:
 def check(files: Mapping[str, object], requirements: Iterable[str]) -> list[str]:
     """Warn (SkewWarning) for each pickled package whose version the image's pins exclude; returns
     the messages."""
+    pickles = sorted(((d, s) for d, s in files.items() if d.endswith(PICKLE_SUFFIXES)), key=lambda f: f[0])
+    requirements = list(requirements)
+    if not pickles or not requirements:
+        return []  # nothing to compare: spares every run of a plain script the `packaging` import
     from packaging.version import InvalidVersion, Version
 
     pins = _pins(requirements)
     if not pins:
         return []
     messages = []
-    for dst, src in sorted(files.items()):
-        if not dst.endswith(PICKLE_SUFFIXES):
-            continue
+    for dst, src in pickles:
         data = _read(src)
         if data is None:
             continue

@@ -75,6 +75,17 @@ def test_index_resolution_by_platform(registry, base_image, tag):
     assert "linux/amd64" in e.value.hint
 
 
+def test_a_tag_pinned_in_this_process_is_known_without_asking_again(registry, base_image):
+    """What a run record takes as the base's digest: the one the build pinned the tag to."""
+    from fairing.oci.registry import client_for, pinned
+
+    digest = client_for(registry.host).pin(REPO, "3.11-oci")
+    assert digest == RegistryClient(registry.host).manifest_digest(REPO, "3.11-oci")
+    assert pinned(registry.host, REPO, "3.11-oci") == digest
+    assert pinned(registry.host, REPO, "no-such-tag") is None
+    assert pinned("127.0.0.1:1", REPO, "3.11-oci") is None  # another registry's pins are not this one's
+
+
 def test_missing_image_is_a_clear_error(registry, base_image):
     with pytest.raises(BuildError, match="not found") as e:
         RegistryClient(registry.host).resolve(REPO, "no-such-tag", "linux/amd64")

@@ -487,6 +487,20 @@ def client_for(registry: str, **options) -> RegistryClient:
         return _clients[key][0]
 
 
+def pinned(registry: str, repo: str, ref: str) -> str | None:
+    """The digest a client of `registry` in this process pinned `repo:ref` to within the TTL (a
+    build just did: the base it built on), without asking the registry; None if none did."""
+    now = time.monotonic()
+    with _clients_lock:
+        clients = [c for k, (c, until) in _clients.items() if k[0] == registry and until > now]
+    for c in clients:
+        with c._memo_lock:
+            hit = c._pins.get((repo, ref))
+        if hit and hit[1] > now:
+            return hit[0]
+    return None
+
+
 class _SessionLost(Exception):
     pass
 

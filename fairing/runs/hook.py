@@ -118,9 +118,13 @@ def base_of(p) -> tuple[str | None, str | None]:
         return base, None  # a layout or the engine's own copy: no registry to ask
     try:
         from ..oci import reference
-        from ..oci.registry import client_for
+        from ..oci.registry import client_for, pinned
 
         ref = reference.parse(base)
+        # The digest the build pinned the tag to (what it built on), else one HEAD of its own.
+        known = pinned(ref.registry, ref.repository, ref.identifier)
+        if known:
+            return base, known
         opts = {k: v for k, v in p.builder.options.items() if k in ("insecure", "ca_file")}
         return base, client_for(ref.registry, retries=0, timeout=(3.0, 10.0), **opts).manifest_digest(ref.repository, ref.identifier)
     except Exception:  # noqa: BLE001 - unreachable or private base: the record just lacks the digest
