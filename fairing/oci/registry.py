@@ -535,6 +535,10 @@ class Pusher:
         self._sent: dict[str, Future] = {}  # digest -> its send
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="fairing-push")
+        # Blobs sent while the build is still running go one at a time: one stream is enough to
+        # keep up with the layers being made, and takes less CPU from them than `jobs` streams.
+        self._early = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fairing-push-early")
+        self._finishing = False
 
     def __enter__(self) -> "Pusher":
         return self
@@ -548,7 +552,8 @@ class Pusher:
         self.check()
         with self._lock:
             if layer.digest not in self._sent:
-                self._sent[layer.digest] = self._pool.submit(self._timed, self._send_layer, layer)
+                pool = self._pool if self._finishing else self._early
+                self._sent[layer.digest] = pool.submit(self._timed, self._send_layer, layer)
 
     def check(self) -> None:
         """Raise the error of a send that already failed, if any."""
@@ -564,6 +569,7 @@ class Pusher:
         with self._lock:
             for f in self._sent.values():
                 f.cancel()
+        self._early.shutdown(wait=True)
         self._pool.shutdown(wait=True)
 
     def _timed(self, fn, *args) -> None:
@@ -603,6 +609,7 @@ class Pusher:
         """Send what is left of `image`, wait for every blob, then PUT the manifest (by tag, or by
         digest without a tag; skipped when the tag already points at the same digest). Returns
         the image's digest; `stats` then counts every blob this pusher sent or found."""
+        self._finishing = True  # the image is complete: what is left goes on all `jobs` streams
         for layer in image.layers:  # a layer listed twice is still one blob
             self.send(layer)
         with self._lock:
