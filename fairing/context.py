@@ -97,7 +97,9 @@ class BuildStats:
     layers_skipped: int = 0
     bytes_uploaded: int = 0
     # Where the time went, seconds: resolve, download, install, tar, compress (tar and compress:
-    # CPU seconds summed over threads), layers (their wall time), upload. Empty for other builders.
+    # CPU seconds summed over threads), layers (their wall time), upload (publishing's wall time,
+    # after the image was complete: the append builder sends each layer to a registry as soon as
+    # it is made), sending (its blob sends, summed over threads). Empty for other builders.
     phases: Mapping[str, float] = field(default_factory=dict)
 
 

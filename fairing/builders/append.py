@@ -164,13 +164,51 @@ class AppendBuilder(Builder):
         }
 
     def image(self, ctx: BuildContext, target=None) -> Image:
-        """The image value for `ctx` (layers built into the local cache, nothing pushed)."""
+        """The image value for `ctx`: layers built into the local cache. With a registry target,
+        each layer is also sent as soon as it is made (the upload overlaps the rest of the build);
+        the manifest, which makes it an image, is only pushed by publishing. A build that fails
+        stops those sends and pushes no manifest."""
         self.phases = {}
         self._resolved: tuple[str, ...] = ()  # the requirements as resolved (run records show them)
+        self._stop_pusher()
+        try:
+            return self._image(ctx, target)
+        except BaseException:
+            self._stop_pusher()
+            raise
+
+    def _stop_pusher(self) -> None:
+        pusher, self._pusher = getattr(self, "_pusher", None), None
+        if pusher is not None:
+            pusher.close()
+
+    def _start_pusher(self, target):
+        """A Pusher for a registry target, else None. Its client is the one publishing uses (one
+        ping, one token)."""
+        if target is None or getattr(target, "kind", None) != REGISTRY:
+            return None
+        from ..oci.registry import Pusher, fetch_to_cache
+
+        ref = target.ref
+        self._pusher = Pusher(ref, self._client(ref.registry), fetch=fetch_to_cache(self.cache, self._client),
+                              jobs=self.jobs, progress=self._say)
+        return self._pusher
+
+    def _image(self, ctx: BuildContext, target) -> Image:
         base = self._load_base()
         if self.compression.name == "zstd":
             base = base.to_oci()  # Docker manifests have no zstd layer type
+        pusher = self._start_pusher(target)
         layer_type = OCI_LAYER_ZSTD if self.compression.name == "zstd" else base.layer_media_type
+
+        def send(made) -> None:
+            """A layer just made (or found in the cache): on its way to the registry now."""
+            if pusher is not None:
+                pusher.send(Layer(made.digest, made.size, layer_type, made.diff_id, path=made.path))
+
+        if pusher is not None:
+            for layer in base.layers:  # HEAD (or mount, or fetch) the base's layers meanwhile
+                pusher.send(layer)
         created = timestamp(source_date_epoch())
         img = base
         env = dict(ctx.env)
@@ -185,7 +223,7 @@ class AppendBuilder(Builder):
                 log.warning("the context was made with Python %s but the base image has Python %s", ctx.python, python)
             deps = install_layers(list(ctx.requirements), python=python, tags=tags, cache=self.cache,
                                   compression=self.compression, progress=self._say, timings=self.phases,
-                                  interp=self._interpreter(python), ca_file=self.ca_file)
+                                  interp=self._interpreter(python), ca_file=self.ca_file, on_layer=send)
             made = [d for d in deps if d.built]
             # Kept for build() to put on the BuiltImage (from the wheels, or what pip installed).
             self._resolved = tuple(sorted({*(f"{w.name}=={w.version}" for d in deps for w in d.group.wheels),
@@ -214,6 +252,7 @@ class AppendBuilder(Builder):
             model = self.cache.build_layer({f"{workdir}/{dst}" if workdir else dst: src
                                             for dst, src in ctx.model_files.items()},
                                            compression=self.compression, timings=self.phases)
+            send(model)
             img = img.append(
                 Layer(model.digest, model.size, layer_type, model.diff_id, path=model.path),
                 created_by=f"fairing: copy {len(ctx.model_files)} model files to {ctx.workdir}"
@@ -264,11 +303,16 @@ class AppendBuilder(Builder):
         from ..oci.registry import fetch_to_cache
         from ..publish.pick import Needs
 
+        pusher, self._pusher = getattr(self, "_pusher", None), None  # the publisher finishes or closes it
+        self._handed = pusher  # published() reads its send time
         return Needs(clients=self._client, fetch=fetch_to_cache(self.cache, self._client), jobs=self.jobs,
-                     say=self._say)
+                     say=self._say, pusher=pusher)
 
     def published(self, built: BuiltImage, seconds: float) -> BuiltImage:
-        self.phases["upload"] = seconds
+        self.phases["upload"] = seconds  # after the image was complete (layers sent during the build not counted)
+        handed, self._handed = getattr(self, "_handed", None), None
+        if handed is not None:
+            self.phases["sending"] = handed.seconds  # every blob send, during the build or after, summed over threads
         s = built.stats
         self._say(f"built {built.ref} ({s.layers_uploaded} layers uploaded, {s.layers_skipped} skipped, {s.bytes_uploaded} bytes)")
         self._say("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.phases.items()))

@@ -216,6 +216,9 @@ class _BlockWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
+    def tell(self) -> int:
+        return self.raw_size  # tarfile's "w" mode asks where the archive starts
+
     def write(self, b) -> int:
         n = len(b)
         self.raw_sha.update(b)
@@ -223,10 +226,13 @@ class _BlockWriter(io.RawIOBase):
         if self.comp.name == "gzip":
             self.crc = zlib.crc32(b, self.crc)
         self.buf += b
-        while len(self.buf) >= self.comp.block:
-            data = bytes(self.buf[: self.comp.block])
-            del self.buf[: self.comp.block]
-            self._submit(data, last=False)
+        block = self.comp.block
+        if len(self.buf) >= block:
+            with memoryview(self.buf) as view:  # one copy per piece, not two
+                pieces = [bytes(view[i:i + block]) for i in range(0, len(self.buf) - block + 1, block)]
+            del self.buf[: len(pieces) * block]
+            for data in pieces:
+                self._submit(data, last=False)
         return n
 
     def _submit(self, data: bytes, last: bool) -> None:
@@ -281,8 +287,10 @@ def write_layer(entries: Mapping[str, Source], out: BinaryIO, *, mtime: int | No
     raw = _BlockWriter(out, compression)
     try:
         # copybufsize: each file is copied in 1 MiB reads, not tarfile's 16 KiB (fewer zip reads
-        # for installed wheels: ~7% of the tar time); the bytes written are the same.
-        with tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT, bufsize=256 << 10, copybufsize=1 << 20) as tar:
+        # for installed wheels: ~7% of the tar time). Mode "w" writes straight into `raw`; the
+        # stream mode "w|" re-buffered every write in bytes objects (~2.5 copies per byte). The
+        # bytes written are the same either way (the end is padded to tar's 10 KiB record in both).
+        with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT, copybufsize=1 << 20) as tar:
             for p in sorted(items):
                 _add(tar, p, items[p], mtime)
         raw.finish()

@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -530,55 +530,105 @@ def _open(path: Path):
     return lambda: open(path, "rb")
 
 
-def push(
-    image: Image,
-    target: Reference,
-    client: RegistryClient,
-    *,
-    fetch: Callable[[Layer], Path],
-    jobs: int = 4,
-    progress: Callable[[str], None] | None = None,
-    _retry_lost: bool = True,
-) -> tuple[str, PushStats]:
-    """Push every blob of `image` to `target`'s repository (in parallel), then the manifest.
+class Pusher:
+    """The blobs of one image sent to one repository as they become known, the manifest last.
 
-    Layers with a local `path` are uploaded if absent; layers in another repository of the same
-    registry are mounted (falling back to an upload); other layers are first fetched locally with
-    `fetch`. The manifest is PUT (by tag, or by digest without a tag) only after every blob is
-    confirmed, and skipped when the tag already points at the same digest."""
-    repo = target.repository
-    stats = PushStats()
-    say = progress or (lambda msg: log.info("%s", msg))
+    A builder calls `send(layer)` as each layer is made, so the upload of the big layers runs
+    beside the rest of the build; `finish(image)` sends whatever is left (the config, layers not
+    sent yet), waits for every blob, and only then PUTs the manifest. A build that fails calls
+    `close()` instead: no manifest and no tag are written. The blobs that already landed stay,
+    unreferenced, until the registry's garbage collection removes them (blobs without a manifest
+    are harmless: nothing can pull them by tag, and a rebuild's HEAD finds and reuses them)."""
 
-    def send_layer(layer: Layer) -> None:
+    def __init__(self, target: Reference, client: RegistryClient, *, fetch: Callable[[Layer], Path], jobs: int = 4,
+                 progress: Callable[[str], None] | None = None):
+        self.target, self.client, self.fetch = target, client, fetch
+        self.say = progress or (lambda msg: log.info("%s", msg))
+        self.stats = PushStats()
+        self.seconds = 0.0  # wall time of the blob sends, summed over threads
+        self._sent: dict[str, Future] = {}  # digest -> its send
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="fairing-push")
+        # Blobs sent while the build is still running go one at a time: one stream is enough to
+        # keep up with the layers being made, and takes less CPU from them than `jobs` streams.
+        self._early = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fairing-push-early")
+        self._finishing = False
+
+    def __enter__(self) -> "Pusher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def send(self, layer: Layer) -> None:
+        """Start sending `layer` (once per digest). Raises the first failed send's error, so a
+        build whose uploads fail stops early, with the error push() would have raised."""
+        self.check()
+        with self._lock:
+            if layer.digest not in self._sent:
+                pool = self._pool if self._finishing else self._early
+                self._sent[layer.digest] = pool.submit(self._timed, self._send_layer, layer)
+
+    def check(self) -> None:
+        """Raise the error of a send that already failed, if any."""
+        with self._lock:
+            done = [f for f in self._sent.values() if f.done() and not f.cancelled()]
+        for f in done:
+            if f.exception() is not None:
+                raise f.exception()
+
+    def close(self) -> None:
+        """Stop: sends not started are dropped, running ones are waited for (no thread outlives
+        the build). Idempotent."""
+        with self._lock:
+            for f in self._sent.values():
+                f.cancel()
+        self._early.shutdown(wait=True)
+        self._pool.shutdown(wait=True)
+
+    def _timed(self, fn, *args) -> None:
+        t0 = time.perf_counter()
+        try:
+            fn(*args)
+        finally:
+            with self._lock:
+                self.seconds += time.perf_counter() - t0
+
+    def _send_layer(self, layer: Layer) -> None:
+        repo, client, stats = self.target.repository, self.client, self.stats
         if client.blob_exists(repo, layer.digest):
             stats.add(skipped=1)
             return
         location = None
         if layer.source and layer.path is None:
             src_registry, _, src_repo = layer.source.partition("/")
-            if src_registry == target.registry and src_repo != repo:
+            if src_registry == self.target.registry and src_repo != repo:
                 location = client.mount(repo, layer.digest, src_repo)
                 if location is None:
                     stats.add(skipped=1, mounted=1)
                     return
-        path = layer.path or fetch(layer)
-        say(f"uploading layer {layer.digest[7:19]} ({layer.size} bytes)")
+        path = layer.path or self.fetch(layer)
+        self.say(f"uploading layer {layer.digest[7:19]} ({layer.size} bytes)")
         client.upload(repo, layer.digest, layer.size, _open(path), location)
         stats.add(uploaded=1, nbytes=layer.size)
 
-    def send_config() -> None:
+    def _send_config(self, image: Image) -> None:
         data = image.config_bytes
-        if client.blob_exists(repo, image.config_digest):
+        if self.client.blob_exists(self.target.repository, image.config_digest):
             return
-        client.upload(repo, image.config_digest, len(data), lambda: data)
-        stats.add(nbytes=len(data))
+        self.client.upload(self.target.repository, image.config_digest, len(data), lambda: data)
+        self.stats.add(nbytes=len(data))
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        unique: dict[str, Layer] = {}
+    def finish(self, image: Image) -> str:
+        """Send what is left of `image`, wait for every blob, then PUT the manifest (by tag, or by
+        digest without a tag; skipped when the tag already points at the same digest). Returns
+        the image's digest; `stats` then counts every blob this pusher sent or found."""
+        self._finishing = True  # the image is complete: what is left goes on all `jobs` streams
         for layer in image.layers:  # a layer listed twice is still one blob
-            unique.setdefault(layer.digest, layer)
-        futures = [pool.submit(send_layer, layer) for layer in unique.values()] + [pool.submit(send_config)]
+            self.send(layer)
+        with self._lock:
+            futures = list(self._sent.values())
+        futures.append(self._pool.submit(self._timed, self._send_config, image))
         errors = []
         for f in as_completed(futures):
             try:
@@ -589,22 +639,46 @@ def push(
                     other.cancel()
         if errors:
             raise errors[0]
+        repo, target = self.target.repository, self.target
+        raw, digest = image.manifest_bytes(), image.digest
+        if target.tag and self.client.manifest_digest(repo, target.tag) == digest:
+            self.say(f"{target.name}:{target.tag} already points at {digest[:19]}")
+        else:
+            self.client.put_manifest(repo, target.tag or digest, raw, image.media_type)
+            self.stats.add(nbytes=len(raw))
+        return digest
 
-    raw, digest = image.manifest_bytes(), image.digest
-    ref = target.tag or digest
-    if target.tag and client.manifest_digest(repo, target.tag) == digest:
-        say(f"{target.name}:{target.tag} already points at {digest[:19]}")
-    else:
+
+def push(
+    image: Image,
+    target: Reference,
+    client: RegistryClient,
+    *,
+    fetch: Callable[[Layer], Path],
+    jobs: int = 4,
+    progress: Callable[[str], None] | None = None,
+    pusher: Pusher | None = None,
+) -> tuple[str, PushStats]:
+    """Push every blob of `image` to `target`'s repository (in parallel), then the manifest.
+
+    Layers with a local `path` are uploaded if absent; layers in another repository of the same
+    registry are mounted (falling back to an upload); other layers are first fetched locally with
+    `fetch`. The manifest is PUT only after every blob is confirmed (Pusher.finish). `pusher`:
+    one the build already started sending this image's layers with (closed here either way)."""
+    pusher = pusher or Pusher(target, client, fetch=fetch, jobs=jobs, progress=progress)
+    try:
+        with pusher:
+            return pusher.finish(image), pusher.stats
+    except _BlobsLost:
+        # A blob the registry names as unknown that this process remembered as there: the
+        # registry lost it (wiped, garbage-collected). Forget, and send everything once more.
+        client.forget(target.repository)
         try:
-            client.put_manifest(repo, ref, raw, image.media_type)
+            with Pusher(target, client, fetch=fetch, jobs=jobs, progress=progress) as again:
+                return again.finish(image), again.stats
         except _BlobsLost:
-            if not _retry_lost:
-                raise BuildError(f"registry {client.host} lost blobs of {repo} while the image was pushed",
-                                 hint="retry; if it persists check the registry's storage and garbage collection") from None
-            client.forget(repo)
-            return push(image, target, client, fetch=fetch, jobs=jobs, progress=progress, _retry_lost=False)
-        stats.add(nbytes=len(raw))
-    return digest, stats
+            raise BuildError(f"registry {client.host} lost blobs of {target.repository} while the image was pushed",
+                             hint="retry; if it persists check the registry's storage and garbage collection") from None
 
 
 def fetch_to_cache(cache, clients: Callable[[str], RegistryClient]) -> Callable[[Layer], Path]:

@@ -23,13 +23,16 @@ from .target import LAYOUT, Target
 class Needs:
     """What a builder lends its publisher. `clients(registry)` gives a registry client (shared
     with the build: one ping, one token); `fetch(layer)` gets a base layer into a local file;
-    `engine(target)` opens the builder's engine connection; `say` receives progress lines."""
+    `engine(target)` opens the builder's engine connection; `say` receives progress lines;
+    `pusher`: an oci.registry.Pusher the build already sends the image's layers with, as they are
+    made (the registry publisher finishes it when it is for the same repository, else closes it)."""
 
     clients: Callable[[str], Any] | None = None
     fetch: Callable[[Any], Path] | None = None
     jobs: int = 4
     engine: Callable[[Target], AbstractContextManager] | None = None
     say: Callable[[str], None] | None = None
+    pusher: Any = None
 
 
 def publish(image: Any, target: Target, needs: Needs) -> BuiltImage:
@@ -46,4 +49,5 @@ def publish(image: Any, target: Target, needs: Needs) -> BuiltImage:
         from .layout import LayoutPublisher
 
         return LayoutPublisher(needs.fetch, progress=needs.say).publish(image, target)
-    return RegistryPublisher(needs.clients, needs.fetch, jobs=needs.jobs, progress=needs.say).publish(image, target)
+    return RegistryPublisher(needs.clients, needs.fetch, jobs=needs.jobs, progress=needs.say,
+                             pusher=needs.pusher).publish(image, target)

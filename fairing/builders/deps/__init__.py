@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Sequence
 
-from ...oci.cache import Cache
+from ...oci.cache import Cache, CachedLayer
 from ...oci.layer import GZIP, Compression
 from . import index
 from .layers import DepLayer, Group, cached_layer, dependency_layers, group
@@ -40,10 +40,12 @@ def install_layers(
     timings: dict | None = None,
     interp=None,
     ca_file: str | None = None,
+    on_layer: Callable[[CachedLayer], None] | None = None,
 ) -> list[DepLayer]:
     """Requirements -> dependency layers (image order). Per package when every requirement
     resolves to wheel files, each with a bytecode layer when `interp` (a bytecode.Interpreter) is
-    given; otherwise one layer made by pip (the old way, without bytecode)."""
+    given; otherwise one layer made by pip (the old way, without bytecode). `on_layer` is called
+    with each per-package layer as soon as it is made or found in the cache (any thread)."""
     timings = timings if timings is not None else {}
     t0 = time.perf_counter()
     access = index.access(cache.root, ca_file)  # pip's index settings, read once per build
@@ -59,7 +61,8 @@ def install_layers(
         return [DepLayer(Group("dependencies", ()), layer, built,
                          installed=installed_packages(requirements, python, tags, cache))]
     return dependency_layers(wheels, cache=cache, compression=compression, progress=progress, timings=timings,
-                             on_sizes=lambda sized: remember(cache, requirements, python, tags, sized), interp=interp, access=access)
+                             on_sizes=lambda sized: remember(cache, requirements, python, tags, sized), interp=interp, access=access,
+                             on_layer=on_layer)
 
 
 def planned_layers(requirements: Sequence[str], python: str, tags: Sequence[str], cache: Cache,

@@ -115,9 +115,12 @@ def dependency_layers(
     on_sizes: Callable[[list[Wheel]], None] | None = None,
     interp: Interpreter | None = None,
     access: Access | None = None,
+    on_layer: Callable[[CachedLayer], None] | None = None,
 ) -> list[DepLayer]:
     """The layers for `wheels`, in image order: from the cache, or made now (in parallel); with
-    `interp`, each with its bytecode layer."""
+    `interp`, each with its bytecode layer. `on_layer(layer)` as each is made or found cached
+    (from the layer threads: the append builder starts its upload there)."""
+    on_layer = on_layer or (lambda _layer: None)
     timings = timings if timings is not None else {}
     files: dict = {}
     if any(w.size is None for w in wheels):
@@ -133,6 +136,9 @@ def dependency_layers(
     have = {g.name: cached_layer(g, cache, compression) for g in groups}
     pyc = {g.name: cached_bytecode(g, cache, compression, interp) if interp else _NO_MODULES for g in groups}
     todo = [g for g in groups if have[g.name] is None or pyc[g.name] is None]
+    for known in [*have.values(), *pyc.values()]:
+        if known is not None and known is not _NO_MODULES:
+            on_layer(known)
     if todo:
         if progress:
             progress(f"making {len(todo)} of {len(groups)} dependency layers ({', '.join(g.name for g in todo)})")
@@ -167,6 +173,7 @@ def dependency_layers(
                     if layer is None:
                         # Unzipping happens here, as the tar is written (counted as tar time).
                         layer = cache.build_layer(entries, compression=compression, timings=timings)
+                        on_layer(layer)
                         cache.put_key("deplayer", layer_key(g, compression), {
                             "diff_id": layer.diff_id, "wheels": [w.filename for w in g.wheels]})
                 if code is None:
@@ -174,6 +181,8 @@ def dependency_layers(
                     for one in per_wheel:
                         compiled.update(one.result())
                     code = cache.build_layer(compiled, compression=compression, timings=timings) if compiled else _NO_MODULES
+                    if code is not _NO_MODULES:
+                        on_layer(code)
                     cache.put_key("pyclayer", bytecode_key(g, compression, interp), {
                         "diff_id": getattr(code, "diff_id", ""), "empty": code is _NO_MODULES, "python": interp.version})
                 return layer, code

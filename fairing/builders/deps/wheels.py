@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Iterator
 from ...errors import BuildError
 from ...oci.cache import Cache, touch
 from ...oci.layer import Member, Source
-from . import index
+from . import index, zipread
 from .index import Access
 from .pip import UNTRUSTED_HINT
 from .resolve import Wheel
@@ -142,11 +142,11 @@ def _generated(data: bytes, executable: bool = False) -> Member:
 def installed(whl: Path, prefix: str) -> Iterator[dict[str, Source]]:
     """The files `pip install --target` would make from `whl` (without byte-compiling), as layer
     entries under `prefix`; the zip stays open until the block ends (write the layer inside it)."""
-    with zipfile.ZipFile(whl) as z:
-        yield _entries(z, whl.name, prefix)
+    with open(whl, "rb") as raw, zipfile.ZipFile(whl) as z:
+        yield _entries(z, whl.name, prefix, raw.fileno())
 
 
-def _entries(z: zipfile.ZipFile, wheel_name: str, prefix: str) -> dict[str, Source]:
+def _entries(z: zipfile.ZipFile, wheel_name: str, prefix: str, fd: int) -> dict[str, Source]:
     def bad(why: str) -> BuildError:
         return BuildError(f"{wheel_name} {why}", hint="this wheel is broken; pin another version")
 
@@ -192,7 +192,7 @@ def _entries(z: zipfile.ZipFile, wheel_name: str, prefix: str) -> dict[str, Sour
             else:
                 raise bad(f"has an unknown data scheme {scheme!r}")
         row = rows.get(name) or _record_hash(z.read(info))
-        put(rel, Member(lambda i=info: z.open(i), info.file_size, executable), row)
+        put(rel, Member(zipread.opener(fd, info, wheel_name, z), info.file_size, executable), row)
     try:
         entry_points = z.read(f"{dist_info}/entry_points.txt").decode("utf-8")
     except KeyError:
