@@ -449,6 +449,8 @@ def test_attach_wait_ends_at_eof_or_at_the_timeout(tmp_path):
     assert _started(out)[0] < closed + 5
     t0 = time.time()
     p = _attached_shim(tmp_path, "1.5")  # stdin held open, nothing written
-    out, err = p.communicate(timeout=30)
+    p.wait(timeout=30)
+    out, err = p.stdout.read(), p.stderr.read()
+    p.stdin.close()
     assert p.returncode == 0, err
     assert 1.4 <= _started(out)[0] - t0 < 6
