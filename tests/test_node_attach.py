@@ -16,6 +16,8 @@ import threading
 import time
 import uuid
 
+import pytest
+
 from fairing.kube.client import Kube
 
 FAIR = [sys.executable, "-m", "fairing.cli"]
@@ -142,26 +144,43 @@ def test_a_burst_arrives_whole_once_in_order_and_a_failing_code_is_the_verdict(o
         delete(on_node, name, tmp_path)
 
 
-def test_without_attach_permission_the_job_does_not_wait_and_the_log_path_serves(on_node, tmp_path):
-    """The rig's ServiceAccount has no pods/attach: the Job gets no stdin and no attach wait (the
-    shim starts the command at once), and its output comes by the log as before."""
+@pytest.fixture
+def limited(on_node, kube, tmp_path):
+    """(namespace, the kubeconfig of its least-privilege ServiceAccount): a fresh namespace with the
+    rig's fairing Role (no pods/attach), so no other test's grant in the shared one can change
+    the premise; deleted after."""
+    from tests.rig.kube import SA_NAME, setup_namespace, write_kubeconfig
+
+    if kube.pki is None:
+        pytest.skip("needs the rig's own control plane (its CA for a new ServiceAccount kubeconfig)")
+    admin = kube.kube()
+    ns = f"fairing-noattach-{uuid.uuid4().hex[:6]}"
+    token = setup_namespace(admin, ns)
+    cfg = write_kubeconfig(tmp_path / "sa.kubeconfig", kube.server, kube.pki.ca_crt, user=f"{SA_NAME}-sa",
+                           token=token, namespace=ns)
+    yield ns, cfg
+    admin.delete("v1", "Namespace", ns, propagation="Background")
+
+
+def test_without_attach_permission_the_job_does_not_wait_and_the_log_path_serves(on_node, limited, tmp_path):
+    """A least-privilege ServiceAccount (the rig's Role: no pods/attach): the Job gets no stdin and
+    no attach wait (the shim starts the command at once), and its output comes by the log."""
+    from fairing.kube import attach
+
+    ns, cfg = limited
+    assert not attach.allowed(Kube(str(cfg), namespace=ns), ns)  # the premise
     (tmp_path / "one.py").write_text('print("hello through the log")\n')
     name = uid("node-noattach")
-    env = on_node.cli_env()
-    try:
-        t0 = time.monotonic()
-        r = subprocess.run(train_args(on_node, "one.py", name), cwd=tmp_path, env=env, capture_output=True,
-                           text=True, timeout=600)
-        took = time.monotonic() - t0
-        assert r.returncode == 0, r.stdout + r.stderr
-        assert "hello through the log" in r.stdout and "FAIRING_EXIT" not in r.stdout + r.stderr
-        c = main_container(on_node, name)
-        assert not c.get("stdin") and "FAIRING_ATTACH_WAIT" not in env_names(c), c
-        assert "FAIRING_EXIT_MARK" in env_names(c)
-        print(f"run without attach permission: {took:.2f} s")
-    finally:
-        subprocess.run([*FAIR, "delete", name, "-n", on_node.namespace], cwd=tmp_path, env=env,
-                       capture_output=True, timeout=120)
+    env = on_node.cli_env(KUBECONFIG=str(cfg))
+    r = subprocess.run([*FAIR, "train", "one.py", "--registry", on_node.registry, "--base-image", on_node.base,
+                        "-n", ns, "--name", name], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"[{name}" in r.stdout and "hello through the log" in r.stdout, r.stdout + r.stderr
+    assert "FAIRING_EXIT" not in r.stdout + r.stderr
+    job = Kube(on_node.admin_kubeconfig, namespace=ns).get("batch/v1", "Job", name, ns)
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    assert not c.get("stdin") and "FAIRING_ATTACH_WAIT" not in env_names(c), c
+    assert "FAIRING_EXIT_MARK" in env_names(c)
 
 
 def test_a_job_nobody_follows_gets_no_stdin_and_no_attach_wait(on_node, tmp_path):
