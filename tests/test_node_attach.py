@@ -226,3 +226,46 @@ def test_the_attach_session_starts_from_the_pod_s_binding_not_its_log(on_node, t
         assert started - container_started < ATTACH_WAIT, (started, container_started)
     finally:
         delete(on_node, name, tmp_path)
+
+
+def test_a_session_that_breaks_before_the_exit_line_hands_over_to_the_log(on_node, tmp_path, monkeypatch, capsys):
+    """The attach session breaks after 50 lines (a dropped connection: made here by cutting the
+    session's reader, since the real node does not drop one on demand); the log takes over after
+    them: every line once, in order, the exit line never shown."""
+    import fairing
+    from fairing.kube import attach
+
+    real, cut = attach.lines, []
+
+    def breaks(ws):
+        for n, item in enumerate(real(ws)):
+            if n == 50:
+                cut.append(n)
+                raise ConnectionError("cut by the test")
+            yield item
+    monkeypatch.setattr(attach, "lines", breaks)
+    (tmp_path / "halves.py").write_text(textwrap.dedent("""
+        import time
+        for i in range(100):
+            print("a", i)
+        print("", end="", flush=True)
+        time.sleep(2)  # the log serves by now
+        for i in range(100):
+            print("b", i)
+    """))
+    name = uid("node-attach-break")
+    job = fairing.TrainJob(tmp_path / "halves.py", registry=on_node.registry, base_image=on_node.base,
+                           kubeconfig=str(on_node.admin_kubeconfig), namespace=on_node.namespace, name=name,
+                           deployer="job", progress=False, deployer_options={"mutators": on_node.mutators()})
+    try:
+        h = job.submit(wait=True, quiet=False)
+        assert h.status() == "Succeeded"
+        assert cut, "the attach session never gave 50 lines: the log path served it all"
+        c = main_container(on_node, name)
+        assert c.get("stdin") and "FAIRING_ATTACH_WAIT" in env_names(c), c
+        out = capsys.readouterr().out
+        got = [ln.split("] ", 1)[-1] for ln in out.splitlines() if ln.split("] ", 1)[-1][:2] in ("a ", "b ")]
+        assert got == [f"a {i}" for i in range(100)] + [f"b {i}" for i in range(100)], (got[:3], got[45:55], len(got))
+        assert "FAIRING_EXIT" not in out
+    finally:
+        delete(on_node, name, tmp_path)
