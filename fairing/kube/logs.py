@@ -205,7 +205,8 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
         return min(ds) if ds else None
 
     halts: dict[str, threading.Event] = {}  # per replica: its follow stream is to be cut
-    # Per pod with an attach session tried: "trying", "attached", or "log" (the log path has it);
+    # Per pod with an attach session tried: "trying", "attached", "log" (the log path has it),
+    # "log-pending" (the session broke: the log's turn once it serves), "abandoned" (never ran);
     # skips: how many lines a broken session gave (the log path starts after them).
     modes: dict[str, str] = {}
     skips: dict[str, int] = {}
@@ -322,10 +323,21 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
             finally:
                 mux.put(("logend", "END", pname))
 
+        def abandon(pname: str) -> None:
+            """Stop trying a session to a pod that will not run (gone, or the workload is over):
+            it has nothing to drain."""
+            with lock:
+                if modes.get(pname) != "trying":
+                    return
+                modes[pname] = "abandoned"
+            active.discard(pname)
+
         def finish() -> None:
             nonlocal finished_owner
             finished_owner = True
             drain_until.append(time.monotonic() + DRAIN_SECONDS)
+            for pname in list(modes):
+                abandon(pname)
 
         def start(pod: dict) -> None:
             pname = pod["metadata"]["name"]
@@ -402,6 +414,7 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                     pname = (ev.get("metadata") or {}).get("name")
                     if etype == "DELETED":
                         pods.pop(pname, None)
+                        abandon(pname)
                     else:
                         pods[pname] = ev
                         start(ev)
