@@ -216,9 +216,16 @@ def test_the_attach_session_starts_from_the_pod_s_binding_not_its_log(on_node, t
         code, lines, api_running, err = run_timed(on_node, tmp_path, "stamp.py", name)
         assert code == 0, err
         started = float(shown(lines, name)[0].split()[-1])
-        pod = Kube(on_node.admin_kubeconfig, namespace=on_node.namespace).list(
-            "v1", "Pod", on_node.namespace, label_selector=f"job-name={name}")["items"][0]
-        cs = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+        kube = Kube(on_node.admin_kubeconfig, namespace=on_node.namespace)
+        deadline = time.monotonic() + 10  # fair returns before the kubelet reports the container
+        while True:
+            pod = kube.list("v1", "Pod", on_node.namespace, label_selector=f"job-name={name}")["items"][0]
+            state = ((pod.get("status") or {}).get("containerStatuses") or [{}])[0].get("state") or {}
+            cs = state.get("terminated") or state.get("running")
+            if cs or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert cs, pod.get("status")
         import datetime
 
         container_started = datetime.datetime.fromisoformat(cs["startedAt"].replace("Z", "+00:00")).timestamp()

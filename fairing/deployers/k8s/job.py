@@ -182,8 +182,10 @@ class JobDeployer(KubeDeployer):
         main = podlib.find_container(template, podlib.MAIN)
         main["env"] = [*(e for e in main.get("env") or [] if e.get("name") != EXIT_MARK_ENV),
                        {"name": EXIT_MARK_ENV, "value": secrets.token_hex(8)}]
-        if self.follow and self._attach_ok is not False and one_pod_job({"spec": job_spec(template, self.options)}):
-            # The shim waits (briefly) for the client's "go" on stdin: see fairing.kube.attach.
+        if self.follow and self._attach_ok is not False and not self.queue \
+                and one_pod_job({"spec": job_spec(template, self.options)}):
+            # The shim waits (briefly) for the client's "go" on stdin: see fairing.kube.attach. Not
+            # in a Kueue queue: the Job is created suspended, which the exit line and attach skip.
             from ...kube.attach import ATTACH_WAIT
 
             main["stdin"], main["stdinOnce"] = True, True
