@@ -353,3 +353,33 @@ def test_job_pod_verdict_counts_only_the_jobs_own_pods():
     assert job_pod_verdict(job, [owned(_pod(3), "u-2"), owned(_pod(None), "u-1")]) is None
     assert job_pod_verdict(job, [owned(_pod(3), "u-2"), owned(_pod(0), "u-1")]) == "Succeeded"
     assert job_pod_verdict(job, [owned(_pod(0), "u-2"), owned(_pod(3), "u-1")]) == "Failed"
+
+
+def test_a_followed_job_waits_for_its_client_s_attach_only_when_it_will_come(kube):
+    """The attach wait (stdin, FAIRING_ATTACH_WAIT) only on a Job the client follows (`follow`), one
+    pod decides, not queued, and whose account may attach: the rig's ServiceAccount may not (asked
+    on deploy, a server-side dry run here), the admin may; a render (dry run) shows it."""
+    from fairing.deployers.k8s.job import attaches
+
+    def main(d, *, render=True):
+        m = d.render(fake_image("job-attach"))[0] if render else d.deploy(fake_image("job-attach")).manifests()[0]
+        return m, m["spec"]["template"]["spec"]["containers"][0]
+
+    def made(**kw):
+        follow = kw.pop("follow", True)
+        d = JobDeployer(kubeconfig=kw.pop("kubeconfig", kube.sa_kubeconfig), **kw)
+        d.follow = follow
+        return d
+
+    job, c = main(made())
+    assert c["stdin"] and c["stdinOnce"] and {"name": "FAIRING_ATTACH_WAIT", "value": "3"} in c["env"]
+    assert attaches(job)
+    for d in (made(follow=False), made(completions=2), made(queue="team-queue")):
+        job, c = main(d)
+        assert not c.get("stdin") and "FAIRING_ATTACH_WAIT" not in {e["name"] for e in c["env"]}
+        assert not attaches(job)
+    # A real deploy asks the API server first (server-side dry runs: nothing is created).
+    job, c = main(made(dry_run=True), render=False)
+    assert not c.get("stdin") and not attaches(job)  # the rig's Role has no pods/attach
+    job, c = main(made(dry_run=True, kubeconfig=kube.kubeconfig, namespace=kube.namespace), render=False)
+    assert c.get("stdin") and attaches(job)

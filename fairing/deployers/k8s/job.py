@@ -169,7 +169,7 @@ class JobDeployer(KubeDeployer):
         check_job_options(opts)
 
     def deploy(self, image):
-        if self.follow and not self.dry_run:
+        if self.follow:  # a server-side dry run too: it shows what the real run would apply
             from ...kube import attach
 
             self._attach_ok = attach.allowed(self.kube, self.target_namespace())
