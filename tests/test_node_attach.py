@@ -8,15 +8,12 @@ no pods/attach): its runs take the log path, with no wait in the pod."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 import uuid
-
-import pytest
 
 from fairing.kube.client import Kube
 
@@ -144,30 +141,12 @@ def test_a_burst_arrives_whole_once_in_order_and_a_failing_code_is_the_verdict(o
         delete(on_node, name, tmp_path)
 
 
-@pytest.fixture
-def limited(on_node, kube, tmp_path):
-    """(namespace, the kubeconfig of its least-privilege ServiceAccount): a fresh namespace with the
-    rig's fairing Role (no pods/attach), so no other test's grant in the shared one can change
-    the premise; deleted after."""
-    from tests.rig.kube import SA_NAME, setup_namespace, write_kubeconfig
-
-    if kube.pki is None:
-        pytest.skip("needs the rig's own control plane (its CA for a new ServiceAccount kubeconfig)")
-    admin = kube.kube()
-    ns = f"fairing-noattach-{uuid.uuid4().hex[:6]}"
-    token = setup_namespace(admin, ns)
-    cfg = write_kubeconfig(tmp_path / "sa.kubeconfig", kube.server, kube.pki.ca_crt, user=f"{SA_NAME}-sa",
-                           token=token, namespace=ns)
-    yield ns, cfg
-    admin.delete("v1", "Namespace", ns, propagation="Background")
-
-
-def test_without_attach_permission_the_job_does_not_wait_and_the_log_path_serves(on_node, limited, tmp_path):
+def test_without_attach_permission_the_job_does_not_wait_and_the_log_path_serves(on_node, limited_namespace, tmp_path):
     """A least-privilege ServiceAccount (the rig's Role: no pods/attach): the Job gets no stdin and
     no attach wait (the shim starts the command at once), and its output comes by the log."""
     from fairing.kube import attach
 
-    ns, cfg = limited
+    ns, cfg = limited_namespace
     assert not attach.allowed(Kube(str(cfg), namespace=ns), ns)  # the premise
     (tmp_path / "one.py").write_text('print("hello through the log")\n')
     name = uid("node-noattach")
