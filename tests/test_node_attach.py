@@ -16,6 +16,7 @@ import time
 import uuid
 
 from fairing.kube.client import Kube
+from tests.test_node_job_verdict import terminated_seen
 
 FAIR = [sys.executable, "-m", "fairing.cli"]
 
@@ -48,31 +49,14 @@ def delete(on_node, name: str, tmp_path) -> None:
                    capture_output=True, timeout=120)
 
 
-def running_seen(on_node, name: str, seen: dict, ready: threading.Event, stop: threading.Event) -> None:
-    """When the API first shows the Job's container running or ended: the earliest a log request
-    could be served."""
-    kube = Kube(on_node.admin_kubeconfig, namespace=on_node.namespace)
-    w = kube.watch("v1", "Pod", on_node.namespace, label_selector=f"job-name={name}")
-    ready.set()
-    try:
-        for _, p in w:
-            for cs in (p.get("status") or {}).get("containerStatuses") or []:
-                if {"running", "terminated"} & set(cs.get("state") or {}):
-                    seen.setdefault("at", time.time())
-            if stop.is_set():
-                return
-    except Exception:  # noqa: BLE001 - the watch is stopped at the end of the test
-        pass
-    finally:
-        w.stop()
-
-
 def run_timed(on_node, tmp_path, script: str, name: str) -> tuple[int, list[tuple[float, str]], float | None]:
     """`fair train` (admin, so it attaches), its stdout lines with when each came, and when the API
     first showed the container running."""
     seen: dict = {}
     ready, stop = threading.Event(), threading.Event()
-    t = threading.Thread(target=running_seen, args=(on_node, name, seen, ready, stop), daemon=True)
+    # When the API first shows the container running or ended: the earliest its log is served.
+    t = threading.Thread(target=terminated_seen, args=(on_node, name, seen, ready, stop, ("running", "terminated")),
+                         daemon=True)
     t.start()
     ready.wait(10)
     p = subprocess.Popen(train_args(on_node, script, name), cwd=tmp_path, env=admin_env(on_node),
@@ -83,11 +67,11 @@ def run_timed(on_node, tmp_path, script: str, name: str) -> tuple[int, list[tupl
     err = p.stderr.read()
     p.wait(timeout=600)
     deadline = time.monotonic() + 10  # fair may have returned before the API shows it (the exit line)
-    while "at" not in seen and time.monotonic() < deadline:
+    while not seen and time.monotonic() < deadline:
         time.sleep(0.05)
     stop.set()
     assert not any("FAIRING_EXIT" in ln for _, ln in lines) and "FAIRING_EXIT" not in err, (lines, err)
-    return p.returncode, lines, seen.get("at"), err
+    return p.returncode, lines, min(seen.values()) if seen else None, err
 
 
 def shown(lines: list[tuple[float, str]], name: str) -> list[str]:
