@@ -355,6 +355,12 @@ def test_job_pod_verdict_counts_only_the_jobs_own_pods():
     assert job_pod_verdict(job, [owned(_pod(0), "u-2"), owned(_pod(3), "u-1")]) == "Failed"
 
 
+def shim_command(template: dict) -> dict:
+    """The command a fairing-built image's template carries: the outputs shim around the script."""
+    template["spec"]["containers"][0]["command"] = ["python3", ".fairing/outputs.py", "--", "python3", "train.py"]
+    return template
+
+
 def test_a_followed_job_waits_for_its_client_s_attach_only_when_it_will_come(kube):
     """The attach wait (stdin, FAIRING_ATTACH_WAIT) only on a Job the client follows (`follow`), one
     pod decides, not queued, and whose account may attach: the rig's ServiceAccount may not (asked
@@ -367,7 +373,7 @@ def test_a_followed_job_waits_for_its_client_s_attach_only_when_it_will_come(kub
 
     def made(**kw):
         follow = kw.pop("follow", True)
-        d = JobDeployer(kubeconfig=kw.pop("kubeconfig", kube.sa_kubeconfig), **kw)
+        d = JobDeployer(kubeconfig=kw.pop("kubeconfig", kube.sa_kubeconfig), mutators=[shim_command], **kw)
         d.follow = follow
         return d
 
@@ -383,3 +389,13 @@ def test_a_followed_job_waits_for_its_client_s_attach_only_when_it_will_come(kub
     assert not c.get("stdin") and not attaches(job)  # the rig's Role has no pods/attach
     job, c = main(made(dry_run=True, kubeconfig=kube.kubeconfig, namespace=kube.namespace), render=False)
     assert c.get("stdin") and attaches(job)
+
+
+def test_no_attach_wait_for_a_command_that_is_not_the_outputs_shim(kube):
+    """Only fairing's outputs shim waits for "go" and keeps stdin from the command: an image run
+    with a command of its own gets no stdin."""
+    d = JobDeployer(kubeconfig=kube.sa_kubeconfig, mutators=[lambda t: t["spec"]["containers"][0].update(
+        command=["sh", "-c", "cat"]) or t])
+    d.follow = True
+    c = d.render(fake_image("job-attach-own"))[0]["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"] == ["sh", "-c", "cat"] and not c.get("stdin")

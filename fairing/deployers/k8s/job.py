@@ -107,6 +107,13 @@ def attaches(job: dict | None) -> bool:
     return bool(main.get("stdin")) and any(e.get("name") == ATTACH_WAIT_ENV for e in main.get("env") or [])
 
 
+def runs_the_shim(container: dict) -> bool:
+    """The container's command is fairing's outputs shim (image_runtime/outputs.py), which alone
+    knows to wait for "go" and keeps its stdin from the command."""
+    return any(str(a).endswith("outputs.py") for a in [*(container.get("command") or []),
+                                                        *(container.get("args") or [])][:3])
+
+
 def job_pod_verdict(job: dict, pods: list[dict]) -> str | None:
     """How a one-pod Job ended, read from its pods before the job controller writes its Complete
     or Failed condition (the controller batches pod updates, ~1-2 s later): "Succeeded" once a pod
@@ -182,7 +189,7 @@ class JobDeployer(KubeDeployer):
         main = podlib.find_container(template, podlib.MAIN)
         main["env"] = [*(e for e in main.get("env") or [] if e.get("name") != EXIT_MARK_ENV),
                        {"name": EXIT_MARK_ENV, "value": secrets.token_hex(8)}]
-        if self.follow and self._attach_ok is not False and not self.queue \
+        if self.follow and self._attach_ok is not False and not self.queue and runs_the_shim(main) \
                 and one_pod_job({"spec": job_spec(template, self.options)}):
             # The shim waits (briefly) for the client's "go" on stdin: see fairing.kube.attach. Not
             # in a Kueue queue: the Job is created suspended, which the exit line and attach skip.
