@@ -308,6 +308,9 @@ def main() -> int:
     ap.add_argument("--sleep", type=float, default=0.0,
                     help="the script sleeps this long before its line: a container that lives across a relist "
                          "of the kubelet (a real script's), whose log can be followed before it exits")
+    ap.add_argument("--no-attach", dest="attach", action="store_false",
+                    help="leave the namespace's ServiceAccount without pods/attach (the rig's Role): fair's Jobs "
+                         "then take the log path, as before fairing attached")
     a = ap.parse_args()
     pre = f"time.sleep({a.sleep:g}); " if a.sleep else ""
     import tests.rig
@@ -333,6 +336,8 @@ def main() -> int:
            "FAIRING_PROGRESS": "0", "PYTHONPYCACHEPREFIX": pycache}
     admin = Kube(str(node.kubeconfig), namespace=ns)
     clock = PodClock(admin, ns).start()
+    if a.attach:
+        grant_attach(admin, ns)
     cases: dict[str, list[dict]] = {"fair": [], "kernel": [], "raw pod": [], "raw pod, new image": [],
                                      "raw Job": []}
     tag = uuid.uuid4().hex[:4]
@@ -381,8 +386,31 @@ def main() -> int:
     if kernel is not None:
         kernel.close()
     clock.stop()
+    if a.attach:
+        grant_attach(admin, ns, revoke=True)
     report(cases, a.n)
+    print("fair's Jobs: " + ("attached (the ServiceAccount was granted pods/attach for the bench)" if a.attach
+                             else "the log path (--no-attach)"))
     return 0
+
+
+def grant_attach(admin, ns: str, *, revoke: bool = False) -> None:
+    """pods/attach for the namespace's ServiceAccount (what fair runs as here), the way a cluster
+    admin grants it to users, so fair's followed Jobs get their output through attach
+    (fairing.kube.attach); revoked at the end. The rig's own Role has no pods/attach."""
+    from tests.rig.kube import SA_NAME
+
+    rbac = "rbac.authorization.k8s.io/v1"
+    meta = {"name": "bench-loop-attach", "namespace": ns}
+    if revoke:
+        for kind in ("RoleBinding", "Role"):
+            admin.delete(rbac, kind, meta["name"], ns)
+        return
+    admin.apply({"apiVersion": rbac, "kind": "Role", "metadata": meta, "rules": [
+        {"apiGroups": [""], "resources": ["pods/attach"], "verbs": ["create", "get"]}]})
+    admin.apply({"apiVersion": rbac, "kind": "RoleBinding", "metadata": meta,
+                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": meta["name"]},
+                 "subjects": [{"kind": "ServiceAccount", "name": SA_NAME, "namespace": ns}]})
 
 
 SPLIT = ("package", "build", "push", "create", "job", "pod", "scheduled", "pulled", "started ev", "exit",

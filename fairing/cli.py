@@ -247,7 +247,8 @@ def train(entry: Annotated[str, typer.Argument(help="a .py file, a directory or 
     p = pipeline.plan(Request(_entry(entry), s, prepare=prepare_kw, name=name, retrain=_retrain(register, promote_if)))
     progress = opts.progress()
     if opts.dry_run:
-        _print_plan(pipeline.dry_run(p, progress), opts)
+        # As the run would be: a followed Job waits for this client's attach (fairing.kube.attach).
+        _print_plan(pipeline.dry_run(p, progress, follow=not detach and p.on_cluster and not p.serving), opts)
         return
     local_mode = p.deployer.options.get("mode") if p.deployer.name == "local" else None
     if not opts.json:

@@ -19,6 +19,9 @@ RESULT_MARKER = "FAIRING_RESULT:"
 # out of the command's own environment), so a script cannot end its wait by printing the line.
 EXIT_MARK_ENV = "FAIRING_EXIT_MARK"
 EXIT_PREFIX = "FAIRING_EXIT:"
+# A Job its client follows by attaching: the shim waits this many seconds for "go" on stdin
+# (image_runtime/outputs.py wait_for_go; fairing.kube.attach).
+ATTACH_WAIT_ENV = "FAIRING_ATTACH_WAIT"
 
 
 def exit_line(text: str) -> tuple[str, int, str] | None:

@@ -536,10 +536,12 @@ def build_plan(p: Plan, ctx: BuildContext | None) -> tuple[dict, BuiltImage | No
 
 
 def dry_run(p: Plan, progress: Progress | None = None, *, image: BuiltImage | None = None,
-            variant: Variant | None = None, build_only: bool = False, per_job: bool | None = None) -> dict:
+            variant: Variant | None = None, build_only: bool = False, per_job: bool | None = None,
+            follow: bool = False) -> dict:
     """The build plan and every manifest (of the deployer with `variant`), without building or
     applying anything. `build_only`: the build plan alone (`fair build --dry-run`). `per_job`:
-    as keep_outputs takes it (Katib's trials)."""
+    as keep_outputs takes it (Katib's trials). `follow`: the run would follow the log (a Job then
+    waits for the client's attach, as execute sets it)."""
     progress = progress or Progress(enabled=False)
     if build_only:
         ctx = prepare(p, progress)
@@ -551,6 +553,8 @@ def dry_run(p: Plan, progress: Progress | None = None, *, image: BuiltImage | No
         ctx = prepare(p, progress)
         plan_out, image = build_plan(p, ctx)
     deployer = make_deployer(p, variant)
+    if follow and hasattr(deployer, "follow"):
+        deployer.follow = True
     # What a real run (or tuning trial) puts on its objects: run id and source hash labels,
     # FAIRING_RUN_ID and FAIRING_IMAGE, from a record that is never saved (a dry run makes no run).
     from .runs import hook
@@ -620,13 +624,16 @@ def execute(p: Plan, progress: Progress | None = None, *, wait: Wait | bool | No
     for note in p.notes:
         progress.note(note)
     if p.settings.dry_run:
-        return RunResult(None, None, "dry run", plan=dry_run(p, progress, image=image), stages=progress.summary())
+        return RunResult(None, None, "dry run", plan=dry_run(p, progress, image=image, follow=follows(p, policy)),
+                         stages=progress.summary())
     from .runs import hook
 
     run = hook.start_for_plan(command, p, parent=parent)
     ctx = image.context if image is not None else None
     try:
         deployer = make_deployer(p)  # its constructor checks the name, namespace and options
+        if follows(p, policy) and hasattr(deployer, "follow"):
+            deployer.follow = True  # a Job: its pod waits for this client's attach (fairing.kube.attach)
         if image is None:
             ctx = prepare(p, progress)
             if ctx is not None:
@@ -665,6 +672,11 @@ def execute(p: Plan, progress: Progress | None = None, *, wait: Wait | bool | No
             handle, progress, policy, timeout=p.settings.timeout, run=run, result=is_fn)
     result.stages = progress.summary()
     return result
+
+
+def follows(p: Plan, policy: Wait | None) -> bool:
+    """This process will follow the workload's log as it runs (a wait with on_log, on a cluster)."""
+    return bool(policy and policy.on_log is not None and p.on_cluster and not p.serving)
 
 
 def keep_outputs(p: Plan, deployer: Any, run: Any, image: BuiltImage, progress: Progress | None, *,

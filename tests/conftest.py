@@ -74,3 +74,23 @@ def cleanup():
             h.delete(timeout=60)
         except DeployError:
             pass
+
+
+@pytest.fixture
+def limited_namespace(kube, tmp_path):
+    """(namespace, the kubeconfig of its least-privilege ServiceAccount): a fresh namespace with the
+    rig's fairing Role (tests/rig/kube.py ROLE_RULES) and nothing else, so no other test's grant in
+    the shared namespace changes what it may do; deleted after."""
+    import uuid
+
+    from tests.rig.kube import SA_NAME, setup_namespace, write_kubeconfig
+
+    if kube.pki is None:
+        pytest.skip("needs the rig's own control plane (its CA for a new ServiceAccount kubeconfig)")
+    admin = kube.kube()
+    ns = f"fairing-limited-{uuid.uuid4().hex[:6]}"
+    token = setup_namespace(admin, ns)
+    cfg = write_kubeconfig(tmp_path / "sa.kubeconfig", kube.server, kube.pki.ca_crt, user=f"{SA_NAME}-sa",
+                           token=token, namespace=ns)
+    yield ns, cfg
+    admin.delete("v1", "Namespace", ns, propagation="Background")

@@ -353,3 +353,49 @@ def test_job_pod_verdict_counts_only_the_jobs_own_pods():
     assert job_pod_verdict(job, [owned(_pod(3), "u-2"), owned(_pod(None), "u-1")]) is None
     assert job_pod_verdict(job, [owned(_pod(3), "u-2"), owned(_pod(0), "u-1")]) == "Succeeded"
     assert job_pod_verdict(job, [owned(_pod(0), "u-2"), owned(_pod(3), "u-1")]) == "Failed"
+
+
+def shim_command(template: dict) -> dict:
+    """The command a fairing-built image's template carries: the outputs shim around the script."""
+    template["spec"]["containers"][0]["command"] = ["python3", ".fairing/outputs.py", "--", "python3", "train.py"]
+    return template
+
+
+def test_a_followed_job_waits_for_its_client_s_attach_only_when_it_will_come(kube):
+    """The attach wait (stdin, FAIRING_ATTACH_WAIT) only on a Job the client follows (`follow`), one
+    pod decides, not queued, and whose account may attach: the rig's ServiceAccount may not (asked
+    on deploy, a server-side dry run here), the admin may; a render (dry run) shows it."""
+    from fairing.deployers.k8s.job import attaches
+
+    def main(d, *, render=True):
+        m = d.render(fake_image("job-attach"))[0] if render else d.deploy(fake_image("job-attach")).manifests()[0]
+        return m, m["spec"]["template"]["spec"]["containers"][0]
+
+    def made(**kw):
+        follow = kw.pop("follow", True)
+        d = JobDeployer(kubeconfig=kw.pop("kubeconfig", kube.sa_kubeconfig), mutators=[shim_command], **kw)
+        d.follow = follow
+        return d
+
+    job, c = main(made())
+    assert c["stdin"] and c["stdinOnce"] and {"name": "FAIRING_ATTACH_WAIT", "value": "3"} in c["env"]
+    assert attaches(job)
+    for d in (made(follow=False), made(completions=2), made(queue="team-queue")):
+        job, c = main(d)
+        assert not c.get("stdin") and "FAIRING_ATTACH_WAIT" not in {e["name"] for e in c["env"]}
+        assert not attaches(job)
+    # A real deploy asks the API server first (server-side dry runs: nothing is created).
+    job, c = main(made(dry_run=True), render=False)
+    assert not c.get("stdin") and not attaches(job)  # the rig's Role has no pods/attach
+    job, c = main(made(dry_run=True, kubeconfig=kube.kubeconfig, namespace=kube.namespace), render=False)
+    assert c.get("stdin") and attaches(job)
+
+
+def test_no_attach_wait_for_a_command_that_is_not_the_outputs_shim(kube):
+    """Only fairing's outputs shim waits for "go" and keeps stdin from the command: an image run
+    with a command of its own gets no stdin."""
+    d = JobDeployer(kubeconfig=kube.sa_kubeconfig, mutators=[lambda t: t["spec"]["containers"][0].update(
+        command=["sh", "-c", "cat"]) or t])
+    d.follow = True
+    c = d.render(fake_image("job-attach-own"))[0]["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"] == ["sh", "-c", "cat"] and not c.get("stdin")

@@ -19,20 +19,10 @@ FAIR = [sys.executable, "-m", "fairing.cli"]
 
 
 @pytest.fixture
-def limited(trainer, kube, tmp_path):
-    """(namespace, the kubeconfig of its least-privilege ServiceAccount): a fresh namespace with the
-    rig's fairing Role and nothing for TrainJobs; deleted after."""
-    from tests.rig.kube import SA_NAME, setup_namespace, write_kubeconfig
-
-    if kube.pki is None:
-        pytest.skip("needs the rig's own control plane (its CA for a new ServiceAccount kubeconfig)")
-    admin = kube.kube()
-    ns = f"fairing-forbid-{uuid.uuid4().hex[:6]}"
-    token = setup_namespace(admin, ns)
-    cfg = write_kubeconfig(tmp_path / "sa.kubeconfig", kube.server, kube.pki.ca_crt, user=f"{SA_NAME}-sa",
-                           token=token, namespace=ns)
-    yield ns, cfg
-    admin.delete("v1", "Namespace", ns, propagation="Background")
+def limited(trainer, limited_namespace):
+    """(namespace, the kubeconfig of its least-privilege ServiceAccount): the rig's fairing Role in a
+    namespace of the test's own, nothing for TrainJobs (whose CRDs the trainer fixture installs)."""
+    return limited_namespace
 
 
 def fair(*args, kubeconfig):

@@ -128,16 +128,18 @@ FAKE_EXIT = """
 """
 
 
-def terminated_seen(on_node, name: str, seen: dict, ready: threading.Event, stop: threading.Event) -> None:
+def terminated_seen(on_node, name: str, seen: dict, ready: threading.Event, stop: threading.Event,
+                    states: tuple[str, ...] = ("terminated",)) -> None:
     """Watch the Job's pods from before its create: the time the API first shows each pod's
-    container terminated (what a client reading the pod's status could know)."""
+    container terminated (or in another of `states`: what a client reading the pod's status could
+    know)."""
     kube = Kube(on_node.admin_kubeconfig, namespace=on_node.namespace)
     w = kube.watch("v1", "Pod", on_node.namespace, label_selector=f"job-name={name}")
     ready.set()
     try:
         for _, p in w:
             for cs in (p.get("status") or {}).get("containerStatuses") or []:
-                if "terminated" in (cs.get("state") or {}):
+                if set(states) & set(cs.get("state") or {}):
                     seen.setdefault(p["metadata"]["name"], time.time())
             if stop.is_set():
                 return

@@ -400,3 +400,57 @@ def test_without_a_store_the_exit_line_carries_the_command_code(tmp_path):
     r = subprocess.run([sys.executable, str(SHIM), "--", "python3", "-c", "print('x')"], env=env,
                        capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert r.stdout == "x\n" and r.returncode == 0
+
+
+def _attached_shim(tmp_path, wait: str):
+    """The shim as a Job's pod runs it with FAIRING_ATTACH_WAIT: stdin a pipe this test holds
+    (the attach session), the command reporting what it sees and when it started."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAIRING_")}
+    env.update(FAIRING_OUTPUT_DIR=str(tmp_path / "out"), FAIRING_EXIT_MARK=MARK, FAIRING_ATTACH_WAIT=wait)
+    body = ("import os, sys, time; print('started', time.time(), os.environ.get('FAIRING_ATTACH_WAIT'), "
+            "repr(sys.stdin.read()), flush=True)")
+    return subprocess.Popen([sys.executable, str(SHIM), "--", "python3", "-c", body], env=env, cwd=tmp_path,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _started(out: str) -> tuple[float, str, str]:
+    first = out.splitlines()[0].split(" ", 3)
+    assert first[0] == "started", out
+    return float(first[1]), first[2], first[3]
+
+
+def test_attach_wait_starts_the_command_on_go_with_no_stdin_and_no_wait_env(tmp_path):
+    """FAIRING_ATTACH_WAIT: nothing of the command runs (or prints) before the client's "go" on
+    stdin; then it runs at once, with stdin /dev/null and the env var taken out."""
+    p = _attached_shim(tmp_path, "30")
+    time.sleep(0.8)
+    assert p.poll() is None  # still waiting: the command has not run
+    sent = time.time()
+    p.stdin.write("go\nmore input the command must not see\n")
+    p.stdin.flush()
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    started, wait_env, stdin = _started(out)
+    assert sent <= started < sent + 5
+    assert wait_env == "None" and stdin == "''"
+    assert out.splitlines()[-1] == f"FAIRING_EXIT:{MARK}:0"
+
+
+def test_attach_wait_ends_at_eof_or_at_the_timeout(tmp_path):
+    """The attach session closed (EOF) or nobody attached: the command runs anyway, at once on
+    EOF, after the wait's seconds otherwise (never longer)."""
+    p = _attached_shim(tmp_path, "30")
+    time.sleep(0.3)
+    closed = time.time()
+    p.stdin.close()
+    p.stdin = None  # communicate() would flush it
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    assert _started(out)[0] < closed + 5
+    t0 = time.time()
+    p = _attached_shim(tmp_path, "1.5")  # stdin held open, nothing written
+    p.wait(timeout=30)
+    out, err = p.stdout.read(), p.stderr.read()
+    p.stdin.close()
+    assert p.returncode == 0, err
+    assert 1.4 <= _started(out)[0] - t0 < 6

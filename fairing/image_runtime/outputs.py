@@ -46,6 +46,8 @@ EXIT_NOT_REGISTERED = 4  # saved, but the model could not be registered (a gate 
 REGISTER_ENV, GATE_ENV = "FAIRING_REGISTER", "FAIRING_PROMOTE_IF"
 # A Job's exit line (fairing.context.exit_line reads it): $FAIRING_EXIT_MARK is the client's nonce.
 EXIT_MARK_ENV, EXIT_PREFIX = "FAIRING_EXIT_MARK", "FAIRING_EXIT:"
+# A Job whose client will attach (fairing.kube.attach): how long to wait for its "go" on stdin.
+ATTACH_WAIT_ENV = "FAIRING_ATTACH_WAIT"
 
 
 class StoreError(Exception):
@@ -664,17 +666,53 @@ def main(argv=None, env=None):
     os.makedirs(out_dir, exist_ok=True)
     spec = env.get("FAIRING_OUTPUTS_STORE")
     mark = env.get(EXIT_MARK_ENV)
-    if mark:
-        # The client's nonce for the exit line (see say_exit): the command must not know it.
+    attach = env.get(ATTACH_WAIT_ENV)
+    if mark or attach is not None:
+        # The client's nonce for the exit line (see say_exit) and its attach wait: not the command's.
         env = dict(env)
-        del env[EXIT_MARK_ENV]
-        os.environ.pop(EXIT_MARK_ENV, None)
+        for key in (EXIT_MARK_ENV, ATTACH_WAIT_ENV):
+            env.pop(key, None)
+            os.environ.pop(key, None)
+    if attach is not None:
+        wait_for_go(attach)
+        # The container's stdin is the client's attach session, not the command's input.
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
     if not spec or not is_rank_zero(env):
         if not mark:
             os.execvp(argv[0], argv)  # nothing to keep here: the command runs as if unwrapped
         return say_exit(mark, run_plain(argv))
     code = keep(argv, env, out_dir, json.loads(spec))
     return say_exit(mark, code) if mark else code
+
+
+def wait_for_go(seconds, fd=0):
+    """A Job its client follows by attaching (FAIRING_ATTACH_WAIT=<seconds>; stdin: true): wait
+    up to that long for the line "go" on stdin, the client's word that its attach session is
+    open, so the session sees the command's output from its first line. The kubelet serves the
+    log only after its next relist (up to 1 s) has seen the container running; an attach it
+    serves at once. EOF (stdinOnce: the session ended), anything else, or the time running out:
+    go on anyway (nobody attached: the run is late by the wait, which is why it is short)."""
+    import select
+    try:
+        deadline = time.monotonic() + max(0.0, min(float(seconds), 60.0))
+    except ValueError:
+        return False
+    got = b""
+    while b"\n" not in got and len(got) < 64:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            ready = select.select([fd], [], [], left)[0]
+            block = os.read(fd, 64) if ready else b""
+        except (OSError, ValueError):
+            return False
+        if ready and not block:
+            return False  # EOF
+        got += block
+    return got.split(b"\n", 1)[0].strip() == b"go"
 
 
 def run_plain(argv):

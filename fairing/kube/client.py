@@ -509,7 +509,8 @@ def abort_response(resp) -> None:
         return
     import socket
 
-    conn = getattr(resp, "_connection", None) or getattr(resp, "connection", None)
+    # urllib3's response holds its connection; an attach websocket (fairing.kube.attach) is one.
+    conn = getattr(resp, "_connection", None) or getattr(resp, "connection", None) or resp
     sock = getattr(conn, "sock", None)
     try:
         if sock is not None:

@@ -175,13 +175,17 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                 timeout: float | None = None,
                 verdict: Callable[[dict, list[dict]], str | None] | None = None,
                 created: dict | None = None, exit_mark: str | None = None,
-                on_exit: Callable[[str, int], None] | None = None) -> Iterator[str]:
+                on_exit: Callable[[str, int], None] | None = None, attach: bool = False) -> Iterator[str]:
     """Stream the logs of all replicas as they start, until the workload is finished: its state
     is terminal, or `verdict(obj, pods)` says its pods have ended it (see kube.wait.wait_for), or
     (`exit_mark`, a Job's nonce) the outputs shim's exit line with code 0 came: `on_exit(pod,
     code)` is told, and the stream ends without waiting for the kubelet to report the exit.
     `created`: the workload as this process's create returned it; its pods are all younger, so
-    both watches start at its resourceVersion instead of listing first."""
+    both watches start at its resourceVersion instead of listing first. `attach` (a Job whose shim
+    waits for its client, see fairing.kube.attach): each pod's output is read through an attach
+    session from the moment it is bound to a node, before the kubelet serves its log; the log
+    takes over, skipping what the session gave, if the session does not open before the pod
+    shows the container running, or breaks before the exit line."""
     deadline = None if timeout is None else time.monotonic() + timeout
     since = ((created or {}).get("metadata") or {}).get("resourceVersion")
     streams = [Stream("owner", api_version, kind, name=name, resource_version=since),
@@ -201,6 +205,12 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
         return min(ds) if ds else None
 
     halts: dict[str, threading.Event] = {}  # per replica: its follow stream is to be cut
+    # Per pod with an attach session tried: "trying", "attached", "log" (the log path has it),
+    # "log-pending" (the session broke: the log's turn once it serves), "abandoned" (never ran);
+    # skips: how many lines a broken session gave (the log path starts after them).
+    modes: dict[str, str] = {}
+    skips: dict[str, int] = {}
+    lock = threading.Lock()
 
     with Mux(kube, namespace, streams) as mux:
         def opened(pname: str, resp) -> None:
@@ -208,9 +218,64 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
             if halts[pname].is_set():  # cut before it opened
                 abort_response(resp)
 
+        def attach_pump(pname: str, label: str, cname: str) -> None:
+            """The pod's output through an attach session (see fairing.kube.attach): tried every
+            50 ms from the pod's binding until it opens or the log path took the pod over."""
+            from . import attach as attachlib
+
+            pre = f"[{label}] " if prefix else ""
+            given, said_exit, ws = 0, False, None
+            tries = 0
+            try:
+                while not stop.is_set() and modes.get(pname) == "trying":
+                    try:
+                        ws = attachlib.open_session(kube, namespace, pname, cname)
+                    except attachlib.NotYet:
+                        tries += 1
+                        # A long pull: slower tries after the first seconds (the shim waits anyway).
+                        stop.wait(0.05 if tries < 100 else 0.25)
+                        continue
+                    except attachlib.Refused:
+                        break
+                    with lock:
+                        if modes.get(pname) != "trying":
+                            ws.close()  # the log path has the pod: the closed session lets the shim go on
+                            return
+                        modes[pname] = "attached"
+                        responses[pname] = ws
+                    break
+                if ws is None or modes.get(pname) != "attached":
+                    return
+                attachlib.send_go(ws)
+                for _ch, text in attachlib.lines(ws):
+                    if (said := exit_line(text)) is not None:
+                        if said[2]:
+                            mux.put(("log", "LINE", pre + said[2]))
+                        said_exit = True
+                        if exit_mark is not None and said[0] == exit_mark:
+                            mux.put(("exit", str(said[1]), pname))
+                        continue
+                    given += 1
+                    mux.put(("log", "LINE", pre + text))
+            except Exception:  # noqa: BLE001 - a broken session: the log path reads the rest
+                pass
+            finally:
+                if ws is not None:
+                    try:
+                        ws.close(timeout=0.2)
+                    except Exception:  # noqa: BLE001
+                        pass
+                with lock:
+                    mine = modes.get(pname) in ("trying", "attached")
+                if said_exit or stop.is_set():
+                    mux.put(("logend", "END", pname))
+                elif mine:  # refused, or broken before the exit line
+                    mux.put(("attachend", str(given), pname))
+
         def pump(pname: str, label: str, cname: str) -> None:
             pre = f"[{label}] " if prefix else ""
             halt = halts[pname]
+            skip = skips.pop(pname, 0)  # lines an attach session gave already
             # The newest line's time, how many lines had that very time, how many lines in all.
             last, dups, received = None, 0, 0
             try:
@@ -224,6 +289,9 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                             mux.put(("log", "LINE", pre + said[2]))
                         if exit_mark is not None and said[0] == exit_mark:
                             mux.put(("exit", str(said[1]), pname))
+                        continue
+                    if skip > 0:
+                        skip -= 1
                         continue
                     mux.put(("log", "LINE", pre + text))
                 if halt.is_set() and not stop.is_set():
@@ -243,6 +311,9 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                             dups -= stamp == last
                             continue
                         said = exit_line(text)
+                        if said is None and skip > 0:
+                            skip -= 1
+                            continue
                         if said is None or said[2]:
                             mux.put(("log", "LINE", pre + (text if said is None else said[2])))
             except LogsUnavailable as e:
@@ -252,21 +323,49 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
             finally:
                 mux.put(("logend", "END", pname))
 
+        def abandon(pname: str) -> None:
+            """Stop trying a session to a pod that will not run (gone, or the workload is over):
+            it has nothing to drain."""
+            with lock:
+                if modes.get(pname) != "trying":
+                    return
+                modes[pname] = "abandoned"
+            active.discard(pname)
+
         def finish() -> None:
             nonlocal finished_owner
             finished_owner = True
             drain_until.append(time.monotonic() + DRAIN_SECONDS)
+            for pname in list(modes):
+                abandon(pname)
 
         def start(pod: dict) -> None:
             pname = pod["metadata"]["name"]
             cname = container(pod) if callable(container) else container
-            if pname not in started and _started(pod, cname):
-                started.add(pname)
+            if pname in started:
+                return
+            if attach and pname not in modes and (pod.get("spec") or {}).get("nodeName") \
+                    and not _started(pod, cname) and not finished_owner:
+                # Bound to a node, not shown running yet: the session opens as soon as it runs.
+                modes[pname] = "trying"
                 active.add(pname)
                 halts[pname] = threading.Event()
-                t = threading.Thread(target=pump, args=(pname, replica_name(pod), cname), daemon=True)
+                t = threading.Thread(target=attach_pump, args=(pname, replica_name(pod), cname), daemon=True)
                 threads.append(t)
                 t.start()
+                return
+            if not _started(pod, cname):
+                return
+            with lock:
+                if modes.get(pname) == "attached":
+                    return  # the session has it
+                modes[pname] = "log"
+            started.add(pname)
+            active.add(pname)
+            halts[pname] = halts.get(pname) or threading.Event()
+            t = threading.Thread(target=pump, args=(pname, replica_name(pod), cname), daemon=True)
+            threads.append(t)
+            t.start()
 
         try:
             for key, etype, ev in mux.events(current_deadline):
@@ -284,7 +383,20 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                             on_exit(ev, 0)
                         finish()
                         halts[ev].set()  # its pump reads what is left at once (see pump)
-                        abort_response(responses.get(ev))
+                        if modes.get(ev) != "attached":
+                            # An attach session is not cut: it ends with the shim's exit, a few
+                            # ms on, and a stderr line written just before the exit line may
+                            # come after it (stdout and stderr are copied side by side).
+                            abort_response(responses.get(ev))
+                    continue
+                if key == "attachend":
+                    # No session, or it broke before the exit line: the log path reads the rest
+                    # (after the lines the session gave), once the pod shows the container ran.
+                    with lock:
+                        modes[ev] = "log-pending"
+                    skips[ev] = int(etype)
+                    if ev in pods:
+                        start(pods[ev])
                     continue
                 if key == "logend":
                     active.discard(ev)
@@ -302,10 +414,12 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                     pname = (ev.get("metadata") or {}).get("name")
                     if etype == "DELETED":
                         pods.pop(pname, None)
+                        abandon(pname)
                     else:
                         pods[pname] = ev
                         start(ev)
-                        if pname in active and _ended(ev, container(ev) if callable(container) else container):
+                        if pname in active and modes.get(pname) != "attached" \
+                                and _ended(ev, container(ev) if callable(container) else container):
                             halts[pname].set()  # its pump reads the rest at once (see pump)
                             abort_response(responses.get(pname))
                         # Every pod of the workload is on this watch: its verdict needs no list.

@@ -94,6 +94,7 @@ class Transport:
 
         self.server = plain.server
         self.headers = {"Authorization": f"Bearer {plain.token}"} if plain.token else {}
+        self.ssl_context = None  # also the attach websocket's (fairing.kube.attach)
         kw: dict[str, Any] = {}
         if plain.server.startswith("https://"):
             ctx = ssl.create_default_context(cadata=plain.ca.decode() if plain.ca else None)
@@ -102,7 +103,7 @@ class Transport:
                 kw["cert_reqs"], kw["assert_hostname"] = "CERT_NONE", False
             if plain.cert:
                 _load_cert_chain(ctx, plain.cert, plain.key)
-            kw["ssl_context"] = ctx
+            kw["ssl_context"] = self.ssl_context = ctx
         # As many connections as the official client keeps (5 per core): watches, log streams and
         # requests of one wait run side by side.
         self.pool = urllib3.PoolManager(num_pools=4, maxsize=(os.cpu_count() or 1) * 5, retries=retries, **kw)

@@ -141,6 +141,8 @@ class KubeDeployer(KubeAccess, Deployer):
     # The nonce of the outputs shim's exit line in a workload's pods when that line may end a
     # wait (a Job one pod decides: job.exit_mark), else None.
     exit_mark = None
+    # Whether a workload's pods wait for their client's attach session (job.attaches), else None.
+    attaches = None
 
     @staticmethod
     def as_failed(obj: dict, pods: list[dict]) -> tuple[dict, list[dict]]:
@@ -440,7 +442,8 @@ class KubeHandle(Handle):
                                name=self.name, pod_selector=self.pod_selector, container=self.deployer.pod_container,
                                state=self.deployer.state, prefix=prefix, verdict=self.deployer.verdict,
                                created=self._created_obj, on_exit=self._on_exit,
-                               exit_mark=self.deployer.exit_mark(self._obj) if self.deployer.exit_mark else None)
+                               exit_mark=self.deployer.exit_mark(self._obj) if self.deployer.exit_mark else None,
+                               attach=bool(self.deployer.attaches and self.deployer.attaches(self._obj)))
         return pod_logs(self.kube, self.namespace, self.pods(), self.deployer.pod_container, prefix=prefix)
 
     def _on_exit(self, pod: str, code: int) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 
-from ...context import EXIT_MARK_ENV
+from ...context import ATTACH_WAIT_ENV, EXIT_MARK_ENV
 from ...errors import ConfigError
 from .. import pod as podlib
 from ..base import nonneg_int
@@ -98,6 +98,22 @@ def exit_mark(job: dict | None) -> str | None:
     return next((e.get("value") for e in containers[0].get("env") or [] if e.get("name") == EXIT_MARK_ENV), None)
 
 
+def attaches(job: dict | None) -> bool:
+    """This Job's shim waits for its client's attach session (see fairing.kube.attach): a Job one
+    pod decides, with the exit line, stdin and FAIRING_ATTACH_WAIT on its main container."""
+    if not exit_mark(job):
+        return False
+    main = job["spec"]["template"]["spec"]["containers"][0]
+    return bool(main.get("stdin")) and any(e.get("name") == ATTACH_WAIT_ENV for e in main.get("env") or [])
+
+
+def runs_the_shim(container: dict) -> bool:
+    """The container's command is fairing's outputs shim (image_runtime/outputs.py), which alone
+    knows to wait for "go" and keeps its stdin from the command."""
+    return any(str(a).endswith("outputs.py") for a in [*(container.get("command") or []),
+                                                        *(container.get("args") or [])][:3])
+
+
 def job_pod_verdict(job: dict, pods: list[dict]) -> str | None:
     """How a one-pod Job ended, read from its pods before the job controller writes its Complete
     or Failed condition (the controller batches pod updates, ~1-2 s later): "Succeeded" once a pod
@@ -150,8 +166,21 @@ class JobDeployer(KubeDeployer):
     tune_backends = ("jobs", "katib")  # Katib's trialSpec is this deployer's Job manifest
     kind_options = JOB_OPTIONS
 
+    # Set (True) by the pipeline when the client that creates the Job follows its log
+    # (fairing.pipeline.execute waiting with on_log): the Job then waits for that client's attach
+    # session (fairing.kube.attach) if this account may attach, so its first lines come at once.
+    follow = False
+    _attach_ok: bool | None = None  # the account's answer, asked on deploy (None: a dry run's render)
+
     def configure(self, **opts) -> None:
         check_job_options(opts)
+
+    def deploy(self, image):
+        if self.follow:  # a server-side dry run too: it shows what the real run would apply
+            from ...kube import attach
+
+            self._attach_ok = attach.allowed(self.kube, self.target_namespace())
+        return super().deploy(image)
 
     def build(self, name, namespace, meta, template) -> dict:
         template.setdefault("spec", {})["restartPolicy"] = "Never"
@@ -160,12 +189,22 @@ class JobDeployer(KubeDeployer):
         main = podlib.find_container(template, podlib.MAIN)
         main["env"] = [*(e for e in main.get("env") or [] if e.get("name") != EXIT_MARK_ENV),
                        {"name": EXIT_MARK_ENV, "value": secrets.token_hex(8)}]
+        if self.follow and self._attach_ok is not False and not self.queue and runs_the_shim(main) \
+                and one_pod_job({"spec": job_spec(template, self.options)}):
+            # The shim waits (briefly) for the client's "go" on stdin: see fairing.kube.attach. Not
+            # in a Kueue queue: the Job is created suspended, which the exit line and attach skip.
+            from ...kube.attach import ATTACH_WAIT
+
+            main["stdin"], main["stdinOnce"] = True, True
+            main["env"] = [*(e for e in main["env"] if e.get("name") != ATTACH_WAIT_ENV),
+                           {"name": ATTACH_WAIT_ENV, "value": str(ATTACH_WAIT)}]
         return {"apiVersion": self.api_version, "kind": self.kind, "metadata": meta,
                 "spec": job_spec(template, self.options)}
 
     state = staticmethod(job_state)
     verdict = staticmethod(job_pod_verdict)
     exit_mark = staticmethod(exit_mark)
+    attaches = staticmethod(attaches)
     as_failed = staticmethod(as_failed)
 
     def replicas(self, obj: dict) -> int:

@@ -1,0 +1,241 @@
+"""A followed Job's output through the attach subresource (fairing.kube.attach), on the rig's real
+node: the kubelet serves a container's log only once its relist (every second) has seen the
+container running; an attach session opens as soon as the runtime runs it, and the outputs shim
+waits for the client's "go" before starting the command, so every line comes through it.
+
+The rig's admin may attach; its namespace's least-privilege ServiceAccount may not (its Role has
+no pods/attach): its runs take the log path, with no wait in the pod."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+
+from fairing.kube.client import Kube
+from tests.test_node_job_verdict import terminated_seen
+
+FAIR = [sys.executable, "-m", "fairing.cli"]
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def admin_env(on_node) -> dict:
+    return on_node.cli_env(KUBECONFIG=str(on_node.admin_kubeconfig), PYTHONUNBUFFERED="1")
+
+
+def train_args(on_node, script: str, name: str, *extra) -> list[str]:
+    return [*FAIR, "train", script, "--registry", on_node.registry, "--base-image", on_node.base,
+            "-n", on_node.namespace, "--name", name, *extra]
+
+
+def main_container(on_node, name: str) -> dict:
+    job = Kube(on_node.admin_kubeconfig, namespace=on_node.namespace).get("batch/v1", "Job", name, on_node.namespace)
+    assert job is not None, f"Job {name} not found"
+    return job["spec"]["template"]["spec"]["containers"][0]
+
+
+def env_names(container: dict) -> set[str]:
+    return {e["name"] for e in container.get("env") or []}
+
+
+def delete(on_node, name: str, tmp_path) -> None:
+    subprocess.run([*FAIR, "delete", name, "-n", on_node.namespace], cwd=tmp_path, env=admin_env(on_node),
+                   capture_output=True, timeout=120)
+
+
+def run_timed(on_node, tmp_path, script: str, name: str) -> tuple[int, list[tuple[float, str]], float | None]:
+    """`fair train` (admin, so it attaches), its stdout lines with when each came, and when the API
+    first showed the container running."""
+    seen: dict = {}
+    ready, stop = threading.Event(), threading.Event()
+    # When the API first shows the container running or ended: the earliest its log is served.
+    t = threading.Thread(target=terminated_seen, args=(on_node, name, seen, ready, stop, ("running", "terminated")),
+                         daemon=True)
+    t.start()
+    ready.wait(10)
+    p = subprocess.Popen(train_args(on_node, script, name), cwd=tmp_path, env=admin_env(on_node),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in p.stdout:
+        lines.append((time.time(), line.rstrip("\n")))
+    err = p.stderr.read()
+    p.wait(timeout=600)
+    deadline = time.monotonic() + 10  # fair may have returned before the API shows it (the exit line)
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    assert not any("FAIRING_EXIT" in ln for _, ln in lines) and "FAIRING_EXIT" not in err, (lines, err)
+    return p.returncode, lines, min(seen.values()) if seen else None, err
+
+
+def shown(lines: list[tuple[float, str]], name: str) -> list[str]:
+    return [ln.split("] ", 1)[-1] for _, ln in lines if ln.startswith(f"[{name}")]
+
+
+def test_the_first_line_comes_through_attach_before_the_api_shows_the_container_running(on_node, tmp_path):
+    (tmp_path / "one.py").write_text('print("hello through attach")\n')
+    gaps = []
+    for i in range(3):
+        name = uid("node-attach")
+        try:
+            code, lines, api_running, err = run_timed(on_node, tmp_path, "one.py", name)
+            assert code == 0, err
+            assert shown(lines, name) == ["hello through attach"], (lines, err)
+            c = main_container(on_node, name)
+            assert c.get("stdin") and c.get("stdinOnce") and "FAIRING_ATTACH_WAIT" in env_names(c), c
+        finally:
+            delete(on_node, name, tmp_path)
+        assert api_running is not None, "the API never showed the container running"
+        first = next(t for t, ln in lines if ln.endswith("hello through attach"))
+        gaps.append(api_running - first)
+        print("first line before the API showed the container running by", round(gaps[-1], 3), "s")
+        if first < api_running:
+            break
+    # Through the log, a line can come only after the API shows the container running (the
+    # kubelet's relist); through attach, before. A relist can land in the ~0.1 s between the
+    # container's start and the line's arrival (about 1 run in 10): another run decides.
+    assert any(g > 0 for g in gaps), f"the first line came after the API showed the container running, by {gaps} s"
+
+
+def test_a_burst_arrives_whole_once_in_order_and_a_failing_code_is_the_verdict(on_node, tmp_path):
+    (tmp_path / "burst.py").write_text(textwrap.dedent("""
+        import sys
+        for i in range(3000):
+            print("line", i)
+        print("to stderr", file=sys.stderr)
+        sys.stdout.write("last words, no newline")
+        sys.stdout.flush()
+        sys.exit(3)
+    """))
+    name = uid("node-attach-burst")
+    try:
+        code, lines, _, err = run_timed(on_node, tmp_path, "burst.py", name)
+        out = [ln for ln in shown(lines, name) if ln != "to stderr"]
+        assert out == [f"line {i}" for i in range(3000)] + ["last words, no newline"], (out[:3], out[-3:], err)
+        assert code != 0 and "exited with code 3" in err, err
+        c = main_container(on_node, name)
+        assert c.get("stdin") and "FAIRING_ATTACH_WAIT" in env_names(c), c
+    finally:
+        delete(on_node, name, tmp_path)
+
+
+def test_without_attach_permission_the_job_does_not_wait_and_the_log_path_serves(on_node, limited_namespace, tmp_path):
+    """A least-privilege ServiceAccount (the rig's Role: no pods/attach): the Job gets no stdin and
+    no attach wait (the shim starts the command at once), and its output comes by the log."""
+    from fairing.kube import attach
+
+    ns, cfg = limited_namespace
+    assert not attach.allowed(Kube(str(cfg), namespace=ns), ns)  # the premise
+    (tmp_path / "one.py").write_text('print("hello through the log")\n')
+    name = uid("node-noattach")
+    env = on_node.cli_env(KUBECONFIG=str(cfg))
+    r = subprocess.run([*FAIR, "train", "one.py", "--registry", on_node.registry, "--base-image", on_node.base,
+                        "-n", ns, "--name", name], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"[{name}" in r.stdout and "hello through the log" in r.stdout, r.stdout + r.stderr
+    assert "FAIRING_EXIT" not in r.stdout + r.stderr
+    job = Kube(on_node.admin_kubeconfig, namespace=ns).get("batch/v1", "Job", name, ns)
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    assert not c.get("stdin") and "FAIRING_ATTACH_WAIT" not in env_names(c), c
+    assert "FAIRING_EXIT_MARK" in env_names(c)
+
+
+def test_a_job_nobody_follows_gets_no_stdin_and_no_attach_wait(on_node, tmp_path):
+    (tmp_path / "one.py").write_text('print("nobody attaches")\n')
+    name = uid("node-nowait")
+    try:
+        r = subprocess.run(train_args(on_node, "one.py", name, "--detach"), cwd=tmp_path, env=admin_env(on_node),
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stdout + r.stderr
+        c = main_container(on_node, name)
+        assert not c.get("stdin") and not c.get("stdinOnce") and "FAIRING_ATTACH_WAIT" not in env_names(c), c
+        # A dry run of a followed run shows what it would apply; of --detach, not.
+        for extra, attached in ((), True), (("--detach",), False):
+            d = subprocess.run(train_args(on_node, "one.py", name + "-dry", "--dry-run", "-o", "json", *extra),
+                               cwd=tmp_path, env=admin_env(on_node), capture_output=True, text=True, timeout=600)
+            assert d.returncode == 0, d.stdout + d.stderr
+            plan = json.loads(d.stdout)
+            job = next(m for m in plan["manifests"] if m["kind"] == "Job")
+            main = job["spec"]["template"]["spec"]["containers"][0]
+            assert bool(main.get("stdin")) is attached and ("FAIRING_ATTACH_WAIT" in env_names(main)) is attached
+    finally:
+        delete(on_node, name, tmp_path)
+
+
+def test_the_attach_session_starts_from_the_pod_s_binding_not_its_log(on_node, tmp_path):
+    """The client is what lets the command start: a followed run is not late by the shim's wait
+    (it would be ATTACH_WAIT seconds if the session never opened)."""
+    from fairing.kube.attach import ATTACH_WAIT
+
+    (tmp_path / "stamp.py").write_text('import os, time\nprint("started at", time.time())\n')
+    name = uid("node-attach-go")
+    try:
+        code, lines, api_running, err = run_timed(on_node, tmp_path, "stamp.py", name)
+        assert code == 0, err
+        started = float(shown(lines, name)[0].split()[-1])
+        kube = Kube(on_node.admin_kubeconfig, namespace=on_node.namespace)
+        deadline = time.monotonic() + 10  # fair returns before the kubelet reports the container
+        while True:
+            pod = kube.list("v1", "Pod", on_node.namespace, label_selector=f"job-name={name}")["items"][0]
+            state = ((pod.get("status") or {}).get("containerStatuses") or [{}])[0].get("state") or {}
+            cs = state.get("terminated") or state.get("running")
+            if cs or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert cs, pod.get("status")
+        import datetime
+
+        container_started = datetime.datetime.fromisoformat(cs["startedAt"].replace("Z", "+00:00")).timestamp()
+        # startedAt has whole seconds: the command started well within the wait of its container.
+        assert started - container_started < ATTACH_WAIT, (started, container_started)
+    finally:
+        delete(on_node, name, tmp_path)
+
+
+def test_a_session_that_breaks_before_the_exit_line_hands_over_to_the_log(on_node, tmp_path, monkeypatch, capsys):
+    """The attach session breaks after 50 lines (a dropped connection: made here by cutting the
+    session's reader, since the real node does not drop one on demand); the log takes over after
+    them: every line once, in order, the exit line never shown."""
+    import fairing
+    from fairing.kube import attach
+
+    real, cut = attach.lines, []
+
+    def breaks(ws):
+        for n, item in enumerate(real(ws)):
+            if n == 50:
+                cut.append(n)
+                raise ConnectionError("cut by the test")
+            yield item
+    monkeypatch.setattr(attach, "lines", breaks)
+    (tmp_path / "halves.py").write_text(textwrap.dedent("""
+        import time
+        for i in range(100):
+            print("a", i)
+        print("", end="", flush=True)
+        time.sleep(2)  # the log serves by now
+        for i in range(100):
+            print("b", i)
+    """))
+    name = uid("node-attach-break")
+    job = fairing.TrainJob(tmp_path / "halves.py", registry=on_node.registry, base_image=on_node.base,
+                           kubeconfig=str(on_node.admin_kubeconfig), namespace=on_node.namespace, name=name,
+                           deployer="job", progress=False, deployer_options={"mutators": on_node.mutators()})
+    try:
+        h = job.submit(wait=True, quiet=False)
+        assert h.status() == "Succeeded"
+        assert cut, "the attach session never gave 50 lines: the log path served it all"
+        c = main_container(on_node, name)
+        assert c.get("stdin") and "FAIRING_ATTACH_WAIT" in env_names(c), c
+        out = capsys.readouterr().out
+        got = [ln.split("] ", 1)[-1] for ln in out.splitlines() if ln.split("] ", 1)[-1][:2] in ("a ", "b ")]
+        assert got == [f"a {i}" for i in range(100)] + [f"b {i}" for i in range(100)], (got[:3], got[45:55], len(got))
+        assert "FAIRING_EXIT" not in out
+    finally:
+        delete(on_node, name, tmp_path)
