@@ -81,7 +81,7 @@ def shown(lines: list[tuple[float, str]], name: str) -> list[str]:
 def test_the_first_line_comes_through_attach_before_the_api_shows_the_container_running(on_node, tmp_path):
     (tmp_path / "one.py").write_text('print("hello through attach")\n')
     gaps = []
-    for i in range(3):
+    for i in range(5):
         name = uid("node-attach")
         try:
             code, lines, api_running, err = run_timed(on_node, tmp_path, "one.py", name)
@@ -99,7 +99,8 @@ def test_the_first_line_comes_through_attach_before_the_api_shows_the_container_
             break
     # Through the log, a line can come only after the API shows the container running (the
     # kubelet's relist); through attach, before. A relist can land in the ~0.1 s between the
-    # container's start and the line's arrival (about 1 run in 10): another run decides.
+    # container's start and the line's arrival (about 1 run in 10, more on a loaded machine):
+    # another run decides.
     assert any(g > 0 for g in gaps), f"the first line came after the API showed the container running, by {gaps} s"
 
 
