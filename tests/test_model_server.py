@@ -387,3 +387,51 @@ def test_server_file_runs_as_a_real_uvicorn_process(tmp_path):
     assert "model 'double' is ready" in out
     # SIGTERM is a graceful shutdown (uvicorn re-raises the signal once done, hence -15).
     assert "Application shutdown complete" in out and proc.returncode in (0, -15), out
+
+
+def _on_loop() -> bool:
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        return False
+
+
+def test_a_fast_predict_moves_onto_the_event_loop_and_a_slow_one_moves_back():
+    """A sub-millisecond predict is served from the event loop once it has shown itself fast (no
+    thread handoff: bench/serve.py's p99 against KServe); the first slow call sends it back to the
+    worker threads, so a second slow request no longer holds up the health check."""
+
+    class Varies:
+        calls: list = []
+
+        def predict(self, rows):
+            type(self).calls.append(_on_loop())
+            if rows[0][0] < 0:
+                time.sleep(-rows[0][0])
+            return [sum(r) for r in rows]
+
+    client, _ = serve(Varies, name="varies")
+    try:
+        for i in range(ms.INLINE_AFTER + 8):
+            assert client.post("/v1/models/varies:predict", json={"instances": [[i, 1]]}).json() == {"predictions": [i + 1]}
+        calls = Varies.calls
+        assert not calls[0], "a hook of unknown cost must start on a worker thread"
+        assert all(calls[ms.INLINE_AFTER:]), f"a fast predict should run on the event loop after {ms.INLINE_AFTER} calls: {calls}"
+        # Slow now: this call runs inline (the loop learns it only from this call) ...
+        assert client.post("/v1/models/varies:predict", json={"instances": [[-0.3, 0]]}).status_code == 200
+        assert Varies.calls[-1] is True
+        # ... and the next slow one goes to a thread, so liveness answers while it runs.
+        slow = threading.Thread(target=client.post, args=("/v1/models/varies:predict",), kwargs={"json": {"instances": [[-1.0, 0]]}})
+        slow.start()
+        time.sleep(0.2)
+        t0 = time.perf_counter()
+        assert client.get("/v2/health/live").status_code == 200
+        waited = time.perf_counter() - t0
+        slow.join()
+        assert Varies.calls[-1] is False, "after a slow inline call, predict must go back to a worker thread"
+        assert waited < 0.5, f"the health check waited {waited:.2f} s behind a slow predict"
+    finally:
+        client.__exit__(None, None, None)

@@ -46,6 +46,15 @@ GET /metrics is Prometheus text (prometheus_client, when the image has it): requ
 protocol and status code, latency and batch-size histograms, labelled with the model name, image
 digest and run id. Without prometheus_client the server works and /metrics answers 404 saying so.
 
+Where a blocking hook runs: predict/preprocess/postprocess that are plain functions start on a
+worker thread, so a slow model never stalls the event loop (health checks, other requests). A hook
+whose last INLINE_AFTER calls each took under INLINE_SECONDS (1 ms) runs on the event loop itself
+from then on, as KServe's ModelServer runs every blocking predict: for a fast model the thread
+handoff costs more than the predict, and under the GIL it waits up to the interpreter's switch
+interval (5 ms) whenever the loop is busy, which became the p99. An inline call that takes longer
+sends the hook back to the worker threads until it is fast again for twice as many calls; so a
+model that turns slow stalls the loop for one call at most.
+
 The model is loaded once, in a background thread, so liveness answers while a big model loads.
 Until load() returns the server is live but not ready; if load() raises it stays not ready and
 every readiness/predict call answers 503 with the load error (and the log says so)."""
@@ -61,6 +70,7 @@ import shutil
 import struct
 import sys
 import threading
+import time
 import traceback
 import urllib.parse
 import urllib.request
@@ -660,13 +670,64 @@ def _error(status: int, message: str):
     return JSONResponse({"error": message}, status_code=status)
 
 
-async def _run(fn, *args):
-    """Run a model hook: coroutine functions are awaited, blocking ones go to a worker thread."""
-    from starlette.concurrency import run_in_threadpool
+INLINE_SECONDS = 0.001  # a blocking hook this fast runs on the event loop (see the module docstring)
+INLINE_AFTER = 16  # ... once this many calls in a row were that fast
 
+
+class _Pace:
+    """How fast one blocking hook has been lately: `fast` counts its calls under INLINE_SECONDS in
+    a row (negative after a slow call, so it has to earn the loop back twice over)."""
+
+    __slots__ = ("fast",)
+
+    def __init__(self) -> None:
+        self.fast = 0
+
+    @property
+    def inline(self) -> bool:
+        return self.fast >= INLINE_AFTER
+
+    def note(self, seconds: float) -> None:
+        # Worker threads call this side by side: a lost update only delays a switch by a call.
+        if seconds < INLINE_SECONDS:
+            self.fast = min(self.fast + 1, INLINE_AFTER)
+        else:
+            self.fast = -INLINE_AFTER
+
+
+# Per hook function (a bound method's function: a new model object of the same class starts from
+# what the old one showed, and its first slow call sends it back to the threads).
+_paces: dict[Any, _Pace] = {}
+
+
+def _pace(fn) -> _Pace:
+    key = getattr(fn, "__func__", fn)
+    pace = _paces.get(key)
+    if pace is None:
+        pace = _paces.setdefault(key, _Pace())
+    return pace
+
+
+async def _run(fn, *args):
+    """Run a model hook: coroutine functions are awaited; blocking ones go to a worker thread, or
+    run here on the event loop once they have shown themselves fast (see the module docstring)."""
     if inspect.iscoroutinefunction(fn):
         return await fn(*args)
-    out = await run_in_threadpool(fn, *args)
+    pace = _pace(fn)
+
+    def timed():
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            pace.note(time.perf_counter() - t0)
+
+    if pace.inline:
+        out = timed()
+    else:
+        from starlette.concurrency import run_in_threadpool
+
+        out = await run_in_threadpool(timed)
     return await out if inspect.isawaitable(out) else out
 
 
