@@ -553,6 +553,7 @@ class Pusher:
         # keep up with the layers being made, and takes less CPU from them than `jobs` streams.
         self._early = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fairing-push-early")
         self._finishing = False
+        self._failed: BaseException | None = None  # the first send that failed (set by its thread)
 
     def __enter__(self) -> "Pusher":
         return self
@@ -565,17 +566,24 @@ class Pusher:
         build whose uploads fail stops early, with the error push() would have raised."""
         self.check()
         with self._lock:
-            if layer.digest not in self._sent:
-                pool = self._pool if self._finishing else self._early
-                self._sent[layer.digest] = pool.submit(self._timed, self._send_layer, layer)
+            if layer.digest in self._sent:
+                return
+            pool = self._pool if self._finishing else self._early
+            future = self._sent[layer.digest] = pool.submit(self._timed, self._send_layer, layer)
+        future.add_done_callback(self._note)  # outside the lock: a send already done calls it here
+
+    def _note(self, future: Future) -> None:
+        # Kept as each send ends, so check() costs nothing however many layers were sent.
+        if not future.cancelled() and future.exception() is not None:
+            with self._lock:
+                self._failed = self._failed or future.exception()
 
     def check(self) -> None:
         """Raise the error of a send that already failed, if any."""
         with self._lock:
-            done = [f for f in self._sent.values() if f.done() and not f.cancelled()]
-        for f in done:
-            if f.exception() is not None:
-                raise f.exception()
+            failed = self._failed
+        if failed is not None:
+            raise failed
 
     def close(self) -> None:
         """Stop: sends not started are dropped, running ones are waited for (no thread outlives
