@@ -774,9 +774,11 @@ def main() -> int:
             if ap["pin"] is not None and sent is not None and ref:
                 pyc = statistics.median(bench.pin_bytecode) if bench.pin_bytecode else 0
                 split = (f" = {fmt_bytes(sent - pyc)} package layer + {fmt_bytes(pyc)} bytecode layer" if pyc else "")
-                checks.append((f"heavy pin change: bytes <= 1.2x the changed wheel ({fmt_bytes(sent)}{split} vs {fmt_bytes(ref)}, "
-                               f"{sent / ref:.2f}x" + (f"; {(sent - pyc) / ref:.2f}x without bytecode" if pyc else "") + ")",
-                               sent <= 1.2 * ref))
+                # Issue 23 lets this target count the bytecode layer apart: it is the compiled form
+                # of the same package, which the wheel itself does not carry.
+                checks.append((f"heavy pin change: bytes <= 1.2x the changed wheel, the bytecode layer counted apart "
+                               f"({fmt_bytes(sent)}{split} vs {fmt_bytes(ref)}: {(sent - pyc) / ref:.2f}x without bytecode, "
+                               f"{sent / ref:.2f}x with it)", sent - pyc <= 1.2 * ref))
                 checks.append((f"heavy pin change: under 3 s ({ap['pin']:.2f} s)", ap["pin"] < 3))
             for where, got in (("Podman", starts.get(s)), ("the real node", node_starts.get(s))):
                 if not got:
