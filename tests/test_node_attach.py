@@ -4,7 +4,11 @@ container running; an attach session opens as soon as the runtime runs it, and t
 waits for the client's "go" before starting the command, so every line comes through it.
 
 The rig's admin may attach; its namespace's least-privilege ServiceAccount may not (its Role has
-no pods/attach): its runs take the log path, with no wait in the pod."""
+no pods/attach): its runs take the log path, with no wait in the pod.
+
+A session that stalls, or an attach path that refuses the websocket, goes through a real proxy
+between the client and the rig's API server (tests/attach_proxy.py): what a middlebox does, which
+the rig's API server and node do not do on their own."""
 from __future__ import annotations
 
 import json
@@ -14,6 +18,8 @@ import textwrap
 import threading
 import time
 import uuid
+
+import pytest
 
 from fairing.kube.client import Kube
 from tests.test_node_job_verdict import terminated_seen
@@ -240,3 +246,160 @@ def test_a_session_that_breaks_before_the_exit_line_hands_over_to_the_log(on_nod
         assert "FAIRING_EXIT" not in out
     finally:
         delete(on_node, name, tmp_path)
+
+
+def test_a_debug_line_about_an_attach_session_is_one_line_without_credentials():
+    """What attach_pump and the access review log at debug level (fair --debug) for an exception:
+    its type and message on one line, a token or Authorization header blanked."""
+    from fairing.kube.attach import describe
+
+    e = ConnectionError("the attach session broke: handshake sent\nAuthorization: Bearer eyJhbGciOi.secret.part")
+    line = describe(e)
+    assert line.startswith("ConnectionError: the attach session broke") and "\n" not in line, line
+    assert "eyJhbGciOi" not in line and "secret" not in line, line
+    assert "token=<redacted>" in describe(ValueError("bad token=abc123")), describe(ValueError("bad token=abc123"))
+
+
+@pytest.fixture
+def attach_proxy(kube, tmp_path):
+    """attach_proxy(mode): a tests/attach_proxy.AttachProxy in front of the rig's API server,
+    closed after the test."""
+    from tests.attach_proxy import AttachProxy
+
+    if kube.pki is None:
+        pytest.skip("needs the rig's own control plane (its CA signs the proxy's certificate)")
+    made = []
+
+    def make(mode: str) -> AttachProxy:
+        d = tmp_path / f"proxy-{len(made)}"
+        d.mkdir()
+        made.append(AttachProxy(kube.pki, kube.server, d, mode))
+        return made[-1]
+    yield make
+    for p in made:
+        p.close()
+
+
+def proxied_job(on_node, tmp_path, script: str, name: str, cfg):
+    import fairing
+
+    return fairing.TrainJob(tmp_path / script, registry=on_node.registry, base_image=on_node.base,
+                            kubeconfig=str(cfg), namespace=on_node.namespace, name=name, deployer="job",
+                            progress=False, deployer_options={"mutators": on_node.mutators()})
+
+
+def shown_out(out: str, prefix: str) -> list[str]:
+    return [ln.split("] ", 1)[-1] for ln in out.splitlines() if ln.split("] ", 1)[-1].startswith(prefix)]
+
+
+def one_line_records(caplog, logger: str, text: str) -> list[str]:
+    """The messages of `logger`'s records containing `text`, each checked to be one line with no
+    credential material in it (the kubeconfig's client key and certificate, a bearer token)."""
+    msgs = [r.getMessage() for r in caplog.records if r.name == logger and text in r.getMessage()]
+    for m in msgs:
+        assert "\n" not in m and "BEGIN" not in m and "Bearer " not in m, m
+    return msgs
+
+
+def test_a_session_that_stalls_after_the_container_ended_is_cut_and_the_log_reads_the_rest(
+        on_node, attach_proxy, tmp_path, capsys, caplog):
+    """A middlebox stops passing the attach session's bytes after its first line and holds the
+    connection open: no close, no RST. Once the pods watch shows the container terminated, the
+    session is cut after a short grace and the log reads the rest: every line once, the follow
+    ends within seconds of the container's end instead of at its drain deadline (which would also
+    lose every line after the stall), and the run reads Succeeded."""
+    import logging
+
+    from fairing.kube import attach
+    from fairing.kube.logs import ATTACH_GRACE, DRAIN_SECONDS
+
+    caplog.set_level(logging.DEBUG, logger="fairing.kube")
+    proxy = attach_proxy("stall")
+    cfg = proxy.kubeconfig(on_node.admin_kubeconfig, tmp_path / "proxied.kubeconfig")
+    (tmp_path / "lines.py").write_text(textwrap.dedent("""
+        import sys, time
+        for i in range(6):
+            sys.stdout.write(f"line {i}\\n")  # one write, one frame: the proxy holds all after the first
+            sys.stdout.flush()
+            time.sleep(0.3)
+    """))
+    proxied = Kube(str(cfg), namespace=on_node.namespace)
+    for attempt in range(3):
+        name = uid("node-attach-stall")
+        seen: dict = {}
+        ready, stop = threading.Event(), threading.Event()
+        threading.Thread(target=terminated_seen, args=(on_node, name, seen, ready, stop), daemon=True).start()
+        ready.wait(10)
+        stalled = proxy.stalled
+        try:
+            h = proxied_job(on_node, tmp_path, "lines.py", name, cfg).submit(wait=True, quiet=False)
+            returned = time.time()
+            assert h.status() == "Succeeded"
+            out = capsys.readouterr().out
+            c = main_container(on_node, name)
+            assert c.get("stdin") and "FAIRING_ATTACH_WAIT" in env_names(c), c
+            assert shown_out(out, "line ") == [f"line {i}" for i in range(6)], out
+            assert "FAIRING_EXIT" not in out
+            deadline = time.monotonic() + 10
+            while not seen and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            delete(on_node, name, tmp_path)
+        if proxy.stalled > stalled:
+            break
+        # The relist showed the container running before the session opened (see the first test):
+        # the log had it from the start, and nothing stalled. Another run decides.
+        print("no session stalled on run", attempt + 1)
+    assert proxy.stalled == stalled + 1, "the attach session never gave a line through the proxy: nothing stalled"
+    assert proxy.passed[-1] == b"line 0\n", proxy.passed  # the session gave a line: the log skips it
+    assert seen, "the API never showed the container terminated"
+    took = returned - min(seen.values())
+    print("the follow ended", round(took, 2), "s after the API showed the container terminated")
+    # The grace, a read of the log and the wait's last look; without the cut, the follow ends only
+    # when the drain deadline does, DRAIN_SECONDS after that same pods event.
+    assert took < DRAIN_SECONDS - 0.5, (took, ATTACH_GRACE, DRAIN_SECONDS)
+    # The cut is in the debug log (fair --debug), one line; a session that opened and then stalled
+    # is not a refusing path: the next Job still attaches.
+    assert one_line_records(caplog, "fairing.kube.logs", "attach: the session to pod"), caplog.text
+    assert attach.allowed(proxied, on_node.namespace)
+
+
+def test_an_attach_path_that_refuses_the_websocket_is_remembered_and_the_next_job_does_not_wait(
+        on_node, attach_proxy, tmp_path, capsys, caplog):
+    """RBAC allows attach, but the path answers the websocket upgrade with 502 (the proxy in
+    refuse mode). The first Job waits for its "go" in vain (FAIRING_ATTACH_WAIT) and the log
+    serves it whole; the refusal is remembered for that server, account and namespace, so the
+    next Job through the same kubeconfig gets no stdin and no attach wait, and no attach is tried."""
+    import logging
+
+    from fairing.kube import attach
+
+    caplog.set_level(logging.DEBUG, logger="fairing.kube")
+    proxy = attach_proxy("refuse")
+    cfg = proxy.kubeconfig(on_node.admin_kubeconfig, tmp_path / "proxied.kubeconfig")
+    ns = on_node.namespace
+    (tmp_path / "three.py").write_text('for i in range(3):\n    print("row", i)\n')
+    first, second = uid("node-attach-refused"), uid("node-attach-after")
+    try:
+        h = proxied_job(on_node, tmp_path, "three.py", first, cfg).submit(wait=True, quiet=False)
+        assert h.status() == "Succeeded"
+        out = capsys.readouterr().out
+        assert shown_out(out, "row ") == ["row 0", "row 1", "row 2"], out
+        c = main_container(on_node, first)
+        assert c.get("stdin") and "FAIRING_ATTACH_WAIT" in env_names(c), c  # the premise: it had the wait
+        assert proxy.refused > 0, "no attach was tried through the proxy"
+        assert one_line_records(caplog, "fairing.kube.logs", "attach: no session to running pod"), caplog.text
+        assert not attach.allowed(Kube(str(cfg), namespace=ns), ns)
+
+        refused = proxy.refused
+        h = proxied_job(on_node, tmp_path, "three.py", second, cfg).submit(wait=True, quiet=False)
+        assert h.status() == "Succeeded"
+        out = capsys.readouterr().out
+        assert shown_out(out, "row ") == ["row 0", "row 1", "row 2"], out
+        c = main_container(on_node, second)
+        assert not c.get("stdin") and not c.get("stdinOnce") and "FAIRING_ATTACH_WAIT" not in env_names(c), c
+        assert proxy.refused == refused, "the second Job tried to attach"
+    finally:
+        delete(on_node, first, tmp_path)
+        delete(on_node, second, tmp_path)

@@ -11,14 +11,20 @@ The websocket (subprotocol v4.channel.k8s.io: the first byte of each message is 
 stdin, 1 stdout, 2 stderr, 3 the final status) goes with fairing's own client (fairing.kube.plain:
 token or client certificate); a kubeconfig that needs the official loader does not attach (its
 Jobs get no attach wait), nor does an account without `create pods/attach` (asked once with a
-SelfSubjectAccessReview, remembered for a while)."""
+SelfSubjectAccessReview, remembered for a while). A path that refuses the websocket although RBAC
+allows it (a proxy or node that answers the upgrade with an error) is remembered the same way
+(`remember_refused`): the next Jobs there get no attach wait to pay."""
 from __future__ import annotations
 
+import logging
+import re
 import threading
 import time
 from typing import Iterator
 
 from .client import Kube
+
+log = logging.getLogger(__name__)
 
 # How long the shim waits for "go" when its client will attach (seconds). A run nobody attaches
 # to (the client died, the node refuses the session) starts that much later; an attach opens
@@ -33,7 +39,12 @@ _allowed_lock = threading.Lock()
 
 
 class NotYet(Exception):
-    """The session did not open: the container is not running yet (or the node is slow)."""
+    """The session did not open: the container is not running yet (or the node is slow). `status`:
+    the handshake's HTTP answer, None when the connection itself failed."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class Refused(Exception):
@@ -45,13 +56,37 @@ def can_attach(kube: Kube) -> bool:
     return getattr(kube, "transport", None) is not None
 
 
+def describe(e: BaseException) -> str:
+    """An exception as one short line for a debug log: its type and message, with anything shaped
+    like a credential (a bearer token, an Authorization header) blanked."""
+    from ..messages import one_line
+
+    text = one_line(f"{type(e).__name__}: {e}")
+    text = re.sub(r"(?i)\b(bearer|basic)\s+[^\s,;'\"]+", r"\1 <redacted>", text)
+    text = re.sub(r"(?i)\b(authorization|token|password)(['\"]?\s*[:=]\s*['\"]?)(?!bearer |basic )[^\s,;'\"]+",
+                  r"\1\2<redacted>", text)
+    return text[:300]
+
+
+def _key(kube: Kube, namespace: str) -> tuple:
+    return (kube.server, kube.source, namespace)
+
+
+def remember_refused(kube: Kube, namespace: str) -> None:
+    """The session to a running container did not open through this server for this account and
+    namespace although RBAC allows it (see logs.follow_logs): its Jobs get no attach wait for
+    ALLOWED_TTL, as if the review had said no; the review is asked again after that."""
+    with _allowed_lock:
+        _allowed[_key(kube, namespace)] = (time.monotonic(), False)
+
+
 def allowed(kube: Kube, namespace: str) -> bool:
     """May this account attach to pods in `namespace`? False when this client cannot attach at all.
     One SelfSubjectAccessReview (~a round trip), remembered for ALLOWED_TTL per server, account
     and namespace: a Job gets the attach wait only when its client's session will open."""
     if not can_attach(kube):
         return False
-    key = (kube.server, kube.source, namespace)
+    key = _key(kube, namespace)
     now = time.monotonic()
     with _allowed_lock:
         hit = _allowed.get(key)
@@ -64,7 +99,8 @@ def allowed(kube: Kube, namespace: str) -> bool:
         out = kube.request("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", body=review,
                            timeout=5)
         ok = bool(((out or {}).get("status") or {}).get("allowed"))
-    except Exception:  # noqa: BLE001 - no answer: no attach (the log path is always there)
+    except Exception as e:  # noqa: BLE001 - no answer: no attach (the log path is always there)
+        log.debug("attach: the access review in %s gave no answer, so no attach wait: %s", namespace, describe(e))
         ok = False
     with _allowed_lock:
         _allowed[key] = (now, ok)
@@ -95,7 +131,7 @@ def open_session(kube: Kube, namespace: str, pod: str, container: str, *, timeou
     except websocket.WebSocketBadStatusException as e:
         if e.status_code in (401, 403):
             raise Refused(f"the API server answered {e.status_code}") from None
-        raise NotYet(f"the API server answered {e.status_code}") from None
+        raise NotYet(f"the API server answered {e.status_code}", e.status_code) from None
     except (OSError, websocket.WebSocketException) as e:
         raise NotYet(str(e) or type(e).__name__) from None
 

@@ -8,6 +8,7 @@ the whole command.
 from __future__ import annotations
 
 import datetime
+import logging
 import re
 import threading
 import time
@@ -20,9 +21,26 @@ from .errors import Forbidden, Unreachable
 from .reasons import container_statuses
 from .wait import Mux, Stream
 
+log = logging.getLogger(__name__)
+
 # After the workload finished, how long replica log streams may take to drain before they are
 # cut (a kubelet ends them when the container exits; a node that does not is not waited for).
 DRAIN_SECONDS = 5.0
+# How long an attach session may stay open after the pods watch shows its container terminated
+# before it is cut and the log reads the rest. The runtime closes the container's output when it
+# exits, so a live session has given its last bytes and its status within milliseconds of the
+# exit, while the API shows the container terminated only after the kubelet's next relist (up to
+# ~1 s later): a session still open 2 s after that has stalled (a proxy or a half-dead TCP path
+# holding the connection with no close and no RST). The margin leaves a session still draining a
+# burst on a loaded machine its time; cutting one early costs a re-read of the log, never a line.
+ATTACH_GRACE = 2.0
+# After the log path took a pod over from an attach session that had not opened, the tries made
+# with the container shown running: a session that opens then is closed at once (the shim goes on
+# instead of waiting out FAIRING_ATTACH_WAIT); when none opens, the path refuses attach for this
+# server, account and namespace (a proxy or node answering the upgrade with an error) and the
+# next Jobs there get no attach wait (attach.remember_refused). A few, 50 ms apart: one dropped
+# connection does not decide it.
+LATE_TRIES = 3
 
 
 class LogsUnavailable(DeployError):
@@ -210,6 +228,7 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
     # skips: how many lines a broken session gave (the log path starts after them).
     modes: dict[str, str] = {}
     skips: dict[str, int] = {}
+    graces: dict[str, threading.Timer] = {}  # per attached pod shown terminated: cuts a stalled session
     lock = threading.Lock()
 
     with Mux(kube, namespace, streams) as mux:
@@ -217,6 +236,36 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
             responses[pname] = resp
             if halts[pname].is_set():  # cut before it opened
                 abort_response(resp)
+
+        def late_tries(pname: str, cname: str) -> None:
+            """The log path took `pname` over before a session opened: the last tries, with the
+            container shown running (see LATE_TRIES). Only a real refusal is remembered: none of
+            the tries opened, each failed in the handshake (an answer other than 101, 401 or 403)
+            or the connection, and the pod still ran after them; not a pod that ended meanwhile,
+            nor a follow that ended."""
+            from . import attach as attachlib
+
+            def running() -> bool:
+                pod = pods.get(pname)
+                return pod is not None and _started(pod, cname) and not _ended(pod, cname) \
+                    and not finished_owner and not stop.is_set()
+
+            why = None
+            for _ in range(LATE_TRIES):
+                if not running():
+                    return
+                try:
+                    attachlib.open_session(kube, namespace, pname, cname).close()
+                    return  # it opens after all (a race with the relist): the close lets the shim go on
+                except attachlib.NotYet as e:
+                    why = e
+                except attachlib.Refused:
+                    return  # RBAC's answer changed: the access review says so next time
+                stop.wait(0.05)
+            if running():
+                log.debug("attach: no session to running pod %s in %d tries (%s): the next Jobs in %s "
+                          "get no attach wait for a while", pname, LATE_TRIES, attachlib.describe(why), namespace)
+                attachlib.remember_refused(kube, namespace)
 
         def attach_pump(pname: str, label: str, cname: str) -> None:
             """The pod's output through an attach session (see fairing.kube.attach): tried every
@@ -244,6 +293,8 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                         modes[pname] = "attached"
                         responses[pname] = ws
                     break
+                if ws is None and modes.get(pname) == "log":
+                    late_tries(pname, cname)
                 if ws is None or modes.get(pname) != "attached":
                     return
                 attachlib.send_go(ws)
@@ -257,8 +308,9 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                         continue
                     given += 1
                     mux.put(("log", "LINE", pre + text))
-            except Exception:  # noqa: BLE001 - a broken session: the log path reads the rest
-                pass
+            except Exception as e:  # noqa: BLE001 - a broken session: the log path reads the rest
+                log.debug("attach: the session to pod %s ended after %d lines, the log reads the rest: %s",
+                          pname, given, attachlib.describe(e))
             finally:
                 if ws is not None:
                     try:
@@ -322,6 +374,11 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                 mux.put(("log", "LINE", f"{pre}(log stream ended: {e.message})"))
             finally:
                 mux.put(("logend", "END", pname))
+
+        def ungrace(pname: str) -> None:
+            timer = graces.get(pname)
+            if timer is not None:
+                timer.cancel()
 
         def abandon(pname: str) -> None:
             """Stop trying a session to a pod that will not run (gone, or the workload is over):
@@ -392,13 +449,17 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                 if key == "attachend":
                     # No session, or it broke before the exit line: the log path reads the rest
                     # (after the lines the session gave), once the pod shows the container ran.
+                    ungrace(ev)
                     with lock:
                         modes[ev] = "log-pending"
                     skips[ev] = int(etype)
                     if ev in pods:
+                        if _ended(pods[ev], container(pods[ev]) if callable(container) else container):
+                            halts[ev].set()  # its log is complete: its pump reads it at once (see pump)
                         start(pods[ev])
                     continue
                 if key == "logend":
+                    ungrace(ev)
                     active.discard(ev)
                 elif key == "owner":
                     owner = ev
@@ -418,10 +479,16 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                     else:
                         pods[pname] = ev
                         start(ev)
-                        if pname in active and modes.get(pname) != "attached" \
-                                and _ended(ev, container(ev) if callable(container) else container):
+                        ended = _ended(ev, container(ev) if callable(container) else container)
+                        if pname in active and modes.get(pname) != "attached" and ended:
                             halts[pname].set()  # its pump reads the rest at once (see pump)
                             abort_response(responses.get(pname))
+                        elif ended and pname in active and modes.get(pname) == "attached" and pname not in graces:
+                            # A session normally ends with its container; one that has not within
+                            # ATTACH_GRACE stalled: cut, it ends in "attachend" and the log reads on.
+                            graces[pname] = threading.Timer(ATTACH_GRACE, abort_response, (responses.get(pname),))
+                            graces[pname].daemon = True
+                            graces[pname].start()
                         # Every pod of the workload is on this watch: its verdict needs no list.
                         if not finished_owner and verdict is not None and owner is not None \
                                 and verdict(owner, list(pods.values())) in terminal:
@@ -430,6 +497,8 @@ def follow_logs(kube: Kube, namespace: str, *, api_version: str, kind: str, name
                     return
         finally:
             stop.set()
+            for timer in list(graces.values()):
+                timer.cancel()
             for halt in list(halts.values()):
                 halt.set()
             for resp in list(responses.values()):
