@@ -5,8 +5,9 @@ A cold build spends its first ~0.3 s resolving (uv asks the index) before it kno
 files it installs, and the layers phase after that is CPU-bound. A requirement `name==version`
 (no markers, extras or URL) whose wheel for the target's Python and platform is already in the
 wheel store names its wheel before anyone resolves, so such wheels of OWN_LAYER bytes or more
-(group() gives those a layer of their own, the 16 biggest at least) have their layers made from
-the build's start, on the build's own layer threads (making.Maker).
+(group() gives each a layer of its own, up to the 16 biggest) have their layers made from the
+build's start, on the build's own layer threads (making.Maker). Small wheels are not guessed: their
+group depends on the whole resolved set.
 
 Only what is known before resolution is used: the requirements, the store's file names, and each
 file's sha256, hashed here (remembered per process, so checking the wheel before installing it
