@@ -733,6 +733,12 @@ def main() -> int:
                 if rows:
                     cells = [statistics.median([r.get(k, 0.0) for r in rows]) for k in keys]
                     print(f"{LABELS[case]:26}" + "".join(f"{c:>9.2f}" for c in cells))
+            for case in cases:  # the layers begun while resolving (builders/deps/speculate.py)
+                rows = [r for r in bench.phases.get((s, case)) or [] if "speculated" in r]
+                if rows:
+                    print(f"{LABELS[case]:26} speculation: " + ", ".join(
+                        f"{k} {statistics.median([r.get(k, 0) for r in rows]):.3g}"
+                        for k in ("speculated", "speculated_early", "speculated_unused", "speculate")))
         if s in limits:
             lim = limits[s]
             total = lim["read"] + lim["unzip"] + lim["compress"] + lim["upload"]

@@ -102,7 +102,11 @@ class BuildStats:
     # Where the time went, seconds: resolve, download, install, tar, compress (tar and compress:
     # CPU seconds summed over threads), layers (their wall time), upload (publishing's wall time,
     # after the image was complete: the append builder sends each layer to a registry as soon as
-    # it is made), sending (its blob sends, summed over threads). Empty for other builders.
+    # it is made), sending (its blob sends, summed over threads). Empty for other builders. When
+    # layers were begun while resolving (builders/deps/speculate.py), also counts (ints):
+    # speculated (groups whose speculative layers were used), speculated_early (of their layers,
+    # those made before resolution answered), speculated_unused; and speculate, the seconds spent
+    # hashing the store's wheels for it.
     phases: Mapping[str, float] = field(default_factory=dict)
 
 

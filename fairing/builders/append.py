@@ -315,6 +315,6 @@ class AppendBuilder(Builder):
             self.phases["sending"] = handed.seconds  # every blob send, during the build or after, summed over threads
         s = built.stats
         self._say(f"built {built.ref} ({s.layers_uploaded} layers uploaded, {s.layers_skipped} skipped, {s.bytes_uploaded} bytes)")
-        self._say("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.phases.items()))
+        self._say("time: " + ", ".join(f"{k} {v:.2f} s" if isinstance(v, float) else f"{k} {v}" for k, v in self.phases.items()))
         return replace(built, stats=replace(s, phases=dict(self.phases)),
                        resolved_requirements=getattr(self, "_resolved", ()))

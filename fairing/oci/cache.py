@@ -65,20 +65,22 @@ _verified_lock = threading.Lock()
 def _verify(path: Path, digest: str, size: int) -> bool:
     """True if the file at `path` has this size and sha256; hashing is remembered per process."""
     try:
-        st = path.stat()
+        return path.stat().st_size == size and _digest(path) == digest
     except FileNotFoundError:
         return False
-    if st.st_size != size:
-        return False
+
+
+def _digest(path: Path) -> str:
+    """The sha256 of the file at `path`, hashed once per process while its size and mtime stay."""
+    st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     with _verified_lock:
-        if _verified.get(key) == digest:
-            return True
-    ok = sha256_file(path) == digest
-    if ok:
+        known = _verified.get(key)
+    if known is None:
+        known = sha256_file(path)
         with _verified_lock:
-            _verified[key] = digest
-    return ok
+            _verified[key] = known
+    return known
 
 
 def _unchanged(path: Path, size: int, mtime_ns) -> bool:
@@ -210,6 +212,11 @@ class Cache:
     def verified(self, path: Path, digest: str, size: int) -> bool:
         """True if `path` holds `size` bytes hashing to `digest` (remembered per process)."""
         return _verify(path, digest, size)
+
+    def digest(self, path: Path) -> str:
+        """"sha256:..." of the file at `path` (remembered per process: a later verified() of the
+        same unchanged file reads nothing)."""
+        return _digest(path)
 
     def put_file(self, path: Path, digest: str, write: Callable[[object], None]) -> Path:
         """Store a file at `path` by calling `write(fileobj)`; it must hash to `digest`."""

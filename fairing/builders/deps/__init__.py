@@ -3,7 +3,9 @@ architecture, without running anything in the image, as one layer per package (o
 
     resolve.py  requirements -> exact wheel files (uv, else pip), cached by the requirement set
     wheels.py   the wheel cache: download (parallel, sha256-checked) and unpack, once per wheel
-    layers.py   wheels -> at most 20 layers, each cached by the wheels it holds, made in parallel
+    layers.py   wheels -> at most 20 layers (groups.py), each cached by the wheels it holds, made
+                in parallel (making.py)
+    speculate.py  the layers of pinned wheels already in the wheel store, begun while resolving
     bytecode.py the .pyc companion layers, compiled by a matching Python in a clean process
     pip.py      the fallback for requirements that are not plain wheels: pip --target, one layer
     target.py   the image's Python, its platform tags, SITE_DIR
@@ -19,8 +21,9 @@ from typing import Callable, Sequence
 
 from ...oci.cache import Cache, CachedLayer
 from ...oci.layer import GZIP, Compression
-from . import index
+from . import index, speculate
 from .layers import DepLayer, Group, cached_layer, dependency_layers, group
+from .making import Maker
 from .pip import dependency_layer, installed_packages, pip_command
 from .resolve import Wheel, remember, resolve
 from .target import SITE_DIR, deps_key, image_python, platform_tags
@@ -49,20 +52,42 @@ def install_layers(
     timings = timings if timings is not None else {}
     t0 = time.perf_counter()
     access = index.access(cache.root, ca_file)  # pip's index settings, read once per build
-    wheels, how = resolve(requirements, python, tags, cache, access)
-    timings["resolve"] = timings.get("resolve", 0.0) + time.perf_counter() - t0
-    if progress and how != "cache":
-        progress(f"resolved {len(requirements)} requirement(s) to {len(wheels or ())} wheel(s) with {how} for Python {python} ({tags[0]})")
-    if wheels is None:
-        t1 = time.perf_counter()
-        layer, built = dependency_layer(requirements, python=python, tags=tags, cache=cache, progress=progress,
-                                        compression=compression, timings=timings, env=access.env())
-        timings["install"] = timings.get("install", 0.0) + time.perf_counter() - t1
-        return [DepLayer(Group("dependencies", ()), layer, built,
-                         installed=installed_packages(requirements, python, tags, cache))]
-    return dependency_layers(wheels, cache=cache, compression=compression, progress=progress, timings=timings,
-                             on_sizes=lambda sized: remember(cache, requirements, python, tags, sized), interp=interp, access=access,
-                             on_layer=on_layer)
+    # One set of layer threads for the whole build: the speculative layers begun while resolving
+    # and the rest after it (leaving the block waits for them, stopping them if it raised).
+    with Maker(cache, compression, interp, timings) as maker:
+        guess = speculate.start(requirements, python, tags, cache, maker, progress)
+        try:
+            wheels, how = resolve(requirements, python, tags, cache, access)
+        except BaseException:
+            if guess:
+                guess.stop()
+            raise
+        resolved_at = time.perf_counter()
+        timings["resolve"] = timings.get("resolve", 0.0) + resolved_at - t0
+        if guess:
+            guess.join()  # every speculative job is on the maker now
+            timings["speculate"] = timings.get("speculate", 0.0) + guess.seconds
+        if progress and how != "cache":
+            progress(f"resolved {len(requirements)} requirement(s) to {len(wheels or ())} wheel(s) with {how} for Python {python} ({tags[0]})")
+        if wheels is None:
+            maker.abandon_unclaimed()
+            t1 = time.perf_counter()
+            layer, built = dependency_layer(requirements, python=python, tags=tags, cache=cache, progress=progress,
+                                            compression=compression, timings=timings, env=access.env())
+            timings["install"] = timings.get("install", 0.0) + time.perf_counter() - t1
+            return [DepLayer(Group("dependencies", ()), layer, built,
+                             installed=installed_packages(requirements, python, tags, cache))]
+        out = dependency_layers(wheels, cache=cache, compression=compression, progress=progress, timings=timings,
+                                on_sizes=lambda sized: remember(cache, requirements, python, tags, sized), interp=interp,
+                                access=access, on_layer=on_layer, maker=maker)
+        if guess:
+            counts = maker.speculation(resolved_at)
+            timings.update(counts)
+            if progress and guess.started:
+                progress(f"speculation: the layers of {counts['speculated']} of {guess.started} pinned wheel(s) from the store used, "
+                         f"{counts['speculated_early']} layer(s) made before resolution answered "
+                         f"(hashing {guess.seconds:.2f} s)")
+        return out
 
 
 def planned_layers(requirements: Sequence[str], python: str, tags: Sequence[str], cache: Cache,

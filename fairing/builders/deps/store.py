@@ -136,3 +136,8 @@ class Pending:
                 self.compiler.stats["compiled"] += 1
         self.stored = out
         return out
+
+    def cancel(self) -> None:
+        """Drop the units not started yet (the layer they were for is not being made)."""
+        for f in self.futures:
+            f.cancel()
