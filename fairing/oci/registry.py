@@ -551,7 +551,9 @@ class Pusher:
         self._pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="fairing-push")
         # Blobs sent while the build is still running go one at a time: one stream is enough to
         # keep up with the layers being made, and takes less CPU from them than `jobs` streams.
-        self._early = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fairing-push-early")
+        # With jobs=1 it is the same thread, so one upload at a time stays one, also while an
+        # early send still runs (a throttled one waits out its Retry-After) when the image is done.
+        self._early = self._pool if jobs <= 1 else ThreadPoolExecutor(max_workers=1, thread_name_prefix="fairing-push-early")
         self._finishing = False
         self._failed: BaseException | None = None  # the first send that failed (set by its thread)
 
