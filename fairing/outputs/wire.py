@@ -110,6 +110,7 @@ def drop_secret(kube, namespace: str, run_id: str | None) -> None:
     if not run_id:
         return
     try:
-        kube.delete("v1", "Secret", secret_name(run_id), namespace)
+        # Background: gone when the call returns (Foreground leaves it to the garbage collector)
+        kube.delete("v1", "Secret", secret_name(run_id), namespace, propagation="Background")
     except Exception:  # noqa: BLE001 - its owner's deletion removes it anyway
         pass

@@ -472,7 +472,10 @@ class KubeHandle(Handle):
         is, for its next runs: it goes with the CronJob."""
         if self.run_id and not self.deployer.per_job_runs:
             try:
-                self.kube.delete("v1", "Secret", L.outputs_secret(self.run_id), self.namespace)
+                # Background: a Secret has no dependents, and Foreground would leave it behind a
+                # foregroundDeletion finalizer until the garbage collector comes round to it.
+                self.kube.delete("v1", "Secret", L.outputs_secret(self.run_id), self.namespace,
+                                 propagation="Background")
             except FairingError:
                 pass  # owned by the workload: deleted with it anyway
 

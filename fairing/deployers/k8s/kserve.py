@@ -275,7 +275,7 @@ class InferenceServiceDeployer(KubeAccess, Deployer):
             applied = kube.apply(isvc, ns, field_manager=L.FIELD_MANAGER)
         except BaseException:
             if existing_rt is None:
-                kube.delete(RUNTIME_API_VERSION, RUNTIME_KIND, name, ns)
+                kube.delete(RUNTIME_API_VERSION, RUNTIME_KIND, name, ns, propagation="Background")
             self.discard(kube, ns)
             raise
         rt["metadata"]["ownerReferences"] = [{"apiVersion": API_VERSION, "kind": KIND, "name": name,
