@@ -26,7 +26,8 @@ from .layers import DepLayer, Group, cached_layer, dependency_layers, group
 from .making import Maker
 from .pip import dependency_layer, installed_packages, pip_command
 from .resolve import Wheel, remember, resolve
-from .target import SITE_DIR, deps_key, image_python, platform_tags
+from ..platforms import platform_tags  # one list for every builder
+from .target import SITE_DIR, deps_key, image_python
 
 __all__ = ["SITE_DIR", "DepLayer", "Group", "Wheel", "deps_key", "dependency_layer", "dependency_layers",
            "group", "image_python", "install_layers", "installed_packages", "pip_command", "planned_layers", "platform_tags", "resolve"]
