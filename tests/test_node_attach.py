@@ -301,6 +301,31 @@ def one_line_records(caplog, logger: str, text: str) -> list[str]:
     return msgs
 
 
+def test_the_kept_refusals_ignore_expired_and_damaged_entries_and_leave_no_temp_file(tmp_path, monkeypatch):
+    """The file other processes read: a refusal older than ALLOWED_TTL, a damaged value or a
+    damaged file counts as none (the access review is asked, as without the file); a write leaves
+    only the file."""
+    import time as _time
+
+    from fairing.kube import attach
+
+    monkeypatch.setenv("FAIRING_CACHE", str(tmp_path))
+    path = tmp_path / "attach-refused.json"
+    now = _time.time()
+    path.write_text(json.dumps({"old": now - attach.ALLOWED_TTL - 1, "new": now - 5, "bad": "x", "future": now + 60}))
+    assert set(attach._read_refusals(path)) == {"new"}  # noqa: SLF001
+    path.write_text("{not json")
+    assert attach._read_refusals(path) == {}  # noqa: SLF001
+    kube = Kube.__new__(Kube)  # only server and source make the key: no cluster is asked here
+    kube.server, kube.source = "https://10.0.0.1:6443", "kubeconfig /tmp/k (context c)"
+    attach.remember_refused(kube, "team")
+    assert [p.name for p in tmp_path.iterdir()] == ["attach-refused.json"]
+    assert attach._refused_age(attach._key(kube, "team")) < 5  # noqa: SLF001
+    assert attach._refused_age(attach._key(kube, "other")) is None  # noqa: SLF001
+    assert "10.0.0.1" not in path.read_text() and "team" not in path.read_text()
+    attach._allowed.pop(attach._key(kube, "team"), None)  # noqa: SLF001 - no "no" left for later tests
+
+
 def test_a_session_that_stalls_after_the_container_ended_is_cut_and_the_log_reads_the_rest(
         on_node, attach_proxy, tmp_path, capsys, caplog):
     """A middlebox stops passing the attach session's bytes after its first line and holds the
@@ -370,17 +395,19 @@ def test_an_attach_path_that_refuses_the_websocket_is_remembered_and_the_next_jo
     """RBAC allows attach, but the path answers the websocket upgrade with 502 (the proxy in
     refuse mode). The first Job waits for its "go" in vain (FAIRING_ATTACH_WAIT) and the log
     serves it whole; the refusal is remembered for that server, account and namespace, so the
-    next Job through the same kubeconfig gets no stdin and no attach wait, and no attach is tried."""
+    next Job through the same kubeconfig gets no stdin and no attach wait, and no attach is tried,
+    in this process and in the next `fair train`."""
     import logging
 
     from fairing.kube import attach
+    from fairing.settings import cache_dir
 
     caplog.set_level(logging.DEBUG, logger="fairing.kube")
     proxy = attach_proxy("refuse")
     cfg = proxy.kubeconfig(on_node.admin_kubeconfig, tmp_path / "proxied.kubeconfig")
     ns = on_node.namespace
     (tmp_path / "three.py").write_text('for i in range(3):\n    print("row", i)\n')
-    first, second = uid("node-attach-refused"), uid("node-attach-after")
+    first, second, third = uid("node-attach-refused"), uid("node-attach-after"), uid("node-attach-cli")
     try:
         h = proxied_job(on_node, tmp_path, "three.py", first, cfg).submit(wait=True, quiet=False)
         assert h.status() == "Succeeded"
@@ -400,6 +427,19 @@ def test_an_attach_path_that_refuses_the_websocket_is_remembered_and_the_next_jo
         c = main_container(on_node, second)
         assert not c.get("stdin") and not c.get("stdinOnce") and "FAIRING_ATTACH_WAIT" not in env_names(c), c
         assert proxy.refused == refused, "the second Job tried to attach"
+
+        # A new process (`fair train`, as a terminal user runs it again) knows it too: the refusal
+        # is kept under $FAIRING_CACHE, by digest (no server, path or namespace in the file).
+        kept = (cache_dir() / "attach-refused.json").read_text()
+        assert proxy.url not in kept and ns not in kept and str(cfg) not in kept, kept
+        r = subprocess.run(train_args(on_node, "three.py", third), cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300, env=on_node.cli_env(KUBECONFIG=str(cfg), PYTHONUNBUFFERED="1"))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert shown_out(r.stdout, "row ") == ["row 0", "row 1", "row 2"], r.stdout
+        c = main_container(on_node, third)
+        assert not c.get("stdin") and "FAIRING_ATTACH_WAIT" not in env_names(c), c
+        assert proxy.refused == refused, "the Job of a new process tried to attach"
     finally:
         delete(on_node, first, tmp_path)
         delete(on_node, second, tmp_path)
+        delete(on_node, third, tmp_path)

@@ -13,13 +13,19 @@ token or client certificate); a kubeconfig that needs the official loader does n
 Jobs get no attach wait), nor does an account without `create pods/attach` (asked once with a
 SelfSubjectAccessReview, remembered for a while). A path that refuses the websocket although RBAC
 allows it (a proxy or node that answers the upgrade with an error) is remembered the same way
-(`remember_refused`): the next Jobs there get no attach wait to pay."""
+(`remember_refused`), in this process and in a small file under $FAIRING_CACHE (each `fair`
+command is a new process): the next Jobs there get no attach wait to pay."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import re
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Iterator
 
 from .client import Kube
@@ -72,12 +78,57 @@ def _key(kube: Kube, namespace: str) -> tuple:
     return (kube.server, kube.source, namespace)
 
 
+def _refusals() -> Path:
+    from ..settings import cache_dir
+
+    return cache_dir() / "attach-refused.json"
+
+
+def _digest(key: tuple) -> str:
+    # The file names no server, kubeconfig or namespace: a digest of the three is enough to match.
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
+
+
+def _read_refusals(path: Path) -> dict[str, float]:
+    """{digest: when (wall clock)} of the refusals still within ALLOWED_TTL; {} if none or unreadable."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    now = time.time()
+    if not isinstance(doc, dict):
+        return {}
+    return {k: float(t) for k, t in doc.items() if isinstance(t, (int, float)) and 0 <= now - t < ALLOWED_TTL}
+
+
 def remember_refused(kube: Kube, namespace: str) -> None:
     """The session to a running container did not open through this server for this account and
     namespace although RBAC allows it (see logs.follow_logs): its Jobs get no attach wait for
-    ALLOWED_TTL, as if the review had said no; the review is asked again after that."""
+    ALLOWED_TTL, as if the review had said no; the review is asked again after that. Kept in this
+    process and in $FAIRING_CACHE/attach-refused.json, so the next `fair` commands know it too."""
+    key = _key(kube, namespace)
     with _allowed_lock:
-        _allowed[_key(kube, namespace)] = (time.monotonic(), False)
+        _allowed[key] = (time.monotonic(), False)
+    path = _refusals()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        doc = {**_read_refusals(path), _digest(key): time.time()}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".attach-refused-")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(doc, f)
+            os.replace(tmp, path)  # whole or not at all: a concurrent reader sees the old or the new
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError as e:  # a read-only cache: this process still remembers
+        log.debug("attach: could not keep the refusal in %s: %s", path, describe(e))
+
+
+def _refused_age(key: tuple) -> float | None:
+    """Seconds since a process (any) kept this refusal, if within ALLOWED_TTL."""
+    when = _read_refusals(_refusals()).get(_digest(key))
+    return None if when is None else max(0.0, time.time() - when)
 
 
 def allowed(kube: Kube, namespace: str) -> bool:
@@ -92,6 +143,11 @@ def allowed(kube: Kube, namespace: str) -> bool:
         hit = _allowed.get(key)
     if hit is not None and now - hit[0] < ALLOWED_TTL:
         return hit[1]
+    age = _refused_age(key)
+    if age is not None:  # another process saw this path refuse the session: "no" for the rest of its TTL
+        with _allowed_lock:
+            _allowed[key] = (now - age, False)
+        return False
     review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
               "spec": {"resourceAttributes": {"namespace": namespace, "verb": "create", "resource": "pods",
                                               "subresource": "attach"}}}
